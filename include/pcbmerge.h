@@ -1,0 +1,210 @@
+/*
+ * pcbmerge.h — the one public header of libpcbmerge.
+ *
+ * libpcbmerge merges fine-tuned checkpoints of one base model (safetensors) into one model with
+ * PCB-Merging (Parameter Competition Balancing, NeurIPS 2024) and the classic baselines (task
+ * arithmetic, TIES, DARE, linear), streaming every model from disk in bounded memory.
+ *
+ * Conventions: every exported name starts with pcbm_ / PCBM_; handles are opaque; every fallible
+ * function returns a pcbm_status and, when given a pcbm_error, fills it with one human sentence
+ * saying what went wrong, where (file, tensor, byte offset) and what to do.
+ */
+#ifndef PCBMERGE_H
+#define PCBMERGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define PCBM_API __attribute__((visibility("default")))
+#else
+#define PCBM_API
+#endif
+
+#define PCBM_VERSION_MAJOR 0
+#define PCBM_VERSION_MINOR 1
+#define PCBM_VERSION_PATCH 0
+#define PCBM_VERSION_STRING "0.1.0"
+
+/* Library version string (may differ from PCBM_VERSION_STRING if the header is older). */
+PCBM_API const char *pcbm_version(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Errors
+ * ------------------------------------------------------------------------------------------- */
+typedef enum pcbm_status {
+    PCBM_OK = 0,
+    PCBM_ERR_USAGE,        /* an argument or option is invalid */
+    PCBM_ERR_IO,           /* open/read/write/fsync failed (the message names file and offset) */
+    PCBM_ERR_FORMAT,       /* a safetensors file or index breaks a rule of the format */
+    PCBM_ERR_MISMATCH,     /* base and task models disagree on names, shapes or dtypes */
+    PCBM_ERR_NONFINITE,    /* a participating weight is NaN or Inf */
+    PCBM_ERR_NOMEM,        /* allocation failed, or --mem is too small to work */
+    PCBM_ERR_NOSPACE,      /* the output filesystem is (or became) full */
+    PCBM_ERR_STATS,        /* a statistics file does not match these inputs or parameters */
+    PCBM_ERR_EXISTS,       /* the output exists and would be overwritten */
+    PCBM_ERR_INTERRUPTED,  /* stopped by a signal; resumable */
+    PCBM_ERR_UNSUPPORTED,  /* a feature the platform or build lacks */
+    PCBM_ERR_INTERNAL,     /* a bug: please report it */
+    PCBM_STATUS_COUNT
+} pcbm_status;
+
+/* Static, short name of a status ("format error", ...). Never NULL. */
+PCBM_API const char *pcbm_status_name(pcbm_status s);
+
+typedef struct pcbm_error {
+    pcbm_status status;
+    char msg[1024];
+} pcbm_error;
+
+/* ---------------------------------------------------------------------------------------------
+ * Data types (the safetensors dtype strings)
+ * ------------------------------------------------------------------------------------------- */
+typedef enum pcbm_dtype {
+    PCBM_DT_BOOL = 0,
+    PCBM_DT_U8,
+    PCBM_DT_I8,
+    PCBM_DT_F8_E5M2,
+    PCBM_DT_F8_E4M3,
+    PCBM_DT_I16,
+    PCBM_DT_U16,
+    PCBM_DT_F16,
+    PCBM_DT_BF16,
+    PCBM_DT_I32,
+    PCBM_DT_U32,
+    PCBM_DT_F32,
+    PCBM_DT_F64,
+    PCBM_DT_I64,
+    PCBM_DT_U64,
+    PCBM_DT_F4,
+    PCBM_DT_F6_E2M3,
+    PCBM_DT_F6_E3M2,
+    PCBM_DT_F8_E8M0,
+    PCBM_DT_F8_E4M3FNUZ,
+    PCBM_DT_F8_E5M2FNUZ,
+    PCBM_DT_C64,
+    PCBM_DT_COUNT
+} pcbm_dtype;
+
+/* "BF16", "F32", ... as in safetensors headers. */
+PCBM_API const char *pcbm_dtype_name(pcbm_dtype dt);
+/* Parse a safetensors dtype string; returns PCBM_DT_COUNT if unknown. */
+PCBM_API pcbm_dtype pcbm_dtype_parse(const char *s);
+/* Size of one element in bits (4 for F4, 6 for F6_*, 8..128 otherwise). */
+PCBM_API unsigned pcbm_dtype_bits(pcbm_dtype dt);
+/* 1 if the dtype is one of the merged floating-point types (F32, F16, BF16). */
+PCBM_API int pcbm_dtype_is_mergeable(pcbm_dtype dt);
+
+/* ---------------------------------------------------------------------------------------------
+ * Models (read-only view of a safetensors checkpoint)
+ * ------------------------------------------------------------------------------------------- */
+typedef struct pcbm_model pcbm_model;
+
+typedef struct pcbm_tensor_info {
+    const char *name;
+    pcbm_dtype dtype;
+    unsigned ndim;
+    const uint64_t *shape;  /* ndim entries */
+    uint64_t numel;
+    uint64_t nbytes;
+    const char *file;       /* path of the shard that holds it */
+    uint64_t offset;        /* absolute byte offset of its data in that file */
+} pcbm_tensor_info;
+
+/*
+ * Open and fully validate a model: a directory holding model.safetensors, or
+ * model.safetensors.index.json plus shards, or a single .safetensors file. Tensors are listed in
+ * the model's order: shards in index order, then by data offset inside each shard.
+ */
+PCBM_API pcbm_status pcbm_model_open(const char *path, pcbm_model **out, pcbm_error *err);
+PCBM_API void pcbm_model_close(pcbm_model *m);
+PCBM_API const char *pcbm_model_path(const pcbm_model *m);
+PCBM_API size_t pcbm_model_num_tensors(const pcbm_model *m);
+PCBM_API size_t pcbm_model_num_files(const pcbm_model *m);
+PCBM_API uint64_t pcbm_model_total_bytes(const pcbm_model *m); /* sum of tensor bytes */
+PCBM_API pcbm_status pcbm_model_tensor(const pcbm_model *m, size_t i, pcbm_tensor_info *out);
+/* Index of the tensor named `name`, or -1. */
+PCBM_API long pcbm_model_find(const pcbm_model *m, const char *name);
+
+/* ---------------------------------------------------------------------------------------------
+ * Number formats: exact decoding, round-to-nearest-even encoding, NaN stays NaN.
+ * ------------------------------------------------------------------------------------------- */
+PCBM_API float pcbm_bf16_to_f32(uint16_t h);
+PCBM_API uint16_t pcbm_f32_to_bf16(float f);
+PCBM_API float pcbm_f16_to_f32(uint16_t h);
+PCBM_API uint16_t pcbm_f32_to_f16(float f);
+
+/* ---------------------------------------------------------------------------------------------
+ * Merging
+ * ------------------------------------------------------------------------------------------- */
+typedef enum pcbm_method {
+    PCBM_METHOD_PCB = 0,
+    PCBM_METHOD_TIES,
+    PCBM_METHOD_DARE_LINEAR,
+    PCBM_METHOD_DARE_TIES,
+    PCBM_METHOD_TASK_ARITHMETIC,
+    PCBM_METHOD_LINEAR,
+    PCBM_METHOD_COUNT
+} pcbm_method;
+
+PCBM_API const char *pcbm_method_name(pcbm_method m);
+PCBM_API pcbm_method pcbm_method_parse(const char *s); /* PCBM_METHOD_COUNT if unknown */
+
+typedef enum pcbm_scope { PCBM_SCOPE_GLOBAL = 0, PCBM_SCOPE_TENSOR } pcbm_scope;
+typedef enum pcbm_io_kind { PCBM_IO_AUTO = 0, PCBM_IO_URING, PCBM_IO_PREAD } pcbm_io_kind;
+typedef enum pcbm_progress { PCBM_PROGRESS_AUTO = 0, PCBM_PROGRESS_JSON, PCBM_PROGRESS_NONE } pcbm_progress;
+
+#define PCBM_MAX_TASKS 64
+#define PCBM_DTYPE_BASE PCBM_DT_COUNT /* out_dtype: keep each tensor's base dtype */
+
+typedef struct pcbm_merge_opts {
+    const char *base;               /* base model path */
+    const char *const *tasks;       /* task model paths */
+    unsigned ntasks;
+    const char *out;                /* output directory (must not exist) */
+
+    pcbm_method method;             /* default PCB */
+    double density;                 /* fraction kept (PCB mask ratio r, TIES k, DARE 1-p); 0.1 */
+    double lambda;                  /* global coefficient; 1.0 */
+    const double *lambdas;          /* per-task coefficients (ntasks) or NULL */
+    const double *weights;          /* linear: per-task weights (ntasks) or NULL = equal */
+    double clamp_ratio;             /* PCB outlier clamp ratio c; 1e-4 */
+    pcbm_scope scope;               /* global (paper) or per tensor */
+    int exact;                      /* resolve every quantile exactly (extra passes) */
+    uint64_t seed;                  /* DARE mask seed */
+
+    uint64_t mem_bytes;             /* memory budget for every buffer; 1 GiB */
+    unsigned threads;               /* 0 = online CPUs */
+    pcbm_io_kind io;                /* I/O backend */
+    uint64_t block_bytes;           /* 0 = chosen from mem; otherwise target bytes per model block */
+    uint64_t shard_bytes;           /* output shard size; 5e9 */
+    pcbm_dtype out_dtype;           /* PCBM_DTYPE_BASE, or F32/F16/BF16 */
+
+    const char *const *exclude;     /* POSIX ERE patterns of tensor names copied from the base */
+    unsigned nexclude;
+    int allow_extra;                /* ignore tensors present only in task models */
+    int allow_nonfinite;            /* merge NaN/Inf weights instead of refusing */
+
+    const char *stats_in;           /* reuse a statistics file from an earlier run, or NULL */
+    pcbm_progress progress;
+    int quiet;                      /* only errors on stderr */
+} pcbm_merge_opts;
+
+/* Fill `o` with the defaults listed above. */
+PCBM_API void pcbm_merge_opts_init(pcbm_merge_opts *o);
+
+/* Run a whole merge: validate, statistics passes, apply pass, publish OUT. */
+PCBM_API pcbm_status pcbm_merge(const pcbm_merge_opts *o, pcbm_error *err);
+
+/* Parse "512M", "1G", "5GB", "1.5GiB", "4096" into bytes (K/M/G/T powers of 1024 with an optional
+ * "i"/"B"; "KB/MB/GB/TB" are powers of 1000). Returns 0 on success. */
+PCBM_API int pcbm_parse_size(const char *s, uint64_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PCBMERGE_H */

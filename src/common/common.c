@@ -1,0 +1,126 @@
+/*
+ * common.c — error values, logging, checked and aligned allocation, time and byte formatting.
+ */
+#include "common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int pcbm_log_level = 1;
+
+const char *pcbm_version(void) { return PCBM_VERSION_STRING; }
+
+const char *pcbm_status_name(pcbm_status s)
+{
+    static const char *const names[PCBM_STATUS_COUNT] = {
+        [PCBM_OK] = "ok",
+        [PCBM_ERR_USAGE] = "usage error",
+        [PCBM_ERR_IO] = "I/O error",
+        [PCBM_ERR_FORMAT] = "format error",
+        [PCBM_ERR_MISMATCH] = "model mismatch",
+        [PCBM_ERR_NONFINITE] = "non-finite weight",
+        [PCBM_ERR_NOMEM] = "out of memory",
+        [PCBM_ERR_NOSPACE] = "no space left",
+        [PCBM_ERR_STATS] = "statistics mismatch",
+        [PCBM_ERR_EXISTS] = "output exists",
+        [PCBM_ERR_INTERRUPTED] = "interrupted",
+        [PCBM_ERR_UNSUPPORTED] = "unsupported",
+        [PCBM_ERR_INTERNAL] = "internal error",
+    };
+    if ((unsigned)s >= PCBM_STATUS_COUNT || !names[s])
+        return "unknown status";
+    return names[s];
+}
+
+pcbm_status pcbm_fail(pcbm_error *err, pcbm_status st, const char *fmt, ...)
+{
+    if (err) {
+        err->status = st;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return st;
+}
+
+void pcbm_error_clear(pcbm_error *err)
+{
+    if (err) {
+        err->status = PCBM_OK;
+        err->msg[0] = '\0';
+    }
+}
+
+static void vlog(const char *prefix, const char *fmt, va_list ap)
+{
+    char line[2048];
+    vsnprintf(line, sizeof line, fmt, ap);
+    fprintf(stderr, "pcbmerge: %s%s\n", prefix, line);
+}
+
+void pcbm_warn(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog("warning: ", fmt, ap);
+    va_end(ap);
+}
+
+void pcbm_info(const char *fmt, ...)
+{
+    if (pcbm_log_level < 1)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog("", fmt, ap);
+    va_end(ap);
+}
+
+void *pcbm_malloc(size_t n) { return malloc(n ? n : 1); }
+void *pcbm_calloc(size_t n, size_t size) { return calloc(n ? n : 1, size ? size : 1); }
+void *pcbm_realloc(void *p, size_t n) { return realloc(p, n ? n : 1); }
+
+char *pcbm_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+void *pcbm_alloc_aligned(size_t n)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, PCBM_ALIGN, pcbm_align_up(n ? n : 1, PCBM_ALIGN)) != 0)
+        return NULL;
+    return p;
+}
+
+void pcbm_free_aligned(void *p) { free(p); }
+
+double pcbm_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+char *pcbm_fmt_bytes(uint64_t n, char *buf, size_t len)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double v = (double)n;
+    unsigned u = 0;
+    while (v >= 1024.0 && u + 1 < sizeof units / sizeof units[0]) {
+        v /= 1024.0;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, len, "%llu B", (unsigned long long)n);
+    else
+        snprintf(buf, len, "%.2f %s", v, units[u]);
+    return buf;
+}

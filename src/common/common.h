@@ -1,0 +1,65 @@
+/*
+ * common.h — what every module of libpcbmerge shares: error reporting into a pcbm_error,
+ * logging to stderr, checked allocation, aligned buffers and small arithmetic helpers.
+ * Internal: nothing here is part of the public API.
+ */
+#ifndef PCBM_COMMON_H
+#define PCBM_COMMON_H
+
+#include "pcbmerge.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PCBM_ALIGN 4096u            /* O_DIRECT-safe alignment of offsets, lengths and buffers */
+#define PCBM_UNUSED(x) ((void)(x))
+#define PCBM_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define PCBM_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#if defined(__GNUC__)
+#define PCBM_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define PCBM_PRINTF(f, a)
+#endif
+
+/* Fill `err` (may be NULL) and return `st`. The message should say what, where and what to do. */
+pcbm_status pcbm_fail(pcbm_error *err, pcbm_status st, const char *fmt, ...) PCBM_PRINTF(3, 4);
+/* Clear an error to PCBM_OK / "". */
+void pcbm_error_clear(pcbm_error *err);
+
+/* Logging on stderr. Verbosity: 0 = errors only (--quiet), 1 = normal. */
+extern int pcbm_log_level;
+void pcbm_warn(const char *fmt, ...) PCBM_PRINTF(1, 2);   /* "pcbmerge: warning: ..." */
+void pcbm_info(const char *fmt, ...) PCBM_PRINTF(1, 2);   /* "pcbmerge: ..." (not when quiet) */
+
+/* Allocation that never returns NULL silently: on failure they return NULL and the caller
+ * reports PCBM_ERR_NOMEM. Aligned buffers are PCBM_ALIGN-aligned and freed with pcbm_free_aligned. */
+void *pcbm_malloc(size_t n);
+void *pcbm_calloc(size_t n, size_t size);
+void *pcbm_realloc(void *p, size_t n);
+char *pcbm_strdup(const char *s);
+void *pcbm_alloc_aligned(size_t n);
+void pcbm_free_aligned(void *p);
+
+static inline uint64_t pcbm_align_down(uint64_t x, uint64_t a) { return x - x % a; }
+static inline uint64_t pcbm_align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+/* a*b with overflow detection: returns false on overflow. */
+static inline bool pcbm_mul_u64(uint64_t a, uint64_t b, uint64_t *out)
+{
+    return !__builtin_mul_overflow(a, b, out);
+}
+static inline bool pcbm_add_u64(uint64_t a, uint64_t b, uint64_t *out)
+{
+    return !__builtin_add_overflow(a, b, out);
+}
+
+/* Monotonic clock in seconds. */
+double pcbm_now(void);
+
+/* Human-readable byte count into buf ("1.50 GiB"). Returns buf. */
+char *pcbm_fmt_bytes(uint64_t n, char *buf, size_t len);
+
+#endif /* PCBM_COMMON_H */
