@@ -77,5 +77,94 @@ static inline const char *pcbm_io_name(const pcbm_io *io) { return io->ops->name
 int pcbm_open_read(const char *path, bool want_direct, bool *direct);
 /* Create a file for writing (O_CREAT|O_EXCL), with O_DIRECT when supported. fd or -errno. */
 int pcbm_open_write(const char *path, bool want_direct, bool *direct);
+/* The O_DIRECT alignment (offsets, lengths, buffers) the kernel reports for fd through statx
+ * STATX_DIOALIGN, or 4096 when it reports none. Callers align to PCBM_MAX(this, PCBM_ALIGN). */
+int pcbm_io_dio_align(int fd);
+
+/* ---------------------------------------------------------------------------------------------
+ * Inside src/io: the backends behind pcbm_io_open, and the PCBM_FAULT test hooks. Other modules
+ * use pcbm_io_open only.
+ *
+ * Notes on the contract above, shared by every backend:
+ *  - queue() resets r->res, r->done and r->next; a request with len 0 completes at once, res 0.
+ *  - reap(wait=1) with nothing in flight blocks until pcbm_io_wake(); a wake is kept until a
+ *    reap(wait=1) returns (with completions or with 0), so a wake between the caller's last look
+ *    at its own state and reap(wait=1) is never lost. reap(wait=0) leaves a pending wake alone.
+ *  - The io_uring backend's wake is async-signal-safe (one write to an eventfd); the pread pool's
+ *    takes a mutex, so call it from threads, not from signal handlers.
+ *  - A signal interrupting a blocked io_uring reap makes it return 0.
+ * ------------------------------------------------------------------------------------------- */
+#define PCBM_IO_MAX_DEPTH 4096u        /* largest depth pcbm_io_open accepts */
+#define PCBM_IO_MAX_THREADS 16u        /* largest pread pool (PCBM_IO_THREADS may ask for fewer) */
+#define PCBM_IO_MAX_XFER (1u << 30)    /* largest single read/write a backend issues */
+
+/* FIFO of requests linked through r->next. */
+typedef struct pcbm_io_list {
+    pcbm_io_req *head, *tail;
+} pcbm_io_list;
+
+static inline void pcbm_io_list_push(pcbm_io_list *l, pcbm_io_req *r)
+{
+    r->next = NULL;
+    if (l->tail)
+        l->tail->next = r;
+    else
+        l->head = r;
+    l->tail = r;
+}
+
+static inline pcbm_io_req *pcbm_io_list_pop(pcbm_io_list *l)
+{
+    pcbm_io_req *r = l->head;
+    if (r) {
+        l->head = r->next;
+        if (!l->head)
+            l->tail = NULL;
+        r->next = NULL;
+    }
+    return r;
+}
+
+/* Pop up to max requests of l into out[]; returns how many. */
+static inline unsigned pcbm_io_list_take(pcbm_io_list *l, pcbm_io_req **out, unsigned max)
+{
+    unsigned n = 0;
+    while (n < max && l->head)
+        out[n++] = pcbm_io_list_pop(l);
+    return n;
+}
+
+/* io_uring backend. fake_setup_errno != 0 makes the ring setup fail with that errno (PCBM_FAULT).
+ * On failure returns -errno and writes why into `why`, e.g. "io_uring_setup: Operation not
+ * permitted — blocked by a seccomp profile, gVisor or kernel.io_uring_disabled". */
+int pcbm_io_uring_create(unsigned depth, size_t max_xfer, int fake_setup_errno, pcbm_io **out,
+                         char *why, size_t whylen);
+
+/* pread/pwrite thread pool of `threads` workers (0 = PCBM_MIN(depth, PCBM_IO_MAX_THREADS)). */
+int pcbm_io_pread_create(unsigned depth, unsigned threads, size_t max_xfer, pcbm_io **out);
+
+/* PCBM_FAULT, parsed (syntax at the top of io_fault.c). */
+#define PCBM_FAULT_MAX_RULES 16u
+typedef enum pcbm_fault_kind { PCBM_FAULT_EIO = 0, PCBM_FAULT_SHORT, PCBM_FAULT_ENOSPC } pcbm_fault_kind;
+
+typedef struct pcbm_fault_rule {
+    pcbm_io_op op;
+    pcbm_fault_kind kind;
+    unsigned long nth;            /* fail the nth matching request, 1-based */
+    char path[256];               /* "" = any file, else a substring of the fd's path */
+} pcbm_fault_rule;
+
+typedef struct pcbm_fault_cfg {
+    unsigned nrules;
+    pcbm_fault_rule rules[PCBM_FAULT_MAX_RULES];
+    int uring_setup_errno;        /* uring_setup:eperm|enosys */
+    bool odirect_einval;          /* odirect:einval — act as if no filesystem had O_DIRECT */
+    size_t max_xfer;              /* xfer:BYTES — cap every transfer (0 = PCBM_IO_MAX_XFER) */
+} pcbm_fault_cfg;
+
+/* Parse spec (NULL or "" = no faults) into cfg. 0, or -EINVAL with a sentence in why. */
+int pcbm_io_fault_parse(const char *spec, pcbm_fault_cfg *cfg, char *why, size_t whylen);
+/* Wrap inner with cfg's rules; the wrapper owns inner from then on (also on failure). */
+int pcbm_io_fault_wrap(pcbm_io *inner, const pcbm_fault_cfg *cfg, pcbm_io **out);
 
 #endif /* PCBM_IO_H */
