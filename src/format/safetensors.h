@@ -39,13 +39,16 @@ struct pcbm_model {
     pcbm_st_tensor *tensors;  /* model order: files in order, then by offset */
     size_t ntensors;
     uint64_t total_bytes;
-    /* name -> tensor index (open addressing) */
+    /* name -> tensor index (open addressing, linear probing on XXH3 of the name;
+     * a slot holds index + 1, 0 = empty; map_cap is a power of two) */
     uint32_t *map;
     size_t map_cap;
-    /* __metadata__ of the first file as alternating key/value strings */
+    /* __metadata__ of the first file as alternating key/value strings; nmeta counts strings
+     * (2 per pair), so (meta, nmeta) can be passed straight to pcbm_outplan_build */
     char **meta;
     size_t nmeta;
     uint64_t identity;     /* xxh3-64 over every file's header hash and size: the model's identity */
+    bool is_dir;           /* opened as a model directory (side files live in dir) */
 };
 
 /*
@@ -83,7 +86,10 @@ typedef struct pcbm_outplan {
     char *index_json;      /* NULL when there is a single file */
 } pcbm_outplan;
 
-/* meta: alternating key/value strings for __metadata__ ("format":"pt" is always added first). */
+/* meta: alternating key/value strings for __metadata__, nmeta = number of strings (even);
+ * "format":"pt" is always written first, so a "format" key in meta is skipped, as are repeated
+ * keys (the first wins). shard_bytes 0 = everything in one file. The plan borrows `tensors`
+ * (it fills their file/offset fields) and checks each nbytes against dtype × shape. */
 pcbm_status pcbm_outplan_build(pcbm_out_tensor *tensors, size_t n, uint64_t shard_bytes,
                                const char *const *meta, size_t nmeta, pcbm_outplan *plan,
                                pcbm_error *err);
@@ -95,5 +101,64 @@ const pcbm_st_tensor *pcbm_model_tensor_at(const pcbm_model *m, size_t i);
 /* Copy the non-weight files users need beside the weights (config.json, generation_config.json,
  * tokenizer files, ...) from the base model directory into out_dir. */
 pcbm_status pcbm_copy_side_files(const pcbm_model *base, const char *out_dir, pcbm_error *err);
+
+/* Create (or truncate) `path`, write all `len` bytes, fsync, close. On failure the partial file
+ * is removed and err names the path and offset (PCBM_ERR_NOSPACE when the disk is full). */
+pcbm_status pcbm_write_file_simple(const char *path, const void *buf, size_t len, pcbm_error *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * Parsing from memory (used by the reader, the fuzz targets and tests)
+ * ------------------------------------------------------------------------------------------- */
+
+/* One validated safetensors header: tensors sorted by data offset; each tensor's `file` is 0 and
+ * its `offset` is absolute (data_start + begin). */
+typedef struct pcbm_st_header {
+    pcbm_st_tensor *tensors;
+    size_t ntensors;
+    char **meta;           /* __metadata__ as alternating key/value strings (nmeta strings) */
+    size_t nmeta;
+    uint64_t header_len;   /* N, the JSON length from the first 8 bytes */
+    uint64_t data_start;   /* 8 + N */
+    uint64_t data_bytes;   /* file size - data_start = sum of tensor bytes */
+} pcbm_st_header;
+
+/* Check the 8-byte length prefix against the file size: returns N in *header_len. `label` (the
+ * file path) is what messages name. */
+pcbm_status pcbm_st_check_prefix(const uint8_t prefix[8], uint64_t file_size, const char *label,
+                                 uint64_t *header_len, pcbm_error *err);
+/* Validate the N header bytes `json` of a file of `file_size` bytes and fill `out`. */
+pcbm_status pcbm_st_parse_json(const char *json, size_t n, uint64_t file_size, const char *label,
+                               pcbm_st_header *out, pcbm_error *err);
+/* A whole file image in memory (file size = len): prefix + header + every rule. */
+pcbm_status pcbm_st_parse_mem(const void *buf, size_t len, const char *label,
+                              pcbm_st_header *out, pcbm_error *err);
+/* Read and validate the header of the file at `path` (reads 8 + N bytes, never the data);
+ * fills `file` (path, name = `name`, size, data_start, header_hash) and `out`. */
+pcbm_status pcbm_st_read_file(const char *path, const char *name, pcbm_st_file *file,
+                              pcbm_st_header *out, pcbm_error *err);
+void pcbm_st_header_free(pcbm_st_header *h);
+void pcbm_st_file_free(pcbm_st_file *f);
+void pcbm_st_tensor_free(pcbm_st_tensor *t);
+
+/* A parsed model.safetensors.index.json: shards in order of first appearance in weight_map,
+ * entries in weight_map order. */
+typedef struct pcbm_st_index {
+    char **shards;
+    unsigned nshards;
+    char **names;          /* tensor names, weight_map order */
+    unsigned *shard_of;    /* index into shards[] per name */
+    size_t nnames;
+} pcbm_st_index;
+
+/* Does shard file `name` exist (as a regular file) beside the index? */
+typedef bool (*pcbm_st_exists_fn)(const char *name, void *ctx);
+
+/* 1 if `name` is a plain file name (not empty, ".", "..", no '/' or '\\'); else 0. */
+int pcbm_st_plain_name(const char *name);
+/* Validate index JSON text (label = its path in messages); `exists` may be NULL (no check). */
+pcbm_status pcbm_st_index_parse(const char *json, size_t len, const char *label,
+                                pcbm_st_exists_fn exists, void *ctx, pcbm_st_index *out,
+                                pcbm_error *err);
+void pcbm_st_index_free(pcbm_st_index *ix);
 
 #endif /* PCBM_SAFETENSORS_H */

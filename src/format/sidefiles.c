@@ -1,0 +1,150 @@
+/*
+ * sidefiles.c — small whole-file writes (index JSON, headers, tests) and copying the files users
+ * need beside the weights (config, generation config, tokenizer files, chat template) from the
+ * base model's directory into the output directory.
+ */
+#include "safetensors.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define COPY_CHUNK (1u << 20)
+
+static const char *const side_files[] = {
+    "config.json",           "generation_config.json", "tokenizer.json",
+    "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+    "vocab.json",            "merges.txt",             "added_tokens.json",
+    "chat_template.json",    "chat_template.jinja",    "preprocessor_config.json",
+};
+
+static pcbm_status write_fail(const char *path, int e, uint64_t off, pcbm_error *err)
+{
+    if (e == ENOSPC || e == EDQUOT)
+        return pcbm_fail(err, PCBM_ERR_NOSPACE, "%s: no space left at byte %llu: %s; free disk "
+                         "space or choose another output directory", path,
+                         (unsigned long long)off, strerror(e));
+    return pcbm_fail(err, PCBM_ERR_IO, "%s: write failed at byte %llu: %s; check the output "
+                     "directory and retry", path, (unsigned long long)off, strerror(e));
+}
+
+/* Write all len bytes; returns 0 or an errno (offset reached in *done). */
+static int write_all(int fd, const void *buf, size_t len, uint64_t *done)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return errno;
+        if (w == 0)
+            return EIO;
+        p += w;
+        len -= (size_t)w;
+        *done += (uint64_t)w;
+    }
+    return 0;
+}
+
+/* fsync + close; returns 0 or an errno. */
+static int sync_close(int fd)
+{
+    int e = fsync(fd) != 0 ? errno : 0;
+    if (close(fd) != 0 && !e)
+        e = errno;
+    return e;
+}
+
+pcbm_status pcbm_write_file_simple(const char *path, const void *buf, size_t len, pcbm_error *err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return pcbm_fail(err, errno == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
+                         "cannot create %s: %s; check that the output directory exists and is "
+                         "writable", path, strerror(errno));
+    uint64_t done = 0;
+    int e = write_all(fd, buf, len, &done);
+    int e2 = sync_close(fd);
+    if (!e)
+        e = e2;
+    if (e) {
+        unlink(path);
+        return write_fail(path, e, done, err);
+    }
+    return PCBM_OK;
+}
+
+/* Copy src to dst (created or truncated), then fsync. */
+static pcbm_status copy_file(const char *src, const char *dst, char *buf, pcbm_error *err)
+{
+    int in = open(src, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s: %s; check its permissions", src,
+                         strerror(errno));
+    int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0) {
+        int e = errno;
+        close(in);
+        return pcbm_fail(err, e == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO, "cannot create %s: "
+                         "%s; check the output directory", dst, strerror(e));
+    }
+    uint64_t done = 0;
+    int e = 0, rd_err = 0;
+    for (;;) {
+        ssize_t r = read(in, buf, COPY_CHUNK);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            rd_err = errno;
+        if (r <= 0 || (e = write_all(out, buf, (size_t)r, &done)) != 0)
+            break;
+    }
+    close(in);
+    int e2 = sync_close(out);
+    if (!e && !rd_err)
+        e = e2;
+    if (rd_err || e)
+        unlink(dst);
+    if (rd_err)
+        return pcbm_fail(err, PCBM_ERR_IO, "%s: read failed at byte %llu: %s; check the file",
+                         src, (unsigned long long)done, strerror(rd_err));
+    return e ? write_fail(dst, e, done, err) : PCBM_OK;
+}
+
+static char *join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = pcbm_malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+pcbm_status pcbm_copy_side_files(const pcbm_model *base, const char *out_dir, pcbm_error *err)
+{
+    if (!base || !out_dir)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "copy side files: no base model or output dir");
+    if (!base->is_dir)
+        return PCBM_OK;
+    char *buf = pcbm_malloc(COPY_CHUNK);
+    if (!buf)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory copying side files");
+    pcbm_status st = PCBM_OK;
+    for (size_t i = 0; i < sizeof side_files / sizeof side_files[0] && !st; i++) {
+        char *src = join(base->dir, side_files[i]), *dst = join(out_dir, side_files[i]);
+        struct stat sb;
+        if (!src || !dst)
+            st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory copying side files");
+        else if (stat(src, &sb) == 0 && S_ISREG(sb.st_mode))
+            st = copy_file(src, dst, buf, err);
+        free(src);
+        free(dst);
+    }
+    free(buf);
+    return st;
+}

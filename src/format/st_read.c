@@ -1,0 +1,120 @@
+/*
+ * st_read.c — reading one safetensors file from disk: size and type checks, the 8-byte prefix
+ * and the header bytes (never the data), the header hash, then st_header.c's validation.
+ */
+#include "safetensors.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+/* pread exactly len bytes at off; returns 0, an errno, or -1 at an early end of file. */
+static int pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t r = pread(fd, p, len, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return errno;
+        if (r == 0)
+            return -1;
+        p += r;
+        len -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+static pcbm_status read_fail(const char *path, int rc, uint64_t off, pcbm_error *err)
+{
+    if (rc < 0)
+        return pcbm_fail(err, PCBM_ERR_IO,
+                         "%s: unexpected end of file at byte %llu while reading the header (was "
+                         "the file changed while it was read?); check the file and retry",
+                         path, (unsigned long long)off);
+    return pcbm_fail(err, PCBM_ERR_IO, "%s: read failed at byte %llu: %s; check the disk and "
+                     "retry", path, (unsigned long long)off, strerror(rc));
+}
+
+static pcbm_status open_regular(const char *path, int *fd, uint64_t *size, pcbm_error *err)
+{
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0)
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s: %s; check the path and its "
+                         "permissions", path, strerror(errno));
+    struct stat sb;
+    if (fstat(*fd, &sb) != 0)
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot stat %s: %s", path, strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        return pcbm_fail(err, PCBM_ERR_FORMAT, "%s is not a regular file; point to a "
+                         ".safetensors file or a model directory", path);
+    *size = (uint64_t)sb.st_size;
+    return PCBM_OK;
+}
+
+/* Read prefix + header into a fresh buffer of 8 + N bytes. */
+static pcbm_status read_header_bytes(int fd, const char *path, uint64_t size, uint8_t **out,
+                                     uint64_t *n, pcbm_error *err)
+{
+    uint8_t prefix[8] = {0};
+    int rc = size >= 8 ? pread_full(fd, prefix, 8, 0) : 0;
+    if (rc)
+        return read_fail(path, rc, 0, err);
+    pcbm_status st = pcbm_st_check_prefix(prefix, size, path, n, err);
+    if (st)
+        return st;
+    *out = pcbm_malloc((size_t)(8 + *n));
+    if (!*out)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "%s: out of memory for a %llu-byte header", path,
+                         (unsigned long long)*n);
+    memcpy(*out, prefix, 8);
+    rc = pread_full(fd, *out + 8, (size_t)*n, 8);
+    return rc ? read_fail(path, rc, 8, err) : PCBM_OK;
+}
+
+pcbm_status pcbm_st_read_file(const char *path, const char *name, pcbm_st_file *file,
+                              pcbm_st_header *out, pcbm_error *err)
+{
+    memset(file, 0, sizeof *file);
+    memset(out, 0, sizeof *out);
+    int fd = -1;
+    uint64_t size = 0, n = 0;
+    uint8_t *buf = NULL;
+    pcbm_status st = open_regular(path, &fd, &size, err);
+    if (!st)
+        st = read_header_bytes(fd, path, size, &buf, &n, err);
+    if (fd >= 0)
+        close(fd);
+    if (!st)
+        st = pcbm_st_parse_json((const char *)buf + 8, (size_t)n, size, path, out, err);
+    if (!st) {
+        file->path = pcbm_strdup(path);
+        file->name = pcbm_strdup(name);
+        file->size = size;
+        file->data_start = 8 + n;
+        file->header_hash = XXH3_64bits(buf, (size_t)(8 + n));
+        if (!file->path || !file->name)
+            st = pcbm_fail(err, PCBM_ERR_NOMEM, "%s: out of memory", path);
+    }
+    free(buf);
+    if (st) {
+        pcbm_st_file_free(file);
+        pcbm_st_header_free(out);
+    }
+    return st;
+}
+
+void pcbm_st_file_free(pcbm_st_file *f)
+{
+    if (!f)
+        return;
+    free(f->path);
+    free(f->name);
+    f->path = f->name = NULL;
+}
