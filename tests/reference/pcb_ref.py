@@ -1,0 +1,665 @@
+#!/usr/bin/python3
+"""pcb_ref.py — an independent, in-memory NumPy implementation of docs/pcb-spec.md.
+
+It is the yardstick the streaming C implementation is compared with (tests/reference/compare.py).
+Everything is float32 as the spec says: inputs are decoded to float32 exactly, exp/tanh are NumPy's
+float32 functions, order statistics come from np.partition/np.sort on float32 arrays. Only numpy and
+the standard library are used (run it with /usr/bin/python3).
+
+  pcb_ref.py merge --base DIR --out DIR --method pcb|ties|task_arithmetic|linear|dare_linear|dare_ties
+                   [--density R] [--lambda L] [--lambdas L1 L2 ...] [--weights W1 ...]
+                   [--clamp-ratio C] [--scope global|tensor] [--dtype base|bf16|f16|f32]
+                   [--exclude REGEX ...] [--seed S] [--allow-nonfinite] [--report FILE] TASK...
+  pcb_ref.py selftest
+
+The report (default OUT/ref_report.json) holds "method", "d" and per task lo, hi, threshold, max and
+kept (PCB: elements with w_i > 0; TIES: elements kept by the top-k trim; tensor scope: kept summed
+over tensors, per-tensor statistics under "tensors").
+"""
+import argparse
+import json
+import math
+import os
+import re
+import struct
+import sys
+import tempfile
+
+import numpy as np
+
+F32 = np.float32
+FLOAT_DTYPES = ("F32", "F16", "BF16")
+ELEM_SIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
+             "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8,
+             "F8_E8M0": 1, "F8_E4M3FNUZ": 1, "F8_E5M2FNUZ": 1, "C64": 8}
+OUT_DTYPES = {"bf16": "BF16", "f16": "F16", "f32": "F32"}
+
+
+class RefError(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------------------------
+# Number formats
+# ------------------------------------------------------------------------------------------------
+def decode(dtype, raw):
+    """Raw little-endian bytes (uint8 array) of a F32/F16/BF16 tensor -> float32 array (exact)."""
+    if dtype == "F32":
+        return np.frombuffer(raw.tobytes(), dtype="<f4").astype(F32)
+    if dtype == "F16":
+        return np.frombuffer(raw.tobytes(), dtype="<f2").astype(F32)
+    if dtype == "BF16":
+        u = np.frombuffer(raw.tobytes(), dtype="<u2").astype(np.uint32) << np.uint32(16)
+        return u.view(F32)
+    raise RefError("not a float dtype: %s" % dtype)
+
+
+def f32_to_bf16_bits(x):
+    """float32 array -> uint16 bf16 bits, round to nearest even, NaN stays NaN (quieted)."""
+    u = np.ascontiguousarray(x, dtype=F32).view(np.uint32)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    r = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    r = np.where(nan, (u >> np.uint32(16)) | np.uint32(0x40), r)
+    return r.astype(np.uint16)
+
+
+def encode(dtype, x):
+    """float32 array -> little-endian bytes of dtype (round to nearest even)."""
+    x = np.ascontiguousarray(x, dtype=F32)
+    if dtype == "F32":
+        return x.astype("<f4").tobytes()
+    if dtype == "F16":
+        return x.astype("<f2").tobytes()  # IEEE round-to-nearest-even, NaN kept
+    if dtype == "BF16":
+        return f32_to_bf16_bits(x).astype("<u2").tobytes()
+    raise RefError("cannot encode to %s" % dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# safetensors
+# ------------------------------------------------------------------------------------------------
+class Tensor:
+    def __init__(self, name, dtype, shape, raw):
+        self.name, self.dtype, self.shape, self.raw = name, dtype, tuple(shape), raw
+
+    @property
+    def numel(self):
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    def f32(self):
+        return decode(self.dtype, self.raw)
+
+
+def read_file(path):
+    """One .safetensors file -> list of Tensor in data-offset order (raw bytes as uint8 views)."""
+    mm = np.memmap(path, dtype=np.uint8, mode="r")
+    if len(mm) < 8:
+        raise RefError("%s: shorter than 8 bytes" % path)
+    (n,) = struct.unpack("<Q", mm[:8].tobytes())
+    if 8 + n > len(mm):
+        raise RefError("%s: header length %d beyond the file" % (path, n))
+    hdr = json.loads(mm[8:8 + n].tobytes().decode("utf-8"))
+    start = 8 + n
+    out = []
+    for name, e in hdr.items():
+        if name == "__metadata__":
+            continue
+        b, en = e["data_offsets"]
+        t = Tensor(name, e["dtype"], e["shape"], mm[start + b:start + en])
+        if e["dtype"] in ELEM_SIZE and t.numel * ELEM_SIZE[e["dtype"]] != en - b:
+            raise RefError("%s: tensor %s: %d bytes for shape %s" % (path, name, en - b, e["shape"]))
+        out.append((b, t))
+    out.sort(key=lambda bt: bt[0])
+    return [t for _, t in out]
+
+
+def read_model(path):
+    """A model directory (model.safetensors, or index + shards) or one file -> dict name -> Tensor
+    (insertion order = model order)."""
+    if os.path.isfile(path):
+        files = [path]
+    elif os.path.isfile(os.path.join(path, "model.safetensors.index.json")):
+        with open(os.path.join(path, "model.safetensors.index.json")) as f:
+            wm = json.load(f)["weight_map"]
+        files = []
+        for shard in wm.values():
+            if shard not in files:
+                files.append(shard)
+        files = [os.path.join(path, s) for s in files]
+    elif os.path.isfile(os.path.join(path, "model.safetensors")):
+        files = [os.path.join(path, "model.safetensors")]
+    else:
+        raise RefError("%s: no model.safetensors or model.safetensors.index.json" % path)
+    model = {}
+    for fp in files:
+        for t in read_file(fp):
+            if t.name in model:
+                raise RefError("%s: tensor %s appears twice" % (path, t.name))
+            model[t.name] = t
+    return model
+
+
+def write_model(out_dir, tensors):
+    """tensors: list of (name, dtype, shape, bytes) -> OUT/model.safetensors (header padded to 8)."""
+    os.makedirs(out_dir, exist_ok=True)
+    hdr = {"__metadata__": {"format": "pt"}}
+    off = 0
+    for name, dtype, shape, data in tensors:
+        hdr[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + len(data)]}
+        off += len(data)
+    js = json.dumps(hdr, separators=(",", ":")).encode("utf-8")
+    js += b" " * ((8 - len(js) % 8) % 8)
+    with open(os.path.join(out_dir, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(js)))
+        f.write(js)
+        for _, _, _, data in tensors:
+            f.write(data)
+
+
+# ------------------------------------------------------------------------------------------------
+# Order statistics helpers (0-based indices exactly as the official code computes them)
+# ------------------------------------------------------------------------------------------------
+def clamp_index(i, d):
+    return max(0, min(d - 1, i))
+
+
+def kth(a, i):
+    """The element at 0-based index i of the ascending sort of float32 array a."""
+    i = clamp_index(i, a.size)
+    return F32(np.partition(a, i)[i])
+
+
+def seq_sum(rows):
+    """Σ_j rows[j] in float32, j = 0, 1, ... in order."""
+    acc = rows[0].astype(F32, copy=True)
+    for r in rows[1:]:
+        acc = acc + r
+    return acc
+
+
+# ------------------------------------------------------------------------------------------------
+# PCB (spec steps 1-6) on one group of elements: T has shape (N, d), float32 task vectors.
+# ------------------------------------------------------------------------------------------------
+def pcb_group(T, density, clamp_ratio, lambdas):
+    n, d = T.shape
+    S = seq_sum(T)                                     # Σ_j τ_j, raw
+    num = np.zeros(d, dtype=F32)
+    den = np.zeros(d, dtype=F32)
+    stats = []
+    for i in range(n):
+        tau = T[i]
+        a = np.abs(tau)
+        lo = kth(a, int(d * clamp_ratio))
+        hi = kth(a, int(d * (1 - clamp_ratio) - 1))
+        at = np.minimum(np.maximum(a, lo), hi)
+        tct = np.sign(tau) * at                        # sign(0) = 0
+        if hi > lo:
+            q = (at - lo) / (hi - lo)
+        else:                                          # degenerate: normalized magnitude 0
+            q = np.zeros(d, dtype=F32)
+        intra = np.exp(F32(n) * (q * q))
+        inter = np.tanh(tau * S)
+        s = intra * inter
+        t = kth(s, int(d * (1 - density)))
+        m = F32(np.max(s))
+        if m > t:
+            w = (np.maximum(s, t) - t) / (m - t)
+        else:                                          # degenerate: nothing above the threshold
+            w = np.zeros(d, dtype=F32)
+        kept = int(np.count_nonzero(w > 0))
+        num = num + (w * F32(lambdas[i])) * tct
+        den = den + w
+        stats.append({"lo": float(lo), "hi": float(hi), "threshold": float(t), "max": float(m),
+                      "kept": kept})
+    tau_m = num / np.maximum(den, F32(1e-12))
+    return tau_m.astype(F32), stats
+
+
+# ------------------------------------------------------------------------------------------------
+# TIES (official code): T (N, d) float32 task vectors (possibly DARE-sparsified already).
+# trim=False skips the top-k trim (dare_ties keeps every DARE survivor).
+# ------------------------------------------------------------------------------------------------
+def ties_group(T, density, lambdas, trim=True):
+    n, d = T.shape
+    trimmed = []
+    stats = []
+    for i in range(n):
+        a = np.abs(T[i])
+        if trim:
+            thr = kth(a, d - int(d * density) - 1)
+            mask = a >= thr                            # ties at the threshold are kept
+        else:
+            thr = F32(0)
+            mask = T[i] != 0
+        trimmed.append(np.where(mask, T[i], F32(0)).astype(F32))
+        stats.append({"lo": None, "hi": None, "threshold": float(thr), "max": float(np.max(a)),
+                      "kept": int(np.count_nonzero(mask))})
+    total = seq_sum(trimmed)
+    sign = np.sign(total)
+    majority = np.sign(np.sum(sign.astype(np.int64)))
+    sign[sign == 0] = F32(majority)
+    sel = [np.where(np.where(sign > 0, tr > 0, tr < 0), tr, F32(0)).astype(F32) for tr in trimmed]
+    count = np.zeros(d, dtype=np.int64)
+    for s in sel:
+        count += (s != 0)
+    if all(l == lambdas[0] for l in lambdas):
+        agg = seq_sum(sel) / np.maximum(count, 1).astype(F32)
+        tau_m = F32(lambdas[0]) * agg
+    else:
+        tau_m = seq_sum([F32(l) * s for l, s in zip(lambdas, sel)]) / np.maximum(count, 1).astype(F32)
+    return tau_m.astype(F32), stats
+
+
+# ------------------------------------------------------------------------------------------------
+# DARE: counter-based drop mask (see src/kernels/rng.c; filled in by dare_keep below)
+# ------------------------------------------------------------------------------------------------
+def dare_keep(seed, task, name, numel, density):
+    raise RefError("DARE is not implemented in the reference yet (needs the generator of "
+                   "src/kernels/rng.c)")
+
+
+def dare_group(T, names_sizes, seed, density):
+    """Drop with p = 1 - density, rescale survivors by 1/density, per (seed, task, tensor, index)."""
+    out = np.empty_like(T)
+    for i in range(T.shape[0]):
+        off = 0
+        for name, size in names_sizes:
+            keep = dare_keep(seed, i, name, size, density)
+            seg = T[i, off:off + size]
+            out[i, off:off + size] = np.where(keep, seg / F32(density), F32(0))
+            off += size
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The merge driver
+# ------------------------------------------------------------------------------------------------
+def participating(base, tasks, excludes):
+    pats = [re.compile(p) for p in excludes]
+    names = []
+    for name, t in base.items():
+        if t.dtype not in FLOAT_DTYPES:
+            continue
+        if any(p.search(name) for p in pats):
+            continue
+        ok = all(name in m and m[name].dtype in FLOAT_DTYPES and m[name].shape == t.shape
+                 for m in tasks)
+        if ok:
+            names.append(name)
+    return names
+
+
+def merge(base_dir, task_dirs, out_dir, method="pcb", density=0.1, lam=1.0, lambdas=None,
+          weights=None, clamp_ratio=1e-4, scope="global", out_dtype="base", excludes=(),
+          seed=0, allow_nonfinite=False):
+    base = read_model(base_dir)
+    tasks = [read_model(p) for p in task_dirs]
+    n = len(tasks)
+    if n < 1:
+        raise RefError("need at least one task model")
+    lambdas = [float(x) for x in lambdas] if lambdas else [float(lam)] * n
+    if len(lambdas) != n:
+        raise RefError("%d lambdas for %d tasks" % (len(lambdas), n))
+    weights = [float(x) for x in weights] if weights else [1.0] * n
+    if len(weights) != n:
+        raise RefError("%d weights for %d tasks" % (len(weights), n))
+    names = participating(base, tasks, excludes)
+    sizes = [base[nm].numel for nm in names]
+    d = int(sum(sizes))
+
+    report = {"method": method, "d": d, "scope": scope, "tasks": []}
+    merged = {}
+    if d > 0:
+        B = np.concatenate([base[nm].f32() for nm in names]).astype(F32)
+        TH = np.empty((n, d), dtype=F32)
+        for i, m in enumerate(tasks):
+            TH[i] = np.concatenate([m[nm].f32() for nm in names])
+        if not allow_nonfinite:
+            for label, arr in [("base", B)] + [("task %d" % (i + 1), TH[i]) for i in range(n)]:
+                bad = ~np.isfinite(arr)
+                if bad.any():
+                    k = int(np.argmax(bad))
+                    off = 0
+                    for nm, sz in zip(names, sizes):
+                        if k < off + sz:
+                            raise RefError("%s: tensor %s holds a non-finite value" % (label, nm))
+                        off += sz
+        T = TH - B                                     # τ_i = θ_i − θ_pre (float32)
+        groups = [(0, d, names, sizes)] if scope == "global" else \
+            [(o, o + s, [nm], [s]) for o, s, nm in zip(np.cumsum([0] + sizes[:-1]), sizes, names)]
+        OUT = np.empty(d, dtype=F32)
+        per_tensor = {}
+        totals = [0] * n
+        for g0, g1, gnames, gsizes in groups:
+            g0, g1 = int(g0), int(g1)
+            Tg = T[:, g0:g1]
+            stats = [{"lo": None, "hi": None, "threshold": None, "max": None, "kept": 0}] * n
+            if method == "pcb":
+                tau_m, stats = pcb_group(Tg, density, clamp_ratio, lambdas)
+                OUT[g0:g1] = B[g0:g1] + tau_m
+            elif method == "ties":
+                tau_m, stats = ties_group(Tg, density, lambdas)
+                OUT[g0:g1] = B[g0:g1] + tau_m
+            elif method == "dare_ties":
+                Dg = dare_group(Tg, list(zip(gnames, gsizes)), seed, density)
+                tau_m, stats = ties_group(Dg, density, lambdas, trim=False)
+                OUT[g0:g1] = B[g0:g1] + tau_m
+            elif method in ("task_arithmetic", "dare_linear"):
+                if method == "dare_linear":
+                    Tg = dare_group(Tg, list(zip(gnames, gsizes)), seed, density)
+                if all(l == lambdas[0] for l in lambdas):
+                    tau_m = F32(lambdas[0]) * seq_sum(list(Tg))
+                else:
+                    tau_m = seq_sum([F32(l) * t for l, t in zip(lambdas, Tg)])
+                OUT[g0:g1] = B[g0:g1] + tau_m
+            elif method == "linear":
+                wsum = F32(0)
+                for w in weights:
+                    wsum = F32(wsum + F32(w))
+                acc = seq_sum([F32(w) * TH[i, g0:g1] for i, w in enumerate(weights)])
+                OUT[g0:g1] = acc / wsum
+            else:
+                raise RefError("unknown method %s" % method)
+            for i in range(n):
+                totals[i] += stats[i]["kept"]
+            if scope == "tensor":
+                per_tensor[gnames[0]] = stats
+        if scope == "global":
+            report["tasks"] = stats
+        else:
+            report["tasks"] = [{"lo": None, "hi": None, "threshold": None, "max": None,
+                                "kept": totals[i]} for i in range(n)]
+            report["tensors"] = per_tensor
+        off = 0
+        for nm, sz in zip(names, sizes):
+            merged[nm] = OUT[off:off + sz]
+            off += sz
+    else:
+        report["tasks"] = [{"lo": None, "hi": None, "threshold": None, "max": None, "kept": 0}
+                           for _ in range(n)]
+        report["note"] = "d = 0: nothing to merge, the base is copied"
+
+    out = []
+    for name, t in base.items():
+        if name in merged:
+            dt = t.dtype if out_dtype == "base" else OUT_DTYPES[out_dtype]
+            out.append((name, dt, t.shape, encode(dt, merged[name])))
+        else:
+            out.append((name, t.dtype, t.shape, t.raw.tobytes()))
+    write_model(out_dir, out)
+    return report
+
+
+# ------------------------------------------------------------------------------------------------
+# Self-test: tiny cases worked out by hand
+# ------------------------------------------------------------------------------------------------
+def _write_toy(root, name, tensors):
+    """tensors: list of (name, dtype, values or (shape, bytes))."""
+    items = []
+    for tn, dt, vals in tensors:
+        if dt in FLOAT_DTYPES:
+            arr = np.asarray(vals, dtype=F32)
+            items.append((tn, dt, arr.shape, encode(dt, arr)))
+        else:
+            shape, data = vals
+            items.append((tn, dt, shape, data))
+    write_model(os.path.join(root, name), items)
+    return os.path.join(root, name)
+
+
+def _load(path, name):
+    return read_model(path)[name].f32()
+
+
+class _Check:
+    def __init__(self):
+        self.n = 0
+        self.failed = 0
+
+    def __call__(self, cond, what):
+        self.n += 1
+        if not cond:
+            self.failed += 1
+            print("FAIL: " + what)
+
+    def close(self, a, b, what, rel=1e-6):
+        a = np.asarray(a, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64)
+        ok = a.shape == b.shape and bool(np.all(np.abs(a - b) <= rel * np.maximum(np.abs(b), 1e-30)))
+        self(ok, "%s: got %s, want %s" % (what, a.tolist(), b.tolist()))
+
+
+def selftest():
+    ck = _Check()
+    tmp = tempfile.mkdtemp(prefix="pcb_ref_selftest.")
+
+    # --- number formats
+    x = np.array([1.0, 1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), np.finfo(F32).max, np.inf, -np.inf, 0.0,
+                  -0.0], dtype=F32)
+    got = f32_to_bf16_bits(x).tolist()
+    ck(got == [0x3F80, 0x3F80, 0x3F82, 0xBF80, 0x7F80, 0x7F80, 0xFF80, 0x0000, 0x8000],
+       "bf16 round-to-nearest-even: %s" % [hex(g) for g in got])
+    nan_in = np.array([0x7F800001, 0xFFC00000, 0x7FFFFFFF], dtype=np.uint32).view(F32)
+    got = f32_to_bf16_bits(nan_in).tolist()
+    ck(got == [0x7FC0, 0xFFC0, 0x7FFF], "bf16 keeps NaN NaN: %s" % [hex(g) for g in got])
+    ck(np.frombuffer(encode("F16", np.array([1 + 2 ** -11], dtype=F32)), "<u2")[0] == 0x3C00,
+       "f16 ties to even")
+
+    # --- safetensors round trip, including a non-float tensor
+    ids = np.arange(4, dtype="<i8")
+    p = _write_toy(tmp, "rt", [("a", "BF16", [[1.5, -2.0], [0.25, 3.0]]), ("ids", "I64", ((1, 4), ids.tobytes())),
+                               ("b", "F16", [0.5]), ("c", "F32", [1e-3])])
+    m = read_model(p)
+    ck(list(m) == ["a", "ids", "b", "c"] and m["a"].shape == (2, 2), "safetensors order/shape")
+    ck(m["a"].f32().tolist() == [1.5, -2.0, 0.25, 3.0], "bf16 decode")
+    ck(np.frombuffer(m["ids"].raw.tobytes(), "<i8").tolist() == [0, 1, 2, 3], "I64 raw")
+    ck(m["c"].f32()[0] == F32(1e-3), "f32 decode")
+
+    # --- task arithmetic / linear on dyadic values (exact)
+    base = _write_toy(tmp, "base", [("w", "F32", [1.0, 2.0, -1.0, 0.5]), ("ids", "I64", ((1, 4), ids.tobytes()))])
+    t1 = _write_toy(tmp, "t1", [("w", "F32", [1.5, 2.0, -1.25, 0.5]), ("ids", "I64", ((1, 4), ids.tobytes()))])
+    t2 = _write_toy(tmp, "t2", [("w", "F32", [0.5, 2.5, -1.25, 0.75]), ("ids", "I64", ((1, 4), ids.tobytes()))])
+    rep = merge(base, [t1, t2], os.path.join(tmp, "o_ta"), "task_arithmetic", lam=0.5)
+    # τ1 = [.5, 0, -.25, 0], τ2 = [-.5, .5, -.25, .25]; Σ = [0, .5, -.5, .25]; ×0.5
+    ck(_load(os.path.join(tmp, "o_ta"), "w").tolist() == [1.0, 2.25, -1.25, 0.625], "task arithmetic")
+    ck(rep["d"] == 4, "d counts float elements only")
+    ck(read_model(os.path.join(tmp, "o_ta"))["ids"].raw.tobytes() == ids.tobytes(), "I64 copied")
+    merge(base, [t1, t2], os.path.join(tmp, "o_ta2"), "task_arithmetic", lambdas=[1.0, 0.5])
+    ck(_load(os.path.join(tmp, "o_ta2"), "w").tolist() == [1.25, 2.25, -1.375, 0.625], "task arithmetic per-task λ")
+    merge(base, [t1, t2], os.path.join(tmp, "o_lin"), "linear", weights=[3.0, 1.0])
+    # (3·t1 + t2)/4 = [(4.5+.5)/4, (6+2.5)/4, (-3.75-1.25)/4, (1.5+.75)/4]
+    ck(_load(os.path.join(tmp, "o_lin"), "w").tolist() == [1.25, 2.125, -1.25, 0.5625], "linear weights")
+    merge(base, [t1, t2], os.path.join(tmp, "o_lin2"), "linear")
+    ck(_load(os.path.join(tmp, "o_lin2"), "w").tolist() == [1.0, 2.25, -1.25, 0.625], "linear equal")
+
+    # --- TIES, d = 5, k = 0.6: int(5·0.6) = 3, threshold index 5-3-1 = 1 (2nd smallest |τ|)
+    b5 = [0.0] * 5
+    tb = _write_toy(tmp, "tb", [("w", "F32", b5)])
+    ta = _write_toy(tmp, "ta", [("w", "F32", [1.0, -0.5, 0.25, 2.0, -0.25])])   # |τ| sorted .25 .25 .5 1 2
+    tc = _write_toy(tmp, "tc", [("w", "F32", [-0.5, 0.125, 0.5, -1.0, 0.75])])  # sorted .125 .5 .5 .75 1
+    td = _write_toy(tmp, "td", [("w", "F32", [-0.75, -1.0, 0.0625, 0.5, 0.5])])  # sorted .0625 .5 .5 .75 1
+    rep = merge(tb, [ta, tc, td], os.path.join(tmp, "o_ties"), "ties", density=0.6)
+    # thresholds: a .25 (ties kept: all 5), c .5 (keeps -.5,.5,-1,.75), d .5 (keeps -.75,-1,.5,.5)
+    ck([s["kept"] for s in rep["tasks"]] == [5, 4, 4], "ties kept %s" % [s["kept"] for s in rep["tasks"]])
+    ck([s["threshold"] for s in rep["tasks"]] == [0.25, 0.5, 0.5], "ties thresholds")
+    # trimmed: a [1,-.5,.25,2,-.25]; c [-.5,0,.5,-1,.75]; d [-.75,-1,0,.5,.5]
+    # sums [-.25,-1.5,.75,1.5,1] -> signs [-,-,+,+,+]
+    # agree: p0 c,d -> (-.5-.75)/2; p1 a,d -> (-.5-1)/2; p2 a,c -> (.25+.5)/2; p3 a,d -> (2+.5)/2;
+    # p4 c,d -> (.75+.5)/2
+    ck(_load(os.path.join(tmp, "o_ties"), "w").tolist() == [-0.625, -0.75, 0.375, 1.25, 0.625], "ties merge")
+    merge(tb, [ta, tc, td], os.path.join(tmp, "o_ties2"), "ties", density=0.6, lam=2.0)
+    ck(_load(os.path.join(tmp, "o_ties2"), "w").tolist() == [-1.25, -1.5, 0.75, 2.5, 1.25], "ties λ")
+    # zero sum -> majority sign of the elected vector: two tasks cancel at p0
+    te = _write_toy(tmp, "te", [("w", "F32", [1.0, 1.0, 1.0, -1.0, 0.0])])
+    tf = _write_toy(tmp, "tf", [("w", "F32", [-1.0, 1.0, 1.0, -1.0, 0.0])])
+    merge(tb, [te, tf], os.path.join(tmp, "o_ties3"), "ties", density=1.0)
+    # sums [0,2,2,-2,0] -> signs [0,+,+,-,0]; majority + -> [+,+,+,-,+]; p0 keeps only +1 -> 1
+    ck(_load(os.path.join(tmp, "o_ties3"), "w").tolist() == [1.0, 1.0, 1.0, -1.0, 0.0], "ties zero-sum election")
+
+    # --- PCB, one task, d = 10, r = 0.5: N=1 so s = exp(q²)·tanh(τ²) rises with |τ|.
+    # lo = s[int(10e-4)] = s[0]; hi = s[int(10·0.9999 − 1)] = s[8] (the largest is clamped)
+    tau = [0.0, 0.1, -0.2, 0.3, -0.4, 0.5, 0.6, -0.7, 0.8, -1.6]
+    b10 = [0.0] * 10
+    pb = _write_toy(tmp, "pb", [("w", "F32", b10)])
+    p1 = _write_toy(tmp, "p1", [("w", "F32", tau)])
+    rep = merge(pb, [p1], os.path.join(tmp, "o_pcb1"), "pcb", density=0.5)
+    st = rep["tasks"][0]
+    ck(st["lo"] == 0.0 and st["hi"] == float(F32(0.8)), "pcb lo/hi %s %s" % (st["lo"], st["hi"]))
+
+    def score(t_, lo, hi, n, s_):
+        a_ = min(max(abs(t_), lo), hi)
+        return math.exp(n * ((a_ - lo) / (hi - lo)) ** 2) * math.tanh(t_ * s_)
+    sc = sorted(score(t_, 0.0, 0.8, 1, t_) for t_ in tau)
+    ck.close(st["threshold"], sc[5], "pcb threshold = sorted score[int(10·0.5)]", rel=1e-5)
+    ck.close(st["max"], sc[9], "pcb max", rel=1e-5)
+    # kept: scores strictly above sorted[5] -> the 4 largest |τ|: 0.6, -0.7, 0.8, -1.6
+    ck(st["kept"] == 4, "pcb kept %d" % st["kept"])
+    # N = 1: τ_m = w·τ̃/w = τ̃ where kept; -1.6 is clamped to -0.8
+    ck.close(_load(os.path.join(tmp, "o_pcb1"), "w"), [0, 0, 0, 0, 0, 0, 0.6, -0.7, 0.8, -0.8],
+             "pcb one-task merge", rel=1e-6)
+
+    # --- PCB, two tasks, disagreement: task 2 opposes the sum where |τ2| < |τ1|
+    t1v = [1.0, 0.5, -0.5, 0.25, 0.0, 0.75, -1.0, 0.125]
+    t2v = [-0.5, 0.5, 0.25, 0.25, 0.5, -1.0, -0.25, 0.0]
+    q1 = _write_toy(tmp, "q1", [("w", "F32", t1v)])
+    q2 = _write_toy(tmp, "q2", [("w", "F32", t2v)])
+    pb8 = _write_toy(tmp, "pb8", [("w", "F32", [0.0] * 8)])
+    rep = merge(pb8, [q1, q2], os.path.join(tmp, "o_pcb2"), "pcb", density=0.5, lambdas=[1.0, 2.0])
+    S = [a + b for a, b in zip(t1v, t2v)]
+    want_num = [0.0] * 8
+    want_den = [0.0] * 8
+    for i, tv in enumerate((t1v, t2v)):
+        mags = sorted(abs(v) for v in tv)
+        lo, hi = mags[int(8 * 1e-4)], mags[int(8 * (1 - 1e-4) - 1)]
+        sc = [score(v, lo, hi, 2, s_) for v, s_ in zip(tv, S)]
+        t = sorted(sc)[int(8 * 0.5)]
+        mx = max(sc)
+        w = [(max(s_, t) - t) / (mx - t) for s_ in sc]
+        ck(rep["tasks"][i]["kept"] == sum(1 for x in w if x > 0), "pcb2 kept task %d" % (i + 1))
+        ck.close(rep["tasks"][i]["threshold"], t, "pcb2 threshold task %d" % (i + 1), rel=1e-5)
+        lam_i = (1.0, 2.0)[i]
+        for p_ in range(8):
+            tc_ = math.copysign(min(max(abs(tv[p_]), lo), hi), tv[p_]) if tv[p_] else 0.0
+            want_num[p_] += w[p_] * lam_i * tc_
+            want_den[p_] += w[p_]
+    want = [nm / max(dn, 1e-12) for nm, dn in zip(want_num, want_den)]
+    got = _load(os.path.join(tmp, "o_pcb2"), "w")
+    ck(bool(np.all(np.abs(got - np.array(want)) <= 1e-5)), "pcb2 merge %s vs %s" % (got.tolist(), want))
+
+    # --- PCB degenerate: a task identical to the base (hi == lo, m == t) contributes nothing
+    same = _write_toy(tmp, "same", [("w", "F32", [0.0] * 10)])
+    rep = merge(pb, [p1, same], os.path.join(tmp, "o_pcb3"), "pcb", density=0.5)
+    ck(rep["tasks"][1]["kept"] == 0 and rep["tasks"][1]["lo"] == rep["tasks"][1]["hi"] == 0.0,
+       "identical task contributes nothing")
+    got = _load(os.path.join(tmp, "o_pcb3"), "w")
+    ck(bool(np.all(np.isfinite(got))), "identical task: no NaN")
+    ck(rep["tasks"][0]["kept"] == 4, "identical task: task 1 still keeps 4")
+    ck.close(got, [0, 0, 0, 0, 0, 0, 0.6, -0.7, 0.8, -0.8], "identical task merge", rel=1e-6)
+
+    # --- ties at the threshold: bf16 magnitudes all equal -> scores tie, nothing strictly above
+    flat = _write_toy(tmp, "flat", [("w", "BF16", [0.5, -0.5, 0.5, 0.5, -0.5, 0.5, 0.5, 0.5, 0.5, 0.5])])
+    pbb = _write_toy(tmp, "pbb", [("w", "BF16", [0.0] * 10)])
+    rep = merge(pbb, [flat], os.path.join(tmp, "o_tie"), "pcb", density=0.3)
+    ck(rep["tasks"][0]["kept"] == 0, "all scores tied at t: kept 0 (got %d)" % rep["tasks"][0]["kept"])
+    ck(_load(os.path.join(tmp, "o_tie"), "w").tolist() == [0.0] * 10, "tied scores: base copied")
+    # 7 values tie at the threshold, 2 above (one clamped): only those strictly above are kept
+    tied = [0.25] * 7 + [0.5, 0.75, 1.0]
+    tt = _write_toy(tmp, "tt", [("w", "BF16", tied)])
+    rep = merge(pbb, [tt], os.path.join(tmp, "o_tie2"), "pcb", density=0.3)
+    # t = sorted[int(10·0.7)] = sorted[7] = score(0.5): strictly above: 0.75 and 1.0 (clamped to .75
+    # in magnitude but its tanh(τ·Σ) is larger)
+    ck(rep["tasks"][0]["kept"] == 2, "ties at threshold kept %d" % rep["tasks"][0]["kept"])
+    ck.close(_load(os.path.join(tmp, "o_tie2"), "w"), [0] * 7 + [0, 0.75, 0.75], "ties at threshold merge")
+    # 4 scores tie at t = sorted[5] (|τ| = 0.5): fewer than r·d − 1 = 4 are kept (0.6, 0.7, 0.8)
+    tied = [0.1, -0.2, 0.3, 0.5, -0.5, 0.5, 0.5, 0.6, -0.7, 0.8]
+    tt = _write_toy(tmp, "tt3", [("w", "BF16", tied)])
+    rep = merge(pbb, [tt], os.path.join(tmp, "o_tie3"), "pcb", density=0.5)
+    ck(rep["tasks"][0]["kept"] == 3, "4 tied at threshold: kept %d" % rep["tasks"][0]["kept"])
+    v = [float(x) for x in read_model(tt)["w"].f32()]
+    ck.close(_load(os.path.join(tmp, "o_tie3"), "w"), [0] * 7 + [v[7], v[8], -v[8]],
+             "tied threshold merge (0.8 clamped to |0.7|)")
+    # global vs tensor scope on two tensors of very different scales
+    gb = _write_toy(tmp, "gb", [("a", "F32", [0.0] * 4), ("b", "F32", [0.0] * 4)])
+    g1 = _write_toy(tmp, "g1", [("a", "F32", [1.0, 2.0, 3.0, 4.0]), ("b", "F32", [0.001, 0.002, 0.003, 0.004])])
+    rep_g = merge(gb, [g1], os.path.join(tmp, "o_glob"), "pcb", density=0.5, clamp_ratio=0.0)
+    rep_t = merge(gb, [g1], os.path.join(tmp, "o_tens"), "pcb", density=0.5, clamp_ratio=0.0, scope="tensor")
+    # global: hi = s[int(8·1 − 1)] = 4; t = sorted[4] = score(1.0): kept 2.0, 3.0, 4.0 of tensor a
+    ck(rep_g["tasks"][0]["kept"] == 3, "global kept %d" % rep_g["tasks"][0]["kept"])
+    ck(_load(os.path.join(tmp, "o_glob"), "b").tolist() == [0.0] * 4, "global: small tensor dropped")
+    # tensor scope: per tensor t = sorted[2] -> 1 kept in each (score(3) is t)... 4 only
+    ck(rep_t["tasks"][0]["kept"] == 2 and rep_t["tensors"]["a"][0]["kept"] == 1,
+       "tensor-scope kept %s" % rep_t["tasks"][0]["kept"])
+    ck.close(_load(os.path.join(tmp, "o_tens"), "b"), [0, 0, 0, 0.004], "tensor scope small tensor")
+
+    # --- d = 0: everything excluded -> base copied bit for bit
+    rep = merge(pb, [p1], os.path.join(tmp, "o_d0"), "pcb", excludes=[".*"])
+    ck(rep["d"] == 0 and _load(os.path.join(tmp, "o_d0"), "w").tolist() == b10, "d = 0 copies the base")
+    # exclusion copies that tensor from the base; --dtype converts participating tensors only
+    rep = merge(gb, [g1], os.path.join(tmp, "o_ex"), "task_arithmetic", excludes=["^b$"], out_dtype="bf16")
+    om = read_model(os.path.join(tmp, "o_ex"))
+    ck(rep["d"] == 4 and om["b"].dtype == "F32" and om["a"].dtype == "BF16" and
+       om["b"].f32().tolist() == [0.0] * 4, "exclude + dtype")
+
+    # --- non-finite inputs are refused, naming the tensor
+    nf = _write_toy(tmp, "nf", [("w", "F32", [0.0] * 9 + [float("nan")])])
+    try:
+        merge(pb, [nf], os.path.join(tmp, "o_nf"), "pcb")
+        ck(False, "non-finite refused")
+    except RefError as e:
+        ck("tensor w" in str(e), "non-finite message names the tensor: %s" % e)
+
+    print("selftest: %d checks, %d failed" % (ck.n, ck.failed))
+    if not ck.failed:
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print("selftest files kept in " + tmp)
+    return 1 if ck.failed else 0
+
+
+# ------------------------------------------------------------------------------------------------
+def main(argv):
+    ap = argparse.ArgumentParser(prog="pcb_ref.py", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("merge")
+    m.add_argument("--base", required=True)
+    m.add_argument("--out", required=True)
+    m.add_argument("--method", default="pcb",
+                   choices=["pcb", "ties", "task_arithmetic", "linear", "dare_linear", "dare_ties"])
+    m.add_argument("--density", type=float, default=0.1)
+    m.add_argument("--lambda", dest="lam", type=float, default=1.0)
+    m.add_argument("--lambdas", nargs="+", default=None,
+                   help="per-task coefficients (space or comma separated)")
+    m.add_argument("--weights", nargs="+", default=None)
+    m.add_argument("--clamp-ratio", type=float, default=1e-4)
+    m.add_argument("--scope", choices=["global", "tensor"], default="global")
+    m.add_argument("--dtype", choices=["base", "bf16", "f16", "f32"], default="base")
+    m.add_argument("--exclude", action="append", default=[])
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--allow-nonfinite", action="store_true")
+    m.add_argument("--report", default=None, help="JSON report path (default OUT/ref_report.json)")
+    m.add_argument("tasks", nargs="+")
+    sub.add_parser("selftest")
+    a = ap.parse_args(argv)
+    if a.cmd == "selftest":
+        return selftest()
+
+    def floats(v):
+        if v is None:
+            return None
+        return [float(x) for s in v for x in s.split(",") if x != ""]
+    try:
+        rep = merge(a.base, a.tasks, a.out, a.method, a.density, a.lam, floats(a.lambdas),
+                    floats(a.weights), a.clamp_ratio, a.scope, a.dtype, a.exclude, a.seed,
+                    a.allow_nonfinite)
+    except RefError as e:
+        print("pcb_ref.py: " + str(e), file=sys.stderr)
+        return 1
+    path = a.report or os.path.join(a.out, "ref_report.json")
+    with open(path, "w") as f:
+        json.dump(rep, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
