@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define GEN_CHUNK (1u << 18)          /* elements generated and written per pwrite */
@@ -104,6 +105,8 @@ typedef struct gen_opts {
     const char *nonfinite;
     int extra_task_tensor;
     int quiet;
+    int dry_run;
+    unsigned jobs;            /* models generated at once (processes) */
 } gen_opts;
 
 static uint64_t arch_params(const arch *a)
@@ -117,7 +120,7 @@ static arch preset(const char *name)
 {
     arch a = {0};
     a.name = name;
-    if (!strcmp(name, "tiny")) {            /* ~105K */
+    if (!strcmp(name, "tiny")) {            /* ~100K */
         a = (arch){name, 512, 48, 128, 2, 4, 2, 64};
     } else if (!strcmp(name, "small")) {    /* ~5.0M */
         a = (arch){name, 4096, 256, 688, 4, 8, 4, 256};
@@ -127,13 +130,14 @@ static arch preset(const char *name)
     return a;
 }
 
-/* Custom size: hidden a multiple of 64, about hidden/64 layers, vocab 16 × hidden (256..32000). */
+/* Custom size: hidden a multiple of 16 (64 from 1024 on), about hidden/64 layers (× 3/4 past 2),
+ * head size 64 (one head below), vocab 16 × hidden (256..32000). */
 static arch custom_arch(uint64_t params)
 {
     arch best = {0};
     uint64_t best_err = UINT64_MAX;
-    for (uint64_t h = 64; h <= 16384; h += 64) {
-        arch a = {"custom", 0, h, (h * 8 / 3 + 63) / 64 * 64, h / 64 ? h / 64 : 1, h / 64, 0, 256};
+    for (uint64_t h = 16; h <= 16384; h += h < 1024 ? 16 : 64) {
+        arch a = {"custom", 0, h, (h * 8 / 3 + 15) / 16 * 16, PCBM_MAX(h / 64, 1), PCBM_MAX(h / 64, 1), 0, 256};
         a.vocab = PCBM_MIN(PCBM_MAX(h * 16, 256), 32000);
         a.kv_heads = a.heads >= 2 ? a.heads / 2 : 1;
         if (a.layers > 2) a.layers = a.layers * 3 / 4;
@@ -149,6 +153,12 @@ static arch custom_arch(uint64_t params)
         uint64_t pb = arch_params(&b), pa = arch_params(&best);
         if (pb > params || params - pb >= (params > pa ? params - pa : pa - params)) break;
         best = b;
+    }
+    /* Then the vocabulary (a multiple of 64, 256..32000) takes up the rest. */
+    uint64_t rest = arch_params(&best) - 2 * best.vocab * best.hidden;
+    if (params > rest) {
+        uint64_t v = (params - rest) / (2 * best.hidden) / 64 * 64;
+        best.vocab = PCBM_MIN(PCBM_MAX(v, 256), 32000);
     }
     return best;
 }
@@ -387,6 +397,48 @@ static int write_model(const gen_opts *o, unsigned task, const char *dir, float 
     return rc;
 }
 
+/* Model m: 0 = base, i = task i. */
+static int generate_one(const gen_opts *o, unsigned m)
+{
+    char dir[4096];
+    if (m == 0) snprintf(dir, sizeof dir, "%s/base", o->out);
+    else snprintf(dir, sizeof dir, "%s/task%u", o->out, m);
+    float *fbuf = malloc(GEN_CHUNK * sizeof(float));
+    void *ebuf = malloc(GEN_CHUNK * 8);
+    int rc = (!fbuf || !ebuf) ? die("out of memory%s%s", "", "") : write_model(o, m, dir, fbuf, ebuf);
+    free(fbuf);
+    free(ebuf);
+    return rc;
+}
+
+/* Every model, up to o->jobs at once in child processes (each model is independent). */
+static int generate_all(const gen_opts *o)
+{
+    unsigned next = 0, running = 0;
+    int rc = 0;
+    if (o->jobs <= 1) {
+        for (unsigned m = 0; !rc && m <= o->tasks; m++) rc = generate_one(o, m);
+        return rc;
+    }
+    fflush(NULL);
+    while (next <= o->tasks || running) {
+        if (!rc && next <= o->tasks && running < o->jobs) {
+            pid_t pid = fork();
+            if (pid == 0) _exit(generate_one(o, next) ? 1 : 0);
+            if (pid < 0) { rc = die("fork failed: %s%s", strerror(errno), ""); continue; }
+            next++;
+            running++;
+            continue;
+        }
+        if (!running) break;
+        int st;
+        if (wait(&st) < 0) { if (errno == EINTR) continue; rc = 1; break; }
+        running--;
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) rc = 1;
+    }
+    return rc;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Command line
  * ------------------------------------------------------------------------------------------- */
@@ -396,11 +448,12 @@ static void usage(FILE *f)
             "usage: pcbm-gen --out DIR [--tasks N] [--dtype bf16|f16|f32]\n"
             "                [--preset tiny|small|llama-mini|custom] [--params P] [--seed S]\n"
             "                [--shard-size SIZE] [--single-file] [--delta-scale X]\n"
-            "                [--identical-task I] [--nonfinite TENSOR] [--extra-task-tensor] [--quiet]\n"
+            "                [--identical-task I] [--nonfinite TENSOR] [--extra-task-tensor]\n"
+            "                [--jobs J] [--dry-run] [--quiet]\n"
             "Writes DIR/base and DIR/task1..taskN (Llama-shaped safetensors model directories).\n"
             "  --tasks N            number of task models (default 3)\n"
             "  --dtype              element type of the float tensors (default bf16)\n"
-            "  --preset             tiny ~105K, small ~5M, llama-mini ~31M elements (default tiny);\n"
+            "  --preset             tiny ~100K, small ~5M, llama-mini ~31M elements (default tiny);\n"
             "                       custom (implied by --params) sizes layers/hidden to ~P elements\n"
             "  --params P           approximate element count, e.g. 50M, 1.5G (K/M/G = powers of 1000)\n"
             "  --seed S             family seed (default 1); task i depends only on (seed, i)\n"
@@ -409,7 +462,9 @@ static void usage(FILE *f)
             "  --delta-scale X      task deltas ~ X times the tensor's scale (default 0.01)\n"
             "  --identical-task I   make task I byte-identical to the base\n"
             "  --nonfinite TENSOR   put a NaN in TENSOR of task1\n"
-            "  --extra-task-tensor  add model.extra_task_head.weight to task1 only\n");
+            "  --extra-task-tensor  add model.extra_task_head.weight to task1 only\n"
+            "  --jobs J             models written at once, one process each (default: online CPUs)\n"
+            "  --dry-run            print the architecture and element count, write nothing\n");
 }
 
 static int parse_count(const char *s, uint64_t *out)
@@ -448,12 +503,17 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--single-file")) { single = 1; takes = 0; }
         else if (!strcmp(a, "--extra-task-tensor")) { o.extra_task_tensor = 1; takes = 0; }
         else if (!strcmp(a, "--quiet")) { o.quiet = 1; takes = 0; }
+        else if (!strcmp(a, "--dry-run")) { o.dry_run = 1; takes = 0; }
         else if (!v) { fprintf(stderr, "pcbm-gen: unknown option or missing value: %s\n", a); usage(stderr); return 2; }
         else if (!strcmp(a, "--out")) o.out = v;
         else if (!strcmp(a, "--tasks")) {
             long n = strtol(v, &end, 10);
-            if (*end || n < 1 || n > PCBM_MAX_TASKS) { fprintf(stderr, "pcbm-gen: --tasks must be 1..%d\n", PCBM_MAX_TASKS); return 2; }
+            if (*end || n < 0 || n > PCBM_MAX_TASKS) { fprintf(stderr, "pcbm-gen: --tasks must be 0..%d\n", PCBM_MAX_TASKS); return 2; }
             o.tasks = (unsigned)n;
+        } else if (!strcmp(a, "--jobs")) {
+            long n = strtol(v, &end, 10);
+            if (*end || n < 1 || n > 256) { fprintf(stderr, "pcbm-gen: --jobs must be 1..256\n"); return 2; }
+            o.jobs = (unsigned)n;
         } else if (!strcmp(a, "--dtype")) {
             if (!strcmp(v, "bf16")) o.dtype = PCBM_DT_BF16;
             else if (!strcmp(v, "f16")) o.dtype = PCBM_DT_F16;
@@ -500,23 +560,19 @@ int main(int argc, char **argv)
     }
     if (o.a.layers * 9 + 8 > GEN_MAX_TENSORS) { fprintf(stderr, "pcbm-gen: too many layers\n"); return 2; }
 
-    float *fbuf = malloc(GEN_CHUNK * sizeof(float));
-    void *ebuf = malloc(GEN_CHUNK * 8);
-    if (!fbuf || !ebuf) { fprintf(stderr, "pcbm-gen: out of memory\n"); return 1; }
-    if (!o.quiet)
-        fprintf(stderr, "pcbm-gen: %s family (%llu elements per model: vocab %llu, hidden %llu, %llu layers), "
-                        "%u tasks, %s, seed %llu → %s\n",
+    if (!o.quiet || o.dry_run)
+        fprintf(o.dry_run ? stdout : stderr,
+                "pcbm-gen: %s family (%llu elements per model: vocab %llu, hidden %llu, intermediate %llu, "
+                "%llu layers), %u tasks, %s, seed %llu -> %s\n",
                 o.a.name, (unsigned long long)arch_params(&o.a), (unsigned long long)o.a.vocab,
-                (unsigned long long)o.a.hidden, (unsigned long long)o.a.layers, o.tasks,
-                pcbm_dtype_name(o.dtype), (unsigned long long)o.seed, o.out);
-    int rc = mkdir_p(o.out);
-    for (unsigned m = 0; !rc && m <= o.tasks; m++) {
-        char dir[4096];
-        if (m == 0) snprintf(dir, sizeof dir, "%s/base", o.out);
-        else snprintf(dir, sizeof dir, "%s/task%u", o.out, m);
-        rc = write_model(&o, m, dir, fbuf, ebuf);
+                (unsigned long long)o.a.hidden, (unsigned long long)o.a.inter,
+                (unsigned long long)o.a.layers, o.tasks, pcbm_dtype_name(o.dtype),
+                (unsigned long long)o.seed, o.out);
+    if (o.dry_run) return 0;
+    if (mkdir_p(o.out)) return 1;
+    if (!o.jobs) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        o.jobs = c > 0 ? (unsigned)PCBM_MIN(c, 64) : 1;
     }
-    free(fbuf);
-    free(ebuf);
-    return rc;
+    return generate_all(&o);
 }
