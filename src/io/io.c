@@ -62,9 +62,8 @@ pcbm_status pcbm_io_open(pcbm_io_kind kind, unsigned depth, pcbm_io **out, char 
     *out = NULL;
     if (note && notelen)
         note[0] = '\0';
-    if (depth == 0 || depth > PCBM_IO_MAX_DEPTH)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "I/O queue depth %u is out of range; use 1 to %u",
-                         depth, PCBM_IO_MAX_DEPTH);
+    if (depth == 0)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "I/O queue depth 0 is invalid; use at least 1");
     pcbm_fault_cfg cfg;
     pcbm_status st = fault_cfg(&cfg, err);
     if (st != PCBM_OK)

@@ -94,7 +94,7 @@ int pcbm_io_dio_align(int fd);
  *    takes a mutex, so call it from threads, not from signal handlers.
  *  - A signal interrupting a blocked io_uring reap makes it return 0.
  * ------------------------------------------------------------------------------------------- */
-#define PCBM_IO_MAX_DEPTH 4096u        /* largest depth pcbm_io_open accepts */
+#define PCBM_IO_MAX_RING 4096u         /* largest io_uring SQ; deeper queues wait in a backlog */
 #define PCBM_IO_MAX_THREADS 16u        /* largest pread pool (PCBM_IO_THREADS may ask for fewer) */
 #define PCBM_IO_MAX_XFER (1u << 30)    /* largest single read/write a backend issues */
 

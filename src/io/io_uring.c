@@ -26,6 +26,8 @@ typedef struct uring_be {
     bool wake_broken;        /* the eventfd read failed: stop re-arming it */
     bool woken;              /* a wake arrived and no reap(wait=1) has returned since */
     size_t max_xfer;
+    unsigned inflight;       /* SQEs prepared and not yet completed (the wake read included) */
+    unsigned max_inflight;   /* the CQ ring's size: more in flight could overflow it */
     pcbm_io_list backlog;    /* requests waiting for a free SQE */
     pcbm_io_list ready;      /* completed, not yet handed out */
 } uring_be;
@@ -43,19 +45,23 @@ static const char *setup_hint(int e, bool fake)
     return "";
 }
 
-/* An SQE, flushing the submission queue once if it is full. NULL if none is free. */
-static struct io_uring_sqe *get_sqe(uring_be *be)
+/* An SQE, flushing the submission queue once if it is full. NULL if none is free or if one more
+ * in flight could overflow the completion queue; requests leave `reserve` CQEs to the wake read. */
+static struct io_uring_sqe *get_sqe(uring_be *be, unsigned reserve)
 {
+    if (be->inflight + reserve >= be->max_inflight)
+        return NULL;
     struct io_uring_sqe *sqe = io_uring_get_sqe(&be->ring);
     if (!sqe && io_uring_submit(&be->ring) >= 0)
         sqe = io_uring_get_sqe(&be->ring);
+    be->inflight += sqe != NULL;
     return sqe;
 }
 
 /* Prepare the remainder of r (from r->done). False when no SQE is free. */
 static bool prep_req(uring_be *be, pcbm_io_req *r)
 {
-    struct io_uring_sqe *sqe = get_sqe(be);
+    struct io_uring_sqe *sqe = get_sqe(be, 1);
     if (!sqe)
         return false;
     char *buf = (char *)r->buf + r->done;
@@ -84,7 +90,7 @@ static void arm_wake(uring_be *be)
 {
     if (be->wake_armed || be->wake_broken)
         return;
-    struct io_uring_sqe *sqe = get_sqe(be);
+    struct io_uring_sqe *sqe = get_sqe(be, 0);
     if (!sqe)
         return;
     io_uring_prep_read(sqe, be->efd, &be->efd_val, sizeof be->efd_val, 0);
@@ -132,6 +138,7 @@ static void drain_cqes(uring_be *be)
         uint64_t tag = cqe->user_data;
         int res = cqe->res;
         io_uring_cqe_seen(&be->ring, cqe);
+        be->inflight--;
         if (tag == WAKE_TAG)
             on_wake(be, res);
         else
@@ -259,6 +266,7 @@ static int probe_read(uring_be *be, char *why, size_t whylen)
              : cqe->res < 0                                      ? cqe->res
                                                                  : -EIO;
         io_uring_cqe_seen(&be->ring, cqe);
+        be->inflight--;
     }
     be->wake_armed = false;
     if (rc < 0)
@@ -282,9 +290,11 @@ int pcbm_io_uring_create(unsigned depth, size_t max_xfer, int fake_setup_errno, 
     if (rc < 0) {
         snprintf(why, whylen, "eventfd: %s", strerror(-rc));
     } else {
-        /* +1: the armed eventfd read. The CQ ring is twice as large, so it cannot overflow. */
-        rc = fake_setup_errno ? -fake_setup_errno : io_uring_queue_init(depth + 1, &be->ring, 0);
+        /* +1: the armed eventfd read. In flight is bounded by the CQ ring (twice the SQ). */
+        unsigned entries = PCBM_MIN(depth, PCBM_IO_MAX_RING) + 1;
+        rc = fake_setup_errno ? -fake_setup_errno : io_uring_queue_init(entries, &be->ring, 0);
         be->ring_ok = rc == 0;
+        be->max_inflight = rc == 0 ? be->ring.cq.ring_entries : 0;
         if (rc < 0)
             snprintf(why, whylen, "io_uring_setup: %s%s", strerror(-rc),
                      setup_hint(-rc, fake_setup_errno != 0));

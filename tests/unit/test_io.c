@@ -334,6 +334,9 @@ static void check_over_depth(pcbm_io_kind kind)
     assert_memory_equal(bufs, data, size);
     pcbm_free_aligned(bufs);
     pcbm_io_close(io);
+    io = open_io(kind, PCBM_IO_MAX_RING + 100); /* deeper than any ring: accepted */
+    read_chunks(io, fd, data, size, 4 * KiB);
+    pcbm_io_close(io);
     close(fd);
     unlink(path);
     free(data);
