@@ -1,0 +1,103 @@
+/*
+ * cpu.c — CPU feature detection (__builtin_cpu_supports, which also checks that the OS saves the
+ * YMM/ZMM state) and the process-wide kernel level with its PCBM_CPU environment override.
+ */
+#include "cpu.h"
+
+#include "../common/common.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const level_names[PCBM_CPU_LEVEL_COUNT] = {"scalar", "avx2", "avx512"};
+
+pcbm_cpu_level pcbm_cpu_detect(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+          __builtin_cpu_supports("f16c")))
+        return PCBM_CPU_SCALAR;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        return PCBM_CPU_AVX512;
+    return PCBM_CPU_AVX2;
+#else
+    return PCBM_CPU_SCALAR;
+#endif
+}
+
+const char *pcbm_cpu_level_name(pcbm_cpu_level level)
+{
+    if ((unsigned)level >= PCBM_CPU_LEVEL_COUNT)
+        return "unknown";
+    return level_names[level];
+}
+
+int pcbm_cpu_level_parse(const char *s, pcbm_cpu_level *out)
+{
+    if (!s)
+        return -1;
+    if (strcmp(s, "auto") == 0) {
+        *out = pcbm_cpu_detect();
+        return 0;
+    }
+    for (int i = 0; i < PCBM_CPU_LEVEL_COUNT; i++) {
+        if (strcmp(s, level_names[i]) == 0) {
+            *out = (pcbm_cpu_level)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* -1 = not decided yet; otherwise the level in use. */
+static atomic_int cur_level = -1;
+
+static pcbm_cpu_level clamp_level(pcbm_cpu_level want, pcbm_cpu_level best)
+{
+    if ((unsigned)want >= PCBM_CPU_LEVEL_COUNT)
+        return best;
+    return want > best ? best : want;
+}
+
+static pcbm_cpu_level decide(void)
+{
+    pcbm_cpu_level best = pcbm_cpu_detect();
+    pcbm_cpu_level lv = best;
+    const char *env = getenv("PCBM_CPU");
+    if (env && *env) {
+        pcbm_cpu_level want;
+        if (pcbm_cpu_level_parse(env, &want) != 0) {
+            pcbm_warn("PCBM_CPU=%s is not one of scalar, avx2, avx512, auto; using %s", env,
+                      level_names[best]);
+        } else {
+            lv = clamp_level(want, best);
+            if (lv != want)
+                pcbm_warn("PCBM_CPU=%s: this CPU supports only %s; using %s", env,
+                          level_names[best], level_names[lv]);
+        }
+    }
+    return lv;
+}
+
+pcbm_cpu_level pcbm_cpu_level_get(void)
+{
+    int v = atomic_load_explicit(&cur_level, memory_order_relaxed);
+    if (v >= 0)
+        return (pcbm_cpu_level)v;
+    int lv = (int)decide();
+    int expected = -1;
+    /* Another thread may have decided (or a test forced a level) meanwhile: keep theirs. */
+    if (!atomic_compare_exchange_strong(&cur_level, &expected, lv))
+        return (pcbm_cpu_level)expected;
+    return (pcbm_cpu_level)lv;
+}
+
+pcbm_cpu_level pcbm_cpu_level_set(pcbm_cpu_level level)
+{
+    pcbm_cpu_level lv = clamp_level(level, pcbm_cpu_detect());
+    atomic_store(&cur_level, (int)lv);
+    return lv;
+}

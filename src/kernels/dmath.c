@@ -1,0 +1,387 @@
+/*
+ * dmath.c — the one deterministic implementation of expf and tanhf used by every merge, with a
+ * scalar path and AVX2 / AVX-512 array paths that perform exactly the same float operations in the
+ * same order (no FMA anywhere, no libm), so results are bit-identical on every CPU and path.
+ *
+ * Measured accuracy (tools/ulp-check, exhaustive over every float32 input of the range, against
+ * expl/tanhl-grade references; reproduce with `build/tools/ulp-check`):
+ *   pcbm_expf   x in [-104, 89]          : max error 0.99 ulp (see ULP_EXP below)
+ *   pcbm_tanhf  every finite float        : max error 1.18 ulp (see ULP_TANH below)
+ * and all three paths agree bit for bit on all those inputs.
+ *
+ * pcbm_expf(x):
+ *   NaN -> NaN (x + x: quiet, sign and payload kept); x > 88.72283172607421875 (largest float whose
+ *   exp is finite) -> +Inf; x < -104 -> +0. Otherwise Cephes-style:
+ *     k = round_to_nearest_even(x * log2(e))   [computed as (t + 1.5*2^23) - 1.5*2^23]
+ *     r = (x - k*C1) - k*C2                     [C1 + C2 = ln 2, C1 has 9 significant bits]
+ *     e^r ~ 1 + r + r^2 * P(r)                  [degree-5 P, Horner, left to right]
+ *     result = ((e^r * 2^(k>>1)) * 2^(k - (k>>1)))
+ *   The first scaling is exact, the second rounds once, so subnormal results (x in about
+ *   [-103.97, -87.34]) are computed, not flushed: they are correctly rounded but for the < 1 ulp
+ *   error of e^r. exp(x) <= 2^-150 rounds to +0 as correct rounding does.
+ * pcbm_tanhf(x): computed on a = |x| and given the sign of x (so tanh(-0) = -0, tanh is odd):
+ *   NaN -> NaN (x + x);
+ *   a < 0.625    : a + ((Q(a^2) * a^2) * a)    [degree-4 Q, Cephes tanhf coefficients]; for tiny a
+ *                  the correction underflows and the result is a exactly;
+ *   a >= 0.625   : with a' = min(a, 10), m = expm1(2a') = 2^k * (r + r^2 P(r)) + (2^k - 1) from the
+ *                  same reduction as exp, d = m + 2:
+ *                  a' < 0.875 : m / d;   otherwise 1 - 2 / d   (saturates to exactly 1 for large a).
+ * Under the default round-to-nearest mode only (MXCSR is never changed by libpcbmerge).
+ */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+/* Belt and braces: even if someone builds with -ffp-contract=fast, never fuse mul+add here. */
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#include "dmath.h"
+
+#include "cpu.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define PCBM_X86 1
+#endif
+
+/* Measured maxima (ulp), kept here so tests can assert them. */
+#define ULP_EXP 0.99
+#define ULP_TANH 1.18
+
+#define LOG2E 1.44269504088896341f
+#define MAGIC 12582912.0f /* 1.5 * 2^23: t + MAGIC rounds t to an integer (ties to even) */
+#define LN2_HI 0.693359375f
+#define LN2_LO -2.12194440e-4f
+#define EP0 1.9875691500e-4f
+#define EP1 1.3981999507e-3f
+#define EP2 8.3334519073e-3f
+#define EP3 4.1665795894e-2f
+#define EP4 1.6666665459e-1f
+#define EP5 5.0000001201e-1f
+#define EXP_HI 0x1.62e42ep6f  /* 88.72283172607421875: largest x with finite exp(x) */
+#define EXP_LO -104.0f        /* below: +0 (exp(-104) < 2^-150 already) */
+#define TQ0 -5.70498872745e-3f
+#define TQ1 2.06390887954e-2f
+#define TQ2 -5.37397155531e-2f
+#define TQ3 1.33314422036e-1f
+#define TQ4 -3.33332819422e-1f
+#define TANH_POLY 0.625f /* a < this: polynomial */
+#define TANH_DIV 0.875f  /* a < this: m/(m+2), else 1 - 2/(m+2) */
+#define TANH_SAT 10.0f   /* a clamped here: the result is exactly 1 from about 9.01 on */
+
+static inline uint32_t f2u(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static inline float u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline float pow2i(int32_t n) { return u2f((uint32_t)(n + 127) << 23); } /* -126..127 */
+
+/* ------------------------------------------------------------------------------------------------
+ * Scalar: the definition. Each vector path below repeats these operations in this order.
+ * ---------------------------------------------------------------------------------------------- */
+
+/* For x in [-104, 89]: returns e^r - 1 (as r + r^2 P(r)) and k with x ~ k ln2 + r. */
+static inline float exp_reduce(float x, int32_t *k)
+{
+    float t = x * LOG2E;
+    float kf = (t + MAGIC) - MAGIC;
+    *k = (int32_t)kf;
+    float r = x - kf * LN2_HI;
+    r = r - kf * LN2_LO;
+    float z = r * r;
+    float p = EP0;
+    p = p * r + EP1;
+    p = p * r + EP2;
+    p = p * r + EP3;
+    p = p * r + EP4;
+    p = p * r + EP5;
+    return p * z + r;
+}
+
+float pcbm_expf(float x)
+{
+    if (x != x)
+        return x + x;
+    if (x > EXP_HI)
+        return u2f(0x7f800000u);
+    if (x < EXP_LO)
+        return 0.0f;
+    int32_t k;
+    float y = exp_reduce(x, &k) + 1.0f;
+    int32_t k1 = k >> 1; /* arithmetic shift (GCC/Clang define it) */
+    int32_t k2 = k - k1;
+    y = y * pow2i(k1);
+    y = y * pow2i(k2);
+    return y;
+}
+
+float pcbm_tanhf(float x)
+{
+    if (x != x)
+        return x + x;
+    uint32_t sign = f2u(x) & 0x80000000u;
+    float a = u2f(f2u(x) & 0x7fffffffu);
+    float t;
+    if (a < TANH_POLY) {
+        float s = a * a;
+        float q = TQ0;
+        q = q * s + TQ1;
+        q = q * s + TQ2;
+        q = q * s + TQ3;
+        q = q * s + TQ4;
+        t = ((q * s) * a) + a;
+    } else {
+        if (a > TANH_SAT)
+            a = TANH_SAT;
+        int32_t k;
+        float em = exp_reduce(a + a, &k);
+        float tk = pow2i(k);
+        float m = em * tk + (tk - 1.0f);
+        float d = m + 2.0f;
+        if (a < TANH_DIV)
+            t = m / d;
+        else
+            t = 1.0f - 2.0f / d;
+    }
+    return u2f(f2u(t) | sign);
+}
+
+static void expf_scalar(const float *x, float *y, unsigned long n)
+{
+    for (unsigned long i = 0; i < n; i++)
+        y[i] = pcbm_expf(x[i]);
+}
+static void tanhf_scalar(const float *x, float *y, unsigned long n)
+{
+    for (unsigned long i = 0; i < n; i++)
+        y[i] = pcbm_tanhf(x[i]);
+}
+
+#ifdef PCBM_X86
+/* ------------------------------------------------------------------------------------------------
+ * AVX2 (no FMA in the target list on purpose: nothing may be fused)
+ * ---------------------------------------------------------------------------------------------- */
+#define T_AVX2 __attribute__((target("avx2")))
+
+T_AVX2 static inline __m256 pow2i_avx2(__m256i k)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23));
+}
+
+T_AVX2 static inline __m256 exp_reduce_avx2(__m256 x, __m256i *k)
+{
+    const __m256 magic = _mm256_set1_ps(MAGIC);
+    __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(LOG2E));
+    __m256 kf = _mm256_sub_ps(_mm256_add_ps(t, magic), magic);
+    *k = _mm256_cvttps_epi32(kf);
+    __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(kf, _mm256_set1_ps(LN2_HI)));
+    r = _mm256_sub_ps(r, _mm256_mul_ps(kf, _mm256_set1_ps(LN2_LO)));
+    __m256 z = _mm256_mul_ps(r, r);
+    __m256 p = _mm256_set1_ps(EP0);
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(EP1));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(EP2));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(EP3));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(EP4));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(EP5));
+    return _mm256_add_ps(_mm256_mul_ps(p, z), r);
+}
+
+T_AVX2 static inline __m256 expf8_avx2(__m256 x)
+{
+    /* Clamping keeps every lane's arithmetic tame; lanes outside are replaced below. A NaN lane
+     * becomes EXP_LO here (max returns its second operand on NaN) and x + x at the end. */
+    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EXP_LO)), _mm256_set1_ps(89.0f));
+    __m256i k;
+    __m256 y = _mm256_add_ps(exp_reduce_avx2(xc, &k), _mm256_set1_ps(1.0f));
+    __m256i k1 = _mm256_srai_epi32(k, 1);
+    __m256i k2 = _mm256_sub_epi32(k, k1);
+    y = _mm256_mul_ps(y, pow2i_avx2(k1));
+    y = _mm256_mul_ps(y, pow2i_avx2(k2));
+    __m256 hi = _mm256_cmp_ps(x, _mm256_set1_ps(EXP_HI), _CMP_GT_OQ);
+    __m256 lo = _mm256_cmp_ps(x, _mm256_set1_ps(EXP_LO), _CMP_LT_OQ);
+    __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    y = _mm256_blendv_ps(y, _mm256_castsi256_ps(_mm256_set1_epi32(0x7f800000)), hi);
+    y = _mm256_blendv_ps(y, _mm256_setzero_ps(), lo);
+    y = _mm256_blendv_ps(y, _mm256_add_ps(x, x), nan);
+    return y;
+}
+
+T_AVX2 static inline __m256 tanhf8_avx2(__m256 x)
+{
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 sign = _mm256_andnot_ps(absm, x);
+    __m256 a = _mm256_and_ps(x, absm);
+    /* polynomial branch */
+    __m256 s = _mm256_mul_ps(a, a);
+    __m256 q = _mm256_set1_ps(TQ0);
+    q = _mm256_add_ps(_mm256_mul_ps(q, s), _mm256_set1_ps(TQ1));
+    q = _mm256_add_ps(_mm256_mul_ps(q, s), _mm256_set1_ps(TQ2));
+    q = _mm256_add_ps(_mm256_mul_ps(q, s), _mm256_set1_ps(TQ3));
+    q = _mm256_add_ps(_mm256_mul_ps(q, s), _mm256_set1_ps(TQ4));
+    __m256 tp = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(q, s), a), a);
+    /* expm1 branch (a NaN lane becomes TANH_SAT: min returns its second operand on NaN) */
+    __m256 ac = _mm256_min_ps(a, _mm256_set1_ps(TANH_SAT));
+    __m256i k;
+    __m256 em = exp_reduce_avx2(_mm256_add_ps(ac, ac), &k);
+    __m256 tk = pow2i_avx2(k);
+    __m256 m = _mm256_add_ps(_mm256_mul_ps(em, tk), _mm256_sub_ps(tk, _mm256_set1_ps(1.0f)));
+    __m256 d = _mm256_add_ps(m, _mm256_set1_ps(2.0f));
+    __m256 ta = _mm256_div_ps(m, d);
+    __m256 tb = _mm256_sub_ps(_mm256_set1_ps(1.0f), _mm256_div_ps(_mm256_set1_ps(2.0f), d));
+    __m256 te = _mm256_blendv_ps(tb, ta, _mm256_cmp_ps(ac, _mm256_set1_ps(TANH_DIV), _CMP_LT_OQ));
+    __m256 t = _mm256_blendv_ps(te, tp, _mm256_cmp_ps(a, _mm256_set1_ps(TANH_POLY), _CMP_LT_OQ));
+    t = _mm256_or_ps(t, sign);
+    return _mm256_blendv_ps(t, _mm256_add_ps(x, x), _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+T_AVX2 static void expf_avx2(const float *x, float *y, unsigned long n)
+{
+    unsigned long i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, expf8_avx2(_mm256_loadu_ps(x + i)));
+    expf_scalar(x + i, y + i, n - i);
+}
+
+T_AVX2 static void tanhf_avx2(const float *x, float *y, unsigned long n)
+{
+    unsigned long i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, tanhf8_avx2(_mm256_loadu_ps(x + i)));
+    tanhf_scalar(x + i, y + i, n - i);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * AVX-512 (implies FMA in GCC's target set; the fp-contract pragma above keeps mul+add separate,
+ * and the tests compare every path with the scalar one bit for bit)
+ * ---------------------------------------------------------------------------------------------- */
+#define T_AVX512 __attribute__((target("avx2,avx512f,avx512bw,avx512dq,avx512vl")))
+
+T_AVX512 static inline __m512 pow2i_avx512(__m512i k)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k, _mm512_set1_epi32(127)), 23));
+}
+
+T_AVX512 static inline __m512 exp_reduce_avx512(__m512 x, __m512i *k)
+{
+    const __m512 magic = _mm512_set1_ps(MAGIC);
+    __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(LOG2E));
+    __m512 kf = _mm512_sub_ps(_mm512_add_ps(t, magic), magic);
+    *k = _mm512_cvttps_epi32(kf);
+    __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(kf, _mm512_set1_ps(LN2_HI)));
+    r = _mm512_sub_ps(r, _mm512_mul_ps(kf, _mm512_set1_ps(LN2_LO)));
+    __m512 z = _mm512_mul_ps(r, r);
+    __m512 p = _mm512_set1_ps(EP0);
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(EP1));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(EP2));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(EP3));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(EP4));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(EP5));
+    return _mm512_add_ps(_mm512_mul_ps(p, z), r);
+}
+
+T_AVX512 static inline __m512 expf16_avx512(__m512 x)
+{
+    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(89.0f));
+    __m512i k;
+    __m512 y = _mm512_add_ps(exp_reduce_avx512(xc, &k), _mm512_set1_ps(1.0f));
+    __m512i k1 = _mm512_srai_epi32(k, 1);
+    __m512i k2 = _mm512_sub_epi32(k, k1);
+    y = _mm512_mul_ps(y, pow2i_avx512(k1));
+    y = _mm512_mul_ps(y, pow2i_avx512(k2));
+    __mmask16 hi = _mm512_cmp_ps_mask(x, _mm512_set1_ps(EXP_HI), _CMP_GT_OQ);
+    __mmask16 lo = _mm512_cmp_ps_mask(x, _mm512_set1_ps(EXP_LO), _CMP_LT_OQ);
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    y = _mm512_mask_blend_ps(hi, y, _mm512_castsi512_ps(_mm512_set1_epi32(0x7f800000)));
+    y = _mm512_mask_blend_ps(lo, y, _mm512_setzero_ps());
+    y = _mm512_mask_blend_ps(nan, y, _mm512_add_ps(x, x));
+    return y;
+}
+
+T_AVX512 static inline __m512 tanhf16_avx512(__m512 x)
+{
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff);
+    __m512i xi = _mm512_castps_si512(x);
+    __m512i sign = _mm512_andnot_si512(absm, xi);
+    __m512 a = _mm512_castsi512_ps(_mm512_and_si512(xi, absm));
+    __m512 s = _mm512_mul_ps(a, a);
+    __m512 q = _mm512_set1_ps(TQ0);
+    q = _mm512_add_ps(_mm512_mul_ps(q, s), _mm512_set1_ps(TQ1));
+    q = _mm512_add_ps(_mm512_mul_ps(q, s), _mm512_set1_ps(TQ2));
+    q = _mm512_add_ps(_mm512_mul_ps(q, s), _mm512_set1_ps(TQ3));
+    q = _mm512_add_ps(_mm512_mul_ps(q, s), _mm512_set1_ps(TQ4));
+    __m512 tp = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(q, s), a), a);
+    __m512 ac = _mm512_min_ps(a, _mm512_set1_ps(TANH_SAT));
+    __m512i k;
+    __m512 em = exp_reduce_avx512(_mm512_add_ps(ac, ac), &k);
+    __m512 tk = pow2i_avx512(k);
+    __m512 m = _mm512_add_ps(_mm512_mul_ps(em, tk), _mm512_sub_ps(tk, _mm512_set1_ps(1.0f)));
+    __m512 d = _mm512_add_ps(m, _mm512_set1_ps(2.0f));
+    __m512 ta = _mm512_div_ps(m, d);
+    __m512 tb = _mm512_sub_ps(_mm512_set1_ps(1.0f), _mm512_div_ps(_mm512_set1_ps(2.0f), d));
+    __m512 te = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(ac, _mm512_set1_ps(TANH_DIV), _CMP_LT_OQ), tb, ta);
+    __m512 t = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, _mm512_set1_ps(TANH_POLY), _CMP_LT_OQ), te, tp);
+    t = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), sign));
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), t, _mm512_add_ps(x, x));
+}
+
+T_AVX512 static void expf_avx512(const float *x, float *y, unsigned long n)
+{
+    unsigned long i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, expf16_avx512(_mm512_loadu_ps(x + i)));
+    expf_scalar(x + i, y + i, n - i);
+}
+
+T_AVX512 static void tanhf_avx512(const float *x, float *y, unsigned long n)
+{
+    unsigned long i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, tanhf16_avx512(_mm512_loadu_ps(x + i)));
+    tanhf_scalar(x + i, y + i, n - i);
+}
+#endif /* PCBM_X86 */
+
+/* x and y may be the same array (element i is read before y[i] is written, blocks go forward). */
+void pcbm_expf_n(const float *x, float *y, unsigned long n)
+{
+#ifdef PCBM_X86
+    switch (pcbm_cpu_level_get()) {
+    case PCBM_CPU_AVX512:
+        expf_avx512(x, y, n);
+        return;
+    case PCBM_CPU_AVX2:
+        expf_avx2(x, y, n);
+        return;
+    default:
+        break;
+    }
+#endif
+    expf_scalar(x, y, n);
+}
+
+void pcbm_tanhf_n(const float *x, float *y, unsigned long n)
+{
+#ifdef PCBM_X86
+    switch (pcbm_cpu_level_get()) {
+    case PCBM_CPU_AVX512:
+        tanhf_avx512(x, y, n);
+        return;
+    case PCBM_CPU_AVX2:
+        tanhf_avx2(x, y, n);
+        return;
+    default:
+        break;
+    }
+#endif
+    tanhf_scalar(x, y, n);
+}

@@ -1,0 +1,184 @@
+/*
+ * merge_common.c — what every method shares: decoding a block into float32 tiles (base, task
+ * values, task vectors), the refusal of non-finite weights, copying and converting the tensors
+ * that are not merged, encoding merged tiles, kept counters, and tensor-scope ranges.
+ */
+#include "merge.h"
+
+#include "../kernels/convert.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct tile_pass {
+    pcbm_mctx *mc;
+    pcbm_pass_kind kind;
+    pcbm_tile_fn fn;
+    void *arg;
+} tile_pass;
+
+static long first_nonfinite(const float *x, unsigned n)
+{
+    for (unsigned k = 0; k < n; k++) {
+        uint32_t u;
+        memcpy(&u, &x[k], 4);
+        if ((u & 0x7f800000u) == 0x7f800000u)
+            return (long)k;
+    }
+    return -1;
+}
+
+static pcbm_status refuse_nonfinite(const pcbm_mctx *mc, const pcbm_tplan *t, unsigned m,
+                                    uint64_t elem, const float *v, pcbm_error *err)
+{
+    return pcbm_fail(err, PCBM_ERR_NONFINITE,
+                     "tensor %s of %s has a non-finite value (%s) at element %llu: the checkpoint "
+                     "is damaged or its training diverged; pass --allow-nonfinite to merge it "
+                     "anyway", t->name, pcbm_model_path(mc->plan->models[m]),
+                     *v != *v ? "NaN" : "Inf", (unsigned long long)elem);
+}
+
+static float *worker_scratch(pcbm_mctx *mc, unsigned worker)
+{
+    return mc->scratch + (size_t)worker * mc->scratch_floats;
+}
+
+static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockview *bv,
+                               pcbm_error *err)
+{
+    pcbm_mctx *mc = tp->mc;
+    const pcbm_tplan *t = bv->t;
+    unsigned N = mc->ntasks;
+    float *sc = worker_scratch(mc, worker);
+    float *base = sc;
+    float *theta[PCBM_MAX_TASKS], *tau[PCBM_MAX_TASKS];
+    for (unsigned i = 0; i < N; i++) {
+        theta[i] = sc + (1 + i) * PCBM_TILE;
+        tau[i] = sc + (1 + N + i) * PCBM_TILE;
+    }
+    float *tmp = sc + (1 + 2 * N) * PCBM_TILE;
+    for (uint32_t k0 = 0; k0 < bv->n; k0 += PCBM_TILE) {
+        unsigned n = (unsigned)PCBM_MIN(PCBM_TILE, bv->n - k0);
+        pcbm_decode_f32(t->src[0].dt, (const uint8_t *)bv->in[0] + (uint64_t)k0 * t->in_unit[0],
+                        base, n);
+        for (unsigned i = 0; i < N; i++) {
+            pcbm_decode_f32(t->src[i + 1].dt,
+                            (const uint8_t *)bv->in[i + 1] + (uint64_t)k0 * t->in_unit[i + 1],
+                            theta[i], n);
+            for (unsigned k = 0; k < n; k++)
+                tau[i][k] = theta[i][k] - base[k];
+        }
+        if (mc->check_finite) {
+            long bad = first_nonfinite(base, n);
+            if (bad >= 0)
+                return refuse_nonfinite(mc, t, 0, bv->start + k0 + (uint64_t)bad, &base[bad], err);
+            for (unsigned i = 0; i < N; i++)
+                if ((bad = first_nonfinite(theta[i], n)) >= 0)
+                    return refuse_nonfinite(mc, t, i + 1, bv->start + k0 + (uint64_t)bad,
+                                            &theta[i][bad], err);
+        }
+        pcbm_tile tl = {.bv = bv, .start = bv->start + k0, .n = n, .base = base,
+                        .theta = theta, .tau = tau, .tmp = tmp};
+        tp->fn(mc, worker, &tl, tp->arg);
+        if (tp->kind == PCBM_PASS_APPLY)
+            pcbm_encode_f32(t->out_dt, tmp, (uint8_t *)bv->out + (uint64_t)k0 * t->out_unit, n);
+    }
+    return PCBM_OK;
+}
+
+static void convert_block(pcbm_mctx *mc, unsigned worker, const pcbm_blockview *bv)
+{
+    const pcbm_tplan *t = bv->t;
+    float *tmp = worker_scratch(mc, worker);
+    for (uint32_t k0 = 0; k0 < bv->n; k0 += PCBM_TILE) {
+        unsigned n = (unsigned)PCBM_MIN(PCBM_TILE, bv->n - k0);
+        pcbm_decode_f32(t->src[0].dt, (const uint8_t *)bv->in[0] + (uint64_t)k0 * t->in_unit[0],
+                        tmp, n);
+        pcbm_encode_f32(t->out_dt, tmp, (uint8_t *)bv->out + (uint64_t)k0 * t->out_unit, n);
+    }
+}
+
+static pcbm_status block_cb(void *arg, unsigned worker, const pcbm_blockview *bv, pcbm_error *err)
+{
+    tile_pass *tp = arg;
+    switch (bv->t->kind) {
+    case PCBM_T_RAW:
+        memcpy(bv->out, bv->in[0], bv->n);
+        return PCBM_OK;
+    case PCBM_T_CONVERT:
+        convert_block(tp->mc, worker, bv);
+        return PCBM_OK;
+    case PCBM_T_MERGE:
+        return merge_block(tp, worker, bv, err);
+    }
+    return pcbm_fail(err, PCBM_ERR_INTERNAL, "unknown tensor kind");
+}
+
+pcbm_status pcbm_run_tiles(pcbm_mctx *mc, pcbm_pass_kind kind, size_t t0, size_t t1,
+                           uint32_t sample_stride, pcbm_tile_fn fn, void *arg, pcbm_error *err)
+{
+    tile_pass tp = {mc, kind, fn, arg};
+    mc->pass_no++;
+    if (kind == PCBM_PASS_APPLY)
+        snprintf(mc->pass_name, sizeof mc->pass_name, "apply");
+    else
+        snprintf(mc->pass_name, sizeof mc->pass_name, "stats %u/%u", mc->pass_no,
+                 mc->passes_planned ? mc->passes_planned : mc->pass_no);
+    pcbm_pass ps = {.name = mc->pass_name, .kind = kind, .t0 = t0, .t1 = t1,
+                    .sample_stride = sample_stride, .fn = block_cb, .arg = &tp};
+    return pcbm_engine_run(mc->eng, &ps, err);
+}
+
+void pcbm_collect_kept(pcbm_mctx *mc)
+{
+    for (unsigned w = 0; w < mc->threads; w++) {
+        uint64_t *k = pcbm_kept_local(mc, w);
+        for (unsigned i = 0; i < mc->ntasks; i++) {
+            mc->task[i].kept += k[i];
+            k[i] = 0;
+        }
+    }
+}
+
+bool pcbm_next_range(const pcbm_plan *p, size_t *t0, size_t *t1)
+{
+    *t0 = *t1;
+    if (*t0 >= p->nt)
+        return false;
+    size_t i = *t0;
+    while (i < p->nt && p->t[i].kind != PCBM_T_MERGE)
+        i++;
+    *t1 = i < p->nt ? i + 1 : p->nt;
+    return true;
+}
+
+uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads)
+{
+    switch (o->method) {
+    case PCBM_METHOD_PCB:
+        return pcbm_pcb_stats_bytes(o->ntasks, threads);
+    case PCBM_METHOD_TIES:
+    case PCBM_METHOD_DARE_TIES:
+        return pcbm_ties_stats_bytes(o->ntasks, threads);
+    default:
+        return 0;
+    }
+}
+
+pcbm_status pcbm_method_run(pcbm_mctx *mc, pcbm_error *err)
+{
+    switch (mc->o->method) {
+    case PCBM_METHOD_PCB:
+        return pcbm_run_pcb(mc, err);
+    case PCBM_METHOD_TIES:
+    case PCBM_METHOD_DARE_TIES:
+        return pcbm_run_ties(mc, err);
+    case PCBM_METHOD_TASK_ARITHMETIC:
+    case PCBM_METHOD_LINEAR:
+    case PCBM_METHOD_DARE_LINEAR:
+        return pcbm_run_simple(mc, err);
+    default:
+        return pcbm_fail(err, PCBM_ERR_USAGE, "unknown merge method");
+    }
+}

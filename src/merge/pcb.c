@@ -1,0 +1,258 @@
+/*
+ * pcb.c — PCB-Merging (Parameter Competition Balancing) as the official code defines it
+ * (../shared/docs/pcb-spec.md): clamp bounds lo/hi of |tau| per task, intra-balancing
+ * exp(N*norm^2), inter-balancing tanh(tau_i * sum_j tau_j), score threshold t at rank
+ * floor(d*(1-r)) and maximum m, weights (s-t)/(m-t), weighted average of the clamped task vectors.
+ * Statistics are exact: two radix-select passes for lo/hi, two for t (plus m), then the apply pass.
+ */
+#include "merge.h"
+#include "../kernels/dmath.h"
+#include "../stats/qsel.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct pcb_state {
+    pcbm_hset h;                       /* 2N streams */
+    pcbm_sel lo[PCBM_MAX_TASKS], hi[PCBM_MAX_TASKS], thr[PCBM_MAX_TASKS];
+    float lo_v[PCBM_MAX_TASKS], hi_v[PCBM_MAX_TASKS], t_v[PCBM_MAX_TASKS], m_v[PCBM_MAX_TASKS];
+    float *max_local;                  /* [threads][N] */
+    uint64_t d;                        /* elements of the current range */
+} pcb_state;
+
+uint64_t pcbm_pcb_stats_bytes(unsigned ntasks, unsigned threads)
+{
+    return pcbm_hset_bytes(threads, 2 * ntasks) + (uint64_t)threads * ntasks * sizeof(float);
+}
+
+static inline uint32_t mag_key(float tau) { return pcbm_fkey(fabsf(tau)); }
+
+/* Scores s[i][k] of a tile (written into tl->theta[i], which PCB no longer needs). */
+static void pcb_scores(const pcbm_mctx *mc, const pcb_state *ps, const pcbm_tile *tl)
+{
+    unsigned N = mc->ntasks, n = tl->n;
+    float *sum = tl->tmp, *z = tl->tmp + PCBM_TILE;
+    const float nf = (float)N;
+    for (unsigned k = 0; k < n; k++) {
+        float acc = 0.0f;
+        for (unsigned i = 0; i < N; i++)
+            acc += tl->tau[i][k];
+        sum[k] = acc;
+    }
+    for (unsigned i = 0; i < N; i++) {
+        float lo = ps->lo_v[i], hi = ps->hi_v[i], den = hi - lo;
+        float *s = tl->theta[i];
+        const float *tau = tl->tau[i];
+        for (unsigned k = 0; k < n; k++) {
+            float c = fminf(fmaxf(fabsf(tau[k]), lo), hi);
+            float x = den > 0.0f ? (c - lo) / den : 0.0f;
+            s[k] = nf * (x * x);
+            z[k] = tau[k] * sum[k];
+        }
+        pcbm_expf_n(s, s, n);
+        pcbm_tanhf_n(z, z, n);
+        for (unsigned k = 0; k < n; k++)
+            s[k] = s[k] * z[k];
+    }
+}
+
+static void tile_mag_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+{
+    pcb_state *ps = arg;
+    for (unsigned i = 0; i < mc->ntasks; i++) {
+        uint64_t *h = pcbm_hset_local(&ps->h, w, i);
+        const float *tau = tl->tau[i];
+        for (unsigned k = 0; k < tl->n; k++)
+            h[mag_key(tau[k]) >> PCBM_QBITS]++;
+    }
+}
+
+static void fine_update(uint64_t *h, const pcbm_sel *s, uint32_t key)
+{
+    if ((key >> PCBM_QBITS) == s->prefix)
+        h[key & (PCBM_QBINS - 1)]++;
+}
+
+static void tile_mag_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+{
+    pcb_state *ps = arg;
+    for (unsigned i = 0; i < mc->ntasks; i++) {
+        uint64_t *hl = pcbm_hset_local(&ps->h, w, 2 * i), *hh = pcbm_hset_local(&ps->h, w, 2 * i + 1);
+        const float *tau = tl->tau[i];
+        for (unsigned k = 0; k < tl->n; k++) {
+            uint32_t key = mag_key(tau[k]);
+            fine_update(hl, &ps->lo[i], key);
+            fine_update(hh, &ps->hi[i], key);
+        }
+    }
+}
+
+static void tile_score_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+{
+    pcb_state *ps = arg;
+    pcb_scores(mc, ps, tl);
+    float *mx = ps->max_local + (size_t)w * mc->ntasks;
+    for (unsigned i = 0; i < mc->ntasks; i++) {
+        uint64_t *h = pcbm_hset_local(&ps->h, w, i);
+        const float *s = tl->theta[i];
+        float m = mx[i];
+        for (unsigned k = 0; k < tl->n; k++) {
+            h[pcbm_fkey(s[k]) >> PCBM_QBITS]++;
+            m = s[k] > m ? s[k] : m;
+        }
+        mx[i] = m;
+    }
+}
+
+static void tile_score_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+{
+    pcb_state *ps = arg;
+    pcb_scores(mc, ps, tl);
+    for (unsigned i = 0; i < mc->ntasks; i++) {
+        uint64_t *h = pcbm_hset_local(&ps->h, w, i);
+        const float *s = tl->theta[i];
+        for (unsigned k = 0; k < tl->n; k++)
+            fine_update(h, &ps->thr[i], pcbm_fkey(s[k]));
+    }
+}
+
+static void tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+{
+    pcb_state *ps = arg;
+    unsigned N = mc->ntasks;
+    pcb_scores(mc, ps, tl);
+    uint64_t *kept = pcbm_kept_local(mc, w);
+    float *out = tl->tmp;  /* pcb_scores' scratch is free again */
+    for (unsigned k = 0; k < tl->n; k++) {
+        float num = 0.0f, den = 0.0f;
+        for (unsigned i = 0; i < N; i++) {
+            float s = tl->theta[i][k], t = ps->t_v[i], m = ps->m_v[i];
+            float wgt = (s > t && m > t) ? (s - t) / (m - t) : 0.0f;
+            if (wgt > 0.0f)
+                kept[i]++;
+            float tau = tl->tau[i][k];
+            float c = fminf(fmaxf(fabsf(tau), ps->lo_v[i]), ps->hi_v[i]);
+            float tc = tau > 0.0f ? c : (tau < 0.0f ? -c : 0.0f);
+            num += (wgt * mc->lam[i]) * tc;
+            den += wgt;
+        }
+        out[k] = tl->base[k] + num / fmaxf(den, 1e-12f);
+    }
+}
+
+static uint64_t rank_of(double x)
+{
+    /* the official code's int(): truncation toward zero of a double */
+    return x <= 0.0 ? 0 : (uint64_t)x;
+}
+
+/* Statistics of one range (the whole model, or one tensor). */
+static pcbm_status pcb_stats(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_t t1, pcbm_error *err)
+{
+    unsigned N = mc->ntasks;
+    double c = mc->o->clamp_ratio, r = mc->o->density;
+    pcbm_status st;
+
+    mc->pass_no = 0;
+    pcbm_hset_clear(&ps->h);
+    mc->check_finite = !mc->o->allow_nonfinite;
+    if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_mag_coarse, ps, err)) != PCBM_OK)
+        return st;
+    mc->check_finite = 0;
+    pcbm_hset_reduce(&ps->h);
+    uint64_t d = 0;
+    for (uint32_t b = 0; b < PCBM_QBINS; b++)
+        d += pcbm_hset_total(&ps->h, 0)[b];
+    ps->d = d;
+    if (d == 0)
+        return PCBM_OK;
+    for (unsigned i = 0; i < N; i++) {
+        pcbm_sel_init(&ps->lo[i], rank_of((double)d * c));
+        pcbm_sel_init(&ps->hi[i], rank_of((double)d * (1.0 - c) - 1.0));
+        pcbm_sel_coarse(&ps->lo[i], pcbm_hset_total(&ps->h, i));
+        pcbm_sel_coarse(&ps->hi[i], pcbm_hset_total(&ps->h, i));
+    }
+
+    pcbm_hset_clear(&ps->h);
+    if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_mag_fine, ps, err)) != PCBM_OK)
+        return st;
+    pcbm_hset_reduce(&ps->h);
+    for (unsigned i = 0; i < N; i++) {
+        pcbm_sel_fine(&ps->lo[i], pcbm_hset_total(&ps->h, 2 * i));
+        pcbm_sel_fine(&ps->hi[i], pcbm_hset_total(&ps->h, 2 * i + 1));
+        ps->lo_v[i] = pcbm_fkey_value(ps->lo[i].key);
+        ps->hi_v[i] = pcbm_fkey_value(ps->hi[i].key);
+    }
+
+    pcbm_hset_clear(&ps->h);
+    for (size_t k = 0; k < (size_t)mc->threads * N; k++)
+        ps->max_local[k] = -INFINITY;
+    if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_score_coarse, ps, err)) != PCBM_OK)
+        return st;
+    pcbm_hset_reduce(&ps->h);
+    for (unsigned i = 0; i < N; i++) {
+        float m = -INFINITY;
+        for (unsigned w = 0; w < mc->threads; w++)
+            m = fmaxf(m, ps->max_local[(size_t)w * N + i]);
+        ps->m_v[i] = m;
+        pcbm_sel_init(&ps->thr[i], rank_of((double)d * (1.0 - r)));
+        pcbm_sel_coarse(&ps->thr[i], pcbm_hset_total(&ps->h, i));
+    }
+
+    pcbm_hset_clear(&ps->h);
+    if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_score_fine, ps, err)) != PCBM_OK)
+        return st;
+    pcbm_hset_reduce(&ps->h);
+    for (unsigned i = 0; i < N; i++) {
+        pcbm_sel_fine(&ps->thr[i], pcbm_hset_total(&ps->h, i));
+        ps->t_v[i] = pcbm_fkey_value(ps->thr[i].key);
+    }
+    return PCBM_OK;
+}
+
+static void report_global(pcbm_mctx *mc, const pcb_state *ps)
+{
+    for (unsigned i = 0; i < mc->ntasks; i++) {
+        mc->task[i].lo = ps->lo_v[i];
+        mc->task[i].hi = ps->hi_v[i];
+        mc->task[i].threshold = ps->t_v[i];
+        mc->task[i].max = ps->m_v[i];
+    }
+}
+
+pcbm_status pcbm_run_pcb(pcbm_mctx *mc, pcbm_error *err)
+{
+    pcb_state *ps = pcbm_calloc(1, sizeof *ps);
+    if (!ps || pcbm_hset_init(&ps->h, mc->threads, 2 * mc->ntasks) != 0 ||
+        !(ps->max_local = pcbm_calloc((size_t)mc->threads * mc->ntasks, sizeof(float)))) {
+        if (ps)
+            pcbm_hset_free(&ps->h);
+        free(ps);
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory for PCB statistics");
+    }
+    pcbm_status st = PCBM_OK;
+    const pcbm_plan *p = mc->plan;
+    if (mc->o->scope == PCBM_SCOPE_GLOBAL) {
+        mc->passes_planned = 4;
+        if (p->d > 0)
+            st = pcb_stats(mc, ps, 0, p->nt, err);
+        if (st == PCBM_OK) {
+            report_global(mc, ps);
+            st = pcbm_run_tiles(mc, PCBM_PASS_APPLY, 0, p->nt, 1, tile_apply, ps, err);
+        }
+    } else {
+        size_t t0 = 0, t1 = 0;
+        while (st == PCBM_OK && pcbm_next_range(p, &t0, &t1)) {
+            if (p->t[t1 - 1].kind == PCBM_T_MERGE && p->t[t1 - 1].units > 0)
+                st = pcb_stats(mc, ps, t1 - 1, t1, err);
+            if (st == PCBM_OK)
+                st = pcbm_run_tiles(mc, PCBM_PASS_APPLY, t0, t1, 1, tile_apply, ps, err);
+        }
+    }
+    pcbm_collect_kept(mc);
+    pcbm_hset_free(&ps->h);
+    free(ps->max_local);
+    free(ps);
+    return st;
+}

@@ -1,0 +1,216 @@
+/*
+ * ties.c — TIES-Merging as the official code defines it (global top-k trim by magnitude per task
+ * with ties at the threshold kept, sign election by mass with zero sums taking the majority sign
+ * of the elected vector, disjoint mean), and dare_ties (DARE's random drop and rescale in place of
+ * the trim, then the same election and disjoint mean). Thresholds are exact (radix select).
+ */
+#include "merge.h"
+#include "../kernels/rng.h"
+#include "../stats/qsel.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct ties_state {
+    pcbm_hset h;                         /* N streams */
+    pcbm_sel sel[PCBM_MAX_TASKS];
+    float thr[PCBM_MAX_TASKS];
+    int64_t *votes;                      /* [threads][2]: positions with positive/negative sum */
+    float majority;                      /* sign used where the elected sum is exactly zero */
+    int dare;
+    float dare_scale;                    /* 1 / density as float, applied by division */
+} ties_state;
+
+uint64_t pcbm_ties_stats_bytes(unsigned ntasks, unsigned threads)
+{
+    return pcbm_hset_bytes(threads, ntasks) + (uint64_t)threads * 2 * sizeof(int64_t);
+}
+
+/* Trimmed (or DARE-dropped) task vectors of a tile into tl->theta[i]; counts what each task
+ * keeps into kept[] when kept is not NULL. */
+static void trimmed(pcbm_mctx *mc, const ties_state *ts, const pcbm_tile *tl, uint64_t *kept)
+{
+    unsigned N = mc->ntasks;
+    if (ts->dare) {
+        uint64_t key = pcbm_name_key(tl->bv->t->name);
+        uint8_t keep[PCBM_TILE];
+        float dens = (float)mc->o->density;
+        for (unsigned i = 0; i < N; i++) {
+            pcbm_dare_mask(mc->o->seed, i, key, tl->start, tl->n, mc->o->density, keep);
+            for (unsigned k = 0; k < tl->n; k++) {
+                tl->theta[i][k] = keep[k] ? tl->tau[i][k] / dens : 0.0f;
+                if (kept)
+                    kept[i] += keep[k];
+            }
+        }
+        return;
+    }
+    for (unsigned i = 0; i < N; i++) {
+        for (unsigned k = 0; k < tl->n; k++) {
+            bool on = fabsf(tl->tau[i][k]) >= ts->thr[i];
+            tl->theta[i][k] = on ? tl->tau[i][k] : 0.0f;
+            if (kept)
+                kept[i] += on;
+        }
+    }
+}
+
+static void tile_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+{
+    ties_state *ts = arg;
+    for (unsigned i = 0; i < mc->ntasks; i++) {
+        uint64_t *h = pcbm_hset_local(&ts->h, w, i);
+        for (unsigned k = 0; k < tl->n; k++)
+            h[pcbm_fkey(fabsf(tl->tau[i][k])) >> PCBM_QBITS]++;
+    }
+}
+
+static void tile_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+{
+    ties_state *ts = arg;
+    for (unsigned i = 0; i < mc->ntasks; i++) {
+        uint64_t *h = pcbm_hset_local(&ts->h, w, i);
+        uint32_t prefix = ts->sel[i].prefix;
+        for (unsigned k = 0; k < tl->n; k++) {
+            uint32_t key = pcbm_fkey(fabsf(tl->tau[i][k]));
+            if ((key >> PCBM_QBITS) == prefix)
+                h[key & (PCBM_QBINS - 1)]++;
+        }
+    }
+}
+
+static float elected_sum(const pcbm_mctx *mc, const pcbm_tile *tl, unsigned k)
+{
+    float s = 0.0f;
+    for (unsigned i = 0; i < mc->ntasks; i++)
+        s += tl->theta[i][k];
+    return s;
+}
+
+static void tile_votes(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+{
+    ties_state *ts = arg;
+    trimmed(mc, ts, tl, NULL);
+    int64_t *v = ts->votes + 2 * (size_t)w;
+    for (unsigned k = 0; k < tl->n; k++) {
+        float s = elected_sum(mc, tl, k);
+        v[0] += s > 0.0f;
+        v[1] += s < 0.0f;
+    }
+}
+
+static void tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+{
+    ties_state *ts = arg;
+    trimmed(mc, ts, tl, pcbm_kept_local(mc, w));
+    float lam = mc->lam[0];
+    for (unsigned k = 0; k < tl->n; k++) {
+        float s = elected_sum(mc, tl, k);
+        float sign = s > 0.0f ? 1.0f : (s < 0.0f ? -1.0f : ts->majority);
+        float acc = 0.0f, cnt = 0.0f;
+        for (unsigned i = 0; i < mc->ntasks; i++) {
+            float v = tl->theta[i][k];
+            if (sign > 0.0f ? v > 0.0f : v < 0.0f) {
+                acc += v;
+                cnt += 1.0f;
+            }
+        }
+        tl->tmp[k] = tl->base[k] + lam * (acc / fmaxf(cnt, 1.0f));
+    }
+}
+
+static uint64_t range_elems(const pcbm_plan *p, size_t t0, size_t t1)
+{
+    uint64_t d = 0;
+    for (size_t i = t0; i < t1; i++)
+        if (p->t[i].kind == PCBM_T_MERGE)
+            d += p->t[i].units;
+    return d;
+}
+
+static pcbm_status trim_thresholds(pcbm_mctx *mc, ties_state *ts, size_t t0, size_t t1,
+                                   pcbm_error *err)
+{
+    unsigned N = mc->ntasks;
+    uint64_t d = range_elems(mc->plan, t0, t1);
+    uint64_t keep = d == 0 ? 0 : (uint64_t)((double)d * mc->o->density);
+    pcbm_status st;
+    pcbm_hset_clear(&ts->h);
+    if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_coarse, ts, err)) != PCBM_OK)
+        return st;
+    mc->check_finite = 0;
+    if (keep >= d) { /* keep everything */
+        for (unsigned i = 0; i < N; i++)
+            ts->thr[i] = 0.0f;
+        return PCBM_OK;
+    }
+    pcbm_hset_reduce(&ts->h);
+    for (unsigned i = 0; i < N; i++) {
+        pcbm_sel_init(&ts->sel[i], d - keep - 1);
+        pcbm_sel_coarse(&ts->sel[i], pcbm_hset_total(&ts->h, i));
+    }
+    pcbm_hset_clear(&ts->h);
+    if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_fine, ts, err)) != PCBM_OK)
+        return st;
+    pcbm_hset_reduce(&ts->h);
+    for (unsigned i = 0; i < N; i++) {
+        pcbm_sel_fine(&ts->sel[i], pcbm_hset_total(&ts->h, i));
+        ts->thr[i] = pcbm_fkey_value(ts->sel[i].key);
+    }
+    return PCBM_OK;
+}
+
+static pcbm_status ties_range(pcbm_mctx *mc, ties_state *ts, size_t t0, size_t t1, bool stats,
+                              pcbm_error *err)
+{
+    pcbm_status st = PCBM_OK;
+    mc->pass_no = 0;
+    if (stats) {
+        mc->check_finite = !mc->o->allow_nonfinite;
+        if (!ts->dare && (st = trim_thresholds(mc, ts, t0, t1, err)) != PCBM_OK)
+            return st;
+        memset(ts->votes, 0, (size_t)mc->threads * 2 * sizeof(int64_t));
+        if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_votes, ts, err)) != PCBM_OK)
+            return st;
+        mc->check_finite = 0;
+        int64_t pos = 0, neg = 0;
+        for (unsigned w = 0; w < mc->threads; w++) {
+            pos += ts->votes[2 * w];
+            neg += ts->votes[2 * w + 1];
+        }
+        ts->majority = pos > neg ? 1.0f : (pos < neg ? -1.0f : 0.0f);
+    }
+    return pcbm_run_tiles(mc, PCBM_PASS_APPLY, t0, t1, 1, tile_apply, ts, err);
+}
+
+pcbm_status pcbm_run_ties(pcbm_mctx *mc, pcbm_error *err)
+{
+    ties_state *ts = pcbm_calloc(1, sizeof *ts);
+    if (!ts || pcbm_hset_init(&ts->h, mc->threads, mc->ntasks) != 0 ||
+        !(ts->votes = pcbm_calloc((size_t)mc->threads * 2, sizeof(int64_t)))) {
+        if (ts)
+            pcbm_hset_free(&ts->h);
+        free(ts);
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory for TIES statistics");
+    }
+    ts->dare = mc->o->method == PCBM_METHOD_DARE_TIES;
+    const pcbm_plan *p = mc->plan;
+    pcbm_status st = PCBM_OK;
+    mc->passes_planned = ts->dare ? 1 : 3;
+    if (mc->o->scope == PCBM_SCOPE_GLOBAL) {
+        st = ties_range(mc, ts, 0, p->nt, p->d > 0, err);
+        for (unsigned i = 0; i < mc->ntasks && !ts->dare; i++)
+            mc->task[i].threshold = ts->thr[i];
+    } else {
+        size_t t0 = 0, t1 = 0;
+        while (st == PCBM_OK && pcbm_next_range(p, &t0, &t1))
+            st = ties_range(mc, ts, t0, t1,
+                            p->t[t1 - 1].kind == PCBM_T_MERGE && p->t[t1 - 1].units > 0, err);
+    }
+    pcbm_collect_kept(mc);
+    pcbm_hset_free(&ts->h);
+    free(ts->votes);
+    free(ts);
+    return st;
+}

@@ -1,0 +1,960 @@
+/*
+ * engine.c — the chunk scheduler: buffer sizing from --mem, the I/O loop on the calling thread
+ * (reads of block sets, in-order output writes), worker threads running the method's per-block
+ * callback, progress reporting. Completion order never changes results: statistics are merged
+ * by the methods in a fixed order and output blocks are written strictly in schedule order.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define TARGET_BLOCK_BYTES (1u << 20)  /* per model per block, when memory allows */
+#define MIN_BLOCK_ELEMS 4096u          /* below this, per-block overhead dominates */
+#define MAX_SLOTS 32u                  /* block sets in flight (reading, computing, writing) */
+#define STAGE_CHUNKS 4u                /* output staging buffers */
+#define STAGE_CHUNK_MAX (4u << 20)
+#define STAGE_CHUNK_MIN (64u << 10)
+
+typedef struct slot {
+    uint64_t seq;
+    size_t tensor;
+    uint64_t start;
+    uint32_t n;
+    unsigned pending;              /* reads outstanding */
+    uint8_t *in[PCBM_MAX_MODELS];  /* aligned buffers */
+    uint32_t skew[PCBM_MAX_MODELS];/* data starts at in[m] + skew[m] */
+    uint64_t need[PCBM_MAX_MODELS];/* bytes from the aligned start that must be present */
+    uint8_t *out;
+    uint64_t emitted;              /* output bytes already staged */
+    int computed;
+    pcbm_status st;                /* worker result */
+    pcbm_error err;
+    pcbm_io_req req[PCBM_MAX_MODELS];
+    struct slot *next;
+} slot;
+
+typedef struct chunk {
+    uint8_t *buf;
+    uint64_t fill;
+    unsigned file;
+    uint64_t base;                 /* file offset of buf[0] */
+    int busy;                      /* write in flight */
+    pcbm_io_req req;
+} chunk;
+
+typedef struct in_file {
+    int fd;
+    bool direct;
+} in_file;
+
+typedef struct out_file {
+    int fd;
+    bool direct;
+    bool begun, ended;
+    uint64_t pos;                  /* bytes of the stream already staged for this file */
+} out_file;
+
+struct pcbm_engine {
+    pcbm_plan *plan;
+    pcbm_engine_cfg cfg;
+    pcbm_io *io;
+    in_file *files[PCBM_MAX_MODELS];
+    unsigned nmodels;
+    uint64_t cap_in, cap_out;      /* bytes per slot buffer */
+    unsigned nslots;
+    slot *slots;
+    chunk chunks[STAGE_CHUNKS];
+    uint64_t chunk_bytes;
+    unsigned cur_chunk;            /* chunk being filled, or STAGE_CHUNKS */
+    out_file *ofiles;
+    unsigned cur_ofile;            /* output stream position: file index */
+    bool output_started;
+
+    /* pass state shared with workers */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    slot *work_head, *work_tail;
+    slot *done_head;
+    bool stop;
+    const pcbm_pass *pass;
+
+    pcbm_engine_report rep;
+};
+
+/* ---- sizing ------------------------------------------------------------------------------ */
+
+static uint64_t max_out_unit(const pcbm_plan *p)
+{
+    uint64_t u = p->max_in_unit;
+    for (size_t i = 0; i < p->nt; i++)
+        if (p->t[i].kind != PCBM_T_RAW && p->t[i].out_unit > u)
+            u = p->t[i].out_unit;
+    return u;
+}
+
+static uint64_t slot_bytes(const pcbm_plan *p, uint64_t elems, uint64_t *cap_in, uint64_t *cap_out)
+{
+    uint64_t ci = elems * p->max_in_unit + 2 * PCBM_ALIGN;
+    uint64_t co = pcbm_align_up(elems * max_out_unit(p), PCBM_ALIGN);
+    if (cap_in)
+        *cap_in = ci;
+    if (cap_out)
+        *cap_out = co;
+    return ci * p->nmodels + co;
+}
+
+static uint64_t stage_bytes(uint64_t chunk) { return chunk * STAGE_CHUNKS; }
+
+uint64_t pcbm_engine_min_mem(const pcbm_plan *plan, unsigned threads, uint64_t reserved)
+{
+    return reserved + stage_bytes(STAGE_CHUNK_MIN) +
+           (uint64_t)(threads + 2) * slot_bytes(plan, MIN_BLOCK_ELEMS, NULL, NULL);
+}
+
+static pcbm_status size_buffers(pcbm_engine *e, pcbm_error *err)
+{
+    const pcbm_plan *p = e->plan;
+    unsigned want_min = e->cfg.threads + 2;
+    uint64_t elems = e->cfg.block_bytes ? e->cfg.block_bytes / p->max_in_unit
+                                        : TARGET_BLOCK_BYTES / p->max_in_unit;
+    elems = PCBM_MAX(elems, MIN_BLOCK_ELEMS);
+    uint64_t avail = e->cfg.mem_bytes > e->cfg.reserved_bytes
+                         ? e->cfg.mem_bytes - e->cfg.reserved_bytes : 0;
+    for (;;) {
+        uint64_t chunk = PCBM_MIN(STAGE_CHUNK_MAX, pcbm_align_up(elems * max_out_unit(p), PCBM_ALIGN));
+        chunk = PCBM_MAX(chunk, STAGE_CHUNK_MIN);
+        uint64_t sb = slot_bytes(p, elems, &e->cap_in, &e->cap_out);
+        uint64_t rest = avail > stage_bytes(chunk) ? avail - stage_bytes(chunk) : 0;
+        uint64_t n = rest / sb;
+        if (n >= want_min || (e->cfg.block_bytes && n >= 2)) {
+            e->nslots = (unsigned)PCBM_MIN(n, MAX_SLOTS);
+            e->chunk_bytes = chunk;
+            break;
+        }
+        if (elems / 2 < MIN_BLOCK_ELEMS || e->cfg.block_bytes) {
+            char have[32], need[32];
+            uint64_t min = pcbm_engine_min_mem(p, e->cfg.threads, e->cfg.reserved_bytes);
+            return pcbm_fail(err, PCBM_ERR_NOMEM,
+                             "--mem %s is too small for %u models with %u threads: at least %s "
+                             "is needed (%s of it for statistics); raise --mem or lower --threads",
+                             pcbm_fmt_bytes(e->cfg.mem_bytes, have, sizeof have), p->nmodels,
+                             e->cfg.threads, pcbm_fmt_bytes(min, need, sizeof need),
+                             pcbm_fmt_bytes(e->cfg.reserved_bytes, (char[32]){0}, 32));
+        }
+        elems /= 2;
+    }
+    pcbm_plan_set_block(e->plan, elems);
+    e->rep.block_elems = elems;
+    e->rep.nslots = e->nslots;
+    e->rep.buffer_bytes = (uint64_t)e->nslots * slot_bytes(p, elems, NULL, NULL) +
+                          stage_bytes(e->chunk_bytes);
+    return PCBM_OK;
+}
+
+/* ---- set-up and tear-down --------------------------------------------------------------- */
+
+static pcbm_status open_inputs(pcbm_engine *e, pcbm_error *err)
+{
+    for (unsigned m = 0; m < e->nmodels; m++) {
+        const pcbm_model *md = e->plan->models[m];
+        e->files[m] = pcbm_calloc(md->nfiles, sizeof(in_file));
+        if (!e->files[m])
+            return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory opening inputs");
+        for (unsigned f = 0; f < md->nfiles; f++)
+            e->files[m][f].fd = -1;
+        for (unsigned f = 0; f < md->nfiles; f++) {
+            int fd = pcbm_open_read(md->files[f].path, true, &e->files[m][f].direct);
+            if (fd < 0)
+                return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s for reading: %s",
+                                 md->files[f].path, strerror(-fd));
+            e->files[m][f].fd = fd;
+        }
+    }
+    return PCBM_OK;
+}
+
+static pcbm_status alloc_buffers(pcbm_engine *e, pcbm_error *err)
+{
+    e->slots = pcbm_calloc(e->nslots, sizeof(slot));
+    if (!e->slots)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory allocating slots");
+    for (unsigned s = 0; s < e->nslots; s++) {
+        for (unsigned m = 0; m < e->nmodels; m++)
+            if (!(e->slots[s].in[m] = pcbm_alloc_aligned(e->cap_in)))
+                return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory allocating read buffers");
+        if (!(e->slots[s].out = pcbm_alloc_aligned(e->cap_out)))
+            return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory allocating output buffers");
+    }
+    for (unsigned c = 0; c < STAGE_CHUNKS; c++)
+        if (!(e->chunks[c].buf = pcbm_alloc_aligned(e->chunk_bytes)))
+            return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory allocating write buffers");
+    e->cur_chunk = STAGE_CHUNKS;
+    return PCBM_OK;
+}
+
+pcbm_status pcbm_engine_create(pcbm_plan *plan, const pcbm_engine_cfg *cfg, pcbm_engine **out,
+                               pcbm_error *err)
+{
+    *out = NULL;
+    pcbm_engine *e = pcbm_calloc(1, sizeof *e);
+    if (!e)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory creating the engine");
+    e->plan = plan;
+    e->cfg = *cfg;
+    if (e->cfg.threads == 0)
+        e->cfg.threads = 1;
+    e->nmodels = plan->nmodels;
+    e->rep.threads = e->cfg.threads;
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    pcbm_status st = size_buffers(e, err);
+    if (st == PCBM_OK)
+        st = open_inputs(e, err);
+    if (st == PCBM_OK)
+        st = alloc_buffers(e, err);
+    if (st == PCBM_OK) {
+        unsigned depth = e->nslots * e->nmodels + STAGE_CHUNKS;
+        st = pcbm_io_open(cfg->io, depth, &e->io, e->rep.backend_note,
+                          sizeof e->rep.backend_note, err);
+        if (st == PCBM_OK) {
+            e->rep.backend = pcbm_io_name(e->io);
+            if (e->rep.backend_note[0])
+                pcbm_warn("%s", e->rep.backend_note);
+        }
+    }
+    if (st == PCBM_OK) {
+        e->ofiles = pcbm_calloc(plan->out.nfiles ? plan->out.nfiles : 1, sizeof(out_file));
+        if (!e->ofiles)
+            st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+        for (unsigned f = 0; st == PCBM_OK && f < plan->out.nfiles; f++)
+            e->ofiles[f].fd = -1;
+    }
+    if (st != PCBM_OK) {
+        pcbm_engine_destroy(e);
+        return st;
+    }
+    *out = e;
+    return PCBM_OK;
+}
+
+void pcbm_engine_destroy(pcbm_engine *e)
+{
+    if (!e)
+        return;
+    if (e->io)
+        pcbm_io_close(e->io);
+    for (unsigned m = 0; m < e->nmodels; m++) {
+        if (!e->files[m])
+            continue;
+        for (unsigned f = 0; f < e->plan->models[m]->nfiles; f++)
+            if (e->files[m][f].fd >= 0)
+                close(e->files[m][f].fd);
+        free(e->files[m]);
+    }
+    if (e->slots) {
+        for (unsigned s = 0; s < e->nslots; s++) {
+            for (unsigned m = 0; m < e->nmodels; m++)
+                pcbm_free_aligned(e->slots[s].in[m]);
+            pcbm_free_aligned(e->slots[s].out);
+        }
+        free(e->slots);
+    }
+    for (unsigned c = 0; c < STAGE_CHUNKS; c++)
+        pcbm_free_aligned(e->chunks[c].buf);
+    if (e->ofiles) {
+        for (unsigned f = 0; f < e->plan->out.nfiles; f++)
+            if (e->ofiles[f].fd >= 0)
+                close(e->ofiles[f].fd);
+        free(e->ofiles);
+    }
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv);
+    free(e);
+}
+
+const pcbm_engine_report *pcbm_engine_get_report(const pcbm_engine *e) { return &e->rep; }
+
+/* ---- workers ---------------------------------------------------------------------------- */
+
+typedef struct worker_arg {
+    pcbm_engine *e;
+    unsigned id;
+} worker_arg;
+
+static void *worker_main(void *p)
+{
+    worker_arg *wa = p;
+    pcbm_engine *e = wa->e;
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        while (!e->work_head && !e->stop)
+            pthread_cond_wait(&e->cv, &e->mu);
+        slot *s = e->work_head;
+        if (!s) {
+            pthread_mutex_unlock(&e->mu);
+            return NULL;
+        }
+        e->work_head = s->next;
+        if (!e->work_head)
+            e->work_tail = NULL;
+        pthread_mutex_unlock(&e->mu);
+
+        const pcbm_tplan *t = &e->plan->t[s->tensor];
+        pcbm_blockview bv = {.t = t, .tensor = s->tensor, .start = s->start, .n = s->n,
+                             .out = s->out};
+        unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
+        for (unsigned m = 0; m < nin; m++)
+            bv.in[m] = s->in[m] + s->skew[m];
+        pcbm_error_clear(&s->err);
+        s->st = e->pass->fn(e->pass->arg, wa->id, &bv, &s->err);
+
+        pthread_mutex_lock(&e->mu);
+        s->computed = 1;
+        s->next = e->done_head;
+        e->done_head = s;
+        pthread_mutex_unlock(&e->mu);
+        pcbm_io_wake(e->io);
+    }
+}
+
+/* ---- output stream ---------------------------------------------------------------------- */
+
+static const char *out_path(const pcbm_engine *e, unsigned f, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s", e->cfg.out_dir, e->plan->out.files[f].name);
+    return buf;
+}
+
+static pcbm_status submit_chunk(pcbm_engine *e, unsigned c, pcbm_error *err)
+{
+    chunk *ch = &e->chunks[c];
+    out_file *of = &e->ofiles[ch->file];
+    uint64_t len = of->direct ? pcbm_align_up(ch->fill, PCBM_ALIGN) : ch->fill;
+    if (len > ch->fill)
+        memset(ch->buf + ch->fill, 0, len - ch->fill);
+    ch->req = (pcbm_io_req){.op = PCBM_OP_WRITE, .fd = of->fd, .buf = ch->buf, .len = len,
+                            .off = ch->base, .user = ch};
+    ch->busy = 1;
+    e->cur_chunk = STAGE_CHUNKS;
+    int rc = pcbm_io_queue(e->io, &ch->req);
+    if (rc < 0) {
+        char p[4096];
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot queue a write to %s at offset %llu: %s",
+                         out_path(e, ch->file, p, sizeof p), (unsigned long long)ch->base,
+                         strerror(-rc));
+    }
+    return PCBM_OK;
+}
+
+static int free_chunk(const pcbm_engine *e)
+{
+    for (unsigned c = 0; c < STAGE_CHUNKS; c++)
+        if (!e->chunks[c].busy && c != e->cur_chunk)
+            return (int)c;
+    return -1;
+}
+
+/* Stage up to len bytes of the stream for file f. Returns bytes taken (0 when no buffer is free). */
+static uint64_t stage_bytes_put(pcbm_engine *e, unsigned f, const uint8_t *src, uint64_t len,
+                                pcbm_status *st, pcbm_error *err)
+{
+    out_file *of = &e->ofiles[f];
+    uint64_t taken = 0;
+    while (taken < len) {
+        if (e->cur_chunk == STAGE_CHUNKS) {
+            int c = free_chunk(e);
+            if (c < 0)
+                break;
+            e->cur_chunk = (unsigned)c;
+            e->chunks[c].fill = 0;
+            e->chunks[c].file = f;
+            e->chunks[c].base = of->pos;
+        }
+        chunk *ch = &e->chunks[e->cur_chunk];
+        uint64_t n = PCBM_MIN(len - taken, e->chunk_bytes - ch->fill);
+        memcpy(ch->buf + ch->fill, src + taken, n);
+        ch->fill += n;
+        of->pos += n;
+        taken += n;
+        if (ch->fill == e->chunk_bytes || of->pos == e->plan->out.files[f].size) {
+            if ((*st = submit_chunk(e, e->cur_chunk, err)) != PCBM_OK)
+                return taken;
+        }
+    }
+    return taken;
+}
+
+static pcbm_status begin_file(pcbm_engine *e, unsigned f, pcbm_error *err)
+{
+    out_file *of = &e->ofiles[f];
+    char p[4096];
+    int fd = pcbm_open_write(out_path(e, f, p, sizeof p), true, &of->direct);
+    if (fd < 0)
+        return pcbm_fail(err, fd == -ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
+                         "cannot create %s: %s", p, strerror(-fd));
+    of->fd = fd;
+    of->begun = true;
+    of->pos = 0;
+    return PCBM_OK;
+}
+
+/* Move the stream to file f (opening it); headers are staged like data. Returns false while a
+ * header could not be staged for lack of buffers. */
+static bool stream_to_file(pcbm_engine *e, unsigned f, pcbm_status *st, pcbm_error *err)
+{
+    const pcbm_outplan *op = &e->plan->out;
+    while (e->cur_ofile <= f || !e->output_started) {
+        if (!e->output_started) {
+            e->output_started = true;
+            e->cur_ofile = 0;
+        }
+        unsigned c = e->cur_ofile;
+        out_file *of = &e->ofiles[c];
+        if (!of->begun && (*st = begin_file(e, c, err)) != PCBM_OK)
+            return false;
+        if (of->pos < op->files[c].data_start) {
+            uint64_t done = of->pos;
+            stage_bytes_put(e, c, (const uint8_t *)op->files[c].header + done,
+                            op->files[c].data_start - done, st, err);
+            if (*st != PCBM_OK || of->pos < op->files[c].data_start)
+                return false;
+        }
+        if (c == f)
+            return true;
+        if (of->pos != op->files[c].size) {
+            *st = pcbm_fail(err, PCBM_ERR_INTERNAL, "output stream left %s incomplete",
+                            op->files[c].name);
+            return false;
+        }
+        e->cur_ofile++;
+    }
+    return true;
+}
+
+/* Stage as much of slot s's output as buffers allow; true when all of it is staged. */
+static bool emit_slot(pcbm_engine *e, slot *s, pcbm_status *st, pcbm_error *err)
+{
+    const pcbm_tplan *t = &e->plan->t[s->tensor];
+    if (!stream_to_file(e, t->out_file, st, err))
+        return false;
+    uint64_t total = (uint64_t)s->n * t->out_unit;
+    uint64_t want_pos = t->out_off + s->start * t->out_unit + s->emitted;
+    if (e->ofiles[t->out_file].pos != want_pos) {
+        *st = pcbm_fail(err, PCBM_ERR_INTERNAL, "output stream out of order in %s (at %llu, "
+                        "block wants %llu)", t->name,
+                        (unsigned long long)e->ofiles[t->out_file].pos,
+                        (unsigned long long)want_pos);
+        return false;
+    }
+    s->emitted += stage_bytes_put(e, t->out_file, s->out + s->emitted, total - s->emitted, st, err);
+    return s->emitted == total;
+}
+
+/* ---- the pass loop ---------------------------------------------------------------------- */
+
+typedef struct cursor {
+    size_t t;          /* tensor */
+    uint64_t b;        /* block within tensor */
+    uint64_t gblock;   /* global index of the block among the pass's candidate blocks */
+} cursor;
+
+static bool visits(const pcbm_pass *ps, const pcbm_tplan *t)
+{
+    return ps->kind == PCBM_PASS_APPLY || t->kind == PCBM_T_MERGE;
+}
+
+/* Advance to the next block the pass visits; false at the end. */
+static bool cursor_next(const pcbm_engine *e, const pcbm_pass *ps, cursor *c, bool first)
+{
+    uint32_t stride = ps->sample_stride > 1 ? ps->sample_stride : 1;
+    if (!first) {
+        c->b++;
+        c->gblock++;
+    }
+    for (;;) {
+        while (c->t < ps->t1 && (!visits(ps, &e->plan->t[c->t]) || c->b >= e->plan->t[c->t].nblocks)) {
+            c->t++;
+            c->b = 0;
+        }
+        if (c->t >= ps->t1)
+            return false;
+        if (c->gblock % stride == 0)
+            return true;
+        c->b++;
+        c->gblock++;
+    }
+}
+
+static uint64_t pass_total_bytes(const pcbm_engine *e, const pcbm_pass *ps)
+{
+    uint64_t total = 0;
+    for (size_t i = ps->t0; i < ps->t1; i++) {
+        const pcbm_tplan *t = &e->plan->t[i];
+        if (!visits(ps, t))
+            continue;
+        unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
+        for (unsigned m = 0; m < nin; m++)
+            total += t->units * t->in_unit[m];
+    }
+    uint32_t stride = ps->sample_stride > 1 ? ps->sample_stride : 1;
+    return total / stride;
+}
+
+typedef struct progress {
+    double start, last;
+    uint64_t total, done;
+    bool tty, json;
+} progress;
+
+static void progress_show(const pcbm_engine *e, progress *pg, bool final)
+{
+    double now = pcbm_now();
+    if (!pg->tty && !pg->json)
+        return;
+    if (!final && now - pg->last < (pg->json ? 1.0 : 0.25))
+        return;
+    pg->last = now;
+    double el = now - pg->start;
+    double rate = el > 0 ? (double)pg->done / el : 0;
+    double eta = rate > 0 && pg->total > pg->done ? (double)(pg->total - pg->done) / rate : 0;
+    if (pg->json) {
+        fprintf(stderr, "{\"pass\":\"%s\",\"bytes\":%llu,\"total\":%llu,\"rate\":%.0f,\"eta\":%.1f}\n",
+                e->pass->name, (unsigned long long)pg->done, (unsigned long long)pg->total, rate, eta);
+    } else {
+        char a[32], b[32];
+        fprintf(stderr, "\r%-10s %s / %s  %.2f GB/s  ETA %d:%02d   %s", e->pass->name,
+                pcbm_fmt_bytes(pg->done, a, sizeof a), pcbm_fmt_bytes(pg->total, b, sizeof b),
+                rate / 1e9, (int)(eta / 60), (int)eta % 60, final ? "\n" : "");
+    }
+    fflush(stderr);
+}
+
+typedef struct run_state {
+    pcbm_engine *e;
+    const pcbm_pass *ps;
+    cursor cur;
+    bool more;                 /* blocks left to issue */
+    uint64_t seq_next;         /* next seq to issue */
+    uint64_t seq_emit;         /* apply: next seq to emit */
+    slot **ring;               /* apply: slots by seq % nslots */
+    slot *free_list;
+    unsigned busy;             /* slots not free */
+    unsigned ios;              /* requests in flight */
+    pcbm_status st;
+    pcbm_error *err;
+    uint64_t err_seq;          /* schedule position of the reported error */
+    progress pg;
+    pcbm_pass_report *pr;
+} run_state;
+
+static void fail_at(run_state *rs, uint64_t seq, pcbm_status st, const pcbm_error *src)
+{
+    if (rs->st != PCBM_OK && rs->err_seq <= seq)
+        return;
+    rs->st = st;
+    rs->err_seq = seq;
+    if (rs->err && src && src != rs->err)
+        *rs->err = *src;
+}
+
+static void issue_block(run_state *rs, slot *s)
+{
+    pcbm_engine *e = rs->e;
+    const pcbm_tplan *t = &e->plan->t[rs->cur.t];
+    s->seq = rs->seq_next++;
+    s->tensor = rs->cur.t;
+    s->start = rs->cur.b * t->block_units;
+    s->n = (uint32_t)PCBM_MIN(t->block_units, t->units - s->start);
+    s->emitted = 0;
+    s->computed = 0;
+    unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
+    s->pending = nin;
+    for (unsigned m = 0; m < nin; m++) {
+        const pcbm_tsrc *src = &t->src[m];
+        uint64_t off = src->off + s->start * t->in_unit[m];
+        uint64_t len = (uint64_t)s->n * t->in_unit[m];
+        uint64_t a0 = pcbm_align_down(off, PCBM_ALIGN);
+        uint64_t a1 = pcbm_align_up(off + len, PCBM_ALIGN);
+        s->skew[m] = (uint32_t)(off - a0);
+        s->need[m] = off + len - a0;
+        s->req[m] = (pcbm_io_req){.op = PCBM_OP_READ, .fd = e->files[m][src->file].fd,
+                                  .buf = s->in[m], .len = a1 - a0, .off = a0, .user = s};
+        rs->pr->bytes_read += a1 - a0;
+        int rc = pcbm_io_queue(e->io, &s->req[m]);
+        if (rc < 0) {
+            pcbm_error er;
+            pcbm_fail(&er, PCBM_ERR_IO, "cannot queue a read of %s at offset %llu: %s",
+                      e->plan->models[m]->files[src->file].path, (unsigned long long)a0,
+                      strerror(-rc));
+            fail_at(rs, s->seq, PCBM_ERR_IO, &er);
+            s->pending--;
+            continue;
+        }
+        rs->ios++;
+    }
+}
+
+static void fill_slots(run_state *rs)
+{
+    while (rs->more && rs->free_list && rs->st == PCBM_OK) {
+        slot *s = rs->free_list;
+        rs->free_list = s->next;
+        rs->busy++;
+        issue_block(rs, s);
+        if (rs->ps->kind == PCBM_PASS_APPLY)
+            rs->ring[s->seq % rs->e->nslots] = s;
+        rs->more = cursor_next(rs->e, rs->ps, &rs->cur, false);
+        if (s->pending == 0 && rs->st == PCBM_OK)
+            rs->st = PCBM_ERR_INTERNAL; /* unreachable: every block reads at least the base */
+    }
+}
+
+static void release_slot(run_state *rs, slot *s)
+{
+    s->next = rs->free_list;
+    rs->free_list = s;
+    rs->busy--;
+}
+
+static void queue_work(run_state *rs, slot *s)
+{
+    pcbm_engine *e = rs->e;
+    pthread_mutex_lock(&e->mu);
+    s->next = NULL;
+    if (e->work_tail)
+        e->work_tail->next = s;
+    else
+        e->work_head = s;
+    e->work_tail = s;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+static const char *req_path(const run_state *rs, const slot *s, const pcbm_io_req *r)
+{
+    const pcbm_engine *e = rs->e;
+    const pcbm_tplan *t = &e->plan->t[s->tensor];
+    unsigned m = (unsigned)(r - s->req);
+    return e->plan->models[m]->files[t->src[m].file].path;
+}
+
+static void on_read_done(run_state *rs, pcbm_io_req *r)
+{
+    slot *s = r->user;
+    unsigned m = (unsigned)(r - s->req);
+    const pcbm_tplan *t = &rs->e->plan->t[s->tensor];
+    if (r->res < 0 || (uint64_t)r->res < s->need[m]) {
+        pcbm_error er;
+        if (r->res < 0)
+            pcbm_fail(&er, PCBM_ERR_IO, "read error in %s at offset %llu (tensor %s): %s",
+                      req_path(rs, s, r), (unsigned long long)r->off, t->name,
+                      strerror((int)-r->res));
+        else
+            pcbm_fail(&er, PCBM_ERR_IO, "unexpected end of file in %s at offset %llu (tensor %s): "
+                      "the file is shorter than its header says; was it truncated or changed "
+                      "during the merge?", req_path(rs, s, r),
+                      (unsigned long long)(r->off + (uint64_t)r->res), t->name);
+        fail_at(rs, s->seq, PCBM_ERR_IO, &er);
+    }
+    rs->pg.done += (uint64_t)s->n * t->in_unit[m];
+    if (--s->pending == 0) {
+        if (rs->st != PCBM_OK) {
+            s->computed = 1;
+            s->st = PCBM_ERR_IO;
+            pthread_mutex_lock(&rs->e->mu);
+            s->next = rs->e->done_head;
+            rs->e->done_head = s;
+            pthread_mutex_unlock(&rs->e->mu);
+        } else {
+            queue_work(rs, s);
+        }
+    }
+}
+
+static void on_write_done(run_state *rs, pcbm_io_req *r)
+{
+    chunk *ch = r->user;
+    ch->busy = 0;
+    if (r->res < 0 || (uint64_t)r->res < r->len) {
+        char p[4096];
+        int errnum = r->res < 0 ? (int)-r->res : ENOSPC;
+        pcbm_error er;
+        pcbm_fail(&er, errnum == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
+                  "write error in %s at offset %llu: %s%s", out_path(rs->e, ch->file, p, sizeof p),
+                  (unsigned long long)(r->off + (r->res > 0 ? (uint64_t)r->res : 0)),
+                  strerror(errnum),
+                  errnum == ENOSPC ? "; free space on the output filesystem and run again" : "");
+        fail_at(rs, 0, er.status, &er);
+    }
+    rs->pr->bytes_written += r->len;
+}
+
+/* Take finished blocks from the workers; apply passes stage their output in order. */
+static void collect_done(run_state *rs)
+{
+    pcbm_engine *e = rs->e;
+    pthread_mutex_lock(&e->mu);
+    slot *d = e->done_head;
+    e->done_head = NULL;
+    pthread_mutex_unlock(&e->mu);
+    while (d) {
+        slot *s = d;
+        d = d->next;
+        if (s->st != PCBM_OK)
+            fail_at(rs, s->seq, s->st, &s->err);
+        if (rs->ps->kind != PCBM_PASS_APPLY)
+            release_slot(rs, s);
+    }
+    if (rs->ps->kind != PCBM_PASS_APPLY)
+        return;
+    while (rs->seq_emit < rs->seq_next) {
+        slot *s = rs->ring[rs->seq_emit % e->nslots];
+        if (!s || !s->computed)
+            break;
+        if (rs->st == PCBM_OK) {
+            pcbm_status st = PCBM_OK;
+            pcbm_error er;
+            bool all = emit_slot(e, s, &st, &er);
+            if (st != PCBM_OK) {
+                fail_at(rs, 0, st, &er);
+            } else if (!all) {
+                break; /* wait for a staging buffer */
+            }
+        }
+        rs->ring[rs->seq_emit % e->nslots] = NULL;
+        rs->seq_emit++;
+        release_slot(rs, s);
+    }
+}
+
+static void reap_some(run_state *rs, bool wait)
+{
+    pcbm_io_req *done[64];
+    int n = pcbm_io_reap(rs->e->io, done, 64, wait);
+    if (n < 0) {
+        pcbm_error er;
+        pcbm_fail(&er, PCBM_ERR_IO, "I/O backend %s failed: %s", pcbm_io_name(rs->e->io),
+                  strerror(-n));
+        fail_at(rs, 0, PCBM_ERR_IO, &er);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        rs->ios--;
+        if (done[i]->op == PCBM_OP_READ)
+            on_read_done(rs, done[i]);
+        else
+            on_write_done(rs, done[i]);
+    }
+}
+
+static bool writes_busy(const pcbm_engine *e)
+{
+    for (unsigned c = 0; c < STAGE_CHUNKS; c++)
+        if (e->chunks[c].busy)
+            return true;
+    return false;
+}
+
+static void run_loop(run_state *rs)
+{
+    pcbm_engine *e = rs->e;
+    for (;;) {
+        fill_slots(rs);
+        int rc = pcbm_io_submit(e->io);
+        if (rc < 0) {
+            pcbm_error er;
+            pcbm_fail(&er, PCBM_ERR_IO, "I/O submit failed: %s", strerror(-rc));
+            fail_at(rs, 0, PCBM_ERR_IO, &er);
+        }
+        collect_done(rs);
+        bool idle_workers_pending = rs->busy > 0;
+        if (rs->st != PCBM_OK && rs->ios == 0) {
+            /* wait for workers still computing before returning */
+            pthread_mutex_lock(&e->mu);
+            bool queued = e->work_head != NULL;
+            pthread_mutex_unlock(&e->mu);
+            if (!queued && rs->busy == 0)
+                break;
+            if (queued) { /* drop queued work: nothing of it will be used */
+                pthread_mutex_lock(&e->mu);
+                while (e->work_head) {
+                    slot *s = e->work_head;
+                    e->work_head = s->next;
+                    s->computed = 1;
+                    s->st = PCBM_OK;
+                    s->next = e->done_head;
+                    e->done_head = s;
+                }
+                e->work_tail = NULL;
+                pthread_mutex_unlock(&e->mu);
+            }
+            if (rs->ps->kind == PCBM_PASS_APPLY) {
+                /* release everything finished; in-flight computations come back via done */
+                pthread_mutex_lock(&e->mu);
+                slot *d = e->done_head;
+                e->done_head = NULL;
+                pthread_mutex_unlock(&e->mu);
+                while (d) {
+                    slot *s = d;
+                    d = d->next;
+                    rs->ring[s->seq % e->nslots] = NULL;
+                    release_slot(rs, s);
+                }
+            }
+            if (rs->busy == 0)
+                break;
+            reap_some(rs, true);
+            continue;
+        }
+        if (!rs->more && rs->busy == 0 && rs->ios == 0 && (rs->ps->kind != PCBM_PASS_APPLY || !writes_busy(e)))
+            break;
+        progress_show(e, &rs->pg, false);
+        bool can_issue = rs->more && rs->free_list && rs->st == PCBM_OK;
+        if (!can_issue && (idle_workers_pending || rs->ios > 0))
+            reap_some(rs, true);
+        else if (rs->ios > 0)
+            reap_some(rs, false);
+    }
+}
+
+static pcbm_status start_workers(pcbm_engine *e, pthread_t *tids, worker_arg *was, pcbm_error *err)
+{
+    e->stop = false;
+    for (unsigned w = 0; w < e->cfg.threads; w++) {
+        was[w] = (worker_arg){e, w};
+        if (pthread_create(&tids[w], NULL, worker_main, &was[w]) != 0) {
+            pthread_mutex_lock(&e->mu);
+            e->stop = true;
+            pthread_cond_broadcast(&e->cv);
+            pthread_mutex_unlock(&e->mu);
+            for (unsigned j = 0; j < w; j++)
+                pthread_join(tids[j], NULL);
+            return pcbm_fail(err, PCBM_ERR_NOMEM, "cannot start worker thread %u", w);
+        }
+    }
+    return PCBM_OK;
+}
+
+static void stop_workers(pcbm_engine *e, pthread_t *tids)
+{
+    pthread_mutex_lock(&e->mu);
+    e->stop = true;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    for (unsigned w = 0; w < e->cfg.threads; w++)
+        pthread_join(tids[w], NULL);
+}
+
+pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *ps, pcbm_error *err)
+{
+    /* passes of the same name (tensor scope repeats them per tensor) share one report line */
+    pcbm_pass_report *pr = NULL;
+    for (unsigned i = 0; i < e->rep.npasses && !pr; i++)
+        if (strcmp(e->rep.passes[i].name, ps->name) == 0)
+            pr = &e->rep.passes[i];
+    if (!pr) {
+        if (e->rep.npasses >= PCBM_MAX_PASSES)
+            return pcbm_fail(err, PCBM_ERR_INTERNAL, "too many distinct passes");
+        pr = &e->rep.passes[e->rep.npasses++];
+        memset(pr, 0, sizeof *pr);
+        snprintf(pr->name, sizeof pr->name, "%s", ps->name);
+    }
+    uint64_t read0 = pr->bytes_read, written0 = pr->bytes_written;
+    double t0 = pcbm_now();
+
+    run_state rs = {.e = e, .ps = ps, .err = err, .pr = pr};
+    rs.cur.t = ps->t0;
+    rs.more = cursor_next(e, ps, &rs.cur, true);
+    slot *ring[MAX_SLOTS] = {0};
+    rs.ring = ring;
+    for (unsigned s = 0; s < e->nslots; s++)
+        release_slot(&rs, &e->slots[s]), rs.busy++;
+    rs.busy = 0;
+    bool show = !e->cfg.quiet && e->cfg.progress != PCBM_PROGRESS_NONE;
+    rs.pg = (progress){.start = t0, .total = pass_total_bytes(e, ps),
+                       .json = show && e->cfg.progress == PCBM_PROGRESS_JSON,
+                       .tty = show && e->cfg.progress == PCBM_PROGRESS_AUTO && isatty(2)};
+    e->pass = ps;
+    e->work_head = e->work_tail = e->done_head = NULL;
+
+    pthread_t tids[256];
+    worker_arg was[256];
+    if (e->cfg.threads > 256)
+        e->cfg.threads = 256;
+    pcbm_status st = start_workers(e, tids, was, err);
+    if (st != PCBM_OK)
+        return st;
+    run_loop(&rs);
+    stop_workers(e, tids);
+    pr->seconds += pcbm_now() - t0;
+    e->rep.bytes_read += pr->bytes_read - read0;
+    e->rep.bytes_written += pr->bytes_written - written0;
+    if (rs.st == PCBM_OK)
+        progress_show(e, &rs.pg, true);
+    else if (rs.pg.tty)
+        fputc('\n', stderr);
+    return rs.st;
+}
+
+/* ---- finishing the output --------------------------------------------------------------- */
+
+static pcbm_status wait_writes(pcbm_engine *e, pcbm_error *err)
+{
+    run_state rs = {.e = e, .err = err};
+    pcbm_pass_report pr = {{0}};
+    rs.pr = &pr;
+    while (writes_busy(e)) {
+        for (unsigned c = 0; c < STAGE_CHUNKS; c++)
+            if (e->chunks[c].busy)
+                rs.ios++;
+        reap_some(&rs, true);
+        rs.ios = 0;
+    }
+    e->rep.bytes_written += pr.bytes_written;
+    return rs.st;
+}
+
+pcbm_status pcbm_engine_finish_output(pcbm_engine *e, pcbm_error *err)
+{
+    const pcbm_outplan *op = &e->plan->out;
+    pcbm_status st = PCBM_OK;
+    /* files made only of empty tensors (or none at all) still get their headers */
+    if (op->nfiles > 0 && !stream_to_file(e, op->nfiles - 1, &st, err) && st == PCBM_OK) {
+        while (st == PCBM_OK && !stream_to_file(e, op->nfiles - 1, &st, err)) {
+            if ((st = pcbm_io_submit(e->io) < 0 ? PCBM_ERR_IO : PCBM_OK) != PCBM_OK)
+                break;
+            st = wait_writes(e, err);
+        }
+    }
+    if (st == PCBM_OK && e->cur_chunk != STAGE_CHUNKS)
+        st = submit_chunk(e, e->cur_chunk, err);
+    if (st == PCBM_OK && pcbm_io_submit(e->io) < 0)
+        st = pcbm_fail(err, PCBM_ERR_IO, "I/O submit failed while flushing the output");
+    pcbm_status wst = wait_writes(e, err);
+    if (st == PCBM_OK)
+        st = wst;
+    for (unsigned f = 0; st == PCBM_OK && f < op->nfiles; f++) {
+        out_file *of = &e->ofiles[f];
+        char p[4096];
+        out_path(e, f, p, sizeof p);
+        if (of->pos != op->files[f].size)
+            st = pcbm_fail(err, PCBM_ERR_INTERNAL, "%s: wrote %llu of %llu bytes", p,
+                           (unsigned long long)of->pos, (unsigned long long)op->files[f].size);
+        else if (ftruncate(of->fd, (off_t)op->files[f].size) != 0 || fsync(of->fd) != 0)
+            st = pcbm_fail(err, errno == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
+                           "cannot finish %s: %s", p, strerror(errno));
+    }
+    for (unsigned f = 0; f < op->nfiles; f++) {
+        if (e->ofiles[f].fd >= 0)
+            close(e->ofiles[f].fd);
+        e->ofiles[f].fd = -1;
+    }
+    return st;
+}

@@ -1,0 +1,74 @@
+/*
+ * plan.h — the chunk map. From the opened base and task models and the user's selection it
+ * decides, per output tensor (in the base's order), whether it is merged or copied from the base,
+ * where each model's bytes live, where the output bytes go, and how the tensor is cut into blocks
+ * that the scheduler walks pass after pass.
+ */
+#ifndef PCBM_PLAN_H
+#define PCBM_PLAN_H
+
+#include "../format/safetensors.h"
+
+#define PCBM_MAX_MODELS (PCBM_MAX_TASKS + 1)
+
+typedef enum pcbm_tkind {
+    PCBM_T_MERGE = 0,   /* participating: decoded, merged, encoded to out_dt */
+    PCBM_T_CONVERT,     /* float copied from the base, re-encoded to out_dt */
+    PCBM_T_RAW          /* copied from the base byte for byte */
+} pcbm_tkind;
+
+typedef struct pcbm_tsrc {
+    unsigned file;      /* index into the model's files */
+    uint64_t off;       /* absolute offset of the tensor's first byte */
+    pcbm_dtype dt;
+} pcbm_tsrc;
+
+typedef struct pcbm_tplan {
+    const char *name;       /* borrowed from the base model */
+    pcbm_tkind kind;
+    pcbm_dtype out_dt;
+    uint64_t units;         /* elements (MERGE/CONVERT) or bytes (RAW) */
+    unsigned in_unit[PCBM_MAX_MODELS]; /* bytes per unit of each source (RAW: 1) */
+    unsigned out_unit;
+    pcbm_tsrc src[PCBM_MAX_MODELS];    /* [0] = base, [1..N] = tasks (MERGE only) */
+    unsigned out_file;
+    uint64_t out_off;
+    uint64_t block_units;   /* units per block */
+    uint64_t nblocks;
+    long pidx;              /* index among merged tensors, -1 otherwise */
+    uint64_t elem0;         /* MERGE: index of its first element in the global flattening */
+} pcbm_tplan;
+
+typedef struct pcbm_plan_opts {
+    const char *const *exclude;
+    unsigned nexclude;
+    int allow_extra;
+    pcbm_dtype out_dtype;   /* PCBM_DTYPE_BASE or a float dtype */
+    uint64_t shard_bytes;
+    const char *const *meta; /* provenance for __metadata__: key/value pairs */
+    size_t nmeta;
+} pcbm_plan_opts;
+
+typedef struct pcbm_plan {
+    unsigned nmodels;                   /* 1 + ntasks */
+    pcbm_model *models[PCBM_MAX_MODELS];/* borrowed */
+    pcbm_tplan *t;
+    size_t nt;
+    size_t nmerge;                      /* tensors with kind MERGE */
+    uint64_t d;                         /* participating elements */
+    unsigned max_in_unit;               /* largest element size of any merged input */
+    uint64_t merge_in_bytes;            /* bytes of merged tensors, all models */
+    uint64_t copy_in_bytes;             /* bytes of copied tensors (base) */
+    uint64_t block_elems;               /* set by pcbm_plan_set_block */
+    pcbm_outplan out;
+    pcbm_out_tensor *out_tensors;
+} pcbm_plan;
+
+/* Cross-check models and build the plan (no block size yet). Errors name tensors and shapes. */
+pcbm_status pcbm_plan_build(pcbm_model *const *models, unsigned nmodels, const pcbm_plan_opts *o,
+                            pcbm_plan *p, pcbm_error *err);
+/* Cut every tensor into blocks of `elems` elements (RAW: elems * max_in_unit bytes). */
+void pcbm_plan_set_block(pcbm_plan *p, uint64_t elems);
+void pcbm_plan_free(pcbm_plan *p);
+
+#endif /* PCBM_PLAN_H */
