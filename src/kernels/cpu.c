@@ -54,6 +54,8 @@ int pcbm_cpu_level_parse(const char *s, pcbm_cpu_level *out)
 
 /* -1 = not decided yet; otherwise the level in use. */
 static atomic_int cur_level = -1;
+/* -1 = follow cur_level; otherwise this thread's forced level. */
+static _Thread_local int thread_level = -1;
 
 static pcbm_cpu_level clamp_level(pcbm_cpu_level want, pcbm_cpu_level best)
 {
@@ -84,6 +86,8 @@ static pcbm_cpu_level decide(void)
 
 pcbm_cpu_level pcbm_cpu_level_get(void)
 {
+    if (thread_level >= 0)
+        return (pcbm_cpu_level)thread_level;
     int v = atomic_load_explicit(&cur_level, memory_order_relaxed);
     if (v >= 0)
         return (pcbm_cpu_level)v;
@@ -100,4 +104,14 @@ pcbm_cpu_level pcbm_cpu_level_set(pcbm_cpu_level level)
     pcbm_cpu_level lv = clamp_level(level, pcbm_cpu_detect());
     atomic_store(&cur_level, (int)lv);
     return lv;
+}
+
+pcbm_cpu_level pcbm_cpu_level_set_thread(pcbm_cpu_level level)
+{
+    if ((unsigned)level >= PCBM_CPU_LEVEL_COUNT) {
+        thread_level = -1;
+        return pcbm_cpu_level_get();
+    }
+    thread_level = (int)clamp_level(level, pcbm_cpu_detect());
+    return (pcbm_cpu_level)thread_level;
 }

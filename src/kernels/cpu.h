@@ -16,14 +16,20 @@ typedef enum pcbm_cpu_level {
 /* Best level this CPU and OS support (ignores PCBM_CPU). */
 pcbm_cpu_level pcbm_cpu_detect(void);
 
-/* Level the kernels use now. The first call reads PCBM_CPU (scalar|avx2|avx512|auto): a level above
- * the detected one is lowered to it with a warning, an unknown value is ignored with a warning.
- * Cheap (one relaxed atomic load after the first call); safe from any thread. */
+/* Level the kernels use now: the calling thread's override if it set one, else the process-wide
+ * level. The first call reads PCBM_CPU (scalar|avx2|avx512|auto): a level above the detected one
+ * is lowered to it with a warning, an unknown value is ignored with a warning.
+ * Cheap (a thread-local read and a relaxed atomic load after the first call); thread-safe. */
 pcbm_cpu_level pcbm_cpu_level_get(void);
 
 /* Force a level (tests, tools); clamped to pcbm_cpu_detect(). Returns the level now in use.
  * Not meant to be called while other threads are running kernels (they would just switch path). */
 pcbm_cpu_level pcbm_cpu_level_set(pcbm_cpu_level level);
+
+/* Force a level for the calling thread only (tools that compare paths from several threads);
+ * clamped to pcbm_cpu_detect(); PCBM_CPU_LEVEL_COUNT removes the thread's override. Returns the
+ * level this thread now uses. */
+pcbm_cpu_level pcbm_cpu_level_set_thread(pcbm_cpu_level level);
 
 /* "scalar", "avx2", "avx512". */
 const char *pcbm_cpu_level_name(pcbm_cpu_level level);

@@ -37,7 +37,11 @@
  *   def dare_keep(seed, task, tensor_key, index, density):
  *       stream = (tensor_key + (task + 1) * 0xD1B54A32D192ED03) & M
  *       return (rng_u64(seed, stream, index) >> 11) * 2.0**-53 < density
- *   tensor_key = xxhash.xxh3_64_intdigest(name.encode("utf-8"))
+ *   # tensor_key: xxhash.xxh3_64_intdigest(name.encode()), or without the PyPI module, from Debian's
+ *   # libxxhash0 through ctypes:
+ *   lib = ctypes.CDLL("libxxhash.so.0"); lib.XXH3_64bits.restype = ctypes.c_uint64
+ *   lib.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+ *   b = name.encode("utf-8"); tensor_key = lib.XXH3_64bits(b, len(b))
  */
 #include "rng.h"
 
