@@ -13,8 +13,17 @@ the standard library are used (run it with /usr/bin/python3).
   pcb_ref.py selftest
 
 The report (default OUT/ref_report.json) holds "method", "d" and per task lo, hi, threshold, max and
-kept (PCB: elements with w_i > 0; TIES: elements kept by the top-k trim; tensor scope: kept summed
-over tensors, per-tensor statistics under "tensors").
+kept (PCB: elements with w_i > 0; TIES: elements kept by the top-k trim, |τ| >= threshold;
+DARE: elements the random mask keeps; task arithmetic / linear: d; tensor scope: kept summed over
+tensors, per-tensor statistics under "tensors").
+
+Choices where the spec is silent (they match src/merge/*.c as of this writing):
+- DARE rescales survivors as τ / float32(density); dare_ties = DARE's drop in place of the top-k
+  trim, then TIES's election and disjoint mean; the mask is src/kernels/rng.c's generator
+  (task numbers 0-based, element index within the tensor), re-implemented here.
+- Per-task λ: PCB as the spec says; task arithmetic Σ λ_i·τ_i; TIES Σ λ_i·selected_i / count
+  (the spec defines TIES with one λ only).
+- Float order: sums over tasks run i = 1..N, one float32 rounding per operation.
 """
 import argparse
 import json
@@ -219,7 +228,7 @@ def pcb_group(T, density, clamp_ratio, lambdas):
 # TIES (official code): T (N, d) float32 task vectors (possibly DARE-sparsified already).
 # trim=False skips the top-k trim (dare_ties keeps every DARE survivor).
 # ------------------------------------------------------------------------------------------------
-def ties_group(T, density, lambdas, trim=True):
+def ties_group(T, density, lambdas, trim=True, dare_kept=None):
     n, d = T.shape
     trimmed = []
     stats = []
@@ -233,7 +242,7 @@ def ties_group(T, density, lambdas, trim=True):
             mask = T[i] != 0
         trimmed.append(np.where(mask, T[i], F32(0)).astype(F32))
         stats.append({"lo": None, "hi": None, "threshold": float(thr), "max": float(np.max(a)),
-                      "kept": int(np.count_nonzero(mask))})
+                      "kept": int(np.count_nonzero(mask)) if dare_kept is None else dare_kept[i]})
     total = seq_sum(trimmed)
     sign = np.sign(total)
     majority = np.sign(np.sum(sign.astype(np.int64)))
@@ -251,24 +260,168 @@ def ties_group(T, density, lambdas, trim=True):
 
 
 # ------------------------------------------------------------------------------------------------
-# DARE: counter-based drop mask (see src/kernels/rng.c; filled in by dare_keep below)
+# DARE: the counter-based drop mask documented in src/kernels/rng.c, re-implemented from that text:
+#   key(seed, stream) = mix(mix(seed ^ 0x6A09E667F3BCC909) ^ stream)
+#   r = mix(key + (index + 1) * 0x9E3779B97F4A7C15), stream = name_key + (task + 1) * 0xD1B54A32D192ED03
+#   keep iff (r >> 11) * 2^-53 < density (task 0-based, index within the tensor);
+#   name_key = XXH3-64 (seed 0) of the UTF-8 tensor name, implemented below in pure Python.
 # ------------------------------------------------------------------------------------------------
+XXH_M64 = (1 << 64) - 1
+_XP32_1, _XP32_2, _XP32_3 = 0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D
+_XP64_1, _XP64_2, _XP64_3 = 0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9
+_XP64_4, _XP64_5 = 0x85EBCA77C2B2AE63, 0x27D4EB2F165667C5
+_XPMX1, _XPMX2 = 0x165667919E3779F9, 0x9FB21C651E98DF25
+_XSECRET = bytes.fromhex(  # XXH3's default 192-byte secret
+    "b8fe6c3923a44bbe7c01812cf721ad1cded46de9839097db7240a4a4b7b3671f"
+    "cb79e64eccc0e578825ad07dccff7221b8084674f743248ee03590e6813a264c"
+    "3c2852bb91c300cb88d0658b1b532ea371644897a20df94e3819ef46a9deacd8"
+    "a8fa763fe39c343ff9dcbbc7c70b4f1d8a51e04bcdb45931c89f7ec9d9787364"
+    "eac5ac8334d3ebc3c581a0fffa1363eb170ddd51b7f0da49d316552629d4689e"
+    "2b16be587d47a1fc8ff8b8d17ad031ce45cb3a8f95160428afd7fbcabb4b407e")
+
+
+def _r64(b, o):
+    return int.from_bytes(b[o:o + 8], "little")
+
+
+def _r32(b, o):
+    return int.from_bytes(b[o:o + 4], "little")
+
+
+def _fold(a, b):
+    p = a * b
+    return (p ^ (p >> 64)) & XXH_M64
+
+
+def _xavalanche(h):
+    h ^= h >> 37
+    h = (h * _XPMX1) & XXH_M64
+    return h ^ (h >> 32)
+
+
+def _x64avalanche(h):
+    h ^= h >> 33
+    h = (h * _XP64_2) & XXH_M64
+    h ^= h >> 29
+    h = (h * _XP64_3) & XXH_M64
+    return h ^ (h >> 32)
+
+
+def _rotl(x, r):
+    return ((x << r) | (x >> (64 - r))) & XXH_M64
+
+
+def _mix16(b, o, so):
+    return _fold(_r64(b, o) ^ _r64(_XSECRET, so), _r64(b, o + 8) ^ _r64(_XSECRET, so + 8))
+
+
+def xxh3_64(b):
+    """XXH3_64bits(b) with seed 0 and the default secret (xxHash 0.8)."""
+    n, s = len(b), _XSECRET
+    if n == 0:
+        return _x64avalanche(_r64(s, 56) ^ _r64(s, 64))
+    if n <= 3:
+        c = (b[0] << 16) | (b[n >> 1] << 24) | b[n - 1] | (n << 8)
+        return _x64avalanche(c ^ (_r32(s, 0) ^ _r32(s, 4)))
+    if n <= 8:
+        x = ((_r32(b, n - 4) + (_r32(b, 0) << 32)) & XXH_M64) ^ (_r64(s, 8) ^ _r64(s, 16))
+        x ^= _rotl(x, 49) ^ _rotl(x, 24)
+        x = (x * _XPMX2) & XXH_M64
+        x ^= (x >> 35) + n
+        x = (x * _XPMX2) & XXH_M64
+        return x ^ (x >> 28)
+    if n <= 16:
+        lo = _r64(b, 0) ^ (_r64(s, 24) ^ _r64(s, 32))
+        hi = _r64(b, n - 8) ^ (_r64(s, 40) ^ _r64(s, 48))
+        swapped = int.from_bytes(lo.to_bytes(8, "little"), "big")
+        return _xavalanche((n + swapped + hi + _fold(lo, hi)) & XXH_M64)
+    if n <= 128:
+        acc = n * _XP64_1
+        if n > 32:
+            if n > 64:
+                if n > 96:
+                    acc += _mix16(b, 48, 96) + _mix16(b, n - 64, 112)
+                acc += _mix16(b, 32, 64) + _mix16(b, n - 48, 80)
+            acc += _mix16(b, 16, 32) + _mix16(b, n - 32, 48)
+        acc += _mix16(b, 0, 0) + _mix16(b, n - 16, 16)
+        return _xavalanche(acc & XXH_M64)
+    if n <= 240:
+        acc = n * _XP64_1
+        for i in range(8):
+            acc += _mix16(b, 16 * i, 16 * i)
+        acc = _xavalanche(acc & XXH_M64)
+        for i in range(8, n // 16):
+            acc += _mix16(b, 16 * i, 16 * (i - 8) + 3)
+        acc += _mix16(b, n - 16, 136 - 17)
+        return _xavalanche(acc & XXH_M64)
+    acc = [_XP32_3, _XP64_1, _XP64_2, _XP64_3, _XP64_4, _XP32_2, _XP64_5, _XP32_1]
+
+    def accumulate(o, so):
+        for i in range(8):
+            v = _r64(b, o + 8 * i)
+            k = v ^ _r64(s, so + 8 * i)
+            acc[i ^ 1] = (acc[i ^ 1] + v) & XXH_M64
+            acc[i] = (acc[i] + (k & 0xFFFFFFFF) * (k >> 32)) & XXH_M64
+
+    def scramble():
+        for i in range(8):
+            a = acc[i] ^ (acc[i] >> 47) ^ _r64(s, 192 - 64 + 8 * i)
+            acc[i] = (a * _XP32_1) & XXH_M64
+    stripes = (192 - 64) // 8
+    block = 64 * stripes
+    nb = (n - 1) // block
+    for blk in range(nb):
+        for st in range(stripes):
+            accumulate(blk * block + st * 64, st * 8)
+        scramble()
+    for st in range(((n - 1) - block * nb) // 64):
+        accumulate(nb * block + st * 64, st * 8)
+    accumulate(n - 64, 192 - 64 - 7)
+    res = n * _XP64_1
+    for i in range(4):
+        res += _fold(acc[2 * i] ^ _r64(s, 11 + 16 * i), acc[2 * i + 1] ^ _r64(s, 19 + 16 * i))
+    return _xavalanche(res & XXH_M64)
+
+
+def _mix_int(z):
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & XXH_M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & XXH_M64
+    return z ^ (z >> 31)
+
+
+def _mix_np(z):
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
 def dare_keep(seed, task, name, numel, density):
-    raise RefError("DARE is not implemented in the reference yet (needs the generator of "
-                   "src/kernels/rng.c)")
+    """Boolean keep mask of the numel elements of tensor `name` for task `task` (0-based)."""
+    stream = (xxh3_64(name.encode("utf-8")) + (task + 1) * 0xD1B54A32D192ED03) & XXH_M64
+    key = _mix_int(_mix_int((seed & XXH_M64) ^ 0x6A09E667F3BCC909) ^ stream)
+    idx = np.arange(1, numel + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        r = _mix_np(np.uint64(key) + idx * np.uint64(0x9E3779B97F4A7C15))
+    u = (r >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    return u < density
 
 
 def dare_group(T, names_sizes, seed, density):
-    """Drop with p = 1 - density, rescale survivors by 1/density, per (seed, task, tensor, index)."""
+    """Drop with p = 1 - density, rescale survivors (τ / float32(density)); returns the new task
+    vectors and, per task, how many elements the mask kept."""
     out = np.empty_like(T)
+    kept = []
     for i in range(T.shape[0]):
         off = 0
+        k = 0
         for name, size in names_sizes:
             keep = dare_keep(seed, i, name, size, density)
             seg = T[i, off:off + size]
             out[i, off:off + size] = np.where(keep, seg / F32(density), F32(0))
+            k += int(np.count_nonzero(keep))
             off += size
-    return out
+        kept.append(k)
+    return out, kept
 
 
 # ------------------------------------------------------------------------------------------------
@@ -341,12 +494,15 @@ def merge(base_dir, task_dirs, out_dir, method="pcb", density=0.1, lam=1.0, lamb
                 tau_m, stats = ties_group(Tg, density, lambdas)
                 OUT[g0:g1] = B[g0:g1] + tau_m
             elif method == "dare_ties":
-                Dg = dare_group(Tg, list(zip(gnames, gsizes)), seed, density)
-                tau_m, stats = ties_group(Dg, density, lambdas, trim=False)
+                Dg, dk = dare_group(Tg, list(zip(gnames, gsizes)), seed, density)
+                tau_m, stats = ties_group(Dg, density, lambdas, trim=False, dare_kept=dk)
                 OUT[g0:g1] = B[g0:g1] + tau_m
             elif method in ("task_arithmetic", "dare_linear"):
+                kept = [g1 - g0] * n                    # every element counts as kept
                 if method == "dare_linear":
-                    Tg = dare_group(Tg, list(zip(gnames, gsizes)), seed, density)
+                    Tg, kept = dare_group(Tg, list(zip(gnames, gsizes)), seed, density)
+                stats = [{"lo": None, "hi": None, "threshold": None, "max": None, "kept": k}
+                         for k in kept]
                 if all(l == lambdas[0] for l in lambdas):
                     tau_m = F32(lambdas[0]) * seq_sum(list(Tg))
                 else:
@@ -358,6 +514,8 @@ def merge(base_dir, task_dirs, out_dir, method="pcb", density=0.1, lam=1.0, lamb
                     wsum = F32(wsum + F32(w))
                 acc = seq_sum([F32(w) * TH[i, g0:g1] for i, w in enumerate(weights)])
                 OUT[g0:g1] = acc / wsum
+                stats = [{"lo": None, "hi": None, "threshold": None, "max": None, "kept": g1 - g0}
+                         for _ in range(n)]
             else:
                 raise RefError("unknown method %s" % method)
             for i in range(n):
@@ -599,6 +757,37 @@ def selftest():
     om = read_model(os.path.join(tmp, "o_ex"))
     ck(rep["d"] == 4 and om["b"].dtype == "F32" and om["a"].dtype == "BF16" and
        om["b"].f32().tolist() == [0.0] * 4, "exclude + dtype")
+
+    # --- DARE: XXH3 name keys (vectors from libxxhash 0.8.1), the counter-based mask, rescaling
+    vec = [(b"", 0x2d06800538d394c2), (b"abc", 0x78af5f94892f3950),
+           (b"model.norm.weight", 0x86f0cb6af602213b),
+           (b"model.layers.0.self_attn.q_proj.weight", 0x6e5e08f124f44fd4),
+           (bytes(range(200)), 0xf42a8864feaf0703), (bytes(i * 7 % 251 for i in range(1500)), 0xde3153dcb8699975)]
+    for data, want in vec:
+        ck(xxh3_64(data) == want, "xxh3_64 of %d bytes: %x" % (len(data), xxh3_64(data)))
+
+    def keep_scalar(seed, task, name, index, density):  # rng.c's "Python reference", verbatim logic
+        stream = (xxh3_64(name.encode()) + (task + 1) * 0xD1B54A32D192ED03) & XXH_M64
+        key = _mix_int(_mix_int(seed ^ 0x6A09E667F3BCC909) ^ stream)
+        return (_mix_int((key + (index + 1) * 0x9E3779B97F4A7C15) & XXH_M64) >> 11) * 2.0 ** -53 < density
+    km = dare_keep(42, 1, "model.norm.weight", 64, 0.3)
+    ck(km.tolist() == [keep_scalar(42, 1, "model.norm.weight", j, 0.3) for j in range(64)], "dare mask vs scalar")
+    rate = float(np.mean(dare_keep(7, 0, "x", 200000, 0.3)))
+    ck(abs(rate - 0.3) < 0.005, "dare keep rate %.4f" % rate)
+    ck(not np.array_equal(dare_keep(7, 0, "x", 64, 0.5), dare_keep(7, 1, "x", 64, 0.5)), "dare tasks differ")
+    ck(bool(np.all(dare_keep(7, 0, "x", 64, 1.0))) and not np.any(dare_keep(7, 0, "x", 64, 0.0)), "dare 0/1")
+    rep = merge(base, [t1, t2], os.path.join(tmp, "o_dl1"), "dare_linear", density=1.0, lam=0.5)
+    ck(_load(os.path.join(tmp, "o_dl1"), "w").tolist() == [1.0, 2.25, -1.25, 0.625], "dare_linear p=0 = TA")
+    rep = merge(base, [t1, t2], os.path.join(tmp, "o_dl"), "dare_linear", density=0.5, seed=3)
+    m1, m2 = dare_keep(3, 0, "w", 4, 0.5), dare_keep(3, 1, "w", 4, 0.5)
+    want = [b_ + (a1 / 0.5 if k1 else 0.0) + (a2 / 0.5 if k2 else 0.0) for b_, a1, a2, k1, k2 in
+            zip([1.0, 2.0, -1.0, 0.5], [.5, 0, -.25, 0], [-.5, .5, -.25, .25], m1, m2)]
+    ck(_load(os.path.join(tmp, "o_dl"), "w").tolist() == want, "dare_linear by hand")
+    ck([s["kept"] for s in rep["tasks"]] == [int(m1.sum()), int(m2.sum())], "dare kept = mask counts")
+    merge(tb, [ta, tc, td], os.path.join(tmp, "o_dt1"), "dare_ties", density=1.0)
+    merge(tb, [ta, tc, td], os.path.join(tmp, "o_t1"), "ties", density=1.0)
+    ck(_load(os.path.join(tmp, "o_dt1"), "w").tolist() == _load(os.path.join(tmp, "o_t1"), "w").tolist(),
+       "dare_ties p=0 = ties k=1")
 
     # --- non-finite inputs are refused, naming the tensor
     nf = _write_toy(tmp, "nf", [("w", "F32", [0.0] * 9 + [float("nan")])])
