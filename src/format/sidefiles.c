@@ -67,13 +67,16 @@ pcbm_status pcbm_write_file_simple(const char *path, const void *buf, size_t len
         return pcbm_fail(err, errno == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
                          "cannot create %s: %s; check that the output directory exists and is "
                          "writable", path, strerror(errno));
+    struct stat sb;
+    bool regular = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode); /* never unlink a device */
     uint64_t done = 0;
     int e = write_all(fd, buf, len, &done);
     int e2 = sync_close(fd);
     if (!e)
         e = e2;
     if (e) {
-        unlink(path);
+        if (regular)
+            unlink(path);
         return write_fail(path, e, done, err);
     }
     return PCBM_OK;
@@ -105,10 +108,12 @@ static pcbm_status copy_file(const char *src, const char *dst, char *buf, pcbm_e
             break;
     }
     close(in);
+    struct stat sb;
+    bool regular = fstat(out, &sb) == 0 && S_ISREG(sb.st_mode); /* never unlink a device */
     int e2 = sync_close(out);
     if (!e && !rd_err)
         e = e2;
-    if (rd_err || e)
+    if ((rd_err || e) && regular)
         unlink(dst);
     if (rd_err)
         return pcbm_fail(err, PCBM_ERR_IO, "%s: read failed at byte %llu: %s; check the file",

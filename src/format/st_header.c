@@ -155,6 +155,19 @@ static pcbm_status entry_nbytes(const entry_ctx *c, pcbm_st_tensor *t)
     return PCBM_OK;
 }
 
+/* "[2, 3]" into buf (cut with "..." when long). */
+static void fmt_shape(const pcbm_st_tensor *t, char *buf, size_t len)
+{
+    size_t at = (size_t)snprintf(buf, len, "[");
+    for (unsigned d = 0; d < t->ndim && at < len; d++)
+        at += (size_t)snprintf(buf + at, len - at, "%s%llu", d ? ", " : "",
+                               (unsigned long long)t->shape[d]);
+    if (at < len)
+        snprintf(buf + at, len - at, "]");
+    else if (len > 4)
+        memcpy(buf + len - 4, "...", 4);
+}
+
 static pcbm_status entry_offsets(const entry_ctx *c, const json_t *v, uint64_t data_start,
                                  pcbm_st_tensor *t)
 {
@@ -171,13 +184,17 @@ static pcbm_status entry_offsets(const entry_ctx *c, const json_t *v, uint64_t d
                          "non-negative integers [begin, end] (wrong JSON type); " FIX,
                          c->label, c->name);
     uint64_t begin = (uint64_t)json_integer_value(b), end = (uint64_t)json_integer_value(e);
-    if (end < begin || end - begin != t->nbytes)
+    if (end < begin || end - begin != t->nbytes) {
+        char shape[64];
+        fmt_shape(t, shape, sizeof shape);
         return pcbm_fail(c->err, PCBM_ERR_FORMAT,
                          "%s: tensor '%.200s' has data_offsets [%llu, %llu] (file offset %llu) "
-                         "but shape x %s needs %llu bytes (rule: end - begin = product(shape) x "
-                         "element size); " FIX, c->label, c->name, (unsigned long long)begin,
-                         (unsigned long long)end, (unsigned long long)(data_start + begin),
+                         "but shape %s of %s needs %llu bytes (rule: end - begin = "
+                         "product(shape) x element size); " FIX, c->label, c->name,
+                         (unsigned long long)begin, (unsigned long long)end,
+                         (unsigned long long)(data_start + begin), shape,
                          pcbm_dtype_name(t->dtype), (unsigned long long)t->nbytes);
+    }
     t->offset = begin; /* relative until the tiling check passes */
     return PCBM_OK;
 }
@@ -285,7 +302,7 @@ static pcbm_status check_tiling(pcbm_st_header *h, const char *label, pcbm_error
                          (unsigned long long)(h->data_start + cursor),
                          (unsigned long long)(h->data_start + h->data_bytes),
                          (unsigned long long)h->data_bytes,
-                         cursor > h->data_bytes ? "truncated" : "followed by trailing bytes");
+                         cursor > h->data_bytes ? "truncated" : "longer, with trailing bytes");
     for (size_t i = 0; i < h->ntensors; i++)
         h->tensors[i].offset += h->data_start;
     return PCBM_OK;
@@ -324,7 +341,7 @@ pcbm_status pcbm_st_parse_json(const char *json, size_t n, uint64_t file_size, c
     out->data_start = 8 + (uint64_t)n;
     out->data_bytes = file_size - out->data_start;
     json_error_t je;
-    json_t *root = json_loadb(json, n, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = json_loadb(json, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!root)
         return pcbm_fail(err, PCBM_ERR_FORMAT,
                          "%s: the header is not valid UTF-8 JSON at header byte %d (file offset "

@@ -112,7 +112,7 @@ pcbm_status pcbm_st_index_parse(const char *json, size_t len, const char *label,
 {
     memset(out, 0, sizeof *out);
     json_error_t je;
-    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!root)
         return pcbm_fail(err, PCBM_ERR_FORMAT,
                          "%s: the index is not valid UTF-8 JSON at byte %d (line %d, column %d): "
