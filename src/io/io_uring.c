@@ -32,10 +32,8 @@ typedef struct uring_be {
     pcbm_io_list ready;      /* completed, not yet handed out */
 } uring_be;
 
-static const char *setup_hint(int e, bool fake)
+static const char *setup_hint(int e)
 {
-    if (fake)
-        return " — simulated by PCBM_FAULT=uring_setup";
     if (e == EPERM)
         return " — blocked by a seccomp profile, gVisor or kernel.io_uring_disabled";
     if (e == ENOSYS)
@@ -296,8 +294,8 @@ int pcbm_io_uring_create(unsigned depth, size_t max_xfer, int fake_setup_errno, 
         be->ring_ok = rc == 0;
         be->max_inflight = rc == 0 ? be->ring.cq.ring_entries : 0;
         if (rc < 0)
-            snprintf(why, whylen, "io_uring_setup: %s%s", strerror(-rc),
-                     setup_hint(-rc, fake_setup_errno != 0));
+            snprintf(why, whylen, "io_uring_setup: %s%s%s", strerror(-rc), setup_hint(-rc),
+                     fake_setup_errno ? " [simulated by PCBM_FAULT]" : "");
     }
     if (rc == 0)
         rc = check_opcodes(be, why, whylen);

@@ -293,6 +293,8 @@ static void check_eof(pcbm_io_kind kind)
     assert_memory_equal(buf, data + 8 * KiB, 10000 - 8 * KiB);
     assert_int_equal(do_one(io, PCBM_OP_READ, fd, buf, 4 * KiB, 12 * KiB), 0);
     assert_int_equal(do_one(io, PCBM_OP_READ, fd, buf, 0, 0), 0);
+    assert_int_equal(do_one(io, PCBM_OP_READ, 12345, buf, 4 * KiB, 0), -EBADF);
+    assert_int_equal(do_one(io, PCBM_OP_WRITE, fd, buf, 4 * KiB, 0), -EBADF); /* read-only fd */
     pcbm_free_aligned(buf);
     pcbm_io_close(io);
     close(fd);
@@ -651,6 +653,7 @@ static void test_auto_fallback_fault(void **state)
     assert_int_equal(pcbm_io_open(PCBM_IO_AUTO, 8, &io, note, sizeof note, &err), PCBM_OK);
     assert_string_equal(pcbm_io_name(io), "pread");
     assert_non_null(strstr(note, "io_uring unavailable (io_uring_setup: Operation not permitted"));
+    assert_non_null(strstr(note, "seccomp"));
     assert_non_null(strstr(note, "using the pread thread pool"));
     const char *path = in_dir(g_dir, "fallback.bin");
     uint8_t *data = make_file(path, 1 * MiB, 11);
