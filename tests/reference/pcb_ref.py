@@ -7,7 +7,7 @@ float32 functions, order statistics come from np.partition/np.sort on float32 ar
 the standard library are used (run it with /usr/bin/python3).
 
   pcb_ref.py merge --base DIR --out DIR --method pcb|ties|task_arithmetic|linear|dare_linear|dare_ties
-                   [--density R] [--lambda L] [--lambdas L1 L2 ...] [--weights W1 ...]
+                   [--density R] [--lambda L] [--lambdas L1,L2,...] [--weights W1,W2,...]
                    [--clamp-ratio C] [--scope global|tensor] [--dtype base|bf16|f16|f32]
                    [--exclude REGEX ...] [--seed S] [--allow-nonfinite] [--report FILE] TASK...
   pcb_ref.py selftest
@@ -817,9 +817,9 @@ def main(argv):
                    choices=["pcb", "ties", "task_arithmetic", "linear", "dare_linear", "dare_ties"])
     m.add_argument("--density", type=float, default=0.1)
     m.add_argument("--lambda", dest="lam", type=float, default=1.0)
-    m.add_argument("--lambdas", nargs="+", default=None,
-                   help="per-task coefficients (space or comma separated)")
-    m.add_argument("--weights", nargs="+", default=None)
+    m.add_argument("--lambdas", action="append", default=None,
+                   help="per-task coefficients L1,L2,... (comma separated, or the option repeated)")
+    m.add_argument("--weights", action="append", default=None, help="linear weights W1,W2,...")
     m.add_argument("--clamp-ratio", type=float, default=1e-4)
     m.add_argument("--scope", choices=["global", "tensor"], default="global")
     m.add_argument("--dtype", choices=["base", "bf16", "f16", "f32"], default="base")

@@ -1,0 +1,151 @@
+#!/bin/bash
+# lib.sh — helpers sourced by the integration scripts (`. "$(dirname "$0")/lib.sh"`): paths from the
+# environment tests/run.sh sets (PCBM_BIN, PCBM_TOOLS, PCBM_ROOT), a private temp dir removed on
+# exit (kept when PCBM_KEEP_TMP=1), skip/fail helpers, family generation and reference comparisons.
+# tests/run.sh runs every tests/integration/*.sh: executed directly, this file does nothing.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    echo "lib.sh: helpers for the integration scripts; nothing to run"
+    exit 0
+fi
+
+set -u
+PCBM_ROOT=${PCBM_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+BUILD=${BUILD:-build}
+PCBM_BIN=${PCBM_BIN:-$PCBM_ROOT/$BUILD/pcbmerge}
+PCBM_TOOLS=${PCBM_TOOLS:-$PCBM_ROOT/$BUILD/tools}
+PY=/usr/bin/python3                      # Debian's interpreter: the one that sees python3-numpy
+REF_PY=$PCBM_ROOT/tests/reference/pcb_ref.py
+CMP_PY=$PCBM_ROOT/tests/reference/compare.py
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/pcbm-it.XXXXXX") || { echo "cannot create a temp dir"; exit 1; }
+cleanup() {
+    if [ "${PCBM_KEEP_TMP:-0}" = 1 ]; then echo "temp files kept in $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+
+# skip "reason": the test cannot run here (exit 77, the reason on the last line).
+skip() { echo "$*"; exit 77; }
+# fail "reason": stop now with a failure.
+fail() { echo "FAIL: $*"; exit 1; }
+
+need_numpy() {
+    "$PY" -c 'import numpy' 2>/dev/null ||
+        skip "numpy is missing for $PY (apt-get install python3-numpy, or make test-deps)"
+}
+need_bin() { [ -x "$PCBM_BIN" ] || skip "pcbmerge is not built ($PCBM_BIN)"; }
+need_gen() { [ -x "$PCBM_TOOLS/pcbm-gen" ] || skip "pcbm-gen is not built ($PCBM_TOOLS/pcbm-gen)"; }
+# The usual preamble of a reference comparison script.
+need_ref() { need_numpy; need_bin; need_gen; }
+
+# gen DIR [pcbm-gen options...]: generate a family into DIR (base, task1..taskN).
+gen() {
+    local dir=$1
+    shift
+    "$PCBM_TOOLS/pcbm-gen" --quiet --out "$dir" "$@" || fail "pcbm-gen --out $dir $*"
+}
+
+# task_dirs FAMILY N: "FAMILY/task1 ... FAMILY/taskN"
+task_dirs() {
+    local i out=""
+    for ((i = 1; i <= $2; i++)); do out+="$1/task$i "; done
+    echo "$out"
+}
+
+# Per-script tallies: ref_case records every case; finish prints the summary and sets the exit code.
+CASES=0
+FAILED=()
+T_START=$(date +%s)
+
+# ref_case NAME FAMILY NTASKS [--cmp "compare options"] [--] MERGE_OPTIONS...
+#   Runs `pcbmerge merge` and the reference on FAMILY/base + the first NTASKS tasks with the same
+#   options and compares the two. pcbmerge-only options (--exact, --threads, --mem, --io,
+#   --shard-size, --progress, --allow-extra) are not passed to the reference; --exact also selects compare.py's
+#   --exact bound.
+ref_case() {
+    local name=$1 fam=$2 n=$3
+    shift 3
+    local cmp_opts=""
+    if [ "${1:-}" = --cmp ]; then cmp_opts=$2; shift 2; fi
+    [ "${1:-}" = -- ] && shift
+    local ours=() refs=() a
+    while [ $# -gt 0 ]; do
+        a=$1
+        case "$a" in
+        --exact) ours+=("$a"); cmp_opts+=" --exact" ;;
+        --threads | --mem | --io | --shard-size | --progress) ours+=("$a" "$2"); shift ;;
+        --allow-extra | --quiet) ours+=("$a") ;;
+        *) ours+=("$a"); refs+=("$a") ;;
+        esac
+        shift
+    done
+    local dir=$TMP/$name tasks
+    tasks=$(task_dirs "$fam" "$n")
+    CASES=$((CASES + 1))
+    local t0=$SECONDS ok=1 log=$dir.log
+    mkdir -p "$(dirname "$dir")"
+    # shellcheck disable=SC2086
+    if ! "$PCBM_BIN" merge --base "$fam/base" --out "$dir.ours" "${ours[@]}" --quiet $tasks >"$log" 2>&1; then
+        echo "FAIL $name: pcbmerge merge ${ours[*]} failed:"
+        sed 's/^/    /' "$log" | tail -n 15
+        ok=0
+    fi
+    # shellcheck disable=SC2086
+    if [ $ok = 1 ] && ! "$PY" "$REF_PY" merge --base "$fam/base" --out "$dir.ref" "${refs[@]}" \
+        --report "$dir.ref.json" $tasks >"$log" 2>&1; then
+        echo "FAIL $name: the reference failed:"
+        sed 's/^/    /' "$log" | tail -n 15
+        ok=0
+    fi
+    # shellcheck disable=SC2086
+    if [ $ok = 1 ] && ! "$PY" "$CMP_PY" "$dir.ours" "$dir.ref" --ref-report "$dir.ref.json" \
+        $cmp_opts >"$log" 2>&1; then
+        echo "FAIL $name (pcbmerge merge ${ours[*]}; compare.py$cmp_opts):"
+        sed 's/^/    /' "$log" | tail -n 22
+        ok=0
+    fi
+    if [ $ok = 1 ]; then
+        echo "ok   $name ($((SECONDS - t0))s): $(grep '^float elements' "$log" | sed 's/^float elements //')"
+        rm -rf "$dir.ours" "$dir.ref"
+    else
+        FAILED+=("$name")
+    fi
+}
+
+# expect_fail NAME EXPECTED_REGEX COMMAND...: the command must fail with a message matching REGEX.
+expect_fail() {
+    local name=$1 re=$2
+    shift 2
+    CASES=$((CASES + 1))
+    local out
+    if out=$("$@" 2>&1); then
+        echo "FAIL $name: succeeded but should have failed: $*"
+        FAILED+=("$name")
+    elif ! grep -Eq -- "$re" <<<"$out"; then
+        echo "FAIL $name: message does not match /$re/:"
+        sed 's/^/    /' <<<"$out" | tail -n 5
+        FAILED+=("$name")
+    else
+        echo "ok   $name"
+    fi
+}
+
+finish() {
+    local secs=$(($(date +%s) - T_START))
+    if [ ${#FAILED[@]} -eq 0 ]; then
+        echo "all $CASES cases passed (${secs}s)"
+        exit 0
+    fi
+    echo "${#FAILED[@]} of $CASES cases failed (${secs}s): ${FAILED[*]}"
+    exit 1
+}
+
+# float_tensors MODEL_DIR: how many F32/F16/BF16 tensors the model holds (tensor-scope tolerances
+# are per tensor: kept within 2 per tensor adds up to 2 × this).
+float_tensors() {
+    "$PY" - "$1" <<'PYEOF'
+import sys
+sys.path.insert(0, sys.argv[0] and __import__("os").environ.get("PCBM_ROOT", ".") + "/tests/reference")
+from pcb_ref import read_model, FLOAT_DTYPES
+print(sum(1 for t in read_model(sys.argv[1]).values() if t.dtype in FLOAT_DTYPES))
+PYEOF
+}
