@@ -189,6 +189,7 @@ typedef struct pcbm_merge_opts {
     int allow_extra;                /* ignore tensors present only in task models */
     int allow_nonfinite;            /* merge NaN/Inf weights instead of refusing */
 
+    int force;                      /* discard a stale partial output of an earlier run */
     const char *stats_in;           /* reuse a statistics file from an earlier run, or NULL */
     pcbm_progress progress;
     int quiet;                      /* only errors on stderr */

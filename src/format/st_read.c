@@ -44,7 +44,7 @@ static pcbm_status read_fail(const char *path, int rc, uint64_t off, pcbm_error 
 
 static pcbm_status open_regular(const char *path, int *fd, uint64_t *size, pcbm_error *err)
 {
-    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    *fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block us */
     if (*fd < 0)
         return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s: %s; check the path and its "
                          "permissions", path, strerror(errno));

@@ -53,6 +53,9 @@ static void tile_linear(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *ar
 {
     const double *wts = arg;
     unsigned N = mc->ntasks;
+    uint64_t *kept = pcbm_kept_local(mc, w);
+    for (unsigned i = 0; i < N; i++)
+        kept[i] += tl->n;
     float wsum = 0.0f;
     for (unsigned i = 0; i < N; i++)
         wsum += (float)wts[i];

@@ -73,6 +73,7 @@ struct pcbm_engine {
     chunk chunks[STAGE_CHUNKS];
     uint64_t chunk_bytes;
     unsigned cur_chunk;            /* chunk being filled, or STAGE_CHUNKS */
+    unsigned inflight;             /* requests queued and not yet reaped (reads and writes) */
     out_file *ofiles;
     unsigned cur_ofile;            /* output stream position: file index */
     bool output_started;
@@ -110,7 +111,7 @@ static uint64_t slot_bytes(const pcbm_plan *p, uint64_t elems, uint64_t *cap_in,
     return ci * p->nmodels + co;
 }
 
-static uint64_t stage_bytes(uint64_t chunk) { return chunk * STAGE_CHUNKS; }
+static uint64_t stage_bytes(uint64_t chunk_size) { return chunk_size * STAGE_CHUNKS; }
 
 uint64_t pcbm_engine_min_mem(const pcbm_plan *plan, unsigned threads, uint64_t reserved)
 {
@@ -128,14 +129,14 @@ static pcbm_status size_buffers(pcbm_engine *e, pcbm_error *err)
     uint64_t avail = e->cfg.mem_bytes > e->cfg.reserved_bytes
                          ? e->cfg.mem_bytes - e->cfg.reserved_bytes : 0;
     for (;;) {
-        uint64_t chunk = PCBM_MIN(STAGE_CHUNK_MAX, pcbm_align_up(elems * max_out_unit(p), PCBM_ALIGN));
-        chunk = PCBM_MAX(chunk, STAGE_CHUNK_MIN);
+        uint64_t csize = PCBM_MIN(STAGE_CHUNK_MAX, pcbm_align_up(elems * max_out_unit(p), PCBM_ALIGN));
+        csize = PCBM_MAX(csize, STAGE_CHUNK_MIN);
         uint64_t sb = slot_bytes(p, elems, &e->cap_in, &e->cap_out);
-        uint64_t rest = avail > stage_bytes(chunk) ? avail - stage_bytes(chunk) : 0;
+        uint64_t rest = avail > stage_bytes(csize) ? avail - stage_bytes(csize) : 0;
         uint64_t n = rest / sb;
         if (n >= want_min || (e->cfg.block_bytes && n >= 2)) {
             e->nslots = (unsigned)PCBM_MIN(n, MAX_SLOTS);
-            e->chunk_bytes = chunk;
+            e->chunk_bytes = csize;
             break;
         }
         if (elems / 2 < MIN_BLOCK_ELEMS || e->cfg.block_bytes) {
@@ -344,6 +345,10 @@ static pcbm_status submit_chunk(pcbm_engine *e, unsigned c, pcbm_error *err)
     ch->busy = 1;
     e->cur_chunk = STAGE_CHUNKS;
     int rc = pcbm_io_queue(e->io, &ch->req);
+    if (rc == 0)
+        e->inflight++;
+    else
+        ch->busy = 0;
     if (rc < 0) {
         char p[4096];
         return pcbm_fail(err, PCBM_ERR_IO, "cannot queue a write to %s at offset %llu: %s",
@@ -546,7 +551,6 @@ typedef struct run_state {
     slot **ring;               /* apply: slots by seq % nslots */
     slot *free_list;
     unsigned busy;             /* slots not free */
-    unsigned ios;              /* requests in flight */
     pcbm_status st;
     pcbm_error *err;
     uint64_t err_seq;          /* schedule position of the reported error */
@@ -597,7 +601,7 @@ static void issue_block(run_state *rs, slot *s)
             s->pending--;
             continue;
         }
-        rs->ios++;
+        e->inflight++;
     }
 }
 
@@ -746,20 +750,12 @@ static void reap_some(run_state *rs, bool wait)
         return;
     }
     for (int i = 0; i < n; i++) {
-        rs->ios--;
+        rs->e->inflight--;
         if (done[i]->op == PCBM_OP_READ)
             on_read_done(rs, done[i]);
         else
             on_write_done(rs, done[i]);
     }
-}
-
-static bool writes_busy(const pcbm_engine *e)
-{
-    for (unsigned c = 0; c < STAGE_CHUNKS; c++)
-        if (e->chunks[c].busy)
-            return true;
-    return false;
 }
 
 static void run_loop(run_state *rs)
@@ -775,7 +771,7 @@ static void run_loop(run_state *rs)
         }
         collect_done(rs);
         bool idle_workers_pending = rs->busy > 0;
-        if (rs->st != PCBM_OK && rs->ios == 0) {
+        if (rs->st != PCBM_OK && e->inflight == 0) {
             /* wait for workers still computing before returning */
             pthread_mutex_lock(&e->mu);
             bool queued = e->work_head != NULL;
@@ -813,13 +809,13 @@ static void run_loop(run_state *rs)
             reap_some(rs, true);
             continue;
         }
-        if (!rs->more && rs->busy == 0 && rs->ios == 0 && (rs->ps->kind != PCBM_PASS_APPLY || !writes_busy(e)))
+        if (!rs->more && rs->busy == 0 && e->inflight == 0)
             break;
         progress_show(e, &rs->pg, false);
         bool can_issue = rs->more && rs->free_list && rs->st == PCBM_OK;
-        if (!can_issue && (idle_workers_pending || rs->ios > 0))
+        if (!can_issue && (idle_workers_pending || e->inflight > 0))
             reap_some(rs, true);
-        else if (rs->ios > 0)
+        else if (e->inflight > 0)
             reap_some(rs, false);
     }
 }
@@ -874,9 +870,10 @@ pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *ps, pcbm_error *err
     rs.more = cursor_next(e, ps, &rs.cur, true);
     slot *ring[MAX_SLOTS] = {0};
     rs.ring = ring;
-    for (unsigned s = 0; s < e->nslots; s++)
-        release_slot(&rs, &e->slots[s]), rs.busy++;
-    rs.busy = 0;
+    for (unsigned s = 0; s < e->nslots; s++) {
+        e->slots[s].next = rs.free_list;
+        rs.free_list = &e->slots[s];
+    }
     bool show = !e->cfg.quiet && e->cfg.progress != PCBM_PROGRESS_NONE;
     rs.pg = (progress){.start = t0, .total = pass_total_bytes(e, ps),
                        .json = show && e->cfg.progress == PCBM_PROGRESS_JSON,
@@ -908,15 +905,11 @@ pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *ps, pcbm_error *err
 static pcbm_status wait_writes(pcbm_engine *e, pcbm_error *err)
 {
     run_state rs = {.e = e, .err = err};
-    pcbm_pass_report pr = {{0}};
+    pcbm_pass_report pr;
+    memset(&pr, 0, sizeof pr);
     rs.pr = &pr;
-    while (writes_busy(e)) {
-        for (unsigned c = 0; c < STAGE_CHUNKS; c++)
-            if (e->chunks[c].busy)
-                rs.ios++;
+    while (e->inflight > 0)
         reap_some(&rs, true);
-        rs.ios = 0;
-    }
     e->rep.bytes_written += pr.bytes_written;
     return rs.st;
 }

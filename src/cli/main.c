@@ -1,0 +1,371 @@
+/*
+ * main.c — the pcbmerge command line: a thin layer over libpcbmerge. Parses options, calls
+ * pcbm_merge() or the model reader, prints results and maps statuses to exit codes
+ * (0 success, 1 failure, 2 usage error, 75 interrupted and resumable).
+ */
+#include "pcbmerge.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXIT_USAGE 2
+#define EXIT_TEMPFAIL 75
+
+static const char usage_text[] =
+    "usage: pcbmerge COMMAND [OPTIONS]\n"
+    "\n"
+    "Merge fine-tuned safetensors checkpoints of one base model, streaming from disk in bounded\n"
+    "memory, with PCB-Merging (Parameter Competition Balancing) or a classic baseline.\n"
+    "\n"
+    "commands:\n"
+    "  merge --base DIR --out DIR [options] TASK_DIR...   merge task models into OUT\n"
+    "  inspect MODEL [--json]                            list and validate a checkpoint\n"
+    "  --help, --version\n"
+    "\n"
+    "merge options:\n"
+    "  --method M          pcb (default), ties, dare_linear, dare_ties, task_arithmetic, linear\n"
+    "  --density R         fraction kept: PCB mask ratio r, TIES top-k, DARE 1-p (default 0.1)\n"
+    "  --lambda L          coefficient of the merged task vector (default 1)\n"
+    "  --lambdas L1,...    one coefficient per task (pcb, task_arithmetic, dare_linear)\n"
+    "  --weights W1,...    linear: weight per task model (default equal)\n"
+    "  --clamp-ratio C     PCB outlier clamp ratio (default 1e-4)\n"
+    "  --scope S           global (the paper: statistics over the whole model, default) or\n"
+    "                      tensor (every statistic per tensor, as per-tensor LLM tools do)\n"
+    "  --exact             resolve every quantile exactly (extra passes over the inputs)\n"
+    "  --seed S            DARE random seed (default 0)\n"
+    "  --dtype T           output dtype: base (default: each tensor keeps the base's), bf16, f16, f32\n"
+    "  --exclude REGEX     copy tensors whose name matches (POSIX ERE, matched anywhere in the\n"
+    "                      name; anchor with ^...$) from the base; repeatable\n"
+    "  --allow-extra       ignore tensors that exist only in task models\n"
+    "  --allow-nonfinite   merge NaN/Inf weights instead of refusing\n"
+    "  --mem SIZE          memory budget for all buffers (default 1G; K/M/G/T = powers of 1024)\n"
+    "  --threads N         compute threads (default: online CPUs)\n"
+    "  --io B              auto (default), uring or pread\n"
+    "  --block-size SIZE   bytes per model per block (default: chosen from --mem)\n"
+    "  --shard-size SIZE   maximum bytes per output file (default 5GB; KB/MB/GB = powers of 1000)\n"
+    "  --force             discard an unfinished earlier merge into OUT (OUT.partial)\n"
+    "  --progress P        auto (a progress line on a terminal), json (JSON lines), none\n"
+    "  --quiet             print errors only\n"
+    "\n"
+    "exit status: 0 success, 1 failure, 2 usage error, 75 interrupted (resumable)\n";
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "pcbmerge: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nrun 'pcbmerge --help' for the options\n");
+    return EXIT_USAGE;
+}
+
+static int fail(const pcbm_error *err)
+{
+    fprintf(stderr, "pcbmerge: error: %s\n", err->msg[0] ? err->msg : pcbm_status_name(err->status));
+    if (err->status == PCBM_ERR_INTERRUPTED)
+        return EXIT_TEMPFAIL;
+    return err->status == PCBM_ERR_USAGE ? EXIT_USAGE : 1;
+}
+
+static int parse_double(const char *s, double *out)
+{
+    char *end;
+    *out = strtod(s, &end);
+    return end != s && *end == '\0';
+}
+
+/* "a,b,c" → doubles; returns the count or -1. */
+static int parse_list(const char *s, double *out, int max)
+{
+    int n = 0;
+    char *copy = strdup(s), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (n >= max || !parse_double(tok, &out[n])) {
+            free(copy);
+            return -1;
+        }
+        n++;
+    }
+    free(copy);
+    return n;
+}
+
+/* ---- inspect ---------------------------------------------------------------------------- */
+
+static void shape_str(const pcbm_tensor_info *ti, char *buf, size_t len)
+{
+    size_t u = (size_t)snprintf(buf, len, "[");
+    for (unsigned d = 0; d < ti->ndim && u < len; d++)
+        u += (size_t)snprintf(buf + u, len - u, "%s%llu", d ? ", " : "", (unsigned long long)ti->shape[d]);
+    if (u < len)
+        snprintf(buf + u, len - u, "]");
+}
+
+static const char *base_name(const char *p)
+{
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+static int inspect_json(const pcbm_model *m)
+{
+    json_t *root = json_object(), *arr = json_array();
+    for (size_t i = 0; i < pcbm_model_num_tensors(m); i++) {
+        pcbm_tensor_info ti;
+        pcbm_model_tensor(m, i, &ti);
+        json_t *t = json_object(), *shape = json_array();
+        for (unsigned d = 0; d < ti.ndim; d++)
+            json_array_append_new(shape, json_integer((json_int_t)ti.shape[d]));
+        json_object_set_new(t, "name", json_string(ti.name));
+        json_object_set_new(t, "dtype", json_string(pcbm_dtype_name(ti.dtype)));
+        json_object_set_new(t, "shape", shape);
+        json_object_set_new(t, "bytes", json_integer((json_int_t)ti.nbytes));
+        json_object_set_new(t, "shard", json_string(base_name(ti.file)));
+        json_object_set_new(t, "offset", json_integer((json_int_t)ti.offset));
+        json_array_append_new(arr, t);
+    }
+    json_object_set_new(root, "path", json_string(pcbm_model_path(m)));
+    json_object_set_new(root, "valid", json_true());
+    json_object_set_new(root, "tensors", arr);
+    json_object_set_new(root, "num_tensors", json_integer((json_int_t)pcbm_model_num_tensors(m)));
+    json_object_set_new(root, "num_files", json_integer((json_int_t)pcbm_model_num_files(m)));
+    json_object_set_new(root, "total_bytes", json_integer((json_int_t)pcbm_model_total_bytes(m)));
+    char *s = json_dumps(root, JSON_INDENT(2));
+    puts(s);
+    free(s);
+    json_decref(root);
+    return 0;
+}
+
+static int inspect_text(const pcbm_model *m)
+{
+    uint64_t params = 0;
+    printf("%-56s %-6s %-22s %14s  %s\n", "tensor", "dtype", "shape", "bytes", "shard");
+    for (size_t i = 0; i < pcbm_model_num_tensors(m); i++) {
+        pcbm_tensor_info ti;
+        pcbm_model_tensor(m, i, &ti);
+        char shape[128];
+        shape_str(&ti, shape, sizeof shape);
+        printf("%-56s %-6s %-22s %14llu  %s\n", ti.name, pcbm_dtype_name(ti.dtype), shape,
+               (unsigned long long)ti.nbytes, base_name(ti.file));
+        params += ti.numel;
+    }
+    printf("%zu tensors in %zu file(s), %llu elements, %llu bytes of tensor data; valid\n",
+           pcbm_model_num_tensors(m), pcbm_model_num_files(m), (unsigned long long)params,
+           (unsigned long long)pcbm_model_total_bytes(m));
+    return 0;
+}
+
+static int cmd_inspect(int argc, char **argv)
+{
+    const char *path = NULL;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json"))
+            json = 1;
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            puts("usage: pcbmerge inspect MODEL [--json]\n"
+                 "MODEL: a directory (model.safetensors, or model.safetensors.index.json + shards)\n"
+                 "or one .safetensors file. Lists every tensor and validates the files.");
+            return 0;
+        } else if (argv[i][0] == '-' && argv[i][1])
+            return usage_error("inspect: unknown option %s", argv[i]);
+        else if (path)
+            return usage_error("inspect takes one model, got a second: %s", argv[i]);
+        else
+            path = argv[i];
+    }
+    if (!path)
+        return usage_error("%s", "inspect needs a model path");
+    pcbm_model *m = NULL;
+    pcbm_error err;
+    if (pcbm_model_open(path, &m, &err) != PCBM_OK)
+        return fail(&err);
+    int rc = json ? inspect_json(m) : inspect_text(m);
+    pcbm_model_close(m);
+    return rc;
+}
+
+/* ---- merge ------------------------------------------------------------------------------ */
+
+enum {
+    O_BASE = 256, O_OUT, O_METHOD, O_DENSITY, O_LAMBDA, O_LAMBDAS, O_WEIGHTS, O_CLAMP, O_SCOPE,
+    O_EXACT, O_SEED, O_DTYPE, O_EXCLUDE, O_ALLOW_EXTRA, O_ALLOW_NONFINITE, O_MEM, O_THREADS, O_IO,
+    O_BLOCK, O_SHARD, O_FORCE, O_PROGRESS, O_QUIET, O_STATS, O_HELP
+};
+
+static const struct option merge_opts[] = {
+    {"base", required_argument, 0, O_BASE},       {"out", required_argument, 0, O_OUT},
+    {"method", required_argument, 0, O_METHOD},   {"density", required_argument, 0, O_DENSITY},
+    {"lambda", required_argument, 0, O_LAMBDA},   {"lambdas", required_argument, 0, O_LAMBDAS},
+    {"weights", required_argument, 0, O_WEIGHTS}, {"clamp-ratio", required_argument, 0, O_CLAMP},
+    {"scope", required_argument, 0, O_SCOPE},     {"exact", no_argument, 0, O_EXACT},
+    {"seed", required_argument, 0, O_SEED},       {"dtype", required_argument, 0, O_DTYPE},
+    {"exclude", required_argument, 0, O_EXCLUDE}, {"allow-extra", no_argument, 0, O_ALLOW_EXTRA},
+    {"allow-nonfinite", no_argument, 0, O_ALLOW_NONFINITE},
+    {"mem", required_argument, 0, O_MEM},         {"threads", required_argument, 0, O_THREADS},
+    {"io", required_argument, 0, O_IO},           {"block-size", required_argument, 0, O_BLOCK},
+    {"shard-size", required_argument, 0, O_SHARD},{"force", no_argument, 0, O_FORCE},
+    {"progress", required_argument, 0, O_PROGRESS},{"quiet", no_argument, 0, O_QUIET},
+    {"stats", required_argument, 0, O_STATS},     {"help", no_argument, 0, O_HELP},
+    {0, 0, 0, 0}};
+
+typedef struct merge_args {
+    pcbm_merge_opts o;
+    double lambdas[PCBM_MAX_TASKS], weights[PCBM_MAX_TASKS];
+    int nlambdas, nweights;
+    const char *exclude[256];
+} merge_args;
+
+static int parse_size_opt(const char *name, const char *v, uint64_t *out)
+{
+    if (pcbm_parse_size(v, out) != 0)
+        return usage_error(name, v);
+    return 0;
+}
+
+static int set_merge_opt(merge_args *a, int c, const char *v)
+{
+    pcbm_merge_opts *o = &a->o;
+    double x;
+    switch (c) {
+    case O_BASE: o->base = v; break;
+    case O_OUT: o->out = v; break;
+    case O_METHOD:
+        if ((o->method = pcbm_method_parse(v)) == PCBM_METHOD_COUNT)
+            return usage_error("unknown --method %s (pcb, ties, dare_linear, dare_ties, "
+                               "task_arithmetic, linear)", v);
+        break;
+    case O_DENSITY:
+        if (!parse_double(v, &o->density)) return usage_error("--density needs a number, got %s", v);
+        break;
+    case O_LAMBDA:
+        if (!parse_double(v, &o->lambda)) return usage_error("--lambda needs a number, got %s", v);
+        break;
+    case O_LAMBDAS:
+        if ((a->nlambdas = parse_list(v, a->lambdas, PCBM_MAX_TASKS)) <= 0)
+            return usage_error("--lambdas needs comma-separated numbers, got %s", v);
+        break;
+    case O_WEIGHTS:
+        if ((a->nweights = parse_list(v, a->weights, PCBM_MAX_TASKS)) <= 0)
+            return usage_error("--weights needs comma-separated numbers, got %s", v);
+        break;
+    case O_CLAMP:
+        if (!parse_double(v, &o->clamp_ratio)) return usage_error("--clamp-ratio needs a number, got %s", v);
+        break;
+    case O_SCOPE:
+        if (!strcmp(v, "global")) o->scope = PCBM_SCOPE_GLOBAL;
+        else if (!strcmp(v, "tensor")) o->scope = PCBM_SCOPE_TENSOR;
+        else return usage_error("--scope is global or tensor, got %s", v);
+        break;
+    case O_EXACT: o->exact = 1; break;
+    case O_SEED:
+        if (!parse_double(v, &x) || x < 0 || x != (double)(uint64_t)x)
+            return usage_error("--seed needs a non-negative integer, got %s", v);
+        o->seed = strtoull(v, NULL, 10);
+        break;
+    case O_DTYPE:
+        if (!strcmp(v, "base")) o->out_dtype = PCBM_DTYPE_BASE;
+        else if (!strcmp(v, "bf16")) o->out_dtype = PCBM_DT_BF16;
+        else if (!strcmp(v, "f16")) o->out_dtype = PCBM_DT_F16;
+        else if (!strcmp(v, "f32")) o->out_dtype = PCBM_DT_F32;
+        else return usage_error("--dtype is bf16, f16, f32 or base, got %s", v);
+        break;
+    case O_EXCLUDE:
+        if (o->nexclude >= 256) return usage_error("too many --exclude patterns (max 256)%s", "");
+        a->exclude[o->nexclude++] = v;
+        break;
+    case O_ALLOW_EXTRA: o->allow_extra = 1; break;
+    case O_ALLOW_NONFINITE: o->allow_nonfinite = 1; break;
+    case O_MEM: return parse_size_opt("--mem needs a size such as 512M or 4G, got %s", v, &o->mem_bytes);
+    case O_THREADS:
+        if (!parse_double(v, &x) || x < 1 || x > 256 || x != (int)x)
+            return usage_error("--threads needs an integer from 1 to 256, got %s", v);
+        o->threads = (unsigned)x;
+        break;
+    case O_IO:
+        if (!strcmp(v, "auto")) o->io = PCBM_IO_AUTO;
+        else if (!strcmp(v, "uring")) o->io = PCBM_IO_URING;
+        else if (!strcmp(v, "pread")) o->io = PCBM_IO_PREAD;
+        else return usage_error("--io is auto, uring or pread, got %s", v);
+        break;
+    case O_BLOCK: return parse_size_opt("--block-size needs a size such as 1M, got %s", v, &o->block_bytes);
+    case O_SHARD: return parse_size_opt("--shard-size needs a size such as 5GB, got %s", v, &o->shard_bytes);
+    case O_FORCE: o->force = 1; break;
+    case O_PROGRESS:
+        if (!strcmp(v, "auto")) o->progress = PCBM_PROGRESS_AUTO;
+        else if (!strcmp(v, "json")) o->progress = PCBM_PROGRESS_JSON;
+        else if (!strcmp(v, "none")) o->progress = PCBM_PROGRESS_NONE;
+        else return usage_error("--progress is auto, json or none, got %s", v);
+        break;
+    case O_QUIET: o->quiet = 1; break;
+    case O_STATS: o->stats_in = v; break;
+    default: return usage_error("%s", "unknown option");
+    }
+    return 0;
+}
+
+static int cmd_merge(int argc, char **argv)
+{
+    merge_args *a = calloc(1, sizeof *a);
+    pcbm_merge_opts_init(&a->o);
+    a->o.exclude = a->exclude;
+    int c, rc = 0;
+    optind = 1;
+    opterr = 0;
+    while (rc == 0 && (c = getopt_long(argc, argv, "", merge_opts, NULL)) != -1) {
+        if (c == O_HELP) {
+            fputs(usage_text, stdout);
+            free(a);
+            return 0;
+        }
+        if (c == '?')
+            rc = usage_error("merge: unknown or incomplete option %s", argv[optind - 1]);
+        else
+            rc = set_merge_opt(a, c, optarg);
+    }
+    if (rc == 0) {
+        a->o.tasks = (const char *const *)&argv[optind];
+        a->o.ntasks = (unsigned)(argc - optind);
+        if (!a->o.base || !a->o.out)
+            rc = usage_error("%s", "merge needs --base DIR and --out DIR");
+        else if (a->o.ntasks == 0)
+            rc = usage_error("%s", "merge needs at least one task model after the options");
+        else if (a->nlambdas && (unsigned)a->nlambdas != a->o.ntasks)
+            rc = usage_error("--lambdas needs one value per task model (%s)", "count differs");
+        else if (a->nweights && (unsigned)a->nweights != a->o.ntasks)
+            rc = usage_error("--weights needs one value per task model (%s)", "count differs");
+    }
+    if (rc == 0) {
+        if (a->nlambdas)
+            a->o.lambdas = a->lambdas;
+        if (a->nweights)
+            a->o.weights = a->weights;
+        pcbm_error err;
+        if (pcbm_merge(&a->o, &err) != PCBM_OK)
+            rc = fail(&err);
+    }
+    free(a);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage_error("%s", "missing command (merge, inspect)");
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+        printf("pcbmerge %s\n", pcbm_version());
+        return 0;
+    }
+    if (!strcmp(cmd, "merge"))
+        return cmd_merge(argc - 1, argv + 1);
+    if (!strcmp(cmd, "inspect"))
+        return cmd_inspect(argc - 1, argv + 1);
+    return usage_error("unknown command %s (merge, inspect)", cmd);
+}

@@ -1,0 +1,376 @@
+/*
+ * run.c — pcbm_merge(): the whole merge as a user runs it. Validates options, opens and
+ * cross-checks every model before any heavy I/O, sizes the engine from --mem, runs the method's
+ * passes into a partial directory, writes the index, side files and merge_report.json, and
+ * publishes OUT with one atomic rename. A failed merge leaves nothing that looks like a model.
+ */
+#include "merge.h"
+
+#include "../writer/output.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#define RESERVED_MISC (4u << 20) /* model tables, rings and other small allocations */
+
+static const char *const method_names[PCBM_METHOD_COUNT] = {
+    [PCBM_METHOD_PCB] = "pcb",
+    [PCBM_METHOD_TIES] = "ties",
+    [PCBM_METHOD_DARE_LINEAR] = "dare_linear",
+    [PCBM_METHOD_DARE_TIES] = "dare_ties",
+    [PCBM_METHOD_TASK_ARITHMETIC] = "task_arithmetic",
+    [PCBM_METHOD_LINEAR] = "linear",
+};
+
+const char *pcbm_method_name(pcbm_method m)
+{
+    return (unsigned)m < PCBM_METHOD_COUNT ? method_names[m] : "unknown";
+}
+
+pcbm_method pcbm_method_parse(const char *s)
+{
+    for (unsigned m = 0; m < PCBM_METHOD_COUNT; m++)
+        if (strcmp(s, method_names[m]) == 0)
+            return (pcbm_method)m;
+    return PCBM_METHOD_COUNT;
+}
+
+void pcbm_merge_opts_init(pcbm_merge_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->method = PCBM_METHOD_PCB;
+    o->density = 0.1;
+    o->lambda = 1.0;
+    o->clamp_ratio = 1e-4;
+    o->scope = PCBM_SCOPE_GLOBAL;
+    o->mem_bytes = 1ull << 30;
+    o->io = PCBM_IO_AUTO;
+    o->shard_bytes = 5000000000ull;
+    o->out_dtype = PCBM_DTYPE_BASE;
+}
+
+static pcbm_status check_opts(const pcbm_merge_opts *o, pcbm_error *err)
+{
+    if (!o->base || !o->out)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "--base and --out are required");
+    if (o->ntasks < 1 || o->ntasks > PCBM_MAX_TASKS)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "give 1 to %d task models (got %u)", PCBM_MAX_TASKS,
+                         o->ntasks);
+    if ((unsigned)o->method >= PCBM_METHOD_COUNT)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "unknown method");
+    if (!(o->density > 0.0 && o->density <= 1.0))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "--density must be in (0, 1], got %g", o->density);
+    if (!(o->clamp_ratio >= 0.0 && o->clamp_ratio < 0.5))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "--clamp-ratio must be in [0, 0.5), got %g",
+                         o->clamp_ratio);
+    if (!isfinite(o->lambda))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "--lambda must be a finite number");
+    if (o->lambdas && (o->method == PCBM_METHOD_TIES || o->method == PCBM_METHOD_DARE_TIES ||
+                       o->method == PCBM_METHOD_LINEAR))
+        return pcbm_fail(err, PCBM_ERR_USAGE,
+                         "--lambdas applies to pcb, task_arithmetic and dare_linear; %s takes one "
+                         "--lambda (linear takes --weights)", pcbm_method_name(o->method));
+    if (o->weights && o->method != PCBM_METHOD_LINEAR)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "--weights applies to the linear method only");
+    if (o->weights) {
+        double s = 0;
+        for (unsigned i = 0; i < o->ntasks; i++)
+            s += o->weights[i];
+        if (!(s != 0.0) || !isfinite(s))
+            return pcbm_fail(err, PCBM_ERR_USAGE, "--weights must have a finite, non-zero sum");
+    }
+    if (o->out_dtype != PCBM_DTYPE_BASE && !pcbm_dtype_is_mergeable(o->out_dtype))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "--dtype must be bf16, f16, f32 or base");
+    if (o->shard_bytes == 0)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "--shard-size must be positive");
+    if (o->stats_in)
+        return pcbm_fail(err, PCBM_ERR_UNSUPPORTED, "--stats is not implemented yet");
+    return PCBM_OK;
+}
+
+static unsigned default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+static char *params_json(const pcbm_merge_opts *o)
+{
+    json_t *p = json_object();
+    json_object_set_new(p, "method", json_string(pcbm_method_name(o->method)));
+    json_object_set_new(p, "density", json_real(o->density));
+    json_object_set_new(p, "lambda", json_real(o->lambda));
+    if (o->lambdas) {
+        json_t *a = json_array();
+        for (unsigned i = 0; i < o->ntasks; i++)
+            json_array_append_new(a, json_real(o->lambdas[i]));
+        json_object_set_new(p, "lambdas", a);
+    }
+    if (o->weights) {
+        json_t *a = json_array();
+        for (unsigned i = 0; i < o->ntasks; i++)
+            json_array_append_new(a, json_real(o->weights[i]));
+        json_object_set_new(p, "weights", a);
+    }
+    json_object_set_new(p, "clamp_ratio", json_real(o->clamp_ratio));
+    json_object_set_new(p, "scope", json_string(o->scope == PCBM_SCOPE_GLOBAL ? "global" : "tensor"));
+    json_object_set_new(p, "exact", json_boolean(o->exact));
+    json_object_set_new(p, "seed", json_integer((json_int_t)o->seed));
+    json_object_set_new(p, "dtype", json_string(o->out_dtype == PCBM_DTYPE_BASE
+                                                    ? "base" : pcbm_dtype_name(o->out_dtype)));
+    if (o->nexclude) {
+        json_t *a = json_array();
+        for (unsigned i = 0; i < o->nexclude; i++)
+            json_array_append_new(a, json_string(o->exclude[i]));
+        json_object_set_new(p, "exclude", a);
+    }
+    char *s = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    return s;
+}
+
+static uint64_t peak_rss_bytes(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (uint64_t)ru.ru_maxrss * 1024;
+}
+
+static json_t *json_num_or_null(double v, bool have)
+{
+    return have && isfinite(v) ? json_real(v) : json_null();
+}
+
+static char *report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, double secs)
+{
+    const pcbm_merge_opts *o = mc->o;
+    const pcbm_plan *p = mc->plan;
+    json_t *r = json_object();
+    json_object_set_new(r, "tool", json_string("pcbmerge"));
+    json_object_set_new(r, "version", json_string(PCBM_VERSION_STRING));
+    json_object_set_new(r, "method", json_string(pcbm_method_name(o->method)));
+    char *pj = params_json(o);
+    json_object_set_new(r, "params", json_loads(pj, 0, NULL));
+    free(pj);
+    json_object_set_new(r, "base", json_string(o->base));
+    json_object_set_new(r, "d", json_integer((json_int_t)p->d));
+    json_object_set_new(r, "tensors_merged", json_integer((json_int_t)p->nmerge));
+    json_object_set_new(r, "tensors_copied", json_integer((json_int_t)(p->nt - p->nmerge)));
+    bool global_stats = o->scope == PCBM_SCOPE_GLOBAL;
+    bool is_pcb = o->method == PCBM_METHOD_PCB, is_ties = o->method == PCBM_METHOD_TIES;
+    json_t *tasks = json_array();
+    for (unsigned i = 0; i < mc->ntasks; i++) {
+        const pcbm_task_stats *ts = &mc->task[i];
+        json_t *t = json_object();
+        json_object_set_new(t, "path", json_string(o->tasks[i]));
+        json_object_set_new(t, "lambda", json_real(mc->lam[i]));
+        json_object_set_new(t, "lo", json_num_or_null(ts->lo, is_pcb && global_stats));
+        json_object_set_new(t, "hi", json_num_or_null(ts->hi, is_pcb && global_stats));
+        json_object_set_new(t, "threshold",
+                            json_num_or_null(ts->threshold, (is_pcb || is_ties) && global_stats));
+        json_object_set_new(t, "max", json_num_or_null(ts->max, is_pcb && global_stats));
+        json_object_set_new(t, "kept", json_integer((json_int_t)ts->kept));
+        json_object_set_new(t, "kept_fraction", json_real(p->d ? (double)ts->kept / (double)p->d : 0));
+        json_array_append_new(tasks, t);
+    }
+    json_object_set_new(r, "tasks", tasks);
+    json_t *passes = json_array();
+    for (unsigned i = 0; i < er->npasses; i++) {
+        json_t *ps = json_object();
+        json_object_set_new(ps, "name", json_string(er->passes[i].name));
+        json_object_set_new(ps, "bytes_read", json_integer((json_int_t)er->passes[i].bytes_read));
+        json_object_set_new(ps, "bytes_written", json_integer((json_int_t)er->passes[i].bytes_written));
+        json_object_set_new(ps, "seconds", json_real(er->passes[i].seconds));
+        json_array_append_new(passes, ps);
+    }
+    json_object_set_new(r, "passes", passes);
+    uint64_t input = p->merge_in_bytes + p->copy_in_bytes;
+    json_object_set_new(r, "input_bytes", json_integer((json_int_t)input));
+    json_object_set_new(r, "bytes_read", json_integer((json_int_t)er->bytes_read));
+    json_object_set_new(r, "read_ratio", json_real(input ? (double)er->bytes_read / (double)input : 0));
+    json_object_set_new(r, "bytes_written", json_integer((json_int_t)er->bytes_written));
+    json_object_set_new(r, "io_backend", json_string(er->backend ? er->backend : ""));
+    json_object_set_new(r, "threads", json_integer(er->threads));
+    json_object_set_new(r, "mem_limit", json_integer((json_int_t)o->mem_bytes));
+    json_object_set_new(r, "buffer_bytes", json_integer((json_int_t)er->buffer_bytes));
+    json_object_set_new(r, "block_elems", json_integer((json_int_t)er->block_elems));
+    json_object_set_new(r, "peak_rss", json_integer((json_int_t)peak_rss_bytes()));
+    json_object_set_new(r, "seconds", json_real(secs));
+    char *s = json_dumps(r, JSON_INDENT(2));
+    json_decref(r);
+    return s;
+}
+
+static void print_summary(const pcbm_mctx *mc, const pcbm_engine_report *er, double secs)
+{
+    const pcbm_merge_opts *o = mc->o;
+    const pcbm_plan *p = mc->plan;
+    char a[32], b[32], c[32];
+    pcbm_info("%s merge of %u task model(s): %llu elements in %zu tensors merged, %zu copied",
+              pcbm_method_name(o->method), mc->ntasks, (unsigned long long)p->d, p->nmerge,
+              p->nt - p->nmerge);
+    bool stats = o->scope == PCBM_SCOPE_GLOBAL &&
+                 (o->method == PCBM_METHOD_PCB || o->method == PCBM_METHOD_TIES);
+    for (unsigned i = 0; i < mc->ntasks && p->d; i++) {
+        const pcbm_task_stats *ts = &mc->task[i];
+        double kf = (double)ts->kept / (double)p->d;
+        if (stats && o->method == PCBM_METHOD_PCB)
+            pcbm_info("  task %u: lo %.6g  hi %.6g  threshold %.6g  max %.6g  kept %.4f%%", i + 1,
+                      ts->lo, ts->hi, ts->threshold, ts->max, 100 * kf);
+        else if (stats)
+            pcbm_info("  task %u: threshold %.6g  kept %.4f%%", i + 1, ts->threshold, 100 * kf);
+        else
+            pcbm_info("  task %u: kept %.4f%%", i + 1, 100 * kf);
+    }
+    for (unsigned i = 0; i < er->npasses; i++) {
+        const pcbm_pass_report *pr = &er->passes[i];
+        pcbm_info("  pass %-10s read %s  wrote %s  %.2f s  %.2f GB/s", pr->name,
+                  pcbm_fmt_bytes(pr->bytes_read, a, sizeof a),
+                  pcbm_fmt_bytes(pr->bytes_written, b, sizeof b), pr->seconds,
+                  pr->seconds > 0 ? (double)(pr->bytes_read + pr->bytes_written) / pr->seconds / 1e9 : 0);
+    }
+    uint64_t input = p->merge_in_bytes + p->copy_in_bytes;
+    pcbm_info("  read %s = %.2f x the inputs; %.2f s; peak memory %s (limit %s); I/O %s, %u threads",
+              pcbm_fmt_bytes(er->bytes_read, a, sizeof a),
+              input ? (double)er->bytes_read / (double)input : 0.0, secs,
+              pcbm_fmt_bytes(peak_rss_bytes(), b, sizeof b), pcbm_fmt_bytes(o->mem_bytes, c, sizeof c),
+              er->backend ? er->backend : "?", er->threads);
+}
+
+static pcbm_status open_models(const pcbm_merge_opts *o, pcbm_model **models, pcbm_error *err)
+{
+    pcbm_status st = pcbm_model_open(o->base, &models[0], err);
+    for (unsigned i = 0; st == PCBM_OK && i < o->ntasks; i++)
+        st = pcbm_model_open(o->tasks[i], &models[i + 1], err);
+    return st;
+}
+
+static pcbm_status write_outputs(const pcbm_mctx *mc, const pcbm_outdir *od, char *report,
+                                 pcbm_error *err)
+{
+    const pcbm_outplan *op = &mc->plan->out;
+    pcbm_status st = PCBM_OK;
+    if (op->index_json)
+        st = pcbm_outdir_write(od, PCBM_INDEX_NAME, op->index_json, strlen(op->index_json), err);
+    if (st == PCBM_OK)
+        st = pcbm_copy_side_files(mc->plan->models[0], od->partial, err);
+    if (st == PCBM_OK)
+        st = pcbm_outdir_write(od, "merge_report.json", report, strlen(report), err);
+    return st;
+}
+
+typedef struct merge_run {
+    pcbm_model *models[PCBM_MAX_MODELS];
+    pcbm_plan plan;
+    bool plan_ok;
+    pcbm_engine *eng;
+    pcbm_outdir od;
+    bool od_ok;
+    pcbm_mctx mc;
+    char *params;
+} merge_run;
+
+static pcbm_status setup(merge_run *r, const pcbm_merge_opts *o, unsigned threads, pcbm_error *err)
+{
+    pcbm_status st = open_models(o, r->models, err);
+    if (st != PCBM_OK)
+        return st;
+    r->params = params_json(o);
+    const char *meta[] = {"pcbmerge_version", PCBM_VERSION_STRING, "merge_method",
+                          pcbm_method_name(o->method), "merge_params", r->params};
+    pcbm_plan_opts po = {.exclude = o->exclude, .nexclude = o->nexclude,
+                         .allow_extra = o->allow_extra, .out_dtype = o->out_dtype,
+                         .shard_bytes = o->shard_bytes, .meta = meta, .nmeta = 6};
+    if ((st = pcbm_plan_build(r->models, o->ntasks + 1, &po, &r->plan, err)) != PCBM_OK)
+        return st;
+    r->plan_ok = true;
+    if (r->plan.d == 0)
+        pcbm_warn("no tensor is merged (all are excluded, non-float or missing from a task "
+                  "model): the output is a copy of the base");
+
+    pcbm_mctx *mc = &r->mc;
+    mc->o = o;
+    mc->plan = &r->plan;
+    mc->ntasks = o->ntasks;
+    mc->threads = threads;
+    mc->per_task_lambdas = o->lambdas != NULL;
+    for (unsigned i = 0; i < o->ntasks; i++)
+        mc->lam[i] = (float)(o->lambdas ? o->lambdas[i] : o->lambda);
+    mc->scratch_floats = (size_t)(1 + 2 * o->ntasks + 4) * PCBM_TILE;
+    mc->scratch = pcbm_alloc_aligned((size_t)threads * mc->scratch_floats * sizeof(float));
+    mc->kept_local = pcbm_calloc((size_t)threads * o->ntasks, sizeof(uint64_t));
+    if (!mc->scratch || !mc->kept_local)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+
+    uint64_t reserved = RESERVED_MISC + pcbm_method_stats_bytes(o, threads) +
+                        (uint64_t)threads * mc->scratch_floats * sizeof(float);
+    pcbm_engine_cfg ec = {.mem_bytes = o->mem_bytes, .reserved_bytes = reserved,
+                          .threads = threads, .io = o->io, .block_bytes = o->block_bytes,
+                          .progress = o->progress, .quiet = o->quiet};
+    if ((st = pcbm_outdir_begin(&r->od, o->out, o->force, err)) != PCBM_OK)
+        return st;
+    r->od_ok = true;
+    ec.out_dir = r->od.partial;
+    if ((st = pcbm_outdir_check_space(&r->od, r->plan.out.total_file_bytes, err)) != PCBM_OK)
+        return st;
+    if ((st = pcbm_engine_create(&r->plan, &ec, &r->eng, err)) != PCBM_OK)
+        return st;
+    mc->eng = r->eng;
+    return PCBM_OK;
+}
+
+static void teardown(merge_run *r, const pcbm_merge_opts *o, bool failed)
+{
+    pcbm_engine_destroy(r->eng);
+    if (r->od_ok && failed)
+        pcbm_outdir_discard(&r->od);
+    pcbm_outdir_free(&r->od);
+    if (r->plan_ok)
+        pcbm_plan_free(&r->plan);
+    for (unsigned i = 0; i <= o->ntasks && i < PCBM_MAX_MODELS; i++)
+        pcbm_model_close(r->models[i]);
+    pcbm_free_aligned(r->mc.scratch);
+    free(r->mc.kept_local);
+    free(r->params);
+}
+
+pcbm_status pcbm_merge(const pcbm_merge_opts *o, pcbm_error *err)
+{
+    pcbm_error_clear(err);
+    pcbm_status st = check_opts(o, err);
+    if (st != PCBM_OK)
+        return st;
+    pcbm_log_level = o->quiet ? 0 : 1;
+    double t0 = pcbm_now();
+    unsigned threads = o->threads ? o->threads : default_threads();
+    merge_run *r = pcbm_calloc(1, sizeof *r);
+    if (!r)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    st = setup(r, o, threads, err);
+    if (st == PCBM_OK)
+        st = pcbm_method_run(&r->mc, err);
+    if (st == PCBM_OK)
+        st = pcbm_engine_finish_output(r->eng, err);
+    if (st == PCBM_OK) {
+        double secs = pcbm_now() - t0;
+        const pcbm_engine_report *er = pcbm_engine_get_report(r->eng);
+        char *rep = report_json(&r->mc, er, secs);
+        st = rep ? write_outputs(&r->mc, &r->od, rep, err)
+                 : pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory writing the report");
+        free(rep);
+        if (st == PCBM_OK)
+            st = pcbm_outdir_publish(&r->od, err);
+        if (st == PCBM_OK) {
+            print_summary(&r->mc, er, secs);
+            pcbm_info("wrote %s", o->out);
+        }
+    }
+    teardown(r, o, st != PCBM_OK);
+    free(r);
+    return st;
+}

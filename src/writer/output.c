@@ -1,0 +1,175 @@
+/*
+ * output.c — partial directory, free-space check, small file writes and atomic publication.
+ */
+#include "output.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#define PARTIAL_SUFFIX ".partial"
+
+static char *parent_of(const char *path)
+{
+    char *tmp = pcbm_strdup(path);
+    if (!tmp)
+        return NULL;
+    char *par = pcbm_strdup(dirname(tmp));
+    free(tmp);
+    return par;
+}
+
+static int remove_tree(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return errno == ENOENT ? 0 : -errno;
+    struct dirent *de;
+    int rc = 0;
+    while ((de = readdir(d)) != NULL) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", path, de->d_name);
+        struct stat sb;
+        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
+            rc = remove_tree(p);
+        else if (unlink(p) != 0)
+            rc = -errno;
+        if (rc)
+            break;
+    }
+    closedir(d);
+    if (rc == 0 && rmdir(path) != 0)
+        rc = -errno;
+    return rc;
+}
+
+pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, pcbm_error *err)
+{
+    memset(od, 0, sizeof *od);
+    size_t n = strlen(out);
+    while (n > 1 && out[n - 1] == '/')
+        n--;
+    od->final = strndup(out, n);
+    od->partial = pcbm_malloc(n + sizeof PARTIAL_SUFFIX);
+    if (!od->final || !od->partial)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    memcpy(od->partial, od->final, n);
+    memcpy(od->partial + n, PARTIAL_SUFFIX, sizeof PARTIAL_SUFFIX);
+    struct stat sb;
+    if (stat(od->final, &sb) == 0)
+        return pcbm_fail(err, PCBM_ERR_EXISTS,
+                         "output %s already exists: choose another --out or remove it first",
+                         od->final);
+    if (stat(od->partial, &sb) == 0) {
+        if (!force)
+            return pcbm_fail(err, PCBM_ERR_EXISTS,
+                             "%s holds an unfinished earlier merge into %s: pass --force to "
+                             "discard it and start over (--resume is not available yet)",
+                             od->partial, od->final);
+        int rc = remove_tree(od->partial);
+        if (rc)
+            return pcbm_fail(err, PCBM_ERR_IO, "cannot remove %s: %s", od->partial, strerror(-rc));
+    }
+    if (mkdir(od->partial, 0755) != 0) {
+        int e = errno;
+        return pcbm_fail(err, e == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
+                         "cannot create %s: %s%s", od->partial, strerror(e),
+                         e == ENOENT ? " (does the parent directory exist?)" : "");
+    }
+    return PCBM_OK;
+}
+
+pcbm_status pcbm_outdir_check_space(const pcbm_outdir *od, uint64_t need, pcbm_error *err)
+{
+    struct statvfs vf;
+    if (statvfs(od->partial, &vf) != 0)
+        return PCBM_OK; /* cannot tell: the writes will say */
+    uint64_t avail = (uint64_t)vf.f_bavail * vf.f_frsize;
+    if (avail >= need)
+        return PCBM_OK;
+    char a[32], b[32];
+    return pcbm_fail(err, PCBM_ERR_NOSPACE,
+                     "not enough free space for the output in %s: the merged model needs %s, "
+                     "the filesystem has %s free; free space or choose another --out",
+                     od->partial, pcbm_fmt_bytes(need, a, sizeof a), pcbm_fmt_bytes(avail, b, sizeof b));
+}
+
+pcbm_status pcbm_outdir_write(const pcbm_outdir *od, const char *name, const void *buf, size_t len,
+                              pcbm_error *err)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", od->partial, name);
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return pcbm_fail(err, errno == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
+                         "cannot create %s: %s", p, strerror(errno));
+    const char *c = buf;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, c + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int e = w < 0 ? errno : ENOSPC;
+            close(fd);
+            return pcbm_fail(err, e == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
+                             "write error in %s at offset %zu: %s", p, done, strerror(e));
+        }
+        done += (size_t)w;
+    }
+    if (fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot fsync %s: %s", p, strerror(e));
+    }
+    close(fd);
+    return PCBM_OK;
+}
+
+static int fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return rc;
+}
+
+pcbm_status pcbm_outdir_publish(pcbm_outdir *od, pcbm_error *err)
+{
+    int rc = fsync_dir(od->partial);
+    if (rc)
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot fsync %s: %s", od->partial, strerror(-rc));
+    if (rename(od->partial, od->final) != 0)
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot rename %s to %s: %s", od->partial, od->final,
+                         strerror(errno));
+    char *par = parent_of(od->final);
+    if (par) {
+        fsync_dir(par);
+        free(par);
+    }
+    return PCBM_OK;
+}
+
+void pcbm_outdir_discard(pcbm_outdir *od)
+{
+    if (od->partial)
+        remove_tree(od->partial);
+}
+
+void pcbm_outdir_free(pcbm_outdir *od)
+{
+    free(od->final);
+    free(od->partial);
+    memset(od, 0, sizeof *od);
+}
