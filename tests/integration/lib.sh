@@ -142,10 +142,9 @@ finish() {
 # float_tensors MODEL_DIR: how many F32/F16/BF16 tensors the model holds (tensor-scope tolerances
 # are per tensor: kept within 2 per tensor adds up to 2 × this).
 float_tensors() {
-    "$PY" - "$1" <<'PYEOF'
-import sys
-sys.path.insert(0, sys.argv[0] and __import__("os").environ.get("PCBM_ROOT", ".") + "/tests/reference")
+    "$PY" -c 'import sys
+sys.path.insert(0, sys.argv[1])
 from pcb_ref import read_model, FLOAT_DTYPES
-print(sum(1 for t in read_model(sys.argv[1]).values() if t.dtype in FLOAT_DTYPES))
-PYEOF
+print(sum(1 for t in read_model(sys.argv[2]).values() if t.dtype in FLOAT_DTYPES))' \
+        "$PCBM_ROOT/tests/reference" "$1"
 }
