@@ -1,8 +1,9 @@
 #!/bin/bash
 # run.sh — build the libFuzzer targets of the format layer (tests/fuzz/fuzz_*.c) with
 # -fsanitize=fuzzer,address,undefined, seed them from tests/corpus, run each for $FUZZ_SECONDS
-# seconds (default 60) with -max_len=65536. Exits non-zero on a finding (the input is kept in
-# build-fuzz/artifacts/). Grown corpora live in build-fuzz/corpus-NAME, never in tests/corpus.
+# seconds (default 60) with -max_len=65536; FUZZ_ONLY=header|json|index runs one target.
+# Exits non-zero on a finding (the input is kept in build-fuzz/artifacts/). Grown corpora live
+# in build-fuzz/corpus-NAME, never in tests/corpus.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
@@ -30,19 +31,38 @@ seed() { # seed NAME FILES...: copy seeds into the target's working corpus
 }
 seed header tests/corpus/bad/* tests/corpus/good/* tests/corpus/index/*/*.safetensors
 seed index tests/corpus/index/*/model.safetensors.index.json
+# fuzz_json seeds: 2-byte data length + the header JSON of every corpus file
+mkdir -p "$OUT/corpus-json"
+if [ -x /usr/bin/python3 ]; then
+    /usr/bin/python3 - "$OUT/corpus-json" tests/corpus/bad/* tests/corpus/good/* \
+        tests/corpus/index/*/*.safetensors <<'PY'
+import os, struct, sys
+out = sys.argv[1]
+for i, p in enumerate(sys.argv[2:]):
+    b = open(p, "rb").read()
+    if len(b) < 8:
+        continue
+    n = struct.unpack("<Q", b[:8])[0]
+    if 8 + n > len(b):
+        continue
+    data_len = (len(b) - 8 - n) & 0xFFFF
+    open(os.path.join(out, "seed-%03d" % i), "wb").write(struct.pack("<H", data_len) + b[8:8 + n])
+PY
+fi
 
 status=0
 for src in tests/fuzz/fuzz_*.c; do
     name=$(basename "$src" .c)
     target=${name#fuzz_}
     bin="$OUT/$name"
+    [ -n "${FUZZ_ONLY:-}" ] && [ "$target" != "$FUZZ_ONLY" ] && continue
     echo "fuzz: building $bin"
     # shellcheck disable=SC2086
     "$CC_FUZZ" $cflags -o "$bin" "$src" src/common/*.c src/format/*.c $libs
     mkdir -p "$OUT/corpus-$target"
     echo "fuzz: running $name for ${FUZZ_SECONDS}s"
     if "$bin" -max_total_time="$FUZZ_SECONDS" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-        -print_final_stats=1 -artifact_prefix="$OUT/artifacts/$name-" "$OUT/corpus-$target" \
+        -dict=tests/fuzz/safetensors.dict -print_final_stats=1 -artifact_prefix="$OUT/artifacts/$name-" "$OUT/corpus-$target" \
         >"$OUT/$name.log" 2>&1; then
         grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb)|Done [0-9]+ runs" \
             "$OUT/$name.log" | sed "s/^/fuzz: $name: /"

@@ -21,7 +21,7 @@
 
 #include "format/safetensors.h"
 
-static char tmp_root[PATH_MAX];
+static char tmp_root[PATH_MAX / 2];
 static char corpus_dir[PATH_MAX];
 static int case_no;
 
@@ -298,7 +298,8 @@ static void test_size_mismatch(void **state)
 {
     (void)state;
     bad_file("{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,20]}}", 20, "'w'",
-             "[0, 20]", "shape [2, 3] of F32 needs 24 bytes", "end - begin = product(shape) x element size", NULL);
+             "[0, 20]", "shape [2, 3] of F32 needs 24 bytes",
+             "end - begin = product(shape) x element size", NULL);
     bad_file("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4,
              "end - begin", NULL);
 }
