@@ -14,6 +14,7 @@ Exits 0 when valid, 1 with "st_check: FILE: reason" on stderr when a rule is bro
 """
 import json
 import os
+import signal
 import struct
 import sys
 
@@ -221,6 +222,7 @@ def values(t, b, n):
 
 
 def main(argv):
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet under `| head`
     args = [a for a in argv if not a.startswith("--")]
     nvals = 0
     if "--values" in argv:
