@@ -477,7 +477,7 @@ static void test_index_ok_and_order(void **state)
 static void test_index_traversal(void **state)
 {
     (void)state;
-    const char *names[] = {"../" SH1, "/abs/x.safetensors", "sub/x.safetensors",
+    const char *names[] = {("../" SH1), "/abs/x.safetensors", "sub/x.safetensors",
                            "sub\\\\x.safetensors", ".", "..", ""};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char json[512];
