@@ -175,6 +175,8 @@ typedef struct pcbm_merge_opts {
     double clamp_ratio;             /* PCB outlier clamp ratio c; 1e-4 */
     pcbm_scope scope;               /* global (paper) or per tensor */
     int exact;                      /* resolve every quantile exactly (extra passes) */
+    int streaming;                  /* PCB: use the 2-read streaming statistics even on models
+                                       small enough for the exact passes (tests, benchmarks) */
     uint64_t seed;                  /* DARE mask seed */
 
     uint64_t mem_bytes;             /* memory budget for every buffer; 1 GiB */

@@ -35,6 +35,7 @@ static const char usage_text[] =
     "  --scope S           global (the paper: statistics over the whole model, default) or\n"
     "                      tensor (every statistic per tensor, as per-tensor LLM tools do)\n"
     "  --exact             resolve every quantile exactly (extra passes over the inputs)\n"
+    "  --streaming         pcb: use the two-read streaming statistics even below 64M elements\n"
     "  --seed S            DARE random seed (default 0)\n"
     "  --dtype T           output dtype: base (default: each tensor keeps the base's), bf16, f16, f32\n"
     "  --exclude REGEX     copy tensors whose name matches (POSIX ERE, matched anywhere in the\n"
@@ -191,7 +192,7 @@ static int cmd_inspect(int argc, char **argv)
 
 enum {
     O_BASE = 256, O_OUT, O_METHOD, O_DENSITY, O_LAMBDA, O_LAMBDAS, O_WEIGHTS, O_CLAMP, O_SCOPE,
-    O_EXACT, O_SEED, O_DTYPE, O_EXCLUDE, O_ALLOW_EXTRA, O_ALLOW_NONFINITE, O_MEM, O_THREADS, O_IO,
+    O_EXACT, O_STREAMING, O_SEED, O_DTYPE, O_EXCLUDE, O_ALLOW_EXTRA, O_ALLOW_NONFINITE, O_MEM, O_THREADS, O_IO,
     O_BLOCK, O_SHARD, O_FORCE, O_PROGRESS, O_QUIET, O_STATS, O_HELP
 };
 
@@ -201,6 +202,7 @@ static const struct option merge_opts[] = {
     {"lambda", required_argument, 0, O_LAMBDA},   {"lambdas", required_argument, 0, O_LAMBDAS},
     {"weights", required_argument, 0, O_WEIGHTS}, {"clamp-ratio", required_argument, 0, O_CLAMP},
     {"scope", required_argument, 0, O_SCOPE},     {"exact", no_argument, 0, O_EXACT},
+    {"streaming", no_argument, 0, O_STREAMING},
     {"seed", required_argument, 0, O_SEED},       {"dtype", required_argument, 0, O_DTYPE},
     {"exclude", required_argument, 0, O_EXCLUDE}, {"allow-extra", no_argument, 0, O_ALLOW_EXTRA},
     {"allow-nonfinite", no_argument, 0, O_ALLOW_NONFINITE},
@@ -260,6 +262,7 @@ static int set_merge_opt(merge_args *a, int c, const char *v)
         else return usage_error("--scope is global or tensor, got %s", v);
         break;
     case O_EXACT: o->exact = 1; break;
+    case O_STREAMING: o->streaming = 1; break;
     case O_SEED:
         if (!parse_double(v, &x) || x < 0 || x != (double)(uint64_t)x)
             return usage_error("--seed needs a non-negative integer, got %s", v);

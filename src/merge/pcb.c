@@ -5,31 +5,24 @@
  * floor(d*(1-r)) and maximum m, weights (s-t)/(m-t), weighted average of the clamped task vectors.
  * Statistics are exact: two radix-select passes for lo/hi, two for t (plus m), then the apply pass.
  */
-#include "merge.h"
+#include "pcb_internal.h"
+
 #include "../kernels/dmath.h"
-#include "../stats/qsel.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct pcb_state {
-    pcbm_hset h;                       /* 2N streams */
-    pcbm_sel lo[PCBM_MAX_TASKS], hi[PCBM_MAX_TASKS], thr[PCBM_MAX_TASKS];
-    float lo_v[PCBM_MAX_TASKS], hi_v[PCBM_MAX_TASKS], t_v[PCBM_MAX_TASKS], m_v[PCBM_MAX_TASKS];
-    float *max_local;                  /* [threads][N] */
-    uint64_t d;                        /* elements of the current range */
-} pcb_state;
-
 uint64_t pcbm_pcb_stats_bytes(unsigned ntasks, unsigned threads)
 {
-    return pcbm_hset_bytes(threads, 2 * ntasks) + (uint64_t)threads * ntasks * sizeof(float);
+    return pcbm_hset_bytes(threads, 2 * ntasks) + (uint64_t)threads * ntasks * sizeof(float) +
+           pcbm_pcb_stream_bytes(ntasks, threads);
 }
 
 static inline uint32_t mag_key(float tau) { return pcbm_fkey(fabsf(tau)); }
 
 /* Scores s[i][k] of a tile (written into tl->theta[i], which PCB no longer needs). */
-static void pcb_scores(const pcbm_mctx *mc, const pcb_state *ps, const pcbm_tile *tl)
+void pcbm_pcb_scores(const pcbm_mctx *mc, const pcb_state *ps, const pcbm_tile *tl)
 {
     unsigned N = mc->ntasks, n = tl->n;
     float *sum = tl->tmp, *z = tl->tmp + PCBM_TILE;
@@ -57,7 +50,7 @@ static void pcb_scores(const pcbm_mctx *mc, const pcb_state *ps, const pcbm_tile
     }
 }
 
-static void tile_mag_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+void pcbm_pcb_tile_mag_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     pcb_state *ps = arg;
     for (unsigned i = 0; i < mc->ntasks; i++) {
@@ -91,7 +84,7 @@ static void tile_mag_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *
 static void tile_score_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     pcb_state *ps = arg;
-    pcb_scores(mc, ps, tl);
+    pcbm_pcb_scores(mc, ps, tl);
     float *mx = ps->max_local + (size_t)w * mc->ntasks;
     for (unsigned i = 0; i < mc->ntasks; i++) {
         uint64_t *h = pcbm_hset_local(&ps->h, w, i);
@@ -108,7 +101,7 @@ static void tile_score_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, vo
 static void tile_score_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     pcb_state *ps = arg;
-    pcb_scores(mc, ps, tl);
+    pcbm_pcb_scores(mc, ps, tl);
     for (unsigned i = 0; i < mc->ntasks; i++) {
         uint64_t *h = pcbm_hset_local(&ps->h, w, i);
         const float *s = tl->theta[i];
@@ -117,11 +110,11 @@ static void tile_score_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void
     }
 }
 
-static void tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+void pcbm_pcb_tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     pcb_state *ps = arg;
     unsigned N = mc->ntasks;
-    pcb_scores(mc, ps, tl);
+    pcbm_pcb_scores(mc, ps, tl);
     uint64_t *kept = pcbm_kept_local(mc, w);
     float *out = tl->tmp;  /* pcb_scores' scratch is free again */
     for (unsigned k = 0; k < tl->n; k++) {
@@ -141,23 +134,21 @@ static void tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg
     }
 }
 
-static uint64_t rank_of(double x)
+uint64_t pcbm_pcb_rank(double x)
 {
     /* the official code's int(): truncation toward zero of a double */
     return x <= 0.0 ? 0 : (uint64_t)x;
 }
 
-/* Statistics of one range (the whole model, or one tensor). */
-static pcbm_status pcb_stats(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_t t1, pcbm_error *err)
+/* Exact lo/hi of one range: a coarse and a fine radix pass over |tau|. Sets ps->d. */
+pcbm_status pcbm_pcb_exact_bounds(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_t t1,
+                                  pcbm_error *err)
 {
     unsigned N = mc->ntasks;
-    double c = mc->o->clamp_ratio, r = mc->o->density;
+    double c = mc->o->clamp_ratio;
     pcbm_status st;
-
-    mc->pass_no = 0;
     pcbm_hset_clear(&ps->h);
-    mc->check_finite = !mc->o->allow_nonfinite;
-    if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_mag_coarse, ps, err)) != PCBM_OK)
+    if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, pcbm_pcb_tile_mag_coarse, ps, err)) != PCBM_OK)
         return st;
     mc->check_finite = 0;
     pcbm_hset_reduce(&ps->h);
@@ -168,12 +159,11 @@ static pcbm_status pcb_stats(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_t t1,
     if (d == 0)
         return PCBM_OK;
     for (unsigned i = 0; i < N; i++) {
-        pcbm_sel_init(&ps->lo[i], rank_of((double)d * c));
-        pcbm_sel_init(&ps->hi[i], rank_of((double)d * (1.0 - c) - 1.0));
+        pcbm_sel_init(&ps->lo[i], pcbm_pcb_rank((double)d * c));
+        pcbm_sel_init(&ps->hi[i], pcbm_pcb_rank((double)d * (1.0 - c) - 1.0));
         pcbm_sel_coarse(&ps->lo[i], pcbm_hset_total(&ps->h, i));
         pcbm_sel_coarse(&ps->hi[i], pcbm_hset_total(&ps->h, i));
     }
-
     pcbm_hset_clear(&ps->h);
     if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_mag_fine, ps, err)) != PCBM_OK)
         return st;
@@ -184,7 +174,15 @@ static pcbm_status pcb_stats(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_t t1,
         ps->lo_v[i] = pcbm_fkey_value(ps->lo[i].key);
         ps->hi_v[i] = pcbm_fkey_value(ps->hi[i].key);
     }
+    return PCBM_OK;
+}
 
+/* Exact t and m of one range at the bounds in ps: a coarse and a fine radix pass over scores. */
+pcbm_status pcbm_pcb_exact_scores(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_t t1,
+                                  pcbm_error *err)
+{
+    unsigned N = mc->ntasks;
+    pcbm_status st;
     pcbm_hset_clear(&ps->h);
     for (size_t k = 0; k < (size_t)mc->threads * N; k++)
         ps->max_local[k] = -INFINITY;
@@ -196,10 +194,9 @@ static pcbm_status pcb_stats(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_t t1,
         for (unsigned w = 0; w < mc->threads; w++)
             m = fmaxf(m, ps->max_local[(size_t)w * N + i]);
         ps->m_v[i] = m;
-        pcbm_sel_init(&ps->thr[i], rank_of((double)d * (1.0 - r)));
+        pcbm_sel_init(&ps->thr[i], pcbm_pcb_rank((double)ps->d * (1.0 - mc->o->density)));
         pcbm_sel_coarse(&ps->thr[i], pcbm_hset_total(&ps->h, i));
     }
-
     pcbm_hset_clear(&ps->h);
     if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_score_fine, ps, err)) != PCBM_OK)
         return st;
@@ -209,6 +206,19 @@ static pcbm_status pcb_stats(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_t t1,
         ps->t_v[i] = pcbm_fkey_value(ps->thr[i].key);
     }
     return PCBM_OK;
+}
+
+/* Statistics of one range (the whole model, or one tensor), every quantile exact. */
+static pcbm_status pcb_stats_exact(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_t t1,
+                                   pcbm_error *err)
+{
+    mc->pass_no = 0;
+    mc->passes_planned = 4;
+    mc->check_finite = !mc->o->allow_nonfinite;
+    pcbm_status st = pcbm_pcb_exact_bounds(mc, ps, t0, t1, err);
+    if (st != PCBM_OK || ps->d == 0)
+        return st;
+    return pcbm_pcb_exact_scores(mc, ps, t0, t1, err);
 }
 
 static void report_global(pcbm_mctx *mc, const pcb_state *ps)
@@ -234,20 +244,21 @@ pcbm_status pcbm_run_pcb(pcbm_mctx *mc, pcbm_error *err)
     pcbm_status st = PCBM_OK;
     const pcbm_plan *p = mc->plan;
     if (mc->o->scope == PCBM_SCOPE_GLOBAL) {
-        mc->passes_planned = 4;
-        if (p->d > 0)
-            st = pcb_stats(mc, ps, 0, p->nt, err);
+        if (p->d > 0 && (mc->o->exact || !pcbm_pcb_stream_applies(mc)))
+            st = pcb_stats_exact(mc, ps, 0, p->nt, err);
+        else if (p->d > 0)
+            st = pcbm_pcb_stream_stats(mc, ps, err);
         if (st == PCBM_OK) {
             report_global(mc, ps);
-            st = pcbm_run_tiles(mc, PCBM_PASS_APPLY, 0, p->nt, 1, tile_apply, ps, err);
+            st = pcbm_run_tiles(mc, PCBM_PASS_APPLY, 0, p->nt, 1, pcbm_pcb_tile_apply, ps, err);
         }
     } else {
         size_t t0 = 0, t1 = 0;
         while (st == PCBM_OK && pcbm_next_range(p, &t0, &t1)) {
             if (p->t[t1 - 1].kind == PCBM_T_MERGE && p->t[t1 - 1].units > 0)
-                st = pcb_stats(mc, ps, t1 - 1, t1, err);
+                st = pcb_stats_exact(mc, ps, t1 - 1, t1, err);
             if (st == PCBM_OK)
-                st = pcbm_run_tiles(mc, PCBM_PASS_APPLY, t0, t1, 1, tile_apply, ps, err);
+                st = pcbm_run_tiles(mc, PCBM_PASS_APPLY, t0, t1, 1, pcbm_pcb_tile_apply, ps, err);
         }
     }
     pcbm_collect_kept(mc);

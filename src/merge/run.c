@@ -88,6 +88,8 @@ static pcbm_status check_opts(const pcbm_merge_opts *o, pcbm_error *err)
         return pcbm_fail(err, PCBM_ERR_USAGE, "--dtype must be bf16, f16, f32 or base");
     if (o->shard_bytes == 0)
         return pcbm_fail(err, PCBM_ERR_USAGE, "--shard-size must be positive");
+    if (o->exact && o->streaming)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "--exact and --streaming exclude each other");
     if (o->stats_in)
         return pcbm_fail(err, PCBM_ERR_UNSUPPORTED, "--stats is not implemented yet");
     return PCBM_OK;

@@ -466,8 +466,9 @@ static bool emit_slot(pcbm_engine *e, slot *s, pcbm_status *st, pcbm_error *err)
 
 typedef struct cursor {
     size_t t;          /* tensor */
-    uint64_t b;        /* block within tensor */
-    uint64_t gblock;   /* global index of the block among the pass's candidate blocks */
+    uint64_t start;    /* first unit of the current block */
+    uint64_t n;        /* units in the current block */
+    uint64_t gunit;    /* sample passes: global index of the tensor's first sample unit */
 } cursor;
 
 static bool visits(const pcbm_pass *ps, const pcbm_tplan *t)
@@ -475,25 +476,47 @@ static bool visits(const pcbm_pass *ps, const pcbm_tplan *t)
     return ps->kind == PCBM_PASS_APPLY || t->kind == PCBM_T_MERGE;
 }
 
+/* The block after `from` (units) inside tensor t: every block, or for sample passes only the
+ * blocks inside sample units whose global index is a multiple of the stride. Sample units are
+ * PCBM_SAMPLE_UNIT elements whatever the block size, so a sample never depends on --mem. */
+static bool next_in_tensor(const pcbm_pass *ps, const pcbm_tplan *t, cursor *c, uint64_t from)
+{
+    uint32_t stride = ps->sample_stride > 1 ? ps->sample_stride : 1;
+    if (stride == 1) {
+        if (from >= t->units)
+            return false;
+        c->start = from;
+        c->n = PCBM_MIN(t->block_units, t->units - from);
+        return true;
+    }
+    for (uint64_t u = from / PCBM_SAMPLE_UNIT; u * PCBM_SAMPLE_UNIT < t->units; u++) {
+        if ((c->gunit + u) % stride != 0)
+            continue;
+        uint64_t lo = PCBM_MAX(from, u * PCBM_SAMPLE_UNIT);
+        uint64_t hi = PCBM_MIN((u + 1) * PCBM_SAMPLE_UNIT, t->units);
+        if (lo >= hi)
+            continue;
+        c->start = lo;
+        c->n = PCBM_MIN(t->block_units, hi - lo);
+        return true;
+    }
+    return false;
+}
+
 /* Advance to the next block the pass visits; false at the end. */
 static bool cursor_next(const pcbm_engine *e, const pcbm_pass *ps, cursor *c, bool first)
 {
-    uint32_t stride = ps->sample_stride > 1 ? ps->sample_stride : 1;
-    if (!first) {
-        c->b++;
-        c->gblock++;
-    }
+    uint64_t from = first ? 0 : c->start + c->n;
     for (;;) {
-        while (c->t < ps->t1 && (!visits(ps, &e->plan->t[c->t]) || c->b >= e->plan->t[c->t].nblocks)) {
-            c->t++;
-            c->b = 0;
-        }
         if (c->t >= ps->t1)
             return false;
-        if (c->gblock % stride == 0)
+        const pcbm_tplan *t = &e->plan->t[c->t];
+        if (visits(ps, t) && next_in_tensor(ps, t, c, from))
             return true;
-        c->b++;
-        c->gblock++;
+        if (visits(ps, t))
+            c->gunit += (t->units + PCBM_SAMPLE_UNIT - 1) / PCBM_SAMPLE_UNIT;
+        c->t++;
+        from = 0;
     }
 }
 
@@ -574,8 +597,8 @@ static void issue_block(run_state *rs, slot *s)
     const pcbm_tplan *t = &e->plan->t[rs->cur.t];
     s->seq = rs->seq_next++;
     s->tensor = rs->cur.t;
-    s->start = rs->cur.b * t->block_units;
-    s->n = (uint32_t)PCBM_MIN(t->block_units, t->units - s->start);
+    s->start = rs->cur.start;
+    s->n = (uint32_t)rs->cur.n;
     s->emitted = 0;
     s->computed = 0;
     unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;

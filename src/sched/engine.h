@@ -13,6 +13,8 @@
 
 typedef struct pcbm_engine pcbm_engine;
 
+#define PCBM_SAMPLE_UNIT 4096u   /* granularity of sample passes, independent of the block size */
+
 /* One block set as a worker sees it. */
 typedef struct pcbm_blockview {
     const pcbm_tplan *t;
@@ -37,8 +39,9 @@ typedef struct pcbm_pass {
     const char *name;          /* for progress and the summary ("stats 1/2", "apply") */
     pcbm_pass_kind kind;
     size_t t0, t1;             /* tensor range [t0, t1) of the plan */
-    uint32_t sample_stride;    /* stats passes: visit only blocks whose global index % stride
-                                  == 0 (1 or 0 = every block) */
+    uint32_t sample_stride;    /* stats passes: visit only the sample units (PCBM_SAMPLE_UNIT
+                                  elements of a tensor) whose global index % stride == 0;
+                                  1 or 0 = every element */
     pcbm_block_fn fn;
     void *arg;
 } pcbm_pass;
