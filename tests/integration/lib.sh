@@ -104,7 +104,8 @@ ref_case() {
         ok=0
     fi
     if [ $ok = 1 ]; then
-        echo "ok   $name ($((SECONDS - t0))s): $(grep '^float elements' "$log" | sed 's/^float elements //')"
+        echo "ok   $name ($((SECONDS - t0))s): $(grep -E '^(float elements|cancellation)' "$log" |
+            sed 's/^float elements //' | tr '\n' ' ')"
         rm -rf "$dir.ours" "$dir.ref"
     else
         FAILED+=("$name")

@@ -12,6 +12,11 @@ apart — measured on order-preserving integer keys of the bit patterns, NaN == 
 --max-mismatch; per task |kept_ours − kept_ref| ≤ max(kept-tol-abs, kept-tol-rel · d) and the same d.
 --exact (for merges run with --exact) tightens the default mismatch bound to 1e-5. --max-ulp U
 additionally requires every element within U ulps (task arithmetic / linear: --max-ulp 1).
+--base DIR (the merge's base model) makes the mismatch bound cancellation-aware: an element counts
+as a mismatch only when it is also more than one ulp off at the scale of the largest operand of
+θ_pre + τ_m (max(|θ_pre|, |τ_m|, |θ_m|)). Where θ_m is much smaller than θ_pre and τ_m, a 1-ulp
+difference of τ_m (from exp/tanh implementations that differ by an ulp) is many ulps of θ_m; that
+matters for f32 outputs, hardly ever for bf16/f16. Both counts are printed.
 Prints a short table and a final PASS/FAIL line; exits 0 on PASS, 1 on FAIL, 2 on usage errors.
 """
 import argparse
@@ -24,6 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pcb_ref import read_model, decode, FLOAT_DTYPES, RefError  # noqa: E402
 
+MANT = {"F32": (23, -126), "F16": (10, -14), "BF16": (7, -126)}  # mantissa bits, min normal exponent
 BITS = {"F32": (np.uint32, 0x7FFFFFFF, 0x80000000),
         "F16": (np.uint16, 0x7FFF, 0x8000),
         "BF16": (np.uint16, 0x7FFF, 0x8000)}
@@ -44,6 +50,13 @@ def ulp_diff(dtype, raw_a, raw_b):
     d = np.where(na & nb, 0, d)
     d = np.where(na ^ nb, np.iinfo(np.int64).max, d)
     return d, fa, fb
+
+
+def ulp_at(dtype, scale):
+    """One unit in the last place of dtype at magnitude `scale` (float64 array)."""
+    p, emin = MANT[dtype]
+    _, e = np.frexp(scale)                     # scale = f·2^e, 0.5 <= f < 1
+    return np.ldexp(1.0, np.maximum(e - 1, emin) - p)
 
 
 def load_report(path, label, required):
@@ -67,6 +80,7 @@ def main(argv):
     ap.add_argument("--max-ulp", type=int, default=None)
     ap.add_argument("--exact", action="store_true")
     ap.add_argument("--no-kept", action="store_true", help="skip the kept-count check")
+    ap.add_argument("--base", help="the base model: cancellation-aware mismatch count")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     if a.max_mismatch is None:
@@ -75,6 +89,7 @@ def main(argv):
 
     try:
         ours, ref = read_model(a.ours), read_model(a.ref)
+        base = read_model(a.base) if a.base else None
         our_rep = load_report(a.our_report or os.path.join(a.ours, "merge_report.json"), "our",
                               a.our_report is not None)
         ref_rep = load_report(a.ref_report or os.path.join(a.ref, "ref_report.json"), "reference",
@@ -91,7 +106,7 @@ def main(argv):
         fails.append("%d tensors missing from ours (first: %s)" % (len(missing), missing[0]))
     if extra:
         fails.append("%d extra tensors in ours (first: %s)" % (len(extra), extra[0]))
-    total = mism = 0
+    total = mism = mism_scaled = 0
     max_ulp = 0
     worst = None
     err2 = ref2 = 0.0
@@ -115,6 +130,14 @@ def main(argv):
         fin = np.isfinite(fo) & np.isfinite(fr)
         e2 = float(np.sum((fo[fin].astype(np.float64) - fr[fin]) ** 2))
         r2 = float(np.sum(fr[fin].astype(np.float64) ** 2))
+        if base is not None and name in base and base[name].dtype in FLOAT_DTYPES:
+            fb = base[name].f32().astype(np.float64)
+            r64 = fr.astype(np.float64)
+            scale = np.maximum(np.maximum(np.abs(fb), np.abs(r64)), np.abs(r64 - fb))
+            far = np.abs(fo.astype(np.float64) - r64) > ulp_at(rt.dtype, scale)
+            mism_scaled += int(np.count_nonzero((d > 1) & (far | ~fin)))
+        else:
+            mism_scaled += bad
         total += n
         mism += bad
         err2 += e2
@@ -139,7 +162,13 @@ def main(argv):
           "relative L2 error %.3g" % (total, mism, frac, a.max_mismatch, mus, rel_l2))
     if worst and max_ulp > 1:
         print("worst element: %s[%d] ours %.9g reference %.9g" % worst)
-    if frac > a.max_mismatch:
+    if base is not None:
+        frac_s = mism_scaled / total if total else 0.0
+        print("cancellation-aware: %d (%.3g) differ by more than 1 ulp of max(|base|, |tau_m|, "
+              "|merged|) (limit %.3g)" % (mism_scaled, frac_s, a.max_mismatch))
+        if frac_s > a.max_mismatch:
+            fails.append("cancellation-aware mismatch fraction %.3g > %.3g" % (frac_s, a.max_mismatch))
+    elif frac > a.max_mismatch:
         fails.append("mismatch fraction %.3g > %.3g" % (frac, a.max_mismatch))
     if a.max_ulp is not None and max_ulp > a.max_ulp:
         fails.append("max ulp difference %s > %d" % (mus, a.max_ulp))

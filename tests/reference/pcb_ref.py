@@ -2,14 +2,17 @@
 """pcb_ref.py — an independent, in-memory NumPy implementation of docs/pcb-spec.md.
 
 It is the yardstick the streaming C implementation is compared with (tests/reference/compare.py).
-Everything is float32 as the spec says: inputs are decoded to float32 exactly, exp/tanh are NumPy's
-float32 functions, order statistics come from np.partition/np.sort on float32 arrays. Only numpy and
+Everything is float32 as the spec says: inputs are decoded to float32 exactly, every operation
+yields a float32, order statistics come from np.partition on float32 arrays. exp/tanh are the
+correctly rounded float32 functions (float64 rounded once; --math f32 selects NumPy's float32
+functions instead, whose last bits depend on the CPU). Only numpy and
 the standard library are used (run it with /usr/bin/python3).
 
   pcb_ref.py merge --base DIR --out DIR --method pcb|ties|task_arithmetic|linear|dare_linear|dare_ties
                    [--density R] [--lambda L] [--lambdas L1,L2,...] [--weights W1,W2,...]
                    [--clamp-ratio C] [--scope global|tensor] [--dtype base|bf16|f16|f32]
-                   [--exclude REGEX ...] [--seed S] [--allow-nonfinite] [--report FILE] TASK...
+                   [--exclude REGEX ...] [--seed S] [--allow-nonfinite] [--math cr|f32]
+                   [--report FILE] TASK...
   pcb_ref.py selftest
 
 The report (default OUT/ref_report.json) holds "method", "d" and per task lo, hi, threshold, max and
@@ -24,6 +27,7 @@ Choices where the spec is silent (they match src/merge/*.c as of this writing):
 - Per-task λ: PCB as the spec says; task arithmetic Σ λ_i·τ_i; TIES Σ λ_i·selected_i / count
   (the spec defines TIES with one λ only).
 - Float order: sums over tasks run i = 1..N, one float32 rounding per operation.
+- --dtype applies to every float tensor of the output, copied (excluded) ones included.
 """
 import argparse
 import json
@@ -166,6 +170,25 @@ def write_model(out_dir, tensors):
 
 
 # ------------------------------------------------------------------------------------------------
+# exp and tanh on float32 arrays. "f32": NumPy's float32 functions (SIMD code whose last bit depends
+# on the CPU: measured on AVX-512 ~39% of exp results 1-2 ulp from correct rounding); "cr": the
+# float64 function rounded once to float32 (correctly rounded but for double rounding, ~never
+# wrong), the same bits on every machine. Both are float32-valued functions of float32 inputs.
+# ------------------------------------------------------------------------------------------------
+def _cr(fn):
+    return lambda x: fn(np.asarray(x, dtype=F32).astype(np.float64)).astype(F32)
+
+
+MATH_MODES = {"f32": {"exp": np.exp, "tanh": np.tanh},
+              "cr": {"exp": _cr(np.exp), "tanh": _cr(np.tanh)}}
+MATH = dict(MATH_MODES["cr"])
+
+
+def set_math(mode):
+    MATH.update(MATH_MODES[mode])
+
+
+# ------------------------------------------------------------------------------------------------
 # Order statistics helpers (0-based indices exactly as the official code computes them)
 # ------------------------------------------------------------------------------------------------
 def clamp_index(i, d):
@@ -206,8 +229,8 @@ def pcb_group(T, density, clamp_ratio, lambdas):
             q = (at - lo) / (hi - lo)
         else:                                          # degenerate: normalized magnitude 0
             q = np.zeros(d, dtype=F32)
-        intra = np.exp(F32(n) * (q * q))
-        inter = np.tanh(tau * S)
+        intra = MATH["exp"](F32(n) * (q * q))
+        inter = MATH["tanh"](tau * S)
         s = intra * inter
         t = kth(s, int(d * (1 - density)))
         m = F32(np.max(s))
@@ -537,11 +560,16 @@ def merge(base_dir, task_dirs, out_dir, method="pcb", density=0.1, lam=1.0, lamb
                            for _ in range(n)]
         report["note"] = "d = 0: nothing to merge, the base is copied"
 
+    # --dtype applies to every float tensor of the output: merged ones, and copied ones (excluded,
+    # or missing from a task) whose values are the base's rounded to that dtype. Non-float tensors
+    # and same-dtype copies are byte copies.
     out = []
     for name, t in base.items():
+        dt = t.dtype if out_dtype == "base" or t.dtype not in FLOAT_DTYPES else OUT_DTYPES[out_dtype]
         if name in merged:
-            dt = t.dtype if out_dtype == "base" else OUT_DTYPES[out_dtype]
             out.append((name, dt, t.shape, encode(dt, merged[name])))
+        elif dt != t.dtype:
+            out.append((name, dt, t.shape, encode(dt, t.f32())))
         else:
             out.append((name, t.dtype, t.shape, t.raw.tobytes()))
     write_model(out_dir, out)
@@ -602,6 +630,12 @@ def selftest():
     ck(got == [0x7FC0, 0xFFC0, 0x7FFF], "bf16 keeps NaN NaN: %s" % [hex(g) for g in got])
     ck(np.frombuffer(encode("F16", np.array([1 + 2 ** -11], dtype=F32)), "<u2")[0] == 0x3C00,
        "f16 ties to even")
+
+    # --- exp/tanh modes: "cr" is the float64 function rounded once to float32
+    xs = np.array([0.0, 1.0, -2.5, 1e-3, 10.0], dtype=F32)
+    ck(MATH_MODES["cr"]["exp"](xs).tolist() == [float(F32(math.exp(float(v)))) for v in xs], "cr exp")
+    ck(MATH_MODES["cr"]["tanh"](xs).tolist() == [float(F32(math.tanh(float(v)))) for v in xs], "cr tanh")
+    ck(MATH_MODES["cr"]["exp"](xs).dtype == F32 and MATH_MODES["f32"]["exp"](xs).dtype == F32, "f32 results")
 
     # --- safetensors round trip, including a non-float tensor
     ids = np.arange(4, dtype="<i8")
@@ -752,11 +786,21 @@ def selftest():
     # --- d = 0: everything excluded -> base copied bit for bit
     rep = merge(pb, [p1], os.path.join(tmp, "o_d0"), "pcb", excludes=[".*"])
     ck(rep["d"] == 0 and _load(os.path.join(tmp, "o_d0"), "w").tolist() == b10, "d = 0 copies the base")
-    # exclusion copies that tensor from the base; --dtype converts participating tensors only
-    rep = merge(gb, [g1], os.path.join(tmp, "o_ex"), "task_arithmetic", excludes=["^b$"], out_dtype="bf16")
+    # exclusion copies that tensor from the base (converted to --dtype); non-float tensors are
+    # byte copies whatever --dtype says
+    gx = _write_toy(tmp, "gx", [("a", "F32", [0.0] * 4), ("b", "F32", [1 + 2 ** -9, 3.0, -0.5, 1e-3]),
+                                ("ids", "I64", ((1, 4), ids.tobytes()))])
+    gy = _write_toy(tmp, "gy", [("a", "F32", [1.0, 2.0, 3.0, 4.0]), ("b", "F32", [5.0] * 4),
+                                ("ids", "I64", ((1, 4), ids.tobytes()))])
+    rep = merge(gx, [gy], os.path.join(tmp, "o_ex"), "task_arithmetic", excludes=["^b$"], out_dtype="bf16")
+    bf16_1e3 = float(decode("BF16", np.frombuffer(encode("BF16", np.array([1e-3], F32)), np.uint8))[0])
     om = read_model(os.path.join(tmp, "o_ex"))
-    ck(rep["d"] == 4 and om["b"].dtype == "F32" and om["a"].dtype == "BF16" and
-       om["b"].f32().tolist() == [0.0] * 4, "exclude + dtype")
+    ck(rep["d"] == 4 and om["b"].dtype == "BF16" and om["a"].dtype == "BF16" and om["ids"].dtype == "I64" and
+       om["b"].f32().tolist() == [1.0, 3.0, -0.5, bf16_1e3] and
+       om["a"].f32().tolist() == [1.0, 2.0, 3.0, 4.0], "exclude + dtype")
+    rep = merge(gx, [gy], os.path.join(tmp, "o_ex2"), "task_arithmetic", excludes=["^b$"])
+    om = read_model(os.path.join(tmp, "o_ex2"))
+    ck(om["b"].raw.tobytes() == read_model(gx)["b"].raw.tobytes(), "excluded tensor: byte copy")
 
     # --- DARE: XXH3 name keys (vectors from libxxhash 0.8.1), the counter-based mask, rescaling
     vec = [(b"", 0x2d06800538d394c2), (b"abc", 0x78af5f94892f3950),
@@ -826,6 +870,9 @@ def main(argv):
     m.add_argument("--exclude", action="append", default=[])
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--allow-nonfinite", action="store_true")
+    m.add_argument("--math", choices=["cr", "f32"], default="cr",
+                   help="exp/tanh: float64 rounded to float32 (default: correctly rounded, the "
+                        "same on every CPU) or NumPy's float32 functions (CPU-dependent last bits)")
     m.add_argument("--report", default=None, help="JSON report path (default OUT/ref_report.json)")
     m.add_argument("tasks", nargs="+")
     sub.add_parser("selftest")
@@ -837,6 +884,7 @@ def main(argv):
         if v is None:
             return None
         return [float(x) for s in v for x in s.split(",") if x != ""]
+    set_math(a.math)
     try:
         rep = merge(a.base, a.tasks, a.out, a.method, a.density, a.lam, floats(a.lambdas),
                     floats(a.weights), a.clamp_ratio, a.scope, a.dtype, a.exclude, a.seed,
