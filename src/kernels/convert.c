@@ -110,15 +110,20 @@ static inline uint16_t ld16(const unsigned char *p)
 }
 static inline void st16(unsigned char *p, uint16_t v) { memcpy(p, &v, 2); }
 
+/* dst is written through memcpy: it may be a float pointer that is not 4-byte aligned */
 static void dec_bf16_scalar(const unsigned char *s, float *d, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        d[i] = u2f(bf16_to_bits(ld16(s + 2 * i)));
+    for (size_t i = 0; i < n; i++) {
+        uint32_t v = bf16_to_bits(ld16(s + 2 * i));
+        memcpy((unsigned char *)d + 4 * i, &v, 4);
+    }
 }
 static void dec_f16_scalar(const unsigned char *s, float *d, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        d[i] = u2f(f16_to_bits(ld16(s + 2 * i)));
+    for (size_t i = 0; i < n; i++) {
+        uint32_t v = f16_to_bits(ld16(s + 2 * i));
+        memcpy((unsigned char *)d + 4 * i, &v, 4);
+    }
 }
 static void enc_bf16_scalar(const float *s, unsigned char *d, size_t n)
 {
@@ -149,9 +154,9 @@ T_AVX2 static void dec_bf16_avx2(const unsigned char *s, float *d, size_t n)
     for (; i + 8 <= n; i += 8) {
         __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(s + 2 * i));
         __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
-        _mm256_storeu_si256((__m256i *)(void *)(d + i), w);
+        _mm256_storeu_si256((__m256i *)(void *)((unsigned char *)d + 4 * i), w);
     }
-    dec_bf16_scalar(s + 2 * i, d + i, n - i);
+    dec_bf16_scalar(s + 2 * i, (float *)(void *)((unsigned char *)d + 4 * i), n - i);
 }
 
 T_AVX2 static void dec_f16_avx2(const unsigned char *s, float *d, size_t n)
@@ -159,9 +164,9 @@ T_AVX2 static void dec_f16_avx2(const unsigned char *s, float *d, size_t n)
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(s + 2 * i));
-        _mm256_storeu_ps(d + i, _mm256_cvtph_ps(h));
+        _mm256_storeu_ps((float *)(void *)((unsigned char *)d + 4 * i), _mm256_cvtph_ps(h));
     }
-    dec_f16_scalar(s + 2 * i, d + i, n - i);
+    dec_f16_scalar(s + 2 * i, (float *)(void *)((unsigned char *)d + 4 * i), n - i);
 }
 
 T_AVX2 static inline __m128i bf16_pack8_avx2(__m256i u)
@@ -182,20 +187,20 @@ T_AVX2 static void enc_bf16_avx2(const float *s, unsigned char *d, size_t n)
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256i u = _mm256_loadu_si256((const __m256i *)(const void *)(s + i));
+        __m256i u = _mm256_loadu_si256((const __m256i *)(const void *)((const unsigned char *)s + 4 * i));
         _mm_storeu_si128((__m128i *)(void *)(d + 2 * i), bf16_pack8_avx2(u));
     }
-    enc_bf16_scalar(s + i, d + 2 * i, n - i);
+    enc_bf16_scalar((const float *)(const void *)((const unsigned char *)s + 4 * i), d + 2 * i, n - i);
 }
 
 T_AVX2 static void enc_f16_avx2(const float *s, unsigned char *d, size_t n)
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(s + i);
+        __m256 v = _mm256_loadu_ps((const float *)(const void *)((const unsigned char *)s + 4 * i));
         _mm_storeu_si128((__m128i *)(void *)(d + 2 * i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
     }
-    enc_f16_scalar(s + i, d + 2 * i, n - i);
+    enc_f16_scalar((const float *)(const void *)((const unsigned char *)s + 4 * i), d + 2 * i, n - i);
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -209,9 +214,9 @@ T_AVX512 static void dec_bf16_avx512(const unsigned char *s, float *d, size_t n)
     for (; i + 16 <= n; i += 16) {
         __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)(s + 2 * i));
         __m512i w = _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16);
-        _mm512_storeu_si512((void *)(d + i), w);
+        _mm512_storeu_si512((void *)((unsigned char *)d + 4 * i), w);
     }
-    dec_bf16_scalar(s + 2 * i, d + i, n - i);
+    dec_bf16_scalar(s + 2 * i, (float *)(void *)((unsigned char *)d + 4 * i), n - i);
 }
 
 T_AVX512 static void dec_f16_avx512(const unsigned char *s, float *d, size_t n)
@@ -219,9 +224,9 @@ T_AVX512 static void dec_f16_avx512(const unsigned char *s, float *d, size_t n)
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)(s + 2 * i));
-        _mm512_storeu_ps(d + i, _mm512_cvtph_ps(h));
+        _mm512_storeu_ps((float *)(void *)((unsigned char *)d + 4 * i), _mm512_cvtph_ps(h));
     }
-    dec_f16_scalar(s + 2 * i, d + i, n - i);
+    dec_f16_scalar(s + 2 * i, (float *)(void *)((unsigned char *)d + 4 * i), n - i);
 }
 
 T_AVX512 static void enc_bf16_avx512(const float *s, unsigned char *d, size_t n)
@@ -233,7 +238,7 @@ T_AVX512 static void enc_bf16_avx512(const float *s, unsigned char *d, size_t n)
     const __m512i qbit = _mm512_set1_epi32(0x40);
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512i u = _mm512_loadu_si512((const void *)(s + i));
+        __m512i u = _mm512_loadu_si512((const void *)((const unsigned char *)s + 4 * i));
         __mmask16 isnan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, abs_mask), inf);
         __m512i hi = _mm512_srli_epi32(u, 16);
         __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, bias), _mm512_and_si512(hi, one));
@@ -241,18 +246,18 @@ T_AVX512 static void enc_bf16_avx512(const float *s, unsigned char *d, size_t n)
         r = _mm512_mask_blend_epi32(isnan, r, _mm512_or_si512(hi, qbit));
         _mm256_storeu_si256((__m256i *)(void *)(d + 2 * i), _mm512_cvtepi32_epi16(r));
     }
-    enc_bf16_scalar(s + i, d + 2 * i, n - i);
+    enc_bf16_scalar((const float *)(const void *)((const unsigned char *)s + 4 * i), d + 2 * i, n - i);
 }
 
 T_AVX512 static void enc_f16_avx512(const float *s, unsigned char *d, size_t n)
 {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512 v = _mm512_loadu_ps(s + i);
+        __m512 v = _mm512_loadu_ps((const void *)((const unsigned char *)s + 4 * i));
         _mm256_storeu_si256((__m256i *)(void *)(d + 2 * i),
                             _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
     }
-    enc_f16_scalar(s + i, d + 2 * i, n - i);
+    enc_f16_scalar((const float *)(const void *)((const unsigned char *)s + 4 * i), d + 2 * i, n - i);
 }
 #endif /* PCBM_X86 */
 
