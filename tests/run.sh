@@ -33,6 +33,7 @@ for t in "$BUILD"/tests/test_*; do
 done
 
 for t in tests/integration/*.sh; do
+    [ "$(basename "$t")" = lib.sh ] && continue   # helpers sourced by the scripts
     [ -f "$t" ] || continue
     name=$(basename "$t" .sh)
     out="$log_dir/$name.log"
