@@ -2,7 +2,8 @@
 # ref_pcb.sh — PCB merges of generated families against the NumPy reference (tests/reference):
 # N = 2, 3, 5, 8 tasks; densities 0.05/0.1/0.3; bf16, f16 and f32; global λ and per-task λ;
 # global and tensor scope; bf16 ties at the threshold; tensors whose scales span two orders of
-# magnitude; degenerate cases (a task identical to the base, d = 0); sharded inputs; --exact.
+# magnitude; degenerate cases (a task identical to the base, d = 0); sharded inputs; a 5M-element
+# family under a 16 MiB memory budget (many blocks), 1 or 2 threads, io_uring or pread; --exact.
 # Default mode: ≤ 1e-4 of elements more than 1 ulp off, kept within max(2, 1e-5·d) per task.
 # --exact mode: ≤ 1e-5. f32 outputs are compared cancellation-aware (compare.py --base): where
 # θ_m ≈ 0 ≪ |θ_pre|, |τ_m|, one ulp of τ_m (exp/tanh differ by an ulp between implementations)
@@ -17,8 +18,11 @@ gen "$F" --tasks 5 --dtype f32 --params 300K --seed 13
 gen "$I" --tasks 3 --dtype bf16 --seed 14 --identical-task 2
 gen "$S" --tasks 3 --dtype bf16 --seed 15 --shard-size 64K
 gen "$M" --tasks 3 --dtype bf16 --params 2M --seed 16
+L=$TMP/small
+gen "$L" --tasks 3 --dtype bf16 --preset small --seed 17
 tb=$(( 2 * $(float_tensors "$B/base") ))
 th=$(( 2 * $(float_tensors "$H/base") ))
+tl=$(( 2 * $(float_tensors "$L/base") ))
 
 ref_case pcb-bf16-n2-r0.1    "$B" 2 --method pcb --density 0.1
 ref_case pcb-bf16-n3-r0.05   "$B" 3 --method pcb --density 0.05
@@ -39,6 +43,9 @@ ref_case pcb-d0-exclude-all  "$B" 3 --method pcb --exclude '.*'
 ref_case pcb-exclude-dtype   "$B" 3 --method pcb --density 0.1 --exclude 'embed_tokens|lm_head' --dtype f32
 ref_case pcb-f32-to-bf16     "$F" 3 --method pcb --density 0.1 --dtype bf16
 ref_case pcb-sharded-input   "$S" 3 --method pcb --density 0.1
+ref_case pcb-small-mem16M    "$L" 3 --method pcb --density 0.1 --mem 16M --threads 2
+ref_case pcb-small-tensor-pread "$L" 3 --cmp "--kept-tol-abs $tl" --method pcb --density 0.05 --scope tensor \
+    --threads 1 --io pread --mem 16M
 ref_case pcb-exact-bf16-n5   "$B" 5 --method pcb --density 0.1 --exact
 ref_case pcb-exact-f16-n3    "$H" 3 --method pcb --density 0.05 --exact
 ref_case pcb-exact-tensor    "$B" 3 --cmp "--kept-tol-abs $tb" --method pcb --density 0.3 --scope tensor --exact
