@@ -18,8 +18,9 @@ gen "$F" --tasks 5 --dtype f32 --params 300K --seed 13
 gen "$I" --tasks 3 --dtype bf16 --seed 14 --identical-task 2
 gen "$S" --tasks 3 --dtype bf16 --seed 15 --shard-size 64K
 gen "$M" --tasks 3 --dtype bf16 --params 2M --seed 16
-L=$TMP/small
+L=$TMP/small Z=$TMP/ties
 gen "$L" --tasks 3 --dtype bf16 --preset small --seed 17
+gen "$Z" --tasks 5 --dtype bf16 --params 300K --seed 18 --delta-scale 0.002   # mostly 0 and ±1 ulp
 tb=$(( 2 * $(float_tensors "$B/base") ))
 th=$(( 2 * $(float_tensors "$H/base") ))
 tl=$(( 2 * $(float_tensors "$L/base") ))
@@ -43,6 +44,8 @@ ref_case pcb-d0-exclude-all  "$B" 3 --method pcb --exclude '.*'
 ref_case pcb-exclude-dtype   "$B" 3 --method pcb --density 0.1 --exclude 'embed_tokens|lm_head' --dtype f32
 ref_case pcb-f32-to-bf16     "$F" 3 --method pcb --density 0.1 --dtype bf16
 ref_case pcb-sharded-input   "$S" 3 --method pcb --density 0.1
+ref_case pcb-massive-ties-n3 "$Z" 3 --method pcb --density 0.1
+ref_case pcb-massive-ties-n5 "$Z" 5 --method pcb --density 0.3 --exact
 ref_case pcb-small-mem16M    "$L" 3 --method pcb --density 0.1 --mem 16M --threads 2
 ref_case pcb-small-tensor-pread "$L" 3 --cmp "--kept-tol-abs $tl" --method pcb --density 0.05 --scope tensor \
     --threads 1 --io pread --mem 16M

@@ -14,8 +14,9 @@ gen "$H" --tasks 3 --dtype f16 --params 300K --seed 22
 gen "$F" --tasks 5 --dtype f32 --params 300K --seed 23 --delta-scale 0.03
 gen "$I" --tasks 3 --dtype bf16 --seed 24 --identical-task 1
 gen "$M" --tasks 3 --dtype bf16 --params 2M --seed 25
-L=$TMP/small
+L=$TMP/small Z=$TMP/ties
 gen "$L" --tasks 3 --dtype bf16 --preset small --seed 26
+gen "$Z" --tasks 5 --dtype bf16 --params 300K --seed 27 --delta-scale 0.002   # mostly 0 and ±1 ulp
 tb=$(( 2 * $(float_tensors "$B/base") ))
 strict="--max-ulp 1 --kept-tol-abs 0 --kept-tol-rel 0"
 
@@ -31,6 +32,8 @@ ref_case ties-tensor-f32-n5  "$F" 5 --cmp "--kept-tol-abs $tb" --method ties --d
 ref_case ties-identical-task "$I" 3 --method ties --density 0.1
 ref_case ties-d0-exclude-all "$B" 3 --method ties --exclude '.*'
 ref_case ties-keep-all       "$B" 3 --method ties --density 1
+ref_case ties-massive-ties-n3 "$Z" 3 --method ties --density 0.1
+ref_case ties-massive-ties-n5 "$Z" 5 --cmp "$strict" --method ties --density 0.3 --exact
 ref_case ties-small-mem16M   "$L" 3 --cmp "$strict" --method ties --density 0.1 --mem 16M --threads 2
 ref_case dare-ties-small-pread "$L" 3 --cmp "$strict" --method dare_ties --density 0.2 --seed 5 \
     --threads 1 --io pread --mem 16M
