@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -267,12 +268,17 @@ static void encode(pcbm_dtype dt, const float *src, void *dst, size_t n)
 /* ---------------------------------------------------------------------------------------------
  * Writing one model
  * ------------------------------------------------------------------------------------------- */
-static int die(const char *fmt, const char *a, const char *b)
+/* Print "pcbm-gen: MESSAGE" on stderr and return rc. */
+static int errmsg(int rc, const char *fmt, ...) PCBM_PRINTF(2, 3);
+static int errmsg(int rc, const char *fmt, ...)
 {
-    fprintf(stderr, "pcbm-gen: ");
-    fprintf(stderr, fmt, a, b);
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("pcbm-gen: ", stderr);
+    vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
-    return 1;
+    va_end(ap);
+    return rc;
 }
 
 static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off, const char *path)
@@ -281,7 +287,7 @@ static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off, const c
     while (len) {
         ssize_t w = pwrite(fd, p, len, (off_t)off);
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return die("cannot write %s: %s", path, strerror(w < 0 ? errno : ENOSPC));
+        if (w <= 0) return errmsg(1, "cannot write %s: %s", path, strerror(w < 0 ? errno : ENOSPC));
         p += w;
         len -= (size_t)w;
         off += (uint64_t)w;
@@ -294,7 +300,7 @@ static int write_text(const char *dir, const char *name, const char *text)
     char path[8192];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "w");
-    if (!f || fputs(text, f) < 0 || fclose(f) != 0) return die("cannot write %s: %s", path, strerror(errno));
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0) return errmsg(1, "cannot write %s: %s", path, strerror(errno));
     return 0;
 }
 
@@ -328,10 +334,10 @@ static int mkdir_p(const char *path)
     for (char *p = buf + 1; *p; p++) {
         if (*p != '/') continue;
         *p = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return die("cannot create %s: %s", buf, strerror(errno));
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return errmsg(1, "cannot create %s: %s", buf, strerror(errno));
         *p = '/';
     }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return die("cannot create %s: %s", buf, strerror(errno));
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return errmsg(1, "cannot create %s: %s", buf, strerror(errno));
     return 0;
 }
 
@@ -377,19 +383,19 @@ static int write_model(const gen_opts *o, unsigned task, const char *dir, float 
     pcbm_error err;
     memset(&plan, 0, sizeof plan);
     if (pcbm_outplan_build(ot, n, o->shard_bytes, meta, 2, &plan, &err) != PCBM_OK)
-        return die("cannot plan %s: %s", dir, err.msg);
+        return errmsg(1, "cannot plan %s: %s", dir, err.msg);
     int rc = mkdir_p(dir);
     for (unsigned f = 0; !rc && f < plan.nfiles; f++) {
         const pcbm_out_file *of = &plan.files[f];
         char path[8192];
         snprintf(path, sizeof path, "%s/%s", dir, of->name);
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0) { rc = die("cannot create %s: %s", path, strerror(errno)); break; }
-        if (ftruncate(fd, (off_t)of->size) != 0) rc = die("cannot size %s: %s", path, strerror(errno));
+        if (fd < 0) { rc = errmsg(1, "cannot create %s: %s", path, strerror(errno)); break; }
+        if (ftruncate(fd, (off_t)of->size) != 0) rc = errmsg(1, "cannot size %s: %s", path, strerror(errno));
         if (!rc) rc = pwrite_all(fd, of->header, (size_t)of->data_start, 0, path);
         for (size_t i = of->first; !rc && i < of->first + of->count; i++)
             rc = write_tensor(o, &t[i], task, fd, ot[i].offset, path, fbuf, ebuf);
-        if (close(fd) != 0 && !rc) rc = die("cannot close %s: %s", path, strerror(errno));
+        if (close(fd) != 0 && !rc) rc = errmsg(1, "cannot close %s: %s", path, strerror(errno));
     }
     if (!rc && plan.index_json) rc = write_text(dir, PCBM_INDEX_NAME, plan.index_json);
     if (!rc) rc = write_side_files(o, dir);
@@ -405,7 +411,7 @@ static int generate_one(const gen_opts *o, unsigned m)
     else snprintf(dir, sizeof dir, "%s/task%u", o->out, m);
     float *fbuf = malloc(GEN_CHUNK * sizeof(float));
     void *ebuf = malloc(GEN_CHUNK * 8);
-    int rc = (!fbuf || !ebuf) ? die("out of memory%s%s", "", "") : write_model(o, m, dir, fbuf, ebuf);
+    int rc = (!fbuf || !ebuf) ? errmsg(1, "out of memory") : write_model(o, m, dir, fbuf, ebuf);
     free(fbuf);
     free(ebuf);
     return rc;
@@ -425,7 +431,7 @@ static int generate_all(const gen_opts *o)
         if (!rc && next <= o->tasks && running < o->jobs) {
             pid_t pid = fork();
             if (pid == 0) _exit(generate_one(o, next) ? 1 : 0);
-            if (pid < 0) { rc = die("fork failed: %s%s", strerror(errno), ""); continue; }
+            if (pid < 0) { rc = errmsg(1, "fork failed: %s", strerror(errno)); continue; }
             next++;
             running++;
             continue;
@@ -484,82 +490,88 @@ static int parse_count(const char *s, uint64_t *out)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* Parse argv into o: 0 = go on, 1 = --help printed (exit 0), 2 = usage error (message printed). */
+static int parse_args(int argc, char **argv, gen_opts *o)
 {
-    gen_opts o = {0};
-    const char *preset_name = "tiny";
+    const char *preset_name = NULL;
     uint64_t params = 0;
     int single = 0;
-    o.tasks = 3;
-    o.dtype = PCBM_DT_BF16;
-    o.seed = 1;
-    o.delta_scale = 0.01;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes = 1;
-        char *end;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
-        else if (!strcmp(a, "--single-file")) { single = 1; takes = 0; }
-        else if (!strcmp(a, "--extra-task-tensor")) { o.extra_task_tensor = 1; takes = 0; }
-        else if (!strcmp(a, "--quiet")) { o.quiet = 1; takes = 0; }
-        else if (!strcmp(a, "--dry-run")) { o.dry_run = 1; takes = 0; }
-        else if (!v) { fprintf(stderr, "pcbm-gen: unknown option or missing value: %s\n", a); usage(stderr); return 2; }
-        else if (!strcmp(a, "--out")) o.out = v;
-        else if (!strcmp(a, "--tasks")) {
-            long n = strtol(v, &end, 10);
-            if (*end || n < 0 || n > PCBM_MAX_TASKS) { fprintf(stderr, "pcbm-gen: --tasks must be 0..%d\n", PCBM_MAX_TASKS); return 2; }
-            o.tasks = (unsigned)n;
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *end = NULL;
+        long n = 0;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 1; }
+        if (!strcmp(a, "--single-file")) { single = 1; continue; }
+        if (!strcmp(a, "--extra-task-tensor")) { o->extra_task_tensor = 1; continue; }
+        if (!strcmp(a, "--quiet")) { o->quiet = 1; continue; }
+        if (!strcmp(a, "--dry-run")) { o->dry_run = 1; continue; }
+        if (strncmp(a, "--", 2) != 0) return errmsg(2, "unexpected argument '%s' (see --help)", a);
+        if (!v) return errmsg(2, "unknown option or missing value: %s (see --help)", a);
+        i++;
+        if (!strcmp(a, "--tasks") || !strcmp(a, "--jobs") || !strcmp(a, "--identical-task"))
+            n = strtol(v, &end, 10);
+        if (!strcmp(a, "--out")) {
+            o->out = v;
+        } else if (!strcmp(a, "--tasks")) {
+            if (*end || n < 0 || n > PCBM_MAX_TASKS) return errmsg(2, "--tasks must be 0..%d", PCBM_MAX_TASKS);
+            o->tasks = (unsigned)n;
         } else if (!strcmp(a, "--jobs")) {
-            long n = strtol(v, &end, 10);
-            if (*end || n < 1 || n > 256) { fprintf(stderr, "pcbm-gen: --jobs must be 1..256\n"); return 2; }
-            o.jobs = (unsigned)n;
-        } else if (!strcmp(a, "--dtype")) {
-            if (!strcmp(v, "bf16")) o.dtype = PCBM_DT_BF16;
-            else if (!strcmp(v, "f16")) o.dtype = PCBM_DT_F16;
-            else if (!strcmp(v, "f32")) o.dtype = PCBM_DT_F32;
-            else { fprintf(stderr, "pcbm-gen: --dtype must be bf16, f16 or f32\n"); return 2; }
-        } else if (!strcmp(a, "--preset")) preset_name = v;
-        else if (!strcmp(a, "--params")) {
-            if (parse_count(v, &params) || params < 10000) { fprintf(stderr, "pcbm-gen: --params wants a count >= 10K like 50M\n"); return 2; }
-        } else if (!strcmp(a, "--seed")) {
-            o.seed = strtoull(v, &end, 0);
-            if (*end || !*v) { fprintf(stderr, "pcbm-gen: --seed wants an integer\n"); return 2; }
-        } else if (!strcmp(a, "--shard-size")) {
-            if (pcbm_parse_size(v, &o.shard_bytes)) { fprintf(stderr, "pcbm-gen: bad --shard-size '%s'\n", v); return 2; }
-        } else if (!strcmp(a, "--delta-scale")) {
-            o.delta_scale = strtod(v, &end);
-            if (*end || !(o.delta_scale >= 0)) { fprintf(stderr, "pcbm-gen: bad --delta-scale\n"); return 2; }
+            if (*end || n < 1 || n > 256) return errmsg(2, "--jobs must be 1..256");
+            o->jobs = (unsigned)n;
         } else if (!strcmp(a, "--identical-task")) {
-            long n = strtol(v, &end, 10);
-            if (*end || n < 1) { fprintf(stderr, "pcbm-gen: bad --identical-task\n"); return 2; }
-            o.identical_task = (unsigned)n;
-        } else if (!strcmp(a, "--nonfinite")) o.nonfinite = v;
-        else { fprintf(stderr, "pcbm-gen: unknown option %s\n", a); usage(stderr); return 2; }
-        i += takes;
+            if (*end || n < 1 || n > PCBM_MAX_TASKS) return errmsg(2, "--identical-task wants a task number");
+            o->identical_task = (unsigned)n;
+        } else if (!strcmp(a, "--dtype")) {
+            if (!strcmp(v, "bf16")) o->dtype = PCBM_DT_BF16;
+            else if (!strcmp(v, "f16")) o->dtype = PCBM_DT_F16;
+            else if (!strcmp(v, "f32")) o->dtype = PCBM_DT_F32;
+            else return errmsg(2, "--dtype must be bf16, f16 or f32");
+        } else if (!strcmp(a, "--preset")) {
+            preset_name = v;
+        } else if (!strcmp(a, "--params")) {
+            if (parse_count(v, &params) || params < 10000) return errmsg(2, "--params wants a count >= 10K like 50M");
+        } else if (!strcmp(a, "--seed")) {
+            o->seed = strtoull(v, &end, 0);
+            if (*end || !*v) return errmsg(2, "--seed wants an integer");
+        } else if (!strcmp(a, "--shard-size")) {
+            if (pcbm_parse_size(v, &o->shard_bytes)) return errmsg(2, "bad --shard-size '%s'", v);
+        } else if (!strcmp(a, "--delta-scale")) {
+            o->delta_scale = strtod(v, &end);
+            if (*end || !(o->delta_scale >= 0)) return errmsg(2, "bad --delta-scale '%s'", v);
+        } else if (!strcmp(a, "--nonfinite")) {
+            o->nonfinite = v;
+        } else {
+            return errmsg(2, "unknown option %s (see --help)", a);
+        }
     }
-    if (!o.out) { usage(stderr); return 2; }
-    if (params && strcmp(preset_name, "tiny") && strcmp(preset_name, "custom")) {
-        fprintf(stderr, "pcbm-gen: --params goes with --preset custom\n");
-        return 2;
-    }
-    if (params || !strcmp(preset_name, "custom")) {
-        if (!params) { fprintf(stderr, "pcbm-gen: --preset custom needs --params\n"); return 2; }
-        o.a = custom_arch(params);
+    if (!o->out) return errmsg(2, "--out DIR is required (see --help)");
+    if (single) o->shard_bytes = 0;
+    if (!preset_name) preset_name = params ? "custom" : "tiny";
+    if (!strcmp(preset_name, "custom")) {
+        if (!params) return errmsg(2, "--preset custom needs --params");
+        o->a = custom_arch(params);
     } else {
-        o.a = preset(preset_name);
-        if (!o.a.hidden) { fprintf(stderr, "pcbm-gen: unknown preset '%s'\n", preset_name); return 2; }
+        if (params) return errmsg(2, "--params goes with --preset custom");
+        o->a = preset(preset_name);
+        if (!o->a.hidden) return errmsg(2, "unknown preset '%s' (tiny, small, llama-mini, custom)", preset_name);
     }
-    if (o.identical_task > o.tasks) { fprintf(stderr, "pcbm-gen: --identical-task is beyond --tasks\n"); return 2; }
-    if (single) o.shard_bytes = 0;
-    if (o.nonfinite) {
+    if (o->a.layers * 9 + 8 > GEN_MAX_TENSORS) return errmsg(2, "too many layers");
+    if (o->identical_task > o->tasks) return errmsg(2, "--identical-task %u is beyond --tasks %u", o->identical_task, o->tasks);
+    if (o->nonfinite) {
         static gen_tensor t[GEN_MAX_TENSORS];
-        size_t n = layout(&o, o.extra_task_tensor, t), k = 0;
-        while (k < n && (strcmp(t[k].name, o.nonfinite) || t[k].is_ids)) k++;
-        if (k == n) { fprintf(stderr, "pcbm-gen: --nonfinite: no float tensor named '%s'\n", o.nonfinite); return 2; }
+        size_t nt = layout(o, o->extra_task_tensor, t), k = 0;
+        while (k < nt && (strcmp(t[k].name, o->nonfinite) || t[k].is_ids)) k++;
+        if (k == nt) return errmsg(2, "--nonfinite: no float tensor named '%s'", o->nonfinite);
+        if (o->tasks < 1) return errmsg(2, "--nonfinite needs at least one task");
     }
-    if (o.a.layers * 9 + 8 > GEN_MAX_TENSORS) { fprintf(stderr, "pcbm-gen: too many layers\n"); return 2; }
+    return 0;
+}
 
+int main(int argc, char **argv)
+{
+    gen_opts o = {.tasks = 3, .dtype = PCBM_DT_BF16, .seed = 1, .delta_scale = 0.01};
+    int rc = parse_args(argc, argv, &o);
+    if (rc) return rc == 1 ? 0 : rc;
     if (!o.quiet || o.dry_run)
         fprintf(o.dry_run ? stdout : stderr,
                 "pcbm-gen: %s family (%llu elements per model: vocab %llu, hidden %llu, intermediate %llu, "
