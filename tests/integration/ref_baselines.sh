@@ -23,9 +23,9 @@ ref_case ta-bf16-to-f32      "$B" 3 --cmp "$strict" --method task_arithmetic --d
 ref_case ta-sharded          "$S" 3 --cmp "$strict" --method task_arithmetic --lambda 0.5
 ref_case ta-exclude          "$B" 3 --cmp "$strict" --method task_arithmetic --exclude 'norm' --exclude '^lm_head'
 ref_case ta-d0               "$B" 2 --cmp "$strict" --method task_arithmetic --exclude '.*'
-ref_case ta-small-mem16M      "$L" 3 --cmp "$strict" --method task_arithmetic --lambda 0.6 --mem 16M --threads 2
+ref_case ta-small-mem32M      "$L" 3 --cmp "$strict" --method task_arithmetic --lambda 0.6 --mem 32M --threads 2
 ref_case dare-linear-small-pread "$L" 3 --cmp "$strict" --method dare_linear --density 0.1 --seed 6 \
-    --threads 1 --io pread --mem 16M
+    --threads 1 --io pread --mem 32M
 ref_case linear-bf16-equal   "$B" 5 --cmp "--max-ulp 1 --no-kept" --method linear
 ref_case linear-f16-weights  "$H" 3 --cmp "--max-ulp 1 --no-kept" --method linear --weights 0.2,0.5,0.3
 ref_case linear-f32-weights  "$F" 3 --cmp "--max-ulp 1 --no-kept" --method linear --weights 3,1,2

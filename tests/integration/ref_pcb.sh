@@ -3,7 +3,7 @@
 # N = 2, 3, 5, 8 tasks; densities 0.05/0.1/0.3; bf16, f16 and f32; global λ and per-task λ;
 # global and tensor scope; bf16 ties at the threshold; tensors whose scales span two orders of
 # magnitude; degenerate cases (a task identical to the base, d = 0); sharded inputs; a 5M-element
-# family under a 16 MiB memory budget (many blocks), 1 or 2 threads, io_uring or pread; --exact.
+# family under a 32 MiB memory budget (many blocks), 1 or 2 threads, io_uring or pread; --exact.
 # Default mode: ≤ 1e-4 of elements more than 1 ulp off, kept within max(2, 1e-5·d) per task.
 # --exact mode: ≤ 1e-5. f32 outputs are compared cancellation-aware (compare.py --base): where
 # θ_m ≈ 0 ≪ |θ_pre|, |τ_m|, one ulp of τ_m (exp/tanh differ by an ulp between implementations)
@@ -46,9 +46,9 @@ ref_case pcb-f32-to-bf16     "$F" 3 --method pcb --density 0.1 --dtype bf16
 ref_case pcb-sharded-input   "$S" 3 --method pcb --density 0.1
 ref_case pcb-massive-ties-n3 "$Z" 3 --method pcb --density 0.1
 ref_case pcb-massive-ties-n5 "$Z" 5 --method pcb --density 0.3 --exact
-ref_case pcb-small-mem16M    "$L" 3 --method pcb --density 0.1 --mem 16M --threads 2
+ref_case pcb-small-mem32M    "$L" 3 --method pcb --density 0.1 --mem 32M --threads 2
 ref_case pcb-small-tensor-pread "$L" 3 --cmp "--kept-tol-abs $tl" --method pcb --density 0.05 --scope tensor \
-    --threads 1 --io pread --mem 16M
+    --threads 1 --io pread --mem 32M
 ref_case pcb-exact-bf16-n5   "$B" 5 --method pcb --density 0.1 --exact
 ref_case pcb-exact-f16-n3    "$H" 3 --method pcb --density 0.05 --exact
 ref_case pcb-exact-tensor    "$B" 3 --cmp "--kept-tol-abs $tb" --method pcb --density 0.3 --scope tensor --exact

@@ -34,9 +34,9 @@ ref_case ties-d0-exclude-all "$B" 3 --method ties --exclude '.*'
 ref_case ties-keep-all       "$B" 3 --method ties --density 1
 ref_case ties-massive-ties-n3 "$Z" 3 --method ties --density 0.1
 ref_case ties-massive-ties-n5 "$Z" 5 --cmp "$strict" --method ties --density 0.3 --exact
-ref_case ties-small-mem16M   "$L" 3 --cmp "$strict" --method ties --density 0.1 --mem 16M --threads 2
+ref_case ties-small-mem32M   "$L" 3 --cmp "$strict" --method ties --density 0.1 --mem 32M --threads 2
 ref_case dare-ties-small-pread "$L" 3 --cmp "$strict" --method dare_ties --density 0.2 --seed 5 \
-    --threads 1 --io pread --mem 16M
+    --threads 1 --io pread --mem 32M
 ref_case ties-exact-bf16-n5  "$B" 5 --cmp "$strict" --method ties --density 0.1 --exact
 ref_case ties-exact-f16-n3   "$H" 3 --cmp "$strict" --method ties --density 0.05 --exact
 ref_case ties-exact-tensor   "$B" 3 --cmp "$strict" --method ties --density 0.3 --scope tensor --exact
