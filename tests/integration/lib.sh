@@ -58,8 +58,8 @@ T_START=$(date +%s)
 
 # ref_case NAME FAMILY NTASKS [--cmp "compare options"] [--] MERGE_OPTIONS...
 #   Runs `pcbmerge merge` and the reference on FAMILY/base + the first NTASKS tasks with the same
-#   options and compares the two. pcbmerge-only options (--exact, --threads, --mem, --io,
-#   --shard-size, --progress, --allow-extra) are not passed to the reference; --exact also selects compare.py's
+#   options and compares the two. pcbmerge-only options (--exact, --streaming, --threads, --mem,
+#   --io, --shard-size, --progress, --allow-extra) are not passed to the reference; --exact also selects compare.py's
 #   --exact bound.
 ref_case() {
     local name=$1 fam=$2 n=$3
@@ -73,7 +73,7 @@ ref_case() {
         case "$a" in
         --exact) ours+=("$a"); cmp_opts+=" --exact" ;;
         --threads | --mem | --io | --shard-size | --progress) ours+=("$a" "$2"); shift ;;
-        --allow-extra | --quiet) ours+=("$a") ;;
+        --allow-extra | --quiet | --streaming) ours+=("$a") ;;
         *) ours+=("$a"); refs+=("$a") ;;
         esac
         shift
