@@ -500,7 +500,11 @@ def merge(base_dir, task_dirs, out_dir, method="pcb", density=0.1, lam=1.0, lamb
                         if k < off + sz:
                             raise RefError("%s: tensor %s holds a non-finite value" % (label, nm))
                         off += sz
-        T = TH - B                                     # τ_i = θ_i − θ_pre (float32)
+        if method == "linear":
+            T = TH - B
+        else:                                          # in place: θ_i is not needed any more
+            T = TH
+            T -= B                                     # τ_i = θ_i − θ_pre (float32)
         groups = [(0, d, names, sizes)] if scope == "global" else \
             [(o, o + s, [nm], [s]) for o, s, nm in zip(np.cumsum([0] + sizes[:-1]), sizes, names)]
         OUT = np.empty(d, dtype=F32)
