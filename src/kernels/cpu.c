@@ -25,7 +25,7 @@ static int has_f16c(void)
 }
 #endif
 
-pcbm_cpu_level pcbm_cpu_detect(void)
+static pcbm_cpu_level detect_uncached(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
@@ -38,6 +38,19 @@ pcbm_cpu_level pcbm_cpu_detect(void)
 #else
     return PCBM_CPU_SCALAR;
 #endif
+}
+
+/* CPUID traps to the hypervisor in a VM (microseconds): detect once. -1 = not yet. */
+static atomic_int detected = -1;
+
+pcbm_cpu_level pcbm_cpu_detect(void)
+{
+    int v = atomic_load_explicit(&detected, memory_order_relaxed);
+    if (v < 0) {
+        v = (int)detect_uncached();
+        atomic_store_explicit(&detected, v, memory_order_relaxed);
+    }
+    return (pcbm_cpu_level)v;
 }
 
 const char *pcbm_cpu_level_name(pcbm_cpu_level level)
