@@ -13,10 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-uint64_t pcbm_pcb_stats_bytes(unsigned ntasks, unsigned threads)
+uint64_t pcbm_pcb_stats_bytes(const pcbm_merge_opts *o, unsigned threads, uint64_t d)
 {
-    return pcbm_hset_bytes(threads, 2 * ntasks) + (uint64_t)threads * ntasks * sizeof(float) +
-           pcbm_pcb_stream_bytes(ntasks, threads);
+    uint64_t b = pcbm_hset_bytes(threads, 2 * o->ntasks) + (uint64_t)threads * o->ntasks * sizeof(float);
+    if (pcbm_pcb_stream_will_run(o, d))
+        b += pcbm_pcb_stream_bytes(o->ntasks, threads);
+    return b;
 }
 
 static inline uint32_t mag_key(float tau) { return pcbm_fkey(fabsf(tau)); }
@@ -244,7 +246,7 @@ pcbm_status pcbm_run_pcb(pcbm_mctx *mc, pcbm_error *err)
     pcbm_status st = PCBM_OK;
     const pcbm_plan *p = mc->plan;
     if (mc->o->scope == PCBM_SCOPE_GLOBAL) {
-        if (p->d > 0 && (mc->o->exact || !pcbm_pcb_stream_applies(mc)))
+        if (p->d > 0 && !pcbm_pcb_stream_will_run(mc->o, p->d))
             st = pcb_stats_exact(mc, ps, 0, p->nt, err);
         else if (p->d > 0)
             st = pcbm_pcb_stream_stats(mc, ps, err);

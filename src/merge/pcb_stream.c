@@ -27,63 +27,67 @@
 
 #define STREAM_MIN_D (64ull << 20)  /* elements; smaller merges use the exact passes */
 #define TAIL_TARGET 4096.0          /* sampled elements wanted beyond the clamp quantile */
-#define S1_STRIDE_MIN 32u
+#define S1_STRIDE_MIN_SMALL 4u      /* d < 1e8: the read budget allows a 1/4 sample */
+#define S1_STRIDE_MIN 16u           /* d >= 1e8: at most a 1/16 sample (2.1 reads in all) */
 #define S1_STRIDE_MAX 64u
 #define S2_STRIDE 64u
 #define NCAND 9u                    /* candidate values of hi */
-#define SBINS 4096u                 /* score-window bins per candidate */
+#define SBINS 2048u                 /* score-window bins per candidate */
 #define MBINS 16384u                /* |tau|-window bins */
 #define Z_BOUND 5.0                 /* standard deviations of rank covered by the lo/hi brackets */
 #define Z_THR 5.0                   /* ... by the threshold window */
+#define CLUSTER_MARGIN 0.0          /* extra bracket, as a fraction of the sampled tail */
 
 typedef struct kwin {               /* whole coarse bins [p0, p1] of a key stream, fine bins */
     uint32_t p0, p1;
     unsigned shift;                 /* fine bin = (key - (p0 << 16)) >> shift */
 } kwin;
 
-/* What a score bin remembers beyond its count: the range of its values and, as a canonical
- * representative (least (tau, z) key pair, whatever the visiting order), the inputs of one of
- * its elements, so that a bin holding a single repeated value (ties are common in bf16 task
- * vectors) can have that value recomputed exactly at the exact bounds. */
+/* What a score bin remembers beyond its count: the distinct (|tau|, z) input pairs that produced
+ * its scores, with their counts, while there are at most SB_PAIRS of them. Ties are common in
+ * bf16 task vectors (thousands of elements with the same |tau| and the same sum); when the
+ * threshold falls in such a bin, the pairs are scored again at the exact bounds and the rank is
+ * resolved exactly inside the bin. Sets of pairs merge exactly across threads. */
+#define SB_PAIRS 3
 typedef struct sbin {
-    float min, max;
-    float rep_tau, rep_z;
+    float mag[SB_PAIRS], z[SB_PAIRS];
+    uint32_t cnt[SB_PAIRS];         /* a count that would overflow marks the bin mixed */
+    uint8_t npairs, mixed;
 } sbin;
 
-static inline bool rep_less(float t1, float z1, float t2, float z2)
+static inline bool same_pair(float m1, float z1, float m2, float z2)
 {
-    uint32_t a = pcbm_fkey(t1), b = pcbm_fkey(t2);
-    return a < b || (a == b && pcbm_fkey(z1) < pcbm_fkey(z2));
+    return pcbm_fkey(m1) == pcbm_fkey(m2) && pcbm_fkey(z1) == pcbm_fkey(z2);
 }
 
-static inline void sbin_add(sbin *b, uint64_t count_before, float s, float tau, float z)
+static void sbin_add_n(sbin *b, float mag, float z, uint64_t n)
 {
-    if (count_before == 0) {
-        *b = (sbin){s, s, tau, z};
+    if (b->mixed)
+        return;
+    for (unsigned j = 0; j < b->npairs; j++) {
+        if (same_pair(b->mag[j], b->z[j], mag, z)) {
+            if (n > UINT32_MAX - b->cnt[j])
+                b->mixed = 1;
+            else
+                b->cnt[j] += (uint32_t)n;
+            return;
+        }
+    }
+    if (b->npairs == SB_PAIRS || n > UINT32_MAX) {
+        b->mixed = 1;
         return;
     }
-    b->min = fminf(b->min, s);
-    b->max = fmaxf(b->max, s);
-    if (rep_less(tau, z, b->rep_tau, b->rep_z)) {
-        b->rep_tau = tau;
-        b->rep_z = z;
-    }
+    b->mag[b->npairs] = mag;
+    b->z[b->npairs] = z;
+    b->cnt[b->npairs++] = (uint32_t)n;
 }
 
-static void sbin_merge(sbin *dst, uint64_t dcount, const sbin *src, uint64_t scount)
+static void sbin_merge(sbin *dst, const sbin *src)
 {
-    if (scount == 0)
-        return;
-    if (dcount == 0) {
-        *dst = *src;
-        return;
-    }
-    dst->min = fminf(dst->min, src->min);
-    dst->max = fmaxf(dst->max, src->max);
-    if (rep_less(src->rep_tau, src->rep_z, dst->rep_tau, dst->rep_z)) {
-        dst->rep_tau = src->rep_tau;
-        dst->rep_z = src->rep_z;
-    }
+    if (src->mixed)
+        dst->mixed = 1;
+    for (unsigned j = 0; j < src->npairs && !dst->mixed; j++)
+        sbin_add_n(dst, src->mag[j], src->z[j], src->cnt[j]);
 }
 
 /* Per-thread counters of the full pass; thread 0's copy receives the sums. */
@@ -98,7 +102,8 @@ typedef struct fcount {
     float smax_min;                 /* min over candidates of smax */
 } fcount;
 
-typedef struct sstate {
+typedef struct sstate sstate;
+struct sstate {
     pcb_state *ps;
     unsigned N, threads;
     float lo_c[PCBM_MAX_TASKS];
@@ -106,24 +111,56 @@ typedef struct sstate {
     kwin wlo[PCBM_MAX_TASKS], whi[PCBM_MAX_TASKS];
     float wl[PCBM_MAX_TASKS], wh[PCBM_MAX_TASKS], wscale[PCBM_MAX_TASKS];
     fcount *fc;                     /* [threads][N] */
-} sstate;
+    uint64_t *w1, *w2;              /* per tensor: weight of a sampled element (2^16 fixed point) */
+    uint64_t n1, n2;                /* elements visited by sample passes 1 and 2 */
+};
+
+#define WEIGHT_ONE 65536.0
+
+/* Stratified sample: each tensor's sampled elements stand for all of its elements. Integer
+ * weights keep the sample histograms exact and mergeable in any order. */
+static uint64_t *sample_weights(const pcbm_plan *p, uint32_t stride, uint64_t *visited)
+{
+    uint64_t *w = pcbm_calloc(p->nt, sizeof *w);
+    *visited = 0;
+    for (size_t t = 0; w && t < p->nt; t++) {
+        if (p->t[t].kind != PCBM_T_MERGE)
+            continue;
+        uint64_t n = pcbm_sample_count(&p->t[t], t, stride);
+        *visited += n;
+        w[t] = n ? (uint64_t)llround(WEIGHT_ONE * (double)p->t[t].units / (double)n) : 0;
+    }
+    return w;
+}
+
+static void tile_sample_mag(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+{
+    const struct sstate *ss = arg;
+    uint64_t wt = ss->w1[tl->bv->tensor];
+    for (unsigned i = 0; i < mc->ntasks; i++) {
+        uint64_t *h = pcbm_hset_local(&ss->ps->h, w, i);
+        const float *tau = tl->tau[i];
+        for (unsigned k = 0; k < tl->n; k++)
+            h[pcbm_fkey(fabsf(tau[k])) >> PCBM_QBITS] += wt;
+    }
+}
 
 uint64_t pcbm_pcb_stream_bytes(unsigned ntasks, unsigned threads)
 {
     return (uint64_t)threads * ntasks * sizeof(fcount);
 }
 
-bool pcbm_pcb_stream_applies(const pcbm_mctx *mc)
+bool pcbm_pcb_stream_will_run(const pcbm_merge_opts *o, uint64_t d)
 {
-    return mc->o->scope == PCBM_SCOPE_GLOBAL && !mc->o->exact &&
-           (mc->plan->d >= STREAM_MIN_D || mc->o->streaming);
+    return o->scope == PCBM_SCOPE_GLOBAL && !o->exact && (d >= STREAM_MIN_D || o->streaming);
 }
 
 static unsigned s1_stride(uint64_t d, double c)
 {
     double s = (double)d * c / TAIL_TARGET;
-    if (s < S1_STRIDE_MIN)
-        return S1_STRIDE_MIN;
+    unsigned smin = d < 100000000ull ? S1_STRIDE_MIN_SMALL : S1_STRIDE_MIN;
+    if (s < smin)
+        return smin;
     if (s > S1_STRIDE_MAX)
         return S1_STRIDE_MAX;
     return (unsigned)s;
@@ -166,9 +203,10 @@ static void tile_sample_scores(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, v
         pcbm_tanhf_n(z, z, n);
         uint64_t *ha_h = pcbm_hset_local(&ss->ps->h, w, 2 * i);
         uint64_t *hb_h = pcbm_hset_local(&ss->ps->h, w, 2 * i + 1);
+        uint64_t wt = ss->w2[tl->bv->tensor];
         for (unsigned k = 0; k < n; k++) {
-            ha_h[pcbm_fkey(ea[k] * z[k]) >> PCBM_QBITS]++;
-            hb_h[pcbm_fkey(eb[k] * z[k]) >> PCBM_QBITS]++;
+            ha_h[pcbm_fkey(ea[k] * z[k]) >> PCBM_QBITS] += wt;
+            hb_h[pcbm_fkey(eb[k] * z[k]) >> PCBM_QBITS] += wt;
         }
     }
 }
@@ -201,7 +239,7 @@ static void all_candidates(const sstate *ss, unsigned i, float tau, float z, fco
         } else if (s <= wh) {
             unsigned b = (unsigned)((s - wl) * ss->wscale[i]);
             b = b < SBINS ? b : SBINS - 1;
-            sbin_add(&fc->sb[c][b], fc->shist[c][b], s, tau, z);
+            sbin_add_n(&fc->sb[c][b], fabsf(tau), z, 1);
             fc->shist[c][b]++;
         }
     }
@@ -269,16 +307,20 @@ static uint32_t bin_of_rank(const uint64_t *h, uint64_t rank)
     return PCBM_QBINS - 1;
 }
 
-/* Bracket of the value at fraction q of a sampled stream: whole coarse bins. */
-static bool bracket(const uint64_t *h, double q, double z, uint32_t *b0, uint32_t *b1,
-                    uint32_t *bmid)
+/* Bracket of the value at fraction q of a weighted sample of `visited` elements: whole coarse
+ * bins covering z standard deviations of the rank, plus a margin for clustered samples. */
+static bool bracket(const uint64_t *h, uint64_t visited, double q, double z, uint32_t *b0,
+                    uint32_t *b1, uint32_t *bmid)
 {
     uint64_t n = 0;
     for (uint32_t b = 0; b < PCBM_QBINS; b++)
         n += h[b];
-    if (n < 64)
+    if (visited < 64 || n == 0)
         return false;
-    double r = q * (double)n, delta = z * sqrt((double)n * q * (1.0 - q)) + 4.0;
+    double scale = (double)n / (double)visited, nv = (double)visited;
+    double tail = fmin(q, 1.0 - q) * nv;
+    double r = q * (double)n;
+    double delta = scale * (z * sqrt(nv * q * (1.0 - q)) + CLUSTER_MARGIN * tail + 4.0);
     double rl = r - delta, rh = r + delta;
     *b0 = bin_of_rank(h, rl < 0 ? 0 : (uint64_t)rl);
     *b1 = bin_of_rank(h, rh >= (double)(n - 1) ? n - 1 : (uint64_t)rh);
@@ -305,7 +347,8 @@ static bool plan_bounds(sstate *ss, const pcbm_mctx *mc)
     for (unsigned i = 0; i < ss->N; i++) {
         const uint64_t *h = pcbm_hset_total(&ss->ps->h, i);
         uint32_t a0, a1, am, b0, b1, bm;
-        if (!bracket(h, qlo, Z_BOUND, &a0, &a1, &am) || !bracket(h, qhi, Z_BOUND, &b0, &b1, &bm))
+        if (!bracket(h, ss->n1, qlo, Z_BOUND, &a0, &a1, &am) ||
+            !bracket(h, ss->n1, qhi, Z_BOUND, &b0, &b1, &bm))
             return false;
         ss->wlo[i] = make_kwin(a0, a1);
         ss->whi[i] = make_kwin(b0, b1);
@@ -327,7 +370,7 @@ static bool plan_windows(sstate *ss, const pcbm_mctx *mc)
         float lo = INFINITY, hi = -INFINITY;
         for (unsigned e = 0; e < 2; e++) {
             uint32_t b0, b1, bm;
-            if (!bracket(pcbm_hset_total(&ss->ps->h, 2 * i + e), q, Z_THR, &b0, &b1, &bm))
+            if (!bracket(pcbm_hset_total(&ss->ps->h, 2 * i + e), ss->n2, q, Z_THR, &b0, &b1, &bm))
                 return false;
             lo = fminf(lo, bin_lo_value(b0));
             hi = fmaxf(hi, bin_hi_value(b1));
@@ -356,7 +399,7 @@ static void reduce_counts(sstate *ss)
                 dst->sbelow[c] += src->sbelow[c];
                 dst->smax[c] = fmaxf(dst->smax[c], src->smax[c]);
                 for (unsigned b = 0; b < SBINS; b++) {
-                    sbin_merge(&dst->sb[c][b], dst->shist[c][b], &src->sb[c][b], src->shist[c][b]);
+                    sbin_merge(&dst->sb[c][b], &src->sb[c][b]);
                     dst->shist[c][b] += src->shist[c][b];
                 }
             }
@@ -384,10 +427,36 @@ static bool window_value(const uint64_t *win, uint64_t below, const kwin *kw, ui
 }
 
 /* The score of one element at the exact bounds, computed as pcbm_pcb_scores does. */
-static float exact_score(const sstate *ss, const pcb_state *ps, unsigned i, float tau, float z)
+static float exact_score(const sstate *ss, const pcb_state *ps, unsigned i, float mag, float z)
 {
-    float x = norm_mag(tau, ps->lo_v[i], ps->hi_v[i]);
+    float x = norm_mag(mag, ps->lo_v[i], ps->hi_v[i]);
     return pcbm_expf((float)ss->N * (x * x)) * z;
+}
+
+/* The threshold inside a bin of known composition: its pairs in the order of their exact scores,
+ * the rank placed after `before` elements (interpolated) below the bin. */
+static float pair_threshold(const sstate *ss, const pcb_state *ps, unsigned i, const sbin *sb,
+                            double before, double target)
+{
+    float sc[SB_PAIRS];
+    unsigned ord[SB_PAIRS];
+    for (unsigned j = 0; j < sb->npairs; j++) {
+        sc[j] = exact_score(ss, ps, i, sb->mag[j], sb->z[j]);
+        ord[j] = j;
+    }
+    for (unsigned a = 1; a < sb->npairs; a++)
+        for (unsigned b = a; b > 0 && sc[ord[b]] < sc[ord[b - 1]]; b--) {
+            unsigned t = ord[b];
+            ord[b] = ord[b - 1];
+            ord[b - 1] = t;
+        }
+    double acc = before;
+    for (unsigned j = 0; j < sb->npairs; j++) {
+        acc += (double)sb->cnt[ord[j]];
+        if (acc >= target)
+            return sc[ord[j]];
+    }
+    return sc[ord[sb->npairs - 1]];
 }
 
 /* t and m at the exact bounds, interpolated between the candidates around hi. */
@@ -415,12 +484,12 @@ static bool resolve_scores(const sstate *ss, unsigned i, const fcount *fc, uint6
             double frac = cur > prev ? (target - prev) / (cur - prev) : 0.5;
             ps->t_v[i] = (float)(ss->wl[i] + (b + frac) * width);
             ps->m_v[i] = (float)((1 - a) * fc->smax[k] + a * fc->smax[k + 1]);
-            /* a bin of one repeated value at the nearer candidate: the threshold is that value,
-             * recomputed at the exact bounds */
+            /* a bin made of at most SB_PAIRS distinct inputs at the nearer candidate: score them
+             * at the exact bounds and place the rank among them exactly */
             unsigned near = a < 0.5 ? k : k + 1;
             const sbin *sb = &fc->sb[near][b];
-            if (fc->shist[near][b] > 0 && sb->min == sb->max)
-                ps->t_v[i] = exact_score(ss, ps, i, sb->rep_tau, sb->rep_z);
+            if (fc->shist[near][b] > 0 && !sb->mixed)
+                ps->t_v[i] = pair_threshold(ss, ps, i, sb, prev, target);
             return true;
         }
         prev = cur;
@@ -447,8 +516,8 @@ static pcbm_status sample_passes(pcbm_mctx *mc, sstate *ss, bool *ok, pcbm_error
     pcb_state *ps = ss->ps;
     unsigned st1 = s1_stride(mc->plan->d, mc->o->clamp_ratio);
     pcbm_hset_clear(&ps->h);
-    pcbm_status st = pcbm_run_tiles(mc, PCBM_PASS_STATS, 0, mc->plan->nt, st1,
-                                    pcbm_pcb_tile_mag_coarse, ps, err);
+    pcbm_status st = pcbm_run_tiles(mc, PCBM_PASS_STATS, 0, mc->plan->nt, st1, tile_sample_mag,
+                                    ss, err);
     if (st != PCBM_OK)
         return st;
     pcbm_hset_reduce(&ps->h);
@@ -463,53 +532,77 @@ static pcbm_status sample_passes(pcbm_mctx *mc, sstate *ss, bool *ok, pcbm_error
     return PCBM_OK;
 }
 
-pcbm_status pcbm_pcb_stream_stats(pcbm_mctx *mc, pcb_state *ps, pcbm_error *err)
+/* Samples, the full pass and the resolution. *miss names the bracket that missed, if any. */
+static pcbm_status stream_run(pcbm_mctx *mc, sstate *ss, const char **miss, bool *bounds_ok,
+                              pcbm_error *err)
 {
-    sstate ss = {.ps = ps, .N = mc->ntasks, .threads = mc->threads};
-    ss.fc = pcbm_calloc((size_t)mc->threads * mc->ntasks, sizeof(fcount));
-    if (!ss.fc)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory for PCB statistics");
-    for (size_t j = 0; j < (size_t)mc->threads * mc->ntasks; j++) {
-        for (unsigned c = 0; c < NCAND; c++)
-            ss.fc[j].smax[c] = -INFINITY;
-        ss.fc[j].smax_min = -INFINITY;
-    }
-    mc->pass_no = 0;
-    mc->passes_planned = 3;
+    pcb_state *ps = ss->ps;
     bool ok = false;
-    ps->d = mc->plan->d;
-    pcbm_status st = sample_passes(mc, &ss, &ok, err);
-    if (st == PCBM_OK && !ok) {
-        free(ss.fc);
-        return fallback(mc, ps, false, "the sample is too small to bracket the statistics", err);
-    }
-    if (st == PCBM_OK) {
-        mc->check_finite = !mc->o->allow_nonfinite;
-        st = pcbm_run_tiles(mc, PCBM_PASS_STATS, 0, mc->plan->nt, 1, tile_full, &ss, err);
-        mc->check_finite = 0;
-    }
-    if (st != PCBM_OK) {
-        free(ss.fc);
+    pcbm_status st = sample_passes(mc, ss, &ok, err);
+    if (st != PCBM_OK || !ok) {
+        *miss = "the sample is too small to bracket the statistics";
+        *bounds_ok = false;
         return st;
     }
-    reduce_counts(&ss);
+    mc->check_finite = !mc->o->allow_nonfinite;
+    st = pcbm_run_tiles(mc, PCBM_PASS_STATS, 0, mc->plan->nt, 1, tile_full, ss, err);
+    mc->check_finite = 0;
+    if (st != PCBM_OK)
+        return st;
+    reduce_counts(ss);
     double c = mc->o->clamp_ratio, dd = (double)ps->d;
-    bool bounds_ok = true, scores_ok = true;
-    for (unsigned i = 0; i < ss.N && bounds_ok; i++) {
-        const fcount *fc = &ss.fc[i];
-        bounds_ok = window_value(fc->mwin[0], fc->mbelow[0], &ss.wlo[i], pcbm_pcb_rank(dd * c),
-                                 &ps->lo_v[i]) &&
-                    window_value(fc->mwin[1], fc->mbelow[1], &ss.whi[i],
-                                 pcbm_pcb_rank(dd * (1.0 - c) - 1.0), &ps->hi_v[i]);
+    for (unsigned i = 0; i < ss->N; i++) {
+        const fcount *fc = &ss->fc[i];
+        if (!window_value(fc->mwin[0], fc->mbelow[0], &ss->wlo[i], pcbm_pcb_rank(dd * c),
+                          &ps->lo_v[i]) ||
+            !window_value(fc->mwin[1], fc->mbelow[1], &ss->whi[i],
+                          pcbm_pcb_rank(dd * (1.0 - c) - 1.0), &ps->hi_v[i])) {
+            *miss = "a clamp bound fell outside its sampled bracket";
+            *bounds_ok = false;
+            return PCBM_OK;
+        }
     }
-    for (unsigned i = 0; i < ss.N && bounds_ok && scores_ok; i++)
-        scores_ok = resolve_scores(&ss, i, &ss.fc[i], ps->d, mc->o->density, ps);
+    *bounds_ok = true;
+    for (unsigned i = 0; i < ss->N; i++) {
+        if (!resolve_scores(ss, i, &ss->fc[i], ps->d, mc->o->density, ps)) {
+            *miss = "the score threshold fell outside its sampled window";
+            return PCBM_OK;
+        }
+    }
+    return PCBM_OK;
+}
+
+pcbm_status pcbm_pcb_stream_stats(pcbm_mctx *mc, pcb_state *ps, pcbm_error *err)
+{
+    unsigned s1 = s1_stride(mc->plan->d, mc->o->clamp_ratio);
+    sstate ss = {.ps = ps, .N = mc->ntasks, .threads = mc->threads};
+    ss.fc = pcbm_calloc((size_t)mc->threads * mc->ntasks, sizeof(fcount));
+    ss.w1 = sample_weights(mc->plan, s1, &ss.n1);
+    ss.w2 = sample_weights(mc->plan, S2_STRIDE, &ss.n2);
+    pcbm_status st = PCBM_OK;
+    const char *miss = NULL;
+    bool bounds_ok = false;
+    if (!ss.fc || !ss.w1 || !ss.w2) {
+        st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory for PCB statistics");
+    } else {
+        for (size_t j = 0; j < (size_t)mc->threads * mc->ntasks; j++) {
+            for (unsigned c = 0; c < NCAND; c++)
+                ss.fc[j].smax[c] = -INFINITY;
+            ss.fc[j].smax_min = -INFINITY;
+        }
+        mc->pass_no = 0;
+        mc->passes_planned = 3;
+        ps->d = mc->plan->d;
+        st = stream_run(mc, &ss, &miss, &bounds_ok, err);
+    }
     free(ss.fc);
-    if (!bounds_ok)
-        return fallback(mc, ps, false, "a clamp bound fell outside its sampled bracket", err);
-    if (!scores_ok)
-        return fallback(mc, ps, true, "the score threshold fell outside its sampled window", err);
+    free(ss.w1);
+    free(ss.w2);
+    if (st != PCBM_OK)
+        return st;
+    if (miss)
+        return fallback(mc, ps, bounds_ok, miss, err);
     snprintf(ps->how, sizeof ps->how, "streaming: samples 1/%u and 1/%u, one full pass, %u "
-             "candidates of hi", s1_stride(mc->plan->d, c), S2_STRIDE, NCAND);
+             "candidates of hi", s1, S2_STRIDE, NCAND);
     return PCBM_OK;
 }

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define TARGET_BLOCK_BYTES (1u << 20)  /* per model per block, when memory allows */
+#define TARGET_BLOCK_BYTES (4u << 20)  /* per model per block, when memory allows */
 #define MIN_BLOCK_ELEMS 4096u          /* below this, per-block overhead dominates */
 #define MAX_SLOTS 32u                  /* block sets in flight (reading, computing, writing) */
 #define STAGE_CHUNKS 4u                /* output staging buffers */
@@ -468,7 +468,6 @@ typedef struct cursor {
     size_t t;          /* tensor */
     uint64_t start;    /* first unit of the current block */
     uint64_t n;        /* units in the current block */
-    uint64_t gunit;    /* sample passes: global index of the tensor's first sample unit */
 } cursor;
 
 static bool visits(const pcbm_pass *ps, const pcbm_tplan *t)
@@ -476,9 +475,29 @@ static bool visits(const pcbm_pass *ps, const pcbm_tplan *t)
     return ps->kind == PCBM_PASS_APPLY || t->kind == PCBM_T_MERGE;
 }
 
-/* The block after `from` (units) inside tensor t: every block, or for sample passes only the
- * blocks inside sample units whose global index is a multiple of the stride. Sample units are
- * PCBM_SAMPLE_UNIT elements whatever the block size, so a sample never depends on --mem. */
+/* Sample units of tensor `ti` are PCBM_SAMPLE_UNIT elements; with stride s, a tensor of more
+ * than s units contributes the units u with (u + ti) % s == 0, a smaller tensor its first unit.
+ * The rule depends only on the plan and the stride, never on the block size or --mem. */
+static bool unit_sampled(size_t ti, uint64_t nunits, uint64_t u, uint32_t stride)
+{
+    if (nunits <= stride)
+        return u == 0;
+    return (u + ti) % stride == 0;
+}
+
+uint64_t pcbm_sample_count(const pcbm_tplan *t, size_t ti, uint32_t stride)
+{
+    if (stride <= 1)
+        return t->units;
+    uint64_t nunits = (t->units + PCBM_SAMPLE_UNIT - 1) / PCBM_SAMPLE_UNIT, n = 0;
+    for (uint64_t u = 0; u < nunits; u++)
+        if (unit_sampled(ti, nunits, u, stride))
+            n += PCBM_MIN(PCBM_SAMPLE_UNIT, t->units - u * PCBM_SAMPLE_UNIT);
+    return n;
+}
+
+/* The block after `from` (units) inside tensor c->t: every block, or for sample passes only the
+ * blocks inside sampled units. */
 static bool next_in_tensor(const pcbm_pass *ps, const pcbm_tplan *t, cursor *c, uint64_t from)
 {
     uint32_t stride = ps->sample_stride > 1 ? ps->sample_stride : 1;
@@ -489,8 +508,9 @@ static bool next_in_tensor(const pcbm_pass *ps, const pcbm_tplan *t, cursor *c, 
         c->n = PCBM_MIN(t->block_units, t->units - from);
         return true;
     }
-    for (uint64_t u = from / PCBM_SAMPLE_UNIT; u * PCBM_SAMPLE_UNIT < t->units; u++) {
-        if ((c->gunit + u) % stride != 0)
+    uint64_t nunits = (t->units + PCBM_SAMPLE_UNIT - 1) / PCBM_SAMPLE_UNIT;
+    for (uint64_t u = from / PCBM_SAMPLE_UNIT; u < nunits; u++) {
+        if (!unit_sampled(c->t, nunits, u, stride))
             continue;
         uint64_t lo = PCBM_MAX(from, u * PCBM_SAMPLE_UNIT);
         uint64_t hi = PCBM_MIN((u + 1) * PCBM_SAMPLE_UNIT, t->units);
@@ -513,8 +533,6 @@ static bool cursor_next(const pcbm_engine *e, const pcbm_pass *ps, cursor *c, bo
         const pcbm_tplan *t = &e->plan->t[c->t];
         if (visits(ps, t) && next_in_tensor(ps, t, c, from))
             return true;
-        if (visits(ps, t))
-            c->gunit += (t->units + PCBM_SAMPLE_UNIT - 1) / PCBM_SAMPLE_UNIT;
         c->t++;
         from = 0;
     }
@@ -528,11 +546,11 @@ static uint64_t pass_total_bytes(const pcbm_engine *e, const pcbm_pass *ps)
         if (!visits(ps, t))
             continue;
         unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
+        uint64_t n = pcbm_sample_count(t, i, ps->sample_stride);
         for (unsigned m = 0; m < nin; m++)
-            total += t->units * t->in_unit[m];
+            total += n * t->in_unit[m];
     }
-    uint32_t stride = ps->sample_stride > 1 ? ps->sample_stride : 1;
-    return total / stride;
+    return total;
 }
 
 typedef struct progress {
@@ -693,8 +711,10 @@ static void on_read_done(run_state *rs, pcbm_io_req *r)
     rs->pg.done += (uint64_t)s->n * t->in_unit[m];
     if (--s->pending == 0) {
         if (rs->st != PCBM_OK) {
+            /* the pass is stopping: the block is dropped, not an error of its own (a read
+             * error of its own was recorded above) */
             s->computed = 1;
-            s->st = PCBM_ERR_IO;
+            s->st = PCBM_OK;
             pthread_mutex_lock(&rs->e->mu);
             s->next = rs->e->done_head;
             rs->e->done_head = s;

@@ -13,7 +13,7 @@
 
 typedef struct pcbm_engine pcbm_engine;
 
-#define PCBM_SAMPLE_UNIT 4096u   /* granularity of sample passes, independent of the block size */
+#define PCBM_SAMPLE_UNIT 16384u  /* granularity of sample passes, independent of the block size */
 
 /* One block set as a worker sees it. */
 typedef struct pcbm_blockview {
@@ -39,9 +39,8 @@ typedef struct pcbm_pass {
     const char *name;          /* for progress and the summary ("stats 1/2", "apply") */
     pcbm_pass_kind kind;
     size_t t0, t1;             /* tensor range [t0, t1) of the plan */
-    uint32_t sample_stride;    /* stats passes: visit only the sample units (PCBM_SAMPLE_UNIT
-                                  elements of a tensor) whose global index % stride == 0;
-                                  1 or 0 = every element */
+    uint32_t sample_stride;    /* stats passes: visit only sampled units of PCBM_SAMPLE_UNIT
+                                  elements (see pcbm_sample_count); 1 or 0 = every element */
     pcbm_block_fn fn;
     void *arg;
 } pcbm_pass;
@@ -78,6 +77,9 @@ typedef struct pcbm_engine_report {
     unsigned npasses;
     pcbm_pass_report passes[PCBM_MAX_PASSES];
 } pcbm_engine_report;
+
+/* Elements of tensor `ti` that a sample pass of this stride visits (all of them for stride <= 1). */
+uint64_t pcbm_sample_count(const pcbm_tplan *t, size_t ti, uint32_t stride);
 
 /* Size the buffers (and pick the block size) from the budget. Fails with PCBM_ERR_NOMEM naming
  * the minimum --mem when the budget is too small. Sets plan's block cut. */
