@@ -31,7 +31,9 @@
 #define STREAM_PARAM 0x9a4a0000ull     /* per-tensor parameters, + task index */
 
 /* ---------------------------------------------------------------------------------------------
- * Counter-based randomness
+ * Counter-based randomness: the SplitMix64 finalizer over (key, element, word). Deliberately not
+ * src/kernels/rng.c's DARE generator: generated families must stay the same when that changes,
+ * and one mix per word (rng.c re-derives its stream key on every call) keeps generation fast.
  * ------------------------------------------------------------------------------------------- */
 static uint64_t mix64(uint64_t z)
 {
