@@ -51,7 +51,7 @@ struct pcbm_mctx {
 };
 
 /* Stats bytes a method needs beyond the engine's buffers (histograms etc.) for d merged elements. */
-uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, uint64_t d);
+uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_plan *p);
 
 /* Run the whole method (statistics + apply). */
 pcbm_status pcbm_method_run(pcbm_mctx *mc, pcbm_error *err);
@@ -73,7 +73,7 @@ static inline uint64_t *pcbm_kept_local(pcbm_mctx *mc, unsigned worker)
 pcbm_status pcbm_run_pcb(pcbm_mctx *mc, pcbm_error *err);
 pcbm_status pcbm_run_ties(pcbm_mctx *mc, pcbm_error *err);     /* ties and dare_ties */
 pcbm_status pcbm_run_simple(pcbm_mctx *mc, pcbm_error *err);   /* task_arithmetic, linear, dare_linear */
-uint64_t pcbm_pcb_stats_bytes(const pcbm_merge_opts *o, unsigned threads, uint64_t d);
+uint64_t pcbm_pcb_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_plan *p);
 uint64_t pcbm_ties_stats_bytes(unsigned ntasks, unsigned threads);
 
 /* For tensor scope: the next range [t0, t1) that holds exactly one MERGE tensor (last in it),

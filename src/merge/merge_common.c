@@ -153,11 +153,11 @@ bool pcbm_next_range(const pcbm_plan *p, size_t *t0, size_t *t1)
     return true;
 }
 
-uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, uint64_t d)
+uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_plan *p)
 {
     switch (o->method) {
     case PCBM_METHOD_PCB:
-        return pcbm_pcb_stats_bytes(o, threads, d);
+        return pcbm_pcb_stats_bytes(o, threads, p);
     case PCBM_METHOD_TIES:
     case PCBM_METHOD_DARE_TIES:
         return pcbm_ties_stats_bytes(o->ntasks, threads);

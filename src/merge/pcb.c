@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-uint64_t pcbm_pcb_stats_bytes(const pcbm_merge_opts *o, unsigned threads, uint64_t d)
+uint64_t pcbm_pcb_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_plan *p)
 {
     uint64_t b = pcbm_hset_bytes(threads, 2 * o->ntasks) + (uint64_t)threads * o->ntasks * sizeof(float);
-    if (pcbm_pcb_stream_will_run(o, d))
+    if (pcbm_pcb_stream_will_run(o, p))
         b += pcbm_pcb_stream_bytes(o->ntasks, threads);
     return b;
 }
@@ -246,7 +246,7 @@ pcbm_status pcbm_run_pcb(pcbm_mctx *mc, pcbm_error *err)
     pcbm_status st = PCBM_OK;
     const pcbm_plan *p = mc->plan;
     if (mc->o->scope == PCBM_SCOPE_GLOBAL) {
-        if (p->d > 0 && !pcbm_pcb_stream_will_run(mc->o, p->d))
+        if (p->d > 0 && !pcbm_pcb_stream_will_run(mc->o, p))
             st = pcb_stats_exact(mc, ps, 0, p->nt, err);
         else if (p->d > 0)
             st = pcbm_pcb_stream_stats(mc, ps, err);

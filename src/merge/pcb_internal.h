@@ -28,7 +28,7 @@ pcbm_status pcbm_pcb_exact_scores(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_
                                   pcbm_error *err);
 
 /* Streaming statistics (global scope): a sample and one full pass. */
-bool pcbm_pcb_stream_will_run(const pcbm_merge_opts *o, uint64_t d);
+bool pcbm_pcb_stream_will_run(const pcbm_merge_opts *o, const pcbm_plan *p);
 pcbm_status pcbm_pcb_stream_stats(pcbm_mctx *mc, pcb_state *ps, pcbm_error *err);
 uint64_t pcbm_pcb_stream_bytes(unsigned ntasks, unsigned threads);
 

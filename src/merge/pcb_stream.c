@@ -60,6 +60,13 @@ static inline bool same_pair(float m1, float z1, float m2, float z2)
     return pcbm_fkey(m1) == pcbm_fkey(m2) && pcbm_fkey(z1) == pcbm_fkey(z2);
 }
 
+/* A canonical order on (|tau|, z) pairs, so choices among equal scores never depend on order. */
+static inline bool rep_less(float m1, float z1, float m2, float z2)
+{
+    uint32_t a = pcbm_fkey(m1), b = pcbm_fkey(m2);
+    return a < b || (a == b && pcbm_fkey(z1) < pcbm_fkey(z2));
+}
+
 static void sbin_add_n(sbin *b, float mag, float z, uint64_t n)
 {
     if (b->mixed)
@@ -99,6 +106,7 @@ typedef struct fcount {
     uint64_t sbelow[NCAND];
     uint64_t sbelow_all;
     float smax[NCAND];
+    float amag[NCAND], az[NCAND];   /* the (|tau|, z) of each candidate's maximum */
     float smax_min;                 /* min over candidates of smax */
 } fcount;
 
@@ -150,9 +158,22 @@ uint64_t pcbm_pcb_stream_bytes(unsigned ntasks, unsigned threads)
     return (uint64_t)threads * ntasks * sizeof(fcount);
 }
 
-bool pcbm_pcb_stream_will_run(const pcbm_merge_opts *o, uint64_t d)
+/* Streaming is the default for large merges written in 16-bit floats. An f32 output resolves
+ * one part in 2^24: the interpolated threshold (relative error ~1e-6) and a clamp bound read at
+ * fine-bin resolution would move most weighted averages by more than one ulp (measured on a 70M
+ * f32 family: 4.9e-3 of elements), so f32 outputs get the exact passes unless --streaming. */
+bool pcbm_pcb_stream_will_run(const pcbm_merge_opts *o, const pcbm_plan *p)
 {
-    return o->scope == PCBM_SCOPE_GLOBAL && !o->exact && (d >= STREAM_MIN_D || o->streaming);
+    if (o->scope != PCBM_SCOPE_GLOBAL || o->exact || p->d == 0)
+        return false;
+    if (o->streaming)
+        return true;
+    if (p->d < STREAM_MIN_D)
+        return false;
+    for (size_t i = 0; i < p->nt; i++)
+        if (p->t[i].kind == PCBM_T_MERGE && p->t[i].out_dt == PCBM_DT_F32)
+            return false;
+    return true;
 }
 
 static unsigned s1_stride(uint64_t d, double c)
@@ -230,8 +251,12 @@ static void all_candidates(const sstate *ss, unsigned i, float tau, float z, fco
     for (unsigned c = 0; c < NCAND; c++) {
         float x = norm_mag(tau, lo, ss->cand[i][c]);
         float s = pcbm_expf(nf * (x * x)) * z;
-        if (track_max && s > fc->smax[c])
+        if (track_max && (s > fc->smax[c] ||
+                          (s == fc->smax[c] && rep_less(fabsf(tau), z, fc->amag[c], fc->az[c])))) {
             fc->smax[c] = s;
+            fc->amag[c] = fabsf(tau);
+            fc->az[c] = z;
+        }
         if (!histogram)
             continue;
         if (s < wl) {
@@ -397,7 +422,13 @@ static void reduce_counts(sstate *ss)
             }
             for (unsigned c = 0; c < NCAND; c++) {
                 dst->sbelow[c] += src->sbelow[c];
-                dst->smax[c] = fmaxf(dst->smax[c], src->smax[c]);
+                if (src->smax[c] > dst->smax[c] ||
+                    (src->smax[c] == dst->smax[c] &&
+                     rep_less(src->amag[c], src->az[c], dst->amag[c], dst->az[c]))) {
+                    dst->smax[c] = src->smax[c];
+                    dst->amag[c] = src->amag[c];
+                    dst->az[c] = src->az[c];
+                }
                 for (unsigned b = 0; b < SBINS; b++) {
                     sbin_merge(&dst->sb[c][b], &src->sb[c][b]);
                     dst->shist[c][b] += src->shist[c][b];
@@ -460,33 +491,59 @@ static float pair_threshold(const sstate *ss, const pcb_state *ps, unsigned i, c
 }
 
 /* t and m at the exact bounds, interpolated between the candidates around hi. */
+/* Lagrange weights of the three candidates j0..j0+2 at x (quadratic interpolation). */
+static void lagrange3(const float *cand, unsigned j0, double x, double L[3])
+{
+    double x0 = cand[j0], x1 = cand[j0 + 1], x2 = cand[j0 + 2];
+    L[0] = (x - x1) * (x - x2) / ((x0 - x1) * (x0 - x2));
+    L[1] = (x - x0) * (x - x2) / ((x1 - x0) * (x1 - x2));
+    L[2] = (x - x0) * (x - x1) / ((x2 - x0) * (x2 - x1));
+}
+
+/* The maximum at the exact bounds: the best of the candidates' maxima, rescored exactly. */
+static float exact_max(const sstate *ss, const pcb_state *ps, unsigned i, const fcount *fc)
+{
+    float m = -INFINITY;
+    for (unsigned c = 0; c < NCAND; c++)
+        if (fc->smax[c] > -INFINITY)
+            m = fmaxf(m, exact_score(ss, ps, i, fc->amag[c], fc->az[c]));
+    return m;
+}
+
+/* t at the exact bounds: score counts interpolated (quadratically, in count space) between the
+ * three candidates of hi around the exact hi, with bins of known composition resolved exactly;
+ * m: the candidates' maxima rescored at the exact bounds. */
 static bool resolve_scores(const sstate *ss, unsigned i, const fcount *fc, uint64_t d, double r,
                            pcb_state *ps)
 {
     double hi_eq = (double)ps->hi_v[i] - ps->lo_v[i] + ss->lo_c[i];
     const float *cand = ss->cand[i];
-    if (hi_eq < cand[0] || hi_eq > cand[NCAND - 1])
+    if (hi_eq < cand[0] || hi_eq > cand[NCAND - 1] || !(cand[NCAND - 1] > cand[0]))
         return false;
-    unsigned k = 0;
-    while (k + 2 < NCAND && hi_eq > cand[k + 1])
-        k++;
-    double span = (double)cand[k + 1] - cand[k];
-    double a = span > 0 ? (hi_eq - cand[k]) / span : 0.0;
+    unsigned near = 0;
+    for (unsigned c = 1; c < NCAND; c++)
+        if (fabs(cand[c] - hi_eq) < fabs(cand[near] - hi_eq))
+            near = c;
+    unsigned j0 = near == 0 ? 0 : (near == NCAND - 1 ? NCAND - 3 : near - 1);
+    double L[3];
+    lagrange3(cand, j0, hi_eq, L);
     double target = (double)pcbm_pcb_rank((double)d * (1.0 - r)) + 0.5;
-    double prev = (1 - a) * (double)(fc->sbelow_all + fc->sbelow[k]) +
-                  a * (double)(fc->sbelow_all + fc->sbelow[k + 1]);
+    double prev = (double)fc->sbelow_all;
+    for (unsigned j = 0; j < 3; j++)
+        prev += L[j] * (double)fc->sbelow[j0 + j];
     if (prev > target)
         return false;
     double width = ((double)ss->wh[i] - ss->wl[i]) / SBINS;
+    ps->m_v[i] = exact_max(ss, ps, i, fc);
     for (unsigned b = 0; b < SBINS; b++) {
-        double cur = prev + (1 - a) * (double)fc->shist[k][b] + a * (double)fc->shist[k + 1][b];
+        double cur = prev;
+        for (unsigned j = 0; j < 3; j++)
+            cur += L[j] * (double)fc->shist[j0 + j][b];
         if (cur >= target) {
             double frac = cur > prev ? (target - prev) / (cur - prev) : 0.5;
             ps->t_v[i] = (float)(ss->wl[i] + (b + frac) * width);
-            ps->m_v[i] = (float)((1 - a) * fc->smax[k] + a * fc->smax[k + 1]);
-            /* a bin made of at most SB_PAIRS distinct inputs at the nearer candidate: score them
-             * at the exact bounds and place the rank among them exactly */
-            unsigned near = a < 0.5 ? k : k + 1;
+            /* a bin made of at most SB_PAIRS distinct inputs at the nearest candidate: score
+             * them at the exact bounds and place the rank among them exactly */
             const sbin *sb = &fc->sb[near][b];
             if (fc->shist[near][b] > 0 && !sb->mixed)
                 ps->t_v[i] = pair_threshold(ss, ps, i, sb, prev, target);

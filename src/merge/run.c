@@ -309,7 +309,7 @@ static pcbm_status setup(merge_run *r, const pcbm_merge_opts *o, unsigned thread
     if (!mc->scratch || !mc->kept_local)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
 
-    uint64_t reserved = RESERVED_MISC + pcbm_method_stats_bytes(o, threads, r->plan.d) +
+    uint64_t reserved = RESERVED_MISC + pcbm_method_stats_bytes(o, threads, &r->plan) +
                         (uint64_t)threads * mc->scratch_floats * sizeof(float);
     pcbm_engine_cfg ec = {.mem_bytes = o->mem_bytes, .reserved_bytes = reserved,
                           .threads = threads, .io = o->io, .block_bytes = o->block_bytes,
