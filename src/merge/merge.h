@@ -47,6 +47,7 @@ struct pcbm_mctx {
     unsigned pass_no;       /* passes run so far (for names) */
     unsigned passes_planned;
     char pass_name[32];
+    char stats_how[192];    /* how the statistics were obtained, for the report */
     void *method;           /* method-private state */
 };
 

@@ -252,9 +252,13 @@ pcbm_status pcbm_run_pcb(pcbm_mctx *mc, pcbm_error *err)
             st = pcbm_pcb_stream_stats(mc, ps, err);
         if (st == PCBM_OK) {
             report_global(mc, ps);
+            snprintf(mc->stats_how, sizeof mc->stats_how, "%s",
+                     ps->how[0] ? ps->how : "exact: radix select, 4 statistics passes");
             st = pcbm_run_tiles(mc, PCBM_PASS_APPLY, 0, p->nt, 1, pcbm_pcb_tile_apply, ps, err);
         }
     } else {
+        snprintf(mc->stats_how, sizeof mc->stats_how, "exact, per tensor: radix select, 4 "
+                 "statistics passes over each tensor");
         size_t t0 = 0, t1 = 0;
         while (st == PCBM_OK && pcbm_next_range(p, &t0, &t1)) {
             if (p->t[t1 - 1].kind == PCBM_T_MERGE && p->t[t1 - 1].units > 0)

@@ -161,6 +161,7 @@ static char *report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, doub
     free(pj);
     json_object_set_new(r, "base", json_string(o->base));
     json_object_set_new(r, "d", json_integer((json_int_t)p->d));
+    json_object_set_new(r, "stats", json_string(mc->stats_how[0] ? mc->stats_how : "none"));
     json_object_set_new(r, "tensors_merged", json_integer((json_int_t)p->nmerge));
     json_object_set_new(r, "tensors_copied", json_integer((json_int_t)(p->nt - p->nmerge)));
     bool global_stats = o->scope == PCBM_SCOPE_GLOBAL;
@@ -236,6 +237,8 @@ static void print_summary(const pcbm_mctx *mc, const pcbm_engine_report *er, dou
                   pcbm_fmt_bytes(pr->bytes_written, b, sizeof b), pr->seconds,
                   pr->seconds > 0 ? (double)(pr->bytes_read + pr->bytes_written) / pr->seconds / 1e9 : 0);
     }
+    if (mc->stats_how[0])
+        pcbm_info("  statistics: %s", mc->stats_how);
     uint64_t input = p->merge_in_bytes + p->copy_in_bytes;
     pcbm_info("  read %s = %.2f x the inputs; %.2f s; peak memory %s (limit %s); I/O %s, %u threads",
               pcbm_fmt_bytes(er->bytes_read, a, sizeof a),

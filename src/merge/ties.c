@@ -198,6 +198,9 @@ pcbm_status pcbm_run_ties(pcbm_mctx *mc, pcbm_error *err)
     const pcbm_plan *p = mc->plan;
     pcbm_status st = PCBM_OK;
     mc->passes_planned = ts->dare ? 1 : 3;
+    snprintf(mc->stats_how, sizeof mc->stats_how, "%s",
+             ts->dare ? "one pass for the majority sign"
+                      : "exact: radix select (2 passes) and one pass for the majority sign");
     if (mc->o->scope == PCBM_SCOPE_GLOBAL) {
         st = ties_range(mc, ts, 0, p->nt, p->d > 0, err);
         for (unsigned i = 0; i < mc->ntasks && !ts->dare; i++)
