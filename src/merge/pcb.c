@@ -10,6 +10,7 @@
 #include "../kernels/dmath.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

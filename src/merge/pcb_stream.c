@@ -28,7 +28,7 @@
 #define STREAM_MIN_D (64ull << 20)  /* elements; smaller merges use the exact passes */
 #define TAIL_TARGET 4096.0          /* sampled elements wanted beyond the clamp quantile */
 #define S1_STRIDE_MIN_SMALL 4u      /* d < 1e8: the read budget allows a 1/4 sample */
-#define S1_STRIDE_MIN 16u           /* d >= 1e8: at most a 1/16 sample (2.1 reads in all) */
+#define S1_STRIDE_MIN 24u           /* d >= 1e8: at most a 1/24 sample (2.1 reads in all) */
 #define S1_STRIDE_MAX 64u
 #define S2_STRIDE 64u
 #define NCAND 9u                    /* candidate values of hi */
@@ -36,6 +36,9 @@
 #define MBINS 16384u                /* |tau|-window bins */
 #define Z_BOUND 5.0                 /* standard deviations of rank covered by the lo/hi brackets */
 #define Z_THR 5.0                   /* ... by the threshold window */
+#define HEAVY_MAX 128u              /* tie clusters (atoms) tracked exactly per task */
+#define HEAVY_MIN_SAMPLES 4u        /* sampled occurrences that make a pair an atom */
+#define PAIR_CAP (1u << 16)         /* sampled window pairs kept per task (more: no atoms) */
 #define CLUSTER_MARGIN 0.0          /* extra bracket, as a fraction of the sampled tail */
 
 typedef struct kwin {               /* whole coarse bins [p0, p1] of a key stream, fine bins */
@@ -108,7 +111,22 @@ typedef struct fcount {
     float smax[NCAND];
     float amag[NCAND], az[NCAND];   /* the (|tau|, z) of each candidate's maximum */
     float smax_min;                 /* min over candidates of smax */
+    uint64_t hcnt[HEAVY_MAX];       /* elements of each atom */
 } fcount;
+
+/* Atoms: (|tau|, z) pairs that many elements share near the threshold (ties in bf16 task
+ * vectors), found in a sample and then counted exactly; sorted by key for lookup. */
+typedef struct atoms {
+    unsigned n;
+    float mag[HEAVY_MAX], z[HEAVY_MAX];
+} atoms;
+
+/* Pairs a sample pass collects per (thread, task). */
+typedef struct pairbuf {
+    uint32_t n;
+    bool overflow;
+    float mag[PAIR_CAP], z[PAIR_CAP];
+} pairbuf;
 
 typedef struct sstate sstate;
 struct sstate {
@@ -121,6 +139,8 @@ struct sstate {
     fcount *fc;                     /* [threads][N] */
     uint64_t *w1, *w2;              /* per tensor: weight of a sampled element (2^16 fixed point) */
     uint64_t n1, n2;                /* elements visited by sample passes 1 and 2 */
+    pairbuf *pb;                    /* [threads][N], sample pass 3 */
+    atoms at[PCBM_MAX_TASKS];
 };
 
 #define WEIGHT_ONE 65536.0
@@ -155,7 +175,7 @@ static void tile_sample_mag(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void
 
 uint64_t pcbm_pcb_stream_bytes(unsigned ntasks, unsigned threads)
 {
-    return (uint64_t)threads * ntasks * sizeof(fcount);
+    return (uint64_t)threads * ntasks * (sizeof(fcount) + sizeof(pairbuf));
 }
 
 /* Streaming is the default for large merges written in 16-bit floats. An f32 output resolves
@@ -232,6 +252,138 @@ static void tile_sample_scores(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, v
     }
 }
 
+/* ---- sample pass 3: pairs in the threshold window -> atoms ---------------------------- */
+
+static inline int pair_cmp(float m1, float z1, float m2, float z2)
+{
+    uint32_t a = pcbm_fkey(m1), b = pcbm_fkey(m2);
+    if (a != b)
+        return a < b ? -1 : 1;
+    a = pcbm_fkey(z1);
+    b = pcbm_fkey(z2);
+    return a < b ? -1 : (a > b);
+}
+
+static int atom_find(const atoms *at, float mag, float z)
+{
+    int lo = 0, hi = (int)at->n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2, c = pair_cmp(at->mag[mid], at->z[mid], mag, z);
+        if (c == 0)
+            return mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return -1;
+}
+
+static void tile_sample_pairs(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+{
+    sstate *ss = arg;
+    unsigned n = tl->n;
+    float *sum = tl->tmp, *z = tl->tmp + PCBM_TILE, *ea = tl->tmp + 2 * PCBM_TILE,
+          *eb = tl->tmp + 3 * PCBM_TILE;
+    const float nf = (float)ss->N;
+    for (unsigned k = 0; k < n; k++) {
+        float acc = 0.0f;
+        for (unsigned i = 0; i < ss->N; i++)
+            acc += tl->tau[i][k];
+        sum[k] = acc;
+    }
+    for (unsigned i = 0; i < ss->N; i++) {
+        const float *tau = tl->tau[i];
+        float lo = ss->lo_c[i], ha = ss->cand[i][0], hb = ss->cand[i][NCAND - 1];
+        for (unsigned k = 0; k < n; k++) {
+            float xa = norm_mag(tau[k], lo, ha), xb = norm_mag(tau[k], lo, hb);
+            ea[k] = nf * (xa * xa);
+            eb[k] = nf * (xb * xb);
+            z[k] = tau[k] * sum[k];
+        }
+        pcbm_expf_n(ea, ea, n);
+        pcbm_expf_n(eb, eb, n);
+        pcbm_tanhf_n(z, z, n);
+        pairbuf *pb = &ss->pb[(size_t)w * ss->N + i];
+        for (unsigned k = 0; k < n; k++) {
+            float sa = ea[k] * z[k], sb = eb[k] * z[k];
+            if (fmaxf(sa, sb) < ss->wl[i] || fminf(sa, sb) > ss->wh[i])
+                continue;
+            if (pb->n == PAIR_CAP) {
+                pb->overflow = true;
+                continue;
+            }
+            pb->mag[pb->n] = fabsf(tau[k]);
+            pb->z[pb->n++] = z[k];
+        }
+    }
+}
+
+typedef struct pairrun {
+    float mag, z;
+    uint64_t count;
+} pairrun;
+
+static int cmp_run_key(const void *a, const void *b)
+{
+    const pairrun *x = a, *y = b;
+    return pair_cmp(x->mag, x->z, y->mag, y->z);
+}
+
+static int cmp_run_count(const void *a, const void *b)
+{
+    const pairrun *x = a, *y = b;
+    if (x->count != y->count)
+        return x->count > y->count ? -1 : 1;
+    return pair_cmp(x->mag, x->z, y->mag, y->z);
+}
+
+/* Atoms of task i: pairs sampled at least HEAVY_MIN_SAMPLES times, the HEAVY_MAX most frequent,
+ * the same whatever the threads (all threads' pairs are pooled and sorted). */
+static bool find_atoms(sstate *ss, unsigned i)
+{
+    uint64_t total = 0;
+    for (unsigned w = 0; w < ss->threads; w++) {
+        const pairbuf *pb = &ss->pb[(size_t)w * ss->N + i];
+        if (pb->overflow)
+            return false;
+        total += pb->n;
+    }
+    if (total > PAIR_CAP)
+        return false;
+    pairrun *r = pcbm_malloc((total ? total : 1) * sizeof *r);
+    if (!r)
+        return false;
+    uint64_t n = 0;
+    for (unsigned w = 0; w < ss->threads; w++) {
+        const pairbuf *pb = &ss->pb[(size_t)w * ss->N + i];
+        for (uint32_t k = 0; k < pb->n; k++)
+            r[n++] = (pairrun){pb->mag[k], pb->z[k], 1};
+    }
+    qsort(r, n, sizeof *r, cmp_run_key);
+    uint64_t runs = 0;
+    for (uint64_t k = 0; k < n; k++) {
+        if (runs && cmp_run_key(&r[runs - 1], &r[k]) == 0)
+            r[runs - 1].count++;
+        else
+            r[runs++] = r[k];
+    }
+    qsort(r, runs, sizeof *r, cmp_run_count);
+    atoms *at = &ss->at[i];
+    at->n = 0;
+    for (uint64_t k = 0; k < runs && at->n < HEAVY_MAX && r[k].count >= HEAVY_MIN_SAMPLES; k++) {
+        at->mag[at->n] = r[k].mag;
+        at->z[at->n++] = r[k].z;
+    }
+    qsort(r, at->n, sizeof *r, cmp_run_key); /* r[0..at->n) are the atoms: sort them by key */
+    for (unsigned k = 0; k < at->n; k++) {
+        at->mag[k] = r[k].mag;
+        at->z[k] = r[k].z;
+    }
+    free(r);
+    return true;
+}
+
 /* ---- the full pass ---------------------------------------------------------------------- */
 
 static inline void win_count(uint64_t *win, uint64_t *below, const kwin *kw, uint32_t key)
@@ -306,11 +458,19 @@ static void tile_full(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
         pcbm_expf_n(eb, eb, n);
         pcbm_tanhf_n(z, z, n);
         float wl = ss->wl[i], wh = ss->wh[i];
+        const atoms *at = &ss->at[i];
         for (unsigned k = 0; k < n; k++) {
             float sa = ea[k] * z[k], sb = eb[k] * z[k];
             float smin = fminf(sa, sb), smax = fmaxf(sa, sb);
             bool in_window = !(smax < wl) && !(smin > wh);
             bool track_max = smax > fc->smax_min;
+            if (in_window && at->n) {
+                int h = atom_find(at, fabsf(tau[k]), z[k]);
+                if (h >= 0) {
+                    fc->hcnt[h]++;
+                    in_window = false; /* counted exactly, kept out of the bins */
+                }
+            }
             if (in_window || track_max)
                 all_candidates(ss, i, tau[k], z[k], fc, track_max, in_window);
             if (smax < wl)
@@ -435,6 +595,8 @@ static void reduce_counts(sstate *ss)
                 }
             }
             dst->sbelow_all += src->sbelow_all;
+            for (unsigned h = 0; h < HEAVY_MAX; h++)
+                dst->hcnt[h] += src->hcnt[h];
         }
     }
 }
@@ -510,9 +672,22 @@ static float exact_max(const sstate *ss, const pcb_state *ps, unsigned i, const 
     return m;
 }
 
-/* t at the exact bounds: score counts interpolated (quadratically, in count space) between the
- * three candidates of hi around the exact hi, with bins of known composition resolved exactly;
- * m: the candidates' maxima rescored at the exact bounds. */
+typedef struct atom_at {
+    float score;                    /* at the exact bounds */
+    uint64_t count;
+} atom_at;
+
+static int cmp_atom_score(const void *a, const void *b)
+{
+    float x = ((const atom_at *)a)->score, y = ((const atom_at *)b)->score;
+    return x < y ? -1 : (x > y);
+}
+
+/* t at the exact bounds. The counts of the scores that are not atoms are interpolated
+ * (quadratically, in count space) between the three candidates of hi around the exact hi; atoms
+ * are point masses at their exact scores. Sweeping up the value axis, t is the first atom whose
+ * mass covers the target rank, or else a point inside the bin where the continuous mass does
+ * (a bin of known composition is then resolved exactly). m: the candidates' maxima rescored. */
 static bool resolve_scores(const sstate *ss, unsigned i, const fcount *fc, uint64_t d, double r,
                            pcb_state *ps)
 {
@@ -527,29 +702,63 @@ static bool resolve_scores(const sstate *ss, unsigned i, const fcount *fc, uint6
     unsigned j0 = near == 0 ? 0 : (near == NCAND - 1 ? NCAND - 3 : near - 1);
     double L[3];
     lagrange3(cand, j0, hi_eq, L);
+    ps->m_v[i] = exact_max(ss, ps, i, fc);
+
+    const atoms *at = &ss->at[i];
+    atom_at am[HEAVY_MAX];
+    for (unsigned h = 0; h < at->n; h++)
+        am[h] = (atom_at){exact_score(ss, ps, i, at->mag[h], at->z[h]), fc->hcnt[h]};
+    qsort(am, at->n, sizeof am[0], cmp_atom_score);
+
     double target = (double)pcbm_pcb_rank((double)d * (1.0 - r)) + 0.5;
-    double prev = (double)fc->sbelow_all;
+    double acc = (double)fc->sbelow_all;
     for (unsigned j = 0; j < 3; j++)
-        prev += L[j] * (double)fc->sbelow[j0 + j];
-    if (prev > target)
+        acc += L[j] * (double)fc->sbelow[j0 + j];
+    if (acc > target)
         return false;
     double width = ((double)ss->wh[i] - ss->wl[i]) / SBINS;
-    ps->m_v[i] = exact_max(ss, ps, i, fc);
-    for (unsigned b = 0; b < SBINS; b++) {
-        double cur = prev;
-        for (unsigned j = 0; j < 3; j++)
-            cur += L[j] * (double)fc->shist[j0 + j][b];
-        if (cur >= target) {
-            double frac = cur > prev ? (target - prev) / (cur - prev) : 0.5;
-            ps->t_v[i] = (float)(ss->wl[i] + (b + frac) * width);
-            /* a bin made of at most SB_PAIRS distinct inputs at the nearest candidate: score
-             * them at the exact bounds and place the rank among them exactly */
-            const sbin *sb = &fc->sb[near][b];
-            if (fc->shist[near][b] > 0 && !sb->mixed)
-                ps->t_v[i] = pair_threshold(ss, ps, i, sb, prev, target);
-            return true;
+    unsigned h = 0;
+    for (unsigned b = 0; b <= SBINS; b++) {
+        double edge = ss->wl[i] + b * width;
+        /* atoms below this bin's lower edge (or, after the last bin, all the rest) */
+        while (h < at->n && (b == SBINS || am[h].score < edge)) {
+            if (acc + (double)am[h].count >= target) {
+                ps->t_v[i] = am[h].score;
+                return true;
+            }
+            acc += (double)am[h].count;
+            h++;
         }
-        prev = cur;
+        if (b == SBINS)
+            break;
+        double mb = 0;
+        for (unsigned j = 0; j < 3; j++)
+            mb += L[j] * (double)fc->shist[j0 + j][b];
+        double atoms_in = 0;
+        for (unsigned k = h; k < at->n && am[k].score < edge + width; k++)
+            atoms_in += (double)am[k].count;
+        if (acc + mb + atoms_in < target) {
+            acc += mb;
+            continue;
+        }
+        /* the target is reached inside this bin: by an atom of the bin, or by its continuum */
+        double frac = mb > 0 ? fmin(fmax((target - acc) / mb, 0.0), 1.0) : 0.5;
+        for (unsigned k = h; k < at->n && am[k].score < edge + width; k++) {
+            double f = (am[k].score - edge) / width;
+            if (f > frac)
+                break;
+            if (acc + mb * f + (double)am[k].count >= target) {
+                ps->t_v[i] = am[k].score;
+                return true;
+            }
+            acc += (double)am[k].count;
+            frac = mb > 0 ? fmin(fmax((target - acc) / mb, 0.0), 1.0) : 0.5;
+        }
+        ps->t_v[i] = (float)(edge + frac * width);
+        const sbin *sb = &fc->sb[near][b];
+        if (fc->shist[near][b] > 0 && !sb->mixed)
+            ps->t_v[i] = pair_threshold(ss, ps, i, sb, acc, target);
+        return true;
     }
     return false;
 }
@@ -585,8 +794,13 @@ static pcbm_status sample_passes(pcbm_mctx *mc, sstate *ss, bool *ok, pcbm_error
     if (st != PCBM_OK)
         return st;
     pcbm_hset_reduce(&ps->h);
-    *ok = plan_windows(ss, mc);
-    return PCBM_OK;
+    if (!(*ok = plan_windows(ss, mc)))
+        return PCBM_OK;
+    st = pcbm_run_tiles(mc, PCBM_PASS_STATS, 0, mc->plan->nt, S2_STRIDE, tile_sample_pairs, ss, err);
+    for (unsigned i = 0; st == PCBM_OK && i < ss->N; i++)
+        if (!find_atoms(ss, i))
+            ss->at[i].n = 0; /* too many pairs in the window to tell atoms: interpolation only */
+    return st;
 }
 
 /* Samples, the full pass and the resolution. *miss names the bracket that missed, if any. */
@@ -636,10 +850,11 @@ pcbm_status pcbm_pcb_stream_stats(pcbm_mctx *mc, pcb_state *ps, pcbm_error *err)
     ss.fc = pcbm_calloc((size_t)mc->threads * mc->ntasks, sizeof(fcount));
     ss.w1 = sample_weights(mc->plan, s1, &ss.n1);
     ss.w2 = sample_weights(mc->plan, S2_STRIDE, &ss.n2);
+    ss.pb = pcbm_calloc((size_t)mc->threads * mc->ntasks, sizeof(pairbuf));
     pcbm_status st = PCBM_OK;
     const char *miss = NULL;
     bool bounds_ok = false;
-    if (!ss.fc || !ss.w1 || !ss.w2) {
+    if (!ss.fc || !ss.w1 || !ss.w2 || !ss.pb) {
         st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory for PCB statistics");
     } else {
         for (size_t j = 0; j < (size_t)mc->threads * mc->ntasks; j++) {
@@ -648,18 +863,22 @@ pcbm_status pcbm_pcb_stream_stats(pcbm_mctx *mc, pcb_state *ps, pcbm_error *err)
             ss.fc[j].smax_min = -INFINITY;
         }
         mc->pass_no = 0;
-        mc->passes_planned = 3;
+        mc->passes_planned = 4;
         ps->d = mc->plan->d;
         st = stream_run(mc, &ss, &miss, &bounds_ok, err);
     }
     free(ss.fc);
     free(ss.w1);
     free(ss.w2);
+    free(ss.pb);
     if (st != PCBM_OK)
         return st;
     if (miss)
         return fallback(mc, ps, bounds_ok, miss, err);
-    snprintf(ps->how, sizeof ps->how, "streaming: samples 1/%u and 1/%u, one full pass, %u "
-             "candidates of hi", s1, S2_STRIDE, NCAND);
+    unsigned natoms = 0;
+    for (unsigned i = 0; i < ss.N; i++)
+        natoms += ss.at[i].n;
+    snprintf(ps->how, sizeof ps->how, "streaming: samples 1/%u, 1/%u and 1/%u, one full pass, %u "
+             "candidates of hi, %u atoms", s1, S2_STRIDE, S2_STRIDE, NCAND, natoms);
     return PCBM_OK;
 }

@@ -9,6 +9,7 @@
 #include "../stats/qsel.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
