@@ -38,7 +38,9 @@
 #define Z_THR 5.0                   /* ... by the threshold window */
 #define HEAVY_MAX 128u              /* tie clusters (atoms) tracked exactly per task */
 #define HEAVY_MIN_SAMPLES 4u        /* sampled occurrences that make a pair an atom */
-#define PAIR_CAP (1u << 16)         /* sampled window pairs kept per task (more: no atoms) */
+#define PAIR_CAP (1u << 17)         /* sampled window pairs kept per task (more: no atoms) */
+#define ATOM_EXPECT 12.0            /* expected sampled occurrences of an atom as large as the
+                                       kept-count tolerance 1e-5*d (P(missed) ~ 0.2%) */
 #define CLUSTER_MARGIN 0.0          /* extra bracket, as a fraction of the sampled tail */
 
 typedef struct kwin {               /* whole coarse bins [p0, p1] of a key stream, fine bins */
@@ -140,6 +142,7 @@ struct sstate {
     uint64_t *w1, *w2;              /* per tensor: weight of a sampled element (2^16 fixed point) */
     uint64_t n1, n2;                /* elements visited by sample passes 1 and 2 */
     pairbuf *pb;                    /* [threads][N], sample pass 3 */
+    unsigned s3;                    /* stride of sample pass 3 */
     atoms at[PCBM_MAX_TASKS];
 };
 
@@ -549,7 +552,7 @@ static bool plan_bounds(sstate *ss, const pcbm_mctx *mc)
 
 static bool plan_windows(sstate *ss, const pcbm_mctx *mc)
 {
-    double d = (double)mc->plan->d;
+    double d = (double)mc->plan->d, win_frac = 0.0;
     double q = (double)pcbm_pcb_rank(d * (1.0 - mc->o->density)) / d;
     for (unsigned i = 0; i < ss->N; i++) {
         float lo = INFINITY, hi = -INFINITY;
@@ -565,7 +568,24 @@ static bool plan_windows(sstate *ss, const pcbm_mctx *mc)
         ss->wl[i] = lo;
         ss->wh[i] = hi;
         ss->wscale[i] = (float)SBINS / (hi - lo);
+        /* sampled mass that falls in the window at either end of the hi bracket */
+        for (unsigned e = 0; e < 2; e++) {
+            const uint64_t *h = pcbm_hset_total(&ss->ps->h, 2 * i + e);
+            uint64_t in = 0, all = 0;
+            for (uint32_t b = 0; b < PCBM_QBINS; b++) {
+                all += h[b];
+                if (bin_hi_value(b) >= lo && bin_lo_value(b) <= hi)
+                    in += h[b];
+            }
+            if (all && (double)in / (double)all > win_frac)
+                win_frac = (double)in / (double)all;
+        }
     }
+    /* pass 3 samples pairs in the window: often enough to see every atom larger than the
+     * kept-count tolerance about ATOM_EXPECT times, rarely enough to fit PAIR_CAP pairs */
+    double need = 1e-5 * d / ATOM_EXPECT, fit = win_frac * d / (0.5 * PAIR_CAP);
+    double st3 = fmax(1.0, fmax(floor(need), ceil(fit)));
+    ss->s3 = st3 > 1e9 ? 1000000000u : (unsigned)st3;
     return true;
 }
 
@@ -737,23 +757,24 @@ static bool resolve_scores(const sstate *ss, unsigned i, const fcount *fc, uint6
         double atoms_in = 0;
         for (unsigned k = h; k < at->n && am[k].score < edge + width; k++)
             atoms_in += (double)am[k].count;
-        if (acc + mb + atoms_in < target) {
+        if (acc + fmax(mb, 0.0) + atoms_in < target) {
             acc += mb;
             continue;
         }
-        /* the target is reached inside this bin: by an atom of the bin, or by its continuum */
-        double frac = mb > 0 ? fmin(fmax((target - acc) / mb, 0.0), 1.0) : 0.5;
+        /* the target is reached inside this bin: by an atom of the bin, or by its continuum,
+         * taken as spread evenly over the bin (interpolated masses can be slightly negative) */
+        double cont = fmax(mb, 0.0);
         for (unsigned k = h; k < at->n && am[k].score < edge + width; k++) {
             double f = (am[k].score - edge) / width;
-            if (f > frac)
+            if (acc + cont * f >= target)
                 break;
-            if (acc + mb * f + (double)am[k].count >= target) {
+            if (acc + cont * f + (double)am[k].count >= target) {
                 ps->t_v[i] = am[k].score;
                 return true;
             }
             acc += (double)am[k].count;
-            frac = mb > 0 ? fmin(fmax((target - acc) / mb, 0.0), 1.0) : 0.5;
         }
+        double frac = cont > 0 ? fmin(fmax((target - acc) / cont, 0.0), 1.0) : 1.0;
         ps->t_v[i] = (float)(edge + frac * width);
         const sbin *sb = &fc->sb[near][b];
         if (fc->shist[near][b] > 0 && !sb->mixed)
@@ -796,7 +817,7 @@ static pcbm_status sample_passes(pcbm_mctx *mc, sstate *ss, bool *ok, pcbm_error
     pcbm_hset_reduce(&ps->h);
     if (!(*ok = plan_windows(ss, mc)))
         return PCBM_OK;
-    st = pcbm_run_tiles(mc, PCBM_PASS_STATS, 0, mc->plan->nt, S2_STRIDE, tile_sample_pairs, ss, err);
+    st = pcbm_run_tiles(mc, PCBM_PASS_STATS, 0, mc->plan->nt, ss->s3, tile_sample_pairs, ss, err);
     for (unsigned i = 0; st == PCBM_OK && i < ss->N; i++)
         if (!find_atoms(ss, i))
             ss->at[i].n = 0; /* too many pairs in the window to tell atoms: interpolation only */
@@ -879,6 +900,6 @@ pcbm_status pcbm_pcb_stream_stats(pcbm_mctx *mc, pcb_state *ps, pcbm_error *err)
     for (unsigned i = 0; i < ss.N; i++)
         natoms += ss.at[i].n;
     snprintf(ps->how, sizeof ps->how, "streaming: samples 1/%u, 1/%u and 1/%u, one full pass, %u "
-             "candidates of hi, %u atoms", s1, S2_STRIDE, S2_STRIDE, NCAND, natoms);
+             "candidates of hi, %u atoms", s1, S2_STRIDE, ss.s3, NCAND, natoms);
     return PCBM_OK;
 }
