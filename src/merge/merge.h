@@ -7,6 +7,7 @@
 #define PCBM_MERGE_H
 
 #include "../sched/engine.h"
+#include "../stats/statfile.h"
 
 #define PCBM_TILE 1024u   /* elements per kernel tile: fits L1 for the base and a few tasks */
 
@@ -48,6 +49,9 @@ struct pcbm_mctx {
     unsigned passes_planned;
     char pass_name[32];
     char stats_how[192];    /* how the statistics were obtained, for the report */
+    pcbm_statset *stats_out;/* records of every range's statistics (saved in OUT) */
+    const pcbm_statset *stats_in; /* --stats: replayed instead of statistics passes */
+    size_t replay_pos;
     void *method;           /* method-private state */
 };
 
@@ -69,6 +73,11 @@ static inline uint64_t *pcbm_kept_local(pcbm_mctx *mc, unsigned worker)
 {
     return mc->kept_local + (uint64_t)worker * mc->ntasks;
 }
+
+/* Statistics of the next range: from --stats (returns the record, NULL when none is left or
+ * its size does not match) or a fresh record to fill. */
+const pcbm_statrec *pcbm_replay_next(pcbm_mctx *mc, uint64_t d, pcbm_error *err);
+pcbm_statrec *pcbm_record_next(pcbm_mctx *mc, uint64_t d);
 
 /* Methods. */
 pcbm_status pcbm_run_pcb(pcbm_mctx *mc, pcbm_error *err);

@@ -182,3 +182,23 @@ pcbm_status pcbm_method_run(pcbm_mctx *mc, pcbm_error *err)
         return pcbm_fail(err, PCBM_ERR_USAGE, "unknown merge method");
     }
 }
+
+const pcbm_statrec *pcbm_replay_next(pcbm_mctx *mc, uint64_t d, pcbm_error *err)
+{
+    const pcbm_statset *in = mc->stats_in;
+    if (mc->replay_pos >= in->nrec || in->rec[mc->replay_pos].d != d) {
+        pcbm_fail(err, PCBM_ERR_STATS, "statistics file %s does not fit this merge (record %zu: "
+                  "%s); run without --stats to recompute them", mc->o->stats_in, mc->replay_pos,
+                  mc->replay_pos >= in->nrec ? "missing" : "different element count");
+        return NULL;
+    }
+    return &in->rec[mc->replay_pos++];
+}
+
+pcbm_statrec *pcbm_record_next(pcbm_mctx *mc, uint64_t d)
+{
+    pcbm_statrec *r = pcbm_statset_add(mc->stats_out);
+    if (r)
+        r->d = d;
+    return r;
+}

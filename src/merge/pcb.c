@@ -211,6 +211,45 @@ pcbm_status pcbm_pcb_exact_scores(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_
     return PCBM_OK;
 }
 
+/* Statistics of a range from --stats, or recorded for the statistics file after computing. */
+static pcbm_status replay_range(pcbm_mctx *mc, pcb_state *ps, uint64_t d, pcbm_error *err)
+{
+    const pcbm_statrec *r = pcbm_replay_next(mc, d, err);
+    if (!r)
+        return PCBM_ERR_STATS;
+    for (unsigned i = 0; i < mc->ntasks; i++) {
+        ps->lo_v[i] = r->v[i][0];
+        ps->hi_v[i] = r->v[i][1];
+        ps->t_v[i] = r->v[i][2];
+        ps->m_v[i] = r->v[i][3];
+    }
+    ps->d = d;
+    return PCBM_OK;
+}
+
+static pcbm_status record_range(pcbm_mctx *mc, const pcb_state *ps, uint64_t d, pcbm_error *err)
+{
+    pcbm_statrec *r = pcbm_record_next(mc, d);
+    if (!r)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory recording statistics");
+    for (unsigned i = 0; i < mc->ntasks; i++) {
+        r->v[i][0] = ps->lo_v[i];
+        r->v[i][1] = ps->hi_v[i];
+        r->v[i][2] = ps->t_v[i];
+        r->v[i][3] = ps->m_v[i];
+    }
+    return PCBM_OK;
+}
+
+static uint64_t merged_elems(const pcbm_plan *p, size_t t0, size_t t1)
+{
+    uint64_t d = 0;
+    for (size_t i = t0; i < t1; i++)
+        if (p->t[i].kind == PCBM_T_MERGE)
+            d += p->t[i].units;
+    return d;
+}
+
 /* Statistics of one range (the whole model, or one tensor), every quantile exact. */
 static pcbm_status pcb_stats_exact(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_t t1,
                                    pcbm_error *err)
@@ -247,23 +286,33 @@ pcbm_status pcbm_run_pcb(pcbm_mctx *mc, pcbm_error *err)
     pcbm_status st = PCBM_OK;
     const pcbm_plan *p = mc->plan;
     if (mc->o->scope == PCBM_SCOPE_GLOBAL) {
-        if (p->d > 0 && !pcbm_pcb_stream_will_run(mc->o, p))
+        if (p->d > 0 && mc->stats_in)
+            st = replay_range(mc, ps, p->d, err);
+        else if (p->d > 0 && !pcbm_pcb_stream_will_run(mc->o, p))
             st = pcb_stats_exact(mc, ps, 0, p->nt, err);
         else if (p->d > 0)
             st = pcbm_pcb_stream_stats(mc, ps, err);
+        if (st == PCBM_OK && p->d > 0)
+            st = record_range(mc, ps, p->d, err);
         if (st == PCBM_OK) {
             report_global(mc, ps);
             snprintf(mc->stats_how, sizeof mc->stats_how, "%s",
-                     ps->how[0] ? ps->how : "exact: radix select, 4 statistics passes");
+                     mc->stats_in ? "replayed from --stats"
+                                  : ps->how[0] ? ps->how : "exact: radix select, 4 statistics passes");
             st = pcbm_run_tiles(mc, PCBM_PASS_APPLY, 0, p->nt, 1, pcbm_pcb_tile_apply, ps, err);
         }
     } else {
-        snprintf(mc->stats_how, sizeof mc->stats_how, "exact, per tensor: radix select, 4 "
-                 "statistics passes over each tensor");
+        snprintf(mc->stats_how, sizeof mc->stats_how, "%s", mc->stats_in ? "replayed from --stats"
+                 : "exact, per tensor: radix select, 4 statistics passes over each tensor");
         size_t t0 = 0, t1 = 0;
         while (st == PCBM_OK && pcbm_next_range(p, &t0, &t1)) {
-            if (p->t[t1 - 1].kind == PCBM_T_MERGE && p->t[t1 - 1].units > 0)
+            uint64_t d = merged_elems(p, t0, t1);
+            if (d > 0 && mc->stats_in)
+                st = replay_range(mc, ps, d, err);
+            else if (d > 0)
                 st = pcb_stats_exact(mc, ps, t1 - 1, t1, err);
+            if (st == PCBM_OK && d > 0)
+                st = record_range(mc, ps, d, err);
             if (st == PCBM_OK)
                 st = pcbm_run_tiles(mc, PCBM_PASS_APPLY, t0, t1, 1, pcbm_pcb_tile_apply, ps, err);
         }

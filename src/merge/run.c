@@ -8,11 +8,14 @@
 
 #include "../writer/output.h"
 
+#include <fcntl.h>
 #include <jansson.h>
+#include <xxhash.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -54,6 +57,11 @@ void pcbm_merge_opts_init(pcbm_merge_opts *o)
     o->out_dtype = PCBM_DTYPE_BASE;
 }
 
+static bool method_has_stats(pcbm_method m)
+{
+    return m == PCBM_METHOD_PCB || m == PCBM_METHOD_TIES || m == PCBM_METHOD_DARE_TIES;
+}
+
 static pcbm_status check_opts(const pcbm_merge_opts *o, pcbm_error *err)
 {
     if (!o->base || !o->out)
@@ -90,8 +98,9 @@ static pcbm_status check_opts(const pcbm_merge_opts *o, pcbm_error *err)
         return pcbm_fail(err, PCBM_ERR_USAGE, "--shard-size must be positive");
     if (o->exact && o->streaming)
         return pcbm_fail(err, PCBM_ERR_USAGE, "--exact and --streaming exclude each other");
-    if (o->stats_in)
-        return pcbm_fail(err, PCBM_ERR_UNSUPPORTED, "--stats is not implemented yet");
+    if (o->stats_in && !method_has_stats(o->method))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "--stats applies to pcb, ties and dare_ties; %s "
+                         "computes no statistics", pcbm_method_name(o->method));
     return PCBM_OK;
 }
 
@@ -255,7 +264,7 @@ static pcbm_status open_models(const pcbm_merge_opts *o, pcbm_model **models, pc
     return st;
 }
 
-static pcbm_status write_outputs(const pcbm_mctx *mc, const pcbm_outdir *od, char *report,
+static pcbm_status write_outputs(pcbm_mctx *mc, const pcbm_outdir *od, char *report,
                                  pcbm_error *err)
 {
     const pcbm_outplan *op = &mc->plan->out;
@@ -266,7 +275,166 @@ static pcbm_status write_outputs(const pcbm_mctx *mc, const pcbm_outdir *od, cha
         st = pcbm_copy_side_files(mc->plan->models[0], od->partial, err);
     if (st == PCBM_OK)
         st = pcbm_outdir_write(od, "merge_report.json", report, strlen(report), err);
+    if (st == PCBM_OK && method_has_stats(mc->o->method) && mc->plan->d > 0) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", od->partial, PCBM_STATS_NAME);
+        snprintf(mc->stats_out->how, sizeof mc->stats_out->how, "%s", mc->stats_how);
+        st = pcbm_statfile_write(path, mc->stats_out, mc->ntasks, err);
+    }
     return st;
+}
+
+/* ---- statistics file: identity of the inputs and the parameters that shape statistics ---- */
+
+#define FP_SAMPLES 8u          /* data samples per file in a fingerprint */
+#define FP_SAMPLE_BYTES 4096u
+
+/* A model's identity for the statistics file: its headers and sizes (pcbm_model.identity) and
+ * 8 samples of 4 KiB of each file's data, so that two fine-tunes of one architecture differ. */
+static pcbm_status fingerprint(const pcbm_model *m, uint64_t *out, pcbm_error *err)
+{
+    XXH3_state_t *x = XXH3_createState();
+    uint8_t *buf = pcbm_malloc(FP_SAMPLE_BYTES);
+    if (!x || !buf) {
+        XXH3_freeState(x);
+        free(buf);
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    }
+    XXH3_64bits_reset(x);
+    XXH3_64bits_update(x, &m->identity, sizeof m->identity);
+    pcbm_status st = PCBM_OK;
+    for (unsigned f = 0; f < m->nfiles && st == PCBM_OK; f++) {
+        const pcbm_st_file *sf = &m->files[f];
+        int fd = open(sf->path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            st = pcbm_fail(err, PCBM_ERR_IO, "cannot open %s: %s", sf->path, strerror(errno));
+            break;
+        }
+        uint64_t span = sf->size > sf->data_start ? sf->size - sf->data_start : 0;
+        for (unsigned k = 0; k < FP_SAMPLES && span; k++) {
+            uint64_t off = sf->data_start + span * k / FP_SAMPLES;
+            ssize_t n = pread(fd, buf, FP_SAMPLE_BYTES, (off_t)off);
+            if (n < 0) {
+                st = pcbm_fail(err, PCBM_ERR_IO, "read error in %s at offset %llu: %s", sf->path,
+                               (unsigned long long)off, strerror(errno));
+                break;
+            }
+            XXH3_64bits_update(x, buf, (size_t)n);
+        }
+        close(fd);
+    }
+    *out = XXH3_64bits_digest(x);
+    XXH3_freeState(x);
+    free(buf);
+    return st;
+}
+
+/* The parameters statistics depend on (λ is not one of them), as canonical JSON. */
+static char *shape_json(const pcbm_merge_opts *o)
+{
+    json_t *p = json_object();
+    json_object_set_new(p, "method", json_string(pcbm_method_name(o->method)));
+    json_object_set_new(p, "density", json_real(o->density));
+    json_object_set_new(p, "scope", json_string(o->scope == PCBM_SCOPE_GLOBAL ? "global" : "tensor"));
+    json_object_set_new(p, "dtype", json_string(o->out_dtype == PCBM_DTYPE_BASE
+                                                    ? "base" : pcbm_dtype_name(o->out_dtype)));
+    json_t *ex = json_array();
+    for (unsigned i = 0; i < o->nexclude; i++)
+        json_array_append_new(ex, json_string(o->exclude[i]));
+    json_object_set_new(p, "exclude", ex);
+    json_object_set_new(p, "allow_extra", json_boolean(o->allow_extra));
+    if (o->method == PCBM_METHOD_PCB) {
+        json_object_set_new(p, "clamp_ratio", json_real(o->clamp_ratio));
+        json_object_set_new(p, "exact", json_boolean(o->exact));
+        json_object_set_new(p, "streaming", json_boolean(o->streaming));
+    }
+    if (o->method == PCBM_METHOD_DARE_TIES)
+        json_object_set_new(p, "seed", json_integer((json_int_t)o->seed));
+    char *str = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(p);
+    return str;
+}
+
+/* First parameter that differs between two shape objects, as "key: A vs B". */
+static void shape_diff(const char *a, const char *b, char *out, size_t len)
+{
+    json_t *ja = json_loads(a, 0, NULL), *jb = json_loads(b, 0, NULL);
+    const char *key;
+    json_t *va;
+    snprintf(out, len, "parameters differ");
+    /* the method first: when it differs, every other difference follows from it */
+    json_t *ma = json_object_get(ja, "method"), *mb = json_object_get(jb, "method");
+    if (ma && mb && !json_equal(ma, mb)) {
+        snprintf(out, len, "method %s there, %s here", json_string_value(ma), json_string_value(mb));
+        json_decref(ja);
+        json_decref(jb);
+        return;
+    }
+    json_object_foreach(ja, key, va) {
+        json_t *vb = json_object_get(jb, key);
+        if (!vb || !json_equal(va, vb)) {
+            size_t fl = JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(10);
+            char *sa = json_dumps(va, fl);
+            char *sb = vb ? json_dumps(vb, fl) : NULL;
+            snprintf(out, len, "%s %s there, %s here", key, sa ? sa : "?", sb ? sb : "(none)");
+            free(sa);
+            free(sb);
+            break;
+        }
+    }
+    json_decref(ja);
+    json_decref(jb);
+}
+
+static pcbm_status check_stats_file(const pcbm_merge_opts *o, const pcbm_statset *in,
+                                    const pcbm_statset *now, pcbm_error *err)
+{
+    if (in->nmodels != now->nmodels)
+        return pcbm_fail(err, PCBM_ERR_STATS, "statistics file %s was computed for %u task "
+                         "models; this merge has %u: run without --stats to recompute them",
+                         o->stats_in, in->nmodels - 1, now->nmodels - 1);
+    for (unsigned m = 0; m < now->nmodels; m++) {
+        if (in->identity[m] == now->identity[m])
+            continue;
+        char who[64];
+        if (m)
+            snprintf(who, sizeof who, "task model %u", m);
+        else
+            snprintf(who, sizeof who, "the base");
+        return pcbm_fail(err, PCBM_ERR_STATS, "statistics file %s was computed from other "
+                         "inputs: %s (%s) is not the model it saw (headers, sizes or data "
+                         "differ); run without --stats to recompute them", o->stats_in, who,
+                         m ? o->tasks[m - 1] : o->base);
+    }
+    if (strcmp(in->shape_json, now->shape_json) != 0) {
+        char diff[256];
+        shape_diff(in->shape_json, now->shape_json, diff, sizeof diff);
+        return pcbm_fail(err, PCBM_ERR_STATS, "statistics file %s was computed with other "
+                         "parameters (%s); only --lambda/--lambdas may change with --stats; run "
+                         "without --stats to recompute them", o->stats_in, diff);
+    }
+    return PCBM_OK;
+}
+
+/* Identity and shape of this merge; with --stats, the file read and checked against them. */
+static pcbm_status prepare_stats(const pcbm_merge_opts *o, pcbm_model *const *models,
+                                 pcbm_statset *now, pcbm_statset *in, pcbm_error *err)
+{
+    now->nmodels = o->ntasks + 1;
+    now->shape_json = shape_json(o);
+    if (!now->shape_json)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    for (unsigned m = 0; m < now->nmodels; m++) {
+        pcbm_status st = fingerprint(models[m], &now->identity[m], err);
+        if (st != PCBM_OK)
+            return st;
+    }
+    if (!o->stats_in)
+        return PCBM_OK;
+    pcbm_status st = pcbm_statfile_read(o->stats_in, in, err);
+    if (st != PCBM_OK)
+        return st;
+    return check_stats_file(o, in, now, err);
 }
 
 typedef struct merge_run {
@@ -278,6 +446,7 @@ typedef struct merge_run {
     bool od_ok;
     pcbm_mctx mc;
     char *params;
+    pcbm_statset stats_now, stats_in;
 } merge_run;
 
 static pcbm_status setup(merge_run *r, const pcbm_merge_opts *o, unsigned threads, pcbm_error *err)
@@ -294,6 +463,9 @@ static pcbm_status setup(merge_run *r, const pcbm_merge_opts *o, unsigned thread
     if ((st = pcbm_plan_build(r->models, o->ntasks + 1, &po, &r->plan, err)) != PCBM_OK)
         return st;
     r->plan_ok = true;
+    if (method_has_stats(o->method) &&
+        (st = prepare_stats(o, r->models, &r->stats_now, &r->stats_in, err)) != PCBM_OK)
+        return st;
     if (r->plan.d == 0)
         pcbm_warn("no tensor is merged (all are excluded, non-float or missing from a task "
                   "model): the output is a copy of the base");
@@ -304,6 +476,8 @@ static pcbm_status setup(merge_run *r, const pcbm_merge_opts *o, unsigned thread
     mc->ntasks = o->ntasks;
     mc->threads = threads;
     mc->per_task_lambdas = o->lambdas != NULL;
+    mc->stats_out = &r->stats_now;
+    mc->stats_in = o->stats_in ? &r->stats_in : NULL;
     for (unsigned i = 0; i < o->ntasks; i++)
         mc->lam[i] = (float)(o->lambdas ? o->lambdas[i] : o->lambda);
     mc->scratch_floats = (size_t)(1 + 2 * o->ntasks + 4) * PCBM_TILE;
@@ -342,6 +516,8 @@ static void teardown(merge_run *r, const pcbm_merge_opts *o, bool failed)
     pcbm_free_aligned(r->mc.scratch);
     free(r->mc.kept_local);
     free(r->params);
+    pcbm_statset_free(&r->stats_now);
+    pcbm_statset_free(&r->stats_in);
 }
 
 pcbm_status pcbm_merge(const pcbm_merge_opts *o, pcbm_error *err)

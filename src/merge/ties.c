@@ -167,7 +167,14 @@ static pcbm_status ties_range(pcbm_mctx *mc, ties_state *ts, size_t t0, size_t t
 {
     pcbm_status st = PCBM_OK;
     mc->pass_no = 0;
-    if (stats) {
+    if (stats && mc->stats_in) {
+        const pcbm_statrec *r = pcbm_replay_next(mc, range_elems(mc->plan, t0, t1), err);
+        if (!r)
+            return PCBM_ERR_STATS;
+        for (unsigned i = 0; i < mc->ntasks; i++)
+            ts->thr[i] = r->v[i][0];
+        ts->majority = r->majority;
+    } else if (stats) {
         mc->check_finite = !mc->o->allow_nonfinite;
         if (!ts->dare && (st = trim_thresholds(mc, ts, t0, t1, err)) != PCBM_OK)
             return st;
@@ -181,6 +188,14 @@ static pcbm_status ties_range(pcbm_mctx *mc, ties_state *ts, size_t t0, size_t t
             neg += ts->votes[2 * w + 1];
         }
         ts->majority = pos > neg ? 1.0f : (pos < neg ? -1.0f : 0.0f);
+    }
+    if (stats) {
+        pcbm_statrec *r = pcbm_record_next(mc, range_elems(mc->plan, t0, t1));
+        if (!r)
+            return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory recording statistics");
+        for (unsigned i = 0; i < mc->ntasks; i++)
+            r->v[i][0] = ts->thr[i];
+        r->majority = ts->majority;
     }
     return pcbm_run_tiles(mc, PCBM_PASS_APPLY, t0, t1, 1, tile_apply, ts, err);
 }
@@ -200,7 +215,8 @@ pcbm_status pcbm_run_ties(pcbm_mctx *mc, pcbm_error *err)
     pcbm_status st = PCBM_OK;
     mc->passes_planned = ts->dare ? 1 : 3;
     snprintf(mc->stats_how, sizeof mc->stats_how, "%s",
-             ts->dare ? "one pass for the majority sign"
+             mc->stats_in ? "replayed from --stats"
+             : ts->dare ? "one pass for the majority sign"
                       : "exact: radix select (2 passes) and one pass for the majority sign");
     if (mc->o->scope == PCBM_SCOPE_GLOBAL) {
         st = ties_range(mc, ts, 0, p->nt, p->d > 0, err);

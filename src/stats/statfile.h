@@ -1,0 +1,39 @@
+/*
+ * statfile.h — the statistics file: what a merge's statistics passes found (PCB's per-task lo,
+ * hi, t, m; TIES's thresholds and majority sign), per range (the whole model, or each tensor in
+ * tensor scope), with the identity of the inputs and the parameters that shaped them. Saved
+ * zstd-compressed (with zstd's checksum) in the output; `--stats FILE` replays it so that a merge
+ * that only changes λ skips every statistics pass.
+ */
+#ifndef PCBM_STATFILE_H
+#define PCBM_STATFILE_H
+
+#include "../common/common.h"
+
+#define PCBM_STATS_NAME "merge_stats.json.zst"
+
+typedef struct pcbm_statrec {
+    uint64_t d;                      /* elements of the range */
+    float majority;                  /* TIES/dare_ties */
+    float v[PCBM_MAX_TASKS][4];      /* per task: lo, hi, t, m (PCB) or threshold (TIES) */
+} pcbm_statrec;
+
+typedef struct pcbm_statset {
+    unsigned nmodels;                /* base + tasks */
+    uint64_t identity[PCBM_MAX_TASKS + 1];
+    char *shape_json;                /* the parameters that shaped the statistics (compact JSON) */
+    char how[192];
+    pcbm_statrec *rec;
+    size_t nrec, cap;
+} pcbm_statset;
+
+/* Append a record; returns NULL when out of memory. */
+pcbm_statrec *pcbm_statset_add(pcbm_statset *s);
+void pcbm_statset_free(pcbm_statset *s);
+
+pcbm_status pcbm_statfile_write(const char *path, const pcbm_statset *s, unsigned ntasks,
+                                pcbm_error *err);
+/* Read and verify (zstd checksum, structure). */
+pcbm_status pcbm_statfile_read(const char *path, pcbm_statset *s, pcbm_error *err);
+
+#endif /* PCBM_STATFILE_H */
