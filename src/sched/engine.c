@@ -815,38 +815,20 @@ static void run_loop(run_state *rs)
         collect_done(rs);
         bool idle_workers_pending = rs->busy > 0;
         if (rs->st != PCBM_OK && e->inflight == 0) {
-            /* wait for workers still computing before returning */
+            /* stopping: drop the queued block sets, collect what the workers finished, and wait
+             * only for blocks still being computed (their workers wake us) */
             pthread_mutex_lock(&e->mu);
-            bool queued = e->work_head != NULL;
+            while (e->work_head) {
+                slot *s = e->work_head;
+                e->work_head = s->next;
+                s->computed = 1;
+                s->st = PCBM_OK;
+                s->next = e->done_head;
+                e->done_head = s;
+            }
+            e->work_tail = NULL;
             pthread_mutex_unlock(&e->mu);
-            if (!queued && rs->busy == 0)
-                break;
-            if (queued) { /* drop queued work: nothing of it will be used */
-                pthread_mutex_lock(&e->mu);
-                while (e->work_head) {
-                    slot *s = e->work_head;
-                    e->work_head = s->next;
-                    s->computed = 1;
-                    s->st = PCBM_OK;
-                    s->next = e->done_head;
-                    e->done_head = s;
-                }
-                e->work_tail = NULL;
-                pthread_mutex_unlock(&e->mu);
-            }
-            if (rs->ps->kind == PCBM_PASS_APPLY) {
-                /* release everything finished; in-flight computations come back via done */
-                pthread_mutex_lock(&e->mu);
-                slot *d = e->done_head;
-                e->done_head = NULL;
-                pthread_mutex_unlock(&e->mu);
-                while (d) {
-                    slot *s = d;
-                    d = d->next;
-                    rs->ring[s->seq % e->nslots] = NULL;
-                    release_slot(rs, s);
-                }
-            }
+            collect_done(rs);
             if (rs->busy == 0)
                 break;
             reap_some(rs, true);
