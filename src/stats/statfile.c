@@ -4,16 +4,16 @@
  */
 #include "statfile.h"
 
+#include "../common/zjson.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zstd.h>
 
 #define STATS_FORMAT "pcbmerge-stats"
 #define STATS_VERSION 1
-#define STATS_MAX_BYTES (1u << 30) /* decompressed: far above any real file */
 
 pcbm_statrec *pcbm_statset_add(pcbm_statset *s)
 {
@@ -87,95 +87,9 @@ pcbm_status pcbm_statfile_write(const char *path, const pcbm_statset *s, unsigne
                                 pcbm_error *err)
 {
     json_t *root = to_json(s, ntasks);
-    char *txt = json_dumps(root, JSON_COMPACT);
+    pcbm_status st = pcbm_zjson_write(path, root, "statistics file", err);
     json_decref(root);
-    if (!txt)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory writing %s", path);
-    size_t n = strlen(txt), cap = ZSTD_compressBound(n);
-    void *z = pcbm_malloc(cap);
-    ZSTD_CCtx *cc = ZSTD_createCCtx();
-    size_t zn = 0;
-    if (z && cc) {
-        ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, 9);
-        ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
-        zn = ZSTD_compress2(cc, z, cap, txt, n);
-    }
-    ZSTD_freeCCtx(cc);
-    free(txt);
-    pcbm_status st;
-    if (!z || ZSTD_isError(zn)) {
-        st = pcbm_fail(err, PCBM_ERR_INTERNAL, "cannot compress the statistics for %s", path);
-    } else {
-        FILE *f = fopen(path, "wb");
-        if (!f) {
-            st = pcbm_fail(err, PCBM_ERR_IO, "cannot create %s: %s", path, strerror(errno));
-        } else {
-            bool ok = fwrite(z, 1, zn, f) == zn;
-            ok = (fflush(f) == 0) && ok;
-            ok = (fclose(f) == 0) && ok;
-            st = ok ? PCBM_OK : pcbm_fail(err, errno == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
-                                           "cannot write %s: %s", path, strerror(errno));
-        }
-    }
-    free(z);
     return st;
-}
-
-static pcbm_status read_all(const char *path, void **buf, size_t *len, pcbm_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return pcbm_fail(err, PCBM_ERR_IO, "cannot open statistics file %s: %s", path,
-                         strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *b = pcbm_malloc(cap);
-    while (b) {
-        size_t got = fread(b + n, 1, cap - n, f);
-        n += got;
-        if (n < cap)
-            break;
-        if (cap >= STATS_MAX_BYTES) {
-            free(b);
-            b = NULL;
-            break;
-        }
-        char *nb = pcbm_realloc(b, cap *= 2);
-        if (!nb)
-            free(b);
-        b = nb;
-    }
-    bool bad = ferror(f);
-    fclose(f);
-    if (!b || bad) {
-        free(b);
-        return pcbm_fail(err, PCBM_ERR_IO, "cannot read statistics file %s", path);
-    }
-    *buf = b;
-    *len = n;
-    return PCBM_OK;
-}
-
-static pcbm_status decompress(const char *path, const void *z, size_t zn, char **out,
-                              pcbm_error *err)
-{
-    unsigned long long size = ZSTD_getFrameContentSize(z, zn);
-    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > STATS_MAX_BYTES)
-        return pcbm_fail(err, PCBM_ERR_STATS, "%s is not a pcbmerge statistics file (not a zstd "
-                         "frame of known size); pass the %s of an earlier merge", path,
-                         PCBM_STATS_NAME);
-    char *txt = pcbm_malloc((size_t)size + 1);
-    if (!txt)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory reading %s", path);
-    size_t n = ZSTD_decompress(txt, (size_t)size, z, zn);
-    if (ZSTD_isError(n) || n != size) {
-        free(txt);
-        return pcbm_fail(err, PCBM_ERR_STATS, "statistics file %s is damaged (%s): recompute the "
-                         "statistics by running without --stats", path,
-                         ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short frame");
-    }
-    txt[n] = '\0';
-    *out = txt;
-    return PCBM_OK;
 }
 
 static pcbm_status bad(const char *path, const char *what, pcbm_error *err)
@@ -227,20 +141,16 @@ static pcbm_status parse(const char *path, json_t *root, pcbm_statset *s, pcbm_e
 pcbm_status pcbm_statfile_read(const char *path, pcbm_statset *s, pcbm_error *err)
 {
     memset(s, 0, sizeof *s);
-    void *z = NULL;
-    size_t zn = 0;
-    char *txt = NULL;
-    pcbm_status st = read_all(path, &z, &zn, err);
-    if (st == PCBM_OK)
-        st = decompress(path, z, zn, &txt, err);
-    free(z);
+    json_t *root = NULL;
+    pcbm_status st = pcbm_zjson_read(path, &root, "statistics file", err);
+    if (st == PCBM_ERR_STATS && err) {
+        char why[sizeof err->msg];
+        memcpy(why, err->msg, sizeof why);
+        return pcbm_fail(err, PCBM_ERR_STATS, "%s: recompute the statistics by running without "
+                         "--stats", why);
+    }
     if (st != PCBM_OK)
         return st;
-    json_error_t je;
-    json_t *root = json_loads(txt, 0, &je);
-    free(txt);
-    if (!root)
-        return bad(path, je.text, err);
     st = parse(path, root, s, err);
     json_decref(root);
     if (st != PCBM_OK)

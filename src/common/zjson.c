@@ -1,0 +1,150 @@
+/*
+ * zjson.c — zstd-compressed, checksummed JSON files written atomically.
+ */
+#include "zjson.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#define ZJSON_MAX_BYTES (1u << 30) /* decompressed; far above any real file */
+
+static pcbm_status write_all_fd(int fd, const void *buf, size_t len, const char *path,
+                                pcbm_error *err)
+{
+    const char *p = buf;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, p + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int e = w < 0 ? errno : ENOSPC;
+            return pcbm_fail(err, e == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
+                             "cannot write %s: %s", path, strerror(e));
+        }
+        done += (size_t)w;
+    }
+    return PCBM_OK;
+}
+
+static void fsync_parent(const char *path)
+{
+    char *tmp = pcbm_strdup(path);
+    if (!tmp)
+        return;
+    int fd = open(dirname(tmp), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    free(tmp);
+}
+
+pcbm_status pcbm_zjson_write(const char *path, json_t *root, const char *what, pcbm_error *err)
+{
+    char *txt = json_dumps(root, JSON_COMPACT);
+    if (!txt)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory writing the %s %s", what, path);
+    size_t n = strlen(txt), cap = ZSTD_compressBound(n);
+    void *z = pcbm_malloc(cap);
+    ZSTD_CCtx *cc = ZSTD_createCCtx();
+    size_t zn = 0;
+    if (z && cc) {
+        ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, 3);
+        ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
+        zn = ZSTD_compress2(cc, z, cap, txt, n);
+    }
+    ZSTD_freeCCtx(cc);
+    free(txt);
+    if (!z || ZSTD_isError(zn)) {
+        free(z);
+        return pcbm_fail(err, PCBM_ERR_INTERNAL, "cannot compress the %s %s", what, path);
+    }
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    pcbm_status st = PCBM_OK;
+    if (fd < 0)
+        st = pcbm_fail(err, errno == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
+                       "cannot create %s: %s", tmp, strerror(errno));
+    if (st == PCBM_OK)
+        st = write_all_fd(fd, z, zn, tmp, err);
+    if (st == PCBM_OK && fsync(fd) != 0)
+        st = pcbm_fail(err, PCBM_ERR_IO, "cannot fsync %s: %s", tmp, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    if (st == PCBM_OK && rename(tmp, path) != 0)
+        st = pcbm_fail(err, PCBM_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    if (st == PCBM_OK)
+        fsync_parent(path);
+    else
+        unlink(tmp);
+    free(z);
+    return st;
+}
+
+static pcbm_status read_file(const char *path, const char *what, void **buf, size_t *len,
+                             pcbm_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot open the %s %s: %s", what, path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *b = pcbm_malloc(cap);
+    while (b) {
+        n += fread(b + n, 1, cap - n, f);
+        if (n < cap)
+            break;
+        char *nb = cap >= ZJSON_MAX_BYTES ? NULL : pcbm_realloc(b, cap *= 2);
+        if (!nb)
+            free(b);
+        b = nb;
+    }
+    bool bad = ferror(f);
+    fclose(f);
+    if (!b || bad) {
+        free(b);
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot read the %s %s", what, path);
+    }
+    *buf = b;
+    *len = n;
+    return PCBM_OK;
+}
+
+pcbm_status pcbm_zjson_read(const char *path, json_t **root, const char *what, pcbm_error *err)
+{
+    void *z = NULL;
+    size_t zn = 0;
+    pcbm_status st = read_file(path, what, &z, &zn, err);
+    if (st != PCBM_OK)
+        return st;
+    unsigned long long size = ZSTD_getFrameContentSize(z, zn);
+    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > ZJSON_MAX_BYTES) {
+        free(z);
+        return pcbm_fail(err, PCBM_ERR_STATS, "%s is not a pcbmerge %s (not a zstd frame of "
+                         "known size)", path, what);
+    }
+    char *txt = pcbm_malloc((size_t)size + 1);
+    size_t n = txt ? ZSTD_decompress(txt, (size_t)size, z, zn) : 0;
+    free(z);
+    if (!txt)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory reading %s", path);
+    if (ZSTD_isError(n) || n != size) {
+        free(txt);
+        return pcbm_fail(err, PCBM_ERR_STATS, "the %s %s is damaged (%s)", what, path,
+                         ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short frame");
+    }
+    txt[n] = '\0';
+    json_error_t je;
+    *root = json_loads(txt, 0, &je);
+    free(txt);
+    if (!*root)
+        return pcbm_fail(err, PCBM_ERR_STATS, "the %s %s is damaged (%s)", what, path, je.text);
+    return PCBM_OK;
+}
