@@ -192,6 +192,7 @@ typedef struct pcbm_merge_opts {
     int allow_nonfinite;            /* merge NaN/Inf weights instead of refusing */
 
     int force;                      /* discard a stale partial output of an earlier run */
+    int resume;                     /* continue the partial output of an interrupted run */
     const char *stats_in;           /* reuse a statistics file from an earlier run, or NULL */
     pcbm_progress progress;
     int quiet;                      /* only errors on stderr */
@@ -202,6 +203,18 @@ PCBM_API void pcbm_merge_opts_init(pcbm_merge_opts *o);
 
 /* Run a whole merge: validate, statistics passes, apply pass, publish OUT. */
 PCBM_API pcbm_status pcbm_merge(const pcbm_merge_opts *o, pcbm_error *err);
+
+/* Verify a merged model against its manifest (OUT/pcbmerge.manifest.json): recompute the
+ * xxh3-128 of every file; `report` is called once per mismatch (file, expected, found) and *bad
+ * counts them. Returns an error only when the manifest itself cannot be used. */
+typedef void (*pcbm_verify_fn)(void *arg, const char *file, const char *expected, const char *found);
+PCBM_API pcbm_status pcbm_verify(const char *out_dir, pcbm_verify_fn report, void *arg,
+                                 unsigned *bad, pcbm_error *err);
+
+/* Ask running merges to stop at the next block boundary: in-flight I/O completes, the journal
+ * stays consistent, pcbm_merge returns PCBM_ERR_INTERRUPTED and the merge can be resumed.
+ * Thread-safe; not async-signal-safe (call it from a thread that waits for signals). */
+PCBM_API void pcbm_request_stop(void);
 
 /* Parse "512M", "1G", "5GB", "1.5GiB", "4096" into bytes (K/M/G/T powers of 1024 with an optional
  * "i"/"B"; "KB/MB/GB/TB" are powers of 1000). Returns 0 on success. */

@@ -6,6 +6,9 @@
 #include "pcbmerge.h"
 
 #include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +26,7 @@ static const char usage_text[] =
     "commands:\n"
     "  merge --base DIR --out DIR [options] TASK_DIR...   merge task models into OUT\n"
     "  inspect MODEL [--json]                            list and validate a checkpoint\n"
+    "  verify OUT_DIR                                    check a merged model against its manifest\n"
     "  --help, --version\n"
     "\n"
     "merge options:\n"
@@ -47,6 +51,8 @@ static const char usage_text[] =
     "  --io B              auto (default), uring or pread\n"
     "  --block-size SIZE   bytes per model per block (default: chosen from --mem)\n"
     "  --shard-size SIZE   maximum bytes per output file (default 5GB; KB/MB/GB = powers of 1000)\n"
+    "  --resume            continue an interrupted merge into OUT from OUT.partial (the same\n"
+    "                      command otherwise; without OUT.partial it simply starts)\n"
     "  --force             discard an unfinished earlier merge into OUT (OUT.partial)\n"
     "  --progress P        auto (a progress line on a terminal), json (JSON lines), none\n"
     "  --quiet             print errors only\n"
@@ -188,12 +194,84 @@ static int cmd_inspect(int argc, char **argv)
     return rc;
 }
 
+/* ---- signals ---------------------------------------------------------------------------- */
+
+/* SIGTERM/SIGINT/SIGHUP are blocked in every thread and taken by one thread: the first asks the
+ * merge to stop cleanly (exit 75, resumable), a second exits at once (the journal is written
+ * atomically, so it is consistent either way). */
+static sigset_t stop_signals;
+
+static void *signal_thread(void *arg)
+{
+    (void)arg;
+    int sig, count = 0;
+    for (;;) {
+        if (sigwait(&stop_signals, &sig) != 0)
+            continue;
+        if (++count == 1) {
+            static const char msg[] = "pcbmerge: stopping (signal received): finishing in-flight "
+                                      "I/O; a second signal exits at once\n";
+            ssize_t w = write(2, msg, sizeof msg - 1);
+            (void)w;
+            pcbm_request_stop();
+        } else {
+            static const char msg[] = "pcbmerge: stopped at once; resume with --resume\n";
+            ssize_t w = write(2, msg, sizeof msg - 1);
+            (void)w;
+            _exit(EXIT_TEMPFAIL);
+        }
+    }
+    return NULL;
+}
+
+static void start_signal_thread(void)
+{
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    pthread_t t;
+    if (pthread_create(&t, NULL, signal_thread, NULL) == 0)
+        pthread_detach(t);
+}
+
+/* ---- verify ----------------------------------------------------------------------------- */
+
+static void verify_report(void *arg, const char *file, const char *expected, const char *found)
+{
+    (void)arg;
+    fprintf(stderr, "pcbmerge: MISMATCH %s: expected xxh3-128 %s, found %s\n", file, expected, found);
+}
+
+static int cmd_verify(int argc, char **argv)
+{
+    if (argc != 2 || argv[1][0] == '-') {
+        if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+            puts("usage: pcbmerge verify OUT_DIR\nRecomputes the xxh3-128 of every file listed in "
+                 "OUT_DIR/pcbmerge.manifest.json; exit 1 on any mismatch.");
+            return 0;
+        }
+        return usage_error("%s", "verify takes one merged model directory");
+    }
+    unsigned bad = 0;
+    pcbm_error err;
+    if (pcbm_verify(argv[1], verify_report, NULL, &bad, &err) != PCBM_OK)
+        return fail(&err);
+    if (bad) {
+        fprintf(stderr, "pcbmerge: %s: %u file(s) do not match the manifest\n", argv[1], bad);
+        return 1;
+    }
+    printf("%s: every file matches its manifest\n", argv[1]);
+    return 0;
+}
+
 /* ---- merge ------------------------------------------------------------------------------ */
 
 enum {
     O_BASE = 256, O_OUT, O_METHOD, O_DENSITY, O_LAMBDA, O_LAMBDAS, O_WEIGHTS, O_CLAMP, O_SCOPE,
     O_EXACT, O_STREAMING, O_SEED, O_DTYPE, O_EXCLUDE, O_ALLOW_EXTRA, O_ALLOW_NONFINITE, O_MEM, O_THREADS, O_IO,
-    O_BLOCK, O_SHARD, O_FORCE, O_PROGRESS, O_QUIET, O_STATS, O_HELP
+    O_BLOCK, O_SHARD, O_FORCE, O_RESUME, O_PROGRESS, O_QUIET, O_STATS, O_HELP
 };
 
 static const struct option merge_opts[] = {
@@ -209,6 +287,7 @@ static const struct option merge_opts[] = {
     {"mem", required_argument, 0, O_MEM},         {"threads", required_argument, 0, O_THREADS},
     {"io", required_argument, 0, O_IO},           {"block-size", required_argument, 0, O_BLOCK},
     {"shard-size", required_argument, 0, O_SHARD},{"force", no_argument, 0, O_FORCE},
+    {"resume", no_argument, 0, O_RESUME},
     {"progress", required_argument, 0, O_PROGRESS},{"quiet", no_argument, 0, O_QUIET},
     {"stats", required_argument, 0, O_STATS},     {"help", no_argument, 0, O_HELP},
     {0, 0, 0, 0}};
@@ -296,6 +375,7 @@ static int set_merge_opt(merge_args *a, int c, const char *v)
     case O_BLOCK: return parse_size_opt("--block-size needs a size such as 1M, got %s", v, &o->block_bytes);
     case O_SHARD: return parse_size_opt("--shard-size needs a size such as 5GB, got %s", v, &o->shard_bytes);
     case O_FORCE: o->force = 1; break;
+    case O_RESUME: o->resume = 1; break;
     case O_PROGRESS:
         if (!strcmp(v, "auto")) o->progress = PCBM_PROGRESS_AUTO;
         else if (!strcmp(v, "json")) o->progress = PCBM_PROGRESS_JSON;
@@ -356,7 +436,7 @@ static int cmd_merge(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc < 2)
-        return usage_error("%s", "missing command (merge, inspect)");
+        return usage_error("%s", "missing command (merge, inspect, verify)");
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         fputs(usage_text, stdout);
@@ -366,9 +446,13 @@ int main(int argc, char **argv)
         printf("pcbmerge %s\n", pcbm_version());
         return 0;
     }
-    if (!strcmp(cmd, "merge"))
+    if (!strcmp(cmd, "merge")) {
+        start_signal_thread();
         return cmd_merge(argc - 1, argv + 1);
+    }
+    if (!strcmp(cmd, "verify"))
+        return cmd_verify(argc - 1, argv + 1);
     if (!strcmp(cmd, "inspect"))
         return cmd_inspect(argc - 1, argv + 1);
-    return usage_error("unknown command %s (merge, inspect)", cmd);
+    return usage_error("unknown command %s (merge, inspect, verify)", cmd);
 }

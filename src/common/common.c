@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
+#include <stdatomic.h>
 
 int pcbm_log_level = 1;
 
@@ -123,4 +125,18 @@ char *pcbm_fmt_bytes(uint64_t n, char *buf, size_t len)
     else
         snprintf(buf, len, "%.2f %s", v, units[u]);
     return buf;
+}
+
+void pcbm_test_point(const char *point)
+{
+    static atomic_ulong hits;
+    const char *spec = getenv("PCBM_TEST_KILL");
+    if (!spec)
+        return;
+    size_t n = strlen(point);
+    if (strncmp(spec, point, n) != 0 || (spec[n] != ':' && spec[n] != '\0'))
+        return;
+    unsigned long want = spec[n] == ':' ? strtoul(spec + n + 1, NULL, 10) : 1;
+    if (atomic_fetch_add(&hits, 1) + 1 == want)
+        raise(SIGKILL);
 }

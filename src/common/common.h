@@ -56,6 +56,10 @@ static inline bool pcbm_add_u64(uint64_t a, uint64_t b, uint64_t *out)
     return !__builtin_add_overflow(a, b, out);
 }
 
+/* Test hook: PCBM_TEST_KILL=POINT:N raises SIGKILL the N-th time pcbm_test_point(POINT) is
+ * reached (points: "stats" and "apply" per block set, "finalize" before publication). */
+void pcbm_test_point(const char *point);
+
 /* Monotonic clock in seconds. */
 double pcbm_now(void);
 

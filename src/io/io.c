@@ -126,7 +126,13 @@ int pcbm_open_read(const char *path, bool want_direct, bool *direct)
  */
 int pcbm_open_write(const char *path, bool want_direct, bool *direct)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    return pcbm_open_write_mode(path, want_direct, false, direct);
+}
+
+int pcbm_open_write_mode(const char *path, bool want_direct, bool existing, bool *direct)
+{
+    int fd = open(path, existing ? (O_WRONLY | O_CREAT | O_CLOEXEC) : (O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC),
+                  0644);
     if (fd < 0)
         return -errno;
     bool dio = false;
@@ -136,7 +142,8 @@ int pcbm_open_write(const char *path, bool want_direct, bool *direct)
         if (!dio && errno != EINVAL) {
             int e = errno;
             close(fd);
-            unlink(path);
+            if (!existing)
+                unlink(path);
             return -e;
         }
     }

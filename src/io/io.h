@@ -75,6 +75,9 @@ static inline const char *pcbm_io_name(const pcbm_io *io) { return io->ops->name
 /* Open a file for reading, with O_DIRECT when the filesystem supports it (probed once per file);
  * *direct tells which. Returns fd or -errno. */
 int pcbm_open_read(const char *path, bool want_direct, bool *direct);
+/* Open an existing file for writing (existing) or create one (O_CREAT|O_EXCL), with O_DIRECT
+ * when supported. fd or -errno. */
+int pcbm_open_write_mode(const char *path, bool want_direct, bool existing, bool *direct);
 /* Create a file for writing (O_CREAT|O_EXCL), with O_DIRECT when supported. fd or -errno. */
 int pcbm_open_write(const char *path, bool want_direct, bool *direct);
 /* The O_DIRECT alignment (offsets, lengths, buffers) the kernel reports for fd through statx

@@ -51,6 +51,8 @@ struct pcbm_mctx {
     char stats_how[192];    /* how the statistics were obtained, for the report */
     pcbm_statset *stats_out;/* records of every range's statistics (saved in OUT) */
     const pcbm_statset *stats_in; /* --stats: replayed instead of statistics passes */
+    pcbm_status (*stats_done)(void *arg, pcbm_error *err); /* global statistics are known */
+    void *stats_done_arg;
     size_t replay_pos;
     void *method;           /* method-private state */
 };

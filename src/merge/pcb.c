@@ -294,11 +294,14 @@ pcbm_status pcbm_run_pcb(pcbm_mctx *mc, pcbm_error *err)
             st = pcbm_pcb_stream_stats(mc, ps, err);
         if (st == PCBM_OK && p->d > 0)
             st = record_range(mc, ps, p->d, err);
-        if (st == PCBM_OK) {
-            report_global(mc, ps);
+        if (st == PCBM_OK)
             snprintf(mc->stats_how, sizeof mc->stats_how, "%s",
                      mc->stats_in ? "replayed from --stats"
                                   : ps->how[0] ? ps->how : "exact: radix select, 4 statistics passes");
+        if (st == PCBM_OK && p->d > 0 && mc->stats_done)
+            st = mc->stats_done(mc->stats_done_arg, err);
+        if (st == PCBM_OK) {
+            report_global(mc, ps);
             st = pcbm_run_tiles(mc, PCBM_PASS_APPLY, 0, p->nt, 1, pcbm_pcb_tile_apply, ps, err);
         }
     } else {

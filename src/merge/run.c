@@ -6,6 +6,8 @@
  */
 #include "merge.h"
 
+#include "../writer/journal.h"
+#include "../writer/manifest.h"
 #include "../writer/output.h"
 
 #include <fcntl.h>
@@ -17,6 +19,7 @@
 #include <string.h>
 #include <errno.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <unistd.h>
 
 #define RESERVED_MISC (4u << 20) /* model tables, rings and other small allocations */
@@ -416,19 +419,27 @@ static pcbm_status check_stats_file(const pcbm_merge_opts *o, const pcbm_statset
     return PCBM_OK;
 }
 
-/* Identity and shape of this merge; with --stats, the file read and checked against them. */
-static pcbm_status prepare_stats(const pcbm_merge_opts *o, pcbm_model *const *models,
-                                 pcbm_statset *now, pcbm_statset *in, pcbm_error *err)
+/* Identity of every input (for the journal and the statistics file). */
+static pcbm_status fingerprints(const pcbm_merge_opts *o, pcbm_model *const *models,
+                                uint64_t *ids, pcbm_error *err)
 {
-    now->nmodels = o->ntasks + 1;
-    now->shape_json = shape_json(o);
-    if (!now->shape_json)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-    for (unsigned m = 0; m < now->nmodels; m++) {
-        pcbm_status st = fingerprint(models[m], &now->identity[m], err);
+    for (unsigned m = 0; m <= o->ntasks; m++) {
+        pcbm_status st = fingerprint(models[m], &ids[m], err);
         if (st != PCBM_OK)
             return st;
     }
+    return PCBM_OK;
+}
+
+/* The statistics of this merge: identity and shape; with --stats, the file read and checked. */
+static pcbm_status prepare_stats(const pcbm_merge_opts *o, const uint64_t *ids,
+                                 pcbm_statset *now, pcbm_statset *in, pcbm_error *err)
+{
+    now->nmodels = o->ntasks + 1;
+    memcpy(now->identity, ids, now->nmodels * sizeof ids[0]);
+    now->shape_json = shape_json(o);
+    if (!now->shape_json)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     if (!o->stats_in)
         return PCBM_OK;
     pcbm_status st = pcbm_statfile_read(o->stats_in, in, err);
@@ -437,20 +448,43 @@ static pcbm_status prepare_stats(const pcbm_merge_opts *o, pcbm_model *const *mo
     return check_stats_file(o, in, now, err);
 }
 
+/* Every parameter that shapes the output bytes (threads, memory, I/O and block size do not). */
+static char *output_params(const pcbm_merge_opts *o)
+{
+    char *base = params_json(o);
+    json_t *p = base ? json_loads(base, 0, NULL) : NULL;
+    free(base);
+    if (!p)
+        return NULL;
+    json_object_set_new(p, "shard_bytes", json_integer((json_int_t)o->shard_bytes));
+    json_object_set_new(p, "allow_extra", json_boolean(o->allow_extra));
+    json_object_set_new(p, "allow_nonfinite", json_boolean(o->allow_nonfinite));
+    json_object_set_new(p, "streaming", json_boolean(o->streaming));
+    json_object_set_new(p, "version", json_string(PCBM_VERSION_STRING));
+    char *s = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(p);
+    return s;
+}
+
 typedef struct merge_run {
+    const pcbm_merge_opts *o;
     pcbm_model *models[PCBM_MAX_MODELS];
+    uint64_t ids[PCBM_MAX_MODELS];
     pcbm_plan plan;
     bool plan_ok;
     pcbm_engine *eng;
     pcbm_outdir od;
-    bool od_ok;
+    bool od_ok, resumed, keep_partial, publish_only;
+    pcbm_journal journal;
     pcbm_mctx mc;
     char *params;
-    pcbm_statset stats_now, stats_in;
+    pcbm_statset stats_now, stats_in, stats_saved;
 } merge_run;
 
-static pcbm_status setup(merge_run *r, const pcbm_merge_opts *o, unsigned threads, pcbm_error *err)
+/* Open, cross-check and identify every input; nothing is written yet. */
+static pcbm_status setup_inputs(merge_run *r, pcbm_error *err)
 {
+    const pcbm_merge_opts *o = r->o;
     pcbm_status st = open_models(o, r->models, err);
     if (st != PCBM_OK)
         return st;
@@ -463,13 +497,20 @@ static pcbm_status setup(merge_run *r, const pcbm_merge_opts *o, unsigned thread
     if ((st = pcbm_plan_build(r->models, o->ntasks + 1, &po, &r->plan, err)) != PCBM_OK)
         return st;
     r->plan_ok = true;
+    if ((st = fingerprints(o, r->models, r->ids, err)) != PCBM_OK)
+        return st;
     if (method_has_stats(o->method) &&
-        (st = prepare_stats(o, r->models, &r->stats_now, &r->stats_in, err)) != PCBM_OK)
+        (st = prepare_stats(o, r->ids, &r->stats_now, &r->stats_in, err)) != PCBM_OK)
         return st;
     if (r->plan.d == 0)
         pcbm_warn("no tensor is merged (all are excluded, non-float or missing from a task "
                   "model): the output is a copy of the base");
+    return PCBM_OK;
+}
 
+static pcbm_status setup_ctx(merge_run *r, unsigned threads, pcbm_error *err)
+{
+    const pcbm_merge_opts *o = r->o;
     pcbm_mctx *mc = &r->mc;
     mc->o = o;
     mc->plan = &r->plan;
@@ -485,39 +526,247 @@ static pcbm_status setup(merge_run *r, const pcbm_merge_opts *o, unsigned thread
     mc->kept_local = pcbm_calloc((size_t)threads * o->ntasks, sizeof(uint64_t));
     if (!mc->scratch || !mc->kept_local)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-
-    uint64_t reserved = RESERVED_MISC + pcbm_method_stats_bytes(o, threads, &r->plan) +
-                        (uint64_t)threads * mc->scratch_floats * sizeof(float);
-    pcbm_engine_cfg ec = {.mem_bytes = o->mem_bytes, .reserved_bytes = reserved,
-                          .threads = threads, .io = o->io, .block_bytes = o->block_bytes,
-                          .progress = o->progress, .quiet = o->quiet};
-    if ((st = pcbm_outdir_begin(&r->od, o->out, o->force, err)) != PCBM_OK)
-        return st;
-    r->od_ok = true;
-    ec.out_dir = r->od.partial;
-    if ((st = pcbm_outdir_check_space(&r->od, r->plan.out.total_file_bytes, err)) != PCBM_OK)
-        return st;
-    if ((st = pcbm_engine_create(&r->plan, &ec, &r->eng, err)) != PCBM_OK)
-        return st;
-    mc->eng = r->eng;
     return PCBM_OK;
 }
 
-static void teardown(merge_run *r, const pcbm_merge_opts *o, bool failed)
+/* A journal of an earlier run must describe this very merge. */
+static pcbm_status check_journal(merge_run *r, const char *params, pcbm_error *err)
+{
+    const pcbm_journal *j = &r->journal;
+    const pcbm_merge_opts *o = r->o;
+    if (j->ninputs != o->ntasks + 1)
+        return pcbm_fail(err, PCBM_ERR_STATS, "cannot resume %s: it was started with %u task "
+                         "models, this run has %u; run with --force to start over", r->od.partial,
+                         j->ninputs - 1, o->ntasks);
+    for (unsigned m = 0; m <= o->ntasks; m++) {
+        if (j->inputs[m] == r->ids[m])
+            continue;
+        char who[64];
+        snprintf(who, sizeof who, m ? "task model %u" : "the base", m);
+        return pcbm_fail(err, PCBM_ERR_STATS, "cannot resume %s: %s (%s) changed since the "
+                         "interrupted run (headers, sizes or data); run with --force to start over",
+                         r->od.partial, who, m ? o->tasks[m - 1] : o->base);
+    }
+    if (strcmp(j->params, params) != 0) {
+        char diff[256];
+        shape_diff(j->params, params, diff, sizeof diff);
+        return pcbm_fail(err, PCBM_ERR_STATS, "cannot resume %s: the parameters changed (%s); "
+                         "run with the same parameters, or with --force to start over",
+                         r->od.partial, diff);
+    }
+    return PCBM_OK;
+}
+
+static pcbm_status on_segment(void *arg, const pcbm_segment *seg, pcbm_error *err)
+{
+    merge_run *r = arg;
+    return pcbm_journal_add(&r->journal, seg, err);
+}
+
+/* Global statistics are saved as soon as they are known, so a resumed run skips their passes. */
+static pcbm_status on_stats(void *arg, pcbm_error *err)
+{
+    merge_run *r = arg;
+    if (r->mc.stats_in)
+        return PCBM_OK;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", r->od.partial, PCBM_STATS_NAME);
+    snprintf(r->mc.stats_out->how, sizeof r->mc.stats_out->how, "%s", r->mc.stats_how);
+    pcbm_status st = pcbm_statfile_write(path, r->mc.stats_out, r->o->ntasks, err);
+    if (st == PCBM_OK) {
+        r->journal.stats_saved = true;
+        st = pcbm_journal_save(&r->journal, err);
+    }
+    return st;
+}
+
+static void ignore_mismatch(void *arg, const char *file, const char *expected, const char *found)
+{
+    (void)arg, (void)file, (void)expected, (void)found;
+}
+
+/* The journal: a new one, or the earlier run's, checked, with its saved statistics. */
+static pcbm_status setup_journal(merge_run *r, pcbm_error *err)
+{
+    char path[4096], *params = output_params(r->o);
+    if (!params)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    snprintf(path, sizeof path, "%s/%s", r->od.partial, PCBM_JOURNAL_NAME);
+    pcbm_status st = PCBM_OK;
+    if (r->resumed && access(path, F_OK) != 0) {
+        /* no journal: the earlier run was publishing (manifest written), or had kept nothing */
+        unsigned bad = 0;
+        char mpath[4096];
+        snprintf(mpath, sizeof mpath, "%s/%s", r->od.partial, PCBM_MANIFEST_NAME);
+        if (access(mpath, F_OK) == 0 && pcbm_verify(r->od.partial, ignore_mismatch, NULL, &bad,
+                                                    NULL) == PCBM_OK && bad == 0) {
+            free(params);
+            r->publish_only = true;
+            return PCBM_OK;
+        }
+        pcbm_warn("%s holds nothing that can be kept: starting over", r->od.partial);
+        r->resumed = false;
+        pcbm_status cst = pcbm_outdir_reset(&r->od, err);
+        if (cst != PCBM_OK) {
+            free(params);
+            return cst;
+        }
+    }
+    if (r->resumed) {
+        st = pcbm_journal_load(path, &r->journal, err);
+        if (st == PCBM_OK)
+            st = check_journal(r, params, err);
+        free(params);
+        if (st == PCBM_OK && r->journal.stats_saved && !r->o->stats_in) {
+            snprintf(path, sizeof path, "%s/%s", r->od.partial, PCBM_STATS_NAME);
+            st = pcbm_statfile_read(path, &r->stats_saved, err);
+            if (st == PCBM_OK)
+                r->mc.stats_in = &r->stats_saved;
+        }
+        return st;
+    }
+    r->journal.path = pcbm_strdup(path);
+    r->journal.params = params;
+    r->journal.ninputs = r->o->ntasks + 1;
+    memcpy(r->journal.inputs, r->ids, r->journal.ninputs * sizeof r->ids[0]);
+    return pcbm_journal_save(&r->journal, err);
+}
+
+static pcbm_status setup_output(merge_run *r, unsigned threads, pcbm_error *err)
+{
+    const pcbm_merge_opts *o = r->o;
+    bool existed = false;
+    pcbm_status st = pcbm_outdir_begin(&r->od, o->out, o->force, o->resume, &existed, err);
+    if (st != PCBM_OK)
+        return st;
+    r->od_ok = true;
+    r->resumed = existed;
+    if (!existed && (st = pcbm_outdir_check_space(&r->od, r->plan.out.total_file_bytes, err)) != PCBM_OK)
+        return st;
+    if ((st = setup_journal(r, err)) != PCBM_OK || r->publish_only)
+        return st;
+    r->keep_partial = true; /* from here on, a failure can be resumed */
+    uint64_t reserved = RESERVED_MISC + pcbm_method_stats_bytes(o, threads, &r->plan) +
+                        (uint64_t)threads * r->mc.scratch_floats * sizeof(float);
+    pcbm_engine_cfg ec = {.mem_bytes = o->mem_bytes, .reserved_bytes = reserved,
+                          .threads = threads, .io = o->io, .block_bytes = o->block_bytes,
+                          .out_dir = r->od.partial, .progress = o->progress, .quiet = o->quiet};
+    if ((st = pcbm_engine_create(&r->plan, &ec, &r->eng, err)) != PCBM_OK)
+        return st;
+    r->mc.eng = r->eng;
+    r->mc.stats_done = on_stats;
+    r->mc.stats_done_arg = r;
+    if (r->resumed) {
+        size_t kept = 0;
+        st = pcbm_engine_resume_output(r->eng, r->journal.seg, r->journal.nseg, &kept, err);
+        if (st != PCBM_OK)
+            return st;
+        uint64_t bytes = 0;
+        for (size_t k = 0; k < kept; k++)
+            bytes += r->journal.seg[k].end - r->journal.seg[k].start;
+        char b[32], t[32];
+        pcbm_info("resuming %s: %s of %s of output verified and kept%s", r->od.partial,
+                  pcbm_fmt_bytes(bytes, b, sizeof b),
+                  pcbm_fmt_bytes(r->plan.out.total_file_bytes, t, sizeof t),
+                  r->mc.stats_in == &r->stats_saved ? ", statistics reused" : "");
+        r->journal.nseg = kept;
+        if ((st = pcbm_journal_save(&r->journal, err)) != PCBM_OK)
+            return st;
+    }
+    pcbm_engine_on_segment(r->eng, on_segment, r);
+    return PCBM_OK;
+}
+
+static void teardown(merge_run *r, pcbm_status st)
 {
     pcbm_engine_destroy(r->eng);
-    if (r->od_ok && failed)
+    bool keep = r->keep_partial && (st == PCBM_ERR_INTERRUPTED || st == PCBM_ERR_IO ||
+                                    st == PCBM_ERR_NOSPACE);
+    if (r->od_ok && st != PCBM_OK && !keep && !r->resumed)
         pcbm_outdir_discard(&r->od);
     pcbm_outdir_free(&r->od);
     if (r->plan_ok)
         pcbm_plan_free(&r->plan);
-    for (unsigned i = 0; i <= o->ntasks && i < PCBM_MAX_MODELS; i++)
+    for (unsigned i = 0; i <= r->o->ntasks && i < PCBM_MAX_MODELS; i++)
         pcbm_model_close(r->models[i]);
     pcbm_free_aligned(r->mc.scratch);
     free(r->mc.kept_local);
     free(r->params);
     pcbm_statset_free(&r->stats_now);
     pcbm_statset_free(&r->stats_in);
+    pcbm_statset_free(&r->stats_saved);
+    pcbm_journal_free(&r->journal);
+}
+
+/* Append to err's message (the caller's hint on what to do next). */
+static void add_hint(pcbm_error *err, const char *hint)
+{
+    if (!err)
+        return;
+    size_t n = strlen(err->msg);
+    snprintf(err->msg + n, sizeof err->msg - n, "%s", hint);
+}
+
+/* Manifest: the xxh3-128 of every file of OUT, the method, parameters, inputs and version. */
+static pcbm_status write_manifest(merge_run *r, pcbm_error *err)
+{
+    json_t *root = json_object(), *files = json_array(), *inputs = json_array();
+    char h[40];
+    const pcbm_outplan *op = &r->plan.out;
+    for (unsigned f = 0; f < op->nfiles; f++) {
+        XXH128_hash_t d = pcbm_engine_file_hash(r->eng, f);
+        snprintf(h, sizeof h, "%016llx%016llx", (unsigned long long)d.high64,
+                 (unsigned long long)d.low64);
+        json_array_append_new(files, json_pack("{s:s,s:I,s:s}", "name", op->files[f].name, "size",
+                                               (json_int_t)op->files[f].size, "xxh3_128", h));
+    }
+    pcbm_status st = pcbm_manifest_add_small_files(r->od.partial, files, err);
+    for (unsigned m = 0; m <= r->o->ntasks; m++) {
+        snprintf(h, sizeof h, "%016llx", (unsigned long long)r->ids[m]);
+        json_array_append_new(inputs, json_pack("{s:s,s:s}", "path",
+                                                m ? r->o->tasks[m - 1] : r->o->base, "identity", h));
+    }
+    json_object_set_new(root, "tool", json_string("pcbmerge"));
+    json_object_set_new(root, "version", json_string(PCBM_VERSION_STRING));
+    json_object_set_new(root, "method", json_string(pcbm_method_name(r->o->method)));
+    json_object_set_new(root, "params", json_loads(r->journal.params, 0, NULL));
+    json_object_set_new(root, "inputs", inputs);
+    json_object_set_new(root, "files", files);
+    char *txt = st == PCBM_OK ? json_dumps(root, JSON_INDENT(2)) : NULL;
+    json_decref(root);
+    if (st == PCBM_OK)
+        st = txt ? pcbm_outdir_write(&r->od, PCBM_MANIFEST_NAME, txt, strlen(txt), err)
+                 : pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    free(txt);
+    return st;
+}
+
+static pcbm_status finalize(merge_run *r, double t0, pcbm_error *err)
+{
+    pcbm_status st = pcbm_engine_finish_output(r->eng, err);
+    if (st != PCBM_OK)
+        return st;
+    double secs = pcbm_now() - t0;
+    const pcbm_engine_report *er = pcbm_engine_get_report(r->eng);
+    char *rep = report_json(&r->mc, er, secs);
+    st = rep ? write_outputs(&r->mc, &r->od, rep, err)
+             : pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory writing the report");
+    free(rep);
+    if (st == PCBM_OK) {
+        /* the journal is the run's, not the model's: gone before OUT appears */
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", r->od.partial, PCBM_JOURNAL_NAME);
+        unlink(path);
+        st = write_manifest(r, err);
+    }
+    pcbm_test_point("finalize");
+    if (st == PCBM_OK)
+        st = pcbm_outdir_publish(&r->od, err);
+    if (st == PCBM_OK) {
+        print_summary(&r->mc, er, secs);
+        pcbm_info("wrote %s", r->o->out);
+    }
+    return st;
 }
 
 pcbm_status pcbm_merge(const pcbm_merge_opts *o, pcbm_error *err)
@@ -532,26 +781,35 @@ pcbm_status pcbm_merge(const pcbm_merge_opts *o, pcbm_error *err)
     merge_run *r = pcbm_calloc(1, sizeof *r);
     if (!r)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-    st = setup(r, o, threads, err);
+    r->o = o;
+    st = setup_inputs(r, err);
+    if (st == PCBM_OK)
+        st = setup_ctx(r, threads, err);
+    if (st == PCBM_OK)
+        st = setup_output(r, threads, err);
+    if (st == PCBM_OK && r->publish_only) {
+        /* killed while publishing: every file checked against the manifest; finish the rename */
+        st = pcbm_outdir_publish(&r->od, err);
+        if (st == PCBM_OK)
+            pcbm_info("finished publishing %s (verified against its manifest)", o->out);
+        teardown(r, st);
+        free(r);
+        return st;
+    }
     if (st == PCBM_OK)
         st = pcbm_method_run(&r->mc, err);
+    if (st == PCBM_OK && r->mc.stats_in == &r->stats_saved) /* resumed: report as first computed */
+        snprintf(r->mc.stats_how, sizeof r->mc.stats_how, "%s", r->stats_saved.how);
     if (st == PCBM_OK)
-        st = pcbm_engine_finish_output(r->eng, err);
-    if (st == PCBM_OK) {
-        double secs = pcbm_now() - t0;
-        const pcbm_engine_report *er = pcbm_engine_get_report(r->eng);
-        char *rep = report_json(&r->mc, er, secs);
-        st = rep ? write_outputs(&r->mc, &r->od, rep, err)
-                 : pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory writing the report");
-        free(rep);
-        if (st == PCBM_OK)
-            st = pcbm_outdir_publish(&r->od, err);
-        if (st == PCBM_OK) {
-            print_summary(&r->mc, er, secs);
-            pcbm_info("wrote %s", o->out);
-        }
+        st = finalize(r, t0, err);
+    if (st != PCBM_OK && r->keep_partial &&
+        (st == PCBM_ERR_INTERRUPTED || st == PCBM_ERR_IO || st == PCBM_ERR_NOSPACE)) {
+        char hint[512];
+        snprintf(hint, sizeof hint, "\nthe finished part is kept in %s: run the same command "
+                 "with --resume to continue", r->od.partial);
+        add_hint(err, hint);
     }
-    teardown(r, o, st != PCBM_OK);
+    teardown(r, st);
     free(r);
     return st;
 }

@@ -20,6 +20,7 @@ typedef struct ties_state {
     int64_t *votes;                      /* [threads][2]: positions with positive/negative sum */
     float majority;                      /* sign used where the elected sum is exactly zero */
     int dare;
+    bool global;                         /* one range: statistics saved once known */
     float dare_scale;                    /* 1 / density as float, applied by division */
 } ties_state;
 
@@ -196,6 +197,11 @@ static pcbm_status ties_range(pcbm_mctx *mc, ties_state *ts, size_t t0, size_t t
         for (unsigned i = 0; i < mc->ntasks; i++)
             r->v[i][0] = ts->thr[i];
         r->majority = ts->majority;
+        if (ts->global && mc->stats_done) {
+            pcbm_status sst = mc->stats_done(mc->stats_done_arg, err);
+            if (sst != PCBM_OK)
+                return sst;
+        }
     }
     return pcbm_run_tiles(mc, PCBM_PASS_APPLY, t0, t1, 1, tile_apply, ts, err);
 }
@@ -219,6 +225,7 @@ pcbm_status pcbm_run_ties(pcbm_mctx *mc, pcbm_error *err)
              : ts->dare ? "one pass for the majority sign"
                       : "exact: radix select (2 passes) and one pass for the majority sign");
     if (mc->o->scope == PCBM_SCOPE_GLOBAL) {
+        ts->global = true;
         st = ties_range(mc, ts, 0, p->nt, p->d > 0, err);
         for (unsigned i = 0; i < mc->ntasks && !ts->dare; i++)
             mc->task[i].threshold = ts->thr[i];

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <signal.h>
+#include <xxhash.h>
 
 #define TARGET_BLOCK_BYTES (4u << 20)  /* per model per block, when memory allows */
 #define MIN_BLOCK_ELEMS 4096u          /* below this, per-block overhead dominates */
@@ -21,6 +23,8 @@
 #define STAGE_CHUNKS 4u                /* output staging buffers */
 #define STAGE_CHUNK_MAX (4u << 20)
 #define STAGE_CHUNK_MIN (64u << 10)
+#define SEGMENT_BYTES (64ull << 20)    /* output journaled in durable, hashed segments of this size */
+#define MAX_ACTIVE 16                  /* engines a stop request reaches */
 
 typedef struct slot {
     uint64_t seq;
@@ -59,6 +63,9 @@ typedef struct out_file {
     bool direct;
     bool begun, ended;
     uint64_t pos;                  /* bytes of the stream already staged for this file */
+    uint64_t seg_start;            /* start of the segment being hashed */
+    XXH3_state_t *seg;             /* xxh3-64 of [seg_start, pos) */
+    XXH3_state_t *whole;           /* xxh3-128 of [0, pos) */
 } out_file;
 
 struct pcbm_engine {
@@ -77,6 +84,14 @@ struct pcbm_engine {
     out_file *ofiles;
     unsigned cur_ofile;            /* output stream position: file index */
     bool output_started;
+    uint64_t seg_bytes;
+    pcbm_segment *pend;            /* closed segments waiting for their writes (FIFO) */
+    size_t npend, pend_cap;
+    pcbm_segment_fn on_segment;
+    void *seg_arg;
+    bool resuming;                 /* files of an earlier run may exist */
+    unsigned resume_file;          /* output before (resume_file, resume_pos) is kept */
+    uint64_t resume_pos;
 
     /* pass state shared with workers */
     pthread_mutex_t mu;
@@ -88,6 +103,11 @@ struct pcbm_engine {
 
     pcbm_engine_report rep;
 };
+
+static const char *out_path(const pcbm_engine *e, unsigned f, char *buf, size_t len);
+static void register_engine(pcbm_engine *e);
+static void unregister_engine(pcbm_engine *e);
+static pcbm_status close_segment(pcbm_engine *e, unsigned f, pcbm_error *err);
 
 /* ---- sizing ------------------------------------------------------------------------------ */
 
@@ -233,6 +253,7 @@ pcbm_status pcbm_engine_create(pcbm_plan *plan, const pcbm_engine_cfg *cfg, pcbm
         st = pcbm_io_open(cfg->io, depth, &e->io, e->rep.backend_note,
                           sizeof e->rep.backend_note, err);
         if (st == PCBM_OK) {
+            register_engine(e);
             e->rep.backend = pcbm_io_name(e->io);
             if (e->rep.backend_note[0])
                 pcbm_warn("%s", e->rep.backend_note);
@@ -242,8 +263,21 @@ pcbm_status pcbm_engine_create(pcbm_plan *plan, const pcbm_engine_cfg *cfg, pcbm
         e->ofiles = pcbm_calloc(plan->out.nfiles ? plan->out.nfiles : 1, sizeof(out_file));
         if (!e->ofiles)
             st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-        for (unsigned f = 0; st == PCBM_OK && f < plan->out.nfiles; f++)
-            e->ofiles[f].fd = -1;
+        for (unsigned f = 0; st == PCBM_OK && f < plan->out.nfiles; f++) {
+            out_file *of = &e->ofiles[f];
+            of->fd = -1;
+            of->seg = XXH3_createState();
+            of->whole = XXH3_createState();
+            if (!of->seg || !of->whole)
+                st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+            else {
+                XXH3_64bits_reset(of->seg);
+                XXH3_128bits_reset(of->whole);
+            }
+        }
+        const char *sb = getenv("PCBM_SEGMENT_BYTES"); /* tests: small segments */
+        uint64_t v = 0;
+        e->seg_bytes = sb && pcbm_parse_size(sb, &v) == 0 && v >= PCBM_ALIGN ? v : SEGMENT_BYTES;
     }
     if (st != PCBM_OK) {
         pcbm_engine_destroy(e);
@@ -278,17 +312,119 @@ void pcbm_engine_destroy(pcbm_engine *e)
     for (unsigned c = 0; c < STAGE_CHUNKS; c++)
         pcbm_free_aligned(e->chunks[c].buf);
     if (e->ofiles) {
-        for (unsigned f = 0; f < e->plan->out.nfiles; f++)
+        for (unsigned f = 0; f < e->plan->out.nfiles; f++) {
             if (e->ofiles[f].fd >= 0)
                 close(e->ofiles[f].fd);
+            XXH3_freeState(e->ofiles[f].seg);
+            XXH3_freeState(e->ofiles[f].whole);
+        }
         free(e->ofiles);
     }
+    free(e->pend);
+    unregister_engine(e);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     free(e);
 }
 
 const pcbm_engine_report *pcbm_engine_get_report(const pcbm_engine *e) { return &e->rep; }
+
+/* ---- stop requests ---------------------------------------------------------------------- */
+
+static volatile sig_atomic_t stop_requested;
+static pthread_mutex_t active_mu = PTHREAD_MUTEX_INITIALIZER;
+static pcbm_engine *active[MAX_ACTIVE];
+
+static void register_engine(pcbm_engine *e)
+{
+    pthread_mutex_lock(&active_mu);
+    for (unsigned i = 0; i < MAX_ACTIVE; i++)
+        if (!active[i]) {
+            active[i] = e;
+            break;
+        }
+    pthread_mutex_unlock(&active_mu);
+}
+
+static void unregister_engine(pcbm_engine *e)
+{
+    pthread_mutex_lock(&active_mu);
+    for (unsigned i = 0; i < MAX_ACTIVE; i++)
+        if (active[i] == e)
+            active[i] = NULL;
+    pthread_mutex_unlock(&active_mu);
+}
+
+void pcbm_request_stop(void)
+{
+    stop_requested = 1;
+    pthread_mutex_lock(&active_mu);
+    for (unsigned i = 0; i < MAX_ACTIVE; i++)
+        if (active[i] && active[i]->io)
+            pcbm_io_wake(active[i]->io);
+    pthread_mutex_unlock(&active_mu);
+}
+
+/* ---- durable segments -------------------------------------------------------------------- */
+
+void pcbm_engine_on_segment(pcbm_engine *e, pcbm_segment_fn fn, void *arg)
+{
+    e->on_segment = fn;
+    e->seg_arg = arg;
+}
+
+XXH128_hash_t pcbm_engine_file_hash(const pcbm_engine *e, unsigned f)
+{
+    return XXH3_128bits_digest(e->ofiles[f].whole);
+}
+
+/* Close the segment that ends at file f's stream position; it waits in the FIFO for its writes. */
+static pcbm_status close_segment(pcbm_engine *e, unsigned f, pcbm_error *err)
+{
+    out_file *of = &e->ofiles[f];
+    if (of->pos == of->seg_start)
+        return PCBM_OK;
+    if (e->npend == e->pend_cap) {
+        size_t cap = e->pend_cap ? 2 * e->pend_cap : 16;
+        pcbm_segment *p = pcbm_realloc(e->pend, cap * sizeof *p);
+        if (!p)
+            return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+        e->pend = p;
+        e->pend_cap = cap;
+    }
+    e->pend[e->npend++] = (pcbm_segment){f, of->seg_start, of->pos, XXH3_64bits_digest(of->seg)};
+    XXH3_64bits_reset(of->seg);
+    of->seg_start = of->pos;
+    return PCBM_OK;
+}
+
+/* Report the oldest closed segments whose writes have all completed, after fdatasync. */
+static pcbm_status flush_durable(pcbm_engine *e, pcbm_error *err)
+{
+    size_t done = 0;
+    pcbm_status st = PCBM_OK;
+    while (done < e->npend && st == PCBM_OK) {
+        const pcbm_segment *sg = &e->pend[done];
+        bool busy = false;
+        for (unsigned c = 0; c < STAGE_CHUNKS; c++)
+            if (e->chunks[c].busy && e->chunks[c].file == sg->file && e->chunks[c].base < sg->end)
+                busy = true;
+        if (busy)
+            break;
+        if (fdatasync(e->ofiles[sg->file].fd) != 0) {
+            char p[4096];
+            st = pcbm_fail(err, errno == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
+                           "cannot sync %s: %s", out_path(e, sg->file, p, sizeof p), strerror(errno));
+            break;
+        }
+        if (e->on_segment)
+            st = e->on_segment(e->seg_arg, sg, err);
+        done++;
+    }
+    memmove(e->pend, e->pend + done, (e->npend - done) * sizeof *e->pend);
+    e->npend -= done;
+    return st;
+}
 
 /* ---- workers ---------------------------------------------------------------------------- */
 
@@ -352,6 +488,11 @@ static pcbm_status submit_chunk(pcbm_engine *e, unsigned c, pcbm_error *err)
                             .off = ch->base, .user = ch};
     ch->busy = 1;
     e->cur_chunk = STAGE_CHUNKS;
+    if (of->pos - of->seg_start >= e->seg_bytes || of->pos == e->plan->out.files[ch->file].size) {
+        pcbm_status st = close_segment(e, ch->file, err);
+        if (st != PCBM_OK)
+            return st;
+    }
     int rc = pcbm_io_queue(e->io, &ch->req);
     if (rc == 0)
         e->inflight++;
@@ -393,6 +534,8 @@ static uint64_t stage_bytes_put(pcbm_engine *e, unsigned f, const uint8_t *src, 
         chunk *ch = &e->chunks[e->cur_chunk];
         uint64_t n = PCBM_MIN(len - taken, e->chunk_bytes - ch->fill);
         memcpy(ch->buf + ch->fill, src + taken, n);
+        XXH3_64bits_update(of->seg, src + taken, n);
+        XXH3_128bits_update(of->whole, src + taken, n);
         ch->fill += n;
         of->pos += n;
         taken += n;
@@ -408,7 +551,8 @@ static pcbm_status begin_file(pcbm_engine *e, unsigned f, pcbm_error *err)
 {
     out_file *of = &e->ofiles[f];
     char p[4096];
-    int fd = pcbm_open_write(out_path(e, f, p, sizeof p), !buffered_only(), &of->direct);
+    int fd = pcbm_open_write_mode(out_path(e, f, p, sizeof p), !buffered_only(), e->resuming,
+                                  &of->direct);
     if (fd < 0)
         return pcbm_fail(err, fd == -ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
                          "cannot create %s: %s", p, strerror(-fd));
@@ -459,6 +603,16 @@ static bool emit_slot(pcbm_engine *e, slot *s, pcbm_status *st, pcbm_error *err)
         return false;
     uint64_t total = (uint64_t)s->n * t->out_unit;
     uint64_t want_pos = t->out_off + s->start * t->out_unit + s->emitted;
+    uint64_t have = e->ofiles[t->out_file].pos;
+    if (want_pos < have && e->resuming && t->out_file == e->resume_file &&
+        have == e->resume_pos && s->emitted < total) {
+        /* the first block after a resume point: its leading bytes are kept from the earlier run */
+        uint64_t skip = PCBM_MIN(have - want_pos, total - s->emitted);
+        s->emitted += skip;
+        want_pos += skip;
+    }
+    if (s->emitted == total)
+        return true;
     if (e->ofiles[t->out_file].pos != want_pos) {
         *st = pcbm_fail(err, PCBM_ERR_INTERNAL, "output stream out of order in %s (at %llu, "
                         "block wants %llu)", t->name,
@@ -531,6 +685,16 @@ static bool next_in_tensor(const pcbm_pass *ps, const pcbm_tplan *t, cursor *c, 
     return false;
 }
 
+/* Whether tensor t's output up to unit `end` lies before the resume point (kept). */
+static bool before_resume(const pcbm_engine *e, const pcbm_tplan *t, uint64_t end)
+{
+    if (!e->resuming)
+        return false;
+    if (t->out_file != e->resume_file)
+        return t->out_file < e->resume_file;
+    return t->out_off + end * t->out_unit <= e->resume_pos;
+}
+
 /* Advance to the next block the pass visits; false at the end. */
 static bool cursor_next(const pcbm_engine *e, const pcbm_pass *ps, cursor *c, bool first)
 {
@@ -539,8 +703,12 @@ static bool cursor_next(const pcbm_engine *e, const pcbm_pass *ps, cursor *c, bo
         if (c->t >= ps->t1)
             return false;
         const pcbm_tplan *t = &e->plan->t[c->t];
-        if (visits(ps, t) && next_in_tensor(ps, t, c, from))
-            return true;
+        if (visits(ps, t) && next_in_tensor(ps, t, c, from)) {
+            if (!(ps->kind == PCBM_PASS_APPLY && before_resume(e, t, c->start + c->n)))
+                return true;
+            from = c->start + c->n; /* output kept from the earlier run: not recomputed */
+            continue;
+        }
         c->t++;
         from = 0;
     }
@@ -747,8 +915,13 @@ static void on_write_done(run_state *rs, pcbm_io_req *r)
                   strerror(errnum),
                   errnum == ENOSPC ? "; free space on the output filesystem and run again" : "");
         fail_at(rs, 0, er.status, &er);
+        return;
     }
     rs->pr->bytes_written += r->len;
+    pcbm_error er;
+    pcbm_status st = flush_durable(rs->e, &er);
+    if (st != PCBM_OK)
+        fail_at(rs, 0, st, &er);
 }
 
 /* Take finished blocks from the workers; apply passes stage their output in order. */
@@ -764,6 +937,7 @@ static void collect_done(run_state *rs)
         d = d->next;
         if (s->st != PCBM_OK)
             fail_at(rs, s->seq, s->st, &s->err);
+        pcbm_test_point(rs->ps->kind == PCBM_PASS_APPLY ? "apply" : "stats");
         if (rs->ps->kind != PCBM_PASS_APPLY)
             release_slot(rs, s);
     }
@@ -813,6 +987,12 @@ static void run_loop(run_state *rs)
 {
     pcbm_engine *e = rs->e;
     for (;;) {
+        if (stop_requested && rs->st == PCBM_OK) {
+            pcbm_error er;
+            pcbm_fail(&er, PCBM_ERR_INTERRUPTED, "interrupted by a signal during pass '%s'",
+                      rs->ps->name);
+            fail_at(rs, 0, PCBM_ERR_INTERRUPTED, &er);
+        }
         fill_slots(rs);
         int rc = pcbm_io_submit(e->io);
         if (rc < 0) {
@@ -933,6 +1113,84 @@ pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *ps, pcbm_error *err
     return rs.st;
 }
 
+/* ---- resuming ----------------------------------------------------------------------------- */
+
+/* Hash [start, end) of file f (read with a plain descriptor) into *h and whole. */
+static bool hash_range(pcbm_engine *e, unsigned f, uint64_t start, uint64_t end, uint64_t *h,
+                       XXH3_state_t *whole)
+{
+    char p[4096];
+    int fd = open(out_path(e, f, p, sizeof p), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    XXH3_state_t *st = XXH3_createState();
+    uint8_t *buf = e->chunks[0].buf;
+    bool ok = st != NULL;
+    if (ok)
+        XXH3_64bits_reset(st);
+    for (uint64_t off = start; ok && off < end;) {
+        size_t want = (size_t)PCBM_MIN(e->chunk_bytes, end - off);
+        ssize_t n = pread(fd, buf, want, (off_t)off);
+        if (n <= 0) {
+            ok = false;
+            break;
+        }
+        XXH3_64bits_update(st, buf, (size_t)n);
+        XXH3_128bits_update(whole, buf, (size_t)n);
+        off += (uint64_t)n;
+    }
+    if (ok)
+        *h = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
+    close(fd);
+    return ok;
+}
+
+pcbm_status pcbm_engine_resume_output(pcbm_engine *e, const pcbm_segment *segs, size_t n,
+                                      size_t *kept, pcbm_error *err)
+{
+    const pcbm_outplan *op = &e->plan->out;
+    XXH3_state_t *save = XXH3_createState();
+    if (!save)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    e->resuming = true;
+    unsigned f = 0;
+    uint64_t pos = 0;
+    size_t k = 0;
+    for (; k < n && op->nfiles > 0; k++) {
+        const pcbm_segment *sg = &segs[k];
+        if (pos == op->files[f].size && f + 1 < op->nfiles && sg->file == f + 1) {
+            f++;
+            pos = 0;
+        }
+        if (sg->file != f || sg->start != pos || sg->end <= sg->start || sg->end > op->files[f].size)
+            break;
+        uint64_t h = 0;
+        XXH3_copyState(save, e->ofiles[f].whole);
+        if (!hash_range(e, f, sg->start, sg->end, &h, e->ofiles[f].whole) || h != sg->hash) {
+            XXH3_copyState(e->ofiles[f].whole, save);
+            break;
+        }
+        pos = sg->end;
+    }
+    XXH3_freeState(save);
+    *kept = k;
+    e->resume_file = f;
+    e->resume_pos = pos;
+    if (k == 0)
+        return PCBM_OK; /* nothing kept: the output starts over (files may exist) */
+    for (unsigned g = 0; g <= f; g++) {
+        out_file *of = &e->ofiles[g];
+        pcbm_status st = begin_file(e, g, err);
+        if (st != PCBM_OK)
+            return st;
+        of->pos = of->seg_start = g < f ? op->files[g].size : pos;
+    }
+    e->cur_ofile = f;
+    e->output_started = true;
+    return PCBM_OK;
+}
+
 /* ---- finishing the output --------------------------------------------------------------- */
 
 static pcbm_status wait_writes(pcbm_engine *e, pcbm_error *err)
@@ -966,6 +1224,8 @@ pcbm_status pcbm_engine_finish_output(pcbm_engine *e, pcbm_error *err)
     pcbm_status wst = wait_writes(e, err);
     if (st == PCBM_OK)
         st = wst;
+    if (st == PCBM_OK)
+        st = flush_durable(e, err);
     for (unsigned f = 0; st == PCBM_OK && f < op->nfiles; f++) {
         out_file *of = &e->ofiles[f];
         char p[4096];

@@ -11,6 +11,8 @@
 #include "../io/io.h"
 #include "plan.h"
 
+#include <xxhash.h>
+
 typedef struct pcbm_engine pcbm_engine;
 
 #define PCBM_SAMPLE_UNIT 16384u  /* granularity of sample passes, independent of the block size */
@@ -88,9 +90,29 @@ pcbm_status pcbm_engine_create(pcbm_plan *plan, const pcbm_engine_cfg *cfg, pcbm
 /* Bytes the engine needs at least for this plan and thread count (for error messages). */
 uint64_t pcbm_engine_min_mem(const pcbm_plan *plan, unsigned threads, uint64_t reserved);
 pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *pass, pcbm_error *err);
+/* A durable piece of the output stream: bytes [start, end) of output file `file`, written and
+ * fdatasync'ed, with their xxh3-64. Segments follow each other in stream order. */
+typedef struct pcbm_segment {
+    unsigned file;
+    uint64_t start, end;
+    uint64_t hash;
+} pcbm_segment;
+
+/* Called (on the scheduler thread) each time a segment becomes durable: the journal's hook. */
+typedef pcbm_status (*pcbm_segment_fn)(void *arg, const pcbm_segment *seg, pcbm_error *err);
+void pcbm_engine_on_segment(pcbm_engine *e, pcbm_segment_fn fn, void *arg);
+
+/* Resume the output of an earlier, interrupted run: check the journaled segments (in stream
+ * order) against the files, keep the longest valid prefix (*kept segments), and continue the
+ * output stream after it; apply passes then skip the blocks whose output is kept. */
+pcbm_status pcbm_engine_resume_output(pcbm_engine *e, const pcbm_segment *segs, size_t n,
+                                      size_t *kept, pcbm_error *err);
+
 /* After the last apply pass: flush, fsync and close the output files. */
 pcbm_status pcbm_engine_finish_output(pcbm_engine *e, pcbm_error *err);
 const pcbm_engine_report *pcbm_engine_get_report(const pcbm_engine *e);
+/* xxh3-128 of output file f (valid after pcbm_engine_finish_output). */
+XXH128_hash_t pcbm_engine_file_hash(const pcbm_engine *e, unsigned f);
 void pcbm_engine_destroy(pcbm_engine *e);
 
 #endif /* PCBM_ENGINE_H */

@@ -52,8 +52,10 @@ static int remove_tree(const char *path)
     return rc;
 }
 
-pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, pcbm_error *err)
+pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, int resume,
+                              bool *existed, pcbm_error *err)
 {
+    *existed = false;
     memset(od, 0, sizeof *od);
     size_t n = strlen(out);
     while (n > 1 && out[n - 1] == '/')
@@ -70,10 +72,14 @@ pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, pcbm_
                          "output %s already exists: choose another --out or remove it first",
                          od->final);
     if (stat(od->partial, &sb) == 0) {
+        if (resume && !force) {
+            *existed = true;
+            return PCBM_OK;
+        }
         if (!force)
             return pcbm_fail(err, PCBM_ERR_EXISTS,
-                             "%s holds an unfinished earlier merge into %s: pass --force to "
-                             "discard it and start over (--resume is not available yet)",
+                             "%s holds an unfinished earlier merge into %s: pass --resume to "
+                             "continue it, or --force to discard it and start over",
                              od->partial, od->final);
         int rc = remove_tree(od->partial);
         if (rc)
@@ -85,6 +91,16 @@ pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, pcbm_
                          "cannot create %s: %s%s", od->partial, strerror(e),
                          e == ENOENT ? " (does the parent directory exist?)" : "");
     }
+    return PCBM_OK;
+}
+
+pcbm_status pcbm_outdir_reset(pcbm_outdir *od, pcbm_error *err)
+{
+    int rc = remove_tree(od->partial);
+    if (rc)
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot empty %s: %s", od->partial, strerror(-rc));
+    if (mkdir(od->partial, 0755) != 0)
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot create %s: %s", od->partial, strerror(errno));
     return PCBM_OK;
 }
 

@@ -13,8 +13,12 @@ typedef struct pcbm_outdir {
     char *partial;  /* OUT.partial: where the files are written */
 } pcbm_outdir;
 
-/* Refuse an existing OUT; refuse (or with force, remove) a stale partial directory; create it. */
-pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, pcbm_error *err);
+/* Refuse an existing OUT. A partial directory of an earlier run is kept when resume (*existed
+ * tells), removed with force, refused otherwise; a new one is created when needed. */
+pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, int resume,
+                              bool *existed, pcbm_error *err);
+/* Empty the partial directory (an earlier run left nothing that can be kept). */
+pcbm_status pcbm_outdir_reset(pcbm_outdir *od, pcbm_error *err);
 /* Check that the filesystem of OUT has `need` bytes free. */
 pcbm_status pcbm_outdir_check_space(const pcbm_outdir *od, uint64_t need, pcbm_error *err);
 /* Write (create, write, fsync) one small file inside the partial directory. */
