@@ -85,6 +85,12 @@ VINL vf vload_bf16(const void *p)
 }
 VINL vf vload_f16(const void *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
 VINL vf vload_f32(const void *p) { return _mm512_loadu_ps(p); }
+/* lanes whose byte p[j] is not 0 */
+VINL vm vnonzero_u8(const uint8_t *p)
+{
+    __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm512_test_epi32_mask(b, b);
+}
 
 #elif defined(PCBM_SIMD_AVX2)
 /* ---------------------------------------------------------------------------------------------
@@ -160,6 +166,12 @@ VINL vf vload_bf16(const void *p)
 }
 VINL vf vload_f16(const void *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 VINL vf vload_f32(const void *p) { return _mm256_loadu_ps((const float *)p); }
+VINL vm vnonzero_u8(const uint8_t *p)
+{
+    __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    __m256i z = _mm256_cmpeq_epi32(b, _mm256_setzero_si256());
+    return _mm256_castsi256_ps(_mm256_xor_si256(z, _mm256_set1_epi32(-1)));
+}
 
 #else
 #error "define PCBM_SIMD_AVX2 or PCBM_SIMD_AVX512 before including simd_x86.h"

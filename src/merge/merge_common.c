@@ -6,6 +6,7 @@
 #include "merge.h"
 
 #include "../kernels/convert.h"
+#include "../kernels/mkern.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,14 +63,12 @@ static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockv
         unsigned n = (unsigned)PCBM_MIN(PCBM_TILE, bv->n - k0);
         pcbm_decode_f32(t->src[0].dt, (const uint8_t *)bv->in[0] + (uint64_t)k0 * t->in_unit[0],
                         base, n);
-        for (unsigned i = 0; i < N; i++) {
-            pcbm_decode_f32(t->src[i + 1].dt,
-                            (const uint8_t *)bv->in[i + 1] + (uint64_t)k0 * t->in_unit[i + 1],
-                            theta[i], n);
-            for (unsigned k = 0; k < n; k++)
-                tau[i][k] = theta[i][k] - base[k];
-        }
-        if (mc->check_finite) {
+        bool bad_any = mc->check_finite && pcbm_k_nonfinite(base, n);
+        for (unsigned i = 0; i < N; i++)
+            bad_any |= pcbm_k_tau(t->src[i + 1].dt,
+                                  (const uint8_t *)bv->in[i + 1] + (uint64_t)k0 * t->in_unit[i + 1],
+                                  base, theta[i], tau[i], n);
+        if (mc->check_finite && bad_any) {
             long bad = first_nonfinite(base, n);
             if (bad >= 0)
                 return refuse_nonfinite(mc, t, 0, bv->start + k0 + (uint64_t)bad, &base[bad], err);

@@ -7,7 +7,7 @@
  */
 #include "pcb_internal.h"
 
-#include "../kernels/dmath.h"
+#include "../kernels/mkern.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -22,65 +22,31 @@ uint64_t pcbm_pcb_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const 
     return b;
 }
 
-static inline uint32_t mag_key(float tau) { return pcbm_fkey(fabsf(tau)); }
-
 /* Scores s[i][k] of a tile (written into tl->theta[i], which PCB no longer needs). */
 void pcbm_pcb_scores(const pcbm_mctx *mc, const pcb_state *ps, const pcbm_tile *tl)
 {
     unsigned N = mc->ntasks, n = tl->n;
-    float *sum = tl->tmp, *z = tl->tmp + PCBM_TILE;
-    const float nf = (float)N;
-    for (unsigned k = 0; k < n; k++) {
-        float acc = 0.0f;
-        for (unsigned i = 0; i < N; i++)
-            acc += tl->tau[i][k];
-        sum[k] = acc;
-    }
-    for (unsigned i = 0; i < N; i++) {
-        float lo = ps->lo_v[i], hi = ps->hi_v[i], den = hi - lo;
-        float *s = tl->theta[i];
-        const float *tau = tl->tau[i];
-        for (unsigned k = 0; k < n; k++) {
-            float c = fminf(fmaxf(fabsf(tau[k]), lo), hi);
-            float x = den > 0.0f ? (c - lo) / den : 0.0f;
-            s[k] = nf * (x * x);
-            z[k] = tau[k] * sum[k];
-        }
-        pcbm_expf_n(s, s, n);
-        pcbm_tanhf_n(z, z, n);
-        for (unsigned k = 0; k < n; k++)
-            s[k] = s[k] * z[k];
-    }
+    float *sum = tl->tmp;
+    pcbm_k_sum((const float *const *)tl->tau, N, sum, n);
+    for (unsigned i = 0; i < N; i++)
+        pcbm_k_pcb_score(tl->tau[i], sum, ps->lo_v[i], ps->hi_v[i], (float)N, tl->theta[i], n);
 }
 
 void pcbm_pcb_tile_mag_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     pcb_state *ps = arg;
-    for (unsigned i = 0; i < mc->ntasks; i++) {
-        uint64_t *h = pcbm_hset_local(&ps->h, w, i);
-        const float *tau = tl->tau[i];
-        for (unsigned k = 0; k < tl->n; k++)
-            h[mag_key(tau[k]) >> PCBM_QBITS]++;
-    }
-}
-
-static void fine_update(uint64_t *h, const pcbm_sel *s, uint32_t key)
-{
-    if ((key >> PCBM_QBITS) == s->prefix)
-        h[key & (PCBM_QBINS - 1)]++;
+    for (unsigned i = 0; i < mc->ntasks; i++)
+        pcbm_k_hist_coarse(tl->tau[i], tl->n, true, 1, pcbm_hset_local(&ps->h, w, i));
 }
 
 static void tile_mag_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     pcb_state *ps = arg;
     for (unsigned i = 0; i < mc->ntasks; i++) {
-        uint64_t *hl = pcbm_hset_local(&ps->h, w, 2 * i), *hh = pcbm_hset_local(&ps->h, w, 2 * i + 1);
-        const float *tau = tl->tau[i];
-        for (unsigned k = 0; k < tl->n; k++) {
-            uint32_t key = mag_key(tau[k]);
-            fine_update(hl, &ps->lo[i], key);
-            fine_update(hh, &ps->hi[i], key);
-        }
+        pcbm_k_hist_fine(tl->tau[i], tl->n, true, ps->lo[i].prefix,
+                         pcbm_hset_local(&ps->h, w, 2 * i));
+        pcbm_k_hist_fine(tl->tau[i], tl->n, true, ps->hi[i].prefix,
+                         pcbm_hset_local(&ps->h, w, 2 * i + 1));
     }
 }
 
@@ -90,14 +56,8 @@ static void tile_score_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, vo
     pcbm_pcb_scores(mc, ps, tl);
     float *mx = ps->max_local + (size_t)w * mc->ntasks;
     for (unsigned i = 0; i < mc->ntasks; i++) {
-        uint64_t *h = pcbm_hset_local(&ps->h, w, i);
-        const float *s = tl->theta[i];
-        float m = mx[i];
-        for (unsigned k = 0; k < tl->n; k++) {
-            h[pcbm_fkey(s[k]) >> PCBM_QBITS]++;
-            m = s[k] > m ? s[k] : m;
-        }
-        mx[i] = m;
+        pcbm_k_hist_coarse(tl->theta[i], tl->n, false, 1, pcbm_hset_local(&ps->h, w, i));
+        mx[i] = pcbm_k_max(tl->theta[i], tl->n, mx[i]);
     }
 }
 
@@ -105,36 +65,28 @@ static void tile_score_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void
 {
     pcb_state *ps = arg;
     pcbm_pcb_scores(mc, ps, tl);
-    for (unsigned i = 0; i < mc->ntasks; i++) {
-        uint64_t *h = pcbm_hset_local(&ps->h, w, i);
-        const float *s = tl->theta[i];
-        for (unsigned k = 0; k < tl->n; k++)
-            fine_update(h, &ps->thr[i], pcbm_fkey(s[k]));
-    }
+    for (unsigned i = 0; i < mc->ntasks; i++)
+        pcbm_k_hist_fine(tl->theta[i], tl->n, false, ps->thr[i].prefix,
+                         pcbm_hset_local(&ps->h, w, i));
 }
 
+/* Scores, weights and the weighted average, one task at a time over the tile (the sums over
+ * tasks keep their order element by element). */
 void pcbm_pcb_tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     pcb_state *ps = arg;
-    unsigned N = mc->ntasks;
-    pcbm_pcb_scores(mc, ps, tl);
+    unsigned N = mc->ntasks, n = tl->n;
     uint64_t *kept = pcbm_kept_local(mc, w);
-    float *out = tl->tmp;  /* pcb_scores' scratch is free again */
-    for (unsigned k = 0; k < tl->n; k++) {
-        float num = 0.0f, den = 0.0f;
-        for (unsigned i = 0; i < N; i++) {
-            float s = tl->theta[i][k], t = ps->t_v[i], m = ps->m_v[i];
-            float wgt = (s > t && m > t) ? (s - t) / (m - t) : 0.0f;
-            if (wgt > 0.0f)
-                kept[i]++;
-            float tau = tl->tau[i][k];
-            float c = fminf(fmaxf(fabsf(tau), ps->lo_v[i]), ps->hi_v[i]);
-            float tc = tau > 0.0f ? c : (tau < 0.0f ? -c : 0.0f);
-            num += (wgt * mc->lam[i]) * tc;
-            den += wgt;
-        }
-        out[k] = tl->base[k] + num / fmaxf(den, 1e-12f);
+    float *sum = tl->tmp, *num = tl->tmp + PCBM_TILE, *den = tl->tmp + 2 * PCBM_TILE;
+    pcbm_k_sum((const float *const *)tl->tau, N, sum, n);
+    if (N == 0) {
+        memset(num, 0, n * sizeof *num);
+        memset(den, 0, n * sizeof *den);
     }
+    for (unsigned i = 0; i < N; i++)
+        kept[i] += pcbm_k_pcb_apply_task(tl->tau[i], sum, ps->lo_v[i], ps->hi_v[i], (float)N,
+                                         ps->t_v[i], ps->m_v[i], mc->lam[i], i == 0, num, den, n);
+    pcbm_k_pcb_apply_finish(tl->base, num, den, tl->tmp, n); /* the result replaces sum */
 }
 
 uint64_t pcbm_pcb_rank(double x)

@@ -19,6 +19,7 @@
 #include "pcb_internal.h"
 
 #include "../kernels/dmath.h"
+#include "../kernels/mkern.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -130,6 +131,13 @@ typedef struct pairbuf {
     float mag[PAIR_CAP], z[PAIR_CAP];
 } pairbuf;
 
+/* Per-thread scratch of the full pass: the elements of a tile it visits one by one. */
+typedef struct fscratch {
+    uint16_t idx[PCBM_TILE];
+    float mag[PCBM_TILE], z[PCBM_TILE];
+    float sc[NCAND * PCBM_TILE];    /* [candidate][element] */
+} fscratch;
+
 typedef struct sstate sstate;
 struct sstate {
     pcb_state *ps;
@@ -142,6 +150,7 @@ struct sstate {
     uint64_t *w1, *w2;              /* per tensor: weight of a sampled element (2^16 fixed point) */
     uint64_t n1, n2;                /* elements visited by sample passes 1 and 2 */
     pairbuf *pb;                    /* [threads][N], sample pass 3 */
+    fscratch *fx;                   /* [threads] */
     unsigned s3;                    /* stride of sample pass 3 */
     atoms at[PCBM_MAX_TASKS];
 };
@@ -168,17 +177,13 @@ static void tile_sample_mag(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void
 {
     const struct sstate *ss = arg;
     uint64_t wt = ss->w1[tl->bv->tensor];
-    for (unsigned i = 0; i < mc->ntasks; i++) {
-        uint64_t *h = pcbm_hset_local(&ss->ps->h, w, i);
-        const float *tau = tl->tau[i];
-        for (unsigned k = 0; k < tl->n; k++)
-            h[pcbm_fkey(fabsf(tau[k])) >> PCBM_QBITS] += wt;
-    }
+    for (unsigned i = 0; i < mc->ntasks; i++)
+        pcbm_k_hist_coarse(tl->tau[i], tl->n, true, wt, pcbm_hset_local(&ss->ps->h, w, i));
 }
 
 uint64_t pcbm_pcb_stream_bytes(unsigned ntasks, unsigned threads)
 {
-    return (uint64_t)threads * ntasks * (sizeof(fcount) + sizeof(pairbuf));
+    return (uint64_t)threads * (ntasks * (sizeof(fcount) + sizeof(pairbuf)) + sizeof(fscratch));
 }
 
 /* Streaming is the default for large merges written in 16-bit floats. An f32 output resolves
@@ -220,38 +225,25 @@ static inline float norm_mag(float tau, float lo, float hi)
 
 /* ---- sample pass 2: scores at both ends of the hi bracket ------------------------------- */
 
+/* z and the scores at both ends of the hi bracket of task i, into sa, sb, z (tile scratch). */
+static void bracket_scores(const sstate *ss, unsigned i, const pcbm_tile *tl, const float *sum,
+                           float *sa, float *sb, float *z)
+{
+    pcbm_k_stream_scores(tl->tau[i], sum, ss->lo_c[i], ss->cand[i][0], ss->cand[i][NCAND - 1],
+                         (float)ss->N, sa, sb, z, tl->n);
+}
+
 static void tile_sample_scores(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     sstate *ss = arg;
-    unsigned n = tl->n;
-    float *sum = tl->tmp, *z = tl->tmp + PCBM_TILE, *ea = tl->tmp + 2 * PCBM_TILE,
-          *eb = tl->tmp + 3 * PCBM_TILE;
-    const float nf = (float)ss->N;
-    for (unsigned k = 0; k < n; k++) {
-        float acc = 0.0f;
-        for (unsigned i = 0; i < ss->N; i++)
-            acc += tl->tau[i][k];
-        sum[k] = acc;
-    }
+    float *sum = tl->tmp, *z = tl->tmp + PCBM_TILE, *sa = tl->tmp + 2 * PCBM_TILE,
+          *sb = tl->tmp + 3 * PCBM_TILE;
+    pcbm_k_sum((const float *const *)tl->tau, ss->N, sum, tl->n);
+    uint64_t wt = ss->w2[tl->bv->tensor];
     for (unsigned i = 0; i < ss->N; i++) {
-        const float *tau = tl->tau[i];
-        float lo = ss->lo_c[i], ha = ss->cand[i][0], hb = ss->cand[i][NCAND - 1];
-        for (unsigned k = 0; k < n; k++) {
-            float xa = norm_mag(tau[k], lo, ha), xb = norm_mag(tau[k], lo, hb);
-            ea[k] = nf * (xa * xa);
-            eb[k] = nf * (xb * xb);
-            z[k] = tau[k] * sum[k];
-        }
-        pcbm_expf_n(ea, ea, n);
-        pcbm_expf_n(eb, eb, n);
-        pcbm_tanhf_n(z, z, n);
-        uint64_t *ha_h = pcbm_hset_local(&ss->ps->h, w, 2 * i);
-        uint64_t *hb_h = pcbm_hset_local(&ss->ps->h, w, 2 * i + 1);
-        uint64_t wt = ss->w2[tl->bv->tensor];
-        for (unsigned k = 0; k < n; k++) {
-            ha_h[pcbm_fkey(ea[k] * z[k]) >> PCBM_QBITS] += wt;
-            hb_h[pcbm_fkey(eb[k] * z[k]) >> PCBM_QBITS] += wt;
-        }
+        bracket_scores(ss, i, tl, sum, sa, sb, z);
+        pcbm_k_hist_coarse(sa, tl->n, false, wt, pcbm_hset_local(&ss->ps->h, w, 2 * i));
+        pcbm_k_hist_coarse(sb, tl->n, false, wt, pcbm_hset_local(&ss->ps->h, w, 2 * i + 1));
     }
 }
 
@@ -285,32 +277,20 @@ static int atom_find(const atoms *at, float mag, float z)
 static void tile_sample_pairs(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     sstate *ss = arg;
-    unsigned n = tl->n;
-    float *sum = tl->tmp, *z = tl->tmp + PCBM_TILE, *ea = tl->tmp + 2 * PCBM_TILE,
-          *eb = tl->tmp + 3 * PCBM_TILE;
-    const float nf = (float)ss->N;
-    for (unsigned k = 0; k < n; k++) {
-        float acc = 0.0f;
-        for (unsigned i = 0; i < ss->N; i++)
-            acc += tl->tau[i][k];
-        sum[k] = acc;
-    }
+    float *sum = tl->tmp, *z = tl->tmp + PCBM_TILE, *sa = tl->tmp + 2 * PCBM_TILE,
+          *sb = tl->tmp + 3 * PCBM_TILE;
+    uint16_t *idx = ss->fx[w].idx;
+    pcbm_k_sum((const float *const *)tl->tau, ss->N, sum, tl->n);
     for (unsigned i = 0; i < ss->N; i++) {
         const float *tau = tl->tau[i];
-        float lo = ss->lo_c[i], ha = ss->cand[i][0], hb = ss->cand[i][NCAND - 1];
-        for (unsigned k = 0; k < n; k++) {
-            float xa = norm_mag(tau[k], lo, ha), xb = norm_mag(tau[k], lo, hb);
-            ea[k] = nf * (xa * xa);
-            eb[k] = nf * (xb * xb);
-            z[k] = tau[k] * sum[k];
-        }
-        pcbm_expf_n(ea, ea, n);
-        pcbm_expf_n(eb, eb, n);
-        pcbm_tanhf_n(z, z, n);
+        bracket_scores(ss, i, tl, sum, sa, sb, z);
         pairbuf *pb = &ss->pb[(size_t)w * ss->N + i];
-        for (unsigned k = 0; k < n; k++) {
-            float sa = ea[k] * z[k], sb = eb[k] * z[k];
-            if (fmaxf(sa, sb) < ss->wl[i] || fminf(sa, sb) > ss->wh[i])
+        uint64_t below = 0;
+        /* candidates: the elements in the window (and any NaN), in order */
+        size_t m = pcbm_k_stream_select(sa, sb, ss->wl[i], ss->wh[i], INFINITY, tl->n, idx, &below);
+        for (size_t j = 0; j < m; j++) {
+            unsigned k = idx[j];
+            if (fmaxf(sa[k], sb[k]) < ss->wl[i] || fminf(sa[k], sb[k]) > ss->wh[i])
                 continue;
             if (pb->n == PAIR_CAP) {
                 pb->overflow = true;
@@ -389,95 +369,86 @@ static bool find_atoms(sstate *ss, unsigned i)
 
 /* ---- the full pass ---------------------------------------------------------------------- */
 
-static inline void win_count(uint64_t *win, uint64_t *below, const kwin *kw, uint32_t key)
+/* One element of the full pass that may fall in the score window or beat a candidate's
+ * maximum: sc[c] are its scores at the NCAND candidates of hi (pcbm_k_scores_at). */
+static void element_full(const sstate *ss, unsigned i, fcount *fc, float sa, float sb, float tau,
+                         float z, const float *sc, size_t stride)
 {
-    uint32_t p = key >> PCBM_QBITS;
-    if (p < kw->p0)
-        (*below)++;
-    else if (p <= kw->p1)
-        win[(key - (kw->p0 << PCBM_QBITS)) >> kw->shift]++;
-}
-
-static void all_candidates(const sstate *ss, unsigned i, float tau, float z, fcount *fc,
-                           bool track_max, bool histogram)
-{
-    const float nf = (float)ss->N;
-    float lo = ss->lo_c[i], wl = ss->wl[i], wh = ss->wh[i];
-    for (unsigned c = 0; c < NCAND; c++) {
-        float x = norm_mag(tau, lo, ss->cand[i][c]);
-        float s = pcbm_expf(nf * (x * x)) * z;
-        if (track_max && (s > fc->smax[c] ||
-                          (s == fc->smax[c] && rep_less(fabsf(tau), z, fc->amag[c], fc->az[c])))) {
-            fc->smax[c] = s;
-            fc->amag[c] = fabsf(tau);
-            fc->az[c] = z;
-        }
-        if (!histogram)
-            continue;
-        if (s < wl) {
-            fc->sbelow[c]++;
-        } else if (s <= wh) {
-            unsigned b = (unsigned)((s - wl) * ss->wscale[i]);
-            b = b < SBINS ? b : SBINS - 1;
-            sbin_add_n(&fc->sb[c][b], fabsf(tau), z, 1);
-            fc->shist[c][b]++;
+    float wl = ss->wl[i], wh = ss->wh[i];
+    float smin = fminf(sa, sb), smax = fmaxf(sa, sb);
+    bool in_window = !(smax < wl) && !(smin > wh);
+    bool track_max = smax > fc->smax_min;
+    const atoms *at = &ss->at[i];
+    if (in_window && at->n) {
+        int h = atom_find(at, fabsf(tau), z);
+        if (h >= 0) {
+            fc->hcnt[h]++;
+            in_window = false; /* counted exactly, kept out of the bins */
         }
     }
-    if (track_max) {
-        float mn = fc->smax[0];
-        for (unsigned c = 1; c < NCAND; c++)
-            mn = fminf(mn, fc->smax[c]);
-        fc->smax_min = mn;
+    if (in_window || track_max) {
+        for (unsigned c = 0; c < NCAND; c++) {
+            float s = sc[c * stride];
+            if (track_max && (s > fc->smax[c] ||
+                              (s == fc->smax[c] && rep_less(fabsf(tau), z, fc->amag[c], fc->az[c])))) {
+                fc->smax[c] = s;
+                fc->amag[c] = fabsf(tau);
+                fc->az[c] = z;
+            }
+            if (!in_window)
+                continue;
+            if (s < wl) {
+                fc->sbelow[c]++;
+            } else if (s <= wh) {
+                unsigned b = (unsigned)((s - wl) * ss->wscale[i]);
+                b = b < SBINS ? b : SBINS - 1;
+                sbin_add_n(&fc->sb[c][b], fabsf(tau), z, 1);
+                fc->shist[c][b]++;
+            }
+        }
+        if (track_max) {
+            float mn = fc->smax[0];
+            for (unsigned c = 1; c < NCAND; c++)
+                mn = fminf(mn, fc->smax[c]);
+            fc->smax_min = mn;
+        }
     }
+    if (smax < wl)
+        fc->sbelow_all++;
 }
 
+/* The full pass, per task: exact |tau| counts in the lo/hi windows; the scores at both ends of
+ * the hi bracket tell which elements can matter to the score windows or maxima (most cannot:
+ * they only count below the window); those are scored at every candidate, then visited in order. */
 static void tile_full(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     sstate *ss = arg;
     unsigned n = tl->n;
-    float *sum = tl->tmp, *z = tl->tmp + PCBM_TILE, *ea = tl->tmp + 2 * PCBM_TILE,
-          *eb = tl->tmp + 3 * PCBM_TILE;
-    const float nf = (float)ss->N;
-    for (unsigned k = 0; k < n; k++) {
-        float acc = 0.0f;
-        for (unsigned i = 0; i < ss->N; i++)
-            acc += tl->tau[i][k];
-        sum[k] = acc;
-    }
+    float *sum = tl->tmp, *z = tl->tmp + PCBM_TILE, *sa = tl->tmp + 2 * PCBM_TILE,
+          *sb = tl->tmp + 3 * PCBM_TILE;
+    fscratch *fx = &ss->fx[w];
+    pcbm_k_sum((const float *const *)tl->tau, ss->N, sum, n);
     for (unsigned i = 0; i < ss->N; i++) {
         fcount *fc = &ss->fc[(size_t)w * ss->N + i];
         const float *tau = tl->tau[i];
-        float lo = ss->lo_c[i], ha = ss->cand[i][0], hb = ss->cand[i][NCAND - 1];
-        for (unsigned k = 0; k < n; k++) {
-            float xa = norm_mag(tau[k], lo, ha), xb = norm_mag(tau[k], lo, hb);
-            ea[k] = nf * (xa * xa);
-            eb[k] = nf * (xb * xb);
-            z[k] = tau[k] * sum[k];
-            uint32_t key = pcbm_fkey(fabsf(tau[k]));
-            win_count(fc->mwin[0], &fc->mbelow[0], &ss->wlo[i], key);
-            win_count(fc->mwin[1], &fc->mbelow[1], &ss->whi[i], key);
+        pcbm_k_win wlo = {ss->wlo[i].p0, ss->wlo[i].p1, ss->wlo[i].shift, fc->mwin[0], &fc->mbelow[0]};
+        pcbm_k_win whi = {ss->whi[i].p0, ss->whi[i].p1, ss->whi[i].shift, fc->mwin[1], &fc->mbelow[1]};
+        pcbm_k_win_count(tau, n, &wlo, &whi);
+        bracket_scores(ss, i, tl, sum, sa, sb, z);
+        size_t m = pcbm_k_stream_select(sa, sb, ss->wl[i], ss->wh[i], fc->smax_min, n, fx->idx,
+                                        &fc->sbelow_all);
+        if (m == 0)
+            continue;
+        for (size_t j = 0; j < m; j++) {
+            fx->mag[j] = fabsf(tau[fx->idx[j]]);
+            fx->z[j] = z[fx->idx[j]];
         }
-        pcbm_expf_n(ea, ea, n);
-        pcbm_expf_n(eb, eb, n);
-        pcbm_tanhf_n(z, z, n);
-        float wl = ss->wl[i], wh = ss->wh[i];
-        const atoms *at = &ss->at[i];
-        for (unsigned k = 0; k < n; k++) {
-            float sa = ea[k] * z[k], sb = eb[k] * z[k];
-            float smin = fminf(sa, sb), smax = fmaxf(sa, sb);
-            bool in_window = !(smax < wl) && !(smin > wh);
-            bool track_max = smax > fc->smax_min;
-            if (in_window && at->n) {
-                int h = atom_find(at, fabsf(tau[k]), z[k]);
-                if (h >= 0) {
-                    fc->hcnt[h]++;
-                    in_window = false; /* counted exactly, kept out of the bins */
-                }
-            }
-            if (in_window || track_max)
-                all_candidates(ss, i, tau[k], z[k], fc, track_max, in_window);
-            if (smax < wl)
-                fc->sbelow_all++;
+        for (unsigned c = 0; c < NCAND; c++)
+            pcbm_k_scores_at(fx->mag, fx->z, ss->lo_c[i], ss->cand[i][c], (float)ss->N,
+                             fx->sc + (size_t)c * PCBM_TILE, m);
+        for (size_t j = 0; j < m; j++) {
+            unsigned k = fx->idx[j];
+            element_full(ss, i, fc, sa[k], sb[k], tau[k], z[k], fx->sc + j, PCBM_TILE);
         }
     }
 }
@@ -872,10 +843,11 @@ pcbm_status pcbm_pcb_stream_stats(pcbm_mctx *mc, pcb_state *ps, pcbm_error *err)
     ss.w1 = sample_weights(mc->plan, s1, &ss.n1);
     ss.w2 = sample_weights(mc->plan, S2_STRIDE, &ss.n2);
     ss.pb = pcbm_calloc((size_t)mc->threads * mc->ntasks, sizeof(pairbuf));
+    ss.fx = pcbm_malloc((size_t)mc->threads * sizeof(fscratch));
     pcbm_status st = PCBM_OK;
     const char *miss = NULL;
     bool bounds_ok = false;
-    if (!ss.fc || !ss.w1 || !ss.w2 || !ss.pb) {
+    if (!ss.fc || !ss.w1 || !ss.w2 || !ss.pb || !ss.fx) {
         st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory for PCB statistics");
     } else {
         for (size_t j = 0; j < (size_t)mc->threads * mc->ntasks; j++) {
@@ -892,6 +864,7 @@ pcbm_status pcbm_pcb_stream_stats(pcbm_mctx *mc, pcb_state *ps, pcbm_error *err)
     free(ss.w1);
     free(ss.w2);
     free(ss.pb);
+    free(ss.fx);
     if (st != PCBM_OK)
         return st;
     if (miss)

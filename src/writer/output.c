@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -52,11 +53,47 @@ static int remove_tree(const char *path)
     return rc;
 }
 
+/* One run at a time per partial directory: batch systems do launch a job twice. */
+static pcbm_status lock_partial(pcbm_outdir *od, pcbm_error *err)
+{
+    od->lock_fd = open(od->partial, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (od->lock_fd < 0)
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s: %s", od->partial, strerror(errno));
+    if (flock(od->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        return pcbm_fail(err, PCBM_ERR_EXISTS, "another pcbmerge is writing %s right now: wait for "
+                         "it to finish (or stop it) before resuming", od->partial);
+    return PCBM_OK;
+}
+
+/* Remove everything inside dir, keeping dir (and the lock held on it). */
+static int remove_contents(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -errno;
+    struct dirent *de;
+    int rc = 0;
+    while (!rc && (de = readdir(d)) != NULL) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        struct stat sb;
+        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
+            rc = remove_tree(p);
+        else if (unlink(p) != 0)
+            rc = -errno;
+    }
+    closedir(d);
+    return rc;
+}
+
 pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, int resume,
                               bool *existed, pcbm_error *err)
 {
     *existed = false;
     memset(od, 0, sizeof *od);
+    od->lock_fd = -1;
     size_t n = strlen(out);
     while (n > 1 && out[n - 1] == '/')
         n--;
@@ -72,6 +109,9 @@ pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, int r
                          "output %s already exists: choose another --out or remove it first",
                          od->final);
     if (stat(od->partial, &sb) == 0) {
+        pcbm_status st = lock_partial(od, err);
+        if (st != PCBM_OK)
+            return st;
         if (resume && !force) {
             *existed = true;
             return PCBM_OK;
@@ -81,9 +121,10 @@ pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, int r
                              "%s holds an unfinished earlier merge into %s: pass --resume to "
                              "continue it, or --force to discard it and start over",
                              od->partial, od->final);
-        int rc = remove_tree(od->partial);
+        int rc = remove_contents(od->partial);
         if (rc)
-            return pcbm_fail(err, PCBM_ERR_IO, "cannot remove %s: %s", od->partial, strerror(-rc));
+            return pcbm_fail(err, PCBM_ERR_IO, "cannot empty %s: %s", od->partial, strerror(-rc));
+        return PCBM_OK;
     }
     if (mkdir(od->partial, 0755) != 0) {
         int e = errno;
@@ -91,16 +132,14 @@ pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, int r
                          "cannot create %s: %s%s", od->partial, strerror(e),
                          e == ENOENT ? " (does the parent directory exist?)" : "");
     }
-    return PCBM_OK;
+    return lock_partial(od, err);
 }
 
 pcbm_status pcbm_outdir_reset(pcbm_outdir *od, pcbm_error *err)
 {
-    int rc = remove_tree(od->partial);
+    int rc = remove_contents(od->partial);
     if (rc)
         return pcbm_fail(err, PCBM_ERR_IO, "cannot empty %s: %s", od->partial, strerror(-rc));
-    if (mkdir(od->partial, 0755) != 0)
-        return pcbm_fail(err, PCBM_ERR_IO, "cannot create %s: %s", od->partial, strerror(errno));
     return PCBM_OK;
 }
 
@@ -185,6 +224,8 @@ void pcbm_outdir_discard(pcbm_outdir *od)
 
 void pcbm_outdir_free(pcbm_outdir *od)
 {
+    if (od->lock_fd >= 0)
+        close(od->lock_fd);
     free(od->final);
     free(od->partial);
     memset(od, 0, sizeof *od);

@@ -11,6 +11,7 @@
 typedef struct pcbm_outdir {
     char *final;    /* OUT as given */
     char *partial;  /* OUT.partial: where the files are written */
+    int lock_fd;    /* the partial directory, flock'ed for the whole run */
 } pcbm_outdir;
 
 /* Refuse an existing OUT. A partial directory of an earlier run is kept when resume (*existed

@@ -1,0 +1,22 @@
+/*
+ * mkern_avx512.c — the merge kernels (mkern_body.inc) compiled for AVX-512 (F, BW, DQ, VL).
+ * No FMA is ever emitted for a float expression: the build uses -ffp-contract=off and the
+ * kernels spell every multiply and add as its own intrinsic.
+ */
+#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,popcnt,avx512f,avx512bw,avx512dq,avx512vl"))), apply_to = function)
+#else
+#pragma GCC target("avx2,fma,f16c,popcnt,avx512f,avx512bw,avx512dq,avx512vl")
+#endif
+#define PCBM_SIMD_AVX512 1
+#include "simd_x86.h"
+#define KFN(name) name##_avx512
+#define KTABLE pcbm_kern_avx512
+#include "mkern_body.inc"
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
+#else
+typedef int pcbm_mkern_avx512_unused;
+#endif

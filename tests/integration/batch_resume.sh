@@ -1,0 +1,166 @@
+#!/bin/bash
+# batch_resume.sh — merges as preemptible batch jobs: a killed run never leaves OUT; --resume
+# continues from the durable, hash-checked output and the saved statistics and ends with the
+# bytes of an uninterrupted run. SIGKILL at fixed points (before the statistics are done,
+# mid-apply, during finalization) and at 6 random moments in a row; SIGTERM (exit 75, message
+# that says how to resume); ENOSPC during writes (resumable once space is back); a read-only
+# output location; changed inputs or parameters (resume refused, saying which); an existing
+# partial directory without --resume; pcbmerge verify (ok, then a damaged file named).
+. "$(dirname "$0")/lib.sh"
+need_bin
+need_gen
+
+F=$TMP/fam
+gen "$F" --tasks 3 --dtype bf16 --preset llama-mini --seed 41
+T="$F/task1 $F/task2 $F/task3"
+export PCBM_SEGMENT_BYTES=512K            # many durable segments on a small model
+OPTS="--threads 1 --shard-size 8MB --quiet"
+merge() { "$PCBM_BIN" merge $OPTS --base "$F/base" "$@"; }
+same_as() { # REF OUT: every file identical except the run's own report and manifest
+    local f ok=0
+    for f in "$1"/*; do
+        case $(basename "$f") in merge_report.json | pcbmerge.manifest.json) continue ;; esac
+        cmp -s "$f" "$2/$(basename "$f")" || { echo "    differs: $(basename "$f")"; ok=1; }
+    done
+    [ -e "$2/pcbmerge.manifest.json" ] || { echo "    no manifest"; ok=1; }
+    return $ok
+}
+check() { # NAME COMMAND...: a case that passes when the command succeeds
+    local name=$1
+    shift
+    CASES=$((CASES + 1))
+    if "$@"; then echo "ok   $name"; else echo "FAIL $name"; FAILED+=("$name"); fi
+}
+
+for m in pcb ties task_arithmetic; do
+    merge --method $m --out "$TMP/ref-$m" $T || fail "reference merge ($m) failed"
+done
+
+# SIGKILL at fixed points, then --resume
+kill_point() { # METHOD POINT
+    local out=$TMP/kp-$1-${2%%:*}
+    PCBM_TEST_KILL=$2 merge --method "$1" --resume --out "$out" $T 2>/dev/null
+    local rc=$?
+    [ $rc -eq 137 ] || { echo "    not killed (exit $rc)"; return 1; }
+    [ ! -e "$out" ] || { echo "    $out appeared after a kill"; return 1; }
+    merge --method "$1" --resume --out "$out" $T && same_as "$TMP/ref-$1" "$out"
+}
+check "pcb killed before the statistics are done" kill_point pcb stats:40
+check "pcb killed mid-apply" kill_point pcb apply:30
+check "pcb killed during finalization" kill_point pcb finalize
+check "ties killed mid-apply" kill_point ties apply:10
+check "task_arithmetic killed mid-apply" kill_point task_arithmetic apply:20
+
+# SIGKILL at random moments, resuming each time
+random_kills() { # METHOD MAX_DELAY_MS [MAX_DELAY_MS after 3 kills]
+    local out=$TMP/rk-$1 kills=0 tries=0 pid delay max
+    while [ $kills -lt 6 ] && [ $tries -lt 40 ]; do
+        tries=$((tries + 1))
+        # shellcheck disable=SC2086 # (the process itself, not a shell function's subshell)
+        "$PCBM_BIN" merge $OPTS --base "$F/base" --method "$1" --resume --out "$out" $T 2>/dev/null &
+        pid=$!
+        max=$2
+        [ $kills -ge 3 ] && max=${3:-$2}
+        delay=$((RANDOM % max + 20))
+        sleep "$(printf '0.%03d' "$delay")"
+        if kill -9 $pid 2>/dev/null; then kills=$((kills + 1)); fi
+        wait $pid 2>/dev/null
+        [ -d "$out" ] && break
+    done
+    [ -d "$out" ] || merge --method "$1" --resume --out "$out" $T || return 1
+    echo "    $kills kills"
+    [ $kills -ge 5 ] && same_as "$TMP/ref-$1" "$out"
+}
+check "task_arithmetic survives random SIGKILLs" random_kills task_arithmetic 90
+check "pcb survives random SIGKILLs" random_kills pcb 900 120
+
+# SIGTERM: clean stop, exit 75, a message that says how to resume
+sigterm() {
+    local out=$TMP/term log=$TMP/term.log
+    PCBM_TEST_KILL= "$PCBM_BIN" merge --threads 1 --shard-size 8MB --method pcb --base "$F/base" \
+        --out "$out" $T 2>"$log" &
+    local pid=$!
+    sleep 0.4
+    kill -TERM $pid
+    wait $pid
+    local rc=$?
+    if [ $rc -ne 75 ]; then
+        [ $rc -eq 0 ] && { echo "    finished before the signal (machine too fast?)"; return 0; }
+        echo "    exit $rc, expected 75"; cat "$log"; return 1
+    fi
+    grep -q -- "--resume" "$log" || { echo "    no resume hint:"; cat "$log"; return 1; }
+    [ ! -e "$out" ] || return 1
+    merge --method pcb --resume --out "$out" $T && same_as "$TMP/ref-pcb" "$out"
+}
+check "SIGTERM stops with exit 75 and resumes" sigterm
+
+# ENOSPC while writing (injected): clear error, resumable once space is back
+enospc() {
+    local out=$TMP/nospace log=$TMP/nospace.log
+    PCBM_FAULT=write:enospc:12 merge --method pcb --out "$out" $T 2>"$log" && return 1
+    grep -q "No space left" "$log" && grep -q -- "--resume" "$log" || { cat "$log"; return 1; }
+    [ ! -e "$out" ] && [ -d "$out.partial" ] || return 1
+    merge --method pcb --resume --out "$out" $T && same_as "$TMP/ref-pcb" "$out"
+}
+check "ENOSPC is reported and resumable" enospc
+
+# resume refused when inputs or parameters changed
+refused() {
+    local out=$TMP/refused
+    PCBM_TEST_KILL=apply:10 merge --method pcb --out "$out" $T 2>/dev/null
+    local a b c
+    a=$(merge --method pcb --resume --density 0.2 --out "$out" $T 2>&1) && return 1
+    b=$(merge --method pcb --resume --out "$out" "$F/task2" "$F/task1" "$F/task3" 2>&1) && return 1
+    c=$(merge --method pcb --out "$out" $T 2>&1) && return 1
+    grep -q "parameters changed (density" <<<"$a" && grep -q "task model 1" <<<"$b" &&
+        grep -q -- "--resume" <<<"$c" && grep -q -- "--force" <<<"$c" || { echo "$a$b$c"; return 1; }
+    merge --method pcb --force --out "$out" $T && same_as "$TMP/ref-pcb" "$out"
+}
+check "changed inputs or parameters refuse to resume" refused
+
+# a read-only output location
+readonly_out() {
+    local ro=$TMP/ro
+    mkdir -p "$ro"
+    if ! mount -t tmpfs -o ro,size=1M tmpfs "$ro" 2>/dev/null; then
+        echo "    (cannot mount a read-only tmpfs here: checked with chmod instead)"
+        chmod 555 "$ro"
+        [ "$(id -u)" = 0 ] && { echo "    root ignores chmod: part skipped"; return 0; }
+    fi
+    local out
+    out=$(merge --method pcb --out "$ro/out" $T 2>&1)
+    local rc=$?
+    umount "$ro" 2>/dev/null
+    [ $rc -eq 1 ] && grep -q "cannot create $ro/out.partial" <<<"$out" || { echo "$out"; return 1; }
+}
+check "read-only output location" readonly_out
+
+# a second run on the same partial directory waits its turn
+double_launch() {
+    local out=$TMP/double
+    "$PCBM_BIN" merge $OPTS --base "$F/base" --method pcb --out "$out" $T 2>/dev/null &
+    local pid=$! msg
+    sleep 0.3
+    msg=$(merge --method pcb --resume --out "$out" $T 2>&1)
+    local rc=$?
+    wait $pid || return 1
+    [ $rc -ne 0 ] && grep -q "another pcbmerge is writing" <<<"$msg" || { echo "    $msg"; return 1; }
+    same_as "$TMP/ref-pcb" "$out"
+}
+check "a concurrent second run is refused" double_launch
+
+# verify
+verify_cases() {
+    local out=$TMP/ref-pcb
+    "$PCBM_BIN" verify "$out" >/dev/null || return 1
+    local victim
+    victim=$(ls "$out"/model-0000*.safetensors | sed -n 2p)
+    [ -f "$victim" ] || return 1
+    printf 'X' | dd of="$victim" bs=1 seek=5000 conv=notrunc 2>/dev/null
+    local msg
+    msg=$("$PCBM_BIN" verify "$out" 2>&1) && return 1
+    grep -q "MISMATCH model-0000" <<<"$msg" || { echo "$msg"; return 1; }
+}
+check "verify passes, then names a damaged file" verify_cases
+
+finish
