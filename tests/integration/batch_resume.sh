@@ -135,6 +135,22 @@ readonly_out() {
 }
 check "read-only output location" readonly_out
 
+# a damaged journal or saved statistics file: a clear error, never a wrong output
+damaged() {
+    local out=$TMP/damaged a b
+    PCBM_TEST_KILL=apply:10 merge --method pcb --out "$out" $T 2>/dev/null
+    cp "$out.partial/merge_stats.json.zst" "$TMP/stats.bak"
+    printf 'XXXX' | dd of="$out.partial/merge_stats.json.zst" bs=1 seek=20 conv=notrunc 2>/dev/null
+    a=$(merge --method pcb --resume --out "$out" $T 2>&1) && return 1
+    cp "$TMP/stats.bak" "$out.partial/merge_stats.json.zst"
+    printf 'XXXX' | dd of="$out.partial/journal.json.zst" bs=1 seek=20 conv=notrunc 2>/dev/null
+    b=$(merge --method pcb --resume --out "$out" $T 2>&1) && return 1
+    grep -q "statistics file .* is damaged" <<<"$a" && grep -q "journal .* is damaged" <<<"$b" &&
+        grep -q -- "--force" <<<"$b" || { echo "    $a"; echo "    $b"; return 1; }
+    [ ! -e "$out" ] && merge --method pcb --force --out "$out" $T && same_as "$TMP/ref-pcb" "$out"
+}
+check "a damaged journal or statistics file is refused" damaged
+
 # a second run on the same partial directory waits its turn
 double_launch() {
     local out=$TMP/double
