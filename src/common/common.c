@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <errno.h>
+#include <unistd.h>
 #include <signal.h>
 #include <stdatomic.h>
 
@@ -139,4 +141,34 @@ void pcbm_test_point(const char *point)
     unsigned long want = spec[n] == ':' ? strtoul(spec + n + 1, NULL, 10) : 1;
     if (atomic_fetch_add(&hits, 1) + 1 == want)
         raise(SIGKILL);
+}
+
+bool pcbm_grow(void **arr, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap)
+        return true;
+    size_t ncap = *cap ? 2 * *cap : 16;
+    void *p = realloc(*arr, ncap * size);
+    if (!p)
+        return false;
+    *arr = p;
+    *cap = ncap;
+    return true;
+}
+
+int pcbm_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, p + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        if (w == 0)
+            return -ENOSPC;
+        done += (size_t)w;
+    }
+    return 0;
 }

@@ -46,6 +46,13 @@ void pcbm_free_aligned(void *p);
 static inline uint64_t pcbm_align_down(uint64_t x, uint64_t a) { return x - x % a; }
 static inline uint64_t pcbm_align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
+/* Make room for one more element in a growing array (*arr has *cap elements of `size` bytes,
+ * n of them used). Returns false when out of memory (the array is unchanged). */
+bool pcbm_grow(void **arr, size_t *cap, size_t n, size_t size);
+/* write() all of buf, retrying on EINTR and short writes. 0, or -errno (-ENOSPC when write
+ * returns 0). */
+int pcbm_write_all(int fd, const void *buf, size_t len);
+
 /* a*b with overflow detection: returns false on overflow. */
 static inline bool pcbm_mul_u64(uint64_t a, uint64_t b, uint64_t *out)
 {

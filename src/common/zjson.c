@@ -14,25 +14,6 @@
 
 #define ZJSON_MAX_BYTES (1u << 30) /* decompressed; far above any real file */
 
-static pcbm_status write_all_fd(int fd, const void *buf, size_t len, const char *path,
-                                pcbm_error *err)
-{
-    const char *p = buf;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t w = write(fd, p + done, len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = w < 0 ? errno : ENOSPC;
-            return pcbm_fail(err, e == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
-                             "cannot write %s: %s", path, strerror(e));
-        }
-        done += (size_t)w;
-    }
-    return PCBM_OK;
-}
-
 static void fsync_parent(const char *path)
 {
     char *tmp = pcbm_strdup(path);
@@ -73,8 +54,10 @@ pcbm_status pcbm_zjson_write(const char *path, json_t *root, const char *what, p
     if (fd < 0)
         st = pcbm_fail(err, errno == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
                        "cannot create %s: %s", tmp, strerror(errno));
-    if (st == PCBM_OK)
-        st = write_all_fd(fd, z, zn, tmp, err);
+    int wr = st == PCBM_OK ? pcbm_write_all(fd, z, zn) : 0;
+    if (wr < 0)
+        st = pcbm_fail(err, wr == -ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO, "cannot write %s: %s",
+                       tmp, strerror(-wr));
     if (st == PCBM_OK && fsync(fd) != 0)
         st = pcbm_fail(err, PCBM_ERR_IO, "cannot fsync %s: %s", tmp, strerror(errno));
     if (fd >= 0)

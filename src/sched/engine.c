@@ -384,14 +384,8 @@ static pcbm_status close_segment(pcbm_engine *e, unsigned f, pcbm_error *err)
     out_file *of = &e->ofiles[f];
     if (of->pos == of->seg_start)
         return PCBM_OK;
-    if (e->npend == e->pend_cap) {
-        size_t cap = e->pend_cap ? 2 * e->pend_cap : 16;
-        pcbm_segment *p = pcbm_realloc(e->pend, cap * sizeof *p);
-        if (!p)
-            return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-        e->pend = p;
-        e->pend_cap = cap;
-    }
+    if (!pcbm_grow((void **)&e->pend, &e->pend_cap, e->npend, sizeof *e->pend))
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     e->pend[e->npend++] = (pcbm_segment){f, of->seg_start, of->pos, XXH3_64bits_digest(of->seg)};
     XXH3_64bits_reset(of->seg);
     of->seg_start = of->pos;

@@ -17,14 +17,8 @@
 
 pcbm_statrec *pcbm_statset_add(pcbm_statset *s)
 {
-    if (s->nrec == s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 16;
-        pcbm_statrec *r = pcbm_realloc(s->rec, cap * sizeof *r);
-        if (!r)
-            return NULL;
-        s->rec = r;
-        s->cap = cap;
-    }
+    if (!pcbm_grow((void **)&s->rec, &s->cap, s->nrec, sizeof *s->rec))
+        return NULL;
     pcbm_statrec *r = &s->rec[s->nrec++];
     memset(r, 0, sizeof *r);
     return r;

@@ -39,14 +39,8 @@ pcbm_status pcbm_journal_save(const pcbm_journal *j, pcbm_error *err)
 
 pcbm_status pcbm_journal_add(pcbm_journal *j, const pcbm_segment *s, pcbm_error *err)
 {
-    if (j->nseg == j->cap) {
-        size_t cap = j->cap ? 2 * j->cap : 64;
-        pcbm_segment *p = pcbm_realloc(j->seg, cap * sizeof *p);
-        if (!p)
-            return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-        j->seg = p;
-        j->cap = cap;
-    }
+    if (!pcbm_grow((void **)&j->seg, &j->cap, j->nseg, sizeof *j->seg))
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     j->seg[j->nseg++] = *s;
     return pcbm_journal_save(j, err);
 }
@@ -92,15 +86,9 @@ pcbm_status pcbm_journal_load(const char *path, pcbm_journal *j, pcbm_error *err
             st = damaged(path, "segment", err);
             break;
         }
-        if (j->nseg == j->cap) {
-            size_t cap = j->cap ? 2 * j->cap : 64;
-            pcbm_segment *p = pcbm_realloc(j->seg, cap * sizeof *p);
-            if (!p) {
-                st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-                break;
-            }
-            j->seg = p;
-            j->cap = cap;
+        if (!pcbm_grow((void **)&j->seg, &j->cap, j->nseg, sizeof *j->seg)) {
+            st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+            break;
         }
         j->seg[j->nseg++] = (pcbm_segment){(unsigned)f, (uint64_t)a, (uint64_t)b,
                                            strtoull(h, NULL, 16)};

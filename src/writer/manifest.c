@@ -83,13 +83,8 @@ pcbm_status pcbm_manifest_add_small_files(const char *dir, json_t *files, pcbm_e
         if (de->d_name[0] == '.' || strcmp(de->d_name, PCBM_MANIFEST_NAME) == 0 ||
             listed(files, de->d_name))
             continue;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 16;
-            char **nn = pcbm_realloc(names, cap * sizeof *nn);
-            if (!nn)
-                break;
-            names = nn;
-        }
+        if (!pcbm_grow((void **)&names, &cap, n, sizeof *names))
+            break;
         names[n++] = pcbm_strdup(de->d_name);
     }
     closedir(d);

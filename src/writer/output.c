@@ -27,42 +27,16 @@ static char *parent_of(const char *path)
     return par;
 }
 
+static int remove_contents(const char *dir);
+
 static int remove_tree(const char *path)
 {
-    DIR *d = opendir(path);
-    if (!d)
-        return errno == ENOENT ? 0 : -errno;
-    struct dirent *de;
-    int rc = 0;
-    while ((de = readdir(d)) != NULL) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        char p[4096];
-        snprintf(p, sizeof p, "%s/%s", path, de->d_name);
-        struct stat sb;
-        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
-            rc = remove_tree(p);
-        else if (unlink(p) != 0)
-            rc = -errno;
-        if (rc)
-            break;
-    }
-    closedir(d);
+    int rc = remove_contents(path);
+    if (rc == -ENOENT)
+        return 0;
     if (rc == 0 && rmdir(path) != 0)
         rc = -errno;
     return rc;
-}
-
-/* One run at a time per partial directory: batch systems do launch a job twice. */
-static pcbm_status lock_partial(pcbm_outdir *od, pcbm_error *err)
-{
-    od->lock_fd = open(od->partial, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (od->lock_fd < 0)
-        return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s: %s", od->partial, strerror(errno));
-    if (flock(od->lock_fd, LOCK_EX | LOCK_NB) != 0)
-        return pcbm_fail(err, PCBM_ERR_EXISTS, "another pcbmerge is writing %s right now: wait for "
-                         "it to finish (or stop it) before resuming", od->partial);
-    return PCBM_OK;
 }
 
 /* Remove everything inside dir, keeping dir (and the lock held on it). */
@@ -86,6 +60,18 @@ static int remove_contents(const char *dir)
     }
     closedir(d);
     return rc;
+}
+
+/* One run at a time per partial directory: batch systems do launch a job twice. */
+static pcbm_status lock_partial(pcbm_outdir *od, pcbm_error *err)
+{
+    od->lock_fd = open(od->partial, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (od->lock_fd < 0)
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s: %s", od->partial, strerror(errno));
+    if (flock(od->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        return pcbm_fail(err, PCBM_ERR_EXISTS, "another pcbmerge is writing %s right now: wait for "
+                         "it to finish (or stop it) before resuming", od->partial);
+    return PCBM_OK;
 }
 
 pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, int resume,
@@ -167,19 +153,11 @@ pcbm_status pcbm_outdir_write(const pcbm_outdir *od, const char *name, const voi
     if (fd < 0)
         return pcbm_fail(err, errno == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
                          "cannot create %s: %s", p, strerror(errno));
-    const char *c = buf;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t w = write(fd, c + done, len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = w < 0 ? errno : ENOSPC;
-            close(fd);
-            return pcbm_fail(err, e == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
-                             "write error in %s at offset %zu: %s", p, done, strerror(e));
-        }
-        done += (size_t)w;
+    int wr = pcbm_write_all(fd, buf, len);
+    if (wr < 0) {
+        close(fd);
+        return pcbm_fail(err, wr == -ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
+                         "write error in %s: %s", p, strerror(-wr));
     }
     if (fsync(fd) != 0) {
         int e = errno;
