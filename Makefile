@@ -4,7 +4,7 @@
 BUILD    ?= build
 PREFIX   ?= /usr/local
 CC       ?= cc
-PKGS     := liburing libzstd libxxhash jansson
+PKGS     := liburing libzstd libxxhash jansson gsl
 VERSION  := $(shell sed -n 's/^\#define PCBM_VERSION_STRING "\(.*\)"/\1/p' include/pcbmerge.h)
 
 # Deterministic floating point: no contraction into FMA, no fast-math, baseline x86-64 code;
@@ -20,7 +20,8 @@ CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -fPIC -fvisibility=hidden -ff
 LIBS     := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread $(EXTRA_LDFLAGS)
 
 LIB_SRC  := $(sort $(wildcard src/common/*.c src/format/*.c src/io/*.c src/sched/*.c \
-                               src/stats/*.c src/kernels/*.c src/merge/*.c src/writer/*.c))
+                               src/stats/*.c src/kernels/*.c src/merge/*.c src/writer/*.c \
+                               src/search/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TOOL_SRC := $(sort $(wildcard tools/*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
