@@ -32,9 +32,13 @@ check() { # NAME COMMAND...: a case that passes when the command succeeds
     if "$@"; then echo "ok   $name"; else echo "FAIL $name"; FAILED+=("$name"); fi
 }
 
+declare -A MS # milliseconds an uninterrupted merge takes, per method
 for m in pcb ties task_arithmetic; do
+    t0=$(date +%s%N)
     merge --method $m --out "$TMP/ref-$m" $T || fail "reference merge ($m) failed"
+    MS[$m]=$((($(date +%s%N) - t0) / 1000000))
 done
+echo "uninterrupted: pcb ${MS[pcb]} ms, ties ${MS[ties]} ms, task_arithmetic ${MS[task_arithmetic]} ms"
 
 # SIGKILL at fixed points, then --resume
 kill_point() { # METHOD POINT
@@ -51,28 +55,34 @@ check "pcb killed during finalization" kill_point pcb finalize
 check "ties killed mid-apply" kill_point ties apply:10
 check "task_arithmetic killed mid-apply" kill_point task_arithmetic apply:20
 
-# SIGKILL at random moments, resuming each time
-random_kills() { # METHOD MAX_DELAY_MS [MAX_DELAY_MS after 3 kills]
-    local out=$TMP/rk-$1 kills=0 tries=0 pid delay max
-    while [ $kills -lt 6 ] && [ $tries -lt 40 ]; do
-        tries=$((tries + 1))
-        # shellcheck disable=SC2086 # (the process itself, not a shell function's subshell)
-        "$PCBM_BIN" merge $OPTS --base "$F/base" --method "$1" --resume --out "$out" $T 2>/dev/null &
-        pid=$!
-        max=$2
-        [ $kills -ge 3 ] && max=${3:-$2}
-        delay=$((RANDOM % max + 20))
-        sleep "$(printf '0.%03d' "$delay")"
-        if kill -9 $pid 2>/dev/null; then kills=$((kills + 1)); fi
-        wait $pid 2>/dev/null
-        [ -d "$out" ] && break
+# SIGKILL at random moments, resuming each time: a chain of 6 kills (the first anywhere in a
+# run, the next ones early in the resumed runs) and then a run to the end. A run that finishes
+# before its kill ends the chain; a new chain starts from scratch (at most 6 chains).
+random_kills() { # METHOD
+    local out=$TMP/rk-$1 full=${MS[$1]} chain kills pid delay max
+    for chain in 1 2 3 4 5 6; do
+        rm -rf "$out" "$out.partial"
+        kills=0
+        while [ $kills -lt 6 ]; do
+            # shellcheck disable=SC2086 # (the process itself, not a shell function's subshell)
+            "$PCBM_BIN" merge $OPTS --base "$F/base" --method "$1" --resume --out "$out" $T 2>/dev/null &
+            pid=$!
+            max=$((kills == 0 ? full * 9 / 10 : full / 5))
+            delay=$((RANDOM % (max > 10 ? max : 10) + 5))
+            sleep "$(printf '%d.%03d' $((delay / 1000)) $((delay % 1000)))"
+            kill -9 $pid 2>/dev/null && kills=$((kills + 1))
+            wait $pid 2>/dev/null
+            [ -d "$out" ] && break
+        done
+        [ $kills -eq 6 ] && [ ! -d "$out" ] && break
     done
-    [ -d "$out" ] || merge --method "$1" --resume --out "$out" $T || return 1
-    echo "    $kills kills"
-    [ $kills -ge 5 ] && same_as "$TMP/ref-$1" "$out"
+    [ $kills -eq 6 ] || { echo "    no chain of 6 kills (the merge is too fast to kill)"; return 1; }
+    merge --method "$1" --resume --out "$out" $T || return 1
+    echo "    6 kills in chain $chain"
+    same_as "$TMP/ref-$1" "$out"
 }
-check "task_arithmetic survives random SIGKILLs" random_kills task_arithmetic 90
-check "pcb survives random SIGKILLs" random_kills pcb 900 120
+check "task_arithmetic survives random SIGKILLs" random_kills task_arithmetic
+check "pcb survives random SIGKILLs" random_kills pcb
 
 # SIGTERM: clean stop, exit 75, a message that says how to resume
 sigterm() {
