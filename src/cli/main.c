@@ -4,6 +4,7 @@
  * (0 success, 1 failure, 2 usage error, 75 interrupted and resumable).
  */
 #include "pcbmerge.h"
+#include "search.h"
 
 #include <getopt.h>
 #include <pthread.h>
@@ -27,6 +28,8 @@ static const char usage_text[] =
     "  merge --base DIR --out DIR [options] TASK_DIR...   merge task models into OUT\n"
     "  inspect MODEL [--json]                            list and validate a checkpoint\n"
     "  verify OUT_DIR                                    check a merged model against its manifest\n"
+    "  search --base DIR --out DIR --eval-cmd CMD ... TASK_DIR...  CMA-ES search of per-task λ\n"
+    "                                                    (pcbmerge search --help)\n"
     "  --help, --version\n"
     "\n"
     "merge options:\n"
@@ -450,6 +453,8 @@ int main(int argc, char **argv)
         start_signal_thread();
         return cmd_merge(argc - 1, argv + 1);
     }
+    if (!strcmp(cmd, "search"))
+        return pcbm_cli_search(argc - 1, argv + 1);
     if (!strcmp(cmd, "verify"))
         return cmd_verify(argc - 1, argv + 1);
     if (!strcmp(cmd, "inspect"))

@@ -1,0 +1,11 @@
+/*
+ * search.h — `pcbmerge search`: CMA-ES over the per-task coefficients λ_1..λ_N, scored by a
+ * user's evaluation command (src/cli/search.c).
+ */
+#ifndef PCBM_CLI_SEARCH_H
+#define PCBM_CLI_SEARCH_H
+
+/* argv[0] is "search"; returns the process exit status (0, 1, 2 usage). */
+int pcbm_cli_search(int argc, char **argv);
+
+#endif /* PCBM_CLI_SEARCH_H */
