@@ -123,9 +123,14 @@ int main(int argc, char **argv)
 }
 EOF
 # shellcheck disable=SC2046
-gcc -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Iinclude -Isrc $(pkg-config --cflags jansson libxxhash) \
-    -o "$TMP/st_tool" "$TMP/st_tool.c" src/common/*.c src/format/*.c \
-    $(pkg-config --libs jansson libxxhash) -lm
+LIB=${BUILD:-build}/libpcbmerge.a
+[ -f "$LIB" ] || skip "$LIB is not built"
+SAN=""
+case "$LIB" in *asan*) SAN="-fsanitize=address,undefined" ;; esac
+# shellcheck disable=SC2046,SC2086
+gcc -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra $SAN -Iinclude -Isrc $(pkg-config --cflags jansson libxxhash) \
+    -o "$TMP/st_tool" "$TMP/st_tool.c" "$LIB" \
+    $(pkg-config --libs liburing libzstd libxxhash jansson) -lm -pthread
 CHECK="$PY tests/reference/st_check.py"
 fail() { echo "FAIL: $*"; exit 1; }
 
