@@ -149,3 +149,81 @@ from pcb_ref import read_model, FLOAT_DTYPES
 print(sum(1 for t in read_model(sys.argv[2]).values() if t.dtype in FLOAT_DTYPES))' \
         "$PCBM_ROOT/tests/reference" "$1"
 }
+
+# ---- Helpers of the engine_*.sh scripts (appended; the functions above are unchanged) ----------
+
+# case_pass NAME [DETAIL] / case_fail NAME DETAIL...: record one case for finish().
+case_pass() { CASES=$((CASES + 1)); echo "ok   $1${2:+: $2}"; }
+case_fail() {
+    local n=$1
+    shift
+    CASES=$((CASES + 1))
+    FAILED+=("$n")
+    echo "FAIL $n: $*"
+}
+
+# need_tool NAME: skip unless $PCBM_TOOLS/NAME is built (make all builds every tools/*.c).
+need_tool() { [ -x "$PCBM_TOOLS/$1" ] || skip "$1 is not built ($PCBM_TOOLS/$1; run make all)"; }
+
+# same_outputs DIR_A DIR_B: the same file names and every file byte-identical, except
+# merge_report.json (timings). Prints the first difference and returns 1 when they differ.
+same_outputs() {
+    local a=$1 b=$2 la lb f
+    [ -d "$a" ] && [ -d "$b" ] || { echo "missing output directory: $a or $b"; return 1; }
+    la=$(cd "$a" && find . -type f ! -name merge_report.json | LC_ALL=C sort)
+    lb=$(cd "$b" && find . -type f ! -name merge_report.json | LC_ALL=C sort)
+    if [ "$la" != "$lb" ]; then
+        echo "different files: $(basename "$a"): $(echo $la) / $(basename "$b"): $(echo $lb)"
+        return 1
+    fi
+    [ -n "$la" ] || { echo "no files in $a"; return 1; }
+    while IFS= read -r f; do
+        if ! cmp -s "$a/$f" "$b/$f"; then
+            echo "${f#./} differs: $(cmp "$a/$f" "$b/$f" 2>&1 | head -n 1)"
+            return 1
+        fi
+    done <<<"$la"
+    return 0
+}
+
+# diff_tensors DIR_A DIR_B: which tensors of two outputs differ, and in how many elements (a
+# diagnostic for same_outputs failures; needs numpy, silent without it).
+diff_tensors() {
+    "$PY" -c 'import numpy' 2>/dev/null || return 0
+    "$PY" - "$PCBM_ROOT/tests/reference" "$1" "$2" <<'PYEOF' 2>&1 | head -n 8
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from pcb_ref import read_model
+a, b = read_model(sys.argv[2]), read_model(sys.argv[3])
+shown = 0
+for name, ta in a.items():
+    tb = b.get(name)
+    if tb is None:
+        print("  %s: only in the first" % name); shown += 1; continue
+    if ta.dtype != tb.dtype or ta.shape != tb.shape:
+        print("  %s: %s%s vs %s%s" % (name, ta.dtype, list(ta.shape), tb.dtype, list(tb.shape))); shown += 1; continue
+    ra, rb = np.asarray(ta.raw), np.asarray(tb.raw)
+    if not np.array_equal(ra, rb):
+        es = max(1, len(ra) // max(1, ta.numel))
+        diff = np.flatnonzero((ra != rb).reshape(-1, es).any(axis=1)) if len(ra) % es == 0 else np.flatnonzero(ra != rb)
+        print("  %s: %d of %d elements differ (first at element %d)" % (name, len(diff), ta.numel, diff[0]))
+        shown += 1
+    if shown >= 6:
+        break
+PYEOF
+}
+
+# no_output OUT: true when neither OUT nor OUT.partial exists (a failed merge leaves nothing).
+no_output() { [ ! -e "$1" ] && [ ! -e "$1.partial" ]; }
+
+# min_mem_bytes MERGE_ARGS...: the minimum --mem pcbmerge names when refusing --mem 1K for this
+# merge (pcbm_engine_min_mem, printed as "at least 16.81 MiB"), rounded up to whole KiB plus the
+# display rounding (0.005 of the unit); empty when the message names no minimum.
+min_mem_bytes() {
+    local msg
+    msg=$("$PCBM_BIN" merge --quiet --mem 1K "$@" 2>&1 >/dev/null)
+    sed -n 's/.*at least \([0-9.][0-9.]*\) \([KMGT]\)i\{0,1\}B.*/\1 \2/p' <<<"$msg" | head -n 1 |
+        awk '{u = ($2 == "K") ? 1024 : ($2 == "M") ? 1048576 : ($2 == "G") ? 1073741824 : 1099511627776;
+              b = ($1 + 0.005) * u; printf "%d\n", (int(b / 1024) + 1) * 1024}'
+}
