@@ -67,6 +67,8 @@ static void vlog(const char *prefix, const char *fmt, va_list ap)
 
 void pcbm_warn(const char *fmt, ...)
 {
+    if (pcbm_log_level < 1)
+        return;
     va_list ap;
     va_start(ap, fmt);
     vlog("warning: ", fmt, ap);

@@ -29,7 +29,7 @@ pcbm_status pcbm_fail(pcbm_error *err, pcbm_status st, const char *fmt, ...) PCB
 /* Clear an error to PCBM_OK / "". */
 void pcbm_error_clear(pcbm_error *err);
 
-/* Logging on stderr. Verbosity: 0 = errors only (--quiet), 1 = normal. */
+/* Logging on stderr. Verbosity: 0 = errors only (--quiet: no warnings either), 1 = normal. */
 extern int pcbm_log_level;
 void pcbm_warn(const char *fmt, ...) PCBM_PRINTF(1, 2);   /* "pcbmerge: warning: ..." */
 void pcbm_info(const char *fmt, ...) PCBM_PRINTF(1, 2);   /* "pcbmerge: ..." (not when quiet) */
