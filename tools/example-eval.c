@@ -232,6 +232,15 @@ static double accuracy(const body *b, const task *t)
     return (double)ok / t->x.rows;
 }
 
+/* "| label   |" padded to `width` characters (UTF-8 aware: "λ" is one character). */
+static void print_label(const char *label, unsigned width)
+{
+    unsigned chars = 0;
+    for (const unsigned char *p = (const unsigned char *)label; *p; p++)
+        chars += (*p & 0xC0) != 0x80;
+    printf("| %s%*s |", label, chars < width ? (int)(width - chars) : 0, "");
+}
+
 static unsigned count_tasks(const char *family)
 {
     unsigned n = 0;
@@ -305,8 +314,8 @@ int main(int argc, char **argv)
             if (!strcmp(a, "--family")) family = v;
             else if (!strcmp(a, "--model")) model = v;
             else split = v;
-        } else if (a[0] != '-' && strchr(a, '=') && nrows < MAXROWS) {
-            char *eq = strchr(a, '=');
+        } else if (a[0] != '-' && strrchr(a, '=') && nrows < MAXROWS) {
+            char *eq = strrchr(a, '='); /* the label may hold "=" */
             *eq = 0;
             labels[nrows] = a;
             models[nrows++] = eq + 1;
@@ -341,7 +350,7 @@ int main(int argc, char **argv)
     } else if (!rc) {
         char base[4096];
         snprintf(base, sizeof base, "%s/base", family);
-        printf("| %-34s |", "model");
+        print_label("model", 34);
         for (unsigned i = 0; i < n; i++)
             printf(" task%-2u|", i + 1);
         printf("  mean |\n|%s|", "------------------------------------");
@@ -355,7 +364,7 @@ int main(int argc, char **argv)
             if (rc)
                 break;
             double mean = 0;
-            printf("| %-34s |", label);
+            print_label(label, 34);
             for (unsigned i = 0; i < n; i++) {
                 printf(" %5.1f |", 100.0 * acc[i]);
                 mean += acc[i];

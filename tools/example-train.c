@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -550,6 +551,10 @@ static int pretrain(const cfg *g, float *body, float *aux_head0)
 }
 
 /* Task i (1-based): data, linear probe, fine-tuning; writes DIR/taskI and DIR/data/taskI. */
+/* Task i's validation accuracies (linear probe, fine-tuned), in memory shared with the parent,
+ * which prints them in task order once every model is trained. */
+static double (*task_acc)[2];
+
 static int finetune(const cfg *g, const float *base, unsigned i)
 {
     task_def d;
@@ -580,9 +585,8 @@ static int finetune(const cfg *g, const float *base, unsigned i)
         rc = adam_init(&ah, P_HEAD);
         for (unsigned e = 0; e < g->ft_epochs && !rc; e++)
             epoch(body, head, &ab, &ah, &tr, g->ft_lr, 1, &r, perm, gb, gh);
-        if (!g->quiet)
-            fprintf(stderr, "example-train: task%u: linear probe on the base %.1f%%, fine-tuned "
-                    "%.1f%% (validation)\n", i, 100.0 * probe, 100.0 * accuracy(body, head, &va));
+        task_acc[i - 1][0] = probe;
+        task_acc[i - 1][1] = accuracy(body, head, &va);
     }
     char dir[4096];
     if (!rc) {
@@ -689,6 +693,10 @@ int main(int argc, char **argv)
         rc = write_model(dir, base, head0, "base model");
     }
     /* Task models are independent: up to `jobs` at once, one process each. */
+    task_acc = mmap(NULL, sizeof(double[2]) * MAXTASKS, PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (task_acc == MAP_FAILED)
+        return errmsg("cannot map shared memory: %s", strerror(errno));
     fflush(NULL);
     unsigned next = 1, running = 0;
     while (!rc && (next <= g.tasks || running)) {
@@ -721,6 +729,9 @@ int main(int argc, char **argv)
             break;
         running--;
     }
+    for (unsigned i = 0; !rc && !g.quiet && i < g.tasks; i++)
+        fprintf(stderr, "example-train: task%u: linear probe on the base %.1f%%, fine-tuned %.1f%% "
+                "(validation)\n", i + 1, 100.0 * task_acc[i][0], 100.0 * task_acc[i][1]);
     if (!rc && !g.quiet)
         fprintf(stderr, "example-train: base and %u task models in %s (%.1f s)\n", g.tasks, g.out,
                 now() - t0);

@@ -801,6 +801,14 @@ static void print_summary(const search *s, const char *stopped, double secs)
     if (s->have_init)
         printf("  (%+.6g over init)", s->best_score - s->init_score);
     printf("\n  best λ: %s\n", ls);
+    unsigned at_lo = 0, at_hi = 0;
+    for (unsigned i = 0; i < s->n; i++) {
+        at_lo += s->best_l[i] <= a->lo;
+        at_hi += s->best_l[i] >= a->hi;
+    }
+    if (at_lo || at_hi)
+        printf("  note: %u of %u λ on the bounds [%g, %g] (%u low, %u high): the best may lie "
+               "outside; --bounds widens the box\n", at_lo + at_hi, s->n, a->lo, a->hi, at_lo, at_hi);
     if (s->failed)
         printf("  failed evaluations: %u (skipped)\n", s->failed);
     printf("  merged into %s with the best λ; log %s/%s, summary %s/%s\n", a->o.out, a->o.out,
