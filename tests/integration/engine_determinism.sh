@@ -10,8 +10,9 @@
 # and then with 11 runs that change several settings at once, chosen so that every pair of values
 # of any two axes (threads x mem x io x block x cpu) occurs in at least one run (a pairwise
 # covering array; the minimum --mem goes with automatic block sizes only). Every output file (shards,
-# index, side files) must be byte-identical to the baseline's; merge_report.json (timings) is left
-# out. A bf16 -> f32 and an f16 family add the other decode/encode paths. PCBM_DET_FULL=1 runs the
+# index, statistics, side files) must be byte-identical to the baseline's; merge_report.json
+# (timings) is left out, and pcbmerge.manifest.json is compared without its hash of that report.
+# A bf16 -> f32 merge and an f16 family add the other decode/encode paths. PCBM_DET_FULL=1 runs the
 # whole cross product of the axes for pcb and ties (global) instead (a few minutes).
 . "$(dirname "$0")/lib.sh"
 need_bin

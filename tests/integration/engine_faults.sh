@@ -2,8 +2,10 @@
 # engine_faults.sh — failures are clean. With PCBM_FAULT (src/io/io_fault.c) read and write
 # requests fail (eio, short, enospc; some only on one task or output shard, some at the last read
 # of a shard, i.e. in PCB's apply pass): the merge must exit non-zero, within a time limit (a hang
-# is a failure), with exactly one line on stderr, "pcbmerge: error: ...", naming the file and an
-# offset, and leave neither OUT nor OUT.partial. Both I/O backends.
+# is a failure), with one "pcbmerge: error: ..." line on stderr naming the file and an offset, and
+# leave nothing that looks complete: no OUT, and OUT.partial only where pcbmerge keeps it for
+# --resume (I/O errors), says so, and resuming it without the fault gives the normal run's bytes.
+# Both I/O backends.
 # io_uring refused (PCBM_FAULT=uring_setup:eperm|enosys, and a real seccomp filter through
 # tools/no-uring): --io auto succeeds, says once that it fell back, and writes the same bytes as a
 # normal run; --io uring fails and points at --io pread.
@@ -45,6 +47,7 @@ rm -rf "$TMP/probe"
 
 # the normal outputs the fallback runs are compared with
 run_merge "$TMP/ref-pcb.log" "$TMP/ref-pcb" -- --quiet --method pcb || fail "normal pcb merge failed"
+cp -r "$TMP/ref-pcb" "$TMP/normal-pcb"
 nout=$(ls "$TMP/ref-pcb"/model-*.safetensors | wc -l)
 [ "$nout" -ge 3 ] || fail "expected several output shards, got $nout"
 last_out=$(printf 'model-%05d-of-%05d' "$nout" "$nout")
@@ -52,26 +55,55 @@ echo "family: $nin input shards per model, $nout output shards (--shard-size $OU
 
 # ---- injected I/O faults ---------------------------------------------------------------------
 
-# fault_case IO METHOD SPEC FILE_REGEX: the merge must fail cleanly, naming FILE_REGEX and an offset.
+RESUME=""
+"$PCBM_BIN" merge --help | grep -q -- '--resume' && RESUME=yes
+
+# normal_out METHOD: the output of a normal merge with METHOD (made once).
+normal_out() {
+    local out=$TMP/normal-$1
+    [ -d "$out" ] || run_merge "$out.log" "$out" -- --quiet --method "$1" || fail "normal $1 merge failed"
+    echo "$out"
+}
+
+# fault_case IO METHOD SPEC FILE_REGEX [OPTIONS...]: the merge (with OPTIONS) must fail cleanly,
+# naming FILE_REGEX and an offset.
+# Nothing may look complete: no OUT. A kept OUT.partial (resumable I/O failures, when pcbmerge has
+# --resume) must be announced on stderr, hold no index, manifest or report, and resuming it without
+# the fault must give the normal run's bytes.
 fault_case() {
     local io=$1 method=$2 spec=$3 file_re=$4
-    local name="$io/$method/$spec" out=$TMP/fault log=$TMP/fault.log rc nlines line
-    run_merge "$log" "$out" PCBM_FAULT="$spec" -- --quiet --io "$io" --method "$method"
+    shift 4
+    local name="$io/$method/$spec${*:+ ($*)}" out=$TMP/fault log=$TMP/fault.log rc nerr line other why
+    run_merge "$log" "$out" PCBM_FAULT="$spec" -- --quiet --io "$io" --method "$method" "$@"
     rc=$?
-    nlines=$(wc -l <"$log")
-    line=$(head -n 1 "$log")
+    nerr=$(grep -c '^pcbmerge: error: ' "$log")
+    line=$(grep -m1 '^pcbmerge: error: ' "$log")
+    other=$(grep -v '^pcbmerge: error: ' "$log" | grep -v -- '--resume')
     if [ $rc -eq 124 ]; then
         case_fail "$name" "hung: killed after $TO s (stderr so far: $(tr '\n' ' ' <"$log"))"
     elif [ $rc -eq 0 ]; then
         case_fail "$name" "the merge succeeded despite the fault"
-    elif [ "$nlines" -ne 1 ] || ! grep -q '^pcbmerge: error: ' <<<"$line"; then
-        case_fail "$name" "exit $rc; expected one 'pcbmerge: error:' line on stderr, got $nlines: $(head -c 600 "$log" | tr '\n' '|')"
+    elif [ "$nerr" -ne 1 ] || [ -n "$other" ]; then
+        case_fail "$name" "exit $rc; expected one 'pcbmerge: error:' line (and at most a --resume hint), got: $(head -c 600 "$log" | tr '\n' '|')"
     elif ! grep -Eq -- "$file_re" <<<"$line" || ! grep -q 'offset' <<<"$line"; then
         case_fail "$name" "the error does not name the file /$file_re/ and an offset: $line"
-    elif ! no_output "$out"; then
-        case_fail "$name" "exit $rc, but left $(ls -d "$out" "$out.partial" 2>/dev/null | tr '\n' ' ')"
+    elif [ -e "$out" ]; then
+        case_fail "$name" "exit $rc, but OUT exists"
+    elif [ -e "$out.partial" ] && { [ -z "$RESUME" ] || ! grep -q -- '--resume' "$log"; }; then
+        case_fail "$name" "exit $rc, but left $out.partial without saying it can be resumed"
+    elif [ -e "$out.partial" ] && [ -n "$(cd "$out.partial" && ls -d model.safetensors.index.json \
+        pcbmerge.manifest.json merge_report.json 2>/dev/null)" ]; then
+        case_fail "$name" "the kept OUT.partial looks complete: $(ls "$out.partial" | tr '\n' ' ')"
+    elif [ -e "$out.partial" ]; then
+        if ! run_merge "$log" "$out" -- --quiet --io "$io" --method "$method" "$@" --resume; then
+            case_fail "$name" "resuming after the fault failed: $(head -c 400 "$log" | tr '\n' '|')"
+        elif ! why=$(same_outputs "$(normal_out "$method")" "$out"); then
+            case_fail "$name" "resumed after the fault, the output differs from a normal run: $why"
+        else
+            case_pass "$name" "exit $rc, kept OUT.partial, --resume gives the normal bytes: ${line#pcbmerge: error: }"
+        fi
     else
-        case_pass "$name" "exit $rc: ${line#pcbmerge: error: }"
+        case_pass "$name" "exit $rc, nothing left: ${line#pcbmerge: error: }"
     fi
     rm -rf "$out" "$out.partial"
 }
@@ -122,6 +154,10 @@ for io in "${IOS[@]}"; do
     fault_case $io dare_linear write:short:1 'model-00001-of-'
     fault_case $io pcb "write:eio:1:$last_out" "$last_out"
     fault_case $io linear "write:short:1:$last_out" "$last_out"
+    # many small blocks in flight on 4 workers when the fault hits
+    fault_case $io pcb write:eio:3 'model-0000[1-5]-of-' --block-size 64K --threads 4
+    fault_case $io task_arithmetic read:eio:20:task2/ 'task2/model-0000[1-5]-of-' --block-size 64K --threads 4
+    fault_case $io ties write:enospc:4 'model-0000[1-5]-of-' --block-size 64K --threads 4 --mem 64M
 done
 
 # ---- io_uring refused ---------------------------------------------------------------------------
@@ -241,7 +277,7 @@ if succeeds extra-allowed "$TMP/extra-ok" --allow-extra --base "$Z/base" "$Z/tas
     succeeds extra-plain "$TMP/plain" --base "$X/base" "$X/task1" "$X/task2"; then
     if "$PCBM_BIN" inspect "$TMP/extra-ok" | grep -q extra_task_head; then
         case_fail extra-allowed "the task-only tensor reached the output"
-    elif ! why=$(same_outputs "$TMP/plain" "$TMP/extra-ok"); then
+    elif ! why=$(same_outputs "$TMP/plain" "$TMP/extra-ok" merge_stats.json.zst pcbmerge.manifest.json); then
         case_fail extra-allowed "differs from the same merge without the extra tensor: $why"
     else
         case_pass extra-allowed "--allow-extra ignores it: the output equals the family without it"
