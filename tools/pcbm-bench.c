@@ -5,7 +5,8 @@
  *   pcbm-bench read [--depth Q] [--block SIZE] FILE...   raw sequential O_DIRECT read of FILEs
  *   pcbm-bench write [--depth Q] [--block SIZE] FILE SIZE raw O_DIRECT write of SIZE bytes + fsync
  *   pcbm-bench drop-caches                                 sync and drop the page cache (root)
- *   pcbm-bench kernels [--tasks N] [--tiles T]             merge kernels, every CPU path
+ *   pcbm-bench kernels [--tasks N] [--tiles T] [--level L] [--only NAME] [--reps R]
+ *                                                          merge kernels, every CPU path
  *
  * read/write print one JSON object {"bytes":B,"seconds":S,"gbps":G} on stdout: the disk's floor,
  * what an out-of-core merge can at best approach. They keep Q requests of SIZE (default 16 x
@@ -44,7 +45,7 @@ static int usage(void)
     fputs("usage: pcbm-bench read [--depth Q] [--block SIZE] FILE...\n"
           "       pcbm-bench write [--depth Q] [--block SIZE] FILE SIZE\n"
           "       pcbm-bench drop-caches\n"
-          "       pcbm-bench kernels [--tasks N] [--tiles T]\n",
+          "       pcbm-bench kernels [--tasks N] [--tiles T] [--level L] [--only NAME] [--reps R]\n",
           stderr);
     return 2;
 }
@@ -234,7 +235,8 @@ typedef struct kb {
     uint16_t *raw[PCBM_MAX_TASKS];
     float sum[PCBM_TILE], a[PCBM_TILE], b[PCBM_TILE], c[PCBM_TILE], out[PCBM_TILE];
     uint64_t *hist;
-    uint16_t idx[PCBM_TILE];
+    uint32_t idx[PCBM_TILE + 16];
+    float wl, wh;   /* a score window around the 0.9 quantile (+-0.05%) */
 } kb;
 
 typedef void (*kfn)(kb *k, size_t off);
@@ -293,6 +295,34 @@ static void k_winsel(kb *k, size_t off)
                              PCBM_TILE, k->idx, &ball);
     }
 }
+static void k_full(kb *k, size_t off)
+{
+    uint64_t below[2] = {0, 0}, ball = 0;
+    pcbm_k_win lo = window(0.0f, 2e-5f, k->hist, &below[0]);
+    pcbm_k_win hi = window(0.0055f, 0.0065f, k->hist + 16384, &below[1]);
+    k_sum(k, off);
+    for (unsigned i = 0; i < k->N; i++) {
+        pcbm_k_win_count(k->tau[i] + off, PCBM_TILE, &lo, &hi);
+        pcbm_k_stream_full(k->tau[i] + off, k->sum, 0.0f, 0.0055f, 0.0065f, (float)k->N, k->wl,
+                           k->wh, 30.0f, PCBM_TILE, k->a, k->b, k->c, k->idx, &ball);
+    }
+}
+static void k_fullonly(kb *k, size_t off)
+{
+    uint64_t ball = 0;
+    k_sum(k, off);
+    for (unsigned i = 0; i < k->N; i++)
+        pcbm_k_stream_full(k->tau[i] + off, k->sum, 0.0f, 0.0055f, 0.0065f, (float)k->N, k->wl,
+                           k->wh, 30.0f, PCBM_TILE, k->a, k->b, k->c, k->idx, &ball);
+}
+static void k_win(kb *k, size_t off)
+{
+    uint64_t below[2] = {0, 0};
+    pcbm_k_win lo = window(0.0f, 2e-5f, k->hist, &below[0]);
+    pcbm_k_win hi = window(0.0055f, 0.0065f, k->hist + 16384, &below[1]);
+    for (unsigned i = 0; i < k->N; i++)
+        pcbm_k_win_count(k->tau[i] + off, PCBM_TILE, &lo, &hi);
+}
 static void k_hist(kb *k, size_t off)
 {
     for (unsigned i = 0; i < k->N; i++)
@@ -318,8 +348,20 @@ static void k_ta(kb *k, size_t off)
 static int cmd_kernels(int argc, char **argv)
 {
     kb k = {.N = 3, .tiles = 64};
+    int lv0 = 0, lv1 = (int)pcbm_cpu_detect();
+    const char *only = NULL;
+    int reps = 5;
     for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--tasks") && i + 1 < argc)
+        if (!strcmp(argv[i], "--level") && i + 1 < argc) {
+            pcbm_cpu_level l;
+            if (pcbm_cpu_level_parse(argv[++i], &l) != 0)
+                return usage();
+            lv0 = lv1 = (int)l > lv1 ? lv1 : (int)l;
+        } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
+            reps = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
+        else if (!strcmp(argv[i], "--tasks") && i + 1 < argc)
             k.N = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tiles") && i + 1 < argc)
             k.tiles = (unsigned)atoi(argv[++i]);
@@ -342,21 +384,37 @@ static int cmd_kernels(int argc, char **argv)
     }
     for (unsigned i = 0; i < k.N; i++)
         pcbm_k_tau(PCBM_DT_BF16, k.raw[i], k.base, k.theta[i], k.tau[i], n);
+    {   /* the 0.9 quantile of task 0's scores in the first tile, +-0.05% */
+        k_score(&k, 0);
+        float s[PCBM_TILE];
+        memcpy(s, k.a, sizeof s);
+        for (unsigned a = 1; a < PCBM_TILE; a++)
+            for (unsigned b = a; b > 0 && s[b] < s[b - 1]; b--) {
+                float t = s[b];
+                s[b] = s[b - 1];
+                s[b - 1] = t;
+            }
+        k.wl = s[PCBM_TILE * 9 / 10] * 0.9995f;
+        k.wh = s[PCBM_TILE * 9 / 10] * 1.0005f;
+    }
     static const struct { const char *name; kfn fn; } ks[] = {
         {"decode+tau", k_tau}, {"sum", k_sum}, {"pcb scores", k_score},
         {"pcb apply", k_apply}, {"stream scores", k_stream}, {"window+select", k_winsel},
+        {"stream full pass", k_full}, {"  stream_full", k_fullonly}, {"  win_count", k_win},
         {"histogram", k_hist}, {"ties trim+apply", k_ties}, {"task arithmetic", k_ta},
     };
     printf("kernel, %u tasks  ", k.N);
-    for (int lv = 0; lv <= (int)pcbm_cpu_detect(); lv++)
+    for (int lv = lv0; lv <= lv1; lv++)
         printf(" %14s", pcbm_cpu_level_name((pcbm_cpu_level)lv));
     printf("   (million positions/s, 1 thread)\n");
     for (size_t j = 0; j < sizeof ks / sizeof ks[0]; j++) {
+        if (only && !strstr(ks[j].name, only))
+            continue;
         printf("%-18s", ks[j].name);
-        for (int lv = 0; lv <= (int)pcbm_cpu_detect(); lv++) {
+        for (int lv = lv0; lv <= lv1; lv++) {
             pcbm_cpu_level_set((pcbm_cpu_level)lv);
             double best = INFINITY;
-            for (int rep = 0; rep < 5; rep++) {
+            for (int rep = 0; rep < reps; rep++) {
                 double t0 = now();
                 for (unsigned t = 0; t < k.tiles; t++)
                     ks[j].fn(&k, (size_t)t * PCBM_TILE);

@@ -3,6 +3,8 @@
  * merge kernels can call them on registers without a round trip through memory. dmath.c's array
  * forms use these same functions: there is one implementation per vector width, and each one
  * performs the scalar definition's float operations in the same order (no FMA, no reassociation).
+ * The _inrange / _small forms are the same functions for lanes known to need none of the range
+ * fix-ups (exp of [EXP_LO, EXP_HI], tanh of |x| < TANH_POLY, no NaN): the same bits, cheaper.
  * Callers are compiled with -ffp-contract=off (the Makefile's flags) and a target that includes
  * the functions' own (PCBM_T_DM_AVX2 / PCBM_T_DM_AVX512), so GCC inlines them.
  */
@@ -67,17 +69,28 @@ T_AVX2 static inline __m256 exp_reduce_avx2(__m256 x, __m256i *k)
     return _mm256_add_ps(_mm256_mul_ps(p, z), r);
 }
 
-T_AVX2 static inline __m256 expf8_avx2(__m256 x)
+/* exp of lanes in [EXP_LO, 89]: e^r scaled by 2^k in two steps. */
+T_AVX2 static inline __m256 expf8_avx2_core(__m256 xc)
 {
-    /* Clamping keeps every lane's arithmetic tame; lanes outside are replaced below. A NaN lane
-     * becomes EXP_LO here (max returns its second operand on NaN) and x + x at the end. */
-    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EXP_LO)), _mm256_set1_ps(89.0f));
     __m256i k;
     __m256 y = _mm256_add_ps(exp_reduce_avx2(xc, &k), _mm256_set1_ps(1.0f));
     __m256i k1 = _mm256_srai_epi32(k, 1);
     __m256i k2 = _mm256_sub_epi32(k, k1);
     y = _mm256_mul_ps(y, pow2i_avx2(k1));
     y = _mm256_mul_ps(y, pow2i_avx2(k2));
+    return y;
+}
+
+/* expf8_avx2 for lanes known to lie in [EXP_LO, EXP_HI] (no NaN): there the clamps and the
+ * fix-ups below change nothing, so the result is the same bits. */
+T_AVX2 static inline __m256 expf8_avx2_inrange(__m256 x) { return expf8_avx2_core(x); }
+
+T_AVX2 static inline __m256 expf8_avx2(__m256 x)
+{
+    /* Clamping keeps every lane's arithmetic tame; lanes outside are replaced below. A NaN lane
+     * becomes EXP_LO here (max returns its second operand on NaN) and x + x at the end. */
+    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EXP_LO)), _mm256_set1_ps(89.0f));
+    __m256 y = expf8_avx2_core(xc);
     __m256 hi = _mm256_cmp_ps(x, _mm256_set1_ps(EXP_HI), _CMP_GT_OQ);
     __m256 lo = _mm256_cmp_ps(x, _mm256_set1_ps(EXP_LO), _CMP_LT_OQ);
     __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
@@ -87,19 +100,32 @@ T_AVX2 static inline __m256 expf8_avx2(__m256 x)
     return y;
 }
 
-T_AVX2 static inline __m256 tanhf8_avx2(__m256 x)
+/* tanh's polynomial branch at a = |x| */
+T_AVX2 static inline __m256 tanhf8_avx2_poly(__m256 a)
 {
-    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    __m256 sign = _mm256_andnot_ps(absm, x);
-    __m256 a = _mm256_and_ps(x, absm);
-    /* polynomial branch */
     __m256 s = _mm256_mul_ps(a, a);
     __m256 q = _mm256_set1_ps(TQ0);
     q = _mm256_add_ps(_mm256_mul_ps(q, s), _mm256_set1_ps(TQ1));
     q = _mm256_add_ps(_mm256_mul_ps(q, s), _mm256_set1_ps(TQ2));
     q = _mm256_add_ps(_mm256_mul_ps(q, s), _mm256_set1_ps(TQ3));
     q = _mm256_add_ps(_mm256_mul_ps(q, s), _mm256_set1_ps(TQ4));
-    __m256 tp = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(q, s), a), a);
+    return _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(q, s), a), a);
+}
+
+/* tanhf8_avx2 for lanes known to satisfy |x| < TANH_POLY (no NaN): the blends below would pick
+ * the polynomial branch, so this is the same bits. */
+T_AVX2 static inline __m256 tanhf8_avx2_small(__m256 x)
+{
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    return _mm256_or_ps(tanhf8_avx2_poly(_mm256_and_ps(x, absm)), _mm256_andnot_ps(absm, x));
+}
+
+T_AVX2 static inline __m256 tanhf8_avx2(__m256 x)
+{
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 sign = _mm256_andnot_ps(absm, x);
+    __m256 a = _mm256_and_ps(x, absm);
+    __m256 tp = tanhf8_avx2_poly(a);
     /* expm1 branch (a NaN lane becomes TANH_SAT: min returns its second operand on NaN) */
     __m256 ac = _mm256_min_ps(a, _mm256_set1_ps(TANH_SAT));
     __m256i k;
@@ -142,15 +168,24 @@ T_AVX512 static inline __m512 exp_reduce_avx512(__m512 x, __m512i *k)
     return _mm512_add_ps(_mm512_mul_ps(p, z), r);
 }
 
-T_AVX512 static inline __m512 expf16_avx512(__m512 x)
+T_AVX512 static inline __m512 expf16_avx512_core(__m512 xc)
 {
-    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(89.0f));
     __m512i k;
     __m512 y = _mm512_add_ps(exp_reduce_avx512(xc, &k), _mm512_set1_ps(1.0f));
     __m512i k1 = _mm512_srai_epi32(k, 1);
     __m512i k2 = _mm512_sub_epi32(k, k1);
     y = _mm512_mul_ps(y, pow2i_avx512(k1));
     y = _mm512_mul_ps(y, pow2i_avx512(k2));
+    return y;
+}
+
+/* expf16_avx512 for lanes known to lie in [EXP_LO, EXP_HI] (no NaN): the same bits. */
+T_AVX512 static inline __m512 expf16_avx512_inrange(__m512 x) { return expf16_avx512_core(x); }
+
+T_AVX512 static inline __m512 expf16_avx512(__m512 x)
+{
+    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(89.0f));
+    __m512 y = expf16_avx512_core(xc);
     __mmask16 hi = _mm512_cmp_ps_mask(x, _mm512_set1_ps(EXP_HI), _CMP_GT_OQ);
     __mmask16 lo = _mm512_cmp_ps_mask(x, _mm512_set1_ps(EXP_LO), _CMP_LT_OQ);
     __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
@@ -160,19 +195,34 @@ T_AVX512 static inline __m512 expf16_avx512(__m512 x)
     return y;
 }
 
-T_AVX512 static inline __m512 tanhf16_avx512(__m512 x)
+T_AVX512 static inline __m512 tanhf16_avx512_poly(__m512 a)
 {
-    const __m512i absm = _mm512_set1_epi32(0x7fffffff);
-    __m512i xi = _mm512_castps_si512(x);
-    __m512i sign = _mm512_andnot_si512(absm, xi);
-    __m512 a = _mm512_castsi512_ps(_mm512_and_si512(xi, absm));
     __m512 s = _mm512_mul_ps(a, a);
     __m512 q = _mm512_set1_ps(TQ0);
     q = _mm512_add_ps(_mm512_mul_ps(q, s), _mm512_set1_ps(TQ1));
     q = _mm512_add_ps(_mm512_mul_ps(q, s), _mm512_set1_ps(TQ2));
     q = _mm512_add_ps(_mm512_mul_ps(q, s), _mm512_set1_ps(TQ3));
     q = _mm512_add_ps(_mm512_mul_ps(q, s), _mm512_set1_ps(TQ4));
-    __m512 tp = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(q, s), a), a);
+    return _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(q, s), a), a);
+}
+
+/* tanhf16_avx512 for lanes known to satisfy |x| < TANH_POLY (no NaN): the same bits. */
+T_AVX512 static inline __m512 tanhf16_avx512_small(__m512 x)
+{
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff);
+    __m512i xi = _mm512_castps_si512(x);
+    __m512 a = _mm512_castsi512_ps(_mm512_and_si512(xi, absm));
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(tanhf16_avx512_poly(a)),
+                                               _mm512_andnot_si512(absm, xi)));
+}
+
+T_AVX512 static inline __m512 tanhf16_avx512(__m512 x)
+{
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff);
+    __m512i xi = _mm512_castps_si512(x);
+    __m512i sign = _mm512_andnot_si512(absm, xi);
+    __m512 a = _mm512_castsi512_ps(_mm512_and_si512(xi, absm));
+    __m512 tp = tanhf16_avx512_poly(a);
     __m512 ac = _mm512_min_ps(a, _mm512_set1_ps(TANH_SAT));
     __m512i k;
     __m512 em = exp_reduce_avx512(_mm512_add_ps(ac, ac), &k);

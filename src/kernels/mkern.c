@@ -36,6 +36,13 @@ bool pcbm_ks_nonfinite(const float *x, size_t n)
 bool pcbm_ks_tau(pcbm_dtype dt, const void *src, const float *base, float *theta, float *tau,
                  size_t n)
 {
+    if (!theta) { /* decode into tau, then subtract in place */
+        pcbm_decode_f32(dt, src, tau, n);
+        bool bad = pcbm_ks_nonfinite(tau, n);
+        for (size_t k = 0; k < n; k++)
+            tau[k] = tau[k] - base[k];
+        return bad;
+    }
     pcbm_decode_f32(dt, src, theta, n);
     for (size_t k = 0; k < n; k++)
         tau[k] = theta[k] - base[k];
@@ -57,7 +64,7 @@ void pcbm_ks_sum(const float *const *x, unsigned N, float *sum, size_t n)
 float pcbm_ks_max(const float *x, size_t n, float m)
 {
     for (size_t k = 0; k < n; k++)
-        m = x[k] > m ? x[k] : m;
+        m = pcbm_k_max1(m, x[k]);
     return m;
 }
 
@@ -163,18 +170,26 @@ void pcbm_ks_scores_at(const float *mag, const float *z, float lo, float hi, flo
 }
 
 size_t pcbm_ks_stream_select(const float *sa, const float *sb, float wl, float wh, float track,
-                             size_t n, uint16_t *idx, uint64_t *below)
+                             size_t n, uint32_t *idx, uint64_t *below)
 {
     size_t m = 0;
     for (size_t k = 0; k < n; k++) {
         float smin = fminf(sa[k], sb[k]), smax = fmaxf(sa[k], sb[k]);
         bool in_window = !(smax < wl) && !(smin > wh);
         if (sa[k] != sa[k] || sb[k] != sb[k] || in_window || smax > track)
-            idx[m++] = (uint16_t)k;
+            idx[m++] = (uint32_t)k;
         else if (smax < wl)
             (*below)++;
     }
     return m;
+}
+
+size_t pcbm_ks_stream_full(const float *tau, const float *sum, float lo, float ha, float hb,
+                           float nf, float wl, float wh, float track, size_t n, float *sa,
+                           float *sb, float *z, uint32_t *idx, uint64_t *below)
+{
+    pcbm_ks_stream_scores(tau, sum, lo, ha, hb, nf, sa, sb, z, n);
+    return pcbm_ks_stream_select(sa, sb, wl, wh, track, n, idx, below);
 }
 
 /* ---- TIES, DARE and the simple methods ----------------------------------------------------- */

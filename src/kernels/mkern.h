@@ -13,8 +13,8 @@
 
 /* ---- decoding ---------------------------------------------------------------------------- */
 
-/* theta[k] = decode(src[k]) (dtype F32/F16/BF16), tau[k] = theta[k] - base[k].
- * Returns true when some theta[k] is Inf or NaN. */
+/* theta[k] = decode(src[k]) (dtype F32/F16/BF16), tau[k] = theta[k] - base[k]; theta may be
+ * NULL (not stored). Returns true when some decoded value is Inf or NaN. */
 bool pcbm_k_tau(pcbm_dtype dt, const void *src, const float *base, float *theta, float *tau,
                 size_t n);
 /* true when some x[k] is Inf or NaN */
@@ -25,7 +25,13 @@ bool pcbm_k_nonfinite(const float *x, size_t n);
 /* sum[k] = ((0 + x[0][k]) + x[1][k]) + ... + x[N-1][k] */
 void pcbm_k_sum(const float *const *x, unsigned N, float *sum, size_t n);
 
-/* Sequential running maximum: for k in order, m = x[k] > m ? x[k] : m. Returns m. */
+/* The larger of m and x with +0 above -0 (NaN x is ignored): the same whatever the order of a
+ * sequence of calls, so per-thread maxima reduce to the same bits. */
+static inline float pcbm_k_max1(float m, float x)
+{
+    return (x > m || (x == m && x == 0.0f && !__builtin_signbit(x))) ? x : m;
+}
+/* pcbm_k_max1 over x[0..n), starting from m. */
 float pcbm_k_max(const float *x, size_t n, float m);
 
 /* Histograms over order-preserving keys (stats/qsel.h): key = pcbm_fkey(absval ? |x| : x).
@@ -68,12 +74,20 @@ void pcbm_k_stream_scores(const float *tau, const float *sum, float lo, float ha
 /* Scores of the elements mag[j] (= |tau|), z[j] at (lo, hi): expf(nf * x^2) * z[j]. */
 void pcbm_k_scores_at(const float *mag, const float *z, float lo, float hi, float nf, float *s,
                       size_t n);
-/* Which elements the full pass must look at one by one: with smin = fminf(sa, sb) and
+/* Which elements the full pass must look at one by one (idx has room for n + 16): with smin = fminf(sa, sb) and
  * smax = fmaxf(sa, sb), every k where sa or sb is NaN, or !(smax < wl) && !(smin > wh), or
  * smax > track; their indices go to idx[] in order (returns how many). For every other
  * element, smax < wl adds one to *below. */
 size_t pcbm_k_stream_select(const float *sa, const float *sb, float wl, float wh, float track,
-                            size_t n, uint16_t *idx, uint64_t *below);
+                            size_t n, uint32_t *idx, uint64_t *below);
+
+/* The full pass's work on one task: pcbm_k_stream_scores, then pcbm_k_stream_select, except
+ * that sa, sb and z are only filled at the listed elements idx[0..m) (idx: room for n + 16).
+ * Most elements cannot matter (their score is below the window); the vector forms find them
+ * from tau * sum and sa alone and skip the rest of their work. */
+size_t pcbm_k_stream_full(const float *tau, const float *sum, float lo, float ha, float hb,
+                          float nf, float wl, float wh, float track, size_t n, float *sa,
+                          float *sb, float *z, uint32_t *idx, uint64_t *below);
 
 /* ---- TIES, DARE and the simple methods ----------------------------------------------------- */
 

@@ -41,8 +41,12 @@
       *s, size_t n), \
       (mag, z, lo, hi, nf, s, n)) \
     X(size_t, stream_select, (const float *sa, const float *sb, float wl, float wh, float track, \
-      size_t n, uint16_t *idx, uint64_t *below), \
+      size_t n, uint32_t *idx, uint64_t *below), \
       (sa, sb, wl, wh, track, n, idx, below)) \
+    X(size_t, stream_full, (const float *tau, const float *sum, float lo, float ha, float hb, \
+      float nf, float wl, float wh, float track, size_t n, float *sa, float *sb, float *z, \
+      uint32_t *idx, uint64_t *below), \
+      (tau, sum, lo, ha, hb, nf, wl, wh, track, n, sa, sb, z, idx, below)) \
     X(uint64_t, trim, (const float *tau, float thr, float *out, size_t n), \
       (tau, thr, out, n)) \
     X(void, dare_scale, (const float *tau, const uint8_t *keep, float dens, float *out, size_t \

@@ -57,8 +57,11 @@ VINL vm vm_andnot(vm a, vm b) { return (vm)(~a & b); }   /* !a && b */
 VINL vm vm_none(void) { return 0; }
 VINL unsigned vm_bits(vm m) { return (unsigned)m; }
 VINL vf vsel(vm m, vf t, vf f) { return _mm512_mask_blend_ps(m, f, t); }   /* m ? t : f */
+VINL bool vm_full(vm m) { return m == 0xffff; }
 VINL vf vexp(vf x) { return expf16_avx512(x); }
+VINL vf vexp_inrange(vf x) { return expf16_avx512_inrange(x); }
 VINL vf vtanh(vf x) { return tanhf16_avx512(x); }
+VINL vf vtanh_small(vf x) { return tanhf16_avx512_small(x); }
 /* pcbm_fkey: (u & sign) ? ~u : u | sign */
 VINL vi vkey(vf x)
 {
@@ -67,7 +70,9 @@ VINL vi vkey(vf x)
                                                _mm512_set1_epi32((int)0x80000000u)));
 }
 VINL void vstore_u32(uint32_t *p, vi v) { _mm512_storeu_si512((void *)p, v); }
+VINL vi vld_u32(const uint32_t *p) { return _mm512_loadu_si512((const void *)p); }
 VINL vi vkey_top(vi key) { return _mm512_srli_epi32(key, 16); }          /* key >> 16 */
+VINL vi vsignbit(vf x) { return _mm512_srli_epi32(vbits(x), 31); }
 VINL vm vi_eq(vi a, uint32_t b) { return _mm512_cmpeq_epi32_mask(a, _mm512_set1_epi32((int)b)); }
 VINL vm vi_lt(vi a, uint32_t b) { return _mm512_cmplt_epu32_mask(a, _mm512_set1_epi32((int)b)); }
 VINL vm vi_le(vi a, uint32_t b) { return _mm512_cmple_epu32_mask(a, _mm512_set1_epi32((int)b)); }
@@ -85,6 +90,22 @@ VINL vf vload_bf16(const void *p)
 }
 VINL vf vload_f16(const void *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
 VINL vf vload_f32(const void *p) { return _mm512_loadu_ps(p); }
+/* store the lanes of v selected by m, in order, at dst (which has room for 16); returns how many */
+VINL unsigned vcompress_u32(uint32_t *dst, vm m, vi v)
+{
+    _mm512_storeu_si512((void *)dst, _mm512_maskz_compress_epi32(m, v));
+    return (unsigned)__builtin_popcount((unsigned)m);
+}
+VINL vi vi_iota(uint32_t k)
+{
+    return _mm512_add_epi32(_mm512_set1_epi32((int)k),
+                            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+}
+/* (a - b) >> sh, unsigned */
+VINL vi vi_sub_srl(vi a, uint32_t b, unsigned sh)
+{
+    return _mm512_srl_epi32(_mm512_sub_epi32(a, _mm512_set1_epi32((int)b)), _mm_cvtsi32_si128((int)sh));
+}
 /* lanes whose byte p[j] is not 0 */
 VINL vm vnonzero_u8(const uint8_t *p)
 {
@@ -127,8 +148,11 @@ VINL vm vm_andnot(vm a, vm b) { return _mm256_andnot_ps(a, b); }
 VINL vm vm_none(void) { return _mm256_setzero_ps(); }
 VINL unsigned vm_bits(vm m) { return (unsigned)_mm256_movemask_ps(m); }
 VINL vf vsel(vm m, vf t, vf f) { return _mm256_blendv_ps(f, t, m); }
+VINL bool vm_full(vm m) { return _mm256_movemask_ps(m) == 0xff; }
 VINL vf vexp(vf x) { return expf8_avx2(x); }
+VINL vf vexp_inrange(vf x) { return expf8_avx2_inrange(x); }
 VINL vf vtanh(vf x) { return tanhf8_avx2(x); }
+VINL vf vtanh_small(vf x) { return tanhf8_avx2_small(x); }
 VINL vi vkey(vf x)
 {
     vi u = vbits(x);
@@ -136,7 +160,9 @@ VINL vi vkey(vf x)
                                                _mm256_set1_epi32((int)0x80000000u)));
 }
 VINL void vstore_u32(uint32_t *p, vi v) { _mm256_storeu_si256((__m256i *)p, v); }
+VINL vi vld_u32(const uint32_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
 VINL vi vkey_top(vi key) { return _mm256_srli_epi32(key, 16); }
+VINL vi vsignbit(vf x) { return _mm256_srli_epi32(vbits(x), 31); }
 VINL vm vi_eq(vi a, uint32_t b)
 {
     return _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, _mm256_set1_epi32((int)b)));
@@ -166,6 +192,86 @@ VINL vf vload_bf16(const void *p)
 }
 VINL vf vload_f16(const void *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 VINL vf vload_f32(const void *p) { return _mm256_loadu_ps((const float *)p); }
+/* lane indices of the set bits of an 8-bit mask, in order, one byte each */
+static const uint64_t pcbm_compress8_lut[256] = {
+    0x0000000000000000ull, 0x0000000000000000ull, 0x0000000000000001ull, 0x0000000000000100ull,
+    0x0000000000000002ull, 0x0000000000000200ull, 0x0000000000000201ull, 0x0000000000020100ull,
+    0x0000000000000003ull, 0x0000000000000300ull, 0x0000000000000301ull, 0x0000000000030100ull,
+    0x0000000000000302ull, 0x0000000000030200ull, 0x0000000000030201ull, 0x0000000003020100ull,
+    0x0000000000000004ull, 0x0000000000000400ull, 0x0000000000000401ull, 0x0000000000040100ull,
+    0x0000000000000402ull, 0x0000000000040200ull, 0x0000000000040201ull, 0x0000000004020100ull,
+    0x0000000000000403ull, 0x0000000000040300ull, 0x0000000000040301ull, 0x0000000004030100ull,
+    0x0000000000040302ull, 0x0000000004030200ull, 0x0000000004030201ull, 0x0000000403020100ull,
+    0x0000000000000005ull, 0x0000000000000500ull, 0x0000000000000501ull, 0x0000000000050100ull,
+    0x0000000000000502ull, 0x0000000000050200ull, 0x0000000000050201ull, 0x0000000005020100ull,
+    0x0000000000000503ull, 0x0000000000050300ull, 0x0000000000050301ull, 0x0000000005030100ull,
+    0x0000000000050302ull, 0x0000000005030200ull, 0x0000000005030201ull, 0x0000000503020100ull,
+    0x0000000000000504ull, 0x0000000000050400ull, 0x0000000000050401ull, 0x0000000005040100ull,
+    0x0000000000050402ull, 0x0000000005040200ull, 0x0000000005040201ull, 0x0000000504020100ull,
+    0x0000000000050403ull, 0x0000000005040300ull, 0x0000000005040301ull, 0x0000000504030100ull,
+    0x0000000005040302ull, 0x0000000504030200ull, 0x0000000504030201ull, 0x0000050403020100ull,
+    0x0000000000000006ull, 0x0000000000000600ull, 0x0000000000000601ull, 0x0000000000060100ull,
+    0x0000000000000602ull, 0x0000000000060200ull, 0x0000000000060201ull, 0x0000000006020100ull,
+    0x0000000000000603ull, 0x0000000000060300ull, 0x0000000000060301ull, 0x0000000006030100ull,
+    0x0000000000060302ull, 0x0000000006030200ull, 0x0000000006030201ull, 0x0000000603020100ull,
+    0x0000000000000604ull, 0x0000000000060400ull, 0x0000000000060401ull, 0x0000000006040100ull,
+    0x0000000000060402ull, 0x0000000006040200ull, 0x0000000006040201ull, 0x0000000604020100ull,
+    0x0000000000060403ull, 0x0000000006040300ull, 0x0000000006040301ull, 0x0000000604030100ull,
+    0x0000000006040302ull, 0x0000000604030200ull, 0x0000000604030201ull, 0x0000060403020100ull,
+    0x0000000000000605ull, 0x0000000000060500ull, 0x0000000000060501ull, 0x0000000006050100ull,
+    0x0000000000060502ull, 0x0000000006050200ull, 0x0000000006050201ull, 0x0000000605020100ull,
+    0x0000000000060503ull, 0x0000000006050300ull, 0x0000000006050301ull, 0x0000000605030100ull,
+    0x0000000006050302ull, 0x0000000605030200ull, 0x0000000605030201ull, 0x0000060503020100ull,
+    0x0000000000060504ull, 0x0000000006050400ull, 0x0000000006050401ull, 0x0000000605040100ull,
+    0x0000000006050402ull, 0x0000000605040200ull, 0x0000000605040201ull, 0x0000060504020100ull,
+    0x0000000006050403ull, 0x0000000605040300ull, 0x0000000605040301ull, 0x0000060504030100ull,
+    0x0000000605040302ull, 0x0000060504030200ull, 0x0000060504030201ull, 0x0006050403020100ull,
+    0x0000000000000007ull, 0x0000000000000700ull, 0x0000000000000701ull, 0x0000000000070100ull,
+    0x0000000000000702ull, 0x0000000000070200ull, 0x0000000000070201ull, 0x0000000007020100ull,
+    0x0000000000000703ull, 0x0000000000070300ull, 0x0000000000070301ull, 0x0000000007030100ull,
+    0x0000000000070302ull, 0x0000000007030200ull, 0x0000000007030201ull, 0x0000000703020100ull,
+    0x0000000000000704ull, 0x0000000000070400ull, 0x0000000000070401ull, 0x0000000007040100ull,
+    0x0000000000070402ull, 0x0000000007040200ull, 0x0000000007040201ull, 0x0000000704020100ull,
+    0x0000000000070403ull, 0x0000000007040300ull, 0x0000000007040301ull, 0x0000000704030100ull,
+    0x0000000007040302ull, 0x0000000704030200ull, 0x0000000704030201ull, 0x0000070403020100ull,
+    0x0000000000000705ull, 0x0000000000070500ull, 0x0000000000070501ull, 0x0000000007050100ull,
+    0x0000000000070502ull, 0x0000000007050200ull, 0x0000000007050201ull, 0x0000000705020100ull,
+    0x0000000000070503ull, 0x0000000007050300ull, 0x0000000007050301ull, 0x0000000705030100ull,
+    0x0000000007050302ull, 0x0000000705030200ull, 0x0000000705030201ull, 0x0000070503020100ull,
+    0x0000000000070504ull, 0x0000000007050400ull, 0x0000000007050401ull, 0x0000000705040100ull,
+    0x0000000007050402ull, 0x0000000705040200ull, 0x0000000705040201ull, 0x0000070504020100ull,
+    0x0000000007050403ull, 0x0000000705040300ull, 0x0000000705040301ull, 0x0000070504030100ull,
+    0x0000000705040302ull, 0x0000070504030200ull, 0x0000070504030201ull, 0x0007050403020100ull,
+    0x0000000000000706ull, 0x0000000000070600ull, 0x0000000000070601ull, 0x0000000007060100ull,
+    0x0000000000070602ull, 0x0000000007060200ull, 0x0000000007060201ull, 0x0000000706020100ull,
+    0x0000000000070603ull, 0x0000000007060300ull, 0x0000000007060301ull, 0x0000000706030100ull,
+    0x0000000007060302ull, 0x0000000706030200ull, 0x0000000706030201ull, 0x0000070603020100ull,
+    0x0000000000070604ull, 0x0000000007060400ull, 0x0000000007060401ull, 0x0000000706040100ull,
+    0x0000000007060402ull, 0x0000000706040200ull, 0x0000000706040201ull, 0x0000070604020100ull,
+    0x0000000007060403ull, 0x0000000706040300ull, 0x0000000706040301ull, 0x0000070604030100ull,
+    0x0000000706040302ull, 0x0000070604030200ull, 0x0000070604030201ull, 0x0007060403020100ull,
+    0x0000000000070605ull, 0x0000000007060500ull, 0x0000000007060501ull, 0x0000000706050100ull,
+    0x0000000007060502ull, 0x0000000706050200ull, 0x0000000706050201ull, 0x0000070605020100ull,
+    0x0000000007060503ull, 0x0000000706050300ull, 0x0000000706050301ull, 0x0000070605030100ull,
+    0x0000000706050302ull, 0x0000070605030200ull, 0x0000070605030201ull, 0x0007060503020100ull,
+    0x0000000007060504ull, 0x0000000706050400ull, 0x0000000706050401ull, 0x0000070605040100ull,
+    0x0000000706050402ull, 0x0000070605040200ull, 0x0000070605040201ull, 0x0007060504020100ull,
+    0x0000000706050403ull, 0x0000070605040300ull, 0x0000070605040301ull, 0x0007060504030100ull,
+    0x0000070605040302ull, 0x0007060504030200ull, 0x0007060504030201ull, 0x0706050403020100ull,
+};
+/* store the lanes of v selected by m, in order, at dst (which has room for 8); returns how many */
+VINL unsigned vcompress_u32(uint32_t *dst, vm m, vi v)
+{
+    unsigned bits = vm_bits(m);
+    __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)pcbm_compress8_lut[bits]));
+    _mm256_storeu_si256((__m256i *)dst, _mm256_permutevar8x32_epi32(v, perm));
+    return (unsigned)__builtin_popcount(bits);
+}
+VINL vi vi_iota(uint32_t k) { return _mm256_add_epi32(_mm256_set1_epi32((int)k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); }
+VINL vi vi_sub_srl(vi a, uint32_t b, unsigned sh)
+{
+    return _mm256_srl_epi32(_mm256_sub_epi32(a, _mm256_set1_epi32((int)b)), _mm_cvtsi32_si128((int)sh));
+}
 VINL vm vnonzero_u8(const uint8_t *p)
 {
     __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
@@ -181,5 +287,10 @@ VINL vm vnonzero_u8(const uint8_t *p)
 VINL vf vfminf(vf a, vf b) { return vsel(visnan(b), a, vmin(a, b)); }
 VINL vf vfmaxf(vf a, vf b) { return vsel(visnan(b), a, vmax(a, b)); }
 VINL vm vm_all(void) { return vgt(vset1(1.0f), vzero()); }
+/* pcbm_tanhf: the polynomial branch alone when every lane is in it (task vectors: always) */
+VINL vf vtanh_fast(vf x)
+{
+    return vm_full(vlt(vabs(x), vset1(TANH_POLY))) ? vtanh_small(x) : vtanh(x);
+}
 
 #endif /* PCBM_SIMD_X86_H */

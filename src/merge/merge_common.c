@@ -45,10 +45,21 @@ static float *worker_scratch(pcbm_mctx *mc, unsigned worker)
     return mc->scratch + (size_t)worker * mc->scratch_floats;
 }
 
+/* Task i's data of the tile at k0 of a block. */
+static const void *task_src(const pcbm_blockview *bv, unsigned i, uint32_t k0)
+{
+    return (const uint8_t *)bv->in[i + 1] + (uint64_t)k0 * bv->t->in_unit[i + 1];
+}
+
+/* Decode a block tile by tile into base, task values and task vectors, refuse non-finite weights
+ * (when the pass checks them) and run the method's kernel; apply passes encode its result. Only
+ * linear reads the decoded task values (theta): the other methods use theta as scratch, so it is
+ * not filled for them. */
 static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockview *bv,
                                pcbm_error *err)
 {
     pcbm_mctx *mc = tp->mc;
+    bool need_theta = mc->o->method == PCBM_METHOD_LINEAR;
     const pcbm_tplan *t = bv->t;
     unsigned N = mc->ntasks;
     float *sc = worker_scratch(mc, worker);
@@ -65,10 +76,11 @@ static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockv
                         base, n);
         bool bad_any = mc->check_finite && pcbm_k_nonfinite(base, n);
         for (unsigned i = 0; i < N; i++)
-            bad_any |= pcbm_k_tau(t->src[i + 1].dt,
-                                  (const uint8_t *)bv->in[i + 1] + (uint64_t)k0 * t->in_unit[i + 1],
-                                  base, theta[i], tau[i], n);
+            bad_any |= pcbm_k_tau(t->src[i + 1].dt, task_src(bv, i, k0), base,
+                                  need_theta ? theta[i] : NULL, tau[i], n);
         if (mc->check_finite && bad_any) {
+            for (unsigned i = 0; i < N && !need_theta; i++)
+                pcbm_decode_f32(t->src[i + 1].dt, task_src(bv, i, k0), theta[i], n);
             long bad = first_nonfinite(base, n);
             if (bad >= 0)
                 return refuse_nonfinite(mc, t, 0, bv->start + k0 + (uint64_t)bad, &base[bad], err);

@@ -147,7 +147,7 @@ pcbm_status pcbm_pcb_exact_scores(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_
     for (unsigned i = 0; i < N; i++) {
         float m = -INFINITY;
         for (unsigned w = 0; w < mc->threads; w++)
-            m = fmaxf(m, ps->max_local[(size_t)w * N + i]);
+            m = pcbm_k_max1(m, ps->max_local[(size_t)w * N + i]);
         ps->m_v[i] = m;
         pcbm_sel_init(&ps->thr[i], pcbm_pcb_rank((double)ps->d * (1.0 - mc->o->density)));
         pcbm_sel_coarse(&ps->thr[i], pcbm_hset_total(&ps->h, i));

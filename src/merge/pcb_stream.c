@@ -133,7 +133,7 @@ typedef struct pairbuf {
 
 /* Per-thread scratch of the full pass: the elements of a tile it visits one by one. */
 typedef struct fscratch {
-    uint16_t idx[PCBM_TILE];
+    uint32_t idx[PCBM_TILE + 16];
     float mag[PCBM_TILE], z[PCBM_TILE];
     float sc[NCAND * PCBM_TILE];    /* [candidate][element] */
 } fscratch;
@@ -279,7 +279,7 @@ static void tile_sample_pairs(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, vo
     sstate *ss = arg;
     float *sum = tl->tmp, *z = tl->tmp + PCBM_TILE, *sa = tl->tmp + 2 * PCBM_TILE,
           *sb = tl->tmp + 3 * PCBM_TILE;
-    uint16_t *idx = ss->fx[w].idx;
+    uint32_t *idx = ss->fx[w].idx;
     pcbm_k_sum((const float *const *)tl->tau, ss->N, sum, tl->n);
     for (unsigned i = 0; i < ss->N; i++) {
         const float *tau = tl->tau[i];
@@ -419,7 +419,8 @@ static void element_full(const sstate *ss, unsigned i, fcount *fc, float sa, flo
 
 /* The full pass, per task: exact |tau| counts in the lo/hi windows; the scores at both ends of
  * the hi bracket tell which elements can matter to the score windows or maxima (most cannot:
- * they only count below the window); those are scored at every candidate, then visited in order. */
+ * they only count below the window, and pcbm_k_stream_full finds most of those without scoring
+ * them fully); those are scored at every candidate, then visited in order. */
 static void tile_full(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     sstate *ss = arg;
@@ -434,18 +435,21 @@ static void tile_full(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
         pcbm_k_win wlo = {ss->wlo[i].p0, ss->wlo[i].p1, ss->wlo[i].shift, fc->mwin[0], &fc->mbelow[0]};
         pcbm_k_win whi = {ss->whi[i].p0, ss->whi[i].p1, ss->whi[i].shift, fc->mwin[1], &fc->mbelow[1]};
         pcbm_k_win_count(tau, n, &wlo, &whi);
-        bracket_scores(ss, i, tl, sum, sa, sb, z);
-        size_t m = pcbm_k_stream_select(sa, sb, ss->wl[i], ss->wh[i], fc->smax_min, n, fx->idx,
-                                        &fc->sbelow_all);
+        size_t m = pcbm_k_stream_full(tau, sum, ss->lo_c[i], ss->cand[i][0],
+                                      ss->cand[i][NCAND - 1], (float)ss->N, ss->wl[i], ss->wh[i],
+                                      fc->smax_min, n, sa, sb, z, fx->idx, &fc->sbelow_all);
         if (m == 0)
             continue;
         for (size_t j = 0; j < m; j++) {
             fx->mag[j] = fabsf(tau[fx->idx[j]]);
             fx->z[j] = z[fx->idx[j]];
         }
+        size_t mp = (m + 15) & ~(size_t)15; /* padded: whole vectors, the extra scores unused */
+        for (size_t j = m; j < mp; j++)
+            fx->mag[j] = fx->z[j] = 0.0f;
         for (unsigned c = 0; c < NCAND; c++)
             pcbm_k_scores_at(fx->mag, fx->z, ss->lo_c[i], ss->cand[i][c], (float)ss->N,
-                             fx->sc + (size_t)c * PCBM_TILE, m);
+                             fx->sc + (size_t)c * PCBM_TILE, mp);
         for (size_t j = 0; j < m; j++) {
             unsigned k = fx->idx[j];
             element_full(ss, i, fc, sa[k], sb[k], tau[k], z[k], fx->sc + j, PCBM_TILE);

@@ -138,6 +138,13 @@ static void c_tau(int lv, size_t n, size_t off)
         same_bits(a_out[0], b_out[0], n, "tau: theta", lv);
         same_bits(a_out[1], b_out[1], n, "tau: tau", lv);
         assert_int_equal(fa, fb);
+        bool fc = pcbm_k_tau(dts[d], raw + 1, base + off, NULL, b_out[2], n); /* no theta */
+        same_bits(a_out[1], b_out[2], n, "tau without theta", lv);
+        assert_int_equal(fa, fc);
+        at(PCBM_CPU_SCALAR);
+        fc = pcbm_k_tau(dts[d], raw + 1, base + off, NULL, b_out[2], n);
+        same_bits(a_out[1], b_out[2], n, "tau without theta, scalar", lv);
+        assert_int_equal(fa, fc);
         at(PCBM_CPU_SCALAR);
         fa = pcbm_k_nonfinite(a_out[0], n);
         at(lv);
@@ -280,7 +287,7 @@ static void c_stream(int lv, size_t n, size_t off)
         static const float win[][3] = {{-0.1f, 0.2f, 0.5f}, {0.0f, 0.0f, -INFINITY},
                                        {-1.0f, 1.0f, 2.0f}, {0.01f, 0.3f, 0.1f}};
         for (int w = 0; w < 4; w++) {
-            uint16_t ia[CAP], ib[CAP];
+            uint32_t ia[CAP + 16], ib[CAP + 16];
             uint64_t bla = 5, blb = 5;
             at(PCBM_CPU_SCALAR);
             size_t na = pcbm_k_stream_select(a_out[0], a_out[1], win[w][0], win[w][1], win[w][2],
@@ -293,6 +300,35 @@ static void c_stream(int lv, size_t n, size_t off)
             assert_int_equal(bla, blb);
         }
     }
+}
+
+static void c_stream_full(int lv, size_t n, size_t off)
+{
+    static const float b[][3] = {{0.0f, 0.03f, 0.033f}, {0.001f, 0.02f, 0.025f},
+                                 {0.0f, 0.01f, 0.01f},  {0.0f, 0.03f, 0.02f},
+                                 {0.01f, 0.01f, 0.02f}, {NAN, 0.03f, 0.04f}};
+    static const float win[][3] = {{1e-3f, 2e-3f, 0.05f}, {1e-4f, 0.05f, 0.3f},
+                                   {1e-5f, 1e-3f, 0.0f},  {-0.1f, 0.2f, 0.5f},
+                                   {1e-3f, 2e-3f, -INFINITY}, {0.002f, 0.001f, 10.0f}};
+    for (size_t p = 0; p < sizeof b / sizeof b[0]; p++)
+        for (size_t w = 0; w < sizeof win / sizeof win[0]; w++) {
+            uint32_t ia[CAP + 16], ib[CAP + 16];
+            uint64_t bla = 3, blb = 3;
+            at(PCBM_CPU_SCALAR);
+            size_t na = pcbm_k_stream_full(tau[2] + off, sum + off, b[p][0], b[p][1], b[p][2],
+                                           5.0f, win[w][0], win[w][1], win[w][2], n, a_out[0],
+                                           a_out[1], a_out[2], ia, &bla);
+            at(lv);
+            size_t nb = pcbm_k_stream_full(tau[2] + off, sum + off, b[p][0], b[p][1], b[p][2],
+                                           5.0f, win[w][0], win[w][1], win[w][2], n, b_out[0],
+                                           b_out[1], b_out[2], ib, &blb);
+            assert_int_equal(na, nb);
+            assert_memory_equal(ia, ib, na * sizeof ia[0]);
+            assert_int_equal(bla, blb);
+            for (size_t j = 0; j < na; j++)
+                for (int q = 0; q < 3; q++)
+                    same_bits(&a_out[q][ia[j]], &b_out[q][ia[j]], 1, "stream_full", lv);
+        }
 }
 
 static void c_ties(int lv, size_t n, size_t off)
@@ -334,6 +370,7 @@ static void test_win(void **s) { (void)s; every_path(c_win); }
 static void test_pcb(void **s) { (void)s; every_path(c_pcb); }
 static void test_stream(void **s) { (void)s; every_path(c_stream); }
 static void test_ties(void **s) { (void)s; every_path(c_ties); }
+static void test_stream_full(void **s) { (void)s; every_path(c_stream_full); }
 
 int main(void)
 {
@@ -343,7 +380,7 @@ int main(void)
         cmocka_unit_test(test_tau),     cmocka_unit_test(test_sums),
         cmocka_unit_test(test_max_hist), cmocka_unit_test(test_win),
         cmocka_unit_test(test_pcb),     cmocka_unit_test(test_stream),
-        cmocka_unit_test(test_ties),
+        cmocka_unit_test(test_ties),    cmocka_unit_test(test_stream_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
