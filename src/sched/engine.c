@@ -133,10 +133,21 @@ static uint64_t slot_bytes(const pcbm_plan *p, uint64_t elems, uint64_t *cap_in,
 
 static uint64_t stage_bytes(uint64_t chunk_size) { return chunk_size * STAGE_CHUNKS; }
 
+static uint64_t chunk_for(const pcbm_plan *p, uint64_t elems)
+{
+    uint64_t c = PCBM_MIN(STAGE_CHUNK_MAX, pcbm_align_up(elems * max_out_unit(p), PCBM_ALIGN));
+    return PCBM_MAX(c, STAGE_CHUNK_MIN);
+}
+
+/* Memory for nslots block sets of `elems` elements plus the output staging and `reserved`. */
+static uint64_t need_for(const pcbm_plan *p, uint64_t elems, unsigned nslots, uint64_t reserved)
+{
+    return reserved + stage_bytes(chunk_for(p, elems)) + (uint64_t)nslots * slot_bytes(p, elems, NULL, NULL);
+}
+
 uint64_t pcbm_engine_min_mem(const pcbm_plan *plan, unsigned threads, uint64_t reserved)
 {
-    return reserved + stage_bytes(STAGE_CHUNK_MIN) +
-           (uint64_t)(threads + 2) * slot_bytes(plan, MIN_BLOCK_ELEMS, NULL, NULL);
+    return need_for(plan, MIN_BLOCK_ELEMS, threads + 2, reserved);
 }
 
 static pcbm_status size_buffers(pcbm_engine *e, pcbm_error *err)
@@ -149,8 +160,7 @@ static pcbm_status size_buffers(pcbm_engine *e, pcbm_error *err)
     uint64_t avail = e->cfg.mem_bytes > e->cfg.reserved_bytes
                          ? e->cfg.mem_bytes - e->cfg.reserved_bytes : 0;
     for (;;) {
-        uint64_t csize = PCBM_MIN(STAGE_CHUNK_MAX, pcbm_align_up(elems * max_out_unit(p), PCBM_ALIGN));
-        csize = PCBM_MAX(csize, STAGE_CHUNK_MIN);
+        uint64_t csize = chunk_for(p, elems);
         uint64_t sb = slot_bytes(p, elems, &e->cap_in, &e->cap_out);
         uint64_t rest = avail > stage_bytes(csize) ? avail - stage_bytes(csize) : 0;
         uint64_t n = rest / sb;
@@ -161,7 +171,11 @@ static pcbm_status size_buffers(pcbm_engine *e, pcbm_error *err)
         }
         if (elems / 2 < MIN_BLOCK_ELEMS || e->cfg.block_bytes) {
             char have[32], need[32];
-            uint64_t min = pcbm_engine_min_mem(p, e->cfg.threads, e->cfg.reserved_bytes);
+            /* a fixed --block-size needs two block sets of that size; otherwise the smallest
+             * blocks and a block set per thread plus two */
+            uint64_t min = e->cfg.block_bytes ? need_for(p, elems, 2, e->cfg.reserved_bytes)
+                                              : pcbm_engine_min_mem(p, e->cfg.threads,
+                                                                    e->cfg.reserved_bytes);
             return pcbm_fail(err, PCBM_ERR_NOMEM,
                              "--mem %s is too small for %u models with %u threads: at least %s "
                              "is needed (%s of it for statistics); raise --mem or lower --threads",

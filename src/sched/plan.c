@@ -207,11 +207,9 @@ pcbm_status pcbm_plan_build(pcbm_model *const *models, unsigned nmodels, const p
     p->nmodels = nmodels;
     memcpy(p->models, models, nmodels * sizeof models[0]);
     p->max_in_unit = 2;
-    pcbm_status st = check_extra(models, nmodels, o->allow_extra, err);
-    if (st != PCBM_OK)
-        return st;
     regex_set rs;
-    if ((st = compile_excludes(o, &rs, err)) != PCBM_OK)
+    pcbm_status st = compile_excludes(o, &rs, err);
+    if (st != PCBM_OK)
         return st;
 
     const pcbm_model *base = models[0];
@@ -251,6 +249,11 @@ pcbm_status pcbm_plan_build(pcbm_model *const *models, unsigned nmodels, const p
     if (nbaseonly > MAX_LISTED)
         pcbm_warn("%llu tensors in all are missing from some task models and copied from the base",
                   (unsigned long long)nbaseonly);
+    /* shapes first: a model of another architecture is best described by its shapes */
+    if (!nmism && (st = check_extra(models, nmodels, o->allow_extra, err)) != PCBM_OK) {
+        pcbm_plan_free(p);
+        return st;
+    }
     if (nmism) {
         pcbm_plan_free(p);
         return pcbm_fail(err, PCBM_ERR_MISMATCH,
