@@ -178,7 +178,8 @@ static pcbm_status size_buffers(pcbm_engine *e, pcbm_error *err)
                                                                     e->cfg.reserved_bytes);
             return pcbm_fail(err, PCBM_ERR_NOMEM,
                              "--mem %s is too small for %u models with %u threads: at least %s "
-                             "is needed (%s of it for statistics); raise --mem or lower --threads",
+                             "is needed (%s of it for statistics and working buffers); raise --mem or lower "
+                             "--threads",
                              pcbm_fmt_bytes(e->cfg.mem_bytes, have, sizeof have), p->nmodels,
                              e->cfg.threads, pcbm_fmt_bytes(min, need, sizeof need),
                              pcbm_fmt_bytes(e->cfg.reserved_bytes, (char[32]){0}, 32));
