@@ -4,24 +4,14 @@
  * dare_linear (task arithmetic over DARE-dropped, rescaled task vectors).
  */
 #include "merge.h"
+#include "../kernels/mkern.h"
 #include "../kernels/rng.h"
 
 /* tmp[k] = base + λ·Σ τ_i (one λ) or base + Σ λ_i·τ_i (per-task λ). */
 static void task_sum(const pcbm_mctx *mc, const pcbm_tile *tl)
 {
-    unsigned N = mc->ntasks;
-    for (unsigned k = 0; k < tl->n; k++) {
-        float acc = 0.0f;
-        if (mc->per_task_lambdas) {
-            for (unsigned i = 0; i < N; i++)
-                acc += mc->lam[i] * tl->tau[i][k];
-        } else {
-            for (unsigned i = 0; i < N; i++)
-                acc += tl->tau[i][k];
-            acc = mc->lam[0] * acc;
-        }
-        tl->tmp[k] = tl->base[k] + acc;
-    }
+    pcbm_k_task_sum((const float *const *)tl->tau, mc->ntasks,
+                    mc->per_task_lambdas ? mc->lam : NULL, mc->lam[0], tl->base, tl->tmp, tl->n);
 }
 
 static void tile_task_arithmetic(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
@@ -40,11 +30,8 @@ static void tile_dare_linear(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, voi
     uint8_t keep[PCBM_TILE];
     float dens = (float)mc->o->density;
     for (unsigned i = 0; i < N; i++) {
-        pcbm_dare_mask(mc->o->seed, i, key, tl->start, tl->n, mc->o->density, keep);
-        for (unsigned k = 0; k < tl->n; k++) {
-            kept[i] += keep[k];
-            tl->tau[i][k] = keep[k] ? tl->tau[i][k] / dens : 0.0f;
-        }
+        kept[i] += pcbm_dare_mask(mc->o->seed, i, key, tl->start, tl->n, mc->o->density, keep);
+        pcbm_k_dare_scale(tl->tau[i], keep, dens, tl->tau[i], tl->n);
     }
     task_sum(mc, tl);
 }
@@ -56,15 +43,12 @@ static void tile_linear(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *ar
     uint64_t *kept = pcbm_kept_local(mc, w);
     for (unsigned i = 0; i < N; i++)
         kept[i] += tl->n;
-    float wsum = 0.0f;
-    for (unsigned i = 0; i < N; i++)
-        wsum += (float)wts[i];
-    for (unsigned k = 0; k < tl->n; k++) {
-        float acc = 0.0f;
-        for (unsigned i = 0; i < N; i++)
-            acc += (float)wts[i] * tl->theta[i][k];
-        tl->tmp[k] = acc / wsum;
+    float wf[PCBM_MAX_TASKS], wsum = 0.0f;
+    for (unsigned i = 0; i < N; i++) {
+        wf[i] = (float)wts[i];
+        wsum += wf[i];
     }
+    pcbm_k_linear((const float *const *)tl->theta, N, wf, wsum, tl->tmp, tl->n);
 }
 
 pcbm_status pcbm_run_simple(pcbm_mctx *mc, pcbm_error *err)

@@ -5,6 +5,7 @@
  * the trim, then the same election and disjoint mean). Thresholds are exact (radix select).
  */
 #include "merge.h"
+#include "../kernels/mkern.h"
 #include "../kernels/rng.h"
 #include "../stats/qsel.h"
 
@@ -39,55 +40,34 @@ static void trimmed(pcbm_mctx *mc, const ties_state *ts, const pcbm_tile *tl, ui
         uint8_t keep[PCBM_TILE];
         float dens = (float)mc->o->density;
         for (unsigned i = 0; i < N; i++) {
-            pcbm_dare_mask(mc->o->seed, i, key, tl->start, tl->n, mc->o->density, keep);
-            for (unsigned k = 0; k < tl->n; k++) {
-                tl->theta[i][k] = keep[k] ? tl->tau[i][k] / dens : 0.0f;
-                if (kept)
-                    kept[i] += keep[k];
-            }
+            uint64_t k = pcbm_dare_mask(mc->o->seed, i, key, tl->start, tl->n, mc->o->density,
+                                        keep);
+            pcbm_k_dare_scale(tl->tau[i], keep, dens, tl->theta[i], tl->n);
+            if (kept)
+                kept[i] += k;
         }
         return;
     }
     for (unsigned i = 0; i < N; i++) {
-        for (unsigned k = 0; k < tl->n; k++) {
-            bool on = fabsf(tl->tau[i][k]) >= ts->thr[i];
-            tl->theta[i][k] = on ? tl->tau[i][k] : 0.0f;
-            if (kept)
-                kept[i] += on;
-        }
+        uint64_t k = pcbm_k_trim(tl->tau[i], ts->thr[i], tl->theta[i], tl->n);
+        if (kept)
+            kept[i] += k;
     }
 }
 
 static void tile_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     ties_state *ts = arg;
-    for (unsigned i = 0; i < mc->ntasks; i++) {
-        uint64_t *h = pcbm_hset_local(&ts->h, w, i);
-        for (unsigned k = 0; k < tl->n; k++)
-            h[pcbm_fkey(fabsf(tl->tau[i][k])) >> PCBM_QBITS]++;
-    }
+    for (unsigned i = 0; i < mc->ntasks; i++)
+        pcbm_k_hist_coarse(tl->tau[i], tl->n, true, 1, pcbm_hset_local(&ts->h, w, i));
 }
 
 static void tile_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     ties_state *ts = arg;
-    for (unsigned i = 0; i < mc->ntasks; i++) {
-        uint64_t *h = pcbm_hset_local(&ts->h, w, i);
-        uint32_t prefix = ts->sel[i].prefix;
-        for (unsigned k = 0; k < tl->n; k++) {
-            uint32_t key = pcbm_fkey(fabsf(tl->tau[i][k]));
-            if ((key >> PCBM_QBITS) == prefix)
-                h[key & (PCBM_QBINS - 1)]++;
-        }
-    }
-}
-
-static float elected_sum(const pcbm_mctx *mc, const pcbm_tile *tl, unsigned k)
-{
-    float s = 0.0f;
     for (unsigned i = 0; i < mc->ntasks; i++)
-        s += tl->theta[i][k];
-    return s;
+        pcbm_k_hist_fine(tl->tau[i], tl->n, true, ts->sel[i].prefix,
+                         pcbm_hset_local(&ts->h, w, i));
 }
 
 static void tile_votes(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
@@ -95,31 +75,15 @@ static void tile_votes(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg
     ties_state *ts = arg;
     trimmed(mc, ts, tl, NULL);
     int64_t *v = ts->votes + 2 * (size_t)w;
-    for (unsigned k = 0; k < tl->n; k++) {
-        float s = elected_sum(mc, tl, k);
-        v[0] += s > 0.0f;
-        v[1] += s < 0.0f;
-    }
+    pcbm_k_sign_votes((const float *const *)tl->theta, mc->ntasks, tl->n, &v[0], &v[1]);
 }
 
 static void tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     ties_state *ts = arg;
     trimmed(mc, ts, tl, pcbm_kept_local(mc, w));
-    float lam = mc->lam[0];
-    for (unsigned k = 0; k < tl->n; k++) {
-        float s = elected_sum(mc, tl, k);
-        float sign = s > 0.0f ? 1.0f : (s < 0.0f ? -1.0f : ts->majority);
-        float acc = 0.0f, cnt = 0.0f;
-        for (unsigned i = 0; i < mc->ntasks; i++) {
-            float v = tl->theta[i][k];
-            if (sign > 0.0f ? v > 0.0f : v < 0.0f) {
-                acc += v;
-                cnt += 1.0f;
-            }
-        }
-        tl->tmp[k] = tl->base[k] + lam * (acc / fmaxf(cnt, 1.0f));
-    }
+    pcbm_k_ties_apply((const float *const *)tl->theta, mc->ntasks, tl->base, ts->majority,
+                      mc->lam[0], tl->tmp, tl->n);
 }
 
 static uint64_t range_elems(const pcbm_plan *p, size_t t0, size_t t1)

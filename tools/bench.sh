@@ -1,0 +1,223 @@
+#!/bin/bash
+# bench.sh — `make bench`: is a merge bound by the disk? On one generated family (a base and 3 task
+# models, bf16, >= 1 GB each, generated once and cached in bench-data/), in one run:
+#   1. the disk's floor: raw sequential O_DIRECT read of every input, raw O_DIRECT write of an
+#      output-sized file (tools/pcbm-bench.c);
+#   2. pcb, ties and task_arithmetic merges with the page cache dropped (root; otherwise said):
+#      seconds and GB/s per pass, the floor (reads of the inputs x raw read + raw write),
+#      floor / merge time, peak RSS (tools/peak-rss) against --mem + 48 MiB;
+#   3. the compute-only rate: the same merges with the inputs in the page cache (PCBM_BUFFERED=1),
+#      per pass GB/s and elements per second per thread, against twice what keeping up with
+#      2 GB/s of input takes (4 GB/s; for bf16, 1e9 input elements per second per thread);
+#   4. tests/reference/pcb_ref.py (in-memory NumPy) and pcbmerge on a family that fits in memory.
+# Prints a table; writes bench-data/bench.json (BENCH_JSON). The acceptance targets are in
+# README.md ("Performance").
+# Environment: BUILD (build), BENCH_DATA (bench-data), BENCH_PARAMS (540M elements per model),
+# BENCH_MEM (1G), BENCH_THREADS (2), BENCH_REF_PARAMS (20M), BENCH_METHODS
+# ("pcb ties task_arithmetic"), BENCH_SKIP_REF=1.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${BUILD:-build}
+case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+BIN=$BUILD/pcbmerge
+TOOLS=$BUILD/tools
+DATA=${BENCH_DATA:-$ROOT/bench-data}
+PARAMS=${BENCH_PARAMS:-540M}
+REF_PARAMS=${BENCH_REF_PARAMS:-20M}
+MEM=${BENCH_MEM:-1G}
+THREADS=${BENCH_THREADS:-2}
+METHODS=${BENCH_METHODS:-pcb ties task_arithmetic}
+JSON=${BENCH_JSON:-$DATA/bench.json}
+PY=/usr/bin/python3
+NTASKS=3
+
+for t in "$BIN" "$TOOLS/pcbm-gen" "$TOOLS/pcbm-bench"; do
+    [ -x "$t" ] || { echo "bench: $t is missing: run make all" >&2; exit 1; }
+done
+mkdir -p "$DATA"
+WORK=$(mktemp -d "$DATA/run.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+say() { echo "bench: $*" >&2; }
+
+# family DIR PARAMS: generate once (a stamp records how)
+family() {
+    local dir=$1 params=$2 stamp="bf16 tasks=$NTASKS params=$2 seed=1"
+    if [ ! -f "$dir/.stamp" ] || [ "$(cat "$dir/.stamp")" != "$stamp" ]; then
+        say "generating $dir ($stamp; once, then cached)"
+        rm -rf "$dir"
+        "$TOOLS/pcbm-gen" --quiet --out "$dir" --tasks $NTASKS --dtype bf16 --params "$params" --seed 1
+        echo "$stamp" >"$dir/.stamp"
+    fi
+}
+
+inputs() { # the data files of a family
+    find "$1/base" "$1"/task? -name '*.safetensors' | sort
+}
+
+DROP=1
+drop_caches() {
+    if [ "$DROP" = 1 ]; then
+        "$TOOLS/pcbm-bench" drop-caches 2>/dev/null || { DROP=0; say "cannot drop the page cache (not root): cold-cache numbers are not cold"; }
+    fi
+}
+
+warm() { cat $(inputs "$1") >/dev/null; }
+
+peak() { # peak OUTJSON CMD...: run CMD under peak-rss (or /usr/bin/time)
+    local out=$1
+    shift
+    if [ -x "$TOOLS/peak-rss" ]; then
+        "$TOOLS/peak-rss" --json --output "$out" -- "$@"
+    else
+        /usr/bin/time -f '{"peak_rss_bytes":%M000,"via":"time"}' -o "$out" "$@"
+    fi
+}
+
+merge() { # merge FAMILY METHOD OUT [env...]: pcbmerge merge with the bench's settings
+    local fam=$1 m=$2 out=$3
+    rm -rf "$out" "$out.partial"
+    peak "$out.rss.json" "$BIN" merge --base "$fam/base" --out "$out" --method "$m" --mem "$MEM" \
+        --threads "$THREADS" --progress none --quiet "$fam"/task?
+}
+
+FAM=$DATA/family-bf16-n$NTASKS-$PARAMS
+family "$FAM" "$PARAMS"
+IN_BYTES=$(cat $(inputs "$FAM") | wc -c)
+OUT_BYTES=$(cat $(find "$FAM/base" -name '*.safetensors') | wc -c)
+
+say "raw sequential read of the inputs (O_DIRECT)"
+drop_caches
+"$TOOLS/pcbm-bench" read $(inputs "$FAM") >"$WORK/raw-read.json"
+say "raw write of an output-sized file (O_DIRECT + fsync)"
+"$TOOLS/pcbm-bench" write "$WORK/raw-write.tmp" "$OUT_BYTES" >"$WORK/raw-write.json"
+rm -f "$WORK/raw-write.tmp"
+
+for m in $METHODS; do
+    say "$m: cold cache"
+    drop_caches
+    merge "$FAM" "$m" "$WORK/cold-$m"
+    cp "$WORK/cold-$m/merge_report.json" "$WORK/cold-$m.json"
+    cp "$WORK/cold-$m.rss.json" "$WORK/cold-$m.rss"
+    rm -rf "$WORK/cold-$m"
+    say "$m: inputs in the page cache (PCBM_BUFFERED=1), best of 2"
+    for r in 1 2; do
+        warm "$FAM"
+        PCBM_BUFFERED=1 merge "$FAM" "$m" "$WORK/hot-$m-$r"
+        cp "$WORK/hot-$m-$r/merge_report.json" "$WORK/hot-$m-$r.json"
+        rm -rf "$WORK/hot-$m-$r"
+    done
+done
+
+REF_TIMES=""
+if [ "${BENCH_SKIP_REF:-0}" != 1 ] && "$PY" -c 'import numpy' 2>/dev/null; then
+    RFAM=$DATA/family-bf16-n$NTASKS-$REF_PARAMS
+    family "$RFAM" "$REF_PARAMS"
+    warm "$RFAM"
+    t0=$(date +%s.%N)
+    "$BIN" merge --base "$RFAM/base" --out "$WORK/ref-ours" --method pcb --mem "$MEM" \
+        --threads "$THREADS" --progress none --quiet "$RFAM"/task?
+    t1=$(date +%s.%N)
+    for math in f32 cr; do
+        say "NumPy reference (pcb_ref.py --math $math) on $REF_PARAMS elements per model"
+        s0=$(date +%s.%N)
+        "$PY" "$ROOT/tests/reference/pcb_ref.py" merge --base "$RFAM/base" --out "$WORK/ref-np-$math" \
+            --method pcb --math $math "$RFAM"/task? >/dev/null
+        s1=$(date +%s.%N)
+        REF_TIMES+="\"$math\":$(awk "BEGIN{print $s1 - $s0}"),"
+        rm -rf "$WORK/ref-np-$math"
+    done
+    REF_TIMES="{${REF_TIMES%,},\"ours\":$(awk "BEGIN{print $t1 - $t0}"),\"params\":\"$REF_PARAMS\"}"
+    rm -rf "$WORK/ref-ours"
+else
+    say "NumPy comparison skipped (BENCH_SKIP_REF=1 or no numpy for $PY)"
+    REF_TIMES=null
+fi
+
+"$PY" - "$WORK" "$JSON" "$IN_BYTES" "$OUT_BYTES" "$MEM" "$THREADS" "$DROP" "$REF_TIMES" "$PARAMS" \
+    $METHODS <<'EOF'
+import json, sys, os
+work, out, in_bytes, out_bytes, mem, threads, dropped, ref = sys.argv[1:9]
+params = sys.argv[9]
+methods = sys.argv[10:]
+in_bytes, out_bytes, threads = int(in_bytes), int(out_bytes), int(threads)
+def size(s):
+    u = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40}
+    return int(float(s[:-1]) * u[s[-1]]) if s[-1] in u else int(s)
+mem_b = size(mem)
+rd = json.load(open(f"{work}/raw-read.json"))
+wr = json.load(open(f"{work}/raw-write.json"))
+ELEM = 2  # bf16
+NEED = 4e9  # 2 x 2 GB/s of input
+res = {"params_per_model": params, "input_bytes": in_bytes, "output_bytes": out_bytes,
+       "threads": threads, "mem": mem, "cache_dropped": dropped == "1",
+       "raw_read": rd, "raw_write": wr, "methods": {}, "numpy": json.loads(ref)}
+rows = []
+for m in methods:
+    cold = json.load(open(f"{work}/cold-{m}.json"))
+    rss = json.load(open(f"{work}/cold-{m}.rss"))
+    hots = [json.load(open(f"{work}/hot-{m}-{r}.json")) for r in (1, 2)]
+    hot = min(hots, key=lambda h: h["seconds"])
+    reads = cold["bytes_read"] / in_bytes
+    floor = reads * rd["seconds"] + wr["seconds"] * cold["bytes_written"] / max(wr["bytes"], 1)
+    passes = []
+    for pc, ph in zip(cold["passes"], hot["passes"]):
+        full = pc["bytes_read"] > 0.5 * in_bytes
+        e = {"name": pc["name"], "bytes_read": pc["bytes_read"], "cold_s": pc["seconds"],
+             "cold_gbps": pc["bytes_read"] / pc["seconds"] / 1e9 if pc["seconds"] else 0,
+             "hot_s": ph["seconds"],
+             "hot_gbps": ph["bytes_read"] / ph["seconds"] / 1e9 if ph["seconds"] else 0,
+             "hot_elems_per_s_per_thread": ph["bytes_read"] / ELEM / ph["seconds"] / threads
+             if ph["seconds"] else 0, "full_read": full}
+        passes.append(e)
+    full = [p for p in passes if p["full_read"]]
+    worst = min(p["hot_gbps"] for p in full) if full else 0
+    hot_total = sum(p["bytes_read"] for p in passes) / sum(p["hot_s"] for p in passes)
+    r = {"seconds": cold["seconds"], "floor_s": floor, "floor_over_merge": floor / cold["seconds"],
+         "merge_over_floor": cold["seconds"] / floor, "reads_of_inputs": reads,
+         "stats": cold.get("stats"), "peak_rss": rss.get("peak_rss_bytes"),
+         "rss_limit": mem_b + (48 << 20), "hot_seconds": hot["seconds"],
+         "hot_gbps_worst_full_pass": worst, "hot_gbps_all_passes": hot_total / 1e9,
+         "compute_vs_need": worst * 1e9 / NEED, "passes": passes}
+    res["methods"][m] = r
+json.dump(res, open(out, "w"), indent=1)
+
+gb = lambda b: b / 1e9
+print()
+print(f"pcbmerge bench: base + 3 tasks, bf16, {params} elements per model "
+      f"({gb(in_bytes):.2f} GB of inputs, {gb(out_bytes):.2f} GB out), --mem {mem}, "
+      f"{threads} threads" + ("" if dropped == "1" else "  [page cache NOT dropped: not root]"))
+print(f"disk floor: raw read {rd['gbps']:.2f} GB/s ({rd['seconds']:.2f} s for the inputs), "
+      f"raw write {wr['gbps']:.2f} GB/s ({wr['seconds']:.2f} s)")
+print()
+hdr = f"{'method':17} {'pass':10} {'read GB':>8} {'cold s':>7} {'cold GB/s':>9} {'hot s':>7} {'hot GB/s':>8} {'Melem/s/thr':>11}"
+print(hdr)
+print("-" * len(hdr))
+for m in methods:
+    r = res["methods"][m]
+    for p in r["passes"]:
+        print(f"{m:17} {p['name']:10} {gb(p['bytes_read']):8.2f} {p['cold_s']:7.2f} {p['cold_gbps']:9.2f} "
+              f"{p['hot_s']:7.2f} {p['hot_gbps']:8.2f} {p['hot_elems_per_s_per_thread'] / 1e6:11.0f}")
+    print(f"{m:17} {'total':10} {r['reads_of_inputs'] * gb(in_bytes):8.2f} {r['seconds']:7.2f} "
+          f"{'':9} {r['hot_seconds']:7.2f}")
+print()
+hdr = f"{'method':17} {'reads':>5} {'floor s':>7} {'merge s':>7} {'floor/merge':>11} {'merge/floor':>11} {'peak RSS':>9} {'limit':>9} {'compute':>8}"
+print(hdr)
+print("-" * len(hdr))
+for m in methods:
+    r = res["methods"][m]
+    print(f"{m:17} {r['reads_of_inputs']:5.2f} {r['floor_s']:7.2f} {r['seconds']:7.2f} "
+          f"{r['floor_over_merge']:11.2f} {r['merge_over_floor']:11.2f} "
+          f"{r['peak_rss'] / 2**20:8.0f}M {r['rss_limit'] / 2**20:8.0f}M "
+          f"{r['compute_vs_need']:7.2f}x")
+print("  floor = reads of the inputs x raw read time + raw write time; compute = slowest full pass with")
+print("  the inputs cached, in units of 4 GB/s (twice what keeping up with 2 GB/s of input takes)")
+if res["numpy"]:
+    n = res["numpy"]
+    print()
+    print(f"NumPy reference (tests/reference/pcb_ref.py, pcb, {n['params']} elements per model): "
+          f"--math f32 {n['f32']:.1f} s, --math cr {n['cr']:.1f} s; pcbmerge {n['ours']:.2f} s: "
+          f"{n['f32'] / n['ours']:.0f}x / {n['cr'] / n['ours']:.0f}x faster")
+print()
+print(f"JSON: {out}")
+EOF
