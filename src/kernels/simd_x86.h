@@ -287,10 +287,15 @@ VINL vm vnonzero_u8(const uint8_t *p)
 VINL vf vfminf(vf a, vf b) { return vsel(visnan(b), a, vmin(a, b)); }
 VINL vf vfmaxf(vf a, vf b) { return vsel(visnan(b), a, vmax(a, b)); }
 VINL vm vm_all(void) { return vgt(vset1(1.0f), vzero()); }
-/* pcbm_tanhf: the polynomial branch alone when every lane is in it (task vectors: always) */
+/* pcbm_tanhf, cheaper where every lane allows it: below 2^-13 tanh(x) is x itself (the scalar
+ * definition returns x there, and the polynomial gives exactly x: dmath.c), below TANH_POLY the
+ * polynomial branch alone. Products of task-vector elements are almost always that small. */
 VINL vf vtanh_fast(vf x)
 {
-    return vm_full(vlt(vabs(x), vset1(TANH_POLY))) ? vtanh_small(x) : vtanh(x);
+    vf a = vabs(x);
+    if (vm_full(vlt(a, vset1(0x1p-13f))))
+        return x;
+    return vm_full(vlt(a, vset1(TANH_POLY))) ? vtanh_small(x) : vtanh(x);
 }
 
 #endif /* PCBM_SIMD_X86_H */

@@ -67,14 +67,18 @@ static float tau[NT][CAP], theta[NT][CAP], base[CAP], sum[CAP];
 static float a_out[4][CAP], b_out[4][CAP];
 static uint8_t keep[CAP];
 
-static void fill(bool special)
+/* round 0: small task vectors as in real checkpoints (products of two below 2^-13, the
+ * shortcut of tanh); rounds 1 and 2: larger ones, with special values */
+static void fill(int round)
 {
+    bool special = round > 0;
+    float scale = round == 0 ? 0.02f : 1.0f;
     for (size_t k = 0; k < CAP; k++) {
         base[k] = value(special) * 10.0f;
         keep[k] = (rnd() & 3) != 0;
         float s = 0.0f;
         for (int i = 0; i < NT; i++) {
-            tau[i][k] = value(special);
+            tau[i][k] = value(special) * scale;
             theta[i][k] = base[k] + tau[i][k];
             s += tau[i][k];
         }
@@ -101,7 +105,7 @@ typedef void (*case_fn)(int lv, size_t n, size_t off);
 static void every_path(case_fn fn)
 {
     for (int round = 0; round < 3; round++) {
-        fill(round > 0);
+        fill(round);
         for (size_t li = 0; li < NLENS; li++)
             for (size_t off = 0; off < 4; off += 3) {
                 if (lens[li] + off > CAP)
