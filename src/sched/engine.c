@@ -430,8 +430,10 @@ static pcbm_status flush_durable(pcbm_engine *e, pcbm_error *err)
             st = e->on_segment(e->seg_arg, sg, err);
         done++;
     }
-    memmove(e->pend, e->pend + done, (e->npend - done) * sizeof *e->pend);
-    e->npend -= done;
+    if (done) {
+        memmove(e->pend, e->pend + done, (e->npend - done) * sizeof *e->pend);
+        e->npend -= done;
+    }
     return st;
 }
 
