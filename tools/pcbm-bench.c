@@ -8,9 +8,10 @@
  *   pcbm-bench kernels [--tasks N] [--tiles T] [--level L] [--only NAME] [--reps R]
  *                                                          merge kernels, every CPU path
  *
- * read/write print one JSON object {"bytes":B,"seconds":S,"gbps":G} on stdout: the disk's floor,
- * what an out-of-core merge can at best approach. They keep Q requests of SIZE (default 16 x
- * 4 MiB) in flight with io_uring, files one after the other, as the merge's engine does.
+ * read/write print one JSON object {"bytes":B,"seconds":S,"gbps":G,...} on stdout: the disk's
+ * floor, what an out-of-core merge can at best approach. They keep Q requests of SIZE (default
+ * 32 x 4 MiB) in flight with io_uring, taken from the files in turn (every file in flight at
+ * once, as a merge reads its models).
  * kernels prints, per kernel and CPU path, elements per second on one thread (one tile of
  * PCBM_TILE task-vector elements per call, data in L1/L2) — for finding the hot loop, not a
  * promise about whole merges.
@@ -77,32 +78,50 @@ static int parse_io_opts(int argc, char **argv, int *i, rawio *o)
     return 0;
 }
 
-/* Stream [0, size) of fd through depth buffers: reads (write = 0) or writes of a fixed pattern. */
-static int stream_fd(struct io_uring *ring, int fd, uint64_t size, bool write, const rawio *o,
-                     void **bufs, const char *path)
+/* One file of a raw transfer. */
+typedef struct xfile {
+    int fd;
+    uint64_t size, next;
+    const char *path;
+} xfile;
+
+/* Stream every file [0, size) through depth buffers of block bytes, requests taken from the
+ * files in turn (all files in flight at once, as a merge reads its models): reads, or writes of
+ * a fixed pattern. */
+static int stream_files(struct io_uring *ring, xfile *f, unsigned nf, bool write, const rawio *o,
+                        void **bufs)
 {
-    uint64_t next = 0, done = 0;
-    unsigned inflight = 0;
+    uint64_t total = 0, done = 0;
+    for (unsigned i = 0; i < nf; i++)
+        total += f[i].size;
+    unsigned inflight = 0, turn = 0;
     bool *busy = calloc(o->depth, sizeof *busy);
     if (!busy)
         return -ENOMEM;
     int rc = 0;
-    while (done < size && rc == 0) {
-        while (next < size && inflight < o->depth) {
+    while (done < total && rc == 0) {
+        while (inflight < o->depth) {
+            unsigned i = 0;
+            for (; i < nf && f[(turn + i) % nf].next >= f[(turn + i) % nf].size; i++)
+                ;
+            if (i == nf)
+                break;
+            xfile *x = &f[(turn + i) % nf];
+            turn = (turn + i + 1) % nf;
             unsigned b = 0;
             while (busy[b])
                 b++;
-            uint64_t len = size - next < o->block ? size - next : o->block;
+            uint64_t len = x->size - x->next < o->block ? x->size - x->next : o->block;
             uint64_t alen = (len + 4095) / 4096 * 4096;
             struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
             if (write)
-                io_uring_prep_write(sqe, fd, bufs[b], (unsigned)alen, next);
+                io_uring_prep_write(sqe, x->fd, bufs[b], (unsigned)alen, x->next);
             else
-                io_uring_prep_read(sqe, fd, bufs[b], (unsigned)alen, next);
-            io_uring_sqe_set_data64(sqe, ((uint64_t)b << 40) | len);
+                io_uring_prep_read(sqe, x->fd, bufs[b], (unsigned)alen, x->next);
+            io_uring_sqe_set_data64(sqe, ((uint64_t)b << 48) | ((uint64_t)(x - f) << 40) | len);
             busy[b] = true;
             inflight++;
-            next += len;
+            x->next += len;
         }
         io_uring_submit(ring);
         struct io_uring_cqe *cqe;
@@ -111,11 +130,12 @@ static int stream_fd(struct io_uring *ring, int fd, uint64_t size, bool write, c
         uint64_t data = io_uring_cqe_get_data64(cqe);
         uint64_t want = data & ((1ull << 40) - 1);
         if (cqe->res < 0 || (uint64_t)cqe->res < want) {
-            fprintf(stderr, "pcbm-bench: %s of %s failed: %s\n", write ? "write" : "read", path,
+            fprintf(stderr, "pcbm-bench: %s of %s failed: %s\n", write ? "write" : "read",
+                    f[(data >> 40) & 0xff].path,
                     cqe->res < 0 ? strerror(-cqe->res) : "short transfer");
             rc = cqe->res < 0 ? cqe->res : -EIO;
         }
-        busy[data >> 40] = false;
+        busy[data >> 48] = false;
         inflight--;
         done += want;
         io_uring_cqe_seen(ring, cqe);
@@ -133,9 +153,10 @@ static int stream_fd(struct io_uring *ring, int fd, uint64_t size, bool write, c
 
 static int cmd_rawio(int argc, char **argv, bool write)
 {
-    rawio o = {16, 4u << 20};
+    rawio o = {32, 4u << 20};
     int i = 2;
-    if (parse_io_opts(argc, argv, &i, &o) != 0 || i >= argc || (write && i + 2 != argc))
+    if (parse_io_opts(argc, argv, &i, &o) != 0 || i >= argc || (write && i + 2 != argc) ||
+        argc - i > 255)
         return usage();
     struct io_uring ring;
     int rc = io_uring_queue_init(o.depth * 2, &ring, 0);
@@ -145,14 +166,15 @@ static int cmd_rawio(int argc, char **argv, bool write)
     }
     void **bufs = calloc(o.depth, sizeof *bufs);
     for (unsigned b = 0; b < o.depth; b++) {
-        if (posix_memalign(&bufs[b], 4096, o.block) != 0) {
+        if (!bufs || posix_memalign(&bufs[b], 4096, o.block) != 0) {
             fprintf(stderr, "pcbm-bench: out of memory\n");
             return 1;
         }
         memset(bufs[b], 0x5a, o.block);
     }
+    xfile f[256];
+    unsigned nf = 0;
     uint64_t total = 0;
-    double t0 = now();
     if (write) {
         uint64_t size;
         if (pcbm_parse_size(argv[i + 1], &size) != 0)
@@ -162,35 +184,38 @@ static int cmd_rawio(int argc, char **argv, bool write)
             fprintf(stderr, "pcbm-bench: cannot create %s: %s\n", argv[i], strerror(errno));
             return 1;
         }
-        rc = stream_fd(&ring, fd, size, true, &o, bufs, argv[i]);
-        if (rc == 0 && (ftruncate(fd, (off_t)size) != 0 || fsync(fd) != 0)) {
-            fprintf(stderr, "pcbm-bench: cannot finish %s: %s\n", argv[i], strerror(errno));
-            rc = -EIO;
-        }
-        close(fd);
-        total = size;
+        f[nf++] = (xfile){fd, size, 0, argv[i]};
     } else {
-        for (; i < argc && rc == 0; i++) {
+        for (; i < argc; i++) {
             int fd = open(argv[i], O_RDONLY | O_DIRECT);
             struct stat st;
             if (fd < 0 || fstat(fd, &st) != 0) {
                 fprintf(stderr, "pcbm-bench: cannot open %s: %s\n", argv[i], strerror(errno));
                 return 1;
             }
-            rc = stream_fd(&ring, fd, (uint64_t)st.st_size, false, &o, bufs, argv[i]);
-            total += (uint64_t)st.st_size;
-            close(fd);
+            f[nf++] = (xfile){fd, (uint64_t)st.st_size, 0, argv[i]};
         }
     }
+    for (unsigned j = 0; j < nf; j++)
+        total += f[j].size;
+    double t0 = now();
+    rc = stream_files(&ring, f, nf, write, &o, bufs);
+    if (rc == 0 && write && (ftruncate(f[0].fd, (off_t)f[0].size) != 0 || fsync(f[0].fd) != 0)) {
+        fprintf(stderr, "pcbm-bench: cannot finish %s: %s\n", f[0].path, strerror(errno));
+        rc = -EIO;
+    }
     double secs = now() - t0;
+    for (unsigned j = 0; j < nf; j++)
+        close(f[j].fd);
     io_uring_queue_exit(&ring);
     for (unsigned b = 0; b < o.depth; b++)
         free(bufs[b]);
     free(bufs);
     if (rc != 0)
         return 1;
-    printf("{\"bytes\":%llu,\"seconds\":%.6f,\"gbps\":%.4f}\n", (unsigned long long)total, secs,
-           secs > 0 ? (double)total / secs / 1e9 : 0.0);
+    printf("{\"bytes\":%llu,\"seconds\":%.6f,\"gbps\":%.4f,\"depth\":%u,\"block\":%llu}\n",
+           (unsigned long long)total, secs, secs > 0 ? (double)total / secs / 1e9 : 0.0, o.depth,
+           (unsigned long long)o.block);
     return 0;
 }
 
