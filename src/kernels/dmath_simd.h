@@ -3,8 +3,9 @@
  * merge kernels can call them on registers without a round trip through memory. dmath.c's array
  * forms use these same functions: there is one implementation per vector width, and each one
  * performs the scalar definition's float operations in the same order (no FMA, no reassociation).
- * The _inrange / _small forms are the same functions for lanes known to need none of the range
- * fix-ups (exp of [EXP_LO, EXP_HI], tanh of |x| < TANH_POLY, no NaN): the same bits, cheaper.
+ * The _inrange / _nonneg / _small forms are the same functions for lanes known to need none of
+ * the range fix-ups (exp of [EXP_LO, EXP_HI] or of [0, 87], tanh of |x| < TANH_POLY, no NaN):
+ * the same bits, cheaper.
  * Callers are compiled with -ffp-contract=off (the Makefile's flags) and a target that includes
  * the functions' own (PCBM_T_DM_AVX2 / PCBM_T_DM_AVX512), so GCC inlines them.
  */
@@ -84,6 +85,15 @@ T_AVX2 static inline __m256 expf8_avx2_core(__m256 xc)
 /* expf8_avx2 for lanes known to lie in [EXP_LO, EXP_HI] (no NaN): there the clamps and the
  * fix-ups below change nothing, so the result is the same bits. */
 T_AVX2 static inline __m256 expf8_avx2_inrange(__m256 x) { return expf8_avx2_core(x); }
+
+/* expf8_avx2 for lanes known to lie in [0, 87]: k is in [0, 126], so scaling by 2^k at once is
+ * exact like the two steps (the result is a normal float): the same bits. */
+T_AVX2 static inline __m256 expf8_avx2_nonneg(__m256 x)
+{
+    __m256i k;
+    __m256 y = _mm256_add_ps(exp_reduce_avx2(x, &k), _mm256_set1_ps(1.0f));
+    return _mm256_mul_ps(y, pow2i_avx2(k));
+}
 
 T_AVX2 static inline __m256 expf8_avx2(__m256 x)
 {
@@ -181,6 +191,14 @@ T_AVX512 static inline __m512 expf16_avx512_core(__m512 xc)
 
 /* expf16_avx512 for lanes known to lie in [EXP_LO, EXP_HI] (no NaN): the same bits. */
 T_AVX512 static inline __m512 expf16_avx512_inrange(__m512 x) { return expf16_avx512_core(x); }
+
+/* expf16_avx512 for lanes known to lie in [0, 87]: one exact scaling by 2^k, the same bits. */
+T_AVX512 static inline __m512 expf16_avx512_nonneg(__m512 x)
+{
+    __m512i k;
+    __m512 y = _mm512_add_ps(exp_reduce_avx512(x, &k), _mm512_set1_ps(1.0f));
+    return _mm512_mul_ps(y, pow2i_avx512(k));
+}
 
 T_AVX512 static inline __m512 expf16_avx512(__m512 x)
 {

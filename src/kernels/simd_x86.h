@@ -60,6 +60,7 @@ VINL vf vsel(vm m, vf t, vf f) { return _mm512_mask_blend_ps(m, f, t); }   /* m 
 VINL bool vm_full(vm m) { return m == 0xffff; }
 VINL vf vexp(vf x) { return expf16_avx512(x); }
 VINL vf vexp_inrange(vf x) { return expf16_avx512_inrange(x); }
+VINL vf vexp_nonneg(vf x) { return expf16_avx512_nonneg(x); }
 VINL vf vtanh(vf x) { return tanhf16_avx512(x); }
 VINL vf vtanh_small(vf x) { return tanhf16_avx512_small(x); }
 /* pcbm_fkey: (u & sign) ? ~u : u | sign */
@@ -151,6 +152,7 @@ VINL vf vsel(vm m, vf t, vf f) { return _mm256_blendv_ps(f, t, m); }
 VINL bool vm_full(vm m) { return _mm256_movemask_ps(m) == 0xff; }
 VINL vf vexp(vf x) { return expf8_avx2(x); }
 VINL vf vexp_inrange(vf x) { return expf8_avx2_inrange(x); }
+VINL vf vexp_nonneg(vf x) { return expf8_avx2_nonneg(x); }
 VINL vf vtanh(vf x) { return tanhf8_avx2(x); }
 VINL vf vtanh_small(vf x) { return tanhf8_avx2_small(x); }
 VINL vi vkey(vf x)
