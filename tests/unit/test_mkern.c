@@ -367,6 +367,59 @@ static void c_ties(int lv, size_t n, size_t off)
         }
 }
 
+/* The cheaper vector forms of exp and tanh (kernels/dmath_simd.h) against the scalar definitions:
+ * exp on [0, 87] (every 61st float; tools/ulp-check style exhaustive run: 0 differences), tanh
+ * below TANH_POLY and below 2^-13 (where it is the identity). */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include "kernels/dmath.h"
+#include "kernels/dmath_simd.h"
+__attribute__((target("avx2,avx512f,avx512bw,avx512dq,avx512vl"))) static void
+exp_forms_avx512(uint32_t lo, uint32_t hi, uint32_t step)
+{
+    for (uint32_t u = lo; u <= hi; u += 16 * step) {
+        float x[16], y[16], t[16];
+        for (int j = 0; j < 16; j++)
+            x[j] = u2f(u + (uint32_t)j * step > hi ? hi : u + (uint32_t)j * step);
+        _mm512_storeu_ps(y, expf16_avx512_nonneg(_mm512_loadu_ps(x)));
+        _mm512_storeu_ps(t, tanhf16_avx512_small(_mm512_loadu_ps(x)));
+        for (int j = 0; j < 16; j++) {
+            assert_int_equal(f2u(y[j]), f2u(pcbm_expf(x[j])));
+            if (x[j] < 0.625f)
+                assert_int_equal(f2u(t[j]), f2u(pcbm_tanhf(x[j])));
+            if (x[j] < 0x1p-13f)
+                assert_int_equal(f2u(x[j]), f2u(pcbm_tanhf(x[j])));
+        }
+    }
+}
+__attribute__((target("avx2"))) static void exp_forms_avx2(uint32_t lo, uint32_t hi, uint32_t step)
+{
+    for (uint32_t u = lo; u <= hi; u += 8 * step) {
+        float x[8], y[8], t[8];
+        for (int j = 0; j < 8; j++)
+            x[j] = u2f(u + (uint32_t)j * step > hi ? hi : u + (uint32_t)j * step);
+        _mm256_storeu_ps(y, expf8_avx2_nonneg(_mm256_loadu_ps(x)));
+        _mm256_storeu_ps(t, tanhf8_avx2_small(_mm256_loadu_ps(x)));
+        for (int j = 0; j < 8; j++) {
+            assert_int_equal(f2u(y[j]), f2u(pcbm_expf(x[j])));
+            if (x[j] < 0.625f)
+                assert_int_equal(f2u(t[j]), f2u(pcbm_tanhf(x[j])));
+        }
+    }
+}
+#endif
+
+static void test_exp_forms(void **s)
+{
+    (void)s;
+#if defined(__x86_64__) && defined(__GNUC__)
+    uint32_t hi = f2u(87.0f);
+    if (pcbm_cpu_detect() >= PCBM_CPU_AVX512)
+        exp_forms_avx512(0, hi, 61);
+    if (pcbm_cpu_detect() >= PCBM_CPU_AVX2)
+        exp_forms_avx2(0, hi, 61);
+#endif
+}
+
 static void test_tau(void **s) { (void)s; every_path(c_tau); }
 static void test_sums(void **s) { (void)s; every_path(c_sums); }
 static void test_max_hist(void **s) { (void)s; every_path(c_max_hist); }
@@ -385,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_max_hist), cmocka_unit_test(test_win),
         cmocka_unit_test(test_pcb),     cmocka_unit_test(test_stream),
         cmocka_unit_test(test_ties),    cmocka_unit_test(test_stream_full),
+        cmocka_unit_test(test_exp_forms),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
