@@ -74,7 +74,7 @@ peak() { # peak OUTJSON CMD...: run CMD under peak-rss (or /usr/bin/time)
     fi
 }
 
-merge() { # merge FAMILY METHOD OUT [env...]: pcbmerge merge with the bench's settings
+merge() { # merge FAMILY METHOD OUT: pcbmerge merge with the bench's settings
     local fam=$1 m=$2 out=$3
     rm -rf "$out" "$out.partial"
     peak "$out.rss.json" "$BIN" merge --base "$fam/base" --out "$out" --method "$m" --mem "$MEM" \
@@ -125,10 +125,14 @@ for m in $METHODS; do
         fi
         rm -rf "$WORK/cold-$m"
     done
-    say "$m: inputs in the page cache (PCBM_BUFFERED=1, output in $HOTDIR), best of 2"
-    for r in 1 2; do
+    say "$m: inputs in the page cache (PCBM_BUFFERED=1, output in $HOTDIR), best of 2, and 1 thread"
+    for r in 1 2 t1; do
         warm "$FAM"
-        PCBM_BUFFERED=1 merge "$FAM" "$m" "$HOTDIR/hot-$m-$r"
+        if [ $r = t1 ]; then
+            PCBM_BUFFERED=1 THREADS=1 merge "$FAM" "$m" "$HOTDIR/hot-$m-$r"
+        else
+            PCBM_BUFFERED=1 merge "$FAM" "$m" "$HOTDIR/hot-$m-$r"
+        fi
         cp "$HOTDIR/hot-$m-$r/merge_report.json" "$WORK/hot-$m-$r.json"
         cp "$HOTDIR/hot-$m-$r.rss.json" "$WORK/hot-$m-$r.rss"
         rm -rf "$HOTDIR/hot-$m-$r"
@@ -185,18 +189,22 @@ for m in methods:
     hots = [(json.load(open(f"{work}/hot-{m}-{r}.json")), json.load(open(f"{work}/hot-{m}-{r}.rss")))
             for r in (1, 2)]
     hot, hrss = min(hots, key=lambda h: h[0]["seconds"])
+    one = json.load(open(f"{work}/hot-{m}-t1.json"))
     cpu = (hrss.get("user_seconds") or 0) + (hrss.get("sys_seconds") or 0)
     reads = cold["bytes_read"] / in_bytes
     floor = reads * rd["seconds"] + wr["seconds"] * cold["bytes_written"] / max(wr["bytes"], 1)
     passes = []
-    for pc, ph in zip(cold["passes"], hot["passes"]):
+    for pc, ph, p1 in zip(cold["passes"], hot["passes"], one["passes"]):
         full = pc["bytes_read"] > 0.5 * in_bytes
         e = {"name": pc["name"], "bytes_read": pc["bytes_read"], "cold_s": pc["seconds"],
              "cold_gbps": pc["bytes_read"] / pc["seconds"] / 1e9 if pc["seconds"] else 0,
              "hot_s": ph["seconds"],
              "hot_gbps": ph["bytes_read"] / ph["seconds"] / 1e9 if ph["seconds"] else 0,
              "hot_elems_per_s_per_thread": ph["bytes_read"] / ELEM / ph["seconds"] / threads
-             if ph["seconds"] else 0, "full_read": full}
+             if ph["seconds"] else 0,
+             "one_thread_s": p1["seconds"],
+             "one_thread_elems_per_s": p1["bytes_read"] / ELEM / p1["seconds"] if p1["seconds"] else 0,
+             "full_read": full}
         passes.append(e)
     full = [p for p in passes if p["full_read"]]
     worst = min(p["hot_gbps"] for p in full) if full else 0
@@ -220,14 +228,15 @@ print(f"pcbmerge bench: base + 3 tasks, bf16, {params} elements per model "
 print(f"disk floor: raw read {rd['gbps']:.2f} GB/s ({rd['seconds']:.2f} s for the inputs), "
       f"raw write {wr['gbps']:.2f} GB/s ({wr['seconds']:.2f} s)")
 print()
-hdr = f"{'method':17} {'pass':10} {'read GB':>8} {'cold s':>7} {'cold GB/s':>9} {'hot s':>7} {'hot GB/s':>8} {'Melem/s/thr':>11}"
+hdr = f"{'method':17} {'pass':10} {'read GB':>8} {'cold s':>7} {'cold GB/s':>9} {'hot s':>7} {'hot GB/s':>8} {'Melem/s/thr':>11} {'1-thr Melem/s':>13}"
 print(hdr)
 print("-" * len(hdr))
 for m in methods:
     r = res["methods"][m]
     for p in r["passes"]:
         print(f"{m:17} {p['name']:10} {gb(p['bytes_read']):8.2f} {p['cold_s']:7.2f} {p['cold_gbps']:9.2f} "
-              f"{p['hot_s']:7.2f} {p['hot_gbps']:8.2f} {p['hot_elems_per_s_per_thread'] / 1e6:11.0f}")
+              f"{p['hot_s']:7.2f} {p['hot_gbps']:8.2f} {p['hot_elems_per_s_per_thread'] / 1e6:11.0f} "
+              f"{p['one_thread_elems_per_s'] / 1e6:13.0f}")
     print(f"{m:17} {'total':10} {r['reads_of_inputs'] * gb(in_bytes):8.2f} {r['seconds']:7.2f} "
           f"{'':9} {r['hot_seconds']:7.2f}")
 print()
@@ -243,7 +252,9 @@ for m in methods:
 print("  floor = reads of the inputs x raw read time + raw write time; compute = slowest full pass with")
 print("  the inputs cached, in units of 4 GB/s (twice what keeping up with 2 GB/s of input takes);")
 print("  GB/CPU-s = bytes read per second of CPU time (user + system, every thread) with the inputs")
-print("  cached: the rate 2 threads would reach with nothing else on the machine is twice that")
+print("  cached: the rate 2 threads would reach with nothing else on the machine is twice that.")
+print("  Melem/s: input elements (every model's) per second; hot per thread = 2-thread run / 2;")
+print("  keeping up with 2 GB/s of bf16 input twice over takes 1000 Melem/s per thread on 2 threads")
 if res["numpy"]:
     n = res["numpy"]
     print()
