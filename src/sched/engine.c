@@ -1099,7 +1099,7 @@ pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *ps, pcbm_error *err
         rs.free_list = &e->slots[s];
     }
     bool show = !e->cfg.quiet && e->cfg.progress != PCBM_PROGRESS_NONE;
-    rs.pg = (progress){.start = t0, .total = pass_total_bytes(e, ps),
+    rs.pg = (progress){.start = t0, .last = t0, .total = pass_total_bytes(e, ps),
                        .json = show && e->cfg.progress == PCBM_PROGRESS_JSON,
                        .tty = show && e->cfg.progress == PCBM_PROGRESS_AUTO && isatty(2)};
     e->pass = ps;
