@@ -1,0 +1,55 @@
+#!/bin/bash
+# cli_progress.sh — what a merge prints: --progress json gives JSON lines (pass, bytes, total,
+# rate, eta) and a final line per pass; the summary names every pass with bytes and time, the
+# read ratio, peak memory and the I/O backend; --progress none prints no JSON; --quiet prints
+# nothing at all on success; --help and --version work; usage errors exit 2.
+. "$(dirname "$0")/lib.sh"
+need_bin
+need_gen
+need_numpy
+
+F=$TMP/fam
+gen "$F" --tasks 2 --dtype bf16 --preset small --seed 61
+T="$F/task1 $F/task2"
+check() {
+    local name=$1
+    shift
+    CASES=$((CASES + 1))
+    if "$@"; then echo "ok   $name"; else echo "FAIL $name"; FAILED+=("$name"); fi
+}
+json_lines() {
+    # shellcheck disable=SC2086
+    "$PCBM_BIN" merge --progress json --base "$F/base" --out "$TMP/j" $T 2>"$TMP/j.err" || return 1
+    grep '^{' "$TMP/j.err" | "$PY" -c '
+import json, sys
+passes = set()
+for line in sys.stdin:
+    d = json.loads(line)
+    assert set(d) >= {"pass", "bytes", "total", "rate", "eta"}, d
+    assert 0 <= d["bytes"] <= d["total"], d
+    passes.add(d["pass"])
+assert "apply" in passes, passes
+' && grep -q "pass apply .*read .*wrote" "$TMP/j.err" && grep -q "peak memory" "$TMP/j.err" &&
+        grep -Eq "x the inputs.*I/O (io_uring|pread)" "$TMP/j.err"
+}
+check "--progress json: JSON lines per pass, then the summary" json_lines
+none() {
+    # shellcheck disable=SC2086
+    "$PCBM_BIN" merge --progress none --base "$F/base" --out "$TMP/n" $T 2>"$TMP/n.err" &&
+        ! grep -q '^{' "$TMP/n.err" && grep -q "wrote $TMP/n" "$TMP/n.err"
+}
+check "--progress none: summary only" none
+quiet() {
+    local out
+    # shellcheck disable=SC2086
+    out=$("$PCBM_BIN" merge --quiet --base "$F/base" --out "$TMP/q" $T 2>&1) && [ -z "$out" ]
+}
+check "--quiet: nothing printed on success" quiet
+usage() {
+    "$PCBM_BIN" --help | grep -q "pcbmerge merge\|merge --base" && "$PCBM_BIN" --version | grep -q "^pcbmerge [0-9]" &&
+        { "$PCBM_BIN" merge --bogus >/dev/null 2>&1; [ $? -eq 2 ]; } &&
+        { "$PCBM_BIN" merge --base "$F/base" >/dev/null 2>&1; [ $? -eq 2 ]; } &&
+        { "$PCBM_BIN" frobnicate >/dev/null 2>&1; [ $? -eq 2 ]; }
+}
+check "--help, --version, usage errors exit 2" usage
+finish
