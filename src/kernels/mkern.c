@@ -169,6 +169,15 @@ void pcbm_ks_scores_at(const float *mag, const float *z, float lo, float hi, flo
     }
 }
 
+void pcbm_ks_scores_at_hi(const float *mag, const float *z, float lo, const float *hi, float nf,
+                          float *s, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        float x = norm_mag(mag[k], lo, hi[k]);
+        s[k] = pcbm_expf(nf * (x * x)) * z[k];
+    }
+}
+
 size_t pcbm_ks_stream_select(const float *sa, const float *sb, float wl, float wh, float track,
                              size_t n, uint32_t *idx, uint64_t *below)
 {

@@ -74,6 +74,9 @@ void pcbm_k_stream_scores(const float *tau, const float *sum, float lo, float ha
 /* Scores of the elements mag[j] (= |tau|), z[j] at (lo, hi): expf(nf * x^2) * z[j]. */
 void pcbm_k_scores_at(const float *mag, const float *z, float lo, float hi, float nf, float *s,
                       size_t n);
+/* The same with a bound hi[j] per element. */
+void pcbm_k_scores_at_hi(const float *mag, const float *z, float lo, const float *hi, float nf,
+                         float *s, size_t n);
 /* Which elements the full pass must look at one by one (idx has room for n + 16): with smin = fminf(sa, sb) and
  * smax = fmaxf(sa, sb), every k where sa or sb is NaN, or !(smax < wl) && !(smin > wh), or
  * smax > track; their indices go to idx[] in order (returns how many). For every other

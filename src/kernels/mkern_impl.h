@@ -40,6 +40,9 @@
     X(void, scores_at, (const float *mag, const float *z, float lo, float hi, float nf, float \
       *s, size_t n), \
       (mag, z, lo, hi, nf, s, n)) \
+    X(void, scores_at_hi, (const float *mag, const float *z, float lo, const float *hi, \
+      float nf, float *s, size_t n), \
+      (mag, z, lo, hi, nf, s, n)) \
     X(size_t, stream_select, (const float *sa, const float *sb, float wl, float wh, float track, \
       size_t n, uint32_t *idx, uint64_t *below), \
       (sa, sb, wl, wh, track, n, idx, below)) \

@@ -135,9 +135,11 @@ typedef struct pairbuf {
 
 /* Per-thread scratch of the full pass: the elements of a tile it visits one by one. */
 typedef struct fscratch {
-    uint32_t idx[PCBM_TILE + 16];
-    float mag[PCBM_TILE], z[PCBM_TILE];
-    float sc[NCAND * PCBM_TILE];    /* [candidate][element] */
+    uint32_t idx[PCBM_TILE + 16];   /* the elements of a tile visited one by one */
+    int atom[PCBM_TILE];            /* their atom (or -1) */
+    uint32_t scored[PCBM_TILE];     /* for each, where its scores start in sc (or ~0) */
+    float mag[NCAND * PCBM_TILE], z[NCAND * PCBM_TILE], hi[NCAND * PCBM_TILE];
+    float sc[NCAND * PCBM_TILE];    /* [element][candidate] */
 } fscratch;
 
 typedef struct sstate sstate;
@@ -372,25 +374,23 @@ static bool find_atoms(sstate *ss, unsigned i)
 /* ---- the full pass ---------------------------------------------------------------------- */
 
 /* One element of the full pass that may fall in the score window or beat a candidate's
- * maximum: sc[c] are its scores at the NCAND candidates of hi (pcbm_k_scores_at). */
+ * maximum: h is its atom (or -1), sc[c] its scores at the NCAND candidates of hi (computed
+ * whenever this function reads them). */
 static void element_full(const sstate *ss, unsigned i, fcount *fc, float sa, float sb, float tau,
-                         float z, const float *sc, size_t stride)
+                         float z, int h, const float *sc)
 {
     float wl = ss->wl[i], wh = ss->wh[i];
     float smin = fminf(sa, sb), smax = fmaxf(sa, sb);
     bool in_window = !(smax < wl) && !(smin > wh);
     bool track_max = smax > fc->smax_min;
     const atoms *at = &ss->at[i];
-    if (in_window && at->n) {
-        int h = atom_find(at, fabsf(tau), z);
-        if (h >= 0) {
-            fc->hcnt[h]++;
-            in_window = false; /* counted exactly, kept out of the bins */
-        }
+    if (in_window && at->n && h >= 0) {
+        fc->hcnt[h]++;
+        in_window = false; /* counted exactly, kept out of the bins */
     }
     if (in_window || track_max) {
         for (unsigned c = 0; c < NCAND; c++) {
-            float s = sc[c * stride];
+            float s = sc[c];
             if (track_max && (s > fc->smax[c] ||
                               (s == fc->smax[c] && rep_less(fabsf(tau), z, fc->amag[c], fc->az[c])))) {
                 fc->smax[c] = s;
@@ -422,7 +422,10 @@ static void element_full(const sstate *ss, unsigned i, fcount *fc, float sa, flo
 /* The full pass, per task: exact |tau| counts in the lo/hi windows; the scores at both ends of
  * the hi bracket tell which elements can matter to the score windows or maxima (most cannot:
  * they only count below the window, and pcbm_k_stream_full finds most of those without scoring
- * them fully); those are scored at every candidate, then visited in order. */
+ * them fully). Those are visited in order; the ones that need their scores at every candidate
+ * (in the window and not an atom, or possibly above a candidate's maximum: the maxima only grow
+ * during a tile, so the test at its start covers every later one) are scored first, all
+ * (element, candidate) pairs in one vector sweep. */
 static void tile_full(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     sstate *ss = arg;
@@ -442,19 +445,30 @@ static void tile_full(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
                                       fc->smax_min, n, sa, sb, z, fx->idx, &fc->sbelow_all);
         if (m == 0)
             continue;
-        for (size_t j = 0; j < m; j++) {
-            fx->mag[j] = fabsf(tau[fx->idx[j]]);
-            fx->z[j] = z[fx->idx[j]];
-        }
-        size_t mp = (m + 15) & ~(size_t)15; /* padded: whole vectors, the extra scores unused */
-        for (size_t j = m; j < mp; j++)
-            fx->mag[j] = fx->z[j] = 0.0f;
-        for (unsigned c = 0; c < NCAND; c++)
-            pcbm_k_scores_at(fx->mag, fx->z, ss->lo_c[i], ss->cand[i][c], (float)ss->N,
-                             fx->sc + (size_t)c * PCBM_TILE, mp);
+        const atoms *at = &ss->at[i];
+        float wl = ss->wl[i], wh = ss->wh[i], track = fc->smax_min;
+        size_t np = 0;
         for (size_t j = 0; j < m; j++) {
             unsigned k = fx->idx[j];
-            element_full(ss, i, fc, sa[k], sb[k], tau[k], z[k], fx->sc + j, PCBM_TILE);
+            float smin = fminf(sa[k], sb[k]), smax = fmaxf(sa[k], sb[k]);
+            bool in_window = !(smax < wl) && !(smin > wh);
+            int h = in_window && at->n ? atom_find(at, fabsf(tau[k]), z[k]) : -1;
+            fx->atom[j] = h;
+            fx->scored[j] = ~0u;
+            if ((in_window && h < 0) || smax > track) {
+                fx->scored[j] = (uint32_t)np;
+                for (unsigned c = 0; c < NCAND; c++, np++) {
+                    fx->mag[np] = fabsf(tau[k]);
+                    fx->z[np] = z[k];
+                    fx->hi[np] = ss->cand[i][c];
+                }
+            }
+        }
+        pcbm_k_scores_at_hi(fx->mag, fx->z, ss->lo_c[i], fx->hi, (float)ss->N, fx->sc, np);
+        for (size_t j = 0; j < m; j++) {
+            unsigned k = fx->idx[j];
+            const float *sc = fx->scored[j] == ~0u ? NULL : fx->sc + fx->scored[j];
+            element_full(ss, i, fc, sa[k], sb[k], tau[k], z[k], fx->atom[j], sc);
         }
     }
 }

@@ -288,6 +288,14 @@ static void c_stream(int lv, size_t n, size_t off)
         same_bits(a_out[1], b_out[1], n, "stream_scores sb", lv);
         same_bits(a_out[2], b_out[2], n, "stream_scores z", lv);
         same_bits(a_out[3], b_out[3], n, "scores_at", lv);
+        float his[CAP];
+        for (size_t k = 0; k < n; k++)
+            his[k] = k % 7 == 6 ? params[(p + k) % NPARAMS][1] : ha * (1.0f + 0.01f * (float)(k % 9));
+        at(PCBM_CPU_SCALAR);
+        pcbm_k_scores_at_hi(tau[3] + off, a_out[2], lo, his, 5.0f, a_out[3], n);
+        at(lv);
+        pcbm_k_scores_at_hi(tau[3] + off, a_out[2], lo, his, 5.0f, b_out[3], n);
+        same_bits(a_out[3], b_out[3], n, "scores_at_hi", lv);
         static const float win[][3] = {{-0.1f, 0.2f, 0.5f}, {0.0f, 0.0f, -INFINITY},
                                        {-1.0f, 1.0f, 2.0f}, {0.01f, 0.3f, 0.1f}};
         for (int w = 0; w < 4; w++) {
