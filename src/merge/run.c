@@ -811,5 +811,7 @@ pcbm_status pcbm_merge(const pcbm_merge_opts *o, pcbm_error *err)
     }
     teardown(r, st);
     free(r);
+    if (st == PCBM_ERR_INTERRUPTED)
+        pcbm_engine_clear_stop();
     return st;
 }

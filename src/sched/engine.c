@@ -380,6 +380,11 @@ void pcbm_request_stop(void)
     pthread_mutex_unlock(&active_mu);
 }
 
+void pcbm_engine_clear_stop(void)
+{
+    stop_requested = 0;
+}
+
 /* ---- durable segments -------------------------------------------------------------------- */
 
 void pcbm_engine_on_segment(pcbm_engine *e, pcbm_segment_fn fn, void *arg)

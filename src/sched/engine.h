@@ -111,6 +111,8 @@ pcbm_status pcbm_engine_resume_output(pcbm_engine *e, const pcbm_segment *segs, 
 /* After the last apply pass: flush, fsync and close the output files. */
 pcbm_status pcbm_engine_finish_output(pcbm_engine *e, pcbm_error *err);
 const pcbm_engine_report *pcbm_engine_get_report(const pcbm_engine *e);
+/* Forget a stop request once the merge it stopped has returned (library users merge again). */
+void pcbm_engine_clear_stop(void);
 /* xxh3-128 of output file f (valid after pcbm_engine_finish_output). */
 XXH128_hash_t pcbm_engine_file_hash(const pcbm_engine *e, unsigned f);
 void pcbm_engine_destroy(pcbm_engine *e);
