@@ -53,6 +53,20 @@ bool pcbm_grow(void **arr, size_t *cap, size_t n, size_t size);
  * returns 0). */
 int pcbm_write_all(int fd, const void *buf, size_t len);
 
+/* The bits of a float and back (memcpy: no aliasing questions, compiled to a move). */
+static inline uint32_t pcbm_f2u(float f)
+{
+    uint32_t u;
+    __builtin_memcpy(&u, &f, 4);
+    return u;
+}
+static inline float pcbm_u2f(uint32_t u)
+{
+    float f;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+}
+
 /* a*b with overflow detection: returns false on overflow. */
 static inline bool pcbm_mul_u64(uint64_t a, uint64_t b, uint64_t *out)
 {

@@ -27,18 +27,6 @@
 #define PCBM_X86 1
 #endif
 
-static inline uint32_t f2u(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-static inline float u2f(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 /* ------------------------------------------------------------------------------------------------
  * Scalar reference implementations (the definition every vector path must match)
@@ -97,10 +85,10 @@ static inline uint16_t bits_to_f16(uint32_t u)
     return (uint16_t)(sign | q);
 }
 
-float pcbm_bf16_to_f32(uint16_t h) { return u2f(bf16_to_bits(h)); }
-uint16_t pcbm_f32_to_bf16(float f) { return bits_to_bf16(f2u(f)); }
-float pcbm_f16_to_f32(uint16_t h) { return u2f(f16_to_bits(h)); }
-uint16_t pcbm_f32_to_f16(float f) { return bits_to_f16(f2u(f)); }
+float pcbm_bf16_to_f32(uint16_t h) { return pcbm_u2f(bf16_to_bits(h)); }
+uint16_t pcbm_f32_to_bf16(float f) { return bits_to_bf16(pcbm_f2u(f)); }
+float pcbm_f16_to_f32(uint16_t h) { return pcbm_u2f(f16_to_bits(h)); }
+uint16_t pcbm_f32_to_f16(float f) { return bits_to_f16(pcbm_f2u(f)); }
 
 static inline uint16_t ld16(const unsigned char *p)
 {
@@ -130,7 +118,7 @@ static void enc_bf16_scalar(const float *s, unsigned char *d, size_t n)
     for (size_t i = 0; i < n; i++) {
         float f;
         memcpy(&f, (const unsigned char *)s + 4 * i, 4); /* may alias d when in place */
-        st16(d + 2 * i, bits_to_bf16(f2u(f)));
+        st16(d + 2 * i, bits_to_bf16(pcbm_f2u(f)));
     }
 }
 static void enc_f16_scalar(const float *s, unsigned char *d, size_t n)
@@ -138,7 +126,7 @@ static void enc_f16_scalar(const float *s, unsigned char *d, size_t n)
     for (size_t i = 0; i < n; i++) {
         float f;
         memcpy(&f, (const unsigned char *)s + 4 * i, 4);
-        st16(d + 2 * i, bits_to_f16(f2u(f)));
+        st16(d + 2 * i, bits_to_f16(pcbm_f2u(f)));
     }
 }
 

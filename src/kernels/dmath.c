@@ -47,6 +47,8 @@
 
 #include "dmath.h"
 
+#include "../common/common.h"
+
 #include "cpu.h"
 
 #include <stdint.h>
@@ -59,19 +61,7 @@
 
 #include "dmath_simd.h"
 
-static inline uint32_t f2u(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-static inline float u2f(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-static inline float pow2i(int32_t n) { return u2f((uint32_t)(n + 127) << 23); } /* -126..127 */
+static inline float pow2i(int32_t n) { return pcbm_u2f((uint32_t)(n + 127) << 23); } /* -126..127 */
 
 /* ------------------------------------------------------------------------------------------------
  * Scalar: the definition. Each vector path below repeats these operations in this order.
@@ -100,10 +90,10 @@ float pcbm_expf(float x)
     if (x != x)
         return x + x;
     if (x > EXP_HI)
-        return u2f(0x7f800000u);
+        return pcbm_u2f(0x7f800000u);
     if (x < EXP_LO)
         return 0.0f;
-    if (u2f(f2u(x) & 0x7fffffffu) < 0x1p-26f)
+    if (pcbm_u2f(pcbm_f2u(x) & 0x7fffffffu) < 0x1p-26f)
         return 1.0f; /* shortcut: the steps below give exactly 1 here (slowly, on subnormals) */
     int32_t k;
     float y = exp_reduce(x, &k) + 1.0f;
@@ -118,8 +108,8 @@ float pcbm_tanhf(float x)
 {
     if (x != x)
         return x + x;
-    uint32_t sign = f2u(x) & 0x80000000u;
-    float a = u2f(f2u(x) & 0x7fffffffu);
+    uint32_t sign = pcbm_f2u(x) & 0x80000000u;
+    float a = pcbm_u2f(pcbm_f2u(x) & 0x7fffffffu);
     float t;
     if (a < 0x1p-13f) {
         t = a; /* shortcut: the polynomial gives exactly a here (slowly, on subnormals) */
@@ -140,7 +130,7 @@ float pcbm_tanhf(float x)
         float d = em * tk + (tk + 1.0f);
         t = 1.0f - 2.0f / d;
     }
-    return u2f(f2u(t) | sign);
+    return pcbm_u2f(pcbm_f2u(t) | sign);
 }
 
 static void expf_scalar(const float *x, float *y, unsigned long n)

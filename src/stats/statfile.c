@@ -31,20 +31,6 @@ void pcbm_statset_free(pcbm_statset *s)
     memset(s, 0, sizeof *s);
 }
 
-static uint32_t fbits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-static float bitsf(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 static char *hex64(uint64_t v, char buf[17])
 {
     snprintf(buf, 17, "%016llx", (unsigned long long)v);
@@ -66,10 +52,10 @@ static json_t *to_json(const pcbm_statset *s, unsigned ntasks)
         const pcbm_statrec *r = &s->rec[k];
         json_t *jr = json_object(), *vals = json_array();
         json_object_set_new(jr, "d", json_integer((json_int_t)r->d));
-        json_object_set_new(jr, "majority", json_integer((json_int_t)fbits(r->majority)));
+        json_object_set_new(jr, "majority", json_integer((json_int_t)pcbm_f2u(r->majority)));
         for (unsigned i = 0; i < ntasks; i++)
             for (unsigned j = 0; j < 4; j++)
-                json_array_append_new(vals, json_integer((json_int_t)fbits(r->v[i][j])));
+                json_array_append_new(vals, json_integer((json_int_t)pcbm_f2u(r->v[i][j])));
         json_object_set_new(jr, "v", vals);
         json_array_append_new(recs, jr);
     }
@@ -124,10 +110,10 @@ static pcbm_status parse(const char *path, json_t *root, pcbm_statset *s, pcbm_e
         if (!r)
             return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory reading %s", path);
         r->d = (uint64_t)json_integer_value(d);
-        r->majority = bitsf((uint32_t)json_integer_value(maj));
+        r->majority = pcbm_u2f((uint32_t)json_integer_value(maj));
         for (unsigned i = 0; i < ntasks; i++)
             for (unsigned j = 0; j < 4; j++)
-                r->v[i][j] = bitsf((uint32_t)json_integer_value(json_array_get(vals, 4 * i + j)));
+                r->v[i][j] = pcbm_u2f((uint32_t)json_integer_value(json_array_get(vals, 4 * i + j)));
     }
     return PCBM_OK;
 }
