@@ -19,7 +19,7 @@
 
 #define TARGET_BLOCK_BYTES (4u << 20)  /* per model per block, when memory allows */
 #define MIN_BLOCK_ELEMS 4096u          /* below this, per-block overhead dominates */
-#define MAX_SLOTS 128u                 /* block sets in flight at most; --mem decides below that */
+#define MAX_SLOTS 32u                  /* block sets in flight (reading, computing, writing) */
 #define STAGE_CHUNKS 4u                /* output staging buffers */
 #define STAGE_CHUNK_MAX (4u << 20)
 #define STAGE_CHUNK_MIN (64u << 10)
