@@ -37,7 +37,8 @@ typedef struct slot {
     uint64_t need[PCBM_MAX_MODELS];/* bytes from the aligned start that must be present */
     uint8_t *out;
     uint64_t emitted;              /* output bytes already staged */
-    int computed;
+    int collected;                 /* its result was taken by the scheduler thread (only that
+                                      thread reads or writes this flag) */
     pcbm_status st;                /* worker result */
     pcbm_error err;
     pcbm_io_req req[PCBM_MAX_MODELS];
@@ -477,7 +478,6 @@ static void *worker_main(void *p)
         s->st = e->pass->fn(e->pass->arg, wa->id, &bv, &s->err);
 
         pthread_mutex_lock(&e->mu);
-        s->computed = 1;
         s->next = e->done_head;
         e->done_head = s;
         pthread_mutex_unlock(&e->mu);
@@ -810,7 +810,7 @@ static void issue_block(run_state *rs, slot *s)
     s->start = rs->cur.start;
     s->n = (uint32_t)rs->cur.n;
     s->emitted = 0;
-    s->computed = 0;
+    s->collected = 0;
     unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
     s->pending = nin;
     for (unsigned m = 0; m < nin; m++) {
@@ -905,7 +905,6 @@ static void on_read_done(run_state *rs, pcbm_io_req *r)
         if (rs->st != PCBM_OK) {
             /* the pass is stopping: the block is dropped, not an error of its own (a read
              * error of its own was recorded above) */
-            s->computed = 1;
             s->st = PCBM_OK;
             pthread_mutex_lock(&rs->e->mu);
             s->next = rs->e->done_head;
@@ -951,6 +950,7 @@ static void collect_done(run_state *rs)
     while (d) {
         slot *s = d;
         d = d->next;
+        s->collected = 1; /* emission below trusts only results seen here */
         if (s->st != PCBM_OK)
             fail_at(rs, s->seq, s->st, &s->err);
         pcbm_test_point(rs->ps->kind == PCBM_PASS_APPLY ? "apply" : "stats");
@@ -961,7 +961,7 @@ static void collect_done(run_state *rs)
         return;
     while (rs->seq_emit < rs->seq_next) {
         slot *s = rs->ring[rs->seq_emit % e->nslots];
-        if (!s || !s->computed)
+        if (!s || !s->collected)
             break;
         if (rs->st == PCBM_OK) {
             pcbm_status st = PCBM_OK;
@@ -1025,7 +1025,6 @@ static void run_loop(run_state *rs)
             while (e->work_head) {
                 slot *s = e->work_head;
                 e->work_head = s->next;
-                s->computed = 1;
                 s->st = PCBM_OK;
                 s->next = e->done_head;
                 e->done_head = s;
