@@ -72,18 +72,6 @@ typedef struct worker {
     stats st[F_COUNT][PCBM_CPU_LEVEL_COUNT];
 } worker;
 
-static inline uint32_t f2u(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-static inline float u2f(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 static inline int64_t ordered(uint32_t u)
 {
     return (u & 0x80000000u) ? -(int64_t)(u & 0x7fffffffu) : (int64_t)u;
@@ -149,10 +137,10 @@ static inline void note(stats *s, float v, float cr, double err, uint32_t xb)
         s->max_err = err;
         s->worst = xb;
     }
-    if (f2u(v) != f2u(cr)) {
+    if (pcbm_f2u(v) != pcbm_f2u(cr)) {
         s->not_cr++;
         uint64_t dist = (isnan(v) || isnan(cr)) ? UINT64_MAX
-                                                : (uint64_t)llabs(ordered(f2u(v)) - ordered(f2u(cr)));
+                                                : (uint64_t)llabs(ordered(pcbm_f2u(v)) - ordered(pcbm_f2u(cr)));
         if (dist > s->max_dist)
             s->max_dist = dist;
     }
@@ -175,12 +163,12 @@ static void check_block(int func, const float *x, size_t n, worker *w, float *pr
         float cr = reference(func, x[i], &ref);
         float v0 = y[0][i];
         double err0 = err_of(v0, cr, ref);
-        uint32_t xb = f2u(x[i]);
+        uint32_t xb = pcbm_f2u(x[i]);
         note(&w->st[func][0], v0, cr, err0, xb);
         for (unsigned p = 1; p < npaths; p++) {
             stats *s = &w->st[func][p];
             float v = y[p][i];
-            if (f2u(v) == f2u(v0)) {
+            if (pcbm_f2u(v) == pcbm_f2u(v0)) {
                 note(s, v, cr, err0, xb);
             } else {
                 if (s->mismatch++ == 0)
@@ -221,7 +209,7 @@ static void check_convert(const float *x, size_t n, worker *w)
                 continue;
             for (size_t i = 0; i < n; i++)
                 if (h[p][i] != h[0][i] && s->mismatch++ == 0)
-                    s->first_mismatch = f2u(x[i]);
+                    s->first_mismatch = pcbm_f2u(x[i]);
         }
     }
 }
@@ -240,7 +228,7 @@ static void *work(void *arg)
         for (unsigned p = 0; p < npaths; p++) {
             prev[p] = NAN;
             if (I->func != F_CONV && !I->first) {
-                float xp = u2f(I->lo - stride), yp;
+                float xp = pcbm_u2f(I->lo - stride), yp;
                 pcbm_cpu_level_set_thread(paths[p]);
                 if (I->func == F_EXP)
                     pcbm_expf_n(&xp, &yp, 1);
@@ -252,7 +240,7 @@ static void *work(void *arg)
         while (u <= I->hi) {
             size_t n = 0;
             for (; n < BLOCK && u <= I->hi; n++, u += stride)
-                x[n] = u2f((uint32_t)u);
+                x[n] = pcbm_u2f((uint32_t)u);
             if (I->func == F_CONV)
                 check_convert(x, n, w);
             else
@@ -339,8 +327,8 @@ int main(int argc, char **argv)
 
     /* exp: every float in [-104, 89]; tanh: every finite float; convert: all 2^32 patterns */
     if (want[F_EXP]) {
-        add_range(F_EXP, (range){0x00000000u, f2u(89.0f)});
-        add_range(F_EXP, (range){0x80000000u, f2u(-104.0f)});
+        add_range(F_EXP, (range){0x00000000u, pcbm_f2u(89.0f)});
+        add_range(F_EXP, (range){0x80000000u, pcbm_f2u(-104.0f)});
     }
     if (want[F_TANH]) {
         add_range(F_TANH, (range){0x00000000u, 0x7f7fffffu});
@@ -385,7 +373,7 @@ int main(int argc, char **argv)
                 pcbm_decode_f32(k ? PCBM_DT_F16 : PCBM_DT_BF16, h, f, 65536);
                 for (uint32_t i = 0; i < 65536; i++) {
                     float want_f = k ? pcbm_f16_to_f32(h[i]) : pcbm_bf16_to_f32(h[i]);
-                    dec_mismatch[p] += f2u(f[i]) != f2u(want_f);
+                    dec_mismatch[p] += pcbm_f2u(f[i]) != pcbm_f2u(want_f);
                 }
             }
         }
@@ -412,7 +400,7 @@ int main(int argc, char **argv)
                        "(+ all 2^16 bf16/f16 decodes)", "-", "-", "-", (unsigned long long)s.mismatch);
             } else {
                 char worst[64];
-                snprintf(worst, sizeof worst, "%.9g (0x%08x)", (double)u2f(s.worst), s.worst);
+                snprintf(worst, sizeof worst, "%.9g (0x%08x)", (double)pcbm_u2f(s.worst), s.worst);
                 printf("%-6s %-14s %-6s %11llu %8.4f  %-29s %10llu %7llu %8llu %8llu\n", fname[fn],
                        frange[fn], pcbm_cpu_level_name(paths[p]), (unsigned long long)s.count,
                        s.max_err, worst, (unsigned long long)s.not_cr,

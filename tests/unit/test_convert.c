@@ -18,18 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint32_t f2u(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-static float u2f(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint64_t rnd(void) /* xorshift64*: test inputs only */
@@ -60,7 +48,7 @@ static double ref_f16_value(uint16_t h)
  * exponent `emax` (all ones = Inf/NaN): rint() in double does the round-to-nearest-even. */
 static uint16_t ref_encode(float f, int mant, int bias, int ebits)
 {
-    uint32_t u = f2u(f);
+    uint32_t u = pcbm_f2u(f);
     uint16_t sign = (uint16_t)((u >> 31) << (mant + ebits));
     uint16_t inf = (uint16_t)(((1u << ebits) - 1) << mant);
     if (isnan(f)) /* quiet NaN, sign kept, top payload bits kept */
@@ -134,7 +122,7 @@ static void test_bf16_decode_all(void **state)
         uint32_t e = (h >> 7) & 0xff;
         if (e == 0xff) {
             /* bf16 decoding is the exact bit pattern, NaNs included */
-            assert_int_equal(f2u(f), h << 16);
+            assert_int_equal(pcbm_f2u(f), h << 16);
             assert_true((h & 0x7f) ? isnan(f) : isinf(f));
             continue;
         }
@@ -155,7 +143,7 @@ static void test_f16_decode_all(void **state)
                 assert_int_equal(signbit(f) != 0, (h & 0x8000) != 0);
             } else { /* quiet NaN, sign and payload kept */
                 assert_true(isnan(f));
-                assert_int_equal(f2u(f), ((h & 0x8000u) << 16) | 0x7fc00000u | (m << 13));
+                assert_int_equal(pcbm_f2u(f), ((h & 0x8000u) << 16) | 0x7fc00000u | (m << 13));
             }
             continue;
         }
@@ -249,20 +237,20 @@ static void test_specials(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++) {
         const special *s = &specials[i];
-        uint16_t b = pcbm_f32_to_bf16(u2f(s->f)), h = pcbm_f32_to_f16(u2f(s->f));
+        uint16_t b = pcbm_f32_to_bf16(pcbm_u2f(s->f)), h = pcbm_f32_to_f16(pcbm_u2f(s->f));
         if (b != s->bf16 || h != s->f16)
             fail_msg("%s (0x%08x): bf16 0x%04x want 0x%04x, f16 0x%04x want 0x%04x", s->what, s->f, b,
                      s->bf16, h, s->f16);
         /* the independent reference agrees on every special value */
-        assert_int_equal(ref_bf16(u2f(s->f)), s->bf16);
-        assert_int_equal(ref_f16(u2f(s->f)), s->f16);
+        assert_int_equal(ref_bf16(pcbm_u2f(s->f)), s->bf16);
+        assert_int_equal(ref_f16(pcbm_u2f(s->f)), s->f16);
         /* and every path of the array forms too */
         for (int lv = 0; lv <= (int)pcbm_cpu_detect(); lv++) {
             pcbm_cpu_level_set((pcbm_cpu_level)lv);
             float in[17];
             uint16_t ob[17], oh[17];
             for (int k = 0; k < 17; k++)
-                in[k] = u2f(s->f);
+                in[k] = pcbm_u2f(s->f);
             pcbm_encode_f32(PCBM_DT_BF16, in, ob, 17);
             pcbm_encode_f32(PCBM_DT_F16, in, oh, 17);
             for (int k = 0; k < 17; k++) {
@@ -276,7 +264,7 @@ static void test_specials(void **state)
 
 static void check_against_ref(uint32_t u)
 {
-    float f = u2f(u);
+    float f = pcbm_u2f(u);
     uint16_t b = pcbm_f32_to_bf16(f), rb = ref_bf16(f);
     uint16_t h = pcbm_f32_to_f16(f), rh = ref_f16(f);
     if (b != rb || h != rh)
@@ -338,7 +326,7 @@ static void test_paths_lengths_alignment(void **state)
                             } else {
                                 uint16_t h;
                                 memcpy(&h, s + 2 * i, 2);
-                                want = f2u(d == 1 ? pcbm_f16_to_f32(h) : pcbm_bf16_to_f32(h));
+                                want = pcbm_f2u(d == 1 ? pcbm_f16_to_f32(h) : pcbm_bf16_to_f32(h));
                             }
                             if (got != want)
                                 fail_msg("decode %s n=%zu i=%zu path %s: 0x%08x want 0x%08x",
@@ -370,7 +358,7 @@ static void test_paths_lengths_alignment(void **state)
                                     fail_msg("encode %s n=%zu i=%zu path %s: in 0x%08x got 0x%04x "
                                              "want 0x%04x",
                                              dt_name(dts[d]), n, i,
-                                             pcbm_cpu_level_name((pcbm_cpu_level)lv), f2u(f), got, want);
+                                             pcbm_cpu_level_name((pcbm_cpu_level)lv), pcbm_f2u(f), got, want);
                             }
                         }
                         for (size_t i = 0; i < sizeof dstbuf; i++)

@@ -32,18 +32,6 @@ static uint64_t rnd(void) /* xorshift64*: test inputs only */
     return rng_state * 0x2545f4914f6cdd1dull;
 }
 
-static uint32_t f2u(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-static float u2f(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 /* A task-vector-like value: mostly small bf16-rounded numbers (ties), some zeros of both signs,
  * and (when special) Inf, NaN, subnormals and large values. */
@@ -55,7 +43,7 @@ static float value(bool special)
     if (special && r < 14) {
         static const uint32_t sp[] = {0x7fc00000u, 0xffc00000u, 0x7f800000u, 0xff800000u,
                                       0x00000001u, 0x80400000u, 0x7e000000u, 0x3f800000u};
-        return u2f(sp[rnd() % 8]);
+        return pcbm_u2f(sp[rnd() % 8]);
     }
     float x = (float)((double)(rnd() >> 11) * 0x1p-53 - 0.5) * 0.08f;
     if (r < 60)
@@ -91,9 +79,9 @@ static void fill(int round)
 static void same_bits(const float *a, const float *b, size_t n, const char *what, int lv)
 {
     for (size_t k = 0; k < n; k++)
-        if (f2u(a[k]) != f2u(b[k]) && !(a[k] != a[k] && b[k] != b[k]))
+        if (pcbm_f2u(a[k]) != pcbm_f2u(b[k]) && !(a[k] != a[k] && b[k] != b[k]))
             fail_msg("%s, path %s, n %zu, element %zu: 0x%08x, scalar 0x%08x", what,
-                     pcbm_cpu_level_name((pcbm_cpu_level)lv), n, k, f2u(b[k]), f2u(a[k]));
+                     pcbm_cpu_level_name((pcbm_cpu_level)lv), n, k, pcbm_f2u(b[k]), pcbm_f2u(a[k]));
 }
 
 static const size_t lens[] = {0, 1, 7, 8, 15, 16, 17, 31, 33, 64, 70, 1024, 1090};
@@ -128,7 +116,7 @@ static void c_tau(int lv, size_t n, size_t off)
     for (int d = 0; d < 3; d++) {
         for (size_t k = 0; k < n; k++) {
             float v = theta[d][k + off];
-            uint32_t u = f2u(v);
+            uint32_t u = pcbm_f2u(v);
             uint16_t h = dts[d] == PCBM_DT_BF16 ? (uint16_t)(u >> 16) : pcbm_f32_to_f16(v);
             if (dts[d] == PCBM_DT_F32)
                 memcpy(raw + 1 + 4 * k, &u, 4);
@@ -198,8 +186,8 @@ static void c_max_hist(int lv, size_t n, size_t off)
         float ma = pcbm_k_max(tau[1] + off, n, starts[s]), za = pcbm_k_max(zeros, n, starts[s]);
         at(lv);
         float mb = pcbm_k_max(tau[1] + off, n, starts[s]), zb = pcbm_k_max(zeros, n, starts[s]);
-        assert_int_equal(f2u(ma), f2u(mb));
-        assert_int_equal(f2u(za), f2u(zb));
+        assert_int_equal(pcbm_f2u(ma), pcbm_f2u(mb));
+        assert_int_equal(pcbm_f2u(za), pcbm_f2u(zb));
     }
     for (int absval = 0; absval < 2; absval++) {
         memset(ha, 0, sizeof ha);
@@ -387,15 +375,15 @@ exp_forms_avx512(uint32_t lo, uint32_t hi, uint32_t step)
     for (uint32_t u = lo; u <= hi; u += 16 * step) {
         float x[16], y[16], t[16];
         for (int j = 0; j < 16; j++)
-            x[j] = u2f(u + (uint32_t)j * step > hi ? hi : u + (uint32_t)j * step);
+            x[j] = pcbm_u2f(u + (uint32_t)j * step > hi ? hi : u + (uint32_t)j * step);
         _mm512_storeu_ps(y, expf16_avx512_nonneg(_mm512_loadu_ps(x)));
         _mm512_storeu_ps(t, tanhf16_avx512_small(_mm512_loadu_ps(x)));
         for (int j = 0; j < 16; j++) {
-            assert_int_equal(f2u(y[j]), f2u(pcbm_expf(x[j])));
+            assert_int_equal(pcbm_f2u(y[j]), pcbm_f2u(pcbm_expf(x[j])));
             if (x[j] < 0.625f)
-                assert_int_equal(f2u(t[j]), f2u(pcbm_tanhf(x[j])));
+                assert_int_equal(pcbm_f2u(t[j]), pcbm_f2u(pcbm_tanhf(x[j])));
             if (x[j] < 0x1p-13f)
-                assert_int_equal(f2u(x[j]), f2u(pcbm_tanhf(x[j])));
+                assert_int_equal(pcbm_f2u(x[j]), pcbm_f2u(pcbm_tanhf(x[j])));
         }
     }
 }
@@ -404,13 +392,13 @@ __attribute__((target("avx2"))) static void exp_forms_avx2(uint32_t lo, uint32_t
     for (uint32_t u = lo; u <= hi; u += 8 * step) {
         float x[8], y[8], t[8];
         for (int j = 0; j < 8; j++)
-            x[j] = u2f(u + (uint32_t)j * step > hi ? hi : u + (uint32_t)j * step);
+            x[j] = pcbm_u2f(u + (uint32_t)j * step > hi ? hi : u + (uint32_t)j * step);
         _mm256_storeu_ps(y, expf8_avx2_nonneg(_mm256_loadu_ps(x)));
         _mm256_storeu_ps(t, tanhf8_avx2_small(_mm256_loadu_ps(x)));
         for (int j = 0; j < 8; j++) {
-            assert_int_equal(f2u(y[j]), f2u(pcbm_expf(x[j])));
+            assert_int_equal(pcbm_f2u(y[j]), pcbm_f2u(pcbm_expf(x[j])));
             if (x[j] < 0.625f)
-                assert_int_equal(f2u(t[j]), f2u(pcbm_tanhf(x[j])));
+                assert_int_equal(pcbm_f2u(t[j]), pcbm_f2u(pcbm_tanhf(x[j])));
         }
     }
 }
@@ -420,7 +408,7 @@ static void test_exp_forms(void **s)
 {
     (void)s;
 #if defined(__x86_64__) && defined(__GNUC__)
-    uint32_t hi = f2u(87.0f);
+    uint32_t hi = pcbm_f2u(87.0f);
     if (pcbm_cpu_detect() >= PCBM_CPU_AVX512)
         exp_forms_avx512(0, hi, 61);
     if (pcbm_cpu_detect() >= PCBM_CPU_AVX2)
