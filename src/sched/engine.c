@@ -256,6 +256,10 @@ pcbm_status pcbm_engine_create(pcbm_plan *plan, const pcbm_engine_cfg *cfg, pcbm
     if (e->cfg.threads == 0)
         e->cfg.threads = 1;
     e->nmodels = plan->nmodels;
+    if (e->cfg.file_hi == 0 || e->cfg.file_hi > plan->out.nfiles)
+        e->cfg.file_hi = plan->out.nfiles;
+    if (e->cfg.file_lo > e->cfg.file_hi)
+        e->cfg.file_lo = e->cfg.file_hi;
     e->rep.threads = e->cfg.threads;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
@@ -586,7 +590,7 @@ static bool stream_to_file(pcbm_engine *e, unsigned f, pcbm_status *st, pcbm_err
     while (e->cur_ofile <= f || !e->output_started) {
         if (!e->output_started) {
             e->output_started = true;
-            e->cur_ofile = 0;
+            e->cur_ofile = e->cfg.file_lo;
         }
         unsigned c = e->cur_ofile;
         out_file *of = &e->ofiles[c];
@@ -648,8 +652,10 @@ typedef struct cursor {
     uint64_t n;        /* units in the current block */
 } cursor;
 
-static bool visits(const pcbm_pass *ps, const pcbm_tplan *t)
+static bool visits(const pcbm_engine *e, const pcbm_pass *ps, const pcbm_tplan *t)
 {
+    if (t->out_file < e->cfg.file_lo || t->out_file >= e->cfg.file_hi)
+        return false; /* another unit's tensor */
     return ps->kind == PCBM_PASS_APPLY || t->kind == PCBM_T_MERGE;
 }
 
@@ -719,7 +725,7 @@ static bool cursor_next(const pcbm_engine *e, const pcbm_pass *ps, cursor *c, bo
         if (c->t >= ps->t1)
             return false;
         const pcbm_tplan *t = &e->plan->t[c->t];
-        if (visits(ps, t) && next_in_tensor(ps, t, c, from)) {
+        if (visits(e, ps, t) && next_in_tensor(ps, t, c, from)) {
             if (!(ps->kind == PCBM_PASS_APPLY && before_resume(e, t, c->start + c->n)))
                 return true;
             from = c->start + c->n; /* output kept from the earlier run: not recomputed */
@@ -735,7 +741,7 @@ static uint64_t pass_total_bytes(const pcbm_engine *e, const pcbm_pass *ps)
     uint64_t total = 0;
     for (size_t i = ps->t0; i < ps->t1; i++) {
         const pcbm_tplan *t = &e->plan->t[i];
-        if (!visits(ps, t))
+        if (!visits(e, ps, t))
             continue;
         unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
         uint64_t n = pcbm_sample_count(t, i, ps->sample_stride);
@@ -1169,12 +1175,12 @@ pcbm_status pcbm_engine_resume_output(pcbm_engine *e, const pcbm_segment *segs, 
     if (!save)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     e->resuming = true;
-    unsigned f = 0;
+    unsigned f = e->cfg.file_lo, hi = e->cfg.file_hi;
     uint64_t pos = 0;
     size_t k = 0;
-    for (; k < n && op->nfiles > 0; k++) {
+    for (; k < n && f < hi; k++) {
         const pcbm_segment *sg = &segs[k];
-        if (pos == op->files[f].size && f + 1 < op->nfiles && sg->file == f + 1) {
+        if (pos == op->files[f].size && f + 1 < hi && sg->file == f + 1) {
             f++;
             pos = 0;
         }
@@ -1194,7 +1200,7 @@ pcbm_status pcbm_engine_resume_output(pcbm_engine *e, const pcbm_segment *segs, 
     e->resume_pos = pos;
     if (k == 0)
         return PCBM_OK; /* nothing kept: the output starts over (files may exist) */
-    for (unsigned g = 0; g <= f; g++) {
+    for (unsigned g = e->cfg.file_lo; g <= f; g++) {
         out_file *of = &e->ofiles[g];
         pcbm_status st = begin_file(e, g, err);
         if (st != PCBM_OK)
@@ -1225,8 +1231,9 @@ pcbm_status pcbm_engine_finish_output(pcbm_engine *e, pcbm_error *err)
     const pcbm_outplan *op = &e->plan->out;
     pcbm_status st = PCBM_OK;
     /* files made only of empty tensors (or none at all) still get their headers */
-    if (op->nfiles > 0 && !stream_to_file(e, op->nfiles - 1, &st, err) && st == PCBM_OK) {
-        while (st == PCBM_OK && !stream_to_file(e, op->nfiles - 1, &st, err)) {
+    unsigned lo = e->cfg.file_lo, hi = e->cfg.file_hi;
+    if (hi > lo && !stream_to_file(e, hi - 1, &st, err) && st == PCBM_OK) {
+        while (st == PCBM_OK && !stream_to_file(e, hi - 1, &st, err)) {
             if ((st = pcbm_io_submit(e->io) < 0 ? PCBM_ERR_IO : PCBM_OK) != PCBM_OK)
                 break;
             st = wait_writes(e, err);
@@ -1241,7 +1248,7 @@ pcbm_status pcbm_engine_finish_output(pcbm_engine *e, pcbm_error *err)
         st = wst;
     if (st == PCBM_OK)
         st = flush_durable(e, err);
-    for (unsigned f = 0; st == PCBM_OK && f < op->nfiles; f++) {
+    for (unsigned f = lo; st == PCBM_OK && f < hi; f++) {
         out_file *of = &e->ofiles[f];
         char p[4096];
         out_path(e, f, p, sizeof p);
