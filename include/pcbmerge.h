@@ -204,6 +204,43 @@ PCBM_API void pcbm_merge_opts_init(pcbm_merge_opts *o);
 /* Run a whole merge: validate, statistics passes, apply pass, publish OUT. */
 PCBM_API pcbm_status pcbm_merge(const pcbm_merge_opts *o, pcbm_error *err);
 
+/* ---------------------------------------------------------------------------------------------
+ * Split merges: one merge run as K units on many machines (Slurm job arrays, Kubernetes Indexed
+ * Jobs, AWS Batch array jobs) over a shared output directory, with the bytes of pcbm_merge().
+ * Phases: plan, then statistics rounds (stats of every unit, then reduce; repeated while the
+ * reduce asks for another round), apply of every unit, finalize. Every phase is idempotent; a
+ * unit that failed or was preempted is simply run again.
+ * ------------------------------------------------------------------------------------------- */
+typedef enum pcbm_phase {
+    PCBM_PHASE_STATS = 0,   /* unit: its part of the next statistics round */
+    PCBM_PHASE_REDUCE,      /* combine the units' parts of the pending round(s) */
+    PCBM_PHASE_APPLY,       /* unit: write its output files */
+    PCBM_PHASE_FINALIZE     /* index, manifest, atomic publication of DIR */
+} pcbm_phase;
+
+/* Validate every input once and split the merge o (o->out = DIR) into `units` units balanced by
+ * the bytes they read, aligned to output shard files; the plan goes to DIR.partial. Planning
+ * again with the same parameters is a no-op; other parameters need o->force. */
+PCBM_API pcbm_status pcbm_split_plan(const pcbm_merge_opts *o, unsigned units, pcbm_error *err);
+
+/* Run one phase of the split merge planned for DIR. `unit` is used by stats and apply. Only the
+ * run-time fields of rt are used (mem_bytes, threads, io, block_bytes, progress, quiet): the
+ * merge's parameters come from the plan. */
+PCBM_API pcbm_status pcbm_split_run(const char *dir, pcbm_phase phase, unsigned unit,
+                                    const pcbm_merge_opts *rt, pcbm_error *err);
+
+typedef struct pcbm_split_info {
+    unsigned units;
+    unsigned rounds_max;      /* statistics rounds this merge can need at most (0: none) */
+    unsigned rounds_reduced;  /* rounds reduced so far */
+    int stats_complete;       /* the statistics are known: units can apply */
+    unsigned units_applied;   /* units whose output files are written */
+    int published;            /* finalize is done: DIR is the merged model */
+} pcbm_split_info;
+
+/* Where the split merge planned for DIR stands. */
+PCBM_API pcbm_status pcbm_split_status(const char *dir, pcbm_split_info *info, pcbm_error *err);
+
 /* Verify a merged model against its manifest (OUT/pcbmerge.manifest.json): recompute the
  * xxh3-128 of every file; `report` is called once per mismatch (file, expected, found) and *bad
  * counts them. Returns an error only when the manifest itself cannot be used. */

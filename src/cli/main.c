@@ -7,6 +7,7 @@
 #include "search.h"
 
 #include <getopt.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -30,6 +31,12 @@ static const char usage_text[] =
     "  verify OUT_DIR                                    check a merged model against its manifest\n"
     "  search --base DIR --out DIR --eval-cmd CMD ... TASK_DIR...  CMA-ES search of per-task λ\n"
     "                                                    (pcbmerge search --help)\n"
+    "  plan --base DIR --out DIR --shards K [options] TASK_DIR...   split a merge into K units\n"
+    "  stats --plan DIR [--shard I]      unit I's part of the next statistics round\n"
+    "  reduce --plan DIR                 combine the units' statistics (say if another round is due)\n"
+    "  apply --plan DIR [--shard I]      write unit I's output files\n"
+    "  finalize --plan DIR               index, manifest and atomic publication of DIR\n"
+    "  status --plan DIR [--json]        where a split merge stands\n"
     "  --help, --version\n"
     "\n"
     "merge options:\n"
@@ -59,6 +66,16 @@ static const char usage_text[] =
     "  --force             discard an unfinished earlier merge into OUT (OUT.partial)\n"
     "  --progress P        auto (a progress line on a terminal), json (JSON lines), none\n"
     "  --quiet             print errors only\n"
+    "\n"
+    "\n"
+    "split merges (one merge over many machines: Slurm job arrays, Kubernetes Indexed Jobs):\n"
+    "  plan takes the merge options and --shards K; the other phases take --plan DIR (the plan's\n"
+    "  --out) and only --mem, --threads, --io, --block-size, --progress, --quiet. --shard\n"
+    "  defaults to SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX.\n"
+    "  Order: plan; then stats (every unit) and reduce, repeated while reduce asks for another\n"
+    "  round (at most `pcbmerge status --plan DIR --get rounds_max` times); apply (every unit);\n"
+    "  finalize. Every phase can be run again; a failed unit is simply re-run. The result is\n"
+    "  byte-identical to pcbmerge merge. Job files: tools/slurm/, tools/k8s/.\n"
     "\n"
     "exit status: 0 success, 1 failure, 2 usage error, 75 interrupted (resumable)\n";
 
@@ -274,7 +291,8 @@ static int cmd_verify(int argc, char **argv)
 enum {
     O_BASE = 256, O_OUT, O_METHOD, O_DENSITY, O_LAMBDA, O_LAMBDAS, O_WEIGHTS, O_CLAMP, O_SCOPE,
     O_EXACT, O_STREAMING, O_SEED, O_DTYPE, O_EXCLUDE, O_ALLOW_EXTRA, O_ALLOW_NONFINITE, O_MEM, O_THREADS, O_IO,
-    O_BLOCK, O_SHARD, O_FORCE, O_RESUME, O_PROGRESS, O_QUIET, O_STATS, O_HELP
+    O_BLOCK, O_SHARD, O_FORCE, O_RESUME, O_PROGRESS, O_QUIET, O_STATS, O_HELP, O_SHARDS,
+    O_PLAN, O_SHARD_INDEX, O_JSON, O_GET
 };
 
 static const struct option merge_opts[] = {
@@ -293,10 +311,14 @@ static const struct option merge_opts[] = {
     {"resume", no_argument, 0, O_RESUME},
     {"progress", required_argument, 0, O_PROGRESS},{"quiet", no_argument, 0, O_QUIET},
     {"stats", required_argument, 0, O_STATS},     {"help", no_argument, 0, O_HELP},
+    {"shards", required_argument, 0, O_SHARDS},   {"plan", required_argument, 0, O_PLAN},
+    {"shard", required_argument, 0, O_SHARD_INDEX}, {"json", no_argument, 0, O_JSON},
+    {"get", required_argument, 0, O_GET},
     {0, 0, 0, 0}};
 
 typedef struct merge_args {
     pcbm_merge_opts o;
+    unsigned shards;          /* plan: --shards K */
     double lambdas[PCBM_MAX_TASKS], weights[PCBM_MAX_TASKS];
     int nlambdas, nweights;
     const char *exclude[256];
@@ -392,7 +414,8 @@ static int set_merge_opt(merge_args *a, int c, const char *v)
     return 0;
 }
 
-static int cmd_merge(int argc, char **argv)
+/* merge, or plan (the same options and --shards K: a merge split into K units). */
+static int cmd_merge(int argc, char **argv, bool plan)
 {
     merge_args *a = calloc(1, sizeof *a);
     pcbm_merge_opts_init(&a->o);
@@ -407,17 +430,28 @@ static int cmd_merge(int argc, char **argv)
             return 0;
         }
         if (c == '?')
-            rc = usage_error("merge: unknown or incomplete option %s", argv[optind - 1]);
+            rc = usage_error("unknown or incomplete option %s", argv[optind - 1]);
+        else if (c == O_SHARDS && plan) {
+            double x;
+            if (!parse_double(optarg, &x) || x < 1 || x > 100000 || x != (int)x)
+                rc = usage_error("--shards needs an integer from 1 to 100000, got %s", optarg);
+            a->shards = (unsigned)x;
+        } else if (c >= O_SHARDS)
+            rc = usage_error("%s is an option of the split-merge phases (pcbmerge --help)",
+                             argv[optind - 1]);
         else
             rc = set_merge_opt(a, c, optarg);
     }
+    if (rc == 0 && plan && a->shards == 0)
+        rc = usage_error("%s", "plan needs --shards K (the number of units of the job array)");
     if (rc == 0) {
         a->o.tasks = (const char *const *)&argv[optind];
         a->o.ntasks = (unsigned)(argc - optind);
         if (!a->o.base || !a->o.out)
-            rc = usage_error("%s", "merge needs --base DIR and --out DIR");
+            rc = usage_error("%s needs --base DIR and --out DIR", plan ? "plan" : "merge");
         else if (a->o.ntasks == 0)
-            rc = usage_error("%s", "merge needs at least one task model after the options");
+            rc = usage_error("%s needs at least one task model after the options",
+                             plan ? "plan" : "merge");
         else if (a->nlambdas && (unsigned)a->nlambdas != a->o.ntasks)
             rc = usage_error("--lambdas needs one value per task model (%s)", "count differs");
         else if (a->nweights && (unsigned)a->nweights != a->o.ntasks)
@@ -429,7 +463,125 @@ static int cmd_merge(int argc, char **argv)
         if (a->nweights)
             a->o.weights = a->weights;
         pcbm_error err;
-        if (pcbm_merge(&a->o, &err) != PCBM_OK)
+        if ((plan ? pcbm_split_plan(&a->o, a->shards, &err) : pcbm_merge(&a->o, &err)) != PCBM_OK)
+            rc = fail(&err);
+    }
+    free(a);
+    return rc;
+}
+
+/* ---- split-merge phases ------------------------------------------------------------------ */
+
+/* The unit index: --shard, else the job array's index from the environment. */
+static int shard_index(const char *opt, unsigned *out)
+{
+    static const char *const vars[] = {"SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX",
+                                       "AWS_BATCH_JOB_ARRAY_INDEX"};
+    const char *v = opt, *from = "--shard";
+    for (unsigned k = 0; !v && k < sizeof vars / sizeof vars[0]; k++)
+        if ((v = getenv(vars[k])) != NULL)
+            from = vars[k];
+    if (!v)
+        return usage_error("%s", "which unit? give --shard I, or run inside a job array "
+                           "(SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX or "
+                           "AWS_BATCH_JOB_ARRAY_INDEX sets it)");
+    char *end = NULL;
+    unsigned long u = strtoul(v, &end, 10);
+    if (!*v || *end || v[0] == '-' || u > 100000) {
+        fprintf(stderr, "pcbmerge: %s is '%s': a unit index is a non-negative integer\n", from, v);
+        return EXIT_USAGE;
+    }
+    *out = (unsigned)u;
+    return 0;
+}
+
+static void print_status(const char *dir, const pcbm_split_info *in, bool json)
+{
+    const char *next = in->published ? "done"
+                       : in->stats_complete ? (in->units_applied < in->units ? "apply" : "finalize")
+                       : "stats";
+    if (json) {
+        printf("{\"plan\": \"%s\", \"units\": %u, \"rounds_max\": %u, \"rounds_reduced\": %u, "
+               "\"stats_complete\": %s, \"units_applied\": %u, \"published\": %s, \"next\": \"%s\"}\n",
+               dir, in->units, in->rounds_max, in->rounds_reduced,
+               in->stats_complete ? "true" : "false", in->units_applied,
+               in->published ? "true" : "false", next);
+        return;
+    }
+    if (in->published) {
+        printf("%s: published (finalize is done)\n", dir);
+        return;
+    }
+    printf("%s: %u units; statistics %s (%u of at most %u rounds reduced); %u of %u units "
+           "applied; next: %s\n", dir, in->units, in->stats_complete ? "complete" : "pending",
+           in->rounds_reduced, in->rounds_max, in->units_applied, in->units, next);
+}
+
+/* stats, reduce, apply, finalize, status: --plan DIR and run-time settings only. */
+static int cmd_phase(const char *name, int argc, char **argv)
+{
+    merge_args *a = calloc(1, sizeof *a);
+    pcbm_merge_opts_init(&a->o);
+    const char *dir = NULL, *shard = NULL, *get = NULL;
+    bool json = false, status = !strcmp(name, "status");
+    bool per_unit = !strcmp(name, "stats") || !strcmp(name, "apply");
+    int c, rc = 0;
+    optind = 1;
+    opterr = 0;
+    while (rc == 0 && (c = getopt_long(argc, argv, "", merge_opts, NULL)) != -1) {
+        switch (c) {
+        case O_HELP:
+            printf("usage: pcbmerge %s --plan DIR%s [--mem SIZE] [--threads N] [--io B] "
+                   "[--block-size SIZE] [--progress P] [--quiet]\n(see pcbmerge --help, "
+                   "\"split merges\")\n", name, per_unit ? " [--shard I]" : "");
+            free(a);
+            return 0;
+        case O_PLAN: dir = optarg; break;
+        case O_SHARD_INDEX:
+            if (!per_unit)
+                rc = usage_error("%s works on the whole merge: it takes no --shard", name);
+            shard = optarg;
+            break;
+        case O_JSON: json = true; break;
+        case O_GET: get = optarg; break;
+        case O_MEM: case O_THREADS: case O_IO: case O_BLOCK: case O_PROGRESS: case O_QUIET:
+            rc = set_merge_opt(a, c, optarg);
+            break;
+        case '?':
+            rc = usage_error("unknown or incomplete option %s", argv[optind - 1]);
+            break;
+        default:
+            rc = usage_error("%s is fixed by the plan: plan again (with --force) to change it",
+                             argv[optind - 1]);
+        }
+    }
+    if (rc == 0 && optind < argc)
+        rc = usage_error("unexpected argument %s (the plan names every model)", argv[optind]);
+    if (rc == 0 && !dir)
+        rc = usage_error("%s needs --plan DIR (the --out given to pcbmerge plan)", name);
+    unsigned unit = 0;
+    if (rc == 0 && per_unit)
+        rc = shard_index(shard, &unit);
+    if (rc == 0) {
+        pcbm_error err;
+        pcbm_status st;
+        if (status) {
+            pcbm_split_info in;
+            st = pcbm_split_status(dir, &in, &err);
+            if (st == PCBM_OK && get) {
+                if (!strcmp(get, "units")) printf("%u\n", in.units);
+                else if (!strcmp(get, "rounds_max")) printf("%u\n", in.rounds_max);
+                else rc = usage_error("--get takes units or rounds_max, got %s", get);
+            } else if (st == PCBM_OK) {
+                print_status(dir, &in, json);
+            }
+        } else {
+            pcbm_phase ph = !strcmp(name, "stats") ? PCBM_PHASE_STATS
+                            : !strcmp(name, "reduce") ? PCBM_PHASE_REDUCE
+                            : !strcmp(name, "apply") ? PCBM_PHASE_APPLY : PCBM_PHASE_FINALIZE;
+            st = pcbm_split_run(dir, ph, unit, &a->o, &err);
+        }
+        if (st != PCBM_OK)
             rc = fail(&err);
     }
     free(a);
@@ -449,9 +601,14 @@ int main(int argc, char **argv)
         printf("pcbmerge %s\n", pcbm_version());
         return 0;
     }
-    if (!strcmp(cmd, "merge")) {
+    if (!strcmp(cmd, "merge") || !strcmp(cmd, "plan")) {
         start_signal_thread();
-        return cmd_merge(argc - 1, argv + 1);
+        return cmd_merge(argc - 1, argv + 1, !strcmp(cmd, "plan"));
+    }
+    if (!strcmp(cmd, "stats") || !strcmp(cmd, "reduce") || !strcmp(cmd, "apply") ||
+        !strcmp(cmd, "finalize") || !strcmp(cmd, "status")) {
+        start_signal_thread();
+        return cmd_phase(cmd, argc - 1, argv + 1);
     }
     if (!strcmp(cmd, "search"))
         return pcbm_cli_search(argc - 1, argv + 1);

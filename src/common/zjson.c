@@ -1,5 +1,5 @@
 /*
- * zjson.c — zstd-compressed, checksummed JSON files written atomically.
+ * zjson.c — zstd-compressed, checksummed JSON documents and binary blobs written atomically.
  */
 #include "zjson.h"
 
@@ -27,22 +27,20 @@ static void fsync_parent(const char *path)
     free(tmp);
 }
 
-pcbm_status pcbm_zjson_write(const char *path, json_t *root, const char *what, pcbm_error *err)
+/* Compress buf (zstd, frame checksum on) and write it to path atomically. */
+static pcbm_status write_frame(const char *path, const void *buf, size_t n, const char *what,
+                               pcbm_error *err)
 {
-    char *txt = json_dumps(root, JSON_COMPACT);
-    if (!txt)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory writing the %s %s", what, path);
-    size_t n = strlen(txt), cap = ZSTD_compressBound(n);
+    size_t cap = ZSTD_compressBound(n);
     void *z = pcbm_malloc(cap);
     ZSTD_CCtx *cc = ZSTD_createCCtx();
     size_t zn = 0;
     if (z && cc) {
         ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, 3);
         ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
-        zn = ZSTD_compress2(cc, z, cap, txt, n);
+        zn = ZSTD_compress2(cc, z, cap, buf, n);
     }
     ZSTD_freeCCtx(cc);
-    free(txt);
     if (!z || ZSTD_isError(zn)) {
         free(z);
         return pcbm_fail(err, PCBM_ERR_INTERNAL, "cannot compress the %s %s", what, path);
@@ -69,6 +67,36 @@ pcbm_status pcbm_zjson_write(const char *path, json_t *root, const char *what, p
     else
         unlink(tmp);
     free(z);
+    return st;
+}
+
+pcbm_status pcbm_zjson_write(const char *path, json_t *root, const char *what, pcbm_error *err)
+{
+    char *txt = json_dumps(root, JSON_COMPACT);
+    if (!txt)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory writing the %s %s", what, path);
+    pcbm_status st = write_frame(path, txt, strlen(txt), what, err);
+    free(txt);
+    return st;
+}
+
+pcbm_status pcbm_zblob_write(const char *path, const void *const *parts, const size_t *sizes,
+                             unsigned nparts, const char *what, pcbm_error *err)
+{
+    size_t n = 0;
+    for (unsigned k = 0; k < nparts; k++)
+        n += sizes[k];
+    uint8_t *buf = pcbm_malloc(n ? n : 1);
+    if (!buf)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory writing the %s %s", what, path);
+    size_t at = 0;
+    for (unsigned k = 0; k < nparts; k++) {
+        if (sizes[k])
+            memcpy(buf + at, parts[k], sizes[k]);
+        at += sizes[k];
+    }
+    pcbm_status st = write_frame(path, buf, n, what, err);
+    free(buf);
     return st;
 }
 
@@ -100,7 +128,9 @@ static pcbm_status read_file(const char *path, const char *what, void **buf, siz
     return PCBM_OK;
 }
 
-pcbm_status pcbm_zjson_read(const char *path, json_t **root, const char *what, pcbm_error *err)
+/* Read and decompress a frame written by write_frame; every layer checked. */
+static pcbm_status read_frame(const char *path, const char *what, char **out, size_t *len,
+                              pcbm_error *err)
 {
     void *z = NULL;
     size_t zn = 0;
@@ -124,10 +154,31 @@ pcbm_status pcbm_zjson_read(const char *path, json_t **root, const char *what, p
                          ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short frame");
     }
     txt[n] = '\0';
+    *out = txt;
+    *len = n;
+    return PCBM_OK;
+}
+
+pcbm_status pcbm_zjson_read(const char *path, json_t **root, const char *what, pcbm_error *err)
+{
+    char *txt = NULL;
+    size_t n = 0;
+    pcbm_status st = read_frame(path, what, &txt, &n, err);
+    if (st != PCBM_OK)
+        return st;
     json_error_t je;
     *root = json_loads(txt, 0, &je);
     free(txt);
     if (!*root)
         return pcbm_fail(err, PCBM_ERR_STATS, "the %s %s is damaged (%s)", what, path, je.text);
     return PCBM_OK;
+}
+
+pcbm_status pcbm_zblob_read(const char *path, void **buf, size_t *len, const char *what,
+                            pcbm_error *err)
+{
+    char *b = NULL;
+    pcbm_status st = read_frame(path, what, &b, len, err);
+    *buf = b;
+    return st;
 }

@@ -8,6 +8,7 @@
 
 #include "../sched/engine.h"
 #include "../stats/statfile.h"
+#include "split.h"
 
 #define PCBM_TILE 1024u   /* elements per kernel tile: fits L1 for the base and a few tasks */
 
@@ -55,6 +56,7 @@ struct pcbm_mctx {
     void *stats_done_arg;
     size_t replay_pos;
     void *method;           /* method-private state */
+    pcbm_split *split;      /* one unit (or the reduce) of a split merge, or NULL */
 };
 
 /* Stats bytes a method needs beyond the engine's buffers (histograms etc.) for d merged elements. */
@@ -80,6 +82,19 @@ static inline uint64_t *pcbm_kept_local(pcbm_mctx *mc, unsigned worker)
  * its size does not match) or a fresh record to fill. */
 const pcbm_statrec *pcbm_replay_next(pcbm_mctx *mc, uint64_t d, pcbm_error *err);
 pcbm_statrec *pcbm_record_next(pcbm_mctx *mc, uint64_t d);
+
+/* After a statistics pass and its threads' reduce: the accumulators of the whole merge (a split
+ * merge exchanges them between units; see split.h). PCBM_OK when they are complete. */
+static inline pcbm_status pcbm_exchange(pcbm_mctx *mc, const pcbm_acc *acc, unsigned nacc,
+                                        pcbm_error *err)
+{
+    return mc->split ? pcbm_split_exchange(mc->split, acc, nacc, err) : PCBM_OK;
+}
+/* Tensor scope, split merge: whether this unit computes the statistics of the range whose merged
+ * tensor is t (true outside split merges); when not, a replay skips the range's record. */
+bool pcbm_split_owns_range(pcbm_mctx *mc, size_t t, uint64_t d);
+/* Whether any tensor of [t0, t1) is written by this unit (true outside split merges). */
+bool pcbm_split_touches(const pcbm_mctx *mc, size_t t0, size_t t1);
 
 /* Methods. */
 pcbm_status pcbm_run_pcb(pcbm_mctx *mc, pcbm_error *err);

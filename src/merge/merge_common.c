@@ -131,6 +131,9 @@ pcbm_status pcbm_run_tiles(pcbm_mctx *mc, pcbm_pass_kind kind, size_t t0, size_t
 {
     tile_pass tp = {mc, kind, fn, arg};
     mc->pass_no++;
+    if (mc->split && (kind == PCBM_PASS_APPLY ? mc->split->mode != PCBM_SPLIT_APPLY
+                                              : pcbm_split_skip_stats_pass(mc->split)))
+        return PCBM_OK; /* a split merge's statistics phases write nothing; reduced rounds load */
     if (kind == PCBM_PASS_APPLY)
         snprintf(mc->pass_name, sizeof mc->pass_name, "apply");
     else
@@ -212,4 +215,30 @@ pcbm_statrec *pcbm_record_next(pcbm_mctx *mc, uint64_t d)
     if (r)
         r->d = d;
     return r;
+}
+
+bool pcbm_split_owns_range(pcbm_mctx *mc, size_t t, uint64_t d)
+{
+    const pcbm_split *sp = mc->split;
+    if (!sp || !sp->local)
+        return true;
+    unsigned f = mc->plan->t[t].out_file;
+    if (f >= sp->file_lo && f < sp->file_hi)
+        return true;
+    if (d > 0 && mc->stats_in)
+        mc->replay_pos++;
+    return false;
+}
+
+bool pcbm_split_touches(const pcbm_mctx *mc, size_t t0, size_t t1)
+{
+    const pcbm_split *sp = mc->split;
+    if (!sp)
+        return true;
+    for (size_t t = t0; t < t1; t++) {
+        unsigned f = mc->plan->t[t].out_file;
+        if (f >= sp->file_lo && f < sp->file_hi)
+            return true;
+    }
+    return false;
 }

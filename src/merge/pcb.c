@@ -107,6 +107,8 @@ pcbm_status pcbm_pcb_exact_bounds(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_
         return st;
     mc->check_finite = 0;
     pcbm_hset_reduce(&ps->h);
+    if ((st = pcbm_exchange(mc, &pcbm_hset_acc(&ps->h), 1, err)) != PCBM_OK)
+        return st;
     uint64_t d = 0;
     for (uint32_t b = 0; b < PCBM_QBINS; b++)
         d += pcbm_hset_total(&ps->h, 0)[b];
@@ -123,6 +125,8 @@ pcbm_status pcbm_pcb_exact_bounds(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_
     if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_mag_fine, ps, err)) != PCBM_OK)
         return st;
     pcbm_hset_reduce(&ps->h);
+    if ((st = pcbm_exchange(mc, &pcbm_hset_acc(&ps->h), 1, err)) != PCBM_OK)
+        return st;
     for (unsigned i = 0; i < N; i++) {
         pcbm_sel_fine(&ps->lo[i], pcbm_hset_total(&ps->h, 2 * i));
         pcbm_sel_fine(&ps->hi[i], pcbm_hset_total(&ps->h, 2 * i + 1));
@@ -149,6 +153,11 @@ pcbm_status pcbm_pcb_exact_scores(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_
         for (unsigned w = 0; w < mc->threads; w++)
             m = pcbm_k_max1(m, ps->max_local[(size_t)w * N + i]);
         ps->m_v[i] = m;
+    }
+    pcbm_acc acc[2] = {pcbm_hset_acc(&ps->h), {ps->m_v, N * sizeof(float), pcbm_acc_max_f32}};
+    if ((st = pcbm_exchange(mc, acc, 2, err)) != PCBM_OK)
+        return st;
+    for (unsigned i = 0; i < N; i++) {
         pcbm_sel_init(&ps->thr[i], pcbm_pcb_rank((double)ps->d * (1.0 - mc->o->density)));
         pcbm_sel_coarse(&ps->thr[i], pcbm_hset_total(&ps->h, i));
     }
@@ -156,6 +165,8 @@ pcbm_status pcbm_pcb_exact_scores(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_
     if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_score_fine, ps, err)) != PCBM_OK)
         return st;
     pcbm_hset_reduce(&ps->h);
+    if ((st = pcbm_exchange(mc, &pcbm_hset_acc(&ps->h), 1, err)) != PCBM_OK)
+        return st;
     for (unsigned i = 0; i < N; i++) {
         pcbm_sel_fine(&ps->thr[i], pcbm_hset_total(&ps->h, i));
         ps->t_v[i] = pcbm_fkey_value(ps->thr[i].key);
@@ -262,6 +273,11 @@ pcbm_status pcbm_run_pcb(pcbm_mctx *mc, pcbm_error *err)
         size_t t0 = 0, t1 = 0;
         while (st == PCBM_OK && pcbm_next_range(p, &t0, &t1)) {
             uint64_t d = merged_elems(p, t0, t1);
+            if (!pcbm_split_owns_range(mc, t1 - 1, d)) { /* another unit's tensor */
+                if (pcbm_split_touches(mc, t0, t1))
+                    st = pcbm_run_tiles(mc, PCBM_PASS_APPLY, t0, t1, 1, pcbm_pcb_tile_apply, ps, err);
+                continue;
+            }
             if (d > 0 && mc->stats_in)
                 st = replay_range(mc, ps, d, err);
             else if (d > 0)

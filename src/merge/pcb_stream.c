@@ -580,36 +580,76 @@ static bool plan_windows(sstate *ss, const pcbm_mctx *mc)
     return true;
 }
 
-static void reduce_counts(sstate *ss)
+/* dst += src: counts add, maxima keep the canonical representative, bins' pair sets unite. */
+static void fcount_merge(fcount *dst, const fcount *src)
 {
-    for (unsigned i = 0; i < ss->N; i++) {
-        fcount *dst = &ss->fc[i];
-        for (unsigned w = 1; w < ss->threads; w++) {
-            const fcount *src = &ss->fc[(size_t)w * ss->N + i];
-            for (unsigned j = 0; j < 2; j++) {
-                dst->mbelow[j] += src->mbelow[j];
-                for (unsigned b = 0; b < MBINS; b++)
-                    dst->mwin[j][b] += src->mwin[j][b];
-            }
-            for (unsigned c = 0; c < NCAND; c++) {
-                dst->sbelow[c] += src->sbelow[c];
-                if (src->smax[c] > dst->smax[c] ||
-                    (src->smax[c] == dst->smax[c] &&
-                     rep_less(src->amag[c], src->az[c], dst->amag[c], dst->az[c]))) {
-                    dst->smax[c] = src->smax[c];
-                    dst->amag[c] = src->amag[c];
-                    dst->az[c] = src->az[c];
-                }
-                for (unsigned b = 0; b < SBINS; b++) {
-                    sbin_merge(&dst->sb[c][b], &src->sb[c][b]);
-                    dst->shist[c][b] += src->shist[c][b];
-                }
-            }
-            dst->sbelow_all += src->sbelow_all;
-            for (unsigned h = 0; h < HEAVY_MAX; h++)
-                dst->hcnt[h] += src->hcnt[h];
+    for (unsigned j = 0; j < 2; j++) {
+        dst->mbelow[j] += src->mbelow[j];
+        for (unsigned b = 0; b < MBINS; b++)
+            dst->mwin[j][b] += src->mwin[j][b];
+    }
+    for (unsigned c = 0; c < NCAND; c++) {
+        dst->sbelow[c] += src->sbelow[c];
+        if (src->smax[c] > dst->smax[c] ||
+            (src->smax[c] == dst->smax[c] &&
+             rep_less(src->amag[c], src->az[c], dst->amag[c], dst->az[c]))) {
+            dst->smax[c] = src->smax[c];
+            dst->amag[c] = src->amag[c];
+            dst->az[c] = src->az[c];
+        }
+        for (unsigned b = 0; b < SBINS; b++) {
+            sbin_merge(&dst->sb[c][b], &src->sb[c][b]);
+            dst->shist[c][b] += src->shist[c][b];
         }
     }
+    dst->sbelow_all += src->sbelow_all;
+    for (unsigned h = 0; h < HEAVY_MAX; h++)
+        dst->hcnt[h] += src->hcnt[h];
+}
+
+/* The counters of the N tasks (a split merge's accumulator of the full pass). */
+static void fcounts_combine(void *dst, const void *src, size_t bytes)
+{
+    for (size_t k = 0; k < bytes / sizeof(fcount); k++)
+        fcount_merge((fcount *)dst + k, (const fcount *)src + k);
+}
+
+static void reduce_counts(sstate *ss)
+{
+    for (unsigned i = 0; i < ss->N; i++)
+        for (unsigned w = 1; w < ss->threads; w++)
+            fcount_merge(&ss->fc[i], &ss->fc[(size_t)w * ss->N + i]);
+}
+
+/* dst gets src's pairs; more than PAIR_CAP in all marks it overflowing (no atoms then, as when
+ * one machine's threads together sample more than PAIR_CAP). */
+static void pairbuf_merge(pairbuf *dst, const pairbuf *src)
+{
+    if (src->overflow || (uint64_t)dst->n + src->n > PAIR_CAP) {
+        dst->overflow = true;
+        return;
+    }
+    memcpy(dst->mag + dst->n, src->mag, src->n * sizeof(float));
+    memcpy(dst->z + dst->n, src->z, src->n * sizeof(float));
+    dst->n += src->n;
+}
+
+static void pairbufs_combine(void *dst, const void *src, size_t bytes)
+{
+    for (size_t k = 0; k < bytes / sizeof(pairbuf); k++)
+        pairbuf_merge((pairbuf *)dst + k, (const pairbuf *)src + k);
+}
+
+/* Thread 0's pair buffers receive every thread's pairs (find_atoms sorts them: order is moot). */
+static void pool_pairs(sstate *ss)
+{
+    for (unsigned i = 0; i < ss->N; i++)
+        for (unsigned w = 1; w < ss->threads; w++) {
+            pairbuf *src = &ss->pb[(size_t)w * ss->N + i];
+            pairbuf_merge(&ss->pb[i], src);
+            src->n = 0;
+            src->overflow = false;
+        }
 }
 
 /* Exact value of rank `rank` inside a |tau| window (lower edge of its fine bin). */
@@ -799,6 +839,8 @@ static pcbm_status sample_passes(pcbm_mctx *mc, sstate *ss, bool *ok, pcbm_error
     if (st != PCBM_OK)
         return st;
     pcbm_hset_reduce(&ps->h);
+    if ((st = pcbm_exchange(mc, &pcbm_hset_acc(&ps->h), 1, err)) != PCBM_OK)
+        return st;
     if (!(*ok = plan_bounds(ss, mc)))
         return PCBM_OK;
     pcbm_hset_clear(&ps->h);
@@ -806,9 +848,16 @@ static pcbm_status sample_passes(pcbm_mctx *mc, sstate *ss, bool *ok, pcbm_error
     if (st != PCBM_OK)
         return st;
     pcbm_hset_reduce(&ps->h);
+    if ((st = pcbm_exchange(mc, &pcbm_hset_acc(&ps->h), 1, err)) != PCBM_OK)
+        return st;
     if (!(*ok = plan_windows(ss, mc)))
         return PCBM_OK;
     st = pcbm_run_tiles(mc, PCBM_PASS_STATS, 0, mc->plan->nt, ss->s3, tile_sample_pairs, ss, err);
+    if (st != PCBM_OK)
+        return st;
+    pool_pairs(ss);
+    pcbm_acc acc = {ss->pb, ss->N * sizeof(pairbuf), pairbufs_combine};
+    st = pcbm_exchange(mc, &acc, 1, err);
     for (unsigned i = 0; st == PCBM_OK && i < ss->N; i++)
         if (!find_atoms(ss, i))
             ss->at[i].n = 0; /* too many pairs in the window to tell atoms: interpolation only */
@@ -833,6 +882,9 @@ static pcbm_status stream_run(pcbm_mctx *mc, sstate *ss, const char **miss, bool
     if (st != PCBM_OK)
         return st;
     reduce_counts(ss);
+    pcbm_acc acc = {ss->fc, ss->N * sizeof(fcount), fcounts_combine};
+    if ((st = pcbm_exchange(mc, &acc, 1, err)) != PCBM_OK)
+        return st;
     double c = mc->o->clamp_ratio, dd = (double)ps->d;
     for (unsigned i = 0; i < ss->N; i++) {
         const fcount *fc = &ss->fc[i];

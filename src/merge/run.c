@@ -4,11 +4,9 @@
  * passes into a partial directory, writes the index, side files and merge_report.json, and
  * publishes OUT with one atomic rename. A failed merge leaves nothing that looks like a model.
  */
-#include "merge.h"
+#include "run_internal.h"
 
-#include "../writer/journal.h"
 #include "../writer/manifest.h"
-#include "../writer/output.h"
 
 #include <fcntl.h>
 #include <jansson.h>
@@ -20,9 +18,8 @@
 #include <errno.h>
 #include <sys/resource.h>
 #include <unistd.h>
-#include <unistd.h>
 
-#define RESERVED_MISC (4u << 20) /* model tables, rings and other small allocations */
+
 
 static const char *const method_names[PCBM_METHOD_COUNT] = {
     [PCBM_METHOD_PCB] = "pcb",
@@ -60,12 +57,12 @@ void pcbm_merge_opts_init(pcbm_merge_opts *o)
     o->out_dtype = PCBM_DTYPE_BASE;
 }
 
-static bool method_has_stats(pcbm_method m)
+bool pcbm_method_has_stats(pcbm_method m)
 {
     return m == PCBM_METHOD_PCB || m == PCBM_METHOD_TIES || m == PCBM_METHOD_DARE_TIES;
 }
 
-static pcbm_status check_opts(const pcbm_merge_opts *o, pcbm_error *err)
+pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err)
 {
     if (!o->base || !o->out)
         return pcbm_fail(err, PCBM_ERR_USAGE, "--base and --out are required");
@@ -101,13 +98,13 @@ static pcbm_status check_opts(const pcbm_merge_opts *o, pcbm_error *err)
         return pcbm_fail(err, PCBM_ERR_USAGE, "--shard-size must be positive");
     if (o->exact && o->streaming)
         return pcbm_fail(err, PCBM_ERR_USAGE, "--exact and --streaming exclude each other");
-    if (o->stats_in && !method_has_stats(o->method))
+    if (o->stats_in && !pcbm_method_has_stats(o->method))
         return pcbm_fail(err, PCBM_ERR_USAGE, "--stats applies to pcb, ties and dare_ties; %s "
                          "computes no statistics", pcbm_method_name(o->method));
     return PCBM_OK;
 }
 
-static unsigned default_threads(void)
+unsigned pcbm_run_default_threads(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (unsigned)n : 1;
@@ -160,7 +157,7 @@ static json_t *json_num_or_null(double v, bool have)
     return have && isfinite(v) ? json_real(v) : json_null();
 }
 
-static char *report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, double secs)
+char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, double secs)
 {
     const pcbm_merge_opts *o = mc->o;
     const pcbm_plan *p = mc->plan;
@@ -221,7 +218,7 @@ static char *report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, doub
     return s;
 }
 
-static void print_summary(const pcbm_mctx *mc, const pcbm_engine_report *er, double secs)
+void pcbm_run_print_summary(const pcbm_mctx *mc, const pcbm_engine_report *er, double secs)
 {
     const pcbm_merge_opts *o = mc->o;
     const pcbm_plan *p = mc->plan;
@@ -278,7 +275,7 @@ static pcbm_status write_outputs(pcbm_mctx *mc, const pcbm_outdir *od, char *rep
         st = pcbm_copy_side_files(mc->plan->models[0], od->partial, err);
     if (st == PCBM_OK)
         st = pcbm_outdir_write(od, "merge_report.json", report, strlen(report), err);
-    if (st == PCBM_OK && method_has_stats(mc->o->method) && mc->plan->d > 0) {
+    if (st == PCBM_OK && pcbm_method_has_stats(mc->o->method) && mc->plan->d > 0) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", od->partial, PCBM_STATS_NAME);
         snprintf(mc->stats_out->how, sizeof mc->stats_out->how, "%s", mc->stats_how);
@@ -449,7 +446,7 @@ static pcbm_status prepare_stats(const pcbm_merge_opts *o, const uint64_t *ids,
 }
 
 /* Every parameter that shapes the output bytes (threads, memory, I/O and block size do not). */
-static char *output_params(const pcbm_merge_opts *o)
+char *pcbm_run_output_params(const pcbm_merge_opts *o)
 {
     char *base = params_json(o);
     json_t *p = base ? json_loads(base, 0, NULL) : NULL;
@@ -466,23 +463,9 @@ static char *output_params(const pcbm_merge_opts *o)
     return s;
 }
 
-typedef struct merge_run {
-    const pcbm_merge_opts *o;
-    pcbm_model *models[PCBM_MAX_MODELS];
-    uint64_t ids[PCBM_MAX_MODELS];
-    pcbm_plan plan;
-    bool plan_ok;
-    pcbm_engine *eng;
-    pcbm_outdir od;
-    bool od_ok, resumed, keep_partial, publish_only;
-    pcbm_journal journal;
-    pcbm_mctx mc;
-    char *params;
-    pcbm_statset stats_now, stats_in, stats_saved;
-} merge_run;
 
 /* Open, cross-check and identify every input; nothing is written yet. */
-static pcbm_status setup_inputs(merge_run *r, pcbm_error *err)
+pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err)
 {
     const pcbm_merge_opts *o = r->o;
     pcbm_status st = open_models(o, r->models, err);
@@ -499,7 +482,7 @@ static pcbm_status setup_inputs(merge_run *r, pcbm_error *err)
     r->plan_ok = true;
     if ((st = fingerprints(o, r->models, r->ids, err)) != PCBM_OK)
         return st;
-    if (method_has_stats(o->method) &&
+    if (pcbm_method_has_stats(o->method) &&
         (st = prepare_stats(o, r->ids, &r->stats_now, &r->stats_in, err)) != PCBM_OK)
         return st;
     if (r->plan.d == 0)
@@ -508,7 +491,7 @@ static pcbm_status setup_inputs(merge_run *r, pcbm_error *err)
     return PCBM_OK;
 }
 
-static pcbm_status setup_ctx(merge_run *r, unsigned threads, pcbm_error *err)
+pcbm_status pcbm_run_setup_ctx(merge_run *r, unsigned threads, pcbm_error *err)
 {
     const pcbm_merge_opts *o = r->o;
     pcbm_mctx *mc = &r->mc;
@@ -530,7 +513,7 @@ static pcbm_status setup_ctx(merge_run *r, unsigned threads, pcbm_error *err)
 }
 
 /* A journal of an earlier run must describe this very merge. */
-static pcbm_status check_journal(merge_run *r, const char *params, pcbm_error *err)
+pcbm_status pcbm_run_check_journal(merge_run *r, const char *params, pcbm_error *err)
 {
     const pcbm_journal *j = &r->journal;
     const pcbm_merge_opts *o = r->o;
@@ -557,7 +540,7 @@ static pcbm_status check_journal(merge_run *r, const char *params, pcbm_error *e
     return PCBM_OK;
 }
 
-static pcbm_status on_segment(void *arg, const pcbm_segment *seg, pcbm_error *err)
+pcbm_status pcbm_run_on_segment(void *arg, const pcbm_segment *seg, pcbm_error *err)
 {
     merge_run *r = arg;
     return pcbm_journal_add(&r->journal, seg, err);
@@ -588,7 +571,7 @@ static void ignore_mismatch(void *arg, const char *file, const char *expected, c
 /* The journal: a new one, or the earlier run's, checked, with its saved statistics. */
 static pcbm_status setup_journal(merge_run *r, pcbm_error *err)
 {
-    char path[4096], *params = output_params(r->o);
+    char path[4096], *params = pcbm_run_output_params(r->o);
     if (!params)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     snprintf(path, sizeof path, "%s/%s", r->od.partial, PCBM_JOURNAL_NAME);
@@ -615,7 +598,7 @@ static pcbm_status setup_journal(merge_run *r, pcbm_error *err)
     if (r->resumed) {
         st = pcbm_journal_load(path, &r->journal, err);
         if (st == PCBM_OK)
-            st = check_journal(r, params, err);
+            st = pcbm_run_check_journal(r, params, err);
         free(params);
         if (st == PCBM_OK && r->journal.stats_saved && !r->o->stats_in) {
             snprintf(path, sizeof path, "%s/%s", r->od.partial, PCBM_STATS_NAME);
@@ -646,7 +629,7 @@ static pcbm_status setup_output(merge_run *r, unsigned threads, pcbm_error *err)
     if ((st = setup_journal(r, err)) != PCBM_OK || r->publish_only)
         return st;
     r->keep_partial = true; /* from here on, a failure can be resumed */
-    uint64_t reserved = RESERVED_MISC + pcbm_method_stats_bytes(o, threads, &r->plan) +
+    uint64_t reserved = PCBM_RESERVED_MISC + pcbm_method_stats_bytes(o, threads, &r->plan) +
                         (uint64_t)threads * r->mc.scratch_floats * sizeof(float);
     pcbm_engine_cfg ec = {.mem_bytes = o->mem_bytes, .reserved_bytes = reserved,
                           .threads = threads, .io = o->io, .block_bytes = o->block_bytes,
@@ -673,21 +656,22 @@ static pcbm_status setup_output(merge_run *r, unsigned threads, pcbm_error *err)
         if ((st = pcbm_journal_save(&r->journal, err)) != PCBM_OK)
             return st;
     }
-    pcbm_engine_on_segment(r->eng, on_segment, r);
+    pcbm_engine_on_segment(r->eng, pcbm_run_on_segment, r);
     return PCBM_OK;
 }
 
-static void teardown(merge_run *r, pcbm_status st)
+void pcbm_run_teardown(merge_run *r, pcbm_status st)
 {
     pcbm_engine_destroy(r->eng);
     bool keep = r->keep_partial && (st == PCBM_ERR_INTERRUPTED || st == PCBM_ERR_IO ||
                                     st == PCBM_ERR_NOSPACE);
     if (r->od_ok && st != PCBM_OK && !keep && !r->resumed)
         pcbm_outdir_discard(&r->od);
-    pcbm_outdir_free(&r->od);
+    if (r->od.final || r->od.partial) /* never begun: nothing to close (lock_fd is 0) */
+        pcbm_outdir_free(&r->od);
     if (r->plan_ok)
         pcbm_plan_free(&r->plan);
-    for (unsigned i = 0; i <= r->o->ntasks && i < PCBM_MAX_MODELS; i++)
+    for (unsigned i = 0; r->o && i <= r->o->ntasks && i < PCBM_MAX_MODELS; i++)
         pcbm_model_close(r->models[i]);
     pcbm_free_aligned(r->mc.scratch);
     free(r->mc.kept_local);
@@ -708,13 +692,13 @@ static void add_hint(pcbm_error *err, const char *hint)
 }
 
 /* Manifest: the xxh3-128 of every file of OUT, the method, parameters, inputs and version. */
-static pcbm_status write_manifest(merge_run *r, pcbm_error *err)
+pcbm_status pcbm_run_write_manifest(merge_run *r, const XXH128_hash_t *hashes, pcbm_error *err)
 {
     json_t *root = json_object(), *files = json_array(), *inputs = json_array();
     char h[40];
     const pcbm_outplan *op = &r->plan.out;
     for (unsigned f = 0; f < op->nfiles; f++) {
-        XXH128_hash_t d = pcbm_engine_file_hash(r->eng, f);
+        XXH128_hash_t d = hashes ? hashes[f] : pcbm_engine_file_hash(r->eng, f);
         snprintf(h, sizeof h, "%016llx%016llx", (unsigned long long)d.high64,
                  (unsigned long long)d.low64);
         json_array_append_new(files, json_pack("{s:s,s:I,s:s}", "name", op->files[f].name, "size",
@@ -748,7 +732,7 @@ static pcbm_status finalize(merge_run *r, double t0, pcbm_error *err)
         return st;
     double secs = pcbm_now() - t0;
     const pcbm_engine_report *er = pcbm_engine_get_report(r->eng);
-    char *rep = report_json(&r->mc, er, secs);
+    char *rep = pcbm_run_report_json(&r->mc, er, secs);
     st = rep ? write_outputs(&r->mc, &r->od, rep, err)
              : pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory writing the report");
     free(rep);
@@ -757,13 +741,13 @@ static pcbm_status finalize(merge_run *r, double t0, pcbm_error *err)
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", r->od.partial, PCBM_JOURNAL_NAME);
         unlink(path);
-        st = write_manifest(r, err);
+        st = pcbm_run_write_manifest(r, NULL, err);
     }
     pcbm_test_point("finalize");
     if (st == PCBM_OK)
         st = pcbm_outdir_publish(&r->od, err);
     if (st == PCBM_OK) {
-        print_summary(&r->mc, er, secs);
+        pcbm_run_print_summary(&r->mc, er, secs);
         pcbm_info("wrote %s", r->o->out);
     }
     return st;
@@ -772,19 +756,19 @@ static pcbm_status finalize(merge_run *r, double t0, pcbm_error *err)
 pcbm_status pcbm_merge(const pcbm_merge_opts *o, pcbm_error *err)
 {
     pcbm_error_clear(err);
-    pcbm_status st = check_opts(o, err);
+    pcbm_status st = pcbm_run_check_opts(o, err);
     if (st != PCBM_OK)
         return st;
     pcbm_log_level = o->quiet ? 0 : 1;
     double t0 = pcbm_now();
-    unsigned threads = o->threads ? o->threads : default_threads();
+    unsigned threads = o->threads ? o->threads : pcbm_run_default_threads();
     merge_run *r = pcbm_calloc(1, sizeof *r);
     if (!r)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     r->o = o;
-    st = setup_inputs(r, err);
+    st = pcbm_run_setup_inputs(r, err);
     if (st == PCBM_OK)
-        st = setup_ctx(r, threads, err);
+        st = pcbm_run_setup_ctx(r, threads, err);
     if (st == PCBM_OK)
         st = setup_output(r, threads, err);
     if (st == PCBM_OK && r->publish_only) {
@@ -792,7 +776,7 @@ pcbm_status pcbm_merge(const pcbm_merge_opts *o, pcbm_error *err)
         st = pcbm_outdir_publish(&r->od, err);
         if (st == PCBM_OK)
             pcbm_info("finished publishing %s (verified against its manifest)", o->out);
-        teardown(r, st);
+        pcbm_run_teardown(r, st);
         free(r);
         return st;
     }
@@ -809,7 +793,7 @@ pcbm_status pcbm_merge(const pcbm_merge_opts *o, pcbm_error *err)
                  "with --resume to continue", r->od.partial);
         add_hint(err, hint);
     }
-    teardown(r, st);
+    pcbm_run_teardown(r, st);
     free(r);
     if (st == PCBM_ERR_INTERRUPTED)
         pcbm_engine_clear_stop();

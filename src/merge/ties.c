@@ -112,6 +112,8 @@ static pcbm_status trim_thresholds(pcbm_mctx *mc, ties_state *ts, size_t t0, siz
         return PCBM_OK;
     }
     pcbm_hset_reduce(&ts->h);
+    if ((st = pcbm_exchange(mc, &pcbm_hset_acc(&ts->h), 1, err)) != PCBM_OK)
+        return st;
     for (unsigned i = 0; i < N; i++) {
         pcbm_sel_init(&ts->sel[i], d - keep - 1);
         pcbm_sel_coarse(&ts->sel[i], pcbm_hset_total(&ts->h, i));
@@ -120,6 +122,8 @@ static pcbm_status trim_thresholds(pcbm_mctx *mc, ties_state *ts, size_t t0, siz
     if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_fine, ts, err)) != PCBM_OK)
         return st;
     pcbm_hset_reduce(&ts->h);
+    if ((st = pcbm_exchange(mc, &pcbm_hset_acc(&ts->h), 1, err)) != PCBM_OK)
+        return st;
     for (unsigned i = 0; i < N; i++) {
         pcbm_sel_fine(&ts->sel[i], pcbm_hset_total(&ts->h, i));
         ts->thr[i] = pcbm_fkey_value(ts->sel[i].key);
@@ -132,6 +136,12 @@ static pcbm_status ties_range(pcbm_mctx *mc, ties_state *ts, size_t t0, size_t t
 {
     pcbm_status st = PCBM_OK;
     mc->pass_no = 0;
+    if (!ts->global && stats && !pcbm_split_owns_range(mc, t1 - 1, range_elems(mc->plan, t0, t1))) {
+        /* another unit's tensor (split merge): only this unit's tensors of the range are written */
+        if (!pcbm_split_touches(mc, t0, t1))
+            return PCBM_OK;
+        return pcbm_run_tiles(mc, PCBM_PASS_APPLY, t0, t1, 1, tile_apply, ts, err);
+    }
     if (stats && mc->stats_in) {
         const pcbm_statrec *r = pcbm_replay_next(mc, range_elems(mc->plan, t0, t1), err);
         if (!r)
@@ -147,11 +157,15 @@ static pcbm_status ties_range(pcbm_mctx *mc, ties_state *ts, size_t t0, size_t t
         if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_votes, ts, err)) != PCBM_OK)
             return st;
         mc->check_finite = 0;
-        int64_t pos = 0, neg = 0;
+        int64_t pn[2] = {0, 0};
         for (unsigned w = 0; w < mc->threads; w++) {
-            pos += ts->votes[2 * w];
-            neg += ts->votes[2 * w + 1];
+            pn[0] += ts->votes[2 * w];
+            pn[1] += ts->votes[2 * w + 1];
         }
+        pcbm_acc acc = {pn, sizeof pn, pcbm_acc_sum_i64};
+        if ((st = pcbm_exchange(mc, &acc, 1, err)) != PCBM_OK)
+            return st;
+        int64_t pos = pn[0], neg = pn[1];
         ts->majority = pos > neg ? 1.0f : (pos < neg ? -1.0f : 0.0f);
     }
     if (stats) {

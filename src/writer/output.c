@@ -121,6 +121,25 @@ pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, int r
     return lock_partial(od, err);
 }
 
+/* OUT and OUT.partial named, nothing created or locked (the phases of a split merge). */
+pcbm_status pcbm_outdir_attach(pcbm_outdir *od, const char *out, pcbm_error *err)
+{
+    memset(od, 0, sizeof *od);
+    od->lock_fd = -1;
+    size_t n = strlen(out);
+    while (n > 1 && out[n - 1] == '/')
+        n--;
+    od->final = strndup(out, n);
+    od->partial = pcbm_malloc(n + sizeof PARTIAL_SUFFIX);
+    if (!od->final || !od->partial)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    memcpy(od->partial, od->final, n);
+    memcpy(od->partial + n, PARTIAL_SUFFIX, sizeof PARTIAL_SUFFIX);
+    return PCBM_OK;
+}
+
+int pcbm_remove_tree(const char *path) { return remove_tree(path); }
+
 pcbm_status pcbm_outdir_reset(pcbm_outdir *od, pcbm_error *err)
 {
     int rc = remove_contents(od->partial);

@@ -1,0 +1,48 @@
+/*
+ * run_internal.h — the pieces of pcbm_merge() (run.c) that the split merge (split.c) reuses:
+ * one merge's state, opening and identifying the inputs, the method context, the journal check,
+ * the report and the manifest.
+ */
+#ifndef PCBM_RUN_INTERNAL_H
+#define PCBM_RUN_INTERNAL_H
+
+#include "merge.h"
+
+#include "../writer/journal.h"
+#include "../writer/output.h"
+
+#define PCBM_RESERVED_MISC (4u << 20) /* model tables, rings and other small allocations */
+
+typedef struct merge_run {
+    const pcbm_merge_opts *o;
+    pcbm_model *models[PCBM_MAX_MODELS];
+    uint64_t ids[PCBM_MAX_MODELS];
+    pcbm_plan plan;
+    bool plan_ok;
+    pcbm_engine *eng;
+    pcbm_outdir od;
+    bool od_ok, resumed, keep_partial, publish_only;
+    pcbm_journal journal;
+    pcbm_mctx mc;
+    char *params;
+    pcbm_statset stats_now, stats_in, stats_saved;
+} merge_run;
+
+bool pcbm_method_has_stats(pcbm_method m);
+pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err);
+unsigned pcbm_run_default_threads(void);
+/* Every parameter that shapes the output bytes, as canonical JSON (malloc'ed). */
+char *pcbm_run_output_params(const pcbm_merge_opts *o);
+/* Open, cross-check and identify every input (r->o set); with o->stats_in, read and check it. */
+pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err);
+pcbm_status pcbm_run_setup_ctx(merge_run *r, unsigned threads, pcbm_error *err);
+/* r->journal (loaded) describes this very merge. */
+pcbm_status pcbm_run_check_journal(merge_run *r, const char *params, pcbm_error *err);
+pcbm_status pcbm_run_on_segment(void *arg, const pcbm_segment *seg, pcbm_error *err);
+char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, double secs);
+void pcbm_run_print_summary(const pcbm_mctx *mc, const pcbm_engine_report *er, double secs);
+/* The manifest of r->od.partial; output files hashed by the engine, or given (hashes). */
+pcbm_status pcbm_run_write_manifest(merge_run *r, const XXH128_hash_t *hashes, pcbm_error *err);
+void pcbm_run_teardown(merge_run *r, pcbm_status st);
+
+#endif /* PCBM_RUN_INTERNAL_H */

@@ -1,0 +1,1099 @@
+/*
+ * split.c — one merge split across machines: the phases `plan`, `stats`, `reduce`, `apply` and
+ * `finalize` over a shared output directory DIR (see split.h for how statistics travel).
+ *
+ * Layout of DIR.partial while the merge runs:
+ *   .split/plan.json.zst            the merge's parameters, the inputs' identity, the units
+ *   .split/round-R.unit-I.zst       unit I's part of statistics round R (global scope)
+ *   .split/round-R.zst              round R reduced over all units
+ *   .split/stats.unit-I.zst         unit I's statistics (tensor scope: one round)
+ *   .split/stats.complete           the statistics are known (merge_stats.json.zst is written)
+ *   .split/unit-I.journal.json.zst  unit I's durable output segments (its apply resumes from it)
+ *   .split/unit-I.done.json.zst     unit I's files are written: their xxh3-128, kept counts
+ *   merge_stats.json.zst, model-*.safetensors   what will be published
+ * A unit owns a contiguous run of output files (balanced by the bytes it reads and writes), so
+ * units never write the same file. finalize writes the index, side files, report and manifest,
+ * removes .split and renames DIR.partial to DIR: nothing under DIR is ever partial.
+ */
+#include "pcb_internal.h"
+#include "run_internal.h"
+
+#include "../common/zjson.h"
+#include "../writer/manifest.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define PLAN_NAME "plan.json.zst"
+#define PLAN_FORMAT "pcbmerge-split-plan"
+#define PLAN_VERSION 1
+#define COMPLETE_NAME "stats.complete"
+#define MAX_UNITS 100000u
+
+typedef struct split_plan {
+    pcbm_merge_opts o;          /* the merge's parameters; strings below own its pointers */
+    char *base;
+    char **tasks;
+    double *lambdas, *weights;
+    char **exclude;
+    unsigned units;
+    unsigned *file_lo, *file_hi;
+    uint64_t *unit_bytes;
+    unsigned nmodels;
+    uint64_t ids[PCBM_MAX_MODELS];
+    uint64_t plan_id;
+    unsigned rounds_max;
+    pcbm_outdir od;             /* DIR and DIR.partial */
+    char ctl[3072];             /* DIR.partial/.split */
+} split_plan;
+
+static void plan_free(split_plan *sp)
+{
+    free(sp->base);
+    for (unsigned i = 0; sp->tasks && i < sp->o.ntasks; i++)
+        free(sp->tasks[i]);
+    free(sp->tasks);
+    free(sp->lambdas);
+    free(sp->weights);
+    for (unsigned i = 0; sp->exclude && i < sp->o.nexclude; i++)
+        free(sp->exclude[i]);
+    free(sp->exclude);
+    free(sp->file_lo);
+    free(sp->file_hi);
+    free(sp->unit_bytes);
+    pcbm_outdir_free(&sp->od);
+    memset(sp, 0, sizeof *sp);
+}
+
+static void ctl_path(const split_plan *sp, char *buf, size_t len, const char *fmt, unsigned n)
+{
+    char name[256];
+    snprintf(name, sizeof name, fmt, n);
+    snprintf(buf, len, "%s/%s", sp->ctl, name);
+}
+
+static bool exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* ---- the plan file ------------------------------------------------------------------------ */
+
+static json_t *doubles_json(const double *v, unsigned n)
+{
+    if (!v)
+        return json_null();
+    json_t *a = json_array();
+    for (unsigned i = 0; i < n; i++)
+        json_array_append_new(a, json_real(v[i]));
+    return a;
+}
+
+/* Every parameter of the merge (run-time settings excluded), as JSON. */
+static json_t *opts_json(const pcbm_merge_opts *o)
+{
+    json_t *j = json_object(), *tasks = json_array(), *ex = json_array();
+    for (unsigned i = 0; i < o->ntasks; i++)
+        json_array_append_new(tasks, json_string(o->tasks[i]));
+    for (unsigned i = 0; i < o->nexclude; i++)
+        json_array_append_new(ex, json_string(o->exclude[i]));
+    char seed[32];
+    snprintf(seed, sizeof seed, "%" PRIu64, o->seed);
+    json_object_set_new(j, "base", json_string(o->base));
+    json_object_set_new(j, "tasks", tasks);
+    json_object_set_new(j, "method", json_string(pcbm_method_name(o->method)));
+    json_object_set_new(j, "density", json_real(o->density));
+    json_object_set_new(j, "lambda", json_real(o->lambda));
+    json_object_set_new(j, "lambdas", doubles_json(o->lambdas, o->ntasks));
+    json_object_set_new(j, "weights", doubles_json(o->weights, o->ntasks));
+    json_object_set_new(j, "clamp_ratio", json_real(o->clamp_ratio));
+    json_object_set_new(j, "scope", json_string(o->scope == PCBM_SCOPE_GLOBAL ? "global" : "tensor"));
+    json_object_set_new(j, "exact", json_boolean(o->exact));
+    json_object_set_new(j, "streaming", json_boolean(o->streaming));
+    json_object_set_new(j, "seed", json_string(seed));
+    json_object_set_new(j, "shard_bytes", json_integer((json_int_t)o->shard_bytes));
+    json_object_set_new(j, "dtype", json_string(o->out_dtype == PCBM_DTYPE_BASE
+                                                    ? "base" : pcbm_dtype_name(o->out_dtype)));
+    json_object_set_new(j, "exclude", ex);
+    json_object_set_new(j, "allow_extra", json_boolean(o->allow_extra));
+    json_object_set_new(j, "allow_nonfinite", json_boolean(o->allow_nonfinite));
+    return j;
+}
+
+static bool doubles_from(json_t *a, unsigned n, double **out)
+{
+    *out = NULL;
+    if (json_is_null(a))
+        return true;
+    if (!json_is_array(a) || json_array_size(a) != n || !(*out = pcbm_calloc(n ? n : 1, sizeof(double))))
+        return false;
+    for (unsigned i = 0; i < n; i++) {
+        json_t *v = json_array_get(a, i);
+        if (!json_is_number(v))
+            return false;
+        (*out)[i] = json_number_value(v);
+    }
+    return true;
+}
+
+static bool strings_from(json_t *a, char ***out, unsigned *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (!json_is_array(a))
+        return false;
+    size_t cnt = json_array_size(a);
+    if (!(*out = pcbm_calloc(cnt ? cnt : 1, sizeof(char *))))
+        return false;
+    for (size_t i = 0; i < cnt; i++) {
+        const char *s = json_string_value(json_array_get(a, i));
+        if (!s || !((*out)[i] = pcbm_strdup(s)))
+            return false;
+        *n = (unsigned)(i + 1);
+    }
+    return true;
+}
+
+static bool opts_from(json_t *j, split_plan *sp)
+{
+    pcbm_merge_opts *o = &sp->o;
+    pcbm_merge_opts_init(o);
+    const char *base = json_string_value(json_object_get(j, "base"));
+    const char *method = json_string_value(json_object_get(j, "method"));
+    const char *scope = json_string_value(json_object_get(j, "scope"));
+    const char *seed = json_string_value(json_object_get(j, "seed"));
+    const char *dtype = json_string_value(json_object_get(j, "dtype"));
+    unsigned nt = 0, nex = 0;
+    if (!base || !method || !scope || !seed || !dtype || !(sp->base = pcbm_strdup(base)) ||
+        !strings_from(json_object_get(j, "tasks"), &sp->tasks, &nt) ||
+        !strings_from(json_object_get(j, "exclude"), &sp->exclude, &nex))
+        return false;
+    o->base = sp->base;
+    o->tasks = (const char *const *)sp->tasks;
+    o->ntasks = nt;
+    o->exclude = (const char *const *)sp->exclude;
+    o->nexclude = nex;
+    if ((o->method = pcbm_method_parse(method)) == PCBM_METHOD_COUNT)
+        return false;
+    o->scope = strcmp(scope, "tensor") == 0 ? PCBM_SCOPE_TENSOR : PCBM_SCOPE_GLOBAL;
+    o->seed = strtoull(seed, NULL, 10);
+    o->out_dtype = strcmp(dtype, "base") == 0 ? PCBM_DTYPE_BASE : pcbm_dtype_parse(dtype);
+    o->density = json_number_value(json_object_get(j, "density"));
+    o->lambda = json_number_value(json_object_get(j, "lambda"));
+    o->clamp_ratio = json_number_value(json_object_get(j, "clamp_ratio"));
+    o->exact = json_is_true(json_object_get(j, "exact"));
+    o->streaming = json_is_true(json_object_get(j, "streaming"));
+    o->shard_bytes = (uint64_t)json_integer_value(json_object_get(j, "shard_bytes"));
+    o->allow_extra = json_is_true(json_object_get(j, "allow_extra"));
+    o->allow_nonfinite = json_is_true(json_object_get(j, "allow_nonfinite"));
+    if (!doubles_from(json_object_get(j, "lambdas"), nt, &sp->lambdas) ||
+        !doubles_from(json_object_get(j, "weights"), nt, &sp->weights))
+        return false;
+    o->lambdas = sp->lambdas;
+    o->weights = sp->weights;
+    return true;
+}
+
+/* The plan's identity: its parameters, inputs and units (round files carry it). */
+static uint64_t plan_identity(json_t *root)
+{
+    json_t *copy = json_deep_copy(root);
+    json_object_del(copy, "plan_id");
+    char *txt = json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(copy);
+    uint64_t h = txt ? XXH3_64bits(txt, strlen(txt)) : 0;
+    free(txt);
+    return h;
+}
+
+static json_t *plan_json(const split_plan *sp)
+{
+    json_t *root = json_object(), *ids = json_array(), *units = json_array();
+    char h[17];
+    for (unsigned m = 0; m < sp->nmodels; m++) {
+        snprintf(h, sizeof h, "%016" PRIx64, sp->ids[m]);
+        json_array_append_new(ids, json_string(h));
+    }
+    for (unsigned u = 0; u < sp->units; u++)
+        json_array_append_new(units, json_pack("{s:i,s:i,s:I}", "file_lo", (int)sp->file_lo[u],
+                                               "file_hi", (int)sp->file_hi[u], "bytes",
+                                               (json_int_t)sp->unit_bytes[u]));
+    json_object_set_new(root, "format", json_string(PLAN_FORMAT));
+    json_object_set_new(root, "format_version", json_integer(PLAN_VERSION));
+    json_object_set_new(root, "version", json_string(PCBM_VERSION_STRING));
+    json_object_set_new(root, "merge", opts_json(&sp->o));
+    json_object_set_new(root, "inputs", ids);
+    json_object_set_new(root, "units", units);
+    json_object_set_new(root, "rounds_max", json_integer(sp->rounds_max));
+    uint64_t id = plan_identity(root);
+    snprintf(h, sizeof h, "%016" PRIx64, id);
+    json_object_set_new(root, "plan_id", json_string(h));
+    return root;
+}
+
+static pcbm_status plan_damaged(const char *path, pcbm_error *err)
+{
+    return pcbm_fail(err, PCBM_ERR_STATS, "the split plan %s is damaged or of another version: "
+                     "plan again with --force", path);
+}
+
+static pcbm_status plan_from_json(json_t *root, const char *path, split_plan *sp, pcbm_error *err)
+{
+    const char *fmt = json_string_value(json_object_get(root, "format"));
+    const char *ver = json_string_value(json_object_get(root, "version"));
+    const char *pid = json_string_value(json_object_get(root, "plan_id"));
+    json_t *ids = json_object_get(root, "inputs"), *units = json_object_get(root, "units");
+    if (!fmt || strcmp(fmt, PLAN_FORMAT) != 0 ||
+        json_integer_value(json_object_get(root, "format_version")) != PLAN_VERSION || !pid ||
+        !json_is_array(ids) || !json_is_array(units) || json_array_size(units) < 1 ||
+        json_array_size(units) > MAX_UNITS || !opts_from(json_object_get(root, "merge"), sp) ||
+        json_array_size(ids) != sp->o.ntasks + 1 || sp->o.ntasks > PCBM_MAX_TASKS)
+        return plan_damaged(path, err);
+    if (!ver || strcmp(ver, PCBM_VERSION_STRING) != 0)
+        return pcbm_fail(err, PCBM_ERR_STATS, "the split plan %s was made by pcbmerge %s; this is "
+                         "%s: every phase of one merge must run the same version (or plan again "
+                         "with --force)", path, ver ? ver : "?", PCBM_VERSION_STRING);
+    sp->plan_id = strtoull(pid, NULL, 16);
+    if (sp->plan_id != plan_identity(root))
+        return plan_damaged(path, err);
+    sp->nmodels = sp->o.ntasks + 1;
+    for (unsigned m = 0; m < sp->nmodels; m++) {
+        const char *s = json_string_value(json_array_get(ids, m));
+        if (!s)
+            return plan_damaged(path, err);
+        sp->ids[m] = strtoull(s, NULL, 16);
+    }
+    sp->units = (unsigned)json_array_size(units);
+    sp->file_lo = pcbm_calloc(sp->units, sizeof(unsigned));
+    sp->file_hi = pcbm_calloc(sp->units, sizeof(unsigned));
+    sp->unit_bytes = pcbm_calloc(sp->units, sizeof(uint64_t));
+    if (!sp->file_lo || !sp->file_hi || !sp->unit_bytes)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    for (unsigned u = 0; u < sp->units; u++) {
+        json_t *e = json_array_get(units, u);
+        sp->file_lo[u] = (unsigned)json_integer_value(json_object_get(e, "file_lo"));
+        sp->file_hi[u] = (unsigned)json_integer_value(json_object_get(e, "file_hi"));
+        sp->unit_bytes[u] = (uint64_t)json_integer_value(json_object_get(e, "bytes"));
+        if (sp->file_hi[u] < sp->file_lo[u] || (u && sp->file_lo[u] != sp->file_hi[u - 1]))
+            return plan_damaged(path, err);
+    }
+    sp->rounds_max = (unsigned)json_integer_value(json_object_get(root, "rounds_max"));
+    return PCBM_OK;
+}
+
+/* ---- planning ----------------------------------------------------------------------------- */
+
+/* Bytes a unit moves for output file f: every input read of its tensors and the output. */
+static uint64_t file_work(const pcbm_plan *p, unsigned f)
+{
+    const pcbm_out_file *of = &p->out.files[f];
+    uint64_t w = of->size;
+    for (size_t i = of->first; i < of->first + of->count; i++) {
+        const pcbm_tplan *t = &p->t[i];
+        unsigned nin = t->kind == PCBM_T_MERGE ? p->nmodels : 1;
+        for (unsigned m = 0; m < nin; m++)
+            w += t->units * t->in_unit[m];
+    }
+    return w;
+}
+
+/* Contiguous runs of output files, K of them, each ending at the file whose middle is nearest
+ * to its share of the total work (with more units than files, some units are empty). */
+static void balance(const pcbm_plan *p, split_plan *sp)
+{
+    unsigned nf = p->out.nfiles, K = sp->units;
+    double total = 0;
+    for (unsigned f = 0; f < nf; f++)
+        total += (double)file_work(p, f);
+    unsigned f = 0;
+    double cum = 0;
+    for (unsigned u = 0; u < K; u++) {
+        sp->file_lo[u] = f;
+        double target = total * (double)(u + 1) / (double)K;
+        uint64_t bytes = 0;
+        while (f < nf) {
+            double w = (double)file_work(p, f);
+            if (u + 1 < K && cum + w / 2 > target)
+                break;
+            cum += w;
+            bytes += (uint64_t)w;
+            f++;
+        }
+        sp->file_hi[u] = f;
+        sp->unit_bytes[u] = bytes;
+    }
+}
+
+/* Statistics rounds the method can need at most (the streaming PCB falls back to exact passes
+ * when a sampled bracket misses). */
+static unsigned rounds_max(const pcbm_merge_opts *o, const pcbm_plan *p)
+{
+    if (!pcbm_method_has_stats(o->method) || p->d == 0)
+        return 0;
+    if (o->scope == PCBM_SCOPE_TENSOR)
+        return 1;
+    if (o->method == PCBM_METHOD_PCB)
+        return pcbm_pcb_stream_will_run(o, p) ? 8 : 4;
+    return o->method == PCBM_METHOD_TIES ? 3 : 1;
+}
+
+static pcbm_status read_plan_file(const char *ctl, split_plan *sp, pcbm_error *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", ctl, PLAN_NAME);
+    json_t *root = NULL;
+    pcbm_status st = pcbm_zjson_read(path, &root, "split plan", err);
+    if (st == PCBM_OK)
+        st = plan_from_json(root, path, sp, err);
+    json_decref(root);
+    return st;
+}
+
+pcbm_status pcbm_split_plan(const pcbm_merge_opts *o, unsigned units, pcbm_error *err)
+{
+    pcbm_error_clear(err);
+    pcbm_status st = pcbm_run_check_opts(o, err);
+    if (st != PCBM_OK)
+        return st;
+    if (units < 1 || units > MAX_UNITS)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "--shards must be 1 to %u, got %u", MAX_UNITS, units);
+    if (o->stats_in || o->resume)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "plan takes neither --stats nor --resume: a split "
+                         "merge computes its statistics in rounds and every phase resumes by itself");
+    pcbm_log_level = o->quiet ? 0 : 1;
+    merge_run *r = pcbm_calloc(1, sizeof *r);
+    split_plan *sp = pcbm_calloc(1, sizeof *sp);
+    json_t *root = NULL;
+    if (!r || !sp) {
+        free(r);
+        free(sp);
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    }
+    r->o = o;
+    st = pcbm_run_setup_inputs(r, err);
+    if (st == PCBM_OK) {
+        sp->o = *o;
+        sp->units = units;
+        sp->nmodels = o->ntasks + 1;
+        memcpy(sp->ids, r->ids, sizeof r->ids);
+        sp->file_lo = pcbm_calloc(units, sizeof(unsigned));
+        sp->file_hi = pcbm_calloc(units, sizeof(unsigned));
+        sp->unit_bytes = pcbm_calloc(units, sizeof(uint64_t));
+        if (!sp->file_lo || !sp->file_hi || !sp->unit_bytes)
+            st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    }
+    if (st == PCBM_OK) {
+        balance(&r->plan, sp);
+        sp->rounds_max = rounds_max(o, &r->plan);
+        root = plan_json(sp);
+        st = pcbm_outdir_attach(&sp->od, o->out, err);
+    }
+    char ctl[3072], path[4096];
+    if (st == PCBM_OK) {
+        snprintf(ctl, sizeof ctl, "%s/%s", sp->od.partial, PCBM_SPLIT_CTL);
+        snprintf(path, sizeof path, "%s/%s", ctl, PLAN_NAME);
+        if (exists(sp->od.final)) {
+            st = pcbm_fail(err, PCBM_ERR_EXISTS, "output %s already exists: choose another --out "
+                           "or remove it first", sp->od.final);
+        } else if (exists(path) && !o->force) {
+            /* planned before: the same plan is a no-op, another one needs --force */
+            split_plan old;
+            memset(&old, 0, sizeof old);
+            pcbm_error e2;
+            const char *pid = json_string_value(json_object_get(root, "plan_id"));
+            if (read_plan_file(ctl, &old, &e2) == PCBM_OK && pid &&
+                old.plan_id == strtoull(pid, NULL, 16)) {
+                pcbm_info("%s is already planned with these parameters (%u units): nothing to do",
+                          sp->od.final, units);
+                plan_free(&old);
+                json_decref(root);
+                pcbm_run_teardown(r, PCBM_OK);
+                free(r);
+                plan_free(sp);
+                free(sp);
+                return PCBM_OK;
+            }
+            plan_free(&old);
+            st = pcbm_fail(err, PCBM_ERR_EXISTS, "%s holds another plan (other parameters, inputs "
+                           "or --shards): pass --force to discard it and plan anew",
+                           sp->od.partial);
+        }
+    }
+    if (st == PCBM_OK) {
+        /* a fresh partial directory (an old one only with --force) */
+        pcbm_outdir od;
+        bool existed = false;
+        st = pcbm_outdir_begin(&od, o->out, o->force, 0, &existed, err);
+        if (st == PCBM_OK)
+            st = pcbm_outdir_check_space(&od, r->plan.out.total_file_bytes, err);
+        if (st == PCBM_OK && mkdir(ctl, 0755) != 0 && errno != EEXIST)
+            st = pcbm_fail(err, PCBM_ERR_IO, "cannot create %s: %s", ctl, strerror(errno));
+        if (st == PCBM_OK)
+            st = pcbm_zjson_write(path, root, "split plan", err);
+        if (st != PCBM_OK && od.partial && !existed)
+            pcbm_outdir_discard(&od);
+        pcbm_outdir_free(&od);
+    }
+    if (st == PCBM_OK) {
+        char b[32];
+        pcbm_info("planned %s: %s merge of %u task model(s), %u unit(s) over %u output file(s), "
+                  "at most %u statistics round(s)", sp->od.final, pcbm_method_name(o->method),
+                  o->ntasks, units, r->plan.out.nfiles, sp->rounds_max);
+        for (unsigned u = 0; u < units; u++)
+            pcbm_info("  unit %u: output files %u-%u, %s to move", u, sp->file_lo[u] + 1,
+                      sp->file_hi[u], pcbm_fmt_bytes(sp->unit_bytes[u], b, sizeof b));
+        for (unsigned u = 0; u < units; u++)
+            if (sp->file_lo[u] == sp->file_hi[u]) {
+                pcbm_warn("%u unit(s) have no output file to write (%u files for %u units): "
+                          "a smaller --shard-size gives every unit work", units - r->plan.out.nfiles,
+                          r->plan.out.nfiles, units);
+                break;
+            }
+    }
+    json_decref(root);
+    pcbm_run_teardown(r, st);
+    free(r);
+    sp->o.tasks = NULL; /* borrowed from the caller: not freed */
+    sp->o.ntasks = 0;
+    sp->o.nexclude = 0;
+    plan_free(sp);
+    free(sp);
+    return st;
+}
+
+/* ---- the phases ----------------------------------------------------------------------------- */
+
+static pcbm_status load_plan(const char *dir, split_plan *sp, pcbm_error *err)
+{
+    memset(sp, 0, sizeof *sp);
+    pcbm_status st = pcbm_outdir_attach(&sp->od, dir, err);
+    if (st != PCBM_OK)
+        return st;
+    snprintf(sp->ctl, sizeof sp->ctl, "%s/%s", sp->od.partial, PCBM_SPLIT_CTL);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", sp->ctl, PLAN_NAME);
+    if (!exists(path)) {
+        if (exists(sp->od.final) && !exists(sp->od.partial))
+            return pcbm_fail(err, PCBM_ERR_EXISTS, "%s is already finalized (published): "
+                             "nothing is left to do", sp->od.final);
+        return pcbm_fail(err, PCBM_ERR_USAGE, "no split merge is planned for %s (%s is "
+                         "missing): run `pcbmerge plan --out %s --shards K ...` first", dir, path,
+                         dir);
+    }
+    return read_plan_file(sp->ctl, sp, err);
+}
+
+/* One process per unit (batch systems do start a job twice): an flock on a file of .split. */
+static pcbm_status take_lock(const split_plan *sp, const char *name, const char *who, int *fd,
+                             pcbm_error *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", sp->ctl, name);
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (*fd < 0)
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    if (flock(*fd, LOCK_EX | LOCK_NB) != 0)
+        return pcbm_fail(err, PCBM_ERR_EXISTS, "%s of %s is running in another process right "
+                         "now: wait for it (or stop it) and run this again", who, sp->od.final);
+    return PCBM_OK;
+}
+
+/* The merge as planned, with this run's run-time settings; inputs opened, checked and compared
+ * with the plan's. */
+static pcbm_status open_run(split_plan *sp, const pcbm_merge_opts *rt, merge_run *r,
+                            const char *stats_in, pcbm_error *err)
+{
+    pcbm_merge_opts *o = &sp->o;
+    o->out = sp->od.final;
+    o->mem_bytes = rt ? rt->mem_bytes : o->mem_bytes;
+    o->threads = rt ? rt->threads : 0;
+    o->io = rt ? rt->io : PCBM_IO_AUTO;
+    o->block_bytes = rt ? rt->block_bytes : 0;
+    o->progress = rt ? rt->progress : PCBM_PROGRESS_AUTO;
+    o->quiet = rt ? rt->quiet : 0;
+    o->stats_in = stats_in;
+    pcbm_log_level = o->quiet ? 0 : 1;
+    r->o = o;
+    pcbm_status st = pcbm_run_setup_inputs(r, err);
+    for (unsigned m = 0; st == PCBM_OK && m < sp->nmodels; m++)
+        if (r->ids[m] != sp->ids[m])
+            st = pcbm_fail(err, PCBM_ERR_STATS, "%s (%s) changed since the merge was planned "
+                           "(headers, sizes or data): plan again with --force",
+                           m ? "a task model" : "the base", m ? o->tasks[m - 1] : o->base);
+    if (st == PCBM_OK)
+        st = pcbm_run_setup_ctx(r, o->threads ? o->threads : pcbm_run_default_threads(), err);
+    return st;
+}
+
+static pcbm_status create_engine(merge_run *r, const split_plan *sp, unsigned unit,
+                                 pcbm_error *err)
+{
+    const pcbm_merge_opts *o = r->o;
+    uint64_t reserved = PCBM_RESERVED_MISC + pcbm_method_stats_bytes(o, r->mc.threads, &r->plan) +
+                        (uint64_t)r->mc.threads * r->mc.scratch_floats * sizeof(float);
+    pcbm_engine_cfg ec = {.mem_bytes = o->mem_bytes, .reserved_bytes = reserved,
+                          .threads = r->mc.threads, .io = o->io, .block_bytes = o->block_bytes,
+                          .out_dir = sp->od.partial, .progress = o->progress, .quiet = o->quiet,
+                          .file_lo = sp->file_lo[unit], .file_hi = sp->file_hi[unit]};
+    if (sp->file_lo[unit] == sp->file_hi[unit]) /* no file: an empty range, not "every file" */
+        ec.file_lo = ec.file_hi = r->plan.out.nfiles + 1;
+    pcbm_status st = pcbm_engine_create(&r->plan, &ec, &r->eng, err);
+    r->mc.eng = r->eng;
+    return st;
+}
+
+static void init_split(pcbm_split *x, const split_plan *sp, pcbm_split_mode mode, unsigned unit)
+{
+    memset(x, 0, sizeof *x);
+    x->mode = mode;
+    snprintf(x->ctl, sizeof x->ctl, "%s", sp->ctl);
+    x->unit = unit;
+    x->units = sp->units;
+    x->plan_id = sp->plan_id;
+    x->local = sp->o.scope == PCBM_SCOPE_TENSOR;
+    x->file_lo = sp->file_lo[unit < sp->units ? unit : 0];
+    x->file_hi = sp->file_hi[unit < sp->units ? unit : 0];
+}
+
+static bool stats_needed(const split_plan *sp, const merge_run *r)
+{
+    return pcbm_method_has_stats(sp->o.method) && r->plan.d > 0;
+}
+
+static bool stats_complete(const split_plan *sp)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", sp->ctl, COMPLETE_NAME);
+    return exists(p);
+}
+
+/* The statistics are known: merge_stats.json.zst, then the marker that says so. */
+static pcbm_status mark_complete(const split_plan *sp, const merge_run *r, pcbm_error *err)
+{
+    char p[4096];
+    pcbm_status st = PCBM_OK;
+    if (stats_needed(sp, r)) {
+        snprintf(p, sizeof p, "%s/%s", sp->od.partial, PCBM_STATS_NAME);
+        st = pcbm_statfile_write(p, r->mc.stats_out, sp->o.ntasks, err);
+    }
+    if (st != PCBM_OK)
+        return st;
+    snprintf(p, sizeof p, "%s/%s", sp->ctl, COMPLETE_NAME);
+    json_t *j = json_pack("{s:b}", "complete", 1);
+    st = pcbm_zjson_write(p, j, "statistics marker", err);
+    json_decref(j);
+    return st;
+}
+
+static pcbm_status on_stats_reduced(void *arg, pcbm_error *err)
+{
+    merge_run *r = arg;
+    const split_plan *sp = r->mc.method; /* set by phase_reduce */
+    snprintf(r->mc.stats_out->how, sizeof r->mc.stats_out->how, "%s", r->mc.stats_how);
+    return mark_complete(sp, r, err);
+}
+
+static pcbm_status phase_stats(split_plan *sp, merge_run *r, unsigned unit, pcbm_error *err)
+{
+    if (!stats_needed(sp, r)) {
+        pcbm_info("%s computes no statistics: nothing to do for unit %u (go on with reduce and "
+                  "apply)", pcbm_method_name(sp->o.method), unit);
+        return PCBM_OK;
+    }
+    if (stats_complete(sp)) {
+        pcbm_info("the statistics are complete: nothing to do for unit %u (go on with apply)", unit);
+        return PCBM_OK;
+    }
+    char upath[4096];
+    ctl_path(sp, upath, sizeof upath, "stats.unit-%u.zst", unit);
+    if (sp->o.scope == PCBM_SCOPE_TENSOR && exists(upath)) {
+        pcbm_info("unit %u: its statistics are already saved (run reduce)", unit);
+        return PCBM_OK;
+    }
+    pcbm_split x;
+    init_split(&x, sp, PCBM_SPLIT_STATS, unit);
+    r->mc.split = &x;
+    pcbm_status st = create_engine(r, sp, unit, err);
+    double t0 = pcbm_now();
+    if (st == PCBM_OK)
+        st = pcbm_method_run(&r->mc, err);
+    if (st == PCBM_SPLIT_SAVED) {
+        pcbm_info("unit %u: statistics round %u saved (%.2f s); reduce when every unit has run it",
+                  unit, x.round, pcbm_now() - t0);
+        return PCBM_OK;
+    }
+    if (st == PCBM_OK && x.local) {
+        snprintf(r->mc.stats_out->how, sizeof r->mc.stats_out->how, "%s", r->mc.stats_how);
+        st = pcbm_statfile_write(upath, r->mc.stats_out, sp->o.ntasks, err);
+        if (st == PCBM_OK)
+            pcbm_info("unit %u: statistics of its %zu tensor(s) saved (%.2f s); reduce when every "
+                      "unit has run", unit, r->mc.stats_out->nrec, pcbm_now() - t0);
+        return st;
+    }
+    if (st == PCBM_OK)
+        pcbm_info("the statistics are complete (every round is reduced): nothing to do for unit %u",
+                  unit);
+    return st;
+}
+
+/* Tensor scope: the units' statistics, concatenated in unit order (= tensor order). */
+static pcbm_status reduce_local(split_plan *sp, merge_run *r, pcbm_error *err)
+{
+    char list[512] = "";
+    size_t used = 0;
+    unsigned nmiss = 0;
+    for (unsigned u = 0; u < sp->units; u++) {
+        char p[4096];
+        ctl_path(sp, p, sizeof p, "stats.unit-%u.zst", u);
+        if (exists(p))
+            continue;
+        if (used + 16 < sizeof list)
+            used += (size_t)snprintf(list + used, sizeof list - used, "%s%u", nmiss ? ", " : "", u);
+        nmiss++;
+    }
+    if (nmiss)
+        return pcbm_fail(err, PCBM_ERR_STATS, "the statistics of unit%s %s of %u are missing: run "
+                         "`pcbmerge stats` for %s (same --plan, --shard N), then reduce again",
+                         nmiss > 1 ? "s" : "", list, sp->units, nmiss > 1 ? "them" : "it");
+    pcbm_statset *out = r->mc.stats_out;
+    pcbm_status st = PCBM_OK;
+    for (unsigned u = 0; u < sp->units && st == PCBM_OK; u++) {
+        char p[4096];
+        ctl_path(sp, p, sizeof p, "stats.unit-%u.zst", u);
+        pcbm_statset in;
+        if ((st = pcbm_statfile_read(p, &in, err)) != PCBM_OK)
+            break;
+        if (in.nmodels != out->nmodels || strcmp(in.shape_json, out->shape_json) != 0 ||
+            memcmp(in.identity, out->identity, out->nmodels * sizeof out->identity[0]) != 0)
+            st = pcbm_fail(err, PCBM_ERR_STATS, "%s was computed for other inputs or parameters: "
+                           "remove it and run `pcbmerge stats` for unit %u again", p, u);
+        for (size_t k = 0; st == PCBM_OK && k < in.nrec; k++) {
+            pcbm_statrec *rec = pcbm_statset_add(out);
+            if (!rec)
+                st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+            else
+                *rec = in.rec[k];
+        }
+        if (u == 0)
+            snprintf(out->how, sizeof out->how, "%s", in.how);
+        pcbm_statset_free(&in);
+    }
+    if (st == PCBM_OK)
+        st = mark_complete(sp, r, err);
+    if (st == PCBM_OK)
+        pcbm_info("statistics complete: %zu tensor(s) from %u unit(s); go on with apply",
+                  out->nrec, sp->units);
+    return st;
+}
+
+static pcbm_status phase_reduce(split_plan *sp, merge_run *r, pcbm_error *err)
+{
+    if (stats_complete(sp)) {
+        pcbm_info("the statistics are complete: nothing to reduce (go on with apply)");
+        return PCBM_OK;
+    }
+    if (!stats_needed(sp, r)) {
+        pcbm_info("%s computes no statistics: nothing to reduce (go on with apply)",
+                  pcbm_method_name(sp->o.method));
+        return mark_complete(sp, r, err);
+    }
+    if (sp->o.scope == PCBM_SCOPE_TENSOR)
+        return reduce_local(sp, r, err);
+    pcbm_split x;
+    init_split(&x, sp, PCBM_SPLIT_REDUCE, 0);
+    r->mc.split = &x;
+    r->mc.method = sp;
+    r->mc.stats_done = on_stats_reduced;
+    r->mc.stats_done_arg = r;
+    pcbm_status st = pcbm_method_run(&r->mc, err);
+    if (st == PCBM_SPLIT_MORE) {
+        pcbm_info("statistics round %u needs every unit: run `pcbmerge stats` for units 0-%u, "
+                  "then reduce again", x.round, sp->units - 1);
+        return PCBM_OK;
+    }
+    if (st == PCBM_OK)
+        pcbm_info("statistics complete after %u round(s) (%s); go on with apply", x.round,
+                  r->mc.stats_how);
+    return st;
+}
+
+static pcbm_status write_done(const split_plan *sp, merge_run *r, unsigned unit, double secs,
+                              pcbm_error *err)
+{
+    json_t *root = json_object(), *files = json_array(), *kept = json_array();
+    const pcbm_outplan *op = &r->plan.out;
+    char h[40];
+    for (unsigned f = sp->file_lo[unit]; f < sp->file_hi[unit]; f++) {
+        XXH128_hash_t d = pcbm_engine_file_hash(r->eng, f);
+        snprintf(h, sizeof h, "%016llx%016llx", (unsigned long long)d.high64,
+                 (unsigned long long)d.low64);
+        json_array_append_new(files, json_pack("{s:i,s:s,s:I,s:s}", "index", (int)f, "name",
+                                               op->files[f].name, "size",
+                                               (json_int_t)op->files[f].size, "xxh3_128", h));
+    }
+    for (unsigned i = 0; i < r->mc.ntasks; i++)
+        json_array_append_new(kept, json_integer((json_int_t)r->mc.task[i].kept));
+    const pcbm_engine_report *er = pcbm_engine_get_report(r->eng);
+    char pid[17];
+    snprintf(pid, sizeof pid, "%016" PRIx64, sp->plan_id);
+    json_object_set_new(root, "plan_id", json_string(pid));
+    json_object_set_new(root, "unit", json_integer(unit));
+    json_object_set_new(root, "files", files);
+    json_object_set_new(root, "kept", kept);
+    json_object_set_new(root, "bytes_read", json_integer((json_int_t)er->bytes_read));
+    json_object_set_new(root, "bytes_written", json_integer((json_int_t)er->bytes_written));
+    json_object_set_new(root, "seconds", json_real(secs));
+    json_object_set_new(root, "io_backend", json_string(er->backend ? er->backend : ""));
+    char p[4096];
+    ctl_path(sp, p, sizeof p, "unit-%u.done.json.zst", unit);
+    pcbm_status st = pcbm_zjson_write(p, root, "unit record", err);
+    json_decref(root);
+    return st;
+}
+
+static pcbm_status phase_apply(split_plan *sp, merge_run *r, unsigned unit, pcbm_error *err)
+{
+    char done[4096], jpath[4096];
+    ctl_path(sp, done, sizeof done, "unit-%u.done.json.zst", unit);
+    ctl_path(sp, jpath, sizeof jpath, "unit-%u.journal.json.zst", unit);
+    if (exists(done)) {
+        pcbm_info("unit %u: its output files are already written: nothing to do", unit);
+        return PCBM_OK;
+    }
+    double t0 = pcbm_now();
+    pcbm_split x;
+    init_split(&x, sp, PCBM_SPLIT_APPLY, unit);
+    r->mc.split = &x;
+    pcbm_status st = PCBM_OK;
+    char *params = pcbm_run_output_params(r->o);
+    if (!params)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    bool resumed = exists(jpath);
+    if (resumed) {
+        st = pcbm_journal_load(jpath, &r->journal, err);
+        if (st == PCBM_OK)
+            st = pcbm_run_check_journal(r, params, err);
+        free(params);
+    } else {
+        r->journal.path = pcbm_strdup(jpath);
+        r->journal.params = params;
+        r->journal.ninputs = sp->nmodels;
+        memcpy(r->journal.inputs, r->ids, sp->nmodels * sizeof r->ids[0]);
+        st = pcbm_journal_save(&r->journal, err);
+    }
+    if (st == PCBM_OK)
+        st = create_engine(r, sp, unit, err);
+    if (st == PCBM_OK && resumed) {
+        size_t kept = 0;
+        st = pcbm_engine_resume_output(r->eng, r->journal.seg, r->journal.nseg, &kept, err);
+        uint64_t bytes = 0;
+        for (size_t k = 0; k < kept; k++)
+            bytes += r->journal.seg[k].end - r->journal.seg[k].start;
+        char b[32];
+        if (st == PCBM_OK) {
+            pcbm_info("unit %u: resuming, %s of its output verified and kept", unit,
+                      pcbm_fmt_bytes(bytes, b, sizeof b));
+            r->journal.nseg = kept;
+            st = pcbm_journal_save(&r->journal, err);
+        }
+    }
+    if (st == PCBM_OK) {
+        pcbm_engine_on_segment(r->eng, pcbm_run_on_segment, r);
+        st = pcbm_method_run(&r->mc, err);
+    }
+    if (st == PCBM_OK)
+        st = pcbm_engine_finish_output(r->eng, err);
+    if (st == PCBM_OK)
+        st = write_done(sp, r, unit, pcbm_now() - t0, err);
+    if (st == PCBM_OK) {
+        unlink(jpath);
+        const pcbm_engine_report *er = pcbm_engine_get_report(r->eng);
+        char a[32], b[32];
+        double secs = pcbm_now() - t0;
+        pcbm_info("unit %u: wrote output files %u-%u (%s; read %s) in %.2f s", unit,
+                  sp->file_lo[unit] + 1, sp->file_hi[unit],
+                  pcbm_fmt_bytes(er->bytes_written, a, sizeof a),
+                  pcbm_fmt_bytes(er->bytes_read, b, sizeof b), secs);
+    } else if (st == PCBM_ERR_INTERRUPTED || st == PCBM_ERR_IO || st == PCBM_ERR_NOSPACE) {
+        size_t n = strlen(err ? err->msg : "");
+        if (err)
+            snprintf(err->msg + n, sizeof err->msg - n, "\nunit %u's finished part is kept: run "
+                     "the same command again to continue it", unit);
+    }
+    return st;
+}
+
+/* A unit's record: hashes of its files, kept counts, bytes. */
+static pcbm_status read_done(const split_plan *sp, merge_run *r, unsigned unit,
+                             XXH128_hash_t *hashes, uint64_t *kept, uint64_t *rd, uint64_t *wr,
+                             pcbm_error *err)
+{
+    char p[4096];
+    ctl_path(sp, p, sizeof p, "unit-%u.done.json.zst", unit);
+    json_t *root = NULL;
+    pcbm_status st = pcbm_zjson_read(p, &root, "unit record", err);
+    if (st != PCBM_OK)
+        return st;
+    json_t *files = json_object_get(root, "files"), *k = json_object_get(root, "kept");
+    const char *pid = json_string_value(json_object_get(root, "plan_id"));
+    bool ok = pid && strtoull(pid, NULL, 16) == sp->plan_id && json_is_array(files) &&
+              json_array_size(files) == sp->file_hi[unit] - sp->file_lo[unit] &&
+              json_is_array(k) && json_array_size(k) == r->mc.ntasks;
+    for (size_t i = 0; ok && i < json_array_size(files); i++) {
+        json_t *f = json_array_get(files, i);
+        const char *h = json_string_value(json_object_get(f, "xxh3_128"));
+        unsigned idx = sp->file_lo[unit] + (unsigned)i;
+        ok = h && strlen(h) == 32 && json_integer_value(json_object_get(f, "index")) == idx;
+        if (ok) {
+            char hi[17], lo[17];
+            memcpy(hi, h, 16);
+            hi[16] = '\0';
+            memcpy(lo, h + 16, 17);
+            hashes[idx].high64 = strtoull(hi, NULL, 16);
+            hashes[idx].low64 = strtoull(lo, NULL, 16);
+        }
+    }
+    for (unsigned i = 0; ok && i < r->mc.ntasks; i++)
+        kept[i] += (uint64_t)json_integer_value(json_array_get(k, i));
+    *rd += (uint64_t)json_integer_value(json_object_get(root, "bytes_read"));
+    *wr += (uint64_t)json_integer_value(json_object_get(root, "bytes_written"));
+    json_decref(root);
+    if (!ok)
+        return pcbm_fail(err, PCBM_ERR_STATS, "%s does not belong to this plan or is damaged: "
+                         "remove it and run `pcbmerge apply` for unit %u again", p, unit);
+    return PCBM_OK;
+}
+
+/* The report's per-task statistics from the statistics file (global scope). */
+static void report_stats(merge_run *r, const char *partial)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", partial, PCBM_STATS_NAME);
+    pcbm_statset s;
+    pcbm_error e;
+    if (!exists(p) || pcbm_statfile_read(p, &s, &e) != PCBM_OK)
+        return;
+    snprintf(r->mc.stats_how, sizeof r->mc.stats_how, "%s", s.how);
+    if (r->o->scope == PCBM_SCOPE_GLOBAL && s.nrec == 1) {
+        for (unsigned i = 0; i < r->mc.ntasks; i++) {
+            const float *v = s.rec[0].v[i];
+            if (r->o->method == PCBM_METHOD_PCB) {
+                r->mc.task[i].lo = v[0];
+                r->mc.task[i].hi = v[1];
+                r->mc.task[i].threshold = v[2];
+                r->mc.task[i].max = v[3];
+            } else {
+                r->mc.task[i].threshold = v[0];
+            }
+        }
+    }
+    pcbm_statset_free(&s);
+}
+
+static pcbm_status phase_finalize(split_plan *sp, merge_run *r, double t0, pcbm_error *err)
+{
+    char list[512] = "";
+    size_t used = 0;
+    unsigned nmiss = 0;
+    for (unsigned u = 0; u < sp->units; u++) {
+        char p[4096];
+        ctl_path(sp, p, sizeof p, "unit-%u.done.json.zst", u);
+        if (exists(p))
+            continue;
+        if (used + 16 < sizeof list)
+            used += (size_t)snprintf(list + used, sizeof list - used, "%s%u", nmiss ? ", " : "", u);
+        nmiss++;
+    }
+    if (nmiss)
+        return pcbm_fail(err, PCBM_ERR_STATS, "unit%s %s of %u %s not written %s output files: run "
+                         "`pcbmerge apply` for %s (same --plan, --shard N), then finalize again",
+                         nmiss > 1 ? "s" : "", list, sp->units, nmiss > 1 ? "have" : "has",
+                         nmiss > 1 ? "their" : "its", nmiss > 1 ? "them" : "it");
+    const pcbm_outplan *op = &r->plan.out;
+    XXH128_hash_t *hashes = pcbm_calloc(op->nfiles ? op->nfiles : 1, sizeof *hashes);
+    uint64_t kept[PCBM_MAX_TASKS] = {0}, rd = 0, wr = 0;
+    pcbm_status st = hashes ? PCBM_OK : pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    for (unsigned u = 0; u < sp->units && st == PCBM_OK; u++)
+        st = read_done(sp, r, u, hashes, kept, &rd, &wr, err);
+    for (unsigned i = 0; i < r->mc.ntasks; i++)
+        r->mc.task[i].kept = kept[i];
+    report_stats(r, sp->od.partial);
+    pcbm_engine_report er;
+    memset(&er, 0, sizeof er);
+    char backend[64];
+    snprintf(backend, sizeof backend, "split into %u units", sp->units);
+    er.backend = backend;
+    er.bytes_read = rd;
+    er.bytes_written = wr;
+    er.threads = r->mc.threads;
+    char *rep = st == PCBM_OK ? pcbm_run_report_json(&r->mc, &er, pcbm_now() - t0) : NULL;
+    if (st == PCBM_OK && !rep)
+        st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory writing the report");
+    if (st == PCBM_OK && op->index_json)
+        st = pcbm_outdir_write(&sp->od, PCBM_INDEX_NAME, op->index_json, strlen(op->index_json), err);
+    if (st == PCBM_OK)
+        st = pcbm_copy_side_files(r->plan.models[0], sp->od.partial, err);
+    if (st == PCBM_OK)
+        st = pcbm_outdir_write(&sp->od, "merge_report.json", rep, strlen(rep), err);
+    free(rep);
+    if (st == PCBM_OK) {
+        r->od = sp->od; /* the manifest lists DIR.partial */
+        r->journal.params = pcbm_run_output_params(r->o);
+        st = r->journal.params ? pcbm_run_write_manifest(r, hashes, err)
+                               : pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+        memset(&r->od, 0, sizeof r->od);
+    }
+    free(hashes);
+    pcbm_test_point("finalize");
+    if (st == PCBM_OK) {
+        int rc = pcbm_remove_tree(sp->ctl);
+        if (rc)
+            st = pcbm_fail(err, PCBM_ERR_IO, "cannot remove %s: %s", sp->ctl, strerror(-rc));
+    }
+    if (st == PCBM_OK)
+        st = pcbm_outdir_publish(&sp->od, err);
+    if (st == PCBM_OK)
+        pcbm_info("wrote %s (%u units, %u output files)", sp->od.final, sp->units, op->nfiles);
+    return st;
+}
+
+/* finalize after .split is gone: the manifest was written, only the rename is left. */
+static pcbm_status finish_publish(const char *dir, pcbm_error *err)
+{
+    pcbm_outdir od;
+    pcbm_status st = pcbm_outdir_attach(&od, dir, err);
+    char mpath[4096];
+    if (st == PCBM_OK) {
+        snprintf(mpath, sizeof mpath, "%s/%s", od.partial, PCBM_MANIFEST_NAME);
+        unsigned bad = 0;
+        if (!exists(mpath) || pcbm_verify(od.partial, NULL, NULL, &bad, err) != PCBM_OK || bad)
+            st = pcbm_fail(err, PCBM_ERR_STATS, "%s is neither a planned split merge nor a "
+                           "finished one (no plan, no valid manifest): plan again with --force",
+                           od.partial);
+    }
+    if (st == PCBM_OK)
+        st = pcbm_outdir_publish(&od, err);
+    if (st == PCBM_OK)
+        pcbm_info("finished publishing %s (verified against its manifest)", od.final);
+    pcbm_outdir_free(&od);
+    return st;
+}
+
+pcbm_status pcbm_split_run(const char *dir, pcbm_phase phase, unsigned unit,
+                           const pcbm_merge_opts *rt, pcbm_error *err)
+{
+    pcbm_error_clear(err);
+    if (!dir)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "--plan DIR is required");
+    if ((unsigned)phase > PCBM_PHASE_FINALIZE)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "unknown phase");
+    pcbm_log_level = rt && rt->quiet ? 0 : 1;
+    double t0 = pcbm_now();
+    split_plan *sp = pcbm_calloc(1, sizeof *sp);
+    merge_run *r = pcbm_calloc(1, sizeof *r);
+    if (!sp || !r) {
+        free(sp);
+        free(r);
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    }
+    pcbm_status st = load_plan(dir, sp, err);
+    if (st != PCBM_OK && phase == PCBM_PHASE_FINALIZE) {
+        pcbm_outdir od;
+        if (pcbm_outdir_attach(&od, dir, NULL) == PCBM_OK) {
+            char p[4096];
+            snprintf(p, sizeof p, "%s/%s", od.partial, PCBM_MANIFEST_NAME);
+            if (exists(od.final) && !exists(od.partial)) {
+                pcbm_info("%s is already published: nothing to do", od.final);
+                st = PCBM_OK;
+            } else if (exists(p)) {
+                st = finish_publish(dir, err);
+            }
+            pcbm_outdir_free(&od);
+        }
+        plan_free(sp);
+        free(sp);
+        free(r);
+        return st;
+    }
+    bool per_unit = phase == PCBM_PHASE_STATS || phase == PCBM_PHASE_APPLY;
+    if (st == PCBM_OK && per_unit && unit >= sp->units)
+        st = pcbm_fail(err, PCBM_ERR_USAGE, "unit %u is out of range: the plan of %s has %u "
+                       "units (0-%u)", unit, dir, sp->units, sp->units - 1);
+    int lock = -1;
+    char lname[64], who[64];
+    snprintf(lname, sizeof lname, per_unit ? "unit-%u.lock" : "reduce.lock", unit);
+    snprintf(who, sizeof who, per_unit ? "unit %u" : "the reduce or finalize", unit);
+    if (st == PCBM_OK)
+        st = take_lock(sp, lname, who, &lock, err);
+    char spath[4096];
+    snprintf(spath, sizeof spath, "%s/%s", sp->od.partial, PCBM_STATS_NAME);
+    bool replay = phase == PCBM_PHASE_APPLY || phase == PCBM_PHASE_FINALIZE;
+    if (st == PCBM_OK && replay && pcbm_method_has_stats(sp->o.method) && !stats_complete(sp))
+        st = pcbm_fail(err, PCBM_ERR_STATS, "the statistics of %s are not complete yet: run the "
+                       "stats phase of every unit and reduce (repeat while reduce asks for another "
+                       "round) before %s", dir, phase == PCBM_PHASE_APPLY ? "apply" : "finalize");
+    if (st == PCBM_OK)
+        st = open_run(sp, rt, r, replay && exists(spath) ? spath : NULL, err);
+    if (st == PCBM_OK) {
+        switch (phase) {
+        case PCBM_PHASE_STATS: st = phase_stats(sp, r, unit, err); break;
+        case PCBM_PHASE_REDUCE: st = phase_reduce(sp, r, err); break;
+        case PCBM_PHASE_APPLY: st = phase_apply(sp, r, unit, err); break;
+        case PCBM_PHASE_FINALIZE: st = phase_finalize(sp, r, t0, err); break;
+        }
+    }
+    if (st == PCBM_SPLIT_SAVED || st == PCBM_SPLIT_MORE)
+        st = pcbm_fail(err, PCBM_ERR_INTERNAL, "a statistics round ended where it should not");
+    pcbm_run_teardown(r, st);
+    free(r);
+    if (lock >= 0)
+        close(lock);
+    plan_free(sp);
+    free(sp);
+    if (st == PCBM_ERR_INTERRUPTED)
+        pcbm_engine_clear_stop();
+    return st;
+}
+
+pcbm_status pcbm_split_status(const char *dir, pcbm_split_info *info, pcbm_error *err)
+{
+    pcbm_error_clear(err);
+    memset(info, 0, sizeof *info);
+    split_plan *sp = pcbm_calloc(1, sizeof *sp);
+    if (!sp)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    pcbm_status st = load_plan(dir, sp, err);
+    if (st == PCBM_ERR_EXISTS && sp->od.final && exists(sp->od.final)) {
+        info->published = 1;
+        st = PCBM_OK;
+    } else if (st == PCBM_OK) {
+        info->units = sp->units;
+        info->rounds_max = sp->rounds_max;
+        info->stats_complete = stats_complete(sp);
+        char p[4096];
+        for (unsigned k = 0; k < 64; k++) {
+            snprintf(p, sizeof p, "%s/round-%u.zst", sp->ctl, k);
+            if (!exists(p))
+                break;
+            info->rounds_reduced = k + 1;
+        }
+        for (unsigned u = 0; u < sp->units; u++) {
+            ctl_path(sp, p, sizeof p, "unit-%u.done.json.zst", u);
+            info->units_applied += exists(p);
+        }
+    }
+    plan_free(sp);
+    free(sp);
+    return st;
+}

@@ -1,0 +1,217 @@
+/*
+ * split_rounds.c — statistics rounds of a split merge. A round is one statistics pass of the
+ * method; each unit saves its part of the pass's accumulators in `.split/round-R.unit-I.zst`,
+ * the reduce combines the K parts (in unit order; every combine is order-independent anyway)
+ * into `.split/round-R.zst`, and later runs load that sum instead of running the pass again.
+ * Files are zstd frames with their checksum, written atomically, tagged with the plan's id, the
+ * round and the unit, and with the size of every region, so a file of another plan, round or
+ * method is refused, never silently combined.
+ */
+#include "split.h"
+
+#include "../common/zjson.h"
+#include "../kernels/mkern.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define ROUND_MAGIC "PCBMRND1"
+#define GLOBAL_UNIT 0xffffffffu
+#define MAX_ACC 16u
+
+typedef struct round_hdr {
+    char magic[8];
+    uint32_t round, unit;
+    uint64_t plan_id;
+    uint32_t nacc, pad;
+    uint64_t bytes[MAX_ACC];
+} round_hdr;
+
+void pcbm_acc_sum_u64(void *dst, const void *src, size_t bytes)
+{
+    uint64_t *d = dst;
+    const uint64_t *s = src;
+    for (size_t k = 0; k < bytes / 8; k++)
+        d[k] += s[k];
+}
+
+void pcbm_acc_sum_i64(void *dst, const void *src, size_t bytes)
+{
+    int64_t *d = dst;
+    const int64_t *s = src;
+    for (size_t k = 0; k < bytes / 8; k++)
+        d[k] += s[k];
+}
+
+void pcbm_acc_max_f32(void *dst, const void *src, size_t bytes)
+{
+    float *d = dst;
+    const float *s = src;
+    for (size_t k = 0; k < bytes / 4; k++)
+        d[k] = pcbm_k_max1(d[k], s[k]);
+}
+
+static void round_path(const pcbm_split *sp, unsigned round, unsigned unit, char *buf, size_t len)
+{
+    if (unit == GLOBAL_UNIT)
+        snprintf(buf, len, "%s/round-%u.zst", sp->ctl, round);
+    else
+        snprintf(buf, len, "%s/round-%u.unit-%u.zst", sp->ctl, round, unit);
+}
+
+bool pcbm_split_skip_stats_pass(const pcbm_split *sp)
+{
+    if (sp->local)
+        return false;
+    if (sp->mode == PCBM_SPLIT_REDUCE)
+        return true;
+    char p[4096];
+    round_path(sp, sp->round, GLOBAL_UNIT, p, sizeof p);
+    return access(p, F_OK) == 0;
+}
+
+static pcbm_status save(const pcbm_split *sp, unsigned unit, const pcbm_acc *acc, unsigned nacc,
+                        pcbm_error *err)
+{
+    round_hdr h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, ROUND_MAGIC, 8);
+    h.round = sp->round;
+    h.unit = unit;
+    h.plan_id = sp->plan_id;
+    h.nacc = nacc;
+    const void *parts[MAX_ACC + 1] = {&h};
+    size_t sizes[MAX_ACC + 1] = {sizeof h};
+    for (unsigned k = 0; k < nacc; k++) {
+        h.bytes[k] = acc[k].bytes;
+        parts[k + 1] = acc[k].data;
+        sizes[k + 1] = acc[k].bytes;
+    }
+    char p[4096];
+    round_path(sp, sp->round, unit, p, sizeof p);
+    return pcbm_zblob_write(p, parts, sizes, nacc + 1, "statistics round file", err);
+}
+
+/* Read a round file and check it belongs here; *data points at the first region. */
+static pcbm_status load(const pcbm_split *sp, unsigned unit, const pcbm_acc *acc, unsigned nacc,
+                        void **buf, const uint8_t **data, pcbm_error *err)
+{
+    char p[4096];
+    round_path(sp, sp->round, unit, p, sizeof p);
+    size_t len = 0;
+    pcbm_status st = pcbm_zblob_read(p, buf, &len, "statistics round file", err);
+    if (st != PCBM_OK)
+        return st;
+    round_hdr h;
+    size_t need = sizeof h;
+    for (unsigned k = 0; k < nacc; k++)
+        need += acc[k].bytes;
+    bool ok = len >= sizeof h;
+    if (ok)
+        memcpy(&h, *buf, sizeof h);
+    ok = ok && memcmp(h.magic, ROUND_MAGIC, 8) == 0 && h.round == sp->round && h.unit == unit;
+    if (ok && h.plan_id != sp->plan_id) {
+        free(*buf);
+        *buf = NULL;
+        return pcbm_fail(err, PCBM_ERR_STATS, "%s belongs to another plan: remove it (and run "
+                         "the round again) or plan anew with --force", p);
+    }
+    ok = ok && h.nacc == nacc && len == need;
+    for (unsigned k = 0; ok && k < nacc; k++)
+        ok = h.bytes[k] == acc[k].bytes;
+    if (!ok) {
+        free(*buf);
+        *buf = NULL;
+        return pcbm_fail(err, PCBM_ERR_STATS, "%s does not fit round %u of this merge (another "
+                         "version or a damaged file): remove it and run the round again", p,
+                         sp->round);
+    }
+    *data = (const uint8_t *)*buf + sizeof h;
+    return PCBM_OK;
+}
+
+static pcbm_status load_into(const pcbm_split *sp, unsigned unit, const pcbm_acc *acc,
+                             unsigned nacc, bool combine, pcbm_error *err)
+{
+    void *buf = NULL;
+    const uint8_t *d = NULL;
+    pcbm_status st = load(sp, unit, acc, nacc, &buf, &d, err);
+    if (st != PCBM_OK)
+        return st;
+    for (unsigned k = 0; k < nacc && st == PCBM_OK; k++) {
+        if (combine && acc[k].bytes) {
+            void *tmp = pcbm_malloc(acc[k].bytes); /* aligned for the region's type */
+            if (!tmp)
+                st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory combining statistics");
+            else {
+                memcpy(tmp, d, acc[k].bytes);
+                acc[k].combine(acc[k].data, tmp, acc[k].bytes);
+                free(tmp);
+            }
+        } else if (acc[k].bytes) {
+            memcpy(acc[k].data, d, acc[k].bytes);
+        }
+        d += acc[k].bytes;
+    }
+    free(buf);
+    return st;
+}
+
+/* Units whose part of the round is missing, as "0, 3, 5" (at most a line). */
+static unsigned missing_units(const pcbm_split *sp, char *list, size_t len)
+{
+    unsigned n = 0;
+    size_t used = 0;
+    list[0] = '\0';
+    for (unsigned u = 0; u < sp->units; u++) {
+        char p[4096];
+        round_path(sp, sp->round, u, p, sizeof p);
+        if (access(p, F_OK) == 0)
+            continue;
+        if (used + 16 < len)
+            used += (size_t)snprintf(list + used, len - used, "%s%u", n ? ", " : "", u);
+        n++;
+    }
+    return n;
+}
+
+pcbm_status pcbm_split_exchange(pcbm_split *sp, const pcbm_acc *acc, unsigned nacc,
+                                pcbm_error *err)
+{
+    if (sp->local)
+        return PCBM_OK;
+    if (nacc > MAX_ACC)
+        return pcbm_fail(err, PCBM_ERR_INTERNAL, "too many statistics regions (%u)", nacc);
+    char gp[4096];
+    round_path(sp, sp->round, GLOBAL_UNIT, gp, sizeof gp);
+    pcbm_status st;
+    if (access(gp, F_OK) == 0) {
+        st = load_into(sp, GLOBAL_UNIT, acc, nacc, false, err);
+        sp->round++;
+        return st;
+    }
+    if (sp->mode != PCBM_SPLIT_REDUCE) {
+        st = save(sp, sp->unit, acc, nacc, err);
+        return st == PCBM_OK ? PCBM_SPLIT_SAVED : st;
+    }
+    char list[512];
+    unsigned nmiss = missing_units(sp, list, sizeof list);
+    if (nmiss == sp->units && sp->reduced > 0)
+        return PCBM_SPLIT_MORE;
+    if (nmiss > 0)
+        return pcbm_fail(err, PCBM_ERR_STATS, "statistics round %u is missing from unit%s %s of "
+                         "%u: run `pcbmerge stats` for %s (same --plan, --shard N), then reduce "
+                         "again", sp->round, nmiss > 1 ? "s" : "", list, sp->units,
+                         nmiss > 1 ? "them" : "it");
+    for (unsigned u = 0; u < sp->units; u++)
+        if ((st = load_into(sp, u, acc, nacc, u > 0, err)) != PCBM_OK)
+            return st;
+    if ((st = save(sp, GLOBAL_UNIT, acc, nacc, err)) != PCBM_OK)
+        return st;
+    pcbm_info("reduced statistics round %u of %u units", sp->round, sp->units);
+    sp->reduced++;
+    sp->round++;
+    return PCBM_OK;
+}
