@@ -240,6 +240,11 @@ typedef struct pcbm_split_info {
 
 /* Where the split merge planned for DIR stands. */
 PCBM_API pcbm_status pcbm_split_status(const char *dir, pcbm_split_info *info, pcbm_error *err);
+/* The units that still have work in `phase` (stats: their part of the pending round is not
+ * saved; apply: their files are not written), ascending, at most cap of them into units[];
+ * *n receives how many there are. Reduce and finalize have none. */
+PCBM_API pcbm_status pcbm_split_pending(const char *dir, pcbm_phase phase, unsigned *units,
+                                        unsigned cap, unsigned *n, pcbm_error *err);
 
 /* Verify a merged model against its manifest (OUT/pcbmerge.manifest.json): recompute the
  * xxh3-128 of every file; `report` is called once per mismatch (file, expected, found) and *bad

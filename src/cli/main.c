@@ -495,11 +495,18 @@ static int shard_index(const char *opt, unsigned *out)
     return 0;
 }
 
+static const char *next_phase(const pcbm_split_info *in)
+{
+    return in->published ? "done"
+           : in->stats_complete ? (in->units_applied < in->units ? "apply" : "finalize")
+           : "stats";
+}
+
+static void print_next(const pcbm_split_info *in) { printf("%s\n", next_phase(in)); }
+
 static void print_status(const char *dir, const pcbm_split_info *in, bool json)
 {
-    const char *next = in->published ? "done"
-                       : in->stats_complete ? (in->units_applied < in->units ? "apply" : "finalize")
-                       : "stats";
+    const char *next = next_phase(in);
     if (json) {
         printf("{\"plan\": \"%s\", \"units\": %u, \"rounds_max\": %u, \"rounds_reduced\": %u, "
                "\"stats_complete\": %s, \"units_applied\": %u, \"published\": %s, \"next\": \"%s\"}\n",
@@ -571,7 +578,24 @@ static int cmd_phase(const char *name, int argc, char **argv)
             if (st == PCBM_OK && get) {
                 if (!strcmp(get, "units")) printf("%u\n", in.units);
                 else if (!strcmp(get, "rounds_max")) printf("%u\n", in.rounds_max);
-                else rc = usage_error("--get takes units or rounds_max, got %s", get);
+                else if (!strcmp(get, "rounds_left"))
+                    printf("%u\n", in.stats_complete || in.rounds_max < in.rounds_reduced
+                                        ? 0 : in.rounds_max - in.rounds_reduced);
+                else if (!strcmp(get, "next")) print_next(&in);
+                else if (!strcmp(get, "pending_stats") || !strcmp(get, "pending_apply")) {
+                    unsigned n = 0, *u = calloc(in.units ? in.units : 1, sizeof *u);
+                    st = u ? pcbm_split_pending(dir, get[8] == 's' ? PCBM_PHASE_STATS
+                                                                    : PCBM_PHASE_APPLY,
+                                                u, in.units, &n, &err)
+                           : PCBM_ERR_NOMEM;
+                    for (unsigned k = 0; st == PCBM_OK && k < n; k++)
+                        printf("%s%u", k ? "," : "", u[k]);
+                    if (st == PCBM_OK)
+                        printf("\n");
+                    free(u);
+                } else
+                    rc = usage_error("--get takes units, rounds_max, rounds_left, next, "
+                                     "pending_stats or pending_apply; got %s", get);
             } else if (st == PCBM_OK) {
                 print_status(dir, &in, json);
             }

@@ -573,6 +573,8 @@ static bool stats_needed(const split_plan *sp, const merge_run *r)
 
 static bool stats_complete(const split_plan *sp)
 {
+    if (sp->rounds_max == 0)
+        return true; /* nothing to compute (no statistics, or nothing is merged) */
     char p[4096];
     snprintf(p, sizeof p, "%s/%s", sp->ctl, COMPLETE_NAME);
     return exists(p);
@@ -1091,6 +1093,41 @@ pcbm_status pcbm_split_status(const char *dir, pcbm_split_info *info, pcbm_error
         for (unsigned u = 0; u < sp->units; u++) {
             ctl_path(sp, p, sizeof p, "unit-%u.done.json.zst", u);
             info->units_applied += exists(p);
+        }
+    }
+    plan_free(sp);
+    free(sp);
+    return st;
+}
+
+pcbm_status pcbm_split_pending(const char *dir, pcbm_phase phase, unsigned *units, unsigned cap,
+                               unsigned *n, pcbm_error *err)
+{
+    pcbm_error_clear(err);
+    *n = 0;
+    pcbm_split_info in;
+    pcbm_status st = pcbm_split_status(dir, &in, err);
+    if (st != PCBM_OK || in.published || (phase != PCBM_PHASE_STATS && phase != PCBM_PHASE_APPLY))
+        return st;
+    if (phase == PCBM_PHASE_STATS && (in.stats_complete || in.rounds_max == 0))
+        return PCBM_OK;
+    split_plan *sp = pcbm_calloc(1, sizeof *sp);
+    if (!sp)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    if ((st = load_plan(dir, sp, err)) == PCBM_OK) {
+        pcbm_split x;
+        init_split(&x, sp, PCBM_SPLIT_STATS, 0);
+        for (unsigned u = 0; u < sp->units; u++) {
+            char p[4096];
+            ctl_path(sp, p, sizeof p, "unit-%u.done.json.zst", u);
+            if (phase == PCBM_PHASE_APPLY ? exists(p)
+                : sp->o.scope == PCBM_SCOPE_TENSOR
+                    ? (ctl_path(sp, p, sizeof p, "stats.unit-%u.zst", u), exists(p))
+                    : pcbm_split_part_saved(&x, in.rounds_reduced, u))
+                continue;
+            if (*n < cap)
+                units[*n] = u;
+            (*n)++;
         }
     }
     plan_free(sp);

@@ -55,6 +55,9 @@ void pcbm_acc_max_f32(void *dst, const void *src, size_t bytes);
  * sums will be loaded by the exchange), or this is the reduce (which reads no model). */
 bool pcbm_split_skip_stats_pass(const pcbm_split *sp);
 
+/* Whether unit's part of statistics round `round` is saved. */
+bool pcbm_split_part_saved(const pcbm_split *sp, unsigned round, unsigned unit);
+
 /* After a statistics pass and the threads' reduce: exchange the accumulators of this round.
  * Returns PCBM_OK with acc holding the sum over all units, PCBM_SPLIT_SAVED (unit: its part is
  * saved, stop), PCBM_SPLIT_MORE (reduce: the round after the reduced ones has not run yet), or

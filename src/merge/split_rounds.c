@@ -69,7 +69,10 @@ bool pcbm_split_skip_stats_pass(const pcbm_split *sp)
         return true;
     char p[4096];
     round_path(sp, sp->round, GLOBAL_UNIT, p, sizeof p);
-    return access(p, F_OK) == 0;
+    if (access(p, F_OK) == 0)
+        return true;
+    round_path(sp, sp->round, sp->unit, p, sizeof p);
+    return sp->mode == PCBM_SPLIT_STATS && access(p, F_OK) == 0; /* its part is saved already */
 }
 
 static pcbm_status save(const pcbm_split *sp, unsigned unit, const pcbm_acc *acc, unsigned nacc,
@@ -177,6 +180,13 @@ static unsigned missing_units(const pcbm_split *sp, char *list, size_t len)
     return n;
 }
 
+bool pcbm_split_part_saved(const pcbm_split *sp, unsigned round, unsigned unit)
+{
+    char p[4096];
+    round_path(sp, round, unit, p, sizeof p);
+    return access(p, F_OK) == 0;
+}
+
 pcbm_status pcbm_split_exchange(pcbm_split *sp, const pcbm_acc *acc, unsigned nacc,
                                 pcbm_error *err)
 {
@@ -193,6 +203,10 @@ pcbm_status pcbm_split_exchange(pcbm_split *sp, const pcbm_acc *acc, unsigned na
         return st;
     }
     if (sp->mode != PCBM_SPLIT_REDUCE) {
+        char up[4096];
+        round_path(sp, sp->round, sp->unit, up, sizeof up);
+        if (access(up, F_OK) == 0) /* saved by an earlier run (the pass was skipped) */
+            return PCBM_SPLIT_SAVED;
         st = save(sp, sp->unit, acc, nacc, err);
         return st == PCBM_OK ? PCBM_SPLIT_SAVED : st;
     }
