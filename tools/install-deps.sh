@@ -9,7 +9,7 @@ set -eu
 build="gcc make pkg-config liburing-dev libzstd-dev libxxhash-dev libjansson-dev libgsl-dev"
 case "${1:-build}" in
 build) want="$build" ;;
-test) want="$build libcmocka-dev python3-numpy munge slurmctld slurmd slurm-client" ;;
+test) want="$build libcmocka-dev python3-numpy python3-yaml gettext-base munge slurmctld slurmd slurm-client" ;;
 fuzz) want="$build clang libclang-rt-14-dev" ;;
 bench) want="$build python3-numpy" ;;
 *) echo "install-deps.sh: unknown set '$1' (build|test|fuzz|bench)" >&2; exit 2 ;;
