@@ -90,6 +90,7 @@ bench:
 	@tools/install-deps.sh bench
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) tools/bench.sh
+	@BUILD=$(BUILD) tools/bench-split.sh
 
 install: all $(SHARED)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig

@@ -1,0 +1,98 @@
+#!/bin/bash
+# bench-split.sh — `make bench`, split merges: wall time of the apply phase of one merge split into
+# K units that run at once on this machine (one process per unit, cores/K threads each), inputs
+# in the page cache, for K = 1 and K = the core count (and K = 4 beside it when there are fewer
+# cores: more units than cores shows the cost of over-subscription). Also the statistics phase
+# (every round: the units' stats at once, then reduce) and checks that every K gives the bytes
+# of K = 1. The family is bench.sh's (bench-data/family-bf16-n3-540M: a base + 3 tasks, 540M bf16
+# elements each), its output cut into 256 MB shards so that units have whole files to own.
+# Prints a table; writes bench-data/bench-split.json (BENCH_SPLIT_JSON).
+# Environment: BUILD, BENCH_DATA, BENCH_PARAMS (540M), BENCH_METHOD (pcb), BENCH_MEM (1G per
+# unit), BENCH_SPLIT_K ("1 NPROC 4").
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${BUILD:-build}
+case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+BIN=$BUILD/pcbmerge
+DATA=${BENCH_DATA:-$ROOT/bench-data}
+PARAMS=${BENCH_PARAMS:-540M}
+METHOD=${BENCH_METHOD:-pcb}
+MEM=${BENCH_MEM:-1G}
+NPROC=$(nproc)
+KS=${BENCH_SPLIT_K:-$(printf '%s\n' 1 "$NPROC" 4 | awk '!seen[$0]++' | tr '\n' ' ')}
+JSON=${BENCH_SPLIT_JSON:-$DATA/bench-split.json}
+FAM=$DATA/family-bf16-n3-$PARAMS
+say() { echo "bench-split: $*" >&2; }
+
+[ -x "$BIN" ] || { say "$BIN is missing: run make all"; exit 1; }
+if [ ! -f "$FAM/.stamp" ]; then
+    say "generating $FAM (once, then cached)"
+    rm -rf "$FAM"
+    "$BUILD/tools/pcbm-gen" --quiet --out "$FAM" --tasks 3 --dtype bf16 --params "$PARAMS" --seed 1
+    echo "bf16 tasks=3 params=$PARAMS seed=1" >"$FAM/.stamp"
+fi
+WORK=$(mktemp -d "$DATA/split.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+cat "$FAM"/base/*.safetensors "$FAM"/task?/*.safetensors >/dev/null   # page cache
+
+now() { date +%s.%N; }
+results=()
+ref=
+for K in $KS; do
+    out=$WORK/k$K
+    threads=$((NPROC / K))
+    [ $threads -ge 1 ] || threads=1
+    RT=(--threads $threads --mem "$MEM" --quiet --progress none)
+    "$BIN" plan --quiet --method "$METHOD" --shard-size 256MB --base "$FAM/base" --out "$out" \
+        --shards "$K" "$FAM/task1" "$FAM/task2" "$FAM/task3"
+    t0=$(now)
+    rounds=0
+    while [ "$("$BIN" status --plan "$out" --get next)" = stats ]; do
+        pids=()
+        for ((i = 0; i < K; i++)); do
+            PCBM_BUFFERED=1 "$BIN" stats --plan "$out" --shard $i "${RT[@]}" & pids+=($!)
+        done
+        for p in "${pids[@]}"; do wait "$p"; done
+        "$BIN" reduce --plan "$out" "${RT[@]}"
+        rounds=$((rounds + 1))
+    done
+    t1=$(now)
+    pids=()
+    for ((i = 0; i < K; i++)); do
+        PCBM_BUFFERED=1 "$BIN" apply --plan "$out" --shard $i "${RT[@]}" & pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p"; done
+    t2=$(now)
+    "$BIN" finalize --plan "$out" --quiet
+    same=true
+    if [ -z "$ref" ]; then
+        ref=$out
+    else
+        for f in "$ref"/*.safetensors "$ref"/*.json; do
+            case $(basename "$f") in merge_report.json | pcbmerge.manifest.json) continue ;; esac
+            cmp -s "$f" "$out/$(basename "$f")" || same=false
+        done
+    fi
+    stats_s=$(echo "$t1 - $t0" | bc -l)
+    apply_s=$(echo "$t2 - $t1" | bc -l)
+    say "K=$K: statistics $rounds round(s) $(printf %.2f "$stats_s") s, apply $(printf %.2f "$apply_s") s, same bytes as K=1: $same"
+    results+=("{\"units\": $K, \"threads_per_unit\": $threads, \"stats_rounds\": $rounds, \"stats_seconds\": $stats_s, \"apply_seconds\": $apply_s, \"same_bytes_as_k1\": $same}")
+    [ "$out" = "$ref" ] || rm -rf "$out"
+done
+input=$(cat "$FAM"/base/*.safetensors "$FAM"/task?/*.safetensors | wc -c)
+{
+    echo "{\"method\": \"$METHOD\", \"cores\": $NPROC, \"input_bytes\": $input, \"runs\": ["
+    (IFS=,; echo "${results[*]}")
+    echo "]}"
+} >"$JSON"
+/usr/bin/python3 - "$JSON" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+base = r["runs"][0]
+print(f"split merge ({r['method']}, {r['input_bytes'] / 1e9:.2f} GB of inputs in the page cache, {r['cores']} cores): K units at once, cores/K threads each")
+print(f"{'K':>3} {'threads':>7} {'stats s':>8} {'apply s':>8} {'apply GB/s':>10} {'apply vs K=1':>12} {'bytes = K=1':>11}")
+for x in r["runs"]:
+    print(f"{x['units']:>3} {x['threads_per_unit']:>7} {x['stats_seconds']:8.2f} {x['apply_seconds']:8.2f} "
+          f"{r['input_bytes'] / x['apply_seconds'] / 1e9:10.2f} {base['apply_seconds'] / x['apply_seconds']:11.2f}x "
+          f"{'yes' if x['same_bytes_as_k1'] else 'NO':>11}")
+EOF
