@@ -508,11 +508,16 @@ static void print_status(const char *dir, const pcbm_split_info *in, bool json)
 {
     const char *next = next_phase(in);
     if (json) {
-        printf("{\"plan\": \"%s\", \"units\": %u, \"rounds_max\": %u, \"rounds_reduced\": %u, "
-               "\"stats_complete\": %s, \"units_applied\": %u, \"published\": %s, \"next\": \"%s\"}\n",
-               dir, in->units, in->rounds_max, in->rounds_reduced,
-               in->stats_complete ? "true" : "false", in->units_applied,
-               in->published ? "true" : "false", next);
+        json_t *j = json_pack("{s:s,s:i,s:i,s:i,s:b,s:i,s:b,s:s}", "plan", dir, "units",
+                              (int)in->units, "rounds_max", (int)in->rounds_max, "rounds_reduced",
+                              (int)in->rounds_reduced, "stats_complete", in->stats_complete,
+                              "units_applied", (int)in->units_applied, "published",
+                              in->published, "next", next);
+        char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        if (txt)
+            puts(txt);
+        free(txt);
+        json_decref(j);
         return;
     }
     if (in->published) {

@@ -34,11 +34,11 @@ split() {
     units=$(seq 0 $((k - 1)))
     [ "$order" = rev ] && units=$(seq $((k - 1)) -1 0)
     for ((r = 0; r <= rounds; r++)); do
-        "$P" status --plan "$out" --json | grep -q '"stats_complete": true' && break
+        "$P" status --plan "$out" --json | grep -q '"stats_complete":true' && break
         for i in $units; do "$P" stats --plan "$out" --shard "$i" $RT || return 1; done
         "$P" reduce --plan "$out" $RT || return 1
     done
-    "$P" status --plan "$out" --json | grep -q '"stats_complete": true' ||
+    "$P" status --plan "$out" --json | grep -q '"stats_complete":true' ||
         { echo "statistics not complete after $rounds rounds"; return 1; }
     for i in $units; do "$P" apply --plan "$out" --shard "$i" $RT || return 1; done
     "$P" finalize --plan "$out" $RT
@@ -122,10 +122,10 @@ JOB_COMPLETION_INDEX=1 "$P" stats --plan "$D" $RT || fail "stats (JOB_COMPLETION
 "$P" stats --plan "$D" --shard 1 $RT || fail "stats twice"
 for ((r = 0; r < 4; r++)); do
     "$P" reduce --plan "$D" $RT || fail "reduce"
-    "$P" status --plan "$D" --json | grep -q '"stats_complete": true' && break
+    "$P" status --plan "$D" --json | grep -q '"stats_complete":true' && break
     for i in 0 1 2; do AWS_BATCH_JOB_ARRAY_INDEX=$i "$P" stats --plan "$D" $RT || fail "stats"; done
 done
-"$P" status --plan "$D" --json | grep -q '"stats_complete": true' &&
+"$P" status --plan "$D" --json | grep -q '"stats_complete":true' &&
     case_pass "job-array variables select the unit; rounds complete" ||
     case_fail "rounds complete" "$("$P" status --plan "$D")"
 "$P" apply --plan "$D" --shard 0 $RT || fail "apply 0"
