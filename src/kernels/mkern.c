@@ -113,6 +113,93 @@ static inline float norm_mag(float tau, float lo, float hi)
     return den > 0.0f ? (c - lo) / den : 0.0f;
 }
 
+/* ---- gates (mkern_impl.h) ---------------------------------------------------------------- */
+
+/* The level of |tau| = a as the vector forms compute it: cvttps2dq of a * scale (out of range and
+ * NaN: 0x80000000), then an unsigned min with L - 1. */
+static unsigned gate_level(float a, float scale, unsigned L)
+{
+    float v = a * scale;
+    uint32_t i = (v > -2147483648.0f && v < 2147483648.0f) ? (uint32_t)(int32_t)v : 0x80000000u;
+    return i < L - 1 ? (unsigned)i : L - 1;
+}
+
+/* The largest y >= 0 with fl(e * tanhf(y)) <= bound (bound >= 0, so y = 0 qualifies): a
+ * bisection over the bits of the non-negative floats, +Inf included (tanhf is monotonic). */
+static float gate_y(float e, float bound)
+{
+    uint32_t ok = 0, bad = 0x7f800000u;
+    if (e * pcbm_tanhf(INFINITY) <= bound)
+        return INFINITY;
+    while (bad - ok > 1) {
+        uint32_t mid = ok + (bad - ok) / 2;
+        if (e * pcbm_tanhf(pcbm_u2f(mid)) <= bound)
+            ok = mid;
+        else
+            bad = mid;
+    }
+    return pcbm_u2f(ok);
+}
+
+static float gate_factor(float a, float lo, float hi, float nf)
+{
+    float x = norm_mag(a, lo, hi);
+    return pcbm_expf(nf * (x * x));
+}
+
+static void gate_levels(float lo, float hi, float nf, float bound, float hi2,
+                        unsigned L, float *scale, float *y, float *e)
+{
+    *scale = (float)L / hi;
+    float a0 = 0.0f; /* the smallest |tau| of level j */
+    for (unsigned j = 0; j < L; j++) {
+        float a1 = hi; /* the last level: every |tau| clamps to at most hi */
+        if (j + 1 < L) { /* the smallest |tau| of level j + 1 bounds level j from above */
+            a1 = (float)(j + 1) / *scale;
+            while (gate_level(a1, *scale, L) < j + 1)
+                a1 = nextafterf(a1, INFINITY);
+            while (a1 > 0.0f && gate_level(nextafterf(a1, 0.0f), *scale, L) >= j + 1)
+                a1 = nextafterf(a1, 0.0f);
+        }
+        y[j] = gate_y(gate_factor(a1, lo, hi, nf), bound);
+        e[j] = hi2 == hi2 ? gate_factor(a0, lo, hi2, nf) : 0.0f;
+        a0 = a1;
+    }
+}
+
+#define GATE_MEMO 128u
+static _Thread_local pcbm_k_gate gate_memo[GATE_MEMO];
+static _Thread_local unsigned gate_last, gate_next;
+
+const pcbm_k_gate *pcbm_k_gate_get(float lo, float hi, float nf, float bound, float hi2)
+{
+    uint32_t key[5] = {pcbm_f2u(lo), pcbm_f2u(hi), pcbm_f2u(nf), pcbm_f2u(bound), pcbm_f2u(hi2)};
+    for (unsigned r = 0; r < GATE_MEMO; r++) { /* tasks come in turn: start after the last hit */
+        unsigned j = (gate_last + 1 + r) % GATE_MEMO;
+        pcbm_k_gate *g = &gate_memo[j];
+        if (g->used && !memcmp(g->key, key, sizeof key)) {
+            gate_last = j;
+            return g->ok ? g : NULL;
+        }
+    }
+    if (gate_next == GATE_MEMO) /* full: start over (a merge needs 2 per task) */
+        gate_next = 0;
+    unsigned j = gate_next++;
+    pcbm_k_gate *g = &gate_memo[j];
+    memcpy(g->key, key, sizeof key);
+    g->used = true;
+    g->ok = isfinite(lo) && isfinite(hi) && isfinite(hi - lo) && hi > 0.0f && nf >= 0.0f &&
+            nf <= 87.0f && bound >= 0.0f && isfinite(bound) &&
+            isfinite((float)PCBM_GATE_L16 / hi) &&
+            (hi2 != hi2 || (isfinite(hi2) && isfinite(hi2 - lo)));
+    if (g->ok) {
+        gate_levels(lo, hi, nf, bound, hi2, PCBM_GATE_L16, &g->scale32, g->y32, g->e32);
+        gate_levels(lo, hi, nf, bound, hi2, PCBM_GATE_L8, &g->scale8, g->y8, g->e8);
+    }
+    gate_last = j;
+    return g->ok ? g : NULL;
+}
+
 void pcbm_ks_pcb_score(const float *tau, const float *sum, float lo, float hi, float nf, float *s,
                        size_t n)
 {

@@ -79,6 +79,32 @@ typedef struct pcbm_kern_table {
 PCBM_KERNELS(PCBM_K_DECL)
 #undef PCBM_K_DECL
 
+/* A gate lets the vector forms skip the scores of elements that cannot pass a bound: with
+ * x = norm_mag(|tau|, lo, hi) and s = fl(expf(nf * x^2) * tanhf(y)), y = tau * sum, every element
+ * with y <= y<L>[level] has s <= bound, where level = min(trunc(|tau| * scale<L>), L - 1) as
+ * unsigned (out of range and NaN: L - 1). Built from the scalar definitions: for each level, E =
+ * the score factor at the smallest |tau| of the next level (at hi for the last), and y = the
+ * largest y with fl(E * tanhf(y)) <= bound; expf, tanhf, rounding and the level are monotonic,
+ * so the bound holds for every |tau| of the level. With a second bound hi2 (not NaN), e<L>[level]
+ * is the factor expf(nf * x2^2) at hi2 of the level's smallest |tau|: a lower bound of the factor
+ * of every |tau| of the level. Only filters: the callers compute every element they do not drop
+ * exactly as before (NaN y is never dropped). Levels: 32 for AVX-512, 8 for AVX2 (one table
+ * lookup). */
+#define PCBM_GATE_L16 32u
+#define PCBM_GATE_L8 8u
+typedef struct pcbm_k_gate {
+    uint32_t key[5];                /* bits of lo, hi, nf, bound, hi2 */
+    bool used, ok;                  /* a memo entry; the gate applies */
+    float scale32, scale8;
+    float y32[PCBM_GATE_L16], y8[PCBM_GATE_L8];
+    float e32[PCBM_GATE_L16], e8[PCBM_GATE_L8];
+} pcbm_k_gate;
+
+/* The gate of (lo, hi, nf, bound, hi2), memoized per thread; NULL when it does not apply (lo,
+ * hi, hi2 not finite (hi2 may be NaN: no e tables), hi <= 0, nf outside [0, 87], bound < 0 or
+ * not finite). */
+const pcbm_k_gate *pcbm_k_gate_get(float lo, float hi, float nf, float bound, float hi2);
+
 #if defined(__x86_64__) && defined(__GNUC__)
 extern const pcbm_kern_table pcbm_kern_avx2, pcbm_kern_avx512;
 #endif
