@@ -220,6 +220,7 @@ static int cmd_inspect(int argc, char **argv)
  * merge to stop cleanly (exit 75, resumable), a second exits at once (the journal is written
  * atomically, so it is consistent either way). */
 static sigset_t stop_signals;
+atomic_int pcbm_cli_stop;
 
 static void *signal_thread(void *arg)
 {
@@ -233,6 +234,7 @@ static void *signal_thread(void *arg)
                                       "I/O; a second signal exits at once\n";
             ssize_t w = write(2, msg, sizeof msg - 1);
             (void)w;
+            atomic_store(&pcbm_cli_stop, 1);
             pcbm_request_stop();
         } else {
             static const char msg[] = "pcbmerge: stopped at once; resume with --resume\n";
@@ -639,8 +641,10 @@ int main(int argc, char **argv)
         start_signal_thread();
         return cmd_phase(cmd, argc - 1, argv + 1);
     }
-    if (!strcmp(cmd, "search"))
+    if (!strcmp(cmd, "search")) {
+        start_signal_thread();
         return pcbm_cli_search(argc - 1, argv + 1);
+    }
     if (!strcmp(cmd, "verify"))
         return cmd_verify(argc - 1, argv + 1);
     if (!strcmp(cmd, "inspect"))

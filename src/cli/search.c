@@ -6,8 +6,10 @@
  * at the best λ with the log of every evaluation and a summary.
  *
  * Work files live in OUT.search/ (locked while a search runs): the statistics file, the scratch
- * model and the log. A search that fails keeps OUT.search/search_log.jsonl for inspection; the
- * next search into the same OUT replaces a stale OUT.search/.
+ * model, the search's parameters and the log. A search that stops (a signal: exit 75) or fails
+ * keeps the log and the statistics; `--resume` continues it: CMA-ES is deterministic for a seed,
+ * so the search replays the logged evaluations (each candidate checked bit for bit against the
+ * log, its score reused) and evaluates only what is new. --force discards an old OUT.search/.
  */
 #include "search.h"
 
@@ -22,6 +24,7 @@
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +39,8 @@
 #define STATS_NAME "merge_stats.json.zst"
 #define LOG_NAME "search_log.jsonl"
 #define SUMMARY_NAME "search_summary.json"
+#define PARAMS_NAME "search_params.json"
+#define EXIT_STOPPED 75
 
 static const char search_usage[] =
     "usage: pcbmerge search --base DIR --out DIR --eval-cmd 'COMMAND {model}' [options]\n"
@@ -58,6 +63,9 @@ static const char search_usage[] =
     "  --seed S            CMA-ES random seed (default 0); same seed and scores, same search\n"
     "  --on-eval-error E   stop (default): a failing command stops the search;\n"
     "                      skip: log it, rank the candidate last and go on\n"
+    "  --resume            continue a search that was stopped (SIGTERM/SIGINT: exit 75) or failed,\n"
+    "                      from OUT.search/: logged evaluations are replayed, not re-run (the same\n"
+    "                      parameters are required; --budget may change)\n"
     "\n"
     "merge options (as for merge): --method pcb|task_arithmetic|dare_linear (default pcb),\n"
     "  --density, --clamp-ratio, --scope, --exact, --streaming, --dtype, --exclude REGEX,\n"
@@ -72,7 +80,7 @@ enum {
     S_BASE = 256, S_OUT, S_METHOD, S_DENSITY, S_CLAMP, S_SCOPE, S_EXACT, S_STREAMING, S_DTYPE,
     S_EXCLUDE, S_ALLOW_EXTRA, S_ALLOW_NONFINITE, S_MEM, S_THREADS, S_IO, S_BLOCK, S_SHARD, S_FORCE,
     S_PROGRESS, S_QUIET, S_STATS, S_DARE_SEED, S_HELP, S_EVAL, S_BUDGET, S_BOUNDS, S_INIT, S_SIGMA,
-    S_POPSIZE, S_SEED, S_ON_ERROR, S_REFUSED
+    S_POPSIZE, S_SEED, S_ON_ERROR, S_REFUSED, S_RESUME
 };
 
 static const struct option search_opts[] = {
@@ -94,7 +102,7 @@ static const struct option search_opts[] = {
     {"popsize", required_argument, 0, S_POPSIZE},   {"seed", required_argument, 0, S_SEED},
     {"on-eval-error", required_argument, 0, S_ON_ERROR},
     {"lambda", required_argument, 0, S_REFUSED},    {"lambdas", required_argument, 0, S_REFUSED},
-    {"weights", required_argument, 0, S_REFUSED},   {"resume", no_argument, 0, S_REFUSED},
+    {"weights", required_argument, 0, S_REFUSED},   {"resume", no_argument, 0, S_RESUME},
     {0, 0, 0, 0}};
 
 typedef struct search_args {
@@ -106,6 +114,7 @@ typedef struct search_args {
     unsigned popsize;
     uint64_t seed;
     int skip_errors;
+    int resume;
     const char *stats_user;
 } search_args;
 
@@ -256,10 +265,8 @@ static int set_opt(search_args *a, int c, const char *v, const char *opt)
         else if (!strcmp(v, "skip")) a->skip_errors = 1;
         else return usage_err("--on-eval-error is stop or skip, got %s", v);
         break;
+    case S_RESUME: a->resume = 1; break;
     case S_REFUSED:
-        if (!strcmp(opt, "--resume"))
-            return usage_err("--resume does not apply to search (candidates are rewritten from "
-                             "scratch; run the search again)");
         return usage_err("%s does not apply to search: it chooses the per-task λ itself (see "
                          "--init and --bounds)", opt);
     default: return usage_err("unknown option %s", opt);
@@ -560,9 +567,18 @@ static void print_tail(const char *label, const buf *b, int max)
 
 /* ---- the search --------------------------------------------------------------------------- */
 
+/* An evaluation of the log of an earlier run (--resume). */
+typedef struct logged {
+    double lam[PCBM_MAX_TASKS];
+    double score;               /* NaN: the evaluation failed */
+    unsigned gen;
+} logged;
+
 typedef struct search {
     search_args *a;
     unsigned n;                 /* tasks */
+    logged *replay;             /* --resume: the evaluations already logged */
+    unsigned nreplay, merged;   /* merges run by this process */
     char work[PATH_MAX], scratch[PATH_MAX + 64], stats[PATH_MAX + 64], log_path[PATH_MAX + 64];
     const char *stats_in;       /* statistics for the apply-only merges, or NULL */
     FILE *log;
@@ -580,44 +596,232 @@ static int has_stats(pcbm_method m)
     return m == PCBM_METHOD_PCB;
 }
 
-/* Create OUT.search (replacing a stale one), locked for this run. */
+/* Everything that shapes the sequence of candidates and their merges (not --budget, not the
+ * run-time settings), as canonical JSON: a resumed search must have the same. */
+static char *search_params(const search_args *a)
+{
+    const pcbm_merge_opts *o = &a->o;
+    json_t *j = json_object(), *tasks = json_array(), *ex = json_array();
+    for (unsigned i = 0; i < o->ntasks; i++)
+        json_array_append_new(tasks, json_string(o->tasks[i]));
+    for (unsigned i = 0; i < o->nexclude; i++)
+        json_array_append_new(ex, json_string(o->exclude[i]));
+    char seed[32], dseed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)a->seed);
+    snprintf(dseed, sizeof dseed, "%llu", (unsigned long long)o->seed);
+    json_object_set_new(j, "base", json_string(o->base));
+    json_object_set_new(j, "tasks", tasks);
+    json_object_set_new(j, "method", json_string(pcbm_method_name(o->method)));
+    json_object_set_new(j, "density", json_real(o->density));
+    json_object_set_new(j, "clamp_ratio", json_real(o->clamp_ratio));
+    json_object_set_new(j, "scope", json_string(o->scope == PCBM_SCOPE_TENSOR ? "tensor" : "global"));
+    json_object_set_new(j, "exact", json_boolean(o->exact));
+    json_object_set_new(j, "streaming", json_boolean(o->streaming));
+    json_object_set_new(j, "dtype", json_integer(o->out_dtype));
+    json_object_set_new(j, "exclude", ex);
+    json_object_set_new(j, "allow_extra", json_boolean(o->allow_extra));
+    json_object_set_new(j, "allow_nonfinite", json_boolean(o->allow_nonfinite));
+    json_object_set_new(j, "shard_bytes", json_integer((json_int_t)o->shard_bytes));
+    json_object_set_new(j, "dare_seed", json_string(dseed));
+    json_object_set_new(j, "stats", a->stats_user ? json_string(a->stats_user) : json_null());
+    json_object_set_new(j, "eval_cmd", json_string(a->eval_cmd));
+    json_object_set_new(j, "bounds", json_pack("[f,f]", a->lo, a->hi));
+    json_object_set_new(j, "init", json_real(a->init));
+    json_object_set_new(j, "sigma", json_real(a->sigma));
+    json_object_set_new(j, "popsize", json_integer(a->popsize));
+    json_object_set_new(j, "seed", json_string(seed));
+    json_object_set_new(j, "on_eval_error", json_string(a->skip_errors ? "skip" : "stop"));
+    char *txt = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+    json_decref(j);
+    return txt;
+}
+
+/* The first parameter that differs between two search_params texts, or NULL. */
+static const char *params_differ(const char *a, const char *b, char *out, size_t len)
+{
+    json_t *ja = json_loads(a, 0, NULL), *jb = json_loads(b, 0, NULL);
+    const char *key, *found = NULL;
+    json_t *va;
+    if (!ja || !jb) {
+        snprintf(out, len, "unreadable parameters");
+        found = out;
+    }
+    json_object_foreach(ja, key, va) {
+        if (found)
+            break;
+        if (!json_equal(va, json_object_get(jb, key))) {
+            snprintf(out, len, "%s", key);
+            found = out;
+        }
+    }
+    json_decref(ja);
+    json_decref(jb);
+    return found;
+}
+
+/* Read the log of an earlier run: every complete, well-formed line in order (a line cut by a
+ * kill is dropped); with --on-eval-error stop, a failed last evaluation is dropped too (it stopped
+ * that search and is evaluated again). The log is rewritten with what is kept. */
+static int load_log(search *s)
+{
+    FILE *f = fopen(s->log_path, "r");
+    if (!f)
+        return errno == ENOENT ? 0 : errorf("cannot read %s: %s", s->log_path, strerror(errno));
+    char *line = NULL, *kept = NULL;
+    size_t cap = 0, klen = 0;
+    FILE *k = open_memstream(&kept, &klen);
+    ssize_t n;
+    unsigned cnt = 0, cap_r = 0;
+    int rc = k ? 0 : errorf("out of memory");
+    long last_start = -1;
+    while (rc == 0 && (n = getline(&line, &cap, f)) > 0) {
+        if (line[n - 1] != '\n')
+            break;
+        json_t *e = json_loads(line, 0, NULL), *l = json_object_get(e, "lambdas");
+        json_t *sc = json_object_get(e, "score");
+        if (!e || json_integer_value(json_object_get(e, "evaluation")) != cnt + 1 ||
+            !json_is_array(l) || json_array_size(l) != s->n || (!json_is_number(sc) && !json_is_null(sc))) {
+            json_decref(e);
+            break;
+        }
+        if (cnt == cap_r) {
+            cap_r = cap_r ? 2 * cap_r : 64;
+            logged *nr = realloc(s->replay, cap_r * sizeof *nr);
+            if (!nr) {
+                json_decref(e);
+                rc = errorf("out of memory");
+                break;
+            }
+            s->replay = nr;
+        }
+        logged *L = &s->replay[cnt++];
+        for (unsigned i = 0; i < s->n; i++)
+            L->lam[i] = json_number_value(json_array_get(l, i));
+        L->score = json_is_number(sc) ? json_number_value(sc) : NAN;
+        L->gen = (unsigned)json_integer_value(json_object_get(e, "generation"));
+        json_decref(e);
+        fflush(k);
+        last_start = (long)klen;
+        fputs(line, k);
+    }
+    free(line);
+    fclose(f);
+    if (k)
+        fclose(k);
+    if (rc == 0 && cnt > 0 && !s->a->skip_errors && isnan(s->replay[cnt - 1].score)) {
+        cnt--; /* the failure that stopped the earlier search: evaluated again */
+        klen = (size_t)last_start;
+    }
+    s->nreplay = cnt;
+    if (rc == 0) {
+        char *txt = kept ? strndup(kept, klen) : strdup("");
+        rc = txt && write_text_file(s->log_path, txt) == 0
+                 ? 0 : errorf("cannot rewrite %s: %s", s->log_path, strerror(errno));
+        free(txt);
+    }
+    free(kept);
+    return rc;
+}
+
+/* Create OUT.search, or with --resume take over an earlier one, locked for this run. */
 static int make_work(search *s)
 {
     const char *out = s->a->o.out;
     char dir[PATH_MAX];
+    bool resumed = false;
     snprintf(dir, sizeof dir, "%s.search", out);
-    for (int attempt = 0; attempt < 2; attempt++) {
+    char *params = search_params(s->a);
+    if (!params)
+        return errorf("out of memory");
+    for (int attempt = 0; attempt < 2 && !resumed; attempt++) {
         if (mkdir(dir, 0755) == 0)
             break;
-        if (errno != EEXIST || attempt == 1)
+        if (errno != EEXIST || attempt == 1) {
+            free(params);
             return errorf("cannot create the search directory %s: %s", dir, strerror(errno));
+        }
         char lock[PATH_MAX + 8];
         snprintf(lock, sizeof lock, "%s/.lock", dir);
         int fd = open(lock, O_RDWR | O_CLOEXEC);
         if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
             close(fd);
+            free(params);
             return errorf("another search is running into %s (its work directory %s is locked)",
                           out, dir);
         }
         if (fd >= 0)
             close(fd);
-        if (!s->a->o.quiet)
-            fprintf(stderr, "pcbmerge: search: removing %s, left by an earlier search that did "
-                    "not finish\n", dir);
-        if (rm_tree(dir) != 0)
-            return errorf("cannot remove the stale search directory %s: %s", dir, strerror(errno));
+        char logp[PATH_MAX + 32];
+        snprintf(logp, sizeof logp, "%s/%s", dir, LOG_NAME);
+        bool has_log = false; /* a scored evaluation: worth resuming rather than discarding */
+        FILE *lf = fopen(logp, "r");
+        char ln[4096];
+        while (lf && !has_log && fgets(ln, sizeof ln, lf))
+            has_log = strstr(ln, "\"score\":") && !strstr(ln, "\"score\":null");
+        if (lf)
+            fclose(lf);
+        if (s->a->resume && !s->a->o.force) {
+            resumed = true;
+        } else if (has_log && !s->a->o.force) {
+            free(params);
+            return errorf("%s holds an earlier search that did not finish: pass --resume to "
+                          "continue it, or --force to discard it and start over", dir);
+        } else {
+            if (!s->a->o.quiet)
+                fprintf(stderr, "pcbmerge: search: removing %s, left by an earlier search\n", dir);
+            if (rm_tree(dir) != 0) {
+                free(params);
+                return errorf("cannot remove the stale search directory %s: %s", dir,
+                              strerror(errno));
+            }
+        }
     }
-    if (!realpath(dir, s->work))
+    if (!realpath(dir, s->work)) {
+        free(params);
         return errorf("cannot resolve %s: %s", dir, strerror(errno));
+    }
     char lock[PATH_MAX + 8];
     snprintf(lock, sizeof lock, "%s/.lock", s->work);
     s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (s->lock_fd < 0 || flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0)
+    if (s->lock_fd < 0 || flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        free(params);
         return errorf("cannot lock %s: %s", lock, strerror(errno));
+    }
     snprintf(s->scratch, sizeof s->scratch, "%s/model", s->work);
     snprintf(s->stats, sizeof s->stats, "%s/%s", s->work, STATS_NAME);
     snprintf(s->log_path, sizeof s->log_path, "%s/%s", s->work, LOG_NAME);
-    s->log = fopen(s->log_path, "w");
+    char ppath[PATH_MAX + 64];
+    snprintf(ppath, sizeof ppath, "%s/%s", s->work, PARAMS_NAME);
+    int rc = 0;
+    if (resumed) {
+        FILE *pf = fopen(ppath, "r");
+        char old[65536];
+        size_t n = pf ? fread(old, 1, sizeof old - 1, pf) : 0;
+        if (pf)
+            fclose(pf);
+        old[n] = '\0';
+        char key[128];
+        if (!pf)
+            rc = errorf("%s has no %s: it cannot be resumed; start over with --force", dir,
+                        PARAMS_NAME);
+        else if (params_differ(old, params, key, sizeof key) || strcmp(old, params) != 0)
+            rc = errorf("cannot resume the search in %s: its parameters differ (%s); run with the "
+                        "same parameters (only --budget and run-time settings may change), or "
+                        "with --force to start over", dir,
+                        params_differ(old, params, key, sizeof key) ? key : "format");
+        if (rc == 0)
+            rc = load_log(s);
+        if (rc == 0 && !s->a->o.quiet)
+            fprintf(stderr, "pcbmerge: search: resuming from %s: %u evaluation(s) logged are "
+                    "replayed, not re-run\n", dir, s->nreplay);
+    } else {
+        rc = write_text_file(ppath, params) == 0
+                 ? 0 : errorf("cannot write %s: %s", ppath, strerror(errno));
+    }
+    free(params);
+    if (rc)
+        return rc;
+    s->log = fopen(s->log_path, resumed ? "a" : "w");
     if (!s->log)
         return errorf("cannot create %s: %s", s->log_path, strerror(errno));
     return 0;
@@ -691,21 +895,71 @@ static void put_lambdas(FILE *f, const double *l, unsigned n)
 
 /* Evaluate one candidate: merge, run the command, log. Returns 0 (scored or skipped) or 1 (the
  * search must stop; the error is printed). *score is NaN when the evaluation failed. */
+/* A score known for evaluation k: the initial and the best ones. */
+static void tally(search *s, unsigned k, unsigned gen, const double *lam, double score)
+{
+    if (k == 1) {
+        s->init_score = score;
+        s->have_init = 1;
+    }
+    if (!s->have_best || score > s->best_score) {
+        s->have_best = 1;
+        s->best_score = score;
+        s->best_eval = k;
+        s->best_gen = gen;
+        memcpy(s->best_l, lam, s->n * sizeof(double));
+    }
+}
+
+/* --resume: evaluation k is in the log; it must be this very candidate. */
+static int replayed(search *s, unsigned k, const double *lam, unsigned gen, double *score)
+{
+    const logged *L = &s->replay[k - 1];
+    char want[64 * 12], got[64 * 12];
+    if (memcmp(L->lam, lam, s->n * sizeof(double)) != 0 || L->gen != gen) {
+        fmt_lambdas(L->lam, s->n, got, sizeof got);
+        fmt_lambdas(lam, s->n, want, sizeof want);
+        return errorf("cannot resume: evaluation %u of the log (λ %s) is not the candidate this "
+                      "search proposes (λ %s): the log comes from another version or other "
+                      "parameters; start over with --force", k, got, want);
+    }
+    *score = L->score;
+    if (isnan(L->score))
+        s->failed++;
+    else
+        tally(s, k, gen, lam, L->score);
+    if (!s->a->o.quiet)
+        fprintf(stderr, "pcbmerge: search: %u/%u gen %u  (logged)  score %.6g  best %.6g\n", k,
+                s->a->budget, gen, L->score, s->best_score);
+    return 0;
+}
+
+/* Evaluate one candidate: merge, run the command, log. Returns 0 (scored or skipped), 1 (the
+ * search must stop; the error is printed) or 2 (stopped by a signal: nothing logged). *score is
+ * NaN when the evaluation failed. */
 static int evaluate(search *s, const double *lam, unsigned gen, double *score)
 {
     search_args *a = s->a;
     unsigned k = ++s->evals;
     *score = NAN;
+    if (k <= s->nreplay)
+        return replayed(s, k, lam, gen, score);
+    if (atomic_load(&pcbm_cli_stop)) {
+        s->evals--;
+        return 2;
+    }
     double t0 = pcbm_now();
     pcbm_error err;
-    int first = k == 1 && !s->stats_in;
+    int first = s->merged == 0 && !s->stats_in;
     if (rm_tree(s->scratch) != 0)
         return errorf("cannot remove the scratch model %s: %s", s->scratch, strerror(errno));
     if (first && has_stats(a->o.method) && !a->o.quiet)
         fprintf(stderr, "pcbmerge: search: statistics pass (once) and the merge at λ = %g\n", a->init);
     if (merge_into(s, lam, s->scratch, !first, &err) != 0) {
-        if (err.status == PCBM_ERR_INTERRUPTED)
-            return errorf("%s", err.msg);
+        if (err.status == PCBM_ERR_INTERRUPTED) {
+            s->evals--;
+            return 2;
+        }
         return errorf("evaluation %u: the merge failed: %s", k,
                       err.msg[0] ? err.msg : pcbm_status_name(err.status));
     }
@@ -717,6 +971,7 @@ static int evaluate(search *s, const double *lam, unsigned gen, double *score)
             return errorf("cannot keep the statistics file %s: %s", from, strerror(errno));
         s->stats_in = s->stats;
     }
+    s->merged++;
     double t1 = pcbm_now();
     char *cmd = expand_cmd(a->eval_cmd, s->scratch);
     if (!cmd)
@@ -724,6 +979,12 @@ static int evaluate(search *s, const double *lam, unsigned gen, double *score)
     eval_result r;
     run_eval(cmd, s->scratch, k, &r);
     double t2 = pcbm_now();
+    if (atomic_load(&pcbm_cli_stop)) { /* the command was stopped with us: not a result */
+        eval_free(&r);
+        free(cmd);
+        s->evals--;
+        return 2;
+    }
     s->merge_s += t1 - t0;
     s->eval_s += t2 - t1;
 
@@ -753,17 +1014,7 @@ static int evaluate(search *s, const double *lam, unsigned gen, double *score)
     int rc = 0;
     if (r.ok) {
         *score = r.score;
-        if (k == 1) {
-            s->init_score = r.score;
-            s->have_init = 1;
-        }
-        if (!s->have_best || r.score > s->best_score) {
-            s->have_best = 1;
-            s->best_score = r.score;
-            s->best_eval = k;
-            s->best_gen = gen;
-            memcpy(s->best_l, lam, s->n * sizeof(double));
-        }
+        tally(s, k, gen, lam, r.score);
         if (!a->o.quiet)
             fprintf(stderr, "pcbmerge: search: %u/%u gen %u  λ %s  score %.6g  best %.6g  (%.2f s)\n",
                     k, a->budget, gen, ls, r.score, s->best_score, t2 - t0);
@@ -895,11 +1146,14 @@ static int run_search(search *s)
         lam[i] = a->init;
     if (a->stats_user)
         s->stats_in = a->stats_user;
+    else if (exists(s->stats))
+        s->stats_in = s->stats; /* --resume: computed by the earlier run */
 
     /* Evaluation 1: λ = init (with the statistics pass when they are not known yet). */
     double score;
-    if (evaluate(s, lam, 0, &score))
-        return 1;
+    int erc = evaluate(s, lam, 0, &score);
+    if (erc)
+        return erc;
 
     pcbm_cmaes_opts co;
     pcbm_cmaes_opts_init(&co);
@@ -960,9 +1214,13 @@ static int run_search(search *s)
     pcbm_merge_opts o = a->o;
     o.lambdas = s->best_l;
     o.stats_in = s->stats_in;
-    if (pcbm_merge(&o, &err) != PCBM_OK)
+    o.resume = a->resume; /* a final merge that was interrupted continues */
+    if (pcbm_merge(&o, &err) != PCBM_OK) {
+        if (err.status == PCBM_ERR_INTERRUPTED)
+            return 2;
         return errorf("the final merge into %s failed: %s", a->o.out,
                       err.msg[0] ? err.msg : pcbm_status_name(err.status));
+    }
     char dst[PATH_MAX + 32];
     snprintf(dst, sizeof dst, "%s/%s", a->o.out, LOG_NAME);
     if (rename(s->log_path, dst) != 0)
@@ -1037,7 +1295,7 @@ int pcbm_cli_search(int argc, char **argv)
         if (exists(a->o.out))
             rc = errorf("%s exists; search writes a new directory: choose another --out or remove "
                         "it", a->o.out);
-        else if (exists(partial) && !a->o.force)
+        else if (exists(partial) && !a->o.force && !a->resume)
             rc = errorf("%s holds an unfinished merge into %s; pass --force to discard it",
                         partial, a->o.out);
     }
@@ -1051,17 +1309,23 @@ int pcbm_cli_search(int argc, char **argv)
         if (rc == 0) {
             rm_tree(s.work);
         } else if (s.work[0]) {
-            /* Keep the log of the evaluations so far; drop the large files. */
+            /* Keep the log of the evaluations so far and the statistics (--resume reuses both);
+             * drop the scratch model. */
             rm_tree(s.scratch);
             char p[PATH_MAX + 128];
             snprintf(p, sizeof p, "%s.partial", s.scratch);
             rm_tree(p);
-            if (!a->stats_user)
-                rm_tree(s.stats);
+        }
+        if (rc == 2) {
+            fprintf(stderr, "pcbmerge: search stopped by a signal after %u evaluation(s); run the "
+                    "same command with --resume to continue (%s keeps the log)\n", s.evals,
+                    s.work);
+            rc = EXIT_STOPPED;
         }
         if (s.lock_fd >= 0)
             close(s.lock_fd);
     }
+    free(s.replay);
     free(a);
     return rc;
 }

@@ -5,7 +5,13 @@
 #ifndef PCBM_CLI_SEARCH_H
 #define PCBM_CLI_SEARCH_H
 
-/* argv[0] is "search"; returns the process exit status (0, 1, 2 usage). */
+#include <stdatomic.h>
+
+/* argv[0] is "search"; returns the process exit status (0, 1, 2 usage, 75 stopped by a signal:
+ * --resume continues). */
 int pcbm_cli_search(int argc, char **argv);
+
+/* Set by the CLI's signal thread on the first SIGTERM/SIGINT/SIGHUP (main.c). */
+extern atomic_int pcbm_cli_stop;
 
 #endif /* PCBM_CLI_SEARCH_H */

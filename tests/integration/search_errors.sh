@@ -67,7 +67,6 @@ expect_fail ties 'method ties cannot be searched.*ties and dare_ties take one gl
 expect_fail dare-ties 'method dare_ties cannot be searched' run "$TMP/r" --method dare_ties --eval-cmd "$E"
 expect_fail linear 'method linear cannot be searched.*linear takes --weights' run "$TMP/r" --method linear --eval-cmd "$E"
 expect_fail lambdas '--lambdas does not apply to search' run "$TMP/r" --lambdas 1,1,1 --eval-cmd "$E"
-expect_fail resume '--resume does not apply to search' run "$TMP/r" --resume --eval-cmd "$E"
 expect_fail no-cmd 'search needs --eval-cmd' run "$TMP/r"
 expect_fail no-placeholder 'must contain \{model\}' run "$TMP/r" --eval-cmd 'echo 1'
 expect_fail bounds '--bounds needs LO,HI with LO < HI' run "$TMP/r" --bounds 3,1 --eval-cmd "$E"
