@@ -169,15 +169,15 @@ static void gate_levels(float lo, float hi, float nf, float bound, float hi2,
 
 #define GATE_MEMO 128u
 static _Thread_local pcbm_k_gate gate_memo[GATE_MEMO];
-static _Thread_local unsigned gate_last, gate_next;
+static _Thread_local unsigned gate_used, gate_last, gate_next;
 
 const pcbm_k_gate *pcbm_k_gate_get(float lo, float hi, float nf, float bound, float hi2)
 {
     uint32_t key[5] = {pcbm_f2u(lo), pcbm_f2u(hi), pcbm_f2u(nf), pcbm_f2u(bound), pcbm_f2u(hi2)};
-    for (unsigned r = 0; r < GATE_MEMO; r++) { /* tasks come in turn: start after the last hit */
-        unsigned j = (gate_last + 1 + r) % GATE_MEMO;
+    for (unsigned r = 0; r < gate_used; r++) { /* tasks come in turn: start after the last hit */
+        unsigned j = (gate_last + 1 + r) % gate_used;
         pcbm_k_gate *g = &gate_memo[j];
-        if (g->used && !memcmp(g->key, key, sizeof key)) {
+        if (!memcmp(g->key, key, sizeof key)) {
             gate_last = j;
             return g->ok ? g : NULL;
         }
@@ -185,9 +185,9 @@ const pcbm_k_gate *pcbm_k_gate_get(float lo, float hi, float nf, float bound, fl
     if (gate_next == GATE_MEMO) /* full: start over (a merge needs 2 per task) */
         gate_next = 0;
     unsigned j = gate_next++;
+    gate_used = gate_used > j ? gate_used : j + 1;
     pcbm_k_gate *g = &gate_memo[j];
     memcpy(g->key, key, sizeof key);
-    g->used = true;
     g->ok = isfinite(lo) && isfinite(hi) && isfinite(hi - lo) && hi > 0.0f && nf >= 0.0f &&
             nf <= 87.0f && bound >= 0.0f && isfinite(bound) &&
             isfinite((float)PCBM_GATE_L16 / hi) &&

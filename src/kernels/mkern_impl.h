@@ -94,7 +94,7 @@ PCBM_KERNELS(PCBM_K_DECL)
 #define PCBM_GATE_L8 8u
 typedef struct pcbm_k_gate {
     uint32_t key[5];                /* bits of lo, hi, nf, bound, hi2 */
-    bool used, ok;                  /* a memo entry; the gate applies */
+    bool ok;                        /* the gate applies */
     float scale32, scale8;
     float y32[PCBM_GATE_L16], y8[PCBM_GATE_L8];
     float e32[PCBM_GATE_L16], e8[PCBM_GATE_L8];

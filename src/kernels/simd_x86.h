@@ -77,6 +77,11 @@ VINL vi vsignbit(vf x) { return _mm512_srli_epi32(vbits(x), 31); }
 VINL vm vi_eq(vi a, uint32_t b) { return _mm512_cmpeq_epi32_mask(a, _mm512_set1_epi32((int)b)); }
 VINL vm vi_lt(vi a, uint32_t b) { return _mm512_cmplt_epu32_mask(a, _mm512_set1_epi32((int)b)); }
 VINL vm vi_le(vi a, uint32_t b) { return _mm512_cmple_epu32_mask(a, _mm512_set1_epi32((int)b)); }
+/* lane counters: acc + 1 in the lanes of m; the sum of the lanes */
+VINL vi vi_count(vi acc, vm m) { return _mm512_mask_sub_epi32(acc, m, acc, _mm512_set1_epi32(-1)); }
+VINL uint64_t vi_hsum(vi a) { return (uint32_t)_mm512_reduce_add_epi32(a); }
+VINL vi vi_zero(void) { return _mm512_setzero_si512(); }
+VINL vi vi_or1(vi a, uint32_t b) { return _mm512_or_si512(a, _mm512_set1_epi32((int)b)); }
 /* exponent all ones: Inf or NaN */
 VINL vm vnonfinite(vf x)
 {
@@ -192,6 +197,16 @@ VINL vm vi_le(vi a, uint32_t b)
     __m256i gt = _mm256_cmpgt_epi32(_mm256_xor_si256(a, f), _mm256_set1_epi32((int)(b ^ 0x80000000u)));
     return _mm256_castsi256_ps(_mm256_xor_si256(gt, _mm256_set1_epi32(-1)));
 }
+VINL vi vi_count(vi acc, vm m) { return _mm256_sub_epi32(acc, _mm256_castps_si256(m)); }
+VINL uint64_t vi_hsum(vi a)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return (uint32_t)_mm_cvtsi128_si32(s);
+}
+VINL vi vi_zero(void) { return _mm256_setzero_si256(); }
+VINL vi vi_or1(vi a, uint32_t b) { return _mm256_or_si256(a, _mm256_set1_epi32((int)b)); }
 VINL vm vnonfinite(vf x)
 {
     vi e = _mm256_and_si256(vbits(x), _mm256_set1_epi32(0x7f800000));
