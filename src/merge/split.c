@@ -566,6 +566,24 @@ static void init_split(pcbm_split *x, const split_plan *sp, pcbm_split_mode mode
     x->file_hi = sp->file_hi[unit < sp->units ? unit : 0];
 }
 
+/* Units whose control file `fmt` (with the unit's index) is missing, listed as "0, 3, 5". */
+static unsigned missing_units(const split_plan *sp, const char *fmt, char *list, size_t len)
+{
+    size_t used = 0;
+    unsigned n = 0;
+    list[0] = '\0';
+    for (unsigned u = 0; u < sp->units; u++) {
+        char p[4096];
+        ctl_path(sp, p, sizeof p, fmt, u);
+        if (exists(p))
+            continue;
+        if (used + 16 < len)
+            used += (size_t)snprintf(list + used, len - used, "%s%u", n ? ", " : "", u);
+        n++;
+    }
+    return n;
+}
+
 static bool stats_needed(const split_plan *sp, const merge_run *r)
 {
     return pcbm_method_has_stats(sp->o.method) && r->plan.d > 0;
@@ -652,18 +670,8 @@ static pcbm_status phase_stats(split_plan *sp, merge_run *r, unsigned unit, pcbm
 /* Tensor scope: the units' statistics, concatenated in unit order (= tensor order). */
 static pcbm_status reduce_local(split_plan *sp, merge_run *r, pcbm_error *err)
 {
-    char list[512] = "";
-    size_t used = 0;
-    unsigned nmiss = 0;
-    for (unsigned u = 0; u < sp->units; u++) {
-        char p[4096];
-        ctl_path(sp, p, sizeof p, "stats.unit-%u.zst", u);
-        if (exists(p))
-            continue;
-        if (used + 16 < sizeof list)
-            used += (size_t)snprintf(list + used, sizeof list - used, "%s%u", nmiss ? ", " : "", u);
-        nmiss++;
-    }
+    char list[512];
+    unsigned nmiss = missing_units(sp, "stats.unit-%u.zst", list, sizeof list);
     if (nmiss)
         return pcbm_fail(err, PCBM_ERR_STATS, "the statistics of unit%s %s of %u are missing: run "
                          "`pcbmerge stats` for %s (same --plan, --shard N), then reduce again",
@@ -905,18 +913,8 @@ static void report_stats(merge_run *r, const char *partial)
 
 static pcbm_status phase_finalize(split_plan *sp, merge_run *r, double t0, pcbm_error *err)
 {
-    char list[512] = "";
-    size_t used = 0;
-    unsigned nmiss = 0;
-    for (unsigned u = 0; u < sp->units; u++) {
-        char p[4096];
-        ctl_path(sp, p, sizeof p, "unit-%u.done.json.zst", u);
-        if (exists(p))
-            continue;
-        if (used + 16 < sizeof list)
-            used += (size_t)snprintf(list + used, sizeof list - used, "%s%u", nmiss ? ", " : "", u);
-        nmiss++;
-    }
+    char list[512];
+    unsigned nmiss = missing_units(sp, "unit-%u.done.json.zst", list, sizeof list);
     if (nmiss)
         return pcbm_fail(err, PCBM_ERR_STATS, "unit%s %s of %u %s not written %s output files: run "
                          "`pcbmerge apply` for %s (same --plan, --shard N), then finalize again",

@@ -74,10 +74,9 @@ static pcbm_status lock_partial(pcbm_outdir *od, pcbm_error *err)
     return PCBM_OK;
 }
 
-pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, int resume,
-                              bool *existed, pcbm_error *err)
+/* OUT and OUT.partial named, nothing created or locked (the phases of a split merge). */
+pcbm_status pcbm_outdir_attach(pcbm_outdir *od, const char *out, pcbm_error *err)
 {
-    *existed = false;
     memset(od, 0, sizeof *od);
     od->lock_fd = -1;
     size_t n = strlen(out);
@@ -89,6 +88,16 @@ pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, int r
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     memcpy(od->partial, od->final, n);
     memcpy(od->partial + n, PARTIAL_SUFFIX, sizeof PARTIAL_SUFFIX);
+    return PCBM_OK;
+}
+
+pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, int resume,
+                              bool *existed, pcbm_error *err)
+{
+    *existed = false;
+    pcbm_status ast = pcbm_outdir_attach(od, out, err);
+    if (ast != PCBM_OK)
+        return ast;
     struct stat sb;
     if (stat(od->final, &sb) == 0)
         return pcbm_fail(err, PCBM_ERR_EXISTS,
@@ -119,23 +128,6 @@ pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, int r
                          e == ENOENT ? " (does the parent directory exist?)" : "");
     }
     return lock_partial(od, err);
-}
-
-/* OUT and OUT.partial named, nothing created or locked (the phases of a split merge). */
-pcbm_status pcbm_outdir_attach(pcbm_outdir *od, const char *out, pcbm_error *err)
-{
-    memset(od, 0, sizeof *od);
-    od->lock_fd = -1;
-    size_t n = strlen(out);
-    while (n > 1 && out[n - 1] == '/')
-        n--;
-    od->final = strndup(out, n);
-    od->partial = pcbm_malloc(n + sizeof PARTIAL_SUFFIX);
-    if (!od->final || !od->partial)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-    memcpy(od->partial, od->final, n);
-    memcpy(od->partial + n, PARTIAL_SUFFIX, sizeof PARTIAL_SUFFIX);
-    return PCBM_OK;
 }
 
 int pcbm_remove_tree(const char *path) { return remove_tree(path); }
