@@ -7,9 +7,10 @@
 #
 #   tools/golden-check.sh GOLDEN_BIN NEW_BIN [WORKDIR]
 #
-# Every output file except merge_report.json is compared with cmp; a run that fails must fail in
-# both binaries with the same exit status. Families and the golden outputs are cached in WORKDIR
-# (default /tmp/pcbm-golden), keyed by the golden binary's checksum.
+# Every output file except merge_report.json (timings) and the manifest (which hashes the report)
+# is compared with cmp; a run that fails must fail in both binaries with the same exit status.
+# Families and the golden outputs are cached in WORKDIR (default /tmp/pcbm-golden), keyed by the
+# golden binary's checksum.
 # Environment: GC_LEVELS (default "scalar avx2 avx512"), GC_PARAMS (family size, default 300K),
 # GC_LARGE=DIR also compares pcb/ties/task_arithmetic on an existing large family DIR (base, task1..).
 set -u
@@ -66,12 +67,12 @@ run_merge() {
     echo $?
 }
 
-# compare_dirs GOLDEN NEW: 0 when every file of GOLDEN but merge_report.json is in NEW, identical
+# compare_dirs GOLDEN NEW: 0 when every file of GOLDEN but the report and manifest is in NEW, identical
 # (.zst files: identical once decompressed, as the framing may change). Files that only NEW has
 # (a manifest, say) are not outputs of the merge and are ignored.
 compare_dirs() {
     local a=$1 b=$2 f rc=0
-    for f in $(cd "$a" && find . -type f ! -name merge_report.json | sort); do
+    for f in $(cd "$a" && find . -type f ! -name merge_report.json ! -name pcbmerge.manifest.json | sort); do
         if [ ! -f "$b/$f" ]; then
             echo "    $f is missing"
             rc=1
