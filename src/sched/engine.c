@@ -19,7 +19,7 @@
 
 #define TARGET_BLOCK_BYTES (4u << 20)  /* per model per block, when memory allows */
 #define MIN_BLOCK_ELEMS 4096u          /* below this, per-block overhead dominates */
-#define MAX_SLOTS 32u                  /* block sets in flight (reading, computing, writing) */
+#define MAX_SLOTS 128u                 /* block sets in flight (reading, computing, writing) */
 #define STAGE_CHUNKS 4u                /* output staging buffers */
 #define STAGE_CHUNK_MAX (4u << 20)
 #define STAGE_CHUNK_MIN (64u << 10)
@@ -53,6 +53,20 @@ typedef struct chunk {
     int busy;                      /* write in flight */
     pcbm_io_req req;
 } chunk;
+
+/* Durability off the I/O thread: closed segments whose writes completed wait here, in stream
+ * order, for one thread that fdatasyncs them and reports them (the journal's hook), so that the
+ * I/O thread keeps reads and writes in flight meanwhile. */
+typedef struct syncer {
+    pthread_t tid;
+    bool started, stop, busy;
+    pthread_mutex_t mu;
+    pthread_cond_t cv, idle;
+    pcbm_segment *q;
+    size_t head, n, cap;
+    pcbm_status st;                /* the first failure; later segments are not reported */
+    pcbm_error err;
+} syncer;
 
 typedef struct in_file {
     int fd;
@@ -90,6 +104,7 @@ struct pcbm_engine {
     size_t npend, pend_cap;
     pcbm_segment_fn on_segment;
     void *seg_arg;
+    syncer sy;
     bool resuming;                 /* files of an earlier run may exist */
     unsigned resume_file;          /* output before (resume_file, resume_pos) is kept */
     uint64_t resume_pos;
@@ -263,6 +278,9 @@ pcbm_status pcbm_engine_create(pcbm_plan *plan, const pcbm_engine_cfg *cfg, pcbm
     e->rep.threads = e->cfg.threads;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
+    pthread_mutex_init(&e->sy.mu, NULL);
+    pthread_cond_init(&e->sy.cv, NULL);
+    pthread_cond_init(&e->sy.idle, NULL);
     pcbm_status st = size_buffers(e, err);
     if (st == PCBM_OK)
         st = open_inputs(e, err);
@@ -307,10 +325,13 @@ pcbm_status pcbm_engine_create(pcbm_plan *plan, const pcbm_engine_cfg *cfg, pcbm
     return PCBM_OK;
 }
 
+static void syncer_stop(pcbm_engine *e);
+
 void pcbm_engine_destroy(pcbm_engine *e)
 {
     if (!e)
         return;
+    syncer_stop(e);
     if (e->io)
         pcbm_io_close(e->io);
     for (unsigned m = 0; m < e->nmodels; m++) {
@@ -341,9 +362,13 @@ void pcbm_engine_destroy(pcbm_engine *e)
         free(e->ofiles);
     }
     free(e->pend);
+    free(e->sy.q);
     unregister_engine(e);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
+    pthread_mutex_destroy(&e->sy.mu);
+    pthread_cond_destroy(&e->sy.cv);
+    pthread_cond_destroy(&e->sy.idle);
     free(e);
 }
 
@@ -417,12 +442,92 @@ static pcbm_status close_segment(pcbm_engine *e, unsigned f, pcbm_error *err)
     return PCBM_OK;
 }
 
-/* Report the oldest closed segments whose writes have all completed, after fdatasync. */
+static void *syncer_main(void *arg)
+{
+    pcbm_engine *e = arg;
+    syncer *sy = &e->sy;
+    pthread_mutex_lock(&sy->mu);
+    for (;;) {
+        while (sy->head == sy->n && !sy->stop)
+            pthread_cond_wait(&sy->cv, &sy->mu);
+        if (sy->head == sy->n)
+            break;
+        pcbm_segment sg = sy->q[sy->head++];
+        if (sy->head == sy->n)
+            sy->head = sy->n = 0;
+        bool skip = sy->st != PCBM_OK;
+        sy->busy = true;
+        pthread_mutex_unlock(&sy->mu);
+        pcbm_status st = PCBM_OK;
+        pcbm_error er;
+        if (!skip && fdatasync(e->ofiles[sg.file].fd) != 0) {
+            char p[4096];
+            st = pcbm_fail(&er, errno == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
+                           "cannot sync %s: %s", out_path(e, sg.file, p, sizeof p), strerror(errno));
+        }
+        if (!skip && st == PCBM_OK && e->on_segment)
+            st = e->on_segment(e->seg_arg, &sg, &er);
+        pthread_mutex_lock(&sy->mu);
+        if (st != PCBM_OK && sy->st == PCBM_OK) {
+            sy->st = st;
+            sy->err = er;
+        }
+        sy->busy = false;
+        pthread_cond_broadcast(&sy->idle);
+    }
+    pthread_mutex_unlock(&sy->mu);
+    return NULL;
+}
+
+static void syncer_stop(pcbm_engine *e)
+{
+    syncer *sy = &e->sy;
+    if (!sy->started)
+        return;
+    pthread_mutex_lock(&sy->mu);
+    sy->stop = true;
+    pthread_cond_signal(&sy->cv);
+    pthread_mutex_unlock(&sy->mu);
+    pthread_join(sy->tid, NULL);
+    sy->started = false;
+}
+
+/* The syncer's first failure, if any (copied into err). */
+static pcbm_status syncer_status(syncer *sy, pcbm_error *err)
+{
+    pcbm_status st = sy->st;
+    if (st != PCBM_OK && err)
+        *err = sy->err;
+    return st;
+}
+
+/* Wait until every segment handed over is synced and reported. */
+static pcbm_status syncer_drain(pcbm_engine *e, pcbm_error *err)
+{
+    syncer *sy = &e->sy;
+    pthread_mutex_lock(&sy->mu);
+    while (sy->head < sy->n || sy->busy)
+        pthread_cond_wait(&sy->idle, &sy->mu);
+    pcbm_status st = syncer_status(sy, err);
+    pthread_mutex_unlock(&sy->mu);
+    return st;
+}
+
+/* Hand the oldest closed segments whose writes have all completed to the syncer (which
+ * fdatasyncs and reports them in order); returns its first failure, if any. */
 static pcbm_status flush_durable(pcbm_engine *e, pcbm_error *err)
 {
+    syncer *sy = &e->sy;
     size_t done = 0;
     pcbm_status st = PCBM_OK;
-    while (done < e->npend && st == PCBM_OK) {
+    pthread_mutex_lock(&sy->mu);
+    if (!sy->started && e->npend > 0) {
+        if (pthread_create(&sy->tid, NULL, syncer_main, e) != 0)
+            st = pcbm_fail(err, PCBM_ERR_NOMEM, "cannot start the output sync thread");
+        else
+            sy->started = true;
+    }
+    while (st == PCBM_OK && done < e->npend) {
         const pcbm_segment *sg = &e->pend[done];
         bool busy = false;
         for (unsigned c = 0; c < STAGE_CHUNKS; c++)
@@ -430,16 +535,18 @@ static pcbm_status flush_durable(pcbm_engine *e, pcbm_error *err)
                 busy = true;
         if (busy)
             break;
-        if (fdatasync(e->ofiles[sg->file].fd) != 0) {
-            char p[4096];
-            st = pcbm_fail(err, errno == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
-                           "cannot sync %s: %s", out_path(e, sg->file, p, sizeof p), strerror(errno));
+        if (!pcbm_grow((void **)&sy->q, &sy->cap, sy->n, sizeof *sy->q)) {
+            st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
             break;
         }
-        if (e->on_segment)
-            st = e->on_segment(e->seg_arg, sg, err);
+        sy->q[sy->n++] = *sg;
         done++;
     }
+    if (done)
+        pthread_cond_signal(&sy->cv);
+    if (st == PCBM_OK)
+        st = syncer_status(sy, err);
+    pthread_mutex_unlock(&sy->mu);
     if (done) {
         memmove(e->pend, e->pend + done, (e->npend - done) * sizeof *e->pend);
         e->npend -= done;
@@ -1124,6 +1231,15 @@ pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *ps, pcbm_error *err
         return st;
     run_loop(&rs);
     stop_workers(e, tids);
+    if (ps->kind == PCBM_PASS_APPLY) { /* the journal is the caller's again after a pass */
+        pcbm_error er;
+        pcbm_status dst = syncer_drain(e, &er);
+        if (dst != PCBM_OK && rs.st == PCBM_OK) {
+            rs.st = dst;
+            if (err)
+                *err = er;
+        }
+    }
     pr->seconds += pcbm_now() - t0;
     e->rep.bytes_read += pr->bytes_read - read0;
     e->rep.bytes_written += pr->bytes_written - written0;
@@ -1248,6 +1364,9 @@ pcbm_status pcbm_engine_finish_output(pcbm_engine *e, pcbm_error *err)
         st = wst;
     if (st == PCBM_OK)
         st = flush_durable(e, err);
+    pcbm_status dst = syncer_drain(e, err);
+    if (st == PCBM_OK)
+        st = dst;
     for (unsigned f = lo; st == PCBM_OK && f < hi; f++) {
         out_file *of = &e->ofiles[f];
         char p[4096];
