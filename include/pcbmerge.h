@@ -155,7 +155,10 @@ PCBM_API const char *pcbm_method_name(pcbm_method m);
 PCBM_API pcbm_method pcbm_method_parse(const char *s); /* PCBM_METHOD_COUNT if unknown */
 
 typedef enum pcbm_scope { PCBM_SCOPE_GLOBAL = 0, PCBM_SCOPE_TENSOR } pcbm_scope;
-typedef enum pcbm_io_kind { PCBM_IO_AUTO = 0, PCBM_IO_URING, PCBM_IO_PREAD } pcbm_io_kind;
+/* I/O: auto = io_uring (a pread pool where it is blocked), and inputs found in the page cache at
+ * the start of a pass are read through a read-only mapping instead of copied; uring / pread force
+ * that backend for every read; mmap maps the inputs whether cached or not. */
+typedef enum pcbm_io_kind { PCBM_IO_AUTO = 0, PCBM_IO_URING, PCBM_IO_PREAD, PCBM_IO_MMAP } pcbm_io_kind;
 typedef enum pcbm_progress { PCBM_PROGRESS_AUTO = 0, PCBM_PROGRESS_JSON, PCBM_PROGRESS_NONE } pcbm_progress;
 
 #define PCBM_MAX_TASKS 64

@@ -58,7 +58,8 @@ static const char usage_text[] =
     "  --allow-nonfinite   merge NaN/Inf weights instead of refusing\n"
     "  --mem SIZE          memory budget for all buffers (default 1G; K/M/G/T = powers of 1024)\n"
     "  --threads N         compute threads (default: online CPUs)\n"
-    "  --io B              auto (default), uring or pread\n"
+    "  --io B              auto (default: io_uring; inputs found in the page cache are mapped,\n"
+    "                      not copied), uring, pread (every read through that backend), mmap\n"
     "  --block-size SIZE   bytes per model per block (default: chosen from --mem)\n"
     "  --shard-size SIZE   maximum bytes per output file (default 5GB; KB/MB/GB = powers of 1000)\n"
     "  --resume            continue an interrupted merge into OUT from OUT.partial (the same\n"
@@ -397,7 +398,8 @@ static int set_merge_opt(merge_args *a, int c, const char *v)
         if (!strcmp(v, "auto")) o->io = PCBM_IO_AUTO;
         else if (!strcmp(v, "uring")) o->io = PCBM_IO_URING;
         else if (!strcmp(v, "pread")) o->io = PCBM_IO_PREAD;
-        else return usage_error("--io is auto, uring or pread, got %s", v);
+        else if (!strcmp(v, "mmap")) o->io = PCBM_IO_MMAP;
+        else return usage_error("--io is auto, uring, pread or mmap, got %s", v);
         break;
     case O_BLOCK: return parse_size_opt("--block-size needs a size such as 1M, got %s", v, &o->block_bytes);
     case O_SHARD: return parse_size_opt("--shard-size needs a size such as 5GB, got %s", v, &o->shard_bytes);

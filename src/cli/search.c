@@ -207,7 +207,8 @@ static int set_opt(search_args *a, int c, const char *v, const char *opt)
         if (!strcmp(v, "auto")) o->io = PCBM_IO_AUTO;
         else if (!strcmp(v, "uring")) o->io = PCBM_IO_URING;
         else if (!strcmp(v, "pread")) o->io = PCBM_IO_PREAD;
-        else return usage_err("--io is auto, uring or pread, got %s", v);
+        else if (!strcmp(v, "mmap")) o->io = PCBM_IO_MMAP;
+        else return usage_err("--io is auto, uring, pread or mmap, got %s", v);
         break;
     case S_BLOCK:
         if (pcbm_parse_size(v, &o->block_bytes)) return usage_err("--block-size needs a size such as 1M, got %s", v);

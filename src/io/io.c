@@ -69,7 +69,7 @@ pcbm_status pcbm_io_open(pcbm_io_kind kind, unsigned depth, pcbm_io **out, char 
     if (st != PCBM_OK)
         return st;
     pcbm_io *io = NULL;
-    if (kind != PCBM_IO_PREAD) {
+    if (kind != PCBM_IO_PREAD) { /* auto and mmap: io_uring for what is not mapped */
         char why[512];
         int rc = pcbm_io_uring_create(depth, cfg.max_xfer, cfg.uring_setup_errno, &io, why,
                                       sizeof why);

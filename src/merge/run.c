@@ -198,6 +198,7 @@ char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, do
         json_object_set_new(ps, "bytes_read", json_integer((json_int_t)er->passes[i].bytes_read));
         json_object_set_new(ps, "bytes_written", json_integer((json_int_t)er->passes[i].bytes_written));
         json_object_set_new(ps, "seconds", json_real(er->passes[i].seconds));
+        json_object_set_new(ps, "inputs_mapped", json_boolean(er->passes[i].mapped));
         json_array_append_new(passes, ps);
     }
     json_object_set_new(r, "passes", passes);
@@ -241,10 +242,11 @@ void pcbm_run_print_summary(const pcbm_mctx *mc, const pcbm_engine_report *er, d
     }
     for (unsigned i = 0; i < er->npasses; i++) {
         const pcbm_pass_report *pr = &er->passes[i];
-        pcbm_info("  pass %-10s read %s  wrote %s  %.2f s  %.2f GB/s", pr->name,
+        pcbm_info("  pass %-10s read %s  wrote %s  %.2f s  %.2f GB/s%s", pr->name,
                   pcbm_fmt_bytes(pr->bytes_read, a, sizeof a),
                   pcbm_fmt_bytes(pr->bytes_written, b, sizeof b), pr->seconds,
-                  pr->seconds > 0 ? (double)(pr->bytes_read + pr->bytes_written) / pr->seconds / 1e9 : 0);
+                  pr->seconds > 0 ? (double)(pr->bytes_read + pr->bytes_written) / pr->seconds / 1e9 : 0,
+                  pr->mapped ? "  (inputs cached: mapped)" : "");
     }
     if (mc->stats_how[0])
         pcbm_info("  statistics: %s", mc->stats_how);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <signal.h>
@@ -25,6 +26,7 @@
 #define STAGE_CHUNK_MIN (64u << 10)
 #define SEGMENT_BYTES (64ull << 20)    /* output journaled in durable, hashed segments of this size */
 #define MAX_ACTIVE 16                  /* engines a stop request reaches */
+#define MAP_AROUND (2u << 20)          /* mapped pages are released in aligned units of this */
 
 typedef struct slot {
     uint64_t seq;
@@ -34,6 +36,7 @@ typedef struct slot {
     unsigned pending;              /* reads outstanding */
     uint8_t *in[PCBM_MAX_MODELS];  /* aligned buffers */
     uint32_t skew[PCBM_MAX_MODELS];/* data starts at in[m] + skew[m] */
+    const uint8_t *map[PCBM_MAX_MODELS]; /* mapped passes: the data in the input's mapping */
     uint64_t need[PCBM_MAX_MODELS];/* bytes from the aligned start that must be present */
     uint8_t *out;
     uint64_t emitted;              /* output bytes already staged */
@@ -71,6 +74,8 @@ typedef struct syncer {
 typedef struct in_file {
     int fd;
     bool direct;
+    const uint8_t *map;            /* read-only mapping of the whole file, or NULL */
+    uint64_t size;
 } in_file;
 
 typedef struct out_file {
@@ -105,6 +110,8 @@ struct pcbm_engine {
     pcbm_segment_fn on_segment;
     void *seg_arg;
     syncer sy;
+    bool mapped;                   /* this pass reads the inputs through their mappings */
+    bool bufs_touched;             /* the slots' read buffers hold pages (a pass read into them) */
     bool resuming;                 /* files of an earlier run may exist */
     unsigned resume_file;          /* output before (resume_file, resume_pos) is kept */
     uint64_t resume_pos;
@@ -235,9 +242,68 @@ static pcbm_status open_inputs(pcbm_engine *e, pcbm_error *err)
                 return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s for reading: %s",
                                  md->files[f].path, strerror(-fd));
             e->files[m][f].fd = fd;
+            /* a mapping costs nothing until read; passes use it when the file is cached */
+            struct stat sb;
+            in_file *inf = &e->files[m][f];
+            if (e->cfg.io != PCBM_IO_URING && e->cfg.io != PCBM_IO_PREAD && !getenv("PCBM_FAULT") &&
+                fstat(fd, &sb) == 0 && sb.st_size > 0) {
+                void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
+                if (p != MAP_FAILED) {
+                    inf->map = p;
+                    inf->size = (uint64_t)sb.st_size;
+                }
+            }
         }
     }
     return PCBM_OK;
+}
+
+/* Whether every input file's sampled pages are in the page cache (64 windows of 256 KiB per
+ * file, mincore): reading such a file through its mapping avoids copying every byte. */
+static bool inputs_cached(const pcbm_engine *e)
+{
+    static const uint64_t win = 256u << 10;
+    long page = sysconf(_SC_PAGESIZE);
+    unsigned char vec[(256u << 10) / 4096];
+    if (page != 4096)
+        return false;
+    for (unsigned m = 0; m < e->nmodels; m++) {
+        for (unsigned f = 0; f < e->plan->models[m]->nfiles; f++) {
+            const in_file *inf = &e->files[m][f];
+            if (!inf->map)
+                return false;
+            for (unsigned k = 0; k < 64; k++) {
+                uint64_t off = pcbm_align_down(inf->size * k / 64, (uint64_t)page);
+                uint64_t len = PCBM_MIN(win, inf->size - off);
+                if (len == 0 || mincore((void *)(inf->map + off), (size_t)len, vec) != 0)
+                    return false;
+                for (uint64_t i = 0; i < (len + (uint64_t)page - 1) / (uint64_t)page; i++)
+                    if (!(vec[i] & 1))
+                        return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* Choose, at the start of a pass, between reading into the slots' buffers and reading through
+ * the mappings (--io mmap always; auto when the inputs are cached). Mapped pages a block used
+ * are dropped from the process (MADV_DONTNEED) when its slot is released, so --mem still bounds
+ * what is resident; the slots' own read buffers are emptied when a mapped pass starts. */
+static void choose_mapping(pcbm_engine *e, const pcbm_pass *ps)
+{
+    bool all = ps->sample_stride <= 1; /* samples read little: copies are cheap, and the pages the
+                                          kernel maps around each faulted one would stay resident */
+    for (unsigned m = 0; m < e->nmodels && all; m++)
+        for (unsigned f = 0; f < e->plan->models[m]->nfiles && all; f++)
+            all = e->files[m][f].map != NULL;
+    e->mapped = all && (e->cfg.io == PCBM_IO_MMAP || (e->cfg.io == PCBM_IO_AUTO && inputs_cached(e)));
+    if (e->mapped && e->bufs_touched) {
+        for (unsigned s = 0; s < e->nslots; s++)
+            for (unsigned m = 0; m < e->nmodels; m++)
+                madvise(e->slots[s].in[m], (size_t)e->cap_in, MADV_DONTNEED);
+        e->bufs_touched = false;
+    }
 }
 
 static pcbm_status alloc_buffers(pcbm_engine *e, pcbm_error *err)
@@ -337,9 +403,12 @@ void pcbm_engine_destroy(pcbm_engine *e)
     for (unsigned m = 0; m < e->nmodels; m++) {
         if (!e->files[m])
             continue;
-        for (unsigned f = 0; f < e->plan->models[m]->nfiles; f++)
+        for (unsigned f = 0; f < e->plan->models[m]->nfiles; f++) {
             if (e->files[m][f].fd >= 0)
                 close(e->files[m][f].fd);
+            if (e->files[m][f].map)
+                munmap((void *)e->files[m][f].map, (size_t)e->files[m][f].size);
+        }
         free(e->files[m]);
     }
     if (e->slots) {
@@ -584,7 +653,7 @@ static void *worker_main(void *p)
                              .out = s->out};
         unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
         for (unsigned m = 0; m < nin; m++)
-            bv.in[m] = s->in[m] + s->skew[m];
+            bv.in[m] = s->map[m] ? s->map[m] : s->in[m] + s->skew[m];
         pcbm_error_clear(&s->err);
         s->st = e->pass->fn(e->pass->arg, wa->id, &bv, &s->err);
 
@@ -914,6 +983,8 @@ static void fail_at(run_state *rs, uint64_t seq, pcbm_status st, const pcbm_erro
         *rs->err = *src;
 }
 
+static void queue_work(run_state *rs, slot *s);
+
 static void issue_block(run_state *rs, slot *s)
 {
     pcbm_engine *e = rs->e;
@@ -926,6 +997,20 @@ static void issue_block(run_state *rs, slot *s)
     s->collected = 0;
     unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
     s->pending = nin;
+    memset(s->map, 0, sizeof s->map);
+    if (e->mapped) { /* the data is in the mappings: straight to a worker */
+        for (unsigned m = 0; m < nin; m++) {
+            const pcbm_tsrc *src = &t->src[m];
+            uint64_t len = (uint64_t)s->n * t->in_unit[m];
+            s->map[m] = e->files[m][src->file].map + src->off + s->start * t->in_unit[m];
+            s->need[m] = len;
+            rs->pr->bytes_read += len;
+        }
+        s->pending = 0;
+        queue_work(rs, s);
+        return;
+    }
+    e->bufs_touched = true;
     for (unsigned m = 0; m < nin; m++) {
         const pcbm_tsrc *src = &t->src[m];
         uint64_t off = src->off + s->start * t->in_unit[m];
@@ -961,13 +1046,26 @@ static void fill_slots(run_state *rs)
         if (rs->ps->kind == PCBM_PASS_APPLY)
             rs->ring[s->seq % rs->e->nslots] = s;
         rs->more = cursor_next(rs->e, rs->ps, &rs->cur, false);
-        if (s->pending == 0 && rs->st == PCBM_OK)
+        if (s->pending == 0 && !s->map[0] && rs->st == PCBM_OK)
             rs->st = PCBM_ERR_INTERNAL; /* unreachable: every block reads at least the base */
     }
 }
 
 static void release_slot(run_state *rs, slot *s)
 {
+    for (unsigned m = 0; m < PCBM_MAX_MODELS && s->map[m]; m++) {
+        /* the block's pages leave the process (they stay cached): what is resident stays bounded.
+         * The range is widened to MAP_AROUND so that the pages the kernel mapped around a fault
+         * (fault-around maps whole large folios, up to 2 MiB) go too; a neighbour block still in
+         * use refaults them */
+        uintptr_t a0 = (uintptr_t)s->map[m] & ~(uintptr_t)(MAP_AROUND - 1);
+        uintptr_t a1 = ((uintptr_t)s->map[m] + s->need[m] + MAP_AROUND - 1) & ~(uintptr_t)(MAP_AROUND - 1);
+        const in_file *inf = &rs->e->files[m][rs->e->plan->t[s->tensor].src[m].file];
+        a0 = PCBM_MAX(a0, (uintptr_t)inf->map);
+        a1 = PCBM_MIN(a1, ((uintptr_t)inf->map + inf->size + 4095) & ~(uintptr_t)4095);
+        madvise((void *)a0, a1 - a0, MADV_DONTNEED);
+        s->map[m] = NULL;
+    }
     s->next = rs->free_list;
     rs->free_list = s;
     rs->busy--;
@@ -1206,6 +1304,8 @@ pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *ps, pcbm_error *err
     uint64_t read0 = pr->bytes_read, written0 = pr->bytes_written;
     double t0 = pcbm_now();
 
+    choose_mapping(e, ps);
+    pr->mapped |= e->mapped;
     run_state rs = {.e = e, .ps = ps, .err = err, .pr = pr};
     rs.cur.t = ps->t0;
     rs.more = cursor_next(e, ps, &rs.cur, true);

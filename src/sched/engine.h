@@ -66,6 +66,7 @@ typedef struct pcbm_pass_report {
     uint64_t bytes_read;
     uint64_t bytes_written;
     double seconds;
+    bool mapped;               /* the inputs were read through their mappings (page cache) */
 } pcbm_pass_report;
 
 #define PCBM_MAX_PASSES 16

@@ -6,6 +6,7 @@
 # automatic block size, the best vector kernels of this CPU) and then with one setting changed at a
 # time:
 #   --threads 1 | 4,  --mem 64M | the minimum pcbmerge names (smallest blocks),  --io pread,
+#   --io mmap | auto (the inputs, just generated, are cached: read through their mappings),
 #   --block-size 64K | 1M,  PCBM_CPU=scalar | avx2 (vector paths vs scalar),
 # and then with 11 runs that change several settings at once, chosen so that every pair of values
 # of any two axes (threads x mem x io x block x cpu) occurs in at least one run (a pairwise
@@ -62,6 +63,9 @@ VARIANTS=(
     "mem64M||--mem 64M"
     "mem-min||--mem MIN"
     "pread||--io pread"
+    "mmap||--io mmap"
+    "auto-mapped||--io auto"
+    "mmap-small|PCBM_CPU=scalar|--io mmap --threads 4 --mem 64M --block-size 64K"
     "block64K||--block-size 64K"
     "block1M||--block-size 1M"
     "scalar|PCBM_CPU=scalar|"

@@ -15,7 +15,9 @@
 #                    at 70M elements its default statistics are the streaming ones (sampled), whose
 #                    sample must not depend on the block cut;
 #   pcb              against the in-memory NumPy reference (tests/reference/pcb_ref.py + compare.py,
-#                    default tolerances) when 8 GiB are available; PCBM_MEM_REF=1 adds ties.
+#                    default tolerances) when 8 GiB are available; PCBM_MEM_REF=1 adds ties;
+#   --io mmap        pcb and task_arithmetic (64K blocks) with the inputs read through their
+#                    mappings: the same bound, the same bytes.
 #
 # Also: --mem 1M is refused before any merging with a message naming the minimum, exit 1 (or 2),
 # and leaves no output directory; the minimum it names is enough (a task_arithmetic merge at that
@@ -143,6 +145,15 @@ fi
 bounded pcb-64M-b256K "$LIMIT" --method pcb --mem "$MEM" --block-size 256K &&
     same_as pcb-64M-vs-b256K pcb-64M pcb-64M-b256K
 rm -rf "$TMP/pcb-64M-b256K"
+
+# ---- inputs read through their mappings (--io mmap; auto does so when they are cached): the
+# pages a block used are released with it, so the same bound holds, and the bytes do not change
+bounded pcb-64M-mmap "$LIMIT" --method pcb --mem "$MEM" --io mmap &&
+    same_as pcb-64M-vs-mmap pcb-64M pcb-64M-mmap
+rm -rf "$TMP/pcb-64M-mmap"
+bounded ta-64M-mmap-b64K "$LIMIT" --method task_arithmetic --lambda 0.7 --mem "$MEM" --io mmap \
+    --block-size 64K && same_as ta-64M-vs-mmap ta-64M ta-64M-mmap-b64K
+rm -rf "$TMP/ta-64M-mmap-b64K"
 
 # ---- against the in-memory reference ------------------------------------------------------------
 # pcb by default (its statistics at this size are the sampled streaming ones: the reference is
