@@ -5,7 +5,8 @@
 # cores: more units than cores shows the cost of over-subscription). Also the statistics phase
 # (every round: the units' stats at once, then reduce) and checks that every K gives the bytes
 # of K = 1. The family is bench.sh's (bench-data/family-bf16-n3-540M: a base + 3 tasks, 540M bf16
-# elements each), its output cut into 256 MB shards so that units have whole files to own.
+# elements each), its output cut into 256 MB shards so that units have whole files to own, written
+# to tmpfs (/dev/shm; BENCH_SPLIT_OUT) so that the disk's write speed of the minute stays out.
 # Prints a table; writes bench-data/bench-split.json (BENCH_SPLIT_JSON).
 # Each K runs BENCH_SPLIT_REPS times (default 2); the table gives the best time of each phase.
 # Environment: BUILD, BENCH_DATA, BENCH_PARAMS (540M), BENCH_METHOD (pcb), BENCH_MEM (1G per
@@ -33,7 +34,9 @@ if [ ! -f "$FAM/.stamp" ]; then
     "$BUILD/tools/pcbm-gen" --quiet --out "$FAM" --tasks 3 --dtype bf16 --params "$PARAMS" --seed 1
     echo "bf16 tasks=3 params=$PARAMS seed=1" >"$FAM/.stamp"
 fi
-WORK=$(mktemp -d "$DATA/split.XXXXXX")
+# outputs in tmpfs when there is one: the phase's own work, not the disk's write speed of the minute
+OUTROOT=${BENCH_SPLIT_OUT:-$([ -d /dev/shm ] && echo /dev/shm || echo "$DATA")}
+WORK=$(mktemp -d "$OUTROOT/pcbm-split.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 cat "$FAM"/base/*.safetensors "$FAM"/task?/*.safetensors >/dev/null   # page cache
 
@@ -90,7 +93,7 @@ for K in $KS; do
             rm -rf "$out"
         fi
     done
-    stats_s=$best_stats apply_s=$best_apply rounds=$ROUNDS
+    stats_s=$(printf '%.4f' "$best_stats") apply_s=$(printf '%.4f' "$best_apply") rounds=$ROUNDS
     say "K=$K: statistics $rounds round(s) $(printf %.2f "$stats_s") s, apply $(printf %.2f "$apply_s") s (best of $REPS), same bytes as K=1: $same"
     results+=("{\"units\": $K, \"threads_per_unit\": $threads, \"stats_rounds\": $rounds, \"stats_seconds\": $stats_s, \"apply_seconds\": $apply_s, \"same_bytes_as_k1\": $same}")
 done
