@@ -1,7 +1,8 @@
 #!/bin/bash
 # demo.sh — `make demo`: generate a small deterministic Llama-shaped family (a base and three
 # fine-tunes, bf16, sharded), inspect it, merge it with PCB and the baselines, and show what each
-# merge did. Then the worked example on really trained models: train a small multi-task problem
+# merge did, and the same merge split into 3 units (plan, stats rounds, reduce, apply,
+# finalize: the phases a Slurm array or a Kubernetes Indexed Job runs). Then the worked example on really trained models: train a small multi-task problem
 # (a pre-trained MLP and four fine-tuned task models, tools/example-train.c), merge it with
 # linear, task_arithmetic, ties and pcb, score every merge (tools/example-eval.c) in one table,
 # and run a short coefficient search (pcbmerge search) with its gain. Everything lands in
@@ -31,6 +32,25 @@ done
 echo "== 4. the merged PCB model"
 "$BIN" inspect "$DEMO/merged-pcb" | tail -n 1
 ls -l "$DEMO/merged-pcb"
+echo
+echo "== 4b. the same pcb merge split into 3 units, as a job array would run it (one process each)"
+# shellcheck disable=SC2086
+"$BIN" plan --base "$DEMO/family/base" --out "$DEMO/split-pcb" --mem 64M --shard-size 2MB \
+    --shards 3 $T
+while [ "$("$BIN" status --plan "$DEMO/split-pcb" --get next)" = stats ]; do
+    for i in 0 1 2; do "$BIN" stats --plan "$DEMO/split-pcb" --shard $i --quiet; done
+    "$BIN" reduce --plan "$DEMO/split-pcb" --quiet
+done
+for i in 0 1 2; do SLURM_ARRAY_TASK_ID=$i "$BIN" apply --plan "$DEMO/split-pcb"; done
+"$BIN" finalize --plan "$DEMO/split-pcb"
+"$BIN" merge --quiet --base "$DEMO/family/base" --out "$DEMO/merged-pcb-2MB" --mem 64M \
+    --shard-size 2MB --progress none $T
+same=yes
+for f in "$DEMO"/merged-pcb-2MB/*; do
+    case $(basename "$f") in merge_report.json | pcbmerge.manifest.json) continue ;; esac
+    cmp -s "$f" "$DEMO/split-pcb/$(basename "$f")" || same=no
+done
+echo "split merge vs one-machine merge: every model file identical: $same"
 echo
 
 # ---- The worked example: really trained models --------------------------------------------------

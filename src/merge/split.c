@@ -308,31 +308,66 @@ static uint64_t file_work(const pcbm_plan *p, unsigned f)
     return w;
 }
 
-/* Contiguous runs of output files, K of them, each ending at the file whose middle is nearest
- * to its share of the total work (with more units than files, some units are empty). */
+/* Greedy cut of the files into runs of at most `cap` bytes of work, cutting early when the
+ * files left are as many as the units left (no unit is empty while there are files for it).
+ * Returns the number of runs used (K + 1 when cap is too small). */
+static unsigned cut_runs(const uint64_t *w, unsigned nf, unsigned K, uint64_t cap, unsigned *hi)
+{
+    unsigned u = 0, f = 0;
+    while (f < nf) {
+        if (u == K)
+            return K + 1;
+        uint64_t load = 0;
+        while (f < nf && (load == 0 || load + w[f] <= cap) && (load == 0 || nf - f > K - u - 1)) {
+            if (w[f] > cap)
+                return K + 1;
+            load += w[f++];
+        }
+        hi[u++] = f;
+    }
+    for (unsigned k = u; k < K; k++)
+        hi[k] = nf;
+    return u;
+}
+
+/* Contiguous runs of output files, K of them, whose largest work (bytes read and written) is as
+ * small as possible: the smallest capacity the greedy cut fits in K runs (binary search). With
+ * more units than files, the last units are empty. */
 static void balance(const pcbm_plan *p, split_plan *sp)
 {
     unsigned nf = p->out.nfiles, K = sp->units;
-    double total = 0;
-    for (unsigned f = 0; f < nf; f++)
-        total += (double)file_work(p, f);
+    uint64_t *w = pcbm_calloc(nf ? nf : 1, sizeof *w), lo = 0, hi = 0;
+    unsigned *cut = pcbm_calloc(K, sizeof *cut);
+    if (!w || !cut) { /* out of memory: everything in the first unit (still correct) */
+        for (unsigned u = 0; u < K; u++)
+            sp->file_lo[u] = u ? nf : 0, sp->file_hi[u] = nf;
+        free(w);
+        free(cut);
+        return;
+    }
+    for (unsigned f = 0; f < nf; f++) {
+        w[f] = file_work(p, f);
+        lo = PCBM_MAX(lo, w[f]);
+        hi += w[f];
+    }
+    while (lo < hi) { /* the smallest cap that fits */
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (cut_runs(w, nf, K, mid, cut) <= K)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    cut_runs(w, nf, K, lo, cut);
     unsigned f = 0;
-    double cum = 0;
     for (unsigned u = 0; u < K; u++) {
         sp->file_lo[u] = f;
-        double target = total * (double)(u + 1) / (double)K;
-        uint64_t bytes = 0;
-        while (f < nf) {
-            double w = (double)file_work(p, f);
-            if (u + 1 < K && cum + w / 2 > target)
-                break;
-            cum += w;
-            bytes += (uint64_t)w;
-            f++;
-        }
-        sp->file_hi[u] = f;
-        sp->unit_bytes[u] = bytes;
+        sp->file_hi[u] = cut[u];
+        sp->unit_bytes[u] = 0;
+        for (; f < cut[u]; f++)
+            sp->unit_bytes[u] += w[f];
     }
+    free(w);
+    free(cut);
 }
 
 /* Statistics rounds the method can need at most (the streaming PCB falls back to exact passes
@@ -450,9 +485,13 @@ pcbm_status pcbm_split_plan(const pcbm_merge_opts *o, unsigned units, pcbm_error
         pcbm_info("planned %s: %s merge of %u task model(s), %u unit(s) over %u output file(s), "
                   "at most %u statistics round(s)", sp->od.final, pcbm_method_name(o->method),
                   o->ntasks, units, r->plan.out.nfiles, sp->rounds_max);
-        for (unsigned u = 0; u < units; u++)
-            pcbm_info("  unit %u: output files %u-%u, %s to move", u, sp->file_lo[u] + 1,
-                      sp->file_hi[u], pcbm_fmt_bytes(sp->unit_bytes[u], b, sizeof b));
+        for (unsigned u = 0; u < units; u++) {
+            if (sp->file_lo[u] == sp->file_hi[u])
+                pcbm_info("  unit %u: no output file (nothing to do)", u);
+            else
+                pcbm_info("  unit %u: output files %u-%u, %s to move", u, sp->file_lo[u] + 1,
+                          sp->file_hi[u], pcbm_fmt_bytes(sp->unit_bytes[u], b, sizeof b));
+        }
         for (unsigned u = 0; u < units; u++)
             if (sp->file_lo[u] == sp->file_hi[u]) {
                 pcbm_warn("%u unit(s) have no output file to write (%u files for %u units): "
