@@ -19,14 +19,8 @@
 #include <string.h>
 
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint64_t rnd(void) /* xorshift64*: test inputs only */
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545f4914f6cdd1dull;
-}
+#define TEST_RNG_SEED 0x9e3779b97f4a7c15ull
+#include "test_rng.h"
 
 /* ------------------------------------------------------------------------------------------------
  * Independent references, written differently from convert.c: values through double, ldexp, rint.

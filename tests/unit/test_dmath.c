@@ -25,14 +25,8 @@
 #define TANH_MAX_ULP 1.25
 
 
-static uint64_t rng_state = 0x243f6a8885a308d3ull;
-static uint64_t rnd(void) /* xorshift64*: test inputs only */
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545f4914f6cdd1dull;
-}
+#define TEST_RNG_SEED 0x243f6a8885a308d3ull
+#include "test_rng.h"
 static float rnd_uniform(float lo, float hi)
 {
     return lo + (hi - lo) * (float)((double)(rnd() >> 40) * 0x1p-24);

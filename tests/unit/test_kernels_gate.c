@@ -22,14 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t rng_state = 0x243f6a8885a308d3ull;
-static uint64_t rnd(void) /* xorshift64*: test inputs only */
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545f4914f6cdd1dull;
-}
+#define TEST_RNG_SEED 0x243f6a8885a308d3ull
+#include "test_rng.h"
 static double rnd01(void) { return (double)(rnd() >> 11) * 0x1p-53; }
 
 /* (lo, hi, nf, bound, hi2): a real merge's values, lo > 0, nf = 0, a large nf, bound 0, a
