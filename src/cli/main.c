@@ -247,8 +247,25 @@ static void *signal_thread(void *arg)
     return NULL;
 }
 
+/* Inputs in the page cache are read through mappings: a file that shrinks under a running merge
+ * raises SIGBUS there. Say so instead of dying silently (the partial output stays resumable). */
+static void on_sigbus(int sig)
+{
+    static const char msg[] = "pcbmerge: error: an input file shrank or failed while it was read "
+                              "through its mapping (SIGBUS): inputs must not change during a merge; "
+                              "check them and run again (with --resume to keep the finished part)\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    (void)sig;
+    _exit(1);
+}
+
 static void start_signal_thread(void)
 {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigbus;
+    sigaction(SIGBUS, &sa, NULL);
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGTERM);
     sigaddset(&stop_signals, SIGINT);
