@@ -5,7 +5,8 @@
 #   1. pcb: the published files are the bytes of a single-machine `pcbmerge merge`;
 #   2. ties with unit 2's process killed mid-apply (SIGKILL from the test hook): finalize never
 #      runs, DIR never appears; `pcbmerge-slurm.sh --resume` re-submits only unit 2's apply and
-#      finalize; the result is again the bytes of a single merge.
+#      finalize (cancelling the first submission's waiting finalize); the result is again the
+#      bytes of a single merge.
 # Skipped (with the reason) only when the daemons cannot start on this machine.
 . "$(dirname "$0")/lib.sh"
 need_bin
@@ -83,6 +84,13 @@ PCBMERGE=$PCBM_BIN "$SL/pcbmerge-slurm.sh" --resume "$TMP/ties" >"$TMP/jobs-resu
     2>"$TMP/resume.log" || fail "resume: $(cat "$TMP/resume.log")"
 apply_id=$(job_of apply "$TMP/jobs-resume")
 state=$(wait_job "$(job_of finalize "$TMP/jobs-resume")" 300)
+old_fin=$(scontrol -o show job "$(job_of finalize "$TMP/jobs-ties")" 2>/dev/null |
+    grep -o 'JobState=[A-Z]*')
+if [ "$old_fin" = JobState=CANCELLED ]; then
+    case_pass "--resume cancels the earlier submission's waiting finalize"
+else
+    case_fail "stale finalize" "the first finalize is ${old_fin:-gone}, not cancelled"
+fi
 tasks=$(scontrol -o show job "$apply_id" 2>/dev/null | grep -c 'ArrayTaskId=2 ')
 resumed=$(cat "$TMP"/ties.slurm-logs/apply-"$apply_id"_2.log 2>/dev/null)
 if [ "$state" = COMPLETED ] && [ "$(grep -c . "$TMP/jobs-resume")" = 2 ] && [ "$tasks" = 1 ] &&

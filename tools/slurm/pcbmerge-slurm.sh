@@ -60,8 +60,9 @@ NEXT=$(status next)
 
 if [ $resume = 1 ]; then
     # the jobs of an earlier submission that still wait would run after (or never): gone
-    scancel --name="$NAME:stats,$NAME:reduce,$NAME:apply,$NAME:finalize" --state=PENDING \
-        >/dev/null 2>&1 || true
+    for phase in stats reduce apply finalize; do
+        scancel --name="$NAME:$phase" --state=PENDING >/dev/null 2>&1 || true
+    done
 fi
 
 q() { printf '%q ' "$@"; }
