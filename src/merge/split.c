@@ -655,12 +655,18 @@ static pcbm_status mark_complete(const split_plan *sp, const merge_run *r, pcbm_
     return st;
 }
 
+typedef struct reduce_ctx {
+    const split_plan *sp;
+    merge_run *r;
+} reduce_ctx;
+
+/* The reduce's method has decided every statistic (stats_done hook). */
 static pcbm_status on_stats_reduced(void *arg, pcbm_error *err)
 {
-    merge_run *r = arg;
-    const split_plan *sp = r->mc.method; /* set by phase_reduce */
+    reduce_ctx *rc = arg;
+    merge_run *r = rc->r;
     snprintf(r->mc.stats_out->how, sizeof r->mc.stats_out->how, "%s", r->mc.stats_how);
-    return mark_complete(sp, r, err);
+    return mark_complete(rc->sp, r, err);
 }
 
 static pcbm_status phase_stats(split_plan *sp, merge_run *r, unsigned unit, pcbm_error *err)
@@ -761,10 +767,10 @@ static pcbm_status phase_reduce(split_plan *sp, merge_run *r, pcbm_error *err)
         return reduce_local(sp, r, err);
     pcbm_split x;
     init_split(&x, sp, PCBM_SPLIT_REDUCE, 0);
+    reduce_ctx rc = {sp, r};
     r->mc.split = &x;
-    r->mc.method = sp;
     r->mc.stats_done = on_stats_reduced;
-    r->mc.stats_done_arg = r;
+    r->mc.stats_done_arg = &rc;
     pcbm_status st = pcbm_method_run(&r->mc, err);
     if (st == PCBM_SPLIT_MORE) {
         pcbm_info("statistics round %u needs every unit: run `pcbmerge stats` for units 0-%u, "
