@@ -1111,6 +1111,25 @@ pcbm_status pcbm_split_run(const char *dir, pcbm_phase phase, unsigned unit,
     return st;
 }
 
+/* Where a loaded plan stands. */
+static void plan_status(const split_plan *sp, pcbm_split_info *info)
+{
+    info->units = sp->units;
+    info->rounds_max = sp->rounds_max;
+    info->stats_complete = stats_complete(sp);
+    char p[4096];
+    for (unsigned k = 0; k < 64; k++) {
+        snprintf(p, sizeof p, "%s/round-%u.zst", sp->ctl, k);
+        if (!exists(p))
+            break;
+        info->rounds_reduced = k + 1;
+    }
+    for (unsigned u = 0; u < sp->units; u++) {
+        ctl_path(sp, p, sizeof p, "unit-%u.done.json.zst", u);
+        info->units_applied += exists(p);
+    }
+}
+
 pcbm_status pcbm_split_status(const char *dir, pcbm_split_info *info, pcbm_error *err)
 {
     pcbm_error_clear(err);
@@ -1123,20 +1142,7 @@ pcbm_status pcbm_split_status(const char *dir, pcbm_split_info *info, pcbm_error
         info->published = 1;
         st = PCBM_OK;
     } else if (st == PCBM_OK) {
-        info->units = sp->units;
-        info->rounds_max = sp->rounds_max;
-        info->stats_complete = stats_complete(sp);
-        char p[4096];
-        for (unsigned k = 0; k < 64; k++) {
-            snprintf(p, sizeof p, "%s/round-%u.zst", sp->ctl, k);
-            if (!exists(p))
-                break;
-            info->rounds_reduced = k + 1;
-        }
-        for (unsigned u = 0; u < sp->units; u++) {
-            ctl_path(sp, p, sizeof p, "unit-%u.done.json.zst", u);
-            info->units_applied += exists(p);
-        }
+        plan_status(sp, info);
     }
     plan_free(sp);
     free(sp);
@@ -1148,25 +1154,34 @@ pcbm_status pcbm_split_pending(const char *dir, pcbm_phase phase, unsigned *unit
 {
     pcbm_error_clear(err);
     *n = 0;
-    pcbm_split_info in;
-    pcbm_status st = pcbm_split_status(dir, &in, err);
-    if (st != PCBM_OK || in.published || (phase != PCBM_PHASE_STATS && phase != PCBM_PHASE_APPLY))
-        return st;
-    if (phase == PCBM_PHASE_STATS && (in.stats_complete || in.rounds_max == 0))
-        return PCBM_OK;
+    if (phase != PCBM_PHASE_STATS && phase != PCBM_PHASE_APPLY)
+        return PCBM_OK; /* reduce and finalize are not per unit */
     split_plan *sp = pcbm_calloc(1, sizeof *sp);
     if (!sp)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-    if ((st = load_plan(dir, sp, err)) == PCBM_OK) {
+    pcbm_status st = load_plan(dir, sp, err);
+    pcbm_split_info in;
+    memset(&in, 0, sizeof in);
+    if (st == PCBM_ERR_EXISTS && exists(sp->od.final)) {
+        st = PCBM_OK; /* published: nothing is pending */
+    } else if (st == PCBM_OK) {
+        plan_status(sp, &in);
         pcbm_split x;
         init_split(&x, sp, PCBM_SPLIT_STATS, 0);
-        for (unsigned u = 0; u < sp->units; u++) {
+        bool stats_done = in.stats_complete;
+        for (unsigned u = 0; u < sp->units && !(phase == PCBM_PHASE_STATS && stats_done); u++) {
             char p[4096];
-            ctl_path(sp, p, sizeof p, "unit-%u.done.json.zst", u);
-            if (phase == PCBM_PHASE_APPLY ? exists(p)
-                : sp->o.scope == PCBM_SCOPE_TENSOR
-                    ? (ctl_path(sp, p, sizeof p, "stats.unit-%u.zst", u), exists(p))
-                    : pcbm_split_part_saved(&x, in.rounds_reduced, u))
+            bool done;
+            if (phase == PCBM_PHASE_APPLY) {
+                ctl_path(sp, p, sizeof p, "unit-%u.done.json.zst", u);
+                done = exists(p);
+            } else if (sp->o.scope == PCBM_SCOPE_TENSOR) {
+                ctl_path(sp, p, sizeof p, "stats.unit-%u.zst", u);
+                done = exists(p);
+            } else {
+                done = pcbm_split_part_saved(&x, in.rounds_reduced, u);
+            }
+            if (done)
                 continue;
             if (*n < cap)
                 units[*n] = u;

@@ -112,6 +112,8 @@ struct pcbm_engine {
     syncer sy;
     bool mapped;                   /* this pass reads the inputs through their mappings */
     bool bufs_touched;             /* the slots' read buffers hold pages (a pass read into them) */
+    bool cached;                   /* the inputs' sampled pages were in the page cache ... */
+    double cached_checked;         /* ... when last looked at (pcbm_now) */
     bool resuming;                 /* files of an earlier run may exist */
     unsigned resume_file;          /* output before (resume_file, resume_pos) is kept */
     uint64_t resume_pos;
@@ -297,7 +299,16 @@ static void choose_mapping(pcbm_engine *e, const pcbm_pass *ps)
     for (unsigned m = 0; m < e->nmodels && all; m++)
         for (unsigned f = 0; f < e->plan->models[m]->nfiles && all; f++)
             all = e->files[m][f].map != NULL;
-    e->mapped = all && (e->cfg.io == PCBM_IO_MMAP || (e->cfg.io == PCBM_IO_AUTO && inputs_cached(e)));
+    if (all && e->cfg.io == PCBM_IO_AUTO) {
+        /* the sample costs a few syscalls per file: tensor scope runs passes per tensor, so the
+         * answer is kept for a second */
+        double now = pcbm_now();
+        if (now - e->cached_checked > 1.0) {
+            e->cached = inputs_cached(e);
+            e->cached_checked = now;
+        }
+    }
+    e->mapped = all && (e->cfg.io == PCBM_IO_MMAP || (e->cfg.io == PCBM_IO_AUTO && e->cached));
     if (e->mapped && e->bufs_touched) {
         for (unsigned s = 0; s < e->nslots; s++)
             for (unsigned m = 0; m < e->nmodels; m++)
