@@ -584,9 +584,8 @@ static pcbm_status create_engine(merge_run *r, const split_plan *sp, unsigned un
     pcbm_engine_cfg ec = {.mem_bytes = o->mem_bytes, .reserved_bytes = reserved,
                           .threads = r->mc.threads, .io = o->io, .block_bytes = o->block_bytes,
                           .out_dir = sp->od.partial, .progress = o->progress, .quiet = o->quiet,
-                          .file_lo = sp->file_lo[unit], .file_hi = sp->file_hi[unit]};
-    if (sp->file_lo[unit] == sp->file_hi[unit]) /* no file: an empty range, not "every file" */
-        ec.file_lo = ec.file_hi = r->plan.out.nfiles + 1;
+                          .file_range = 1, .file_lo = sp->file_lo[unit],
+                          .file_hi = sp->file_hi[unit]};
     pcbm_status st = pcbm_engine_create(&r->plan, &ec, &r->eng, err);
     r->mc.eng = r->eng;
     return st;
@@ -603,24 +602,6 @@ static void init_split(pcbm_split *x, const split_plan *sp, pcbm_split_mode mode
     x->local = sp->o.scope == PCBM_SCOPE_TENSOR;
     x->file_lo = sp->file_lo[unit < sp->units ? unit : 0];
     x->file_hi = sp->file_hi[unit < sp->units ? unit : 0];
-}
-
-/* Units whose control file `fmt` (with the unit's index) is missing, listed as "0, 3, 5". */
-static unsigned missing_units(const split_plan *sp, const char *fmt, char *list, size_t len)
-{
-    size_t used = 0;
-    unsigned n = 0;
-    list[0] = '\0';
-    for (unsigned u = 0; u < sp->units; u++) {
-        char p[4096];
-        ctl_path(sp, p, sizeof p, fmt, u);
-        if (exists(p))
-            continue;
-        if (used + 16 < len)
-            used += (size_t)snprintf(list + used, len - used, "%s%u", n ? ", " : "", u);
-        n++;
-    }
-    return n;
 }
 
 static bool stats_needed(const split_plan *sp, const merge_run *r)
@@ -716,7 +697,8 @@ static pcbm_status phase_stats(split_plan *sp, merge_run *r, unsigned unit, pcbm
 static pcbm_status reduce_local(split_plan *sp, merge_run *r, pcbm_error *err)
 {
     char list[512];
-    unsigned nmiss = missing_units(sp, "stats.unit-%u.zst", list, sizeof list);
+    unsigned nmiss = pcbm_split_missing(sp->ctl, sp->units, "stats.unit-%u.zst", list,
+                                        sizeof list);
     if (nmiss)
         return pcbm_fail(err, PCBM_ERR_STATS, "the statistics of unit%s %s of %u are missing: run "
                          "`pcbmerge stats` for %s (same --plan, --shard N), then reduce again",
@@ -959,7 +941,8 @@ static void report_stats(merge_run *r, const char *partial)
 static pcbm_status phase_finalize(split_plan *sp, merge_run *r, double t0, pcbm_error *err)
 {
     char list[512];
-    unsigned nmiss = missing_units(sp, "unit-%u.done.json.zst", list, sizeof list);
+    unsigned nmiss = pcbm_split_missing(sp->ctl, sp->units, "unit-%u.done.json.zst", list,
+                                        sizeof list);
     if (nmiss)
         return pcbm_fail(err, PCBM_ERR_STATS, "unit%s %s of %u %s not written %s output files: run "
                          "`pcbmerge apply` for %s (same --plan, --shard N), then finalize again",

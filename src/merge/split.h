@@ -55,6 +55,11 @@ void pcbm_acc_max_f32(void *dst, const void *src, size_t bytes);
  * sums will be loaded by the exchange), or this is the reduce (which reads no model). */
 bool pcbm_split_skip_stats_pass(const pcbm_split *sp);
 
+/* Units 0..units-1 whose control file ctl/NAME is missing (NAME = fmt with the unit's index),
+ * listed as "0, 3, 5" in list (as many as fit); returns how many are missing. */
+unsigned pcbm_split_missing(const char *ctl, unsigned units, const char *fmt, char *list,
+                            size_t len);
+
 /* Whether unit's part of statistics round `round` is saved. */
 bool pcbm_split_part_saved(const pcbm_split *sp, unsigned round, unsigned unit);
 

@@ -162,15 +162,16 @@ static pcbm_status load_into(const pcbm_split *sp, unsigned unit, const pcbm_acc
     return st;
 }
 
-/* Units whose part of the round is missing, as "0, 3, 5" (at most a line). */
-static unsigned missing_units(const pcbm_split *sp, char *list, size_t len)
+unsigned pcbm_split_missing(const char *ctl, unsigned units, const char *fmt, char *list,
+                            size_t len)
 {
     unsigned n = 0;
     size_t used = 0;
     list[0] = '\0';
-    for (unsigned u = 0; u < sp->units; u++) {
-        char p[4096];
-        round_path(sp, sp->round, u, p, sizeof p);
+    for (unsigned u = 0; u < units; u++) {
+        char name[256], p[4096];
+        snprintf(name, sizeof name, fmt, u);
+        snprintf(p, sizeof p, "%s/%s", ctl, name);
         if (access(p, F_OK) == 0)
             continue;
         if (used + 16 < len)
@@ -211,7 +212,9 @@ pcbm_status pcbm_split_exchange(pcbm_split *sp, const pcbm_acc *acc, unsigned na
         return st == PCBM_OK ? PCBM_SPLIT_SAVED : st;
     }
     char list[512];
-    unsigned nmiss = missing_units(sp, list, sizeof list);
+    char fmt[64];
+    snprintf(fmt, sizeof fmt, "round-%u.unit-%%u.zst", sp->round); /* round_path's unit files */
+    unsigned nmiss = pcbm_split_missing(sp->ctl, sp->units, fmt, list, sizeof list);
     if (nmiss == sp->units && sp->reduced > 0)
         return PCBM_SPLIT_MORE;
     if (nmiss > 0)

@@ -348,10 +348,12 @@ pcbm_status pcbm_engine_create(pcbm_plan *plan, const pcbm_engine_cfg *cfg, pcbm
     if (e->cfg.threads == 0)
         e->cfg.threads = 1;
     e->nmodels = plan->nmodels;
-    if (e->cfg.file_hi == 0 || e->cfg.file_hi > plan->out.nfiles)
+    if (!e->cfg.file_range) {
+        e->cfg.file_lo = 0;
         e->cfg.file_hi = plan->out.nfiles;
-    if (e->cfg.file_lo > e->cfg.file_hi)
-        e->cfg.file_lo = e->cfg.file_hi;
+    }
+    e->cfg.file_hi = PCBM_MIN(e->cfg.file_hi, plan->out.nfiles);
+    e->cfg.file_lo = PCBM_MIN(e->cfg.file_lo, e->cfg.file_hi);
     e->rep.threads = e->cfg.threads;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);

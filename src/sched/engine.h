@@ -54,9 +54,10 @@ typedef struct pcbm_engine_cfg {
     pcbm_io_kind io;
     uint64_t block_bytes;      /* 0 = automatic */
     const char *out_dir;       /* where the output files are created (apply passes) */
-    unsigned file_lo, file_hi; /* only output files [file_lo, file_hi) and the tensors they hold
-                                  are visited, by every pass (one unit of a split merge);
-                                  file_hi 0 = every file */
+    int file_range;            /* set: only output files [file_lo, file_hi) (possibly none) and
+                                  the tensors they hold are visited, by every pass (one unit of
+                                  a split merge); unset: every file */
+    unsigned file_lo, file_hi;
     pcbm_progress progress;
     int quiet;
 } pcbm_engine_cfg;
