@@ -34,8 +34,12 @@ BIN      := $(BUILD)/pcbmerge
 TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
 TESTS    := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test-deps check-build demo test asan fuzz bench install clean
-all: deps $(BIN) $(TOOLS)
+.PHONY: all build-all deps test-deps demo test asan fuzz bench install clean
+# `all` installs the packages first, then builds in a second make whose flags (pkg-config) are
+# computed after the install: a plain `make` or `make -j` works on a fresh machine.
+all: deps
+	@$(MAKE) --no-print-directory build-all
+build-all: $(BIN) $(TOOLS)
 
 deps:
 	@tools/install-deps.sh build
@@ -66,18 +70,18 @@ $(BUILD)/tests/%: tests/unit/%.c $(STATIC)
 
 # The whole suite: unit tests (cmocka), integration scripts, the NumPy reference comparisons.
 test: test-deps
-	@$(MAKE) --no-print-directory all $(TESTS)
+	@$(MAKE) --no-print-directory build-all $(TESTS)
 	@BUILD=$(BUILD) tests/run.sh
 
 demo: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory build-all
 	@BUILD=$(BUILD) tools/demo.sh
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build of everything, then the suite.
 asan: test-deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	    EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all" \
-	    EXTRA_LDFLAGS="-fsanitize=address,undefined" all \
+	    EXTRA_LDFLAGS="-fsanitize=address,undefined" build-all \
 	    $(TEST_SRC:tests/unit/%.c=build-asan/tests/%)
 	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh
 
@@ -88,11 +92,12 @@ fuzz:
 
 bench:
 	@tools/install-deps.sh bench
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory build-all
 	@BUILD=$(BUILD) tools/bench.sh
 	@BUILD=$(BUILD) tools/bench-split.sh
 
-install: all $(SHARED)
+install: deps
+	@$(MAKE) --no-print-directory build-all $(SHARED)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/pcbmerge
 	install -m 644 include/pcbmerge.h $(DESTDIR)$(PREFIX)/include/pcbmerge.h

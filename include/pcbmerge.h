@@ -164,7 +164,53 @@ typedef enum pcbm_progress { PCBM_PROGRESS_AUTO = 0, PCBM_PROGRESS_JSON, PCBM_PR
 #define PCBM_MAX_TASKS 64
 #define PCBM_DTYPE_BASE PCBM_DT_COUNT /* out_dtype: keep each tensor's base dtype */
 
+/* ---------------------------------------------------------------------------------------------
+ * Messages, progress and stopping. The library writes nothing to stdout or stderr and keeps no
+ * process-wide settings: each call (pcbm_merge, pcbm_split_plan, pcbm_split_run, ...) sends its
+ * warnings and notes to the on_message of its options, its progress to on_progress, and asks
+ * should_stop whether to stop. All three are called on the thread that made the call (never
+ * concurrently for one call); with none set, the library is silent. Errors are not messages: they
+ * come back as a pcbm_status and a pcbm_error.
+ * ------------------------------------------------------------------------------------------- */
+typedef enum pcbm_level {
+    PCBM_LEVEL_WARNING = 0,   /* something the user should look at; the merge goes on */
+    PCBM_LEVEL_NOTE           /* what was done: plan, resume, run summary, publication */
+} pcbm_level;
+
+/* One message: a sentence without a trailing newline or program-name prefix. */
+typedef void (*pcbm_message_fn)(void *user, pcbm_level level, const char *text);
+
+typedef enum pcbm_progress_kind {
+    PCBM_PROGRESS_PASS = 0,   /* a pass is under way (sent at most every 0.25 s) */
+    PCBM_PROGRESS_PASS_END,   /* a pass ended */
+    PCBM_PROGRESS_DONE        /* the call ended (status says how); the last event */
+} pcbm_progress_kind;
+
+typedef struct pcbm_progress_event {
+    pcbm_progress_kind kind;
+    const char *pass;         /* "stats 1/4", "apply", ... (NULL with DONE) */
+    unsigned pass_index;      /* 1-based number of this pass in the call */
+    unsigned pass_count;      /* passes expected in all (grows if a statistic needs more) */
+    uint64_t pass_bytes;      /* bytes this pass moved so far / will move in all */
+    uint64_t pass_total;
+    double pass_rate;         /* bytes per second over the pass */
+    double pass_eta;          /* seconds left in this pass */
+    uint64_t bytes;           /* bytes moved by every pass so far / expected in all */
+    uint64_t total;
+    double elapsed;           /* seconds since the call started */
+    double eta;               /* seconds left in the whole call (estimate; 0 when unknown) */
+    pcbm_status status;       /* DONE: the call's result */
+} pcbm_progress_event;
+
+typedef void (*pcbm_progress_fn)(void *user, const pcbm_progress_event *ev);
+/* Polled at block boundaries: non-zero stops the call as pcbm_request_stop() would, for this
+ * call only. */
+typedef int (*pcbm_stop_fn)(void *user);
+
 typedef struct pcbm_merge_opts {
+    uint32_t struct_size;           /* sizeof(pcbm_merge_opts) the caller was compiled with; set
+                                       by pcbm_merge_opts_init. Fields added in later versions go
+                                       at the end and take their defaults for older callers. */
     const char *base;               /* base model path */
     const char *const *tasks;       /* task model paths */
     unsigned ntasks;
@@ -199,6 +245,11 @@ typedef struct pcbm_merge_opts {
     const char *stats_in;           /* reuse a statistics file from an earlier run, or NULL */
     pcbm_progress progress;
     int quiet;                      /* only errors on stderr */
+
+    pcbm_message_fn on_message;     /* warnings and notes, or NULL */
+    pcbm_progress_fn on_progress;   /* progress events, or NULL */
+    pcbm_stop_fn should_stop;       /* asked at block boundaries, or NULL */
+    void *user;                     /* passed to the three callbacks */
 } pcbm_merge_opts;
 
 /* Fill `o` with the defaults listed above. */

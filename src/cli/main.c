@@ -4,6 +4,7 @@
  * (0 success, 1 failure, 2 usage error, 75 interrupted and resumable).
  */
 #include "pcbmerge.h"
+#include "print.h"
 #include "search.h"
 
 #include <getopt.h>
@@ -484,6 +485,7 @@ static int cmd_merge(int argc, char **argv, bool plan)
         if (a->nweights)
             a->o.weights = a->weights;
         pcbm_error err;
+        pcbm_cli_attach_printers(&a->o);
         if ((plan ? pcbm_split_plan(&a->o, a->shards, &err) : pcbm_merge(&a->o, &err)) != PCBM_OK)
             rc = fail(&err);
     }
@@ -629,6 +631,7 @@ static int cmd_phase(const char *name, int argc, char **argv)
             pcbm_phase ph = !strcmp(name, "stats") ? PCBM_PHASE_STATS
                             : !strcmp(name, "reduce") ? PCBM_PHASE_REDUCE
                             : !strcmp(name, "apply") ? PCBM_PHASE_APPLY : PCBM_PHASE_FINALIZE;
+            pcbm_cli_attach_printers(&a->o);
             st = pcbm_split_run(dir, ph, unit, &a->o, &err);
         }
         if (st != PCBM_OK)

@@ -11,6 +11,7 @@
  * so the search replays the logged evaluations (each candidate checked bit for bit against the
  * log, its score reused) and evaluates only what is new. --force discards an old OUT.search/.
  */
+#include "print.h"
 #include "search.h"
 
 #include "pcbmerge.h"
@@ -841,6 +842,7 @@ static int merge_into(search *s, const double *lam, const char *dir, int candida
         o.progress = PCBM_PROGRESS_NONE;
         o.force = 1;
     }
+    pcbm_cli_attach_printers(&o);
     return pcbm_merge(&o, err) == PCBM_OK ? 0 : -1;
 }
 
@@ -1216,6 +1218,7 @@ static int run_search(search *s)
     o.lambdas = s->best_l;
     o.stats_in = s->stats_in;
     o.resume = a->resume; /* a final merge that was interrupted continues */
+    pcbm_cli_attach_printers(&o);
     if (pcbm_merge(&o, &err) != PCBM_OK) {
         if (err.status == PCBM_ERR_INTERRUPTED)
             return 2;

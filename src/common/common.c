@@ -12,8 +12,6 @@
 #include <signal.h>
 #include <stdatomic.h>
 
-int pcbm_log_level = 1;
-
 const char *pcbm_version(void) { return PCBM_VERSION_STRING; }
 
 const char *pcbm_status_name(pcbm_status s)
@@ -58,31 +56,62 @@ void pcbm_error_clear(pcbm_error *err)
     }
 }
 
-static void vlog(const char *prefix, const char *fmt, va_list ap)
+static _Thread_local const pcbm_log_sink *log_sink;
+
+const pcbm_log_sink *pcbm_log_enter(const pcbm_log_sink *sink)
 {
+    const pcbm_log_sink *prev = log_sink;
+    log_sink = sink;
+    return prev;
+}
+
+void pcbm_log_leave(const pcbm_log_sink *prev) { log_sink = prev; }
+
+const pcbm_log_sink *pcbm_log_current(void) { return log_sink; }
+
+static void vlog(pcbm_level level, const char *fmt, va_list ap)
+{
+    const pcbm_log_sink *s = log_sink;
+    if (!s || !s->fn)
+        return;
     char line[2048];
     vsnprintf(line, sizeof line, fmt, ap);
-    fprintf(stderr, "pcbmerge: %s%s\n", prefix, line);
+    s->fn(s->user, level, line);
 }
 
 void pcbm_warn(const char *fmt, ...)
 {
-    if (pcbm_log_level < 1)
-        return;
     va_list ap;
     va_start(ap, fmt);
-    vlog("warning: ", fmt, ap);
+    vlog(PCBM_LEVEL_WARNING, fmt, ap);
     va_end(ap);
 }
 
 void pcbm_info(const char *fmt, ...)
 {
-    if (pcbm_log_level < 1)
-        return;
     va_list ap;
     va_start(ap, fmt);
-    vlog("", fmt, ap);
+    vlog(PCBM_LEVEL_NOTE, fmt, ap);
     va_end(ap);
+}
+
+/* The size of the first published pcbm_merge_opts with struct_size: callers built against it
+ * (or later) are accepted. */
+#define MERGE_OPTS_V1_SIZE (offsetof(pcbm_merge_opts, user) + sizeof(void *))
+
+pcbm_status pcbm_merge_opts_import(const pcbm_merge_opts *in, pcbm_merge_opts *out,
+                                   pcbm_error *err)
+{
+    pcbm_merge_opts_init(out);
+    if (!in)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "no merge options given");
+    if (in->struct_size < MERGE_OPTS_V1_SIZE)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "the merge options' struct_size is %u, which no "
+                         "version of libpcbmerge has used: set them up with pcbm_merge_opts_init()",
+                         (unsigned)in->struct_size);
+    memcpy(out, in, PCBM_MIN((size_t)in->struct_size, sizeof *out));
+    out->struct_size = (uint32_t)sizeof *out;
+    return PCBM_OK;
 }
 
 void *pcbm_malloc(size_t n) { return malloc(n ? n : 1); }

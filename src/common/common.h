@@ -29,10 +29,28 @@ pcbm_status pcbm_fail(pcbm_error *err, pcbm_status st, const char *fmt, ...) PCB
 /* Clear an error to PCBM_OK / "". */
 void pcbm_error_clear(pcbm_error *err);
 
-/* Logging on stderr. Verbosity: 0 = errors only (--quiet: no warnings either), 1 = normal. */
-extern int pcbm_log_level;
-void pcbm_warn(const char *fmt, ...) PCBM_PRINTF(1, 2);   /* "pcbmerge: warning: ..." */
-void pcbm_info(const char *fmt, ...) PCBM_PRINTF(1, 2);   /* "pcbmerge: ..." (not when quiet) */
+/* Messages. The library never writes to stdout or stderr: pcbm_warn and pcbm_info hand their
+ * sentence to the message callback of the public call running on this thread (its options'
+ * on_message), or drop it when that call has none. A public entry point brackets its work with
+ * pcbm_log_enter / pcbm_log_leave; the sink is per thread, so concurrent calls on different
+ * threads keep their messages apart. */
+typedef struct pcbm_log_sink {
+    pcbm_message_fn fn;
+    void *user;
+} pcbm_log_sink;
+/* Make `sink` (may be NULL: silent) this thread's sink; returns the previous one, for leave. */
+const pcbm_log_sink *pcbm_log_enter(const pcbm_log_sink *sink);
+void pcbm_log_leave(const pcbm_log_sink *prev);
+/* The sink in force on this thread (to hand to threads a call starts), or NULL. */
+const pcbm_log_sink *pcbm_log_current(void);
+void pcbm_warn(const char *fmt, ...) PCBM_PRINTF(1, 2);   /* PCBM_LEVEL_WARNING */
+void pcbm_info(const char *fmt, ...) PCBM_PRINTF(1, 2);   /* PCBM_LEVEL_NOTE */
+
+/* The caller's options as this library version knows them: fields the caller's struct_size does
+ * not cover take their defaults. PCBM_ERR_USAGE when struct_size is not one this library knows
+ * (options not set up with pcbm_merge_opts_init). */
+pcbm_status pcbm_merge_opts_import(const pcbm_merge_opts *in, pcbm_merge_opts *out,
+                                   pcbm_error *err);
 
 /* Allocation that never returns NULL silently: on failure they return NULL and the caller
  * reports PCBM_ERR_NOMEM. Aligned buffers are PCBM_ALIGN-aligned and freed with pcbm_free_aligned. */

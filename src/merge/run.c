@@ -46,6 +46,7 @@ pcbm_method pcbm_method_parse(const char *s)
 void pcbm_merge_opts_init(pcbm_merge_opts *o)
 {
     memset(o, 0, sizeof *o);
+    o->struct_size = (uint32_t)sizeof *o;
     o->method = PCBM_METHOD_PCB;
     o->density = 0.1;
     o->lambda = 1.0;
@@ -755,13 +756,11 @@ static pcbm_status finalize(merge_run *r, double t0, pcbm_error *err)
     return st;
 }
 
-pcbm_status pcbm_merge(const pcbm_merge_opts *o, pcbm_error *err)
+static pcbm_status merge(const pcbm_merge_opts *o, pcbm_error *err)
 {
-    pcbm_error_clear(err);
     pcbm_status st = pcbm_run_check_opts(o, err);
     if (st != PCBM_OK)
         return st;
-    pcbm_log_level = o->quiet ? 0 : 1;
     double t0 = pcbm_now();
     unsigned threads = o->threads ? o->threads : pcbm_run_default_threads();
     merge_run *r = pcbm_calloc(1, sizeof *r);
@@ -799,5 +798,19 @@ pcbm_status pcbm_merge(const pcbm_merge_opts *o, pcbm_error *err)
     free(r);
     if (st == PCBM_ERR_INTERRUPTED)
         pcbm_engine_clear_stop();
+    return st;
+}
+
+pcbm_status pcbm_merge(const pcbm_merge_opts *user_opts, pcbm_error *err)
+{
+    pcbm_error_clear(err);
+    pcbm_merge_opts o;
+    pcbm_status st = pcbm_merge_opts_import(user_opts, &o, err);
+    if (st != PCBM_OK)
+        return st;
+    pcbm_log_sink sink = {o.on_message, o.user};
+    const pcbm_log_sink *prev = pcbm_log_enter(&sink);
+    st = merge(&o, err);
+    pcbm_log_leave(prev);
     return st;
 }

@@ -395,9 +395,24 @@ static pcbm_status read_plan_file(const char *ctl, split_plan *sp, pcbm_error *e
     return st;
 }
 
-pcbm_status pcbm_split_plan(const pcbm_merge_opts *o, unsigned units, pcbm_error *err)
+static pcbm_status split_plan_run(const pcbm_merge_opts *o, unsigned units, pcbm_error *err);
+
+pcbm_status pcbm_split_plan(const pcbm_merge_opts *user_opts, unsigned units, pcbm_error *err)
 {
     pcbm_error_clear(err);
+    pcbm_merge_opts o;
+    pcbm_status st = pcbm_merge_opts_import(user_opts, &o, err);
+    if (st != PCBM_OK)
+        return st;
+    pcbm_log_sink sink = {o.on_message, o.user};
+    const pcbm_log_sink *prev = pcbm_log_enter(&sink);
+    st = split_plan_run(&o, units, err);
+    pcbm_log_leave(prev);
+    return st;
+}
+
+static pcbm_status split_plan_run(const pcbm_merge_opts *o, unsigned units, pcbm_error *err)
+{
     pcbm_status st = pcbm_run_check_opts(o, err);
     if (st != PCBM_OK)
         return st;
@@ -406,7 +421,6 @@ pcbm_status pcbm_split_plan(const pcbm_merge_opts *o, unsigned units, pcbm_error
     if (o->stats_in || o->resume)
         return pcbm_fail(err, PCBM_ERR_USAGE, "plan takes neither --stats nor --resume: a split "
                          "merge computes its statistics in rounds and every phase resumes by itself");
-    pcbm_log_level = o->quiet ? 0 : 1;
     merge_run *r = pcbm_calloc(1, sizeof *r);
     split_plan *sp = pcbm_calloc(1, sizeof *sp);
     json_t *root = NULL;
@@ -561,8 +575,11 @@ static pcbm_status open_run(split_plan *sp, const pcbm_merge_opts *rt, merge_run
     o->block_bytes = rt ? rt->block_bytes : 0;
     o->progress = rt ? rt->progress : PCBM_PROGRESS_AUTO;
     o->quiet = rt ? rt->quiet : 0;
+    o->on_message = rt ? rt->on_message : NULL;
+    o->on_progress = rt ? rt->on_progress : NULL;
+    o->should_stop = rt ? rt->should_stop : NULL;
+    o->user = rt ? rt->user : NULL;
     o->stats_in = stats_in;
-    pcbm_log_level = o->quiet ? 0 : 1;
     r->o = o;
     pcbm_status st = pcbm_run_setup_inputs(r, err);
     for (unsigned m = 0; st == PCBM_OK && m < sp->nmodels; m++)
@@ -1018,15 +1035,33 @@ static pcbm_status finish_publish(const char *dir, pcbm_error *err)
     return st;
 }
 
+static pcbm_status split_run(const char *dir, pcbm_phase phase, unsigned unit,
+                             const pcbm_merge_opts *rt, pcbm_error *err);
+
 pcbm_status pcbm_split_run(const char *dir, pcbm_phase phase, unsigned unit,
-                           const pcbm_merge_opts *rt, pcbm_error *err)
+                           const pcbm_merge_opts *user_rt, pcbm_error *err)
 {
     pcbm_error_clear(err);
+    pcbm_merge_opts rt;
+    pcbm_status st = pcbm_merge_opts_import(user_rt, &rt, err);
+    if (!user_rt) /* run-time settings are optional: defaults */
+        st = PCBM_OK, pcbm_error_clear(err);
+    if (st != PCBM_OK)
+        return st;
+    pcbm_log_sink sink = {rt.on_message, rt.user};
+    const pcbm_log_sink *prev = pcbm_log_enter(&sink);
+    st = split_run(dir, phase, unit, user_rt ? &rt : NULL, err);
+    pcbm_log_leave(prev);
+    return st;
+}
+
+static pcbm_status split_run(const char *dir, pcbm_phase phase, unsigned unit,
+                             const pcbm_merge_opts *rt, pcbm_error *err)
+{
     if (!dir)
         return pcbm_fail(err, PCBM_ERR_USAGE, "--plan DIR is required");
     if ((unsigned)phase > PCBM_PHASE_FINALIZE)
         return pcbm_fail(err, PCBM_ERR_USAGE, "unknown phase");
-    pcbm_log_level = rt && rt->quiet ? 0 : 1;
     double t0 = pcbm_now();
     split_plan *sp = pcbm_calloc(1, sizeof *sp);
     merge_run *r = pcbm_calloc(1, sizeof *r);
