@@ -1,5 +1,5 @@
 # pcbmerge — build, test, demo, fuzz, bench, install.
-# `make demo` and `make test` install missing Debian packages themselves (tools/install-deps.sh).
+# `make demo` and `make test` install missing Debian packages themselves (tools/build/install-deps.sh).
 
 BUILD    ?= build
 PREFIX   ?= /usr/local
@@ -23,7 +23,7 @@ LIB_SRC  := $(sort $(wildcard src/common/*.c src/format/*.c src/io/*.c src/sched
                                src/stats/*.c src/kernels/*.c src/merge/*.c src/writer/*.c \
                                src/search/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
-TOOL_SRC := $(sort $(wildcard tools/*.c))
+TOOL_SRC := $(sort $(wildcard tools/*/*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -31,7 +31,7 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 STATIC   := $(BUILD)/libpcbmerge.a
 SHARED   := $(BUILD)/libpcbmerge.so.$(VERSION)
 BIN      := $(BUILD)/pcbmerge
-TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
+TOOLS    := $(addprefix $(BUILD)/tools/,$(notdir $(TOOL_SRC:.c=)))
 TESTS    := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all build-all deps test-deps demo test asan fuzz bench install clean
@@ -42,9 +42,9 @@ all: deps
 build-all: $(BIN) $(TOOLS)
 
 deps:
-	@tools/install-deps.sh build
+	@tools/build/install-deps.sh build
 test-deps:
-	@tools/install-deps.sh test
+	@tools/build/install-deps.sh test
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -60,7 +60,9 @@ $(SHARED): $(LIB_OBJ)
 $(BIN): $(CLI_OBJ) $(STATIC)
 	$(CC) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(STATIC) $(LIBS)
 
-$(BUILD)/tools/%: tools/%.c $(STATIC)
+# Programs under tools/ (worked example, benchmark, test helpers) build flat into $(BUILD)/tools.
+vpath %.c $(sort $(dir $(TOOL_SRC)))
+$(BUILD)/tools/%: %.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Isrc -o $@ $< $(STATIC) $(LIBS)
 
@@ -75,7 +77,7 @@ test: test-deps
 
 demo: deps
 	@$(MAKE) --no-print-directory build-all
-	@BUILD=$(BUILD) tools/demo.sh
+	@BUILD=$(BUILD) tools/example/demo.sh
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build of everything, then the suite.
 asan: test-deps
@@ -87,14 +89,14 @@ asan: test-deps
 
 FUZZ_SECONDS ?= 60
 fuzz:
-	@tools/install-deps.sh fuzz
+	@tools/build/install-deps.sh fuzz
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
 
 bench:
-	@tools/install-deps.sh bench
+	@tools/build/install-deps.sh bench
 	@$(MAKE) --no-print-directory build-all
-	@BUILD=$(BUILD) tools/bench.sh
-	@BUILD=$(BUILD) tools/bench-split.sh
+	@BUILD=$(BUILD) tools/bench/bench.sh
+	@BUILD=$(BUILD) tools/bench/bench-split.sh
 
 install: deps
 	@$(MAKE) --no-print-directory build-all $(SHARED)
@@ -105,7 +107,7 @@ install: deps
 	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libpcbmerge.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libpcbmerge.so.0
 	ln -sf libpcbmerge.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libpcbmerge.so
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' tools/pcbmerge.pc.in \
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' tools/build/pcbmerge.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/pcbmerge.pc
 
 clean:

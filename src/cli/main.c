@@ -77,7 +77,7 @@ static const char usage_text[] =
     "  Order: plan; then stats (every unit) and reduce, repeated while reduce asks for another\n"
     "  round (at most `pcbmerge status --plan DIR --get rounds_max` times); apply (every unit);\n"
     "  finalize. Every phase can be run again; a failed unit is simply re-run. The result is\n"
-    "  byte-identical to pcbmerge merge. Job files: tools/slurm/, tools/k8s/.\n"
+    "  byte-identical to pcbmerge merge. Job files: tools/cluster/slurm/, tools/cluster/k8s/.\n"
     "\n"
     "exit status: 0 success, 1 failure, 2 usage error, 75 interrupted (resumable)\n";
 

@@ -11,7 +11,7 @@ OUT=${FUZZ_OUT:-build-fuzz}
 CC_FUZZ=${CC_FUZZ:-clang}
 
 if ! command -v "$CC_FUZZ" >/dev/null 2>&1; then
-    echo "fuzz: $CC_FUZZ not found; install clang and libclang-rt-14-dev (tools/install-deps.sh fuzz)" >&2
+    echo "fuzz: $CC_FUZZ not found; install clang and libclang-rt-14-dev (tools/build/install-deps.sh fuzz)" >&2
     exit 2
 fi
 pkgs="jansson libxxhash libzstd"

@@ -1,6 +1,6 @@
 #!/bin/bash
 # search_example.sh — pcbmerge search on the worked example (really trained models,
-# tools/example-train.c, scored by tools/example-eval.c on the validation sets): the search
+# tools/example/example-train.c, scored by tools/example/example-eval.c on the validation sets): the search
 # improves the validation score over λ = init; OUT holds the merge at the best λ (its score is
 # the best one of the log), a log line per evaluation with λ inside the bounds, a summary, a
 # manifest that verifies; the statistics pass runs once; the same seed gives the same search and

@@ -1,5 +1,5 @@
 #!/bin/bash
-# split_k8s.sh — tools/k8s/pcbmerge-k8s.sh and its Job manifests, without a cluster: the driver
+# split_k8s.sh — tools/cluster/k8s/pcbmerge-k8s.sh and its Job manifests, without a cluster: the driver
 # runs against a stand-in kubectl that parses every manifest it is given (YAML), checks it is a
 # batch/v1 Job whose name is a DNS label, whose stats/apply phases are Indexed Jobs of K pods,
 # and runs the pod's command as a pod would (sh -c, JOB_COMPLETION_INDEX set for each index of

@@ -1,7 +1,7 @@
 #!/bin/bash
 # split_slurm.sh — the split merge on a real Slurm: a single-node cluster on localhost (Debian's
-# munge, slurmctld and slurmd; tools/slurm/local-cluster.sh), the pipeline submitted by
-# tools/slurm/pcbmerge-slurm.sh as job arrays chained with afterok, K = 4:
+# munge, slurmctld and slurmd; tools/cluster/slurm/local-cluster.sh), the pipeline submitted by
+# tools/cluster/slurm/pcbmerge-slurm.sh as job arrays chained with afterok, K = 4:
 #   1. pcb: the published files are the bytes of a single-machine `pcbmerge merge`;
 #   2. ties with unit 2's process killed mid-apply (SIGKILL from the test hook): finalize never
 #      runs, DIR never appears; `pcbmerge-slurm.sh --resume` re-submits only unit 2's apply and

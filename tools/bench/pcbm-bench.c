@@ -1,5 +1,5 @@
 /*
- * pcbm-bench — the measurements behind `make bench` (tools/bench.sh) that the pcbmerge CLI cannot
+ * pcbm-bench — the measurements behind `make bench` (tools/bench/bench.sh) that the pcbmerge CLI cannot
  * make itself:
  *
  *   pcbm-bench read [--depth Q] [--block SIZE] FILE...   raw sequential O_DIRECT read of FILEs

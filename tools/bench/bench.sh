@@ -2,7 +2,7 @@
 # bench.sh — `make bench`: is a merge bound by the disk? On one generated family (a base and 3 task
 # models, bf16, >= 1 GB each, generated once and cached in bench-data/), in one run:
 #   1. the disk's floor: raw sequential O_DIRECT read of every input, raw O_DIRECT write of an
-#      output-sized file (tools/pcbm-bench.c);
+#      output-sized file (tools/bench/pcbm-bench.c);
 #   2. pcb, ties and task_arithmetic merges with the page cache dropped (root; otherwise said):
 #      seconds and GB/s per pass, the floor (reads of the inputs x raw read + raw write),
 #      floor / merge time, peak RSS (tools/peak-rss) against --mem + 48 MiB;
@@ -16,7 +16,7 @@
 # BENCH_MEM (1G), BENCH_THREADS (2), BENCH_REF_PARAMS (100M), BENCH_METHODS
 # ("pcb ties task_arithmetic"), BENCH_SKIP_REF=1.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-build}
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 BIN=$BUILD/pcbmerge

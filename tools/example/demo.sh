@@ -3,8 +3,8 @@
 # fine-tunes, bf16, sharded), inspect it, merge it with PCB and the baselines, and show what each
 # merge did, and the same merge split into 3 units (plan, stats rounds, reduce, apply,
 # finalize: the phases a Slurm array or a Kubernetes Indexed Job runs). Then the worked example on really trained models: train a small multi-task problem
-# (a pre-trained MLP and four fine-tuned task models, tools/example-train.c), merge it with
-# linear, task_arithmetic, ties and pcb, score every merge (tools/example-eval.c) in one table,
+# (a pre-trained MLP and four fine-tuned task models, tools/example/example-train.c), merge it with
+# linear, task_arithmetic, ties and pcb, score every merge (tools/example/example-eval.c) in one table,
 # and run a short coefficient search (pcbmerge search) with its gain. Everything lands in
 # $BUILD/demo (regenerated on every run); every number is deterministic.
 set -euo pipefail

@@ -12,7 +12,7 @@
 # Environment: BUILD, BENCH_DATA, BENCH_PARAMS (540M), BENCH_METHOD (pcb), BENCH_MEM (1G per
 # unit), BENCH_SPLIT_K ("1 NPROC 4"), BENCH_SPLIT_REPS (2).
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-build}
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 BIN=$BUILD/pcbmerge

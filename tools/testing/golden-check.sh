@@ -5,7 +5,7 @@
 # kernel: a speed-up must not move a single output bit. Not part of `make test` (CI has no golden
 # binary); run it by hand:
 #
-#   tools/golden-check.sh GOLDEN_BIN NEW_BIN [WORKDIR]
+#   tools/testing/golden-check.sh GOLDEN_BIN NEW_BIN [WORKDIR]
 #
 # Every output file except merge_report.json (timings) and the manifest (which hashes the report)
 # is compared with cmp; a run that fails must fail in both binaries with the same exit status.
@@ -21,7 +21,7 @@ fi
 GOLD=$(readlink -f "$1")
 NEW=$(readlink -f "$2")
 WORK=${3:-/tmp/pcbm-golden}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 GEN=${PCBM_TOOLS:-$ROOT/build/tools}/pcbm-gen
 LEVELS=${GC_LEVELS:-scalar avx2 avx512}
 PARAMS=${GC_PARAMS:-300K}

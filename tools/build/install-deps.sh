@@ -1,6 +1,6 @@
 #!/bin/sh
 # install-deps.sh — make sure the Debian packages a target needs are installed.
-# Usage: tools/install-deps.sh build|test|fuzz|bench
+# Usage: tools/build/install-deps.sh build|test|fuzz|bench
 # (test: munge and Slurm's daemons run a single-node cluster for tests/integration/split_slurm.sh)
 # Installs what is missing with apt-get when root (or through sudo when available); otherwise
 # prints the exact command to run and exits 1, which stops make.

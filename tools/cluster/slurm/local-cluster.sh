@@ -3,9 +3,9 @@
 # merge on one machine: Debian's munge and slurm-wlm daemons, every file (key, sockets, state,
 # logs, slurm.conf) inside one private directory, nothing in /etc touched, ports 16817/16818.
 #
-#   tools/slurm/local-cluster.sh start DIR   starts munged, slurmctld and slurmd; prints the
+#   tools/cluster/slurm/local-cluster.sh start DIR   starts munged, slurmctld and slurmd; prints the
 #                                            `export SLURM_CONF=...` line the Slurm commands need
-#   tools/slurm/local-cluster.sh stop DIR    stops them
+#   tools/cluster/slurm/local-cluster.sh stop DIR    stops them
 #
 # Needs root (the daemons run as root here) and the packages munge, slurmctld, slurmd and
 # slurm-client (apt-get install munge slurmctld slurmd slurm-client). Exit status 3 when a daemon
@@ -62,7 +62,7 @@ start() {
     local host
     host=$(hostname -s)
     cat >"$DIR/slurm.conf" <<EOF
-# written by pcbmerge tools/slurm/local-cluster.sh: a single-node cluster on localhost
+# written by pcbmerge tools/cluster/slurm/local-cluster.sh: a single-node cluster on localhost
 ClusterName=pcbmerge-local
 SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$CTLD_PORT
