@@ -1,14 +1,17 @@
 /*
- * print.h — how the command line shows what the library reports: warnings and notes on stderr
- * ("pcbmerge: ...", "pcbmerge: warning: ..."), nothing but errors with --quiet. The library itself
- * never prints; the CLI installs these printers in the options of every call it makes.
+ * print.h — how the command line shows what the library reports. The library never prints: the
+ * CLI installs these printers in the options of every call it makes.
+ *   messages: "pcbmerge: ..." and "pcbmerge: warning: ..." on stderr; none with --quiet.
+ *   progress: auto = one self-updating line on a terminal (nothing when stderr is not one);
+ *             json = JSON lines on stderr (at most one a second per pass, a last one per pass,
+ *             and a completion record); none = nothing. --quiet implies none.
  */
 #ifndef PCBM_CLI_PRINT_H
 #define PCBM_CLI_PRINT_H
 
 #include "pcbmerge.h"
 
-/* Install the terminal printers into o according to o->quiet (and o->progress). */
+/* Install the printers into o according to o->quiet and o->progress. */
 void pcbm_cli_attach_printers(pcbm_merge_opts *o);
 
 #endif /* PCBM_CLI_PRINT_H */
