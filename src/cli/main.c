@@ -91,7 +91,9 @@ static int usage_error(const char *fmt, const char *arg)
 
 static int fail(const pcbm_error *err)
 {
-    fprintf(stderr, "pcbmerge: error: %s\n", err->msg[0] ? err->msg : pcbm_status_name(err->status));
+    char msg[sizeof err->msg + 256];
+    pcbm_cli_flagify(err->msg[0] ? err->msg : pcbm_status_name(err->status), msg, sizeof msg);
+    fprintf(stderr, "pcbmerge: error: %s\n", msg);
     if (err->status == PCBM_ERR_INTERRUPTED)
         return EXIT_TEMPFAIL;
     return err->status == PCBM_ERR_USAGE ? EXIT_USAGE : 1;

@@ -4,12 +4,54 @@
 #include "print.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
+
+/* pcbm_merge_opts fields and the flags that set them. */
+static const struct {
+    const char *field, *flag;
+} flags[] = {
+    {"base", "--base"},           {"out", "--out"},
+    {"method", "--method"},       {"density", "--density"},
+    {"lambda", "--lambda"},       {"lambdas", "--lambdas"},
+    {"weights", "--weights"},     {"clamp_ratio", "--clamp-ratio"},
+    {"scope", "--scope"},         {"exact", "--exact"},
+    {"streaming", "--streaming"}, {"seed", "--seed"},
+    {"mem_bytes", "--mem"},       {"threads", "--threads"},
+    {"io", "--io"},               {"block_bytes", "--block-size"},
+    {"shard_bytes", "--shard-size"}, {"out_dtype", "--dtype"},
+    {"exclude", "--exclude"},     {"allow_extra", "--allow-extra"},
+    {"allow_nonfinite", "--allow-nonfinite"}, {"force", "--force"},
+    {"resume", "--resume"},       {"stats_in", "--stats"},
+};
+
+void pcbm_cli_flagify(const char *in, char *out, size_t len)
+{
+    size_t o = 0;
+    while (*in && o + 1 < len) {
+        const char *end = *in == '`' ? strchr(in + 1, '`') : NULL;
+        const char *flag = NULL;
+        for (size_t k = 0; end && !flag && k < sizeof flags / sizeof *flags; k++)
+            if (strlen(flags[k].field) == (size_t)(end - in - 1) &&
+                !strncmp(in + 1, flags[k].field, (size_t)(end - in - 1)))
+                flag = flags[k].flag;
+        if (!flag) {
+            out[o++] = *in++;
+            continue;
+        }
+        for (const char *f = flag; *f && o + 1 < len; f++)
+            out[o++] = *f;
+        in = end + 1;
+    }
+    out[o] = '\0';
+}
 
 static void print_message(void *user, pcbm_level level, const char *text)
 {
     (void)user;
-    fprintf(stderr, "pcbmerge: %s%s\n", level == PCBM_LEVEL_WARNING ? "warning: " : "", text);
+    char line[4096];
+    pcbm_cli_flagify(text, line, sizeof line);
+    fprintf(stderr, "pcbmerge: %s%s\n", level == PCBM_LEVEL_WARNING ? "warning: " : "", line);
 }
 
 static void fmt_bytes(uint64_t n, char *buf, size_t len)

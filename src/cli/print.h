@@ -11,6 +11,10 @@
 
 #include "pcbmerge.h"
 
+/* Library messages name options by their field in pcbm_merge_opts, in backquotes (`resume`);
+ * the CLI shows its flags instead (--resume). Copies in to out (always terminated). */
+void pcbm_cli_flagify(const char *in, char *out, size_t len);
+
 /* Install the printers into o according to o->quiet and o->progress. */
 void pcbm_cli_attach_printers(pcbm_merge_opts *o);
 

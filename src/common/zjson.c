@@ -47,7 +47,7 @@ static pcbm_status write_frame(const char *path, const void *buf, size_t n, cons
     }
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     pcbm_status st = PCBM_OK;
     if (fd < 0)
         st = pcbm_fail(err, errno == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,

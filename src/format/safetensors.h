@@ -101,6 +101,8 @@ const pcbm_st_tensor *pcbm_model_tensor_at(const pcbm_model *m, size_t i);
 /* Copy the non-weight files users need beside the weights (config.json, generation_config.json,
  * tokenizer files, ...) from the base model directory into out_dir. */
 pcbm_status pcbm_copy_side_files(const pcbm_model *base, const char *out_dir, pcbm_error *err);
+/* Name of side file i (0, 1, ...), NULL past the last: the files pcbm_copy_side_files may copy. */
+const char *pcbm_side_file_name(size_t i);
 
 /* Create (or truncate) `path`, write all `len` bytes, fsync, close. On failure the partial file
  * is removed and err names the path and offset (PCBM_ERR_NOSPACE when the disk is full). */

@@ -22,6 +22,11 @@ static const char *const side_files[] = {
     "chat_template.json",    "chat_template.jinja",    "preprocessor_config.json",
 };
 
+const char *pcbm_side_file_name(size_t i)
+{
+    return i < sizeof side_files / sizeof side_files[0] ? side_files[i] : NULL;
+}
+
 static pcbm_status write_fail(const char *path, int e, uint64_t off, pcbm_error *err)
 {
     if (e == ENOSPC || e == EDQUOT)
@@ -62,7 +67,7 @@ static int sync_close(int fd)
 
 pcbm_status pcbm_write_file_simple(const char *path, const void *buf, size_t len, pcbm_error *err)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0)
         return pcbm_fail(err, errno == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
                          "cannot create %s: %s; check that the output directory exists and is "
@@ -89,7 +94,7 @@ static pcbm_status copy_file(const char *src, const char *dst, char *buf, pcbm_e
     if (in < 0)
         return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s: %s; check its permissions", src,
                          strerror(errno));
-    int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (out < 0) {
         int e = errno;
         close(in);

@@ -566,9 +566,36 @@ static pcbm_status on_stats(void *arg, pcbm_error *err)
     return st;
 }
 
-static void ignore_mismatch(void *arg, const char *file, const char *expected, const char *found)
+/* Counts the files that do not match the manifest, the partial directory's marker aside. */
+static void count_mismatch(void *arg, const char *file, const char *expected, const char *found)
 {
-    (void)arg, (void)file, (void)expected, (void)found;
+    (void)expected, (void)found;
+    if (strcmp(file, PCBM_PARTIAL_MARKER) != 0)
+        (*(unsigned *)arg)++;
+}
+
+/* A partial killed while publishing holds a manifest and no journal. It is published only when
+ * the manifest says this merge wrote it (the same inputs, by identity, and the same parameters)
+ * and every file, and only those, match it. */
+static bool publishable(const merge_run *r, const char *params)
+{
+    char mpath[4096];
+    snprintf(mpath, sizeof mpath, "%s/%s", r->od.partial, PCBM_MANIFEST_NAME);
+    json_t *root = json_load_file(mpath, 0, NULL), *want = json_loads(params, 0, NULL);
+    json_t *inputs = json_object_get(root, "inputs");
+    bool ok = root && want && json_equal(json_object_get(root, "params"), want) &&
+              json_array_size(inputs) == r->o->ntasks + 1;
+    for (unsigned m = 0; ok && m <= r->o->ntasks; m++) {
+        char h[20];
+        snprintf(h, sizeof h, "%016llx", (unsigned long long)r->ids[m]);
+        const char *id = json_string_value(json_object_get(json_array_get(inputs, m), "identity"));
+        ok = id && !strcmp(id, h);
+    }
+    json_decref(root);
+    json_decref(want);
+    unsigned bad = 0, counted = 0;
+    return ok && pcbm_verify(r->od.partial, count_mismatch, &counted, &bad, NULL) == PCBM_OK &&
+           counted == 0;
 }
 
 /* The journal: a new one, or the earlier run's, checked, with its saved statistics. */
@@ -581,14 +608,18 @@ static pcbm_status setup_journal(merge_run *r, pcbm_error *err)
     pcbm_status st = PCBM_OK;
     if (r->resumed && access(path, F_OK) != 0) {
         /* no journal: the earlier run was publishing (manifest written), or had kept nothing */
-        unsigned bad = 0;
-        char mpath[4096];
-        snprintf(mpath, sizeof mpath, "%s/%s", r->od.partial, PCBM_MANIFEST_NAME);
-        if (access(mpath, F_OK) == 0 && pcbm_verify(r->od.partial, ignore_mismatch, NULL, &bad,
-                                                    NULL) == PCBM_OK && bad == 0) {
+        if (publishable(r, params)) {
             free(params);
             r->publish_only = true;
             return PCBM_OK;
+        }
+        char marker[4096];
+        snprintf(marker, sizeof marker, "%s/%s", r->od.partial, PCBM_PARTIAL_MARKER);
+        if (access(marker, F_OK) != 0) { /* a finished merge of other inputs or parameters */
+            free(params);
+            return pcbm_fail(err, PCBM_ERR_STATS, "cannot resume %s: it holds a finished merge "
+                             "of other inputs or parameters (its manifest does not match this "
+                             "merge); run with --force to discard it", r->od.partial);
         }
         pcbm_warn("%s holds nothing that can be kept: starting over", r->od.partial);
         r->resumed = false;
@@ -670,7 +701,7 @@ void pcbm_run_teardown(merge_run *r, pcbm_status st)
                                     st == PCBM_ERR_NOSPACE);
     if (r->od_ok && st != PCBM_OK && !keep && !r->resumed)
         pcbm_outdir_discard(&r->od);
-    if (r->od.final || r->od.partial) /* never begun: nothing to close (lock_fd is 0) */
+    if (r->od.final || r->od.partial) /* never begun: nothing to close (dirfd is 0) */
         pcbm_outdir_free(&r->od);
     if (r->plan_ok)
         pcbm_plan_free(&r->plan);
@@ -707,7 +738,14 @@ pcbm_status pcbm_run_write_manifest(merge_run *r, const XXH128_hash_t *hashes, p
         json_array_append_new(files, json_pack("{s:s,s:I,s:s}", "name", op->files[f].name, "size",
                                                (json_int_t)op->files[f].size, "xxh3_128", h));
     }
-    pcbm_status st = pcbm_manifest_add_small_files(r->od.partial, files, err);
+    const char *names[48];
+    size_t nn = 0;
+    names[nn++] = PCBM_INDEX_NAME;
+    names[nn++] = "merge_report.json";
+    names[nn++] = PCBM_STATS_NAME;
+    for (size_t i = 0; pcbm_side_file_name(i) && nn < sizeof names / sizeof *names; i++)
+        names[nn++] = pcbm_side_file_name(i);
+    pcbm_status st = pcbm_manifest_add_small_files(r->od.partial, names, nn, files, err);
     for (unsigned m = 0; m <= r->o->ntasks; m++) {
         snprintf(h, sizeof h, "%016llx", (unsigned long long)r->ids[m]);
         json_array_append_new(inputs, json_pack("{s:s,s:s}", "path",

@@ -18,7 +18,7 @@
 /* xxh3-128 of a whole file as 32 hex digits; its size in *size. */
 static pcbm_status hash_file(const char *path, char hex[33], uint64_t *size, pcbm_error *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
@@ -71,39 +71,52 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-pcbm_status pcbm_manifest_add_small_files(const char *dir, json_t *files, pcbm_error *err)
+pcbm_status pcbm_manifest_add_small_files(const char *dir, const char *const *names, size_t n,
+                                          json_t *files, pcbm_error *err)
+{
+    const char **sorted = pcbm_malloc((n ? n : 1) * sizeof *sorted);
+    if (!sorted)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    memcpy(sorted, names, n * sizeof *sorted);
+    if (n)
+        qsort(sorted, n, sizeof *sorted, cmp_str);
+    pcbm_status st = PCBM_OK;
+    for (size_t i = 0; i < n && st == PCBM_OK; i++) {
+        if ((i && !strcmp(sorted[i], sorted[i - 1])) || listed(files, sorted[i]))
+            continue;
+        char path[4096], hex[33];
+        uint64_t size = 0;
+        snprintf(path, sizeof path, "%s/%s", dir, sorted[i]);
+        struct stat sb;
+        if (lstat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
+            continue;
+        if ((st = hash_file(path, hex, &size, err)) == PCBM_OK)
+            json_array_append_new(files, json_pack("{s:s,s:I,s:s}", "name", sorted[i], "size",
+                                                   (json_int_t)size, "xxh3_128", hex));
+    }
+    free(sorted);
+    return st;
+}
+
+/* Entries of dir the manifest does not list (the manifest itself and the directory's own
+ * entries aside): each is reported as unexpected. */
+static unsigned report_unlisted(const char *dir, const json_t *files, pcbm_verify_fn report,
+                                void *arg)
 {
     DIR *d = opendir(dir);
     if (!d)
-        return pcbm_fail(err, PCBM_ERR_IO, "cannot list %s: %s", dir, strerror(errno));
-    char **names = NULL;
-    size_t n = 0, cap = 0;
+        return 0;
+    unsigned n = 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.' || strcmp(de->d_name, PCBM_MANIFEST_NAME) == 0 ||
-            listed(files, de->d_name))
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+            !strcmp(de->d_name, PCBM_MANIFEST_NAME) || listed(files, de->d_name))
             continue;
-        if (!pcbm_grow((void **)&names, &cap, n, sizeof *names))
-            break;
-        names[n++] = pcbm_strdup(de->d_name);
+        report(arg, de->d_name, "(not in the manifest)", "present");
+        n++;
     }
     closedir(d);
-    if (n)
-        qsort(names, n, sizeof *names, cmp_str);
-    pcbm_status st = PCBM_OK;
-    for (size_t i = 0; i < n; i++) {
-        char path[4096], hex[33];
-        uint64_t size = 0;
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        struct stat sb;
-        if (st == PCBM_OK && stat(path, &sb) == 0 && S_ISREG(sb.st_mode) &&
-            (st = hash_file(path, hex, &size, err)) == PCBM_OK)
-            json_array_append_new(files, json_pack("{s:s,s:I,s:s}", "name", names[i], "size",
-                                                   (json_int_t)size, "xxh3_128", hex));
-        free(names[i]);
-    }
-    free(names);
-    return st;
+    return n;
 }
 
 pcbm_status pcbm_verify(const char *dir, pcbm_verify_fn report, void *arg, unsigned *bad,
@@ -119,9 +132,10 @@ pcbm_status pcbm_verify(const char *dir, pcbm_verify_fn report, void *arg, unsig
                          "cannot read the manifest %s: %s (is %s a directory written by "
                          "pcbmerge merge?)", path, je.text, dir);
     json_t *files = json_object_get(root, "files");
-    if (!json_is_array(files)) {
+    if (!json_is_array(files) || json_array_size(files) == 0) {
         json_decref(root);
-        return pcbm_fail(err, PCBM_ERR_FORMAT, "the manifest %s lists no files", path);
+        return pcbm_fail(err, PCBM_ERR_FORMAT, "the manifest %s lists no files: it cannot vouch "
+                         "for anything in %s", path, dir);
     }
     size_t i;
     json_t *v;
@@ -137,7 +151,14 @@ pcbm_status pcbm_verify(const char *dir, pcbm_verify_fn report, void *arg, unsig
         uint64_t size = 0;
         snprintf(fp, sizeof fp, "%s/%s", dir, name);
         pcbm_error e2;
-        if (access(fp, F_OK) != 0) {
+        struct stat sb;
+        if (lstat(fp, &sb) != 0) {
+            report(arg, name, want, "(missing)");
+            (*bad)++;
+        } else if (!S_ISREG(sb.st_mode)) {
+            report(arg, name, want, "(not a plain file)");
+            (*bad)++;
+        } else if (access(fp, F_OK) != 0) {
             report(arg, name, want, "(missing)");
             (*bad)++;
         } else if (hash_file(fp, hex, &size, &e2) != PCBM_OK) {
@@ -148,6 +169,8 @@ pcbm_status pcbm_verify(const char *dir, pcbm_verify_fn report, void *arg, unsig
             (*bad)++;
         }
     }
+    if (st == PCBM_OK)
+        *bad += report_unlisted(dir, files, report, arg);
     json_decref(root);
     return st;
 }

@@ -11,8 +11,10 @@
 
 #define PCBM_MANIFEST_NAME "pcbmerge.manifest.json"
 
-/* Hash the regular files of dir not yet in `files` (and not the manifest), in name order, and
- * append {name, size, xxh3_128} entries. */
-pcbm_status pcbm_manifest_add_small_files(const char *dir, json_t *files, pcbm_error *err);
+/* Hash the files names[0..n) of dir that exist (plain files; names already in `files` skipped),
+ * in name order, and append {name, size, xxh3_128} entries: the manifest lists only what the
+ * merge wrote, never a file someone else put beside it. */
+pcbm_status pcbm_manifest_add_small_files(const char *dir, const char *const *names, size_t n,
+                                          json_t *files, pcbm_error *err);
 
 #endif /* PCBM_MANIFEST_H */

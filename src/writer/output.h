@@ -8,28 +8,41 @@
 
 #include "../common/common.h"
 
+#define PCBM_PARTIAL_MARKER ".pcbmerge-partial" /* says: this partial directory is pcbmerge's */
+
 typedef struct pcbm_outdir {
     char *final;    /* OUT as given */
     char *partial;  /* OUT.partial: where the files are written */
-    int lock_fd;    /* the partial directory, flock'ed for the whole run */
+    int dirfd;      /* OUT.partial, opened without following links and flock'ed for the whole
+                       run; -1 when only attached */
 } pcbm_outdir;
 
-/* Refuse an existing OUT. A partial directory of an earlier run is kept when resume (*existed
- * tells), removed with force, refused otherwise; a new one is created when needed. */
+/* Refuse an existing OUT (a symbolic link included). OUT.partial is pcbmerge's only if it is a
+ * real directory (never a link) holding the marker this function writes when it creates one, or
+ * (killed while publishing) a pcbmerge manifest; anything else is refused, naming it, whatever
+ * force and resume say. Ours: kept when resume (*existed tells), emptied with force, refused
+ * otherwise. Before a resume, whatever is not a plain file or directory of ours (links, FIFOs,
+ * devices, files with other hard links) is removed from it. */
 pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, int resume,
                               bool *existed, pcbm_error *err);
 /* Name OUT and OUT.partial without creating or locking anything. */
 pcbm_status pcbm_outdir_attach(pcbm_outdir *od, const char *out, pcbm_error *err);
-/* Remove a directory tree (0 or -errno; a missing tree is not an error). */
+/* Remove a directory tree without following any symbolic link in it (a link is removed, never
+ * its target). 0 or -errno; a missing tree is not an error. */
 int pcbm_remove_tree(const char *path);
-/* Empty the partial directory (an earlier run left nothing that can be kept). */
+/* Empty the partial directory (an earlier run left nothing that can be kept); the marker stays. */
 pcbm_status pcbm_outdir_reset(pcbm_outdir *od, pcbm_error *err);
 /* Check that the filesystem of OUT has `need` bytes free. */
 pcbm_status pcbm_outdir_check_space(const pcbm_outdir *od, uint64_t need, pcbm_error *err);
-/* Write (create, write, fsync) one small file inside the partial directory. */
+/* Write (create anew, write, fsync) one small file inside the partial directory; an entry of that
+ * name is replaced, never written through. */
 pcbm_status pcbm_outdir_write(const pcbm_outdir *od, const char *name, const void *buf, size_t len,
                               pcbm_error *err);
-/* fsync the partial directory, rename it to OUT, fsync the parent. */
+/* Open file `name` of the partial directory for writing without following a link: a fresh file
+ * (an earlier entry of that name removed) unless keep, then an existing plain file with no other
+ * hard link is opened as it is. Returns the fd or -errno. */
+int pcbm_outdir_open(const pcbm_outdir *od, const char *name, bool keep);
+/* Remove the marker, fsync the partial directory, rename it to OUT, fsync the parent. */
 pcbm_status pcbm_outdir_publish(pcbm_outdir *od, pcbm_error *err);
 /* Remove the partial directory (after a failure that cannot be resumed). */
 void pcbm_outdir_discard(pcbm_outdir *od);
