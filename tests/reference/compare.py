@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""compare.py — compare a merged model with the reference merge (docs/pcb-spec.md, "What a faithful
-streaming implementation must match").
+"""compare.py — compare a merged model with the reference merge (docs/semantics.md, "Judging a
+merge against the reference").
 
   compare.py OUR_DIR REF_DIR [--our-report OUR_DIR/merge_report.json]
              [--ref-report REF_DIR/ref_report.json] [--max-mismatch 1e-4]

@@ -1,12 +1,12 @@
 #!/usr/bin/python3
-"""pcb_ref.py — an independent, in-memory NumPy implementation of docs/pcb-spec.md.
+"""pcb_ref.py — an independent, in-memory NumPy implementation of docs/semantics.md.
 
 It is the yardstick the streaming C implementation is compared with (tests/reference/compare.py).
-Everything is float32 as the spec says: inputs are decoded to float32 exactly, every operation
-yields a float32, order statistics come from np.partition on float32 arrays. exp/tanh are the
-correctly rounded float32 functions (float64 rounded once; --math f32 selects NumPy's float32
-functions instead, whose last bits depend on the CPU). Only numpy and
-the standard library are used (run it with /usr/bin/python3).
+Everything is float32 as docs/semantics.md says: inputs are decoded to float32 exactly, every
+operation yields a float32, order statistics come from np.partition on float32 arrays. exp/tanh
+are the correctly rounded float32 functions (float64 rounded once; --math f32 selects NumPy's
+float32 functions instead, whose last bits depend on the CPU). Only numpy and the standard
+library are used (run it with /usr/bin/python3).
 
   pcb_ref.py merge --base DIR --out DIR --method pcb|ties|task_arithmetic|linear|dare_linear|dare_ties
                    [--density R] [--lambda L] [--lambdas L1,L2,...] [--weights W1,W2,...]
@@ -20,12 +20,12 @@ kept (PCB: elements with w_i > 0; TIES: elements kept by the top-k trim, |τ| >=
 DARE: elements the random mask keeps; task arithmetic / linear: d; tensor scope: kept summed over
 tensors, per-tensor statistics under "tensors").
 
-Choices where the spec is silent (they match src/merge/*.c as of this writing):
+Choices the paper leaves open (docs/semantics.md records them; they match src/merge/*.c):
 - DARE rescales survivors as τ / float32(density); dare_ties = DARE's drop in place of the top-k
   trim, then TIES's election and disjoint mean; the mask is src/kernels/rng.c's generator
   (task numbers 0-based, element index within the tensor), re-implemented here.
-- Per-task λ: PCB as the spec says; task arithmetic Σ λ_i·τ_i; TIES Σ λ_i·selected_i / count
-  (the spec defines TIES with one λ only).
+- Per-task λ: PCB as docs/semantics.md says; task arithmetic Σ λ_i·τ_i; TIES
+  Σ λ_i·selected_i / count (pcbmerge defines TIES with one λ only).
 - Float order: sums over tasks run i = 1..N, one float32 rounding per operation.
 - --dtype applies to every float tensor of the output, copied (excluded) ones included.
 """
@@ -210,7 +210,8 @@ def seq_sum(rows):
 
 
 # ------------------------------------------------------------------------------------------------
-# PCB (spec steps 1-6) on one group of elements: T has shape (N, d), float32 task vectors.
+# PCB (docs/semantics.md, PCB steps 1-6) on one group of elements: T has shape (N, d), float32
+# task vectors.
 # ------------------------------------------------------------------------------------------------
 def pcb_group(T, density, clamp_ratio, lambdas):
     n, d = T.shape
