@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,9 +104,22 @@ pcbm_status pcbm_zblob_write(const char *path, const void *const *parts, const s
 static pcbm_status read_file(const char *path, const char *what, void **buf, size_t *len,
                              pcbm_error *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    /* O_NONBLOCK: a FIFO (or a device) named here must not block the open forever */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
         return pcbm_fail(err, PCBM_ERR_IO, "cannot open the %s %s: %s", what, path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return pcbm_fail(err, PCBM_ERR_IO, "the %s %s is not a regular file: give the file "
+                         "pcbmerge wrote", what, path);
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot open the %s %s: %s", what, path, strerror(e));
+    }
     size_t cap = 1 << 16, n = 0;
     char *b = pcbm_malloc(cap);
     while (b) {

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <xxhash.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,44 +64,75 @@ bool pcbm_method_has_stats(pcbm_method m)
     return m == PCBM_METHOD_PCB || m == PCBM_METHOD_TIES || m == PCBM_METHOD_DARE_TIES;
 }
 
+/* A coefficient the float32 kernels can use: finite, and finite once rounded to float32. */
+static bool usable_coef(double v)
+{
+    return isfinite(v) && fabs(v) <= FLT_MAX;
+}
+
+static pcbm_status check_coefs(const char *name, const double *v, unsigned n, pcbm_error *err)
+{
+    for (unsigned i = 0; v && i < n; i++)
+        if (!usable_coef(v[i]))
+            return pcbm_fail(err, PCBM_ERR_USAGE, "`%s` value %u is %g: every coefficient must "
+                             "be a finite number of at most %g in magnitude (a float32)", name,
+                             i + 1, v[i], (double)FLT_MAX);
+    return PCBM_OK;
+}
+
+static pcbm_status check_coefficients(const pcbm_merge_opts *o, pcbm_error *err)
+{
+    if (!usable_coef(o->lambda))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`lambda` is %g: it must be a finite number of at "
+                         "most %g in magnitude (a float32)", o->lambda, (double)FLT_MAX);
+    pcbm_status st = check_coefs("lambdas", o->lambdas, o->ntasks, err);
+    if (st == PCBM_OK)
+        st = check_coefs("weights", o->weights, o->ntasks, err);
+    if (st != PCBM_OK || !o->weights)
+        return st;
+    double s = 0;
+    for (unsigned i = 0; i < o->ntasks; i++)
+        s += o->weights[i];
+    if (!(s != 0.0) || !usable_coef(s))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`weights` must have a non-zero sum that is a "
+                         "finite float32 (got %g)", s);
+    return PCBM_OK;
+}
+
 pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err)
 {
     if (!o->base || !o->out)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "--base and --out are required");
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`base` and `out` are required");
+    if (!o->out[0])
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`out` is empty: name the output directory to create");
     if (o->ntasks < 1 || o->ntasks > PCBM_MAX_TASKS)
         return pcbm_fail(err, PCBM_ERR_USAGE, "give 1 to %d task models (got %u)", PCBM_MAX_TASKS,
                          o->ntasks);
     if ((unsigned)o->method >= PCBM_METHOD_COUNT)
         return pcbm_fail(err, PCBM_ERR_USAGE, "unknown method");
     if (!(o->density > 0.0 && o->density <= 1.0))
-        return pcbm_fail(err, PCBM_ERR_USAGE, "--density must be in (0, 1], got %g", o->density);
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`density` must be in (0, 1], got %g", o->density);
     if (!(o->clamp_ratio >= 0.0 && o->clamp_ratio < 0.5))
-        return pcbm_fail(err, PCBM_ERR_USAGE, "--clamp-ratio must be in [0, 0.5), got %g",
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`clamp_ratio` must be in [0, 0.5), got %g",
                          o->clamp_ratio);
-    if (!isfinite(o->lambda))
-        return pcbm_fail(err, PCBM_ERR_USAGE, "--lambda must be a finite number");
+    pcbm_status st = check_coefficients(o, err);
+    if (st != PCBM_OK)
+        return st;
     if (o->lambdas && (o->method == PCBM_METHOD_TIES || o->method == PCBM_METHOD_DARE_TIES ||
                        o->method == PCBM_METHOD_LINEAR))
         return pcbm_fail(err, PCBM_ERR_USAGE,
-                         "--lambdas applies to pcb, task_arithmetic and dare_linear; %s takes one "
-                         "--lambda (linear takes --weights)", pcbm_method_name(o->method));
+                         "`lambdas` applies to pcb, task_arithmetic and dare_linear; %s takes one "
+                         "`lambda` (linear takes `weights`)", pcbm_method_name(o->method));
     if (o->weights && o->method != PCBM_METHOD_LINEAR)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "--weights applies to the linear method only");
-    if (o->weights) {
-        double s = 0;
-        for (unsigned i = 0; i < o->ntasks; i++)
-            s += o->weights[i];
-        if (!(s != 0.0) || !isfinite(s))
-            return pcbm_fail(err, PCBM_ERR_USAGE, "--weights must have a finite, non-zero sum");
-    }
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`weights` applies to the linear method only");
     if (o->out_dtype != PCBM_DTYPE_BASE && !pcbm_dtype_is_mergeable(o->out_dtype))
-        return pcbm_fail(err, PCBM_ERR_USAGE, "--dtype must be bf16, f16, f32 or base");
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`out_dtype` must be bf16, f16, f32 or base");
     if (o->shard_bytes == 0)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "--shard-size must be positive");
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`shard_bytes` must be positive");
     if (o->exact && o->streaming)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "--exact and --streaming exclude each other");
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`exact` and `streaming` exclude each other");
     if (o->stats_in && !pcbm_method_has_stats(o->method))
-        return pcbm_fail(err, PCBM_ERR_USAGE, "--stats applies to pcb, ties and dare_ties; %s "
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`stats_in` applies to pcb, ties and dare_ties; %s "
                          "computes no statistics", pcbm_method_name(o->method));
     return PCBM_OK;
 }
@@ -566,6 +598,8 @@ static pcbm_status on_stats(void *arg, pcbm_error *err)
     return st;
 }
 
+static void add_hint(pcbm_error *err, const char *hint);
+
 /* Counts the files that do not match the manifest, the partial directory's marker aside. */
 static void count_mismatch(void *arg, const char *file, const char *expected, const char *found)
 {
@@ -639,6 +673,9 @@ static pcbm_status setup_journal(merge_run *r, pcbm_error *err)
             st = pcbm_statfile_read(path, &r->stats_saved, err);
             if (st == PCBM_OK)
                 r->mc.stats_in = &r->stats_saved;
+            else
+                add_hint(err, " (the partial output's own statistics: discard it and start "
+                         "over with `force`)");
         }
         return st;
     }

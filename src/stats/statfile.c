@@ -74,8 +74,8 @@ pcbm_status pcbm_statfile_write(const char *path, const pcbm_statset *s, unsigne
 
 static pcbm_status bad(const char *path, const char *what, pcbm_error *err)
 {
-    return pcbm_fail(err, PCBM_ERR_STATS, "statistics file %s is malformed (%s): recompute the "
-                     "statistics by running without --stats", path, what);
+    return pcbm_fail(err, PCBM_ERR_STATS, "statistics file %s is malformed (%s): it cannot be "
+                     "used; the statistics must be computed again", path, what);
 }
 
 static pcbm_status parse(const char *path, json_t *root, pcbm_statset *s, pcbm_error *err)

@@ -1,0 +1,157 @@
+#!/bin/bash
+# adversarial.sh — the output directory under hostile and careless conditions: nothing outside OUT
+# is touched, nothing is published that the inputs do not give, and bad coefficients or paths are
+# refused before any work.
+#   * a symbolic link planted at OUT.partial (with --resume, with --force): refused, the linked
+#     directory's files unchanged;
+#   * an OUT.partial that pcbmerge did not make (no marker): kept intact by --resume and --force;
+#   * links planted inside a partial before a resume: removed, never written through; the result
+#     is the uninterrupted merge's bytes;
+#   * a partial killed while publishing (manifest, no journal) resumed with other parameters: not
+#     published as this merge;
+#   * files planted in a partial before a resume are not listed in the manifest; verify fails on
+#     files the manifest does not list and on an empty manifest;
+#   * non-finite or float32-overflowing coefficients, an empty --out, --stats naming a FIFO:
+#     refused at once.
+. "$(dirname "$0")/lib.sh"
+need_bin
+need_gen
+
+F=$TMP/fam
+gen "$F" --tasks 2 --dtype bf16 --preset small --seed 73
+T="$F/task1 $F/task2"
+export PCBM_SEGMENT_BYTES=256K
+OPTS="--threads 1 --quiet"
+merge() { "$PCBM_BIN" merge $OPTS --base "$F/base" "$@"; }
+check() { # NAME COMMAND...: a case that passes when the command succeeds
+    local name=$1
+    shift
+    CASES=$((CASES + 1))
+    if "$@"; then echo "ok   $name"; else echo "FAIL $name"; FAILED+=("$name"); fi
+}
+tree_sum() { (cd "$1" && find . -printf '%p %y %s\n' | LC_ALL=C sort && find . -type f -exec sha256sum {} + | LC_ALL=C sort); }
+
+merge --method pcb --out "$TMP/ref" $T || fail "reference merge failed"
+merge --method linear --out "$TMP/ref-linear" $T || fail "reference linear merge failed"
+
+# A victim directory with files of its own, and a link to it planted as OUT.partial.
+mkvictim() {
+    rm -rf "$TMP/victim"
+    mkdir -p "$TMP/victim/sub"
+    echo "precious" >"$TMP/victim/data.txt"
+    echo "keep me" >"$TMP/victim/sub/more.txt"
+}
+planted_partial_link() {
+    local flag=$1 out=$TMP/lnk$1
+    mkvictim
+    local before
+    before=$(tree_sum "$TMP/victim")
+    ln -s "$TMP/victim" "$out.partial"
+    local log
+    log=$(merge --method pcb $flag --out "$out" $T 2>&1) && { echo "    merge succeeded"; return 1; }
+    grep -q "symbolic link" <<<"$log" || { echo "    message: $log"; return 1; }
+    [ "$(tree_sum "$TMP/victim")" = "$before" ] || { echo "    the victim changed"; return 1; }
+    [ ! -e "$out" ] && [ -L "$out.partial" ] || { echo "    OUT appeared or the link moved"; return 1; }
+}
+check "a link planted at OUT.partial is refused with --resume" planted_partial_link --resume
+check "a link planted at OUT.partial is refused with --force" planted_partial_link --force
+
+foreign_partial() {
+    local flag=$1 out=$TMP/foreign$1
+    mkdir -p "$out.partial"
+    echo "my notes" >"$out.partial/notes.txt"
+    cp -r "$F/task1" "$out.partial/task1"
+    local before log
+    before=$(tree_sum "$out.partial")
+    log=$(merge --method pcb $flag --out "$out" $T 2>&1) && { echo "    merge succeeded"; return 1; }
+    grep -q "not a partial output of pcbmerge" <<<"$log" || { echo "    message: $log"; return 1; }
+    [ "$(tree_sum "$out.partial")" = "$before" ] || { echo "    the directory changed"; return 1; }
+}
+check "a foreign OUT.partial is kept intact by --resume" foreign_partial --resume
+check "a foreign OUT.partial is kept intact by --force" foreign_partial --force
+
+# A run killed mid-apply, then links planted inside its partial before the resume.
+links_inside() {
+    local out=$TMP/inside
+    PCBM_TEST_KILL=apply:6 merge --method pcb --out "$out" $T 2>/dev/null
+    [ $? -eq 137 ] || { echo "    not killed"; return 1; }
+    local shard
+    shard=$(cd "$out.partial" && ls -- *.safetensors | head -n 1)
+    [ -n "$shard" ] || { echo "    no output file in the partial"; return 1; }
+    echo "victim bytes" >"$TMP/victim-file"
+    cp "$TMP/victim-file" "$TMP/victim-copy"
+    rm -f "$out.partial/$shard"
+    ln -s "$TMP/victim-file" "$out.partial/$shard"
+    ln -s "$TMP/victim-file" "$out.partial/config.json"
+    echo "planted" >"$out.partial/planted.txt"
+    merge --method pcb --resume --out "$out" $T || { echo "    resume failed"; return 1; }
+    cmp -s "$TMP/victim-file" "$TMP/victim-copy" || { echo "    the link's target was written"; return 1; }
+    [ ! -L "$out/$shard" ] || { echo "    OUT kept the link"; return 1; }
+    same_outputs "$TMP/ref" "$out" planted.txt || return 1
+    grep -q planted.txt "$out/pcbmerge.manifest.json" && { echo "    planted file in the manifest"; return 1; }
+    # the planted file is in OUT but not in the manifest: verify must say so
+    "$PCBM_BIN" verify "$out" >/dev/null 2>&1 && { echo "    verify passed with planted.txt"; return 1; }
+    rm "$out/planted.txt"
+    "$PCBM_BIN" verify "$out" >/dev/null 2>&1 || { echo "    verify failed"; return 1; }
+}
+check "links inside a partial are removed, never written through; planted files not listed" links_inside
+
+# Killed while publishing: manifest written, journal gone. Another merge must not publish it.
+publish_window() {
+    local out=$TMP/pubwin
+    PCBM_TEST_KILL=finalize merge --method pcb --out "$out" $T 2>/dev/null
+    [ $? -eq 137 ] || { echo "    not killed at finalize"; return 1; }
+    [ -f "$out.partial/pcbmerge.manifest.json" ] || { echo "    no manifest in the partial"; return 1; }
+    merge --method linear --resume --out "$out" $T 2>/dev/null
+    if [ -e "$out" ]; then # re-merged as linear: must be the linear merge's bytes
+        same_outputs "$TMP/ref-linear" "$out" || { echo "    published, but not the linear merge"; return 1; }
+    fi
+    rm -rf "$out" "$out.partial"
+    PCBM_TEST_KILL=finalize merge --method pcb --out "$out" $T 2>/dev/null
+    merge --method pcb --resume --out "$out" $T || { echo "    same merge not published"; return 1; }
+    same_outputs "$TMP/ref" "$out"
+}
+check "a partial killed while publishing is published only for the same merge" publish_window
+
+verify_strays() {
+    local out=$TMP/strays
+    merge --method pcb --shard-size 2MB --out "$out" $T || return 1
+    "$PCBM_BIN" verify "$out" >/dev/null 2>&1 || { echo "    verify failed on a clean output"; return 1; }
+    cp "$(ls "$out"/model-*.safetensors | head -n 1)" "$out/model.safetensors"
+    local log
+    log=$("$PCBM_BIN" verify "$out" 2>&1) && { echo "    verify passed with a stray file"; return 1; }
+    grep -q "model.safetensors" <<<"$log" || { echo "    message: $log"; return 1; }
+    rm "$out/model.safetensors"
+    "$PY" - "$out/pcbmerge.manifest.json" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1])); m["files"] = []
+json.dump(m, open(sys.argv[1], "w"))
+EOF
+    "$PCBM_BIN" verify "$out" >/dev/null 2>&1 && { echo "    verify passed an empty manifest"; return 1; }
+    return 0
+}
+need_numpy
+check "verify fails on unlisted files and on an empty manifest" verify_strays
+
+O=$TMP/never
+expect_fail "--lambdas 1,nan refused" "lambdas value 2 is nan" merge --lambdas 1,nan --out "$O" $T
+expect_fail "--lambdas 1,inf refused" "lambdas value 2 is inf" merge --lambdas 1,inf --out "$O" $T
+expect_fail "--lambda 1e39 (Inf in float32) refused" "--lambda is 1e\+39" merge --lambda 1e39 --out "$O" $T
+expect_fail "linear --weights 3e38,3e38 (sum overflows) refused" "--weights must have a non-zero sum" \
+    merge --method linear --weights 3e38,3e38 --out "$O" $T
+expect_fail "--out '' refused" "output directory|--out" merge --out "" $T
+CASES=$((CASES + 1))
+if [ -e "$O" ] || [ -e "$O.partial" ] || [ -e "$PWD/.partial" ]; then
+    echo "FAIL refusals left files behind"; FAILED+=("refusals left files behind")
+else echo "ok   refusals leave nothing behind"; fi
+
+fifo_stats() {
+    mkfifo "$TMP/fifo"
+    local log rc
+    log=$(timeout 20 "$PCBM_BIN" merge $OPTS --base "$F/base" --stats "$TMP/fifo" --out "$TMP/ff" $T 2>&1)
+    rc=$?
+    [ $rc -ne 124 ] || { echo "    blocked on the FIFO"; return 1; }
+    [ $rc -ne 0 ] && grep -q "not a regular file" <<<"$log" || { echo "    rc $rc: $log"; return 1; }
+}
+check "--stats naming a FIFO is refused at once" fifo_stats
+finish
