@@ -139,9 +139,10 @@ expect_fail "--lambdas 1,inf refused" "lambdas value 2 is inf" merge --lambdas 1
 expect_fail "--lambda 1e39 (Inf in float32) refused" "--lambda is 1e\+39" merge --lambda 1e39 --out "$O" $T
 expect_fail "linear --weights 3e38,3e38 (sum overflows) refused" "--weights must have a non-zero sum" \
     merge --method linear --weights 3e38,3e38 --out "$O" $T
+cd "$TMP" || fail "cannot cd to $TMP"
 expect_fail "--out '' refused" "output directory|--out" merge --out "" $T
 CASES=$((CASES + 1))
-if [ -e "$O" ] || [ -e "$O.partial" ] || [ -e "$PWD/.partial" ]; then
+if [ -e "$O" ] || [ -e "$O.partial" ] || [ -e "$TMP/.partial" ]; then
     echo "FAIL refusals left files behind"; FAILED+=("refusals left files behind")
 else echo "ok   refusals leave nothing behind"; fi
 
