@@ -35,6 +35,15 @@ void pcbm_cli_flagify(const char *in, char *out, size_t len)
             if (strlen(flags[k].field) == (size_t)(end - in - 1) &&
                 !strncmp(in + 1, flags[k].field, (size_t)(end - in - 1)))
                 flag = flags[k].flag;
+        unsigned char c = (unsigned char)*in;
+        if (!flag && (c < 0x20 || c == 0x7f) && c != '\n') {
+            /* a control byte (from a tensor name, say) is shown, never sent to the terminal */
+            if (o + 5 >= len)
+                break;
+            o += (size_t)snprintf(out + o, len - o, "\\x%02x", c);
+            in++;
+            continue;
+        }
         if (!flag) {
             out[o++] = *in++;
             continue;

@@ -12,7 +12,8 @@
 #include "pcbmerge.h"
 
 /* Library messages name options by their field in pcbm_merge_opts, in backquotes (`resume`);
- * the CLI shows its flags instead (--resume). Copies in to out (always terminated). */
+ * the CLI shows its flags instead (--resume). Control bytes other than newlines (an escape
+ * sequence in a tensor name) are shown as \xNN. Copies in to out (always terminated). */
 void pcbm_cli_flagify(const char *in, char *out, size_t len);
 
 /* Install the printers into o according to o->quiet and o->progress. */

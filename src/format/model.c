@@ -85,10 +85,13 @@ static pcbm_status open_single(pcbm_model *m, const char *name, pcbm_error *err)
 
 /* ---- index ---------------------------------------------------------------------------------- */
 
+/* Whether the index's shard is there at all; what kind of file it is, reading it says (a FIFO,
+ * a directory or a device is "not a regular file", not "missing"). */
 static bool shard_exists(const char *name, void *ctx)
 {
     char *p = path_join(ctx, name);
-    bool ok = p && is_regular(p);
+    struct stat sb;
+    bool ok = p && stat(p, &sb) == 0;
     free(p);
     return ok;
 }
@@ -252,6 +255,12 @@ static pcbm_status open_dir(pcbm_model *m, pcbm_error *err)
     pcbm_status st;
     if (!single || !index)
         st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    else if (is_regular(single) && is_regular(index))
+        st = pcbm_fail(err, PCBM_ERR_FORMAT,
+                       "%s holds both " PCBM_SINGLE_NAME " and " PCBM_INDEX_NAME ": which one is "
+                       "the model is ambiguous (loaders take " PCBM_SINGLE_NAME "); remove the "
+                       "stale one, or point to the file you mean (%s/" PCBM_SINGLE_NAME " or "
+                       "%s/" PCBM_INDEX_NAME ")", m->path, m->path, m->path);
     else if (is_regular(single))
         st = open_single(m, PCBM_SINGLE_NAME, err);
     else if (is_regular(index))

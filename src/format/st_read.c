@@ -51,9 +51,14 @@ static pcbm_status open_regular(const char *path, int *fd, uint64_t *size, pcbm_
     struct stat sb;
     if (fstat(*fd, &sb) != 0)
         return pcbm_fail(err, PCBM_ERR_IO, "cannot stat %s: %s", path, strerror(errno));
-    if (!S_ISREG(sb.st_mode))
-        return pcbm_fail(err, PCBM_ERR_FORMAT, "%s is not a regular file; point to a "
-                         ".safetensors file or a model directory", path);
+    if (!S_ISREG(sb.st_mode)) {
+        const char *kind = S_ISDIR(sb.st_mode) ? "a directory" : S_ISFIFO(sb.st_mode) ? "a FIFO"
+                           : S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "a device"
+                           : S_ISSOCK(sb.st_mode) ? "a socket" : "not a file";
+        return pcbm_fail(err, PCBM_ERR_FORMAT, "%s is %s, not a regular file: a safetensors "
+                         "file (or shard) must be a plain file; replace it with the real file",
+                         path, kind);
+    }
     *size = (uint64_t)sb.st_size;
     return PCBM_OK;
 }

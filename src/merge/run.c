@@ -500,6 +500,26 @@ char *pcbm_run_output_params(const pcbm_merge_opts *o)
 
 
 /* Open, cross-check and identify every input; nothing is written yet. */
+/* A task that looks identical to the base (its task vector is zero) or to another task (it
+ * counts twice) is almost always a wrong path: say so, naming both. */
+static void warn_duplicates(const pcbm_merge_opts *o, const uint64_t *ids)
+{
+    for (unsigned i = 1; i <= o->ntasks; i++) {
+        if (ids[i] == ids[0]) {
+            pcbm_warn("task model %u (%s) looks identical to the base (same headers, sizes and "
+                      "sampled data): its task vector is zero; check the path", i, o->tasks[i - 1]);
+            continue;
+        }
+        for (unsigned j = 1; j < i; j++)
+            if (ids[i] == ids[j]) {
+                pcbm_warn("task models %u (%s) and %u (%s) look identical (same headers, sizes "
+                          "and sampled data): that task counts twice; check the paths", j,
+                          o->tasks[j - 1], i, o->tasks[i - 1]);
+                break;
+            }
+    }
+}
+
 pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err)
 {
     const pcbm_merge_opts *o = r->o;
@@ -517,6 +537,7 @@ pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err)
     r->plan_ok = true;
     if ((st = fingerprints(o, r->models, r->ids, err)) != PCBM_OK)
         return st;
+    warn_duplicates(o, r->ids);
     if (pcbm_method_has_stats(o->method) &&
         (st = prepare_stats(o, r->ids, &r->stats_now, &r->stats_in, err)) != PCBM_OK)
         return st;

@@ -155,4 +155,80 @@ fifo_stats() {
     [ $rc -ne 0 ] && grep -q "not a regular file" <<<"$log" || { echo "    rc $rc: $log"; return 1; }
 }
 check "--stats naming a FIFO is refused at once" fifo_stats
+
+# A shard that is a FIFO, a directory or a device: named as such, never "missing", never a hang.
+odd_shard() {
+    local kind=$1 m=$TMP/odd-$1
+    "$PCBM_TOOLS/pcbm-gen" --quiet --out "$m" --tasks 1 --preset tiny --seed 5 --shard-size 100K ||
+        return 1
+    local shard
+    shard=$(cd "$m/task1" && ls model-*.safetensors | head -n 1)
+    rm "$m/task1/$shard"
+    case $kind in
+    fifo) mkfifo "$m/task1/$shard" ;;
+    dir) mkdir "$m/task1/$shard" ;;
+    device) ln -s /dev/zero "$m/task1/$shard" ;;
+    esac
+    local log rc
+    log=$(timeout 20 "$PCBM_BIN" merge $OPTS --base "$m/base" --out "$m/out" "$m/task1" 2>&1)
+    rc=$?
+    [ $rc -eq 1 ] || { echo "    exit $rc: $log"; return 1; }
+    grep -q "$shard" <<<"$log" && grep -q "not a regular file" <<<"$log" &&
+        ! grep -q "does not exist" <<<"$log" || { echo "    message: $log"; return 1; }
+}
+check "a shard that is a FIFO is named as one" odd_shard fifo
+check "a shard that is a directory is named as one" odd_shard dir
+check "a shard that is /dev/zero is named as a device" odd_shard device
+
+both_layouts() {
+    local m=$TMP/both
+    "$PCBM_TOOLS/pcbm-gen" --quiet --out "$m" --tasks 1 --preset tiny --seed 6 --shard-size 100K ||
+        return 1
+    cp "$(ls "$m"/base/model-*.safetensors | head -n 1)" "$m/base/model.safetensors"
+    local log
+    log=$("$PCBM_BIN" merge $OPTS --base "$m/base" --out "$m/out" "$m/task1" 2>&1) &&
+        { echo "    merged"; return 1; }
+    grep -q "holds both model.safetensors and model.safetensors.index.json" <<<"$log" ||
+        { echo "    message: $log"; return 1; }
+}
+check "a folder with both model.safetensors and an index is refused as ambiguous" both_layouts
+
+duplicate_tasks() {
+    local log
+    log=$("$PCBM_BIN" merge --threads 1 --base "$F/base" --out "$TMP/dup" "$F/task1" "$F/task1" \
+        "$F/base" 2>&1) || { echo "    merge failed: $log"; return 1; }
+    grep -q "warning: task models 1 .* and 2 .* look identical" <<<"$log" &&
+        grep -q "warning: task model 3 .* looks identical to the base" <<<"$log" ||
+        { echo "    warnings: $log"; return 1; }
+}
+check "a task identical to the base, or given twice, is warned about" duplicate_tasks
+
+# Tensor names are printed escaped: an escape sequence in a name never reaches the terminal.
+escaped_names() {
+    local m=$TMP/esc
+    mkdir -p "$m/base" "$m/task"
+    "$PY" - "$m" <<'EOF'
+import json, struct, sys
+def write(path, tensors):
+    header, data, off = {}, b"", 0
+    for name, vals in tensors:
+        raw = struct.pack("<%df" % len(vals), *vals)
+        header[name] = {"dtype": "F32", "shape": [len(vals)], "data_offsets": [off, off + len(raw)]}
+        data += raw
+        off += len(raw)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
+d = sys.argv[1]
+write(d + "/base/model.safetensors", [("w", [1, 2, 3, 4])])
+write(d + "/task/model.safetensors", [("w", [1, 2, 3, 5]), ("evil\x1b[2J\x1b]0;pwned\x07", [0])])
+EOF
+    local log
+    log=$("$PCBM_BIN" merge --threads 1 --base "$m/base" --out "$m/out" "$m/task" 2>&1) &&
+        { echo "    merged"; return 1; }
+    grep -q $'\x1b' <<<"$log" && { echo "    a raw escape byte was printed"; return 1; }
+    grep -qF 'evil\x1b[2J' <<<"$log" || { echo "    message: $log"; return 1; }
+}
+check "tensor names are printed escaped" escaped_names
 finish
+
