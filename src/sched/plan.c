@@ -216,7 +216,9 @@ pcbm_status pcbm_plan_build(pcbm_model *const *models, unsigned nmodels, const p
     p->nt = base->ntensors;
     p->t = pcbm_calloc(p->nt, sizeof *p->t);
     p->out_tensors = pcbm_calloc(p->nt, sizeof *p->out_tensors);
-    if (!p->t || !p->out_tensors) {
+    p->src_pool = pcbm_calloc(p->nt * nmodels, sizeof *p->src_pool);
+    p->unit_pool = pcbm_calloc(p->nt * nmodels, sizeof *p->unit_pool);
+    if (!p->t || !p->out_tensors || !p->src_pool || !p->unit_pool) {
         free_excludes(&rs);
         pcbm_plan_free(p);
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory planning %zu tensors", p->nt);
@@ -229,6 +231,8 @@ pcbm_status pcbm_plan_build(pcbm_model *const *models, unsigned nmodels, const p
         pcbm_tplan *tp = &p->t[i];
         tp->name = bt->name;
         tp->pidx = -1;
+        tp->src = p->src_pool + i * nmodels;
+        tp->in_unit = p->unit_pool + i * nmodels;
         if (classify(models, nmodels, &rs, bt, tp, mism, sizeof mism, &nmism, &nbaseonly) != PCBM_OK)
             continue;
         set_units(p, tp, bt, o->out_dtype);
@@ -288,5 +292,7 @@ void pcbm_plan_free(pcbm_plan *p)
     pcbm_outplan_free(&p->out);
     free(p->t);
     free(p->out_tensors);
+    free(p->src_pool);
+    free(p->unit_pool);
     memset(p, 0, sizeof *p);
 }

@@ -28,9 +28,10 @@ typedef struct pcbm_tplan {
     pcbm_tkind kind;
     pcbm_dtype out_dt;
     uint64_t units;         /* elements (MERGE/CONVERT) or bytes (RAW) */
-    unsigned in_unit[PCBM_MAX_MODELS]; /* bytes per unit of each source (RAW: 1) */
+    unsigned *in_unit;      /* [nmodels] bytes per unit of each source (RAW: 1); points into
+                               the plan's pool, so a tensor costs the same for 1 or 64 tasks */
     unsigned out_unit;
-    pcbm_tsrc src[PCBM_MAX_MODELS];    /* [0] = base, [1..N] = tasks (MERGE only) */
+    pcbm_tsrc *src;         /* [nmodels]: [0] = base, [1..N] = tasks (MERGE only) */
     unsigned out_file;
     uint64_t out_off;
     uint64_t block_units;   /* units per block */
@@ -54,6 +55,8 @@ typedef struct pcbm_plan {
     pcbm_model *models[PCBM_MAX_MODELS];/* borrowed */
     pcbm_tplan *t;
     size_t nt;
+    pcbm_tsrc *src_pool;                /* nt * nmodels: every tensor's sources */
+    unsigned *unit_pool;                /* nt * nmodels: every tensor's in_unit */
     size_t nmerge;                      /* tensors with kind MERGE */
     uint64_t d;                         /* participating elements */
     unsigned max_in_unit;               /* largest element size of any merged input */
