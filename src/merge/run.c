@@ -18,6 +18,7 @@
 #include <string.h>
 #include <errno.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 
@@ -547,6 +548,33 @@ pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err)
     return PCBM_OK;
 }
 
+uint64_t pcbm_run_space_needed(const merge_run *r)
+{
+    const pcbm_outplan *op = &r->plan.out;
+    const uint64_t block = 64 * 1024; /* generous for any filesystem's allocation unit */
+    uint64_t need = 0;
+    for (unsigned f = 0; f < op->nfiles; f++)
+        need += pcbm_align_up(op->files[f].size, block);
+    if (op->index_json)
+        need += pcbm_align_up(strlen(op->index_json), block);
+    const pcbm_model *base = r->plan.models[0];
+    for (size_t i = 0; base && base->is_dir && pcbm_side_file_name(i); i++) {
+        char p[4096];
+        struct stat sb;
+        snprintf(p, sizeof p, "%s/%s", base->dir, pcbm_side_file_name(i));
+        if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode))
+            need += pcbm_align_up((uint64_t)sb.st_size, block);
+    }
+    /* journal: ~40 bytes per durable segment (64 MiB or more each), statistics: ~128 bytes per
+     * task per record (one record per tensor in tensor scope), report and manifest: a few
+     * hundred bytes per task and file; each may exist twice while it is rewritten */
+    uint64_t nrec = r->o->scope == PCBM_SCOPE_TENSOR ? r->plan.nmerge + 1 : 1;
+    uint64_t own = 40 * (r->plan.out.total_file_bytes / (1u << 20) + op->nfiles + 16) +
+                   128 * nrec * (r->o->ntasks + 1) + 512 * ((uint64_t)r->o->ntasks + op->nfiles) +
+                   4 * block;
+    return need + 2 * pcbm_align_up(own, block);
+}
+
 pcbm_status pcbm_run_setup_ctx(merge_run *r, unsigned threads, pcbm_error *err)
 {
     const pcbm_merge_opts *o = r->o;
@@ -716,7 +744,7 @@ static pcbm_status setup_output(merge_run *r, unsigned threads, pcbm_error *err)
         return st;
     r->od_ok = true;
     r->resumed = existed;
-    if (!existed && (st = pcbm_outdir_check_space(&r->od, r->plan.out.total_file_bytes, err)) != PCBM_OK)
+    if (!existed && (st = pcbm_outdir_check_space(&r->od, pcbm_run_space_needed(r), err)) != PCBM_OK)
         return st;
     if ((st = setup_journal(r, err)) != PCBM_OK || r->publish_only)
         return st;

@@ -35,6 +35,10 @@ unsigned pcbm_run_default_threads(void);
 char *pcbm_run_output_params(const pcbm_merge_opts *o);
 /* Open, cross-check and identify every input (r->o set); with o->stats_in, read and check it. */
 pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err);
+/* Bytes the output directory needs at most: the weight files, each rounded up to whole
+ * filesystem blocks, the index, the side files copied from the base, and the run's own files
+ * (journal, statistics file, report, manifest) with room to rewrite them atomically. */
+uint64_t pcbm_run_space_needed(const merge_run *r);
 pcbm_status pcbm_run_setup_ctx(merge_run *r, unsigned threads, pcbm_error *err);
 /* r->journal (loaded) describes this very merge. */
 pcbm_status pcbm_run_check_journal(merge_run *r, const char *params, pcbm_error *err);

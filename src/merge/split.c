@@ -485,7 +485,7 @@ static pcbm_status split_plan_run(const pcbm_merge_opts *o, unsigned units, pcbm
         bool existed = false;
         st = pcbm_outdir_begin(&od, o->out, o->force, 0, &existed, err);
         if (st == PCBM_OK)
-            st = pcbm_outdir_check_space(&od, r->plan.out.total_file_bytes, err);
+            st = pcbm_outdir_check_space(&od, pcbm_run_space_needed(r), err);
         if (st == PCBM_OK && mkdir(ctl, 0755) != 0 && errno != EEXIST)
             st = pcbm_fail(err, PCBM_ERR_IO, "cannot create %s: %s", ctl, strerror(errno));
         if (st == PCBM_OK)

@@ -230,5 +230,25 @@ EOF
     grep -qF 'evil\x1b[2J' <<<"$log" || { echo "    message: $log"; return 1; }
 }
 check "tensor names are printed escaped" escaped_names
+# Free space: the check counts everything the run writes (weights rounded to blocks, side files,
+# journal, statistics, report, manifest), so a disk that holds the weights and 12 KB more is
+# refused before any work instead of failing at the last file.
+tight_disk() {
+    local mnt=$TMP/tight
+    mkdir -p "$mnt"
+    local wsize
+    wsize=$(stat -c %s "$TMP/ref/model.safetensors")
+    local size=$(((wsize + 12288 + 4095) / 4096 * 4096))
+    mount -t tmpfs -o size=$size tmpfs "$mnt" 2>/dev/null || { echo "    (cannot mount a tmpfs here: case not run)"; return 0; }
+    local log rc
+    log=$(merge --method pcb --out "$mnt/out" $T 2>&1)
+    rc=$?
+    local left
+    left=$(ls -A "$mnt")
+    umount "$mnt"
+    [ $rc -ne 0 ] && grep -q "not enough free space" <<<"$log" ||
+        { echo "    rc $rc: $log"; return 1; }
+    [ -z "$left" ] || { echo "    left behind: $left"; return 1; }
+}
+check "free space counts every file the run writes" tight_disk
 finish
-
