@@ -117,8 +117,12 @@ typedef struct pcbm_tensor_info {
 
 /*
  * Open and fully validate a model: a directory holding model.safetensors, or
- * model.safetensors.index.json plus shards, or a single .safetensors file. Tensors are listed in
- * the model's order: shards in index order, then by data offset inside each shard.
+ * model.safetensors.index.json plus shards, or a single .safetensors file; or a Hugging Face
+ * cache repository folder (models--ORG--NAME: the snapshot refs/main names), or a hub id
+ * ORG/NAME[@REVISION] found in the local cache ($HF_HUB_CACHE, else $HF_HOME/hub, else
+ * ~/.cache/huggingface/hub; REVISION a branch, tag or commit; never downloaded). Tensors are
+ * listed in the model's order: shards in index order, then by data offset inside each shard.
+ * pcbm_model_path gives the path the model was read from.
  */
 PCBM_API pcbm_status pcbm_model_open(const char *path, pcbm_model **out, pcbm_error *err);
 PCBM_API void pcbm_model_close(pcbm_model *m);

@@ -248,6 +248,30 @@ static bool ends_with(const char *s, const char *suffix)
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
+/* A directory without safetensors weights: name what it holds instead. PyTorch pickles are never
+ * loaded (unpickling runs code); say how to convert them. */
+static pcbm_status no_weights(const pcbm_model *m, pcbm_error *err)
+{
+    static const char *const pickles[] = {"pytorch_model.bin", "pytorch_model.bin.index.json",
+                                          "model.pt", "consolidated.00.pth"};
+    for (size_t i = 0; i < sizeof pickles / sizeof *pickles; i++) {
+        char *p = path_join(m->dir, pickles[i]);
+        bool found = p && is_regular(p);
+        free(p);
+        if (found)
+            return pcbm_fail(err, PCBM_ERR_UNSUPPORTED,
+                             "%s/%s: this model is stored as PyTorch pickle weights, which "
+                             "pcbmerge never loads (unpickling can run code); convert it to "
+                             "safetensors first, e.g. with transformers: "
+                             "AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(NEW_DIR, "
+                             "safe_serialization=True)", m->path, pickles[i]);
+    }
+    return pcbm_fail(err, PCBM_ERR_FORMAT,
+                     "%s holds neither " PCBM_SINGLE_NAME " nor " PCBM_INDEX_NAME ": point to "
+                     "a model directory (as downloaded from a hub) or to a .safetensors file",
+                     m->path);
+}
+
 static pcbm_status open_dir(pcbm_model *m, pcbm_error *err)
 {
     char *single = path_join(m->dir, PCBM_SINGLE_NAME);
@@ -266,10 +290,7 @@ static pcbm_status open_dir(pcbm_model *m, pcbm_error *err)
     else if (is_regular(index))
         st = open_index(m, PCBM_INDEX_NAME, err);
     else
-        st = pcbm_fail(err, PCBM_ERR_FORMAT,
-                       "%s holds neither " PCBM_SINGLE_NAME " nor " PCBM_INDEX_NAME ": point to "
-                       "a model directory (as downloaded from a hub) or to a .safetensors file",
-                       m->path);
+        st = no_weights(m, err);
     free(single);
     free(index);
     return st;
@@ -300,15 +321,24 @@ pcbm_status pcbm_model_open(const char *path, pcbm_model **out, pcbm_error *err)
     *out = NULL;
     if (!path || !*path)
         return pcbm_fail(err, PCBM_ERR_USAGE, "no model path given");
+    char *resolved = NULL;
+    pcbm_status rst = pcbm_model_resolve(path, &resolved, err);
+    if (rst != PCBM_OK)
+        return rst;
     struct stat sb;
-    if (stat(path, &sb) != 0)
-        return pcbm_fail(err, PCBM_ERR_IO, "cannot access model %s: %s; check the path", path,
-                         strerror(errno));
+    if (stat(resolved, &sb) != 0) {
+        pcbm_fail(err, PCBM_ERR_IO, "cannot access model %s: %s; check the path", resolved,
+                  strerror(errno));
+        free(resolved);
+        return PCBM_ERR_IO;
+    }
     pcbm_model *m = pcbm_calloc(1, sizeof *m);
-    if (!m || !(m->path = pcbm_strdup(path))) {
-        free(m);
+    if (!m) {
+        free(resolved);
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory opening %s", path);
     }
+    m->path = resolved;
+    path = resolved;
     pcbm_status st;
     if (S_ISDIR(sb.st_mode)) {
         m->is_dir = true;

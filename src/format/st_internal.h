@@ -9,6 +9,11 @@
 
 #include <jansson.h>
 
+/* Where model argument `spec` points (hub.c): a path as it is, a cache repository folder's
+ * snapshot at refs/main, or a hub id ORG/NAME[@REVISION] found in the local Hugging Face cache.
+ * *out is allocated. */
+pcbm_status pcbm_model_resolve(const char *spec, char **out, pcbm_error *err);
+
 /* "an object", "a string", ... for messages. */
 const char *pcbm_st_json_kind(const json_t *v);
 

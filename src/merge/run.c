@@ -539,6 +539,10 @@ pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err)
     if ((st = fingerprints(o, r->models, r->ids, err)) != PCBM_OK)
         return st;
     warn_duplicates(o, r->ids);
+    if (!r->models[0]->is_dir)
+        pcbm_warn("the base %s is a single file: no config.json, tokenizer or other side file "
+                  "will be copied into the output; give the base's directory to have them",
+                  o->base);
     if (pcbm_method_has_stats(o->method) &&
         (st = prepare_stats(o, r->ids, &r->stats_now, &r->stats_in, err)) != PCBM_OK)
         return st;
