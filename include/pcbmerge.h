@@ -254,6 +254,9 @@ typedef struct pcbm_merge_opts {
     pcbm_progress_fn on_progress;   /* progress events, or NULL */
     pcbm_stop_fn should_stop;       /* asked at block boundaries, or NULL */
     void *user;                     /* passed to the three callbacks */
+
+    const char *command;            /* how the caller ran the merge (a shell command line), for
+                                       the model card; NULL: none recorded */
 } pcbm_merge_opts;
 
 /* Fill `o` with the defaults listed above. */

@@ -488,8 +488,11 @@ static int cmd_merge(int argc, char **argv, bool plan)
             a->o.weights = a->weights;
         pcbm_error err;
         pcbm_cli_attach_printers(&a->o);
+        char *cmdline = pcbm_cli_command_line(&a->o);
+        a->o.command = cmdline;
         if ((plan ? pcbm_split_plan(&a->o, a->shards, &err) : pcbm_merge(&a->o, &err)) != PCBM_OK)
             rc = fail(&err);
+        free(cmdline);
     }
     free(a);
     return rc;

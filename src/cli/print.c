@@ -3,7 +3,10 @@
  */
 #include "print.h"
 
+#include <stdbool.h>
+
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -53,6 +56,126 @@ void pcbm_cli_flagify(const char *in, char *out, size_t len)
         in = end + 1;
     }
     out[o] = '\0';
+}
+
+typedef struct cmdbuf {
+    char *s;
+    size_t n, cap;
+} cmdbuf;
+
+static void put(cmdbuf *c, const char *a, bool quote)
+{
+    size_t need = c->n + 4 * strlen(a) + 4;
+    if (need > c->cap) {
+        char *s = realloc(c->s, need * 2);
+        if (!s)
+            return;
+        c->s = s;
+        c->cap = need * 2;
+    }
+    bool plain = !quote || (*a && strspn(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                            "0123456789-_./=,:@+%") == strlen(a));
+    c->s[c->n++] = ' ';
+    if (plain) {
+        c->n += (size_t)sprintf(c->s + c->n, "%s", a);
+        return;
+    }
+    c->s[c->n++] = '\'';
+    for (; *a; a++)
+        c->n += (size_t)(*a == '\'' ? sprintf(c->s + c->n, "'\\''") : sprintf(c->s + c->n, "%c", *a));
+    c->s[c->n++] = '\'';
+    c->s[c->n] = '\0';
+}
+
+/* The shortest decimal that reads back as v (0.3, not 0.29999999999999999). */
+static void fmt_real(double v, char *buf, size_t len)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, len, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            return;
+    }
+}
+
+static void put_opt(cmdbuf *c, const char *flag, double v)
+{
+    char val[64];
+    fmt_real(v, val, sizeof val);
+    put(c, flag, false);
+    put(c, val, false);
+}
+
+static void put_list(cmdbuf *c, const char *flag, const double *v, unsigned n)
+{
+    char val[2048];
+    size_t at = 0;
+    for (unsigned i = 0; i < n && at < sizeof val - 40; i++) {
+        if (i)
+            val[at++] = ',';
+        fmt_real(v[i], val + at, sizeof val - at);
+        at += strlen(val + at);
+    }
+    put(c, flag, false);
+    put(c, val, false);
+}
+
+char *pcbm_cli_command_line(const pcbm_merge_opts *o)
+{
+    pcbm_merge_opts d;
+    pcbm_merge_opts_init(&d);
+    cmdbuf c = {0};
+    c.cap = 256;
+    c.s = malloc(c.cap);
+    if (!c.s)
+        return NULL;
+    c.n = (size_t)sprintf(c.s, "pcbmerge merge");
+    put(&c, "--method", false);
+    put(&c, pcbm_method_name(o->method), false);
+    if (o->density != d.density)
+        put_opt(&c, "--density", o->density);
+    if (o->lambdas)
+        put_list(&c, "--lambdas", o->lambdas, o->ntasks);
+    else if (o->lambda != d.lambda)
+        put_opt(&c, "--lambda", o->lambda);
+    if (o->weights)
+        put_list(&c, "--weights", o->weights, o->ntasks);
+    if (o->clamp_ratio != d.clamp_ratio)
+        put_opt(&c, "--clamp-ratio", o->clamp_ratio);
+    if (o->scope == PCBM_SCOPE_TENSOR)
+        put(&c, "--scope tensor", false);
+    if (o->exact)
+        put(&c, "--exact", false);
+    if (o->streaming)
+        put(&c, "--streaming", false);
+    char num[32];
+    if (o->seed != d.seed) {
+        snprintf(num, sizeof num, "%llu", (unsigned long long)o->seed);
+        put(&c, "--seed", false);
+        put(&c, num, false);
+    }
+    if (o->out_dtype != PCBM_DTYPE_BASE) {
+        put(&c, "--dtype", false);
+        put(&c, o->out_dtype == PCBM_DT_F32 ? "f32" : o->out_dtype == PCBM_DT_F16 ? "f16" : "bf16", false);
+    }
+    if (o->shard_bytes != d.shard_bytes) {
+        snprintf(num, sizeof num, "%llu", (unsigned long long)o->shard_bytes);
+        put(&c, "--shard-size", false);
+        put(&c, num, false);
+    }
+    for (unsigned i = 0; i < o->nexclude; i++) {
+        put(&c, "--exclude", false);
+        put(&c, o->exclude[i], true);
+    }
+    if (o->allow_extra)
+        put(&c, "--allow-extra", false);
+    if (o->allow_nonfinite)
+        put(&c, "--allow-nonfinite", false);
+    put(&c, "--base", false);
+    put(&c, o->base, true);
+    put(&c, "--out OUT", false);
+    for (unsigned i = 0; i < o->ntasks; i++)
+        put(&c, o->tasks[i], true);
+    return c.s;
 }
 
 static void print_message(void *user, pcbm_level level, const char *text)

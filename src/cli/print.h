@@ -16,6 +16,12 @@
  * sequence in a tensor name) are shown as \xNN. Copies in to out (always terminated). */
 void pcbm_cli_flagify(const char *in, char *out, size_t len);
 
+/* The command that reproduces the merge o, for the model card: "pcbmerge merge" with every
+ * parameter that shapes the output (defaults left out), "--out OUT" and the inputs, shell-quoted
+ * where needed. Run-time settings (threads, memory, I/O) are left out, so the card is the same
+ * bytes whatever they were. Allocated; NULL when out of memory. */
+char *pcbm_cli_command_line(const pcbm_merge_opts *o);
+
 /* Install the printers into o according to o->quiet and o->progress. */
 void pcbm_cli_attach_printers(pcbm_merge_opts *o);
 

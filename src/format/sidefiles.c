@@ -6,6 +6,7 @@
 #include "safetensors.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,5 +157,47 @@ pcbm_status pcbm_copy_side_files(const pcbm_model *base, const char *out_dir, pc
         free(dst);
     }
     free(buf);
+    return st;
+}
+
+static void set_torch_dtype(json_t *obj, const char *name)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        if (!strcmp(key, "torch_dtype") && json_is_string(v))
+            json_string_set(v, name);
+        else if (json_is_object(v))
+            set_torch_dtype(v, name);
+    }
+}
+
+pcbm_status pcbm_config_set_dtype(const char *out_dir, pcbm_dtype dt, pcbm_error *err)
+{
+    const char *name = dt == PCBM_DT_F32 ? "float32" : dt == PCBM_DT_F16 ? "float16"
+                       : dt == PCBM_DT_BF16 ? "bfloat16" : NULL;
+    char *path = join(out_dir, "config.json");
+    if (!path)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    json_error_t je;
+    json_t *cfg = name ? json_load_file(path, 0, &je) : NULL;
+    pcbm_status st = PCBM_OK;
+    if (cfg && json_is_object(cfg)) {
+        set_torch_dtype(cfg, name);
+        /* 16 significant digits: the decimal literals of a config come back as written */
+        char *txt = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(16));
+        size_t n = txt ? strlen(txt) : 0;
+        char *buf = txt ? pcbm_realloc(txt, n + 2) : NULL;
+        if (!buf) {
+            free(txt);
+            st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory updating %s", path);
+        } else {
+            buf[n] = '\n';
+            st = pcbm_write_file_simple(path, buf, n + 1, err);
+            free(buf);
+        }
+    }
+    json_decref(cfg);
+    free(path);
     return st;
 }

@@ -6,6 +6,7 @@
  */
 #include "run_internal.h"
 
+#include "../writer/card.h"
 #include "../writer/manifest.h"
 
 #include <fcntl.h>
@@ -300,17 +301,32 @@ static pcbm_status open_models(const pcbm_merge_opts *o, pcbm_model **models, pc
     return st;
 }
 
-static pcbm_status write_outputs(pcbm_mctx *mc, const pcbm_outdir *od, char *report,
-                                 pcbm_error *err)
+pcbm_status pcbm_run_write_small_files(const merge_run *r, const pcbm_outdir *od,
+                                       const char *report, pcbm_error *err)
 {
-    const pcbm_outplan *op = &mc->plan->out;
+    const pcbm_outplan *op = &r->plan.out;
     pcbm_status st = PCBM_OK;
     if (op->index_json)
         st = pcbm_outdir_write(od, PCBM_INDEX_NAME, op->index_json, strlen(op->index_json), err);
     if (st == PCBM_OK)
-        st = pcbm_copy_side_files(mc->plan->models[0], od->partial, err);
+        st = pcbm_copy_side_files(r->plan.models[0], od->partial, err);
+    if (st == PCBM_OK && r->o->out_dtype != PCBM_DTYPE_BASE)
+        st = pcbm_config_set_dtype(od->partial, r->o->out_dtype, err);
     if (st == PCBM_OK)
         st = pcbm_outdir_write(od, "merge_report.json", report, strlen(report), err);
+    if (st == PCBM_OK) {
+        char *card = pcbm_model_card(r->o, report, r->ids);
+        st = card ? pcbm_outdir_write(od, PCBM_CARD_NAME, card, strlen(card), err)
+                  : pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory writing the model card");
+        free(card);
+    }
+    return st;
+}
+
+static pcbm_status write_outputs(const merge_run *r, pcbm_mctx *mc, const pcbm_outdir *od,
+                                 char *report, pcbm_error *err)
+{
+    pcbm_status st = pcbm_run_write_small_files(r, od, report, err);
     if (st == PCBM_OK && pcbm_method_has_stats(mc->o->method) && mc->plan->d > 0) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", od->partial, PCBM_STATS_NAME);
@@ -833,6 +849,7 @@ pcbm_status pcbm_run_write_manifest(merge_run *r, const XXH128_hash_t *hashes, p
     names[nn++] = PCBM_INDEX_NAME;
     names[nn++] = "merge_report.json";
     names[nn++] = PCBM_STATS_NAME;
+    names[nn++] = PCBM_CARD_NAME;
     for (size_t i = 0; pcbm_side_file_name(i) && nn < sizeof names / sizeof *names; i++)
         names[nn++] = pcbm_side_file_name(i);
     pcbm_status st = pcbm_manifest_add_small_files(r->od.partial, names, nn, files, err);
@@ -864,7 +881,7 @@ static pcbm_status finalize(merge_run *r, double t0, pcbm_error *err)
     double secs = pcbm_now() - t0;
     const pcbm_engine_report *er = pcbm_engine_get_report(r->eng);
     char *rep = pcbm_run_report_json(&r->mc, er, secs);
-    st = rep ? write_outputs(&r->mc, &r->od, rep, err)
+    st = rep ? write_outputs(r, &r->mc, &r->od, rep, err)
              : pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory writing the report");
     free(rep);
     if (st == PCBM_OK) {

@@ -39,6 +39,10 @@ pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err);
  * filesystem blocks, the index, the side files copied from the base, and the run's own files
  * (journal, statistics file, report, manifest) with room to rewrite them atomically. */
 uint64_t pcbm_run_space_needed(const merge_run *r);
+/* The output's files besides the weights and the statistics: index, side files (config.json
+ * told the output dtype), merge_report.json and the model card. */
+pcbm_status pcbm_run_write_small_files(const merge_run *r, const pcbm_outdir *od,
+                                       const char *report, pcbm_error *err);
 pcbm_status pcbm_run_setup_ctx(merge_run *r, unsigned threads, pcbm_error *err);
 /* r->journal (loaded) describes this very merge. */
 pcbm_status pcbm_run_check_journal(merge_run *r, const char *params, pcbm_error *err);

@@ -46,6 +46,7 @@ typedef struct split_plan {
     char **tasks;
     double *lambdas, *weights;
     char **exclude;
+    char *command;              /* how the merge was planned, for the model card */
     unsigned units;
     unsigned *file_lo, *file_hi;
     uint64_t *unit_bytes;
@@ -59,6 +60,7 @@ typedef struct split_plan {
 
 static void plan_free(split_plan *sp)
 {
+    free(sp->command);
     free(sp->base);
     for (unsigned i = 0; sp->tasks && i < sp->o.ntasks; i++)
         free(sp->tasks[i]);
@@ -128,6 +130,8 @@ static json_t *opts_json(const pcbm_merge_opts *o)
     json_object_set_new(j, "exclude", ex);
     json_object_set_new(j, "allow_extra", json_boolean(o->allow_extra));
     json_object_set_new(j, "allow_nonfinite", json_boolean(o->allow_nonfinite));
+    if (o->command)
+        json_object_set_new(j, "command", json_string(o->command));
     return j;
 }
 
@@ -202,6 +206,10 @@ static bool opts_from(json_t *j, split_plan *sp)
         return false;
     o->lambdas = sp->lambdas;
     o->weights = sp->weights;
+    const char *cmd = json_string_value(json_object_get(j, "command"));
+    if (cmd && !(sp->command = pcbm_strdup(cmd)))
+        return false;
+    o->command = sp->command;
     return true;
 }
 
@@ -985,12 +993,8 @@ static pcbm_status phase_finalize(split_plan *sp, merge_run *r, double t0, pcbm_
     char *rep = st == PCBM_OK ? pcbm_run_report_json(&r->mc, &er, pcbm_now() - t0) : NULL;
     if (st == PCBM_OK && !rep)
         st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory writing the report");
-    if (st == PCBM_OK && op->index_json)
-        st = pcbm_outdir_write(&sp->od, PCBM_INDEX_NAME, op->index_json, strlen(op->index_json), err);
     if (st == PCBM_OK)
-        st = pcbm_copy_side_files(r->plan.models[0], sp->od.partial, err);
-    if (st == PCBM_OK)
-        st = pcbm_outdir_write(&sp->od, "merge_report.json", rep, strlen(rep), err);
+        st = pcbm_run_write_small_files(r, &sp->od, rep, err);
     free(rep);
     if (st == PCBM_OK) {
         r->od = sp->od; /* the manifest lists DIR.partial */
