@@ -443,7 +443,7 @@ static pcbm_status check_stats_file(const pcbm_merge_opts *o, const pcbm_statset
 {
     if (in->nmodels != now->nmodels)
         return pcbm_fail(err, PCBM_ERR_STATS, "statistics file %s was computed for %u task "
-                         "models; this merge has %u: run without --stats to recompute them",
+                         "models; this merge has %u: recompute them without `stats_in`",
                          o->stats_in, in->nmodels - 1, now->nmodels - 1);
     for (unsigned m = 0; m < now->nmodels; m++) {
         if (in->identity[m] == now->identity[m])
@@ -455,15 +455,15 @@ static pcbm_status check_stats_file(const pcbm_merge_opts *o, const pcbm_statset
             snprintf(who, sizeof who, "the base");
         return pcbm_fail(err, PCBM_ERR_STATS, "statistics file %s was computed from other "
                          "inputs: %s (%s) is not the model it saw (headers, sizes or data "
-                         "differ); run without --stats to recompute them", o->stats_in, who,
+                         "differ); recompute them without `stats_in`", o->stats_in, who,
                          m ? o->tasks[m - 1] : o->base);
     }
     if (strcmp(in->shape_json, now->shape_json) != 0) {
         char diff[256];
         shape_diff(in->shape_json, now->shape_json, diff, sizeof diff);
         return pcbm_fail(err, PCBM_ERR_STATS, "statistics file %s was computed with other "
-                         "parameters (%s); only --lambda/--lambdas may change with --stats; run "
-                         "without --stats to recompute them", o->stats_in, diff);
+                         "parameters (%s); only `lambda`/`lambdas` may change with `stats_in`; "
+                         "recompute them without `stats_in`", o->stats_in, diff);
     }
     return PCBM_OK;
 }
@@ -623,7 +623,7 @@ pcbm_status pcbm_run_check_journal(merge_run *r, const char *params, pcbm_error 
     const pcbm_merge_opts *o = r->o;
     if (j->ninputs != o->ntasks + 1)
         return pcbm_fail(err, PCBM_ERR_STATS, "cannot resume %s: it was started with %u task "
-                         "models, this run has %u; run with --force to start over", r->od.partial,
+                         "models, this run has %u; start over with `force`", r->od.partial,
                          j->ninputs - 1, o->ntasks);
     for (unsigned m = 0; m <= o->ntasks; m++) {
         if (j->inputs[m] == r->ids[m])
@@ -631,14 +631,14 @@ pcbm_status pcbm_run_check_journal(merge_run *r, const char *params, pcbm_error 
         char who[64];
         snprintf(who, sizeof who, m ? "task model %u" : "the base", m);
         return pcbm_fail(err, PCBM_ERR_STATS, "cannot resume %s: %s (%s) changed since the "
-                         "interrupted run (headers, sizes or data); run with --force to start over",
+                         "interrupted run (headers, sizes or data); start over with `force`",
                          r->od.partial, who, m ? o->tasks[m - 1] : o->base);
     }
     if (strcmp(j->params, params) != 0) {
         char diff[256];
         shape_diff(j->params, params, diff, sizeof diff);
         return pcbm_fail(err, PCBM_ERR_STATS, "cannot resume %s: the parameters changed (%s); "
-                         "run with the same parameters, or with --force to start over",
+                         "run with the same parameters, or start over with `force`",
                          r->od.partial, diff);
     }
     return PCBM_OK;
@@ -722,7 +722,7 @@ static pcbm_status setup_journal(merge_run *r, pcbm_error *err)
             free(params);
             return pcbm_fail(err, PCBM_ERR_STATS, "cannot resume %s: it holds a finished merge "
                              "of other inputs or parameters (its manifest does not match this "
-                             "merge); run with --force to discard it", r->od.partial);
+                             "merge); discard it with `force`", r->od.partial);
         }
         pcbm_warn("%s holds nothing that can be kept: starting over", r->od.partial);
         r->resumed = false;
@@ -936,7 +936,7 @@ static pcbm_status merge(const pcbm_merge_opts *o, pcbm_error *err)
         (st == PCBM_ERR_INTERRUPTED || st == PCBM_ERR_IO || st == PCBM_ERR_NOSPACE)) {
         char hint[512];
         snprintf(hint, sizeof hint, "\nthe finished part is kept in %s: run the same command "
-                 "with --resume to continue", r->od.partial);
+                 "with `resume` to continue", r->od.partial);
         add_hint(err, hint);
     }
     pcbm_run_teardown(r, st);

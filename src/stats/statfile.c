@@ -126,8 +126,7 @@ pcbm_status pcbm_statfile_read(const char *path, pcbm_statset *s, pcbm_error *er
     if (st == PCBM_ERR_STATS && err) {
         char why[sizeof err->msg];
         memcpy(why, err->msg, sizeof why);
-        return pcbm_fail(err, PCBM_ERR_STATS, "%s: recompute the statistics by running without "
-                         "--stats", why);
+        return pcbm_fail(err, PCBM_ERR_STATS, "%s: the statistics must be computed again", why);
     }
     if (st != PCBM_OK)
         return st;

@@ -104,12 +104,16 @@ static void add_summary(text *t, const json_t *rep)
     const char *how = json_string_value(json_object_get(rep, "stats"));
     if (how && strcmp(how, "none") != 0)
         add(t, "- statistics: %s\n", how);
+    /* the report's kept counts and timings describe one run (a resumed run counts only what it
+     * wrote): the card keeps to what the inputs and parameters decide */
     size_t i;
     json_t *task;
     json_array_foreach(json_object_get(rep, "tasks"), i, task) {
-        add(t, "- task %zu: λ %.6g, kept %.4f%% of its elements\n", i + 1,
-            json_real_value(json_object_get(task, "lambda")),
-            100 * json_real_value(json_object_get(task, "kept_fraction")));
+        json_t *thr = json_object_get(task, "threshold");
+        add(t, "- task %zu: λ %.6g", i + 1, json_real_value(json_object_get(task, "lambda")));
+        if (json_is_number(thr))
+            add(t, ", threshold %.6g", json_number_value(thr));
+        add(t, "\n");
     }
 }
 

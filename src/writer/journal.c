@@ -48,7 +48,7 @@ pcbm_status pcbm_journal_add(pcbm_journal *j, const pcbm_segment *s, pcbm_error 
 static pcbm_status damaged(const char *path, const char *what, pcbm_error *err)
 {
     return pcbm_fail(err, PCBM_ERR_STATS, "the journal %s is damaged (%s): start over with "
-                     "--force", path, what);
+                     "`force`", path, what);
 }
 
 pcbm_status pcbm_journal_load(const char *path, pcbm_journal *j, pcbm_error *err)
@@ -59,7 +59,7 @@ pcbm_status pcbm_journal_load(const char *path, pcbm_journal *j, pcbm_error *err
     if (st == PCBM_ERR_STATS && err) {
         char why[sizeof err->msg];
         memcpy(why, err->msg, sizeof why);
-        return pcbm_fail(err, PCBM_ERR_STATS, "%s: start over with --force", why);
+        return pcbm_fail(err, PCBM_ERR_STATS, "%s: start over with `force`", why);
     }
     if (st != PCBM_OK)
         return st;
