@@ -27,50 +27,15 @@ static char *parent_of(const char *path)
     return par;
 }
 
-static int remove_contents(const char *dir);
-
-static int remove_tree(const char *path)
-{
-    int rc = remove_contents(path);
-    if (rc == -ENOENT)
-        return 0;
-    if (rc == 0 && rmdir(path) != 0)
-        rc = -errno;
-    return rc;
-}
-
-/* Remove everything inside dir, keeping dir (and the lock held on it). */
-static int remove_contents(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return -errno;
-    struct dirent *de;
-    int rc = 0;
-    while (!rc && (de = readdir(d)) != NULL) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        char p[4096];
-        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-        struct stat sb;
-        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
-            rc = remove_tree(p);
-        else if (unlink(p) != 0)
-            rc = -errno;
-    }
-    closedir(d);
-    return rc;
-}
-
 /* One run at a time per partial directory: batch systems do launch a job twice. */
 static pcbm_status lock_partial(pcbm_outdir *od, pcbm_error *err)
 {
-    od->lock_fd = open(od->partial, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (od->lock_fd < 0)
-        return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s: %s", od->partial, strerror(errno));
-    if (flock(od->lock_fd, LOCK_EX | LOCK_NB) != 0)
+    int rc = pcbm_lock_file(od->partial, O_RDONLY | O_DIRECTORY, &od->lock_fd);
+    if (rc == -EWOULDBLOCK)
         return pcbm_fail(err, PCBM_ERR_EXISTS, "another pcbmerge is writing %s right now: wait for "
                          "it to finish (or stop it) before resuming", od->partial);
+    if (rc)
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s: %s", od->partial, strerror(-rc));
     return PCBM_OK;
 }
 
@@ -116,7 +81,7 @@ pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, int r
                              "%s holds an unfinished earlier merge into %s: pass --resume to "
                              "continue it, or --force to discard it and start over",
                              od->partial, od->final);
-        int rc = remove_contents(od->partial);
+        int rc = pcbm_remove_contents(od->partial);
         if (rc)
             return pcbm_fail(err, PCBM_ERR_IO, "cannot empty %s: %s", od->partial, strerror(-rc));
         return PCBM_OK;
@@ -130,11 +95,9 @@ pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, int r
     return lock_partial(od, err);
 }
 
-int pcbm_remove_tree(const char *path) { return remove_tree(path); }
-
 pcbm_status pcbm_outdir_reset(pcbm_outdir *od, pcbm_error *err)
 {
-    int rc = remove_contents(od->partial);
+    int rc = pcbm_remove_contents(od->partial);
     if (rc)
         return pcbm_fail(err, PCBM_ERR_IO, "cannot empty %s: %s", od->partial, strerror(-rc));
     return PCBM_OK;
@@ -208,7 +171,7 @@ pcbm_status pcbm_outdir_publish(pcbm_outdir *od, pcbm_error *err)
 void pcbm_outdir_discard(pcbm_outdir *od)
 {
     if (od->partial)
-        remove_tree(od->partial);
+        pcbm_remove_tree(od->partial);
 }
 
 void pcbm_outdir_free(pcbm_outdir *od)
