@@ -446,7 +446,17 @@ static int refuse(cli_cmd c, const char *name, const cli_opt *any)
     }
     if ((B(c) & M_MERGE) && any && any->group == G_PHASE)
         return ERR("--%s is an option of the split-merge phases (pcbmerge --help)", name);
-    return ERR("--%s is not an option of %s", name, cmds[c].name);
+    char who[160] = "";
+    size_t u = 0;
+    unsigned takers = 0;
+    for (size_t i = 0; i < NOPTS; i++)
+        if (!strcmp(table[i].name, name) || (table[i].alias && !strcmp(table[i].alias, name)))
+            takers |= table[i].cmds;
+    for (unsigned k = 0; k < CMD_COUNT && u < sizeof who; k++)
+        if (takers & B(k))
+            u += (size_t)snprintf(who + u, sizeof who - u, "%s%s", u ? ", " : "", cmds[k].name);
+    return ERR("--%s is not an option of %s (%s: %s)", name, cmds[c].name,
+               strchr(who, ',') ? "commands that take it" : "the command that takes it", who);
 }
 
 int cli_parse(cli_cmd c, int argc, char **argv, cli_args *a, int *first_arg)

@@ -59,7 +59,7 @@ int pcbm_lock_file(const char *path, int flags, int *fd)
     if (*fd < 0)
         return -errno;
     if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
-        int e = errno == EWOULDBLOCK ? EWOULDBLOCK : errno;
+        int e = errno;
         close(*fd);
         *fd = -1;
         return -e;

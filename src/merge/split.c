@@ -29,7 +29,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -544,7 +543,7 @@ static pcbm_status take_lock(const split_plan *sp, const char *name, const char 
         return pcbm_fail(err, PCBM_ERR_EXISTS, "%s of %s is running in another process right "
                          "now: wait for it (or stop it) and run this again", who, sp->od.final);
     if (rc)
-        return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s: %s", path, strerror(-rc));
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot open or lock %s: %s", path, strerror(-rc));
     return PCBM_OK;
 }
 

@@ -376,6 +376,7 @@ static void take_opts(pcbm_search_state *s, const pcbm_search_opts *o)
     pcbm_search_opts_init(&s->o);
     memcpy(&s->o, o, PCBM_MIN((size_t)o->struct_size, sizeof s->o));
     s->mo = *o->merge;
+    s->mo.resume = 0; /* candidates start afresh; the final merge continues with o->resume */
     s->n = s->mo.ntasks;
     s->lock_fd = -1;
 }

@@ -10,12 +10,25 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- JSON text ------------------------------------------------------------------------------ */
+
+/* Formatted text into a file of the search (the library prints nothing on the terminal). */
+static void put_fmt(FILE *f, const char *fmt, ...) PCBM_PRINTF(2, 3);
+static void put_fmt(FILE *f, const char *fmt, ...)
+{
+    char b[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b, sizeof b, fmt, ap);
+    va_end(ap);
+    fputs(b, f);
+}
 
 static void put_real(FILE *f, double v)
 {
@@ -189,14 +202,14 @@ pcbm_status pcbm_search_log_eval(pcbm_search_state *s, unsigned k, unsigned gen,
                                  double eval_s, pcbm_error *err)
 {
     FILE *f = s->log;
-    fprintf(f, "{\"evaluation\":%u,\"generation\":%u,\"lambdas\":", k, gen);
+    put_fmt(f, "{\"evaluation\":%u,\"generation\":%u,\"lambdas\":", k, gen);
     put_lambdas(f, lam, s->n);
     fputs(",\"score\":", f);
     if (!why)
         put_real(f, score);
     else
         fputs("null", f);
-    fprintf(f, ",\"seconds\":%.4f,\"merge_seconds\":%.4f,\"eval_seconds\":%.4f", secs, merge_s,
+    put_fmt(f, ",\"seconds\":%.4f,\"merge_seconds\":%.4f,\"eval_seconds\":%.4f", secs, merge_s,
             eval_s);
     if (why) {
         fputs(",\"error\":", f);
@@ -344,7 +357,7 @@ static void summary_head(FILE *f, const pcbm_search_state *s)
     }
     fputs("],\n  \"eval_cmd\": ", f);
     put_str(f, s->o.eval_id);
-    fprintf(f, ",\n  \"budget\": %u,\n  \"evaluations\": %u,\n  \"failed_evaluations\": %u,\n"
+    put_fmt(f, ",\n  \"budget\": %u,\n  \"evaluations\": %u,\n  \"failed_evaluations\": %u,\n"
                "  \"generations\": %u,\n  \"stopped\": ", s->o.budget, r->evaluations, r->failed,
             r->generations);
     put_str(f, r->stopped);
@@ -356,7 +369,7 @@ static void summary_head(FILE *f, const pcbm_search_state *s)
     put_real(f, s->o.init);
     fputs(",\n  \"sigma0\": ", f);
     put_real(f, r->sigma0);
-    fprintf(f, ",\n  \"popsize\": %u,\n  \"seed\": %llu,\n  \"init_score\": ", r->popsize,
+    put_fmt(f, ",\n  \"popsize\": %u,\n  \"seed\": %llu,\n  \"init_score\": ", r->popsize,
             (unsigned long long)s->o.seed);
 }
 
@@ -373,7 +386,7 @@ pcbm_status pcbm_search_write_summary(const pcbm_search_state *s, pcbm_error *er
         put_real(f, r->init_score);
     else
         fputs("null", f);
-    fprintf(f, ",\n  \"best\": {\"evaluation\": %u, \"generation\": %u, \"score\": ",
+    put_fmt(f, ",\n  \"best\": {\"evaluation\": %u, \"generation\": %u, \"score\": ",
             r->best_evaluation, r->best_generation);
     put_real(f, r->best_score);
     fputs(", \"lambdas\": ", f);
@@ -387,7 +400,7 @@ pcbm_status pcbm_search_write_summary(const pcbm_search_state *s, pcbm_error *er
     put_str(f, !pcbm_search_has_stats(s->mo.method) ? "none (the method has no statistics pass)"
                : s->mo.stats_in                     ? "from --stats"
                                                     : "computed once, at the first evaluation");
-    fprintf(f, ",\n  \"seconds\": %.3f,\n  \"merge_seconds\": %.3f,\n  \"eval_seconds\": %.3f\n}\n",
+    put_fmt(f, ",\n  \"seconds\": %.3f,\n  \"merge_seconds\": %.3f,\n  \"eval_seconds\": %.3f\n}\n",
             r->seconds, r->merge_seconds, r->eval_seconds);
     if (fclose(f) != 0 || !text) {
         free(text);

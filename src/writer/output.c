@@ -3,14 +3,12 @@
  */
 #include "output.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -35,7 +33,7 @@ static pcbm_status lock_partial(pcbm_outdir *od, pcbm_error *err)
         return pcbm_fail(err, PCBM_ERR_EXISTS, "another pcbmerge is writing %s right now: wait for "
                          "it to finish (or stop it) before resuming", od->partial);
     if (rc)
-        return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s: %s", od->partial, strerror(-rc));
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot open or lock %s: %s", od->partial, strerror(-rc));
     return PCBM_OK;
 }
 
