@@ -92,28 +92,31 @@ static int inspect_text(const pcbm_model *m)
 
 static int cmd_inspect(int argc, char **argv)
 {
-    const char *path = NULL;
-    int json = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json"))
-            json = 1;
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            cli_help_cmd(stdout, CMD_INSPECT);
-            return 0;
-        } else if (argv[i][0] == '-' && argv[i][1])
-            return cli_usage_error(CMD_INSPECT, "unknown option %s", argv[i]);
-        else if (path)
-            return cli_usage_error(CMD_INSPECT, "inspect takes one model, got a second: %s", argv[i]);
-        else
-            path = argv[i];
+    cli_args *a = calloc(1, sizeof *a);
+    if (!a) {
+        fputs("pcbmerge: error: out of memory\n", stderr);
+        return 1;
     }
-    if (!path)
+    cli_args_init(a);
+    int first, rc = cli_parse(CMD_INSPECT, argc, argv, a, &first);
+    bool json = a->json, help = a->help;
+    free(a);
+    if (rc != 0)
+        return rc;
+    if (help) {
+        cli_help_cmd(stdout, CMD_INSPECT);
+        return 0;
+    }
+    if (first >= argc)
         return cli_usage_error(CMD_INSPECT, "inspect needs a model path");
+    if (first + 1 < argc)
+        return cli_usage_error(CMD_INSPECT, "inspect takes one model, got a second: %s",
+                               argv[first + 1]);
     pcbm_model *m = NULL;
     pcbm_error err;
-    if (pcbm_model_open(path, &m, &err) != PCBM_OK)
+    if (pcbm_model_open(argv[first], &m, &err) != PCBM_OK)
         return fail(&err);
-    int rc = json ? inspect_json(m) : inspect_text(m);
+    rc = json ? inspect_json(m) : inspect_text(m);
     pcbm_model_close(m);
     return rc;
 }

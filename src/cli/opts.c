@@ -477,7 +477,11 @@ int cli_parse(cli_cmd c, int argc, char **argv, cli_args *a, int *first_arg)
     int ch, rc = 0;
     optind = 1;
     opterr = 0;
-    while (rc == 0 && (ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    while (rc == 0 && (ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+        if (ch == 'h') {
+            a->help = true;
+            break;
+        }
         if (ch < 256) {
             rc = ERR("unknown or incomplete option %s", argv[optind - 1]);
             continue;
