@@ -122,8 +122,12 @@ void pcbm_cli_run_eval(const char *cmd, const char *model, unsigned index, pcbm_
     r->out.limit = 1 << 20;
     r->err.limit = 16384;
     int po[2], pe[2];
-    if (pipe2(po, O_CLOEXEC) != 0 || pipe2(pe, O_CLOEXEC) != 0) {
+    if (pipe2(po, O_CLOEXEC) != 0)
+        po[0] = po[1] = -1;
+    if (po[0] < 0 || pipe2(pe, O_CLOEXEC) != 0) {
         snprintf(r->why, sizeof r->why, "cannot create pipes: %s", strerror(errno));
+        if (po[0] >= 0)
+            close(po[0]), close(po[1]);
         return;
     }
     fflush(NULL);

@@ -34,6 +34,7 @@ static pcbm_status eval_cmd(void *user, const char *model, unsigned index, doubl
     cli_search *cs = user;
     pcbm_cli_eval_free(&cs->last);
     free(cs->cmd);
+    cs->cmd = NULL;
     memset(&cs->last, 0, sizeof cs->last);
     if (atomic_load(&pcbm_cli_stop))
         return set_err(err, PCBM_ERR_INTERRUPTED, "stopped by a signal");

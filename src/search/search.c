@@ -370,15 +370,12 @@ static pcbm_status finish(pcbm_search_state *s, double t_start, pcbm_error *err)
     return pcbm_search_write_summary(s, err);
 }
 
-/* The caller's options into s, defaults for the fields of a layout newer than the caller's. */
-static void take_opts(pcbm_search_state *s, const pcbm_search_opts *o)
+/* The caller's options, with defaults for the fields of a layout newer than the caller's. */
+static void take_opts(pcbm_search_opts *dst, const pcbm_search_opts *o)
 {
-    pcbm_search_opts_init(&s->o);
-    memcpy(&s->o, o, PCBM_MIN((size_t)o->struct_size, sizeof s->o));
-    s->mo = *o->merge;
-    s->mo.resume = 0; /* candidates start afresh; the final merge continues with o->resume */
-    s->n = s->mo.ntasks;
-    s->lock_fd = -1;
+    pcbm_search_opts_init(dst);
+    memcpy(dst, o, PCBM_MIN((size_t)o->struct_size, sizeof *dst));
+    dst->struct_size = (uint32_t)sizeof *dst;
 }
 
 pcbm_status pcbm_search(const pcbm_search_opts *o, pcbm_search_result *res, pcbm_error *err)
@@ -392,13 +389,19 @@ pcbm_status pcbm_search(const pcbm_search_opts *o, pcbm_search_result *res, pcbm
         return pcbm_fail(err, PCBM_ERR_USAGE, "pcbm_search_opts.struct_size is %u, smaller than "
                          "the first published layout (%zu bytes): fill the options with "
                          "pcbm_search_opts_init()", o ? o->struct_size : 0, SEARCH_OPTS_V1_SIZE);
-    pcbm_status st = validate(o, err);
+    pcbm_search_opts so;
+    take_opts(&so, o);
+    pcbm_status st = validate(&so, err);
     if (st == PCBM_OK && !(s = pcbm_calloc(1, sizeof *s)))
         st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     if (st != PCBM_OK)
         return st;
     double t_start = pcbm_now();
-    take_opts(s, o);
+    s->o = so;
+    s->mo = *so.merge;
+    s->mo.resume = 0; /* candidates start afresh; the final merge continues with so.resume */
+    s->n = s->mo.ntasks;
+    s->lock_fd = -1;
     s->res = res;
     s->stats_in = s->mo.stats_in;
     st = pcbm_search_make_work(s, err);

@@ -150,6 +150,7 @@ static pcbm_status run(const char *name, scorer *sc, int resume, pcbm_search_res
     mo.quiet = 1;
     mo.progress = PCBM_PROGRESS_NONE;
     mo.threads = 1;
+    mo.io = PCBM_IO_PREAD; /* the search is under test, not the I/O backend (valgrind-friendly) */
     pcbm_search_opts so;
     pcbm_search_opts_init(&so);
     so.merge = &mo;
