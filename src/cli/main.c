@@ -1,7 +1,9 @@
 /*
- * main.c — the pcbmerge command line: a thin layer over libpcbmerge. Parses options, calls
- * pcbm_merge() or the model reader, prints results and maps statuses to exit codes
- * (0 success, 1 failure, 2 usage error, 75 interrupted and resumable).
+ * main.c — the pcbmerge command line: a thin layer over libpcbmerge. Dispatches the commands
+ * (options parsed by the shared table of opts.c; search in search.c), runs merge, plan, the
+ * split-merge phases, inspect and verify, owns the signal thread (a first SIGTERM/SIGINT/SIGHUP
+ * stops cleanly), prints results and maps statuses to exit codes (0 success, 1 failure, 2 usage
+ * error, 75 interrupted and resumable).
  */
 #include "pcbmerge.h"
 #include "opts.h"
