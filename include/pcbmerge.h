@@ -323,6 +323,95 @@ PCBM_API void pcbm_request_stop(void);
  * "i"/"B"; "KB/MB/GB/TB" are powers of 1000). Returns 0 on success. */
 PCBM_API int pcbm_parse_size(const char *s, uint64_t *out);
 
+/* ---------------------------------------------------------------------------------------------
+ * Coefficient search: CMA-ES over the per-task coefficients λ_1..λ_N of one merge (pcb,
+ * task_arithmetic or dare_linear), scored by the caller's evaluation, higher is better. The
+ * statistics pass runs once; every candidate is merged by the apply pass alone into a scratch
+ * directory (OUT.search/model, replaced each time) and handed to `evaluate`; at the end OUT holds
+ * the merge at the best λ, search_log.jsonl (one JSON line per evaluation) and
+ * search_summary.json. OUT.search/ is locked while a search runs and keeps the log and the
+ * statistics when it stops or fails: with `resume` the same search continues (CMA-ES is
+ * deterministic for a seed: logged evaluations are checked bit for bit and replayed, not run).
+ * The library prints nothing: evaluations and notes reach the caller through callbacks.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Score the candidate merged into model_dir (evaluation `index`, from 1). Return PCBM_OK with a
+ * finite *score (higher is better). Any other status is a failed evaluation (say why in err):
+ * the search stops, or with skip_errors ranks the candidate last and goes on.
+ * PCBM_ERR_INTERRUPTED stops the search without logging the candidate (resumable). */
+typedef pcbm_status (*pcbm_search_eval_fn)(void *user, const char *model_dir, unsigned index,
+                                           double *score, pcbm_error *err);
+
+/* One evaluation, scored, failed or replayed from the log of a resumed search. */
+typedef struct pcbm_search_event {
+    unsigned index;           /* evaluation number, from 1 */
+    unsigned generation;      /* CMA-ES generation; 0 for the evaluation at λ = init */
+    unsigned budget;
+    unsigned ntasks;
+    const double *lambdas;    /* ntasks values */
+    int ok;                   /* scored; otherwise `error` says why */
+    int replayed;             /* taken from the log (resume), not evaluated again */
+    int stops;                /* a failure that stops the search (skip_errors is off) */
+    double score;             /* NaN when the evaluation failed */
+    double best_score;        /* the best score so far (NaN before any) */
+    double seconds, merge_seconds, eval_seconds; /* 0 when replayed */
+    const char *error;        /* when !ok: why */
+    const char *log_path;     /* the log of the evaluations so far */
+} pcbm_search_event;
+
+typedef void (*pcbm_search_event_fn)(void *user, const pcbm_search_event *ev);
+/* A note on what the search does ("resuming from ...", "merging the best λ ..."). */
+typedef void (*pcbm_search_note_fn)(void *user, const char *msg);
+
+typedef struct pcbm_search_opts {
+    uint32_t struct_size;          /* sizeof(pcbm_search_opts): set by pcbm_search_opts_init */
+    const pcbm_merge_opts *merge;  /* base, tasks, out, method and every merge parameter (lambda,
+                                      lambdas and weights are ignored); stats_in: statistics of an
+                                      earlier merge of these inputs; force: discard an earlier
+                                      search or partial output; resume: see below */
+    pcbm_search_eval_fn evaluate;  /* required */
+    void *user;                    /* passed to every callback */
+    const char *eval_id;           /* what evaluates (the CLI: the command): part of the
+                                      parameters a resumed search must repeat; in the summary */
+    unsigned budget;               /* evaluations, the one at λ = init included; 60 */
+    double lo, hi;                 /* the box of every λ_i; 0.5, 3.0 */
+    double init;                   /* the starting λ of every task, evaluated first; 1.0 */
+    double sigma;                  /* initial CMA-ES step size; 0 = (hi - lo) / 5 */
+    unsigned popsize;              /* candidates per generation; 0 = 4 + 3 ln N */
+    uint64_t seed;                 /* CMA-ES seed (the DARE seed is merge->seed); 0 */
+    int skip_errors;               /* a failed evaluation ranks last instead of stopping */
+    int resume;                    /* continue the search left in OUT.search/ */
+    pcbm_search_event_fn on_event; /* every evaluation, or NULL */
+    pcbm_search_note_fn on_note;   /* notes, or NULL */
+} pcbm_search_opts;
+
+typedef struct pcbm_search_result {
+    unsigned evaluations;          /* logged (replayed included) */
+    unsigned failed;               /* failed evaluations (skipped) */
+    unsigned generations;          /* CMA-ES generations told */
+    unsigned popsize;              /* candidates per generation */
+    double sigma0;                 /* initial step size used */
+    int have_init;                 /* the evaluation at λ = init scored */
+    double init_score;
+    unsigned best_evaluation, best_generation;
+    double best_score;
+    double best_lambdas[PCBM_MAX_TASKS];
+    char stopped[64];              /* why the search ended: "budget spent", or CMA-ES's reason */
+    char work_dir[4096];           /* OUT.search (kept when the search stops or fails) */
+    double seconds, merge_seconds, eval_seconds;
+} pcbm_search_result;
+
+/* Fill `o` with the defaults listed above (and struct_size). */
+PCBM_API void pcbm_search_opts_init(pcbm_search_opts *o);
+
+/* Run (or with o->resume continue) a search; `res` (may be NULL) receives the outcome, also the
+ * counts so far when the search stops. PCBM_ERR_USAGE for invalid options (a struct_size older
+ * than the first published layout included); PCBM_ERR_INTERRUPTED when stopped by
+ * pcbm_request_stop() (the merge in flight or the next one stops) or by `evaluate`: run again
+ * with resume to continue; a failed evaluation's status when it stops the search. */
+PCBM_API pcbm_status pcbm_search(const pcbm_search_opts *o, pcbm_search_result *res,
+                                 pcbm_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,9 +1,11 @@
 /*
- * search.h — `pcbmerge search`: CMA-ES over the per-task coefficients λ_1..λ_N, scored by a
- * user's evaluation command (src/cli/search.c).
+ * search.h — `pcbmerge search`: the command-line front-end of pcbm_search(), scored by a
+ * user's evaluation command (src/cli/search.c), and the stop flag of the CLI's signal thread.
  */
 #ifndef PCBM_CLI_SEARCH_H
 #define PCBM_CLI_SEARCH_H
+
+#include "pcbmerge.h"
 
 #include <stdatomic.h>
 

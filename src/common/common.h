@@ -1,6 +1,7 @@
 /*
  * common.h — what every module of libpcbmerge shares: error reporting into a pcbm_error,
- * logging to stderr, checked allocation, aligned buffers and small arithmetic helpers.
+ * logging to stderr, checked allocation, aligned buffers, small arithmetic helpers, and the
+ * file-system and parameter helpers of merge, split merge and search (util.c).
  * Internal: nothing here is part of the public API.
  */
 #ifndef PCBM_COMMON_H
@@ -104,5 +105,26 @@ double pcbm_now(void);
 
 /* Human-readable byte count into buf ("1.50 GiB"). Returns buf. */
 char *pcbm_fmt_bytes(uint64_t n, char *buf, size_t len);
+
+/* ---- util.c: shared by merge, split merge and search ---- */
+
+/* Removal never follows a symbolic link: a link is removed, never its target. */
+/* Remove a file or a directory tree (0 or -errno; a missing path is not an error). */
+int pcbm_remove_tree(const char *path);
+/* Remove everything inside dir, keeping dir (and a lock held on it). 0 or -errno. */
+int pcbm_remove_contents(const char *dir);
+/* Remove entry `name` of the directory open as dfd (a directory with its contents). */
+int pcbm_remove_at(int dfd, const char *name);
+/* Remove every entry of the directory open as fd but `keep` (may be NULL); fd stays valid. */
+int pcbm_empty_dirfd(int fd, const char *keep);
+/* Open path with flags (O_CLOEXEC is added; O_CREAT creates it 0644) and take an exclusive,
+ * non-blocking flock. 0 with *fd open and locked; -EWOULDBLOCK when another process holds the
+ * lock, -errno when the open failed (*fd is -1 on failure). */
+int pcbm_lock_file(const char *path, int flags, int *fd);
+/* Compare two canonical JSON parameter objects: 1 if they differ. key receives the first key of
+ * `a` whose value differs (`first`, when given and it differs, is named before any other key;
+ * "format" when only the texts differ), desc "KEY A there, B here". */
+int pcbm_params_differ(const char *a, const char *b, const char *first, char *key, size_t keylen,
+                       char *desc, size_t desclen);
 
 #endif /* PCBM_COMMON_H */

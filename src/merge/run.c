@@ -407,37 +407,6 @@ static char *shape_json(const pcbm_merge_opts *o)
     return str;
 }
 
-/* First parameter that differs between two shape objects, as "key: A vs B". */
-static void shape_diff(const char *a, const char *b, char *out, size_t len)
-{
-    json_t *ja = json_loads(a, 0, NULL), *jb = json_loads(b, 0, NULL);
-    const char *key;
-    json_t *va;
-    snprintf(out, len, "parameters differ");
-    /* the method first: when it differs, every other difference follows from it */
-    json_t *ma = json_object_get(ja, "method"), *mb = json_object_get(jb, "method");
-    if (ma && mb && !json_equal(ma, mb)) {
-        snprintf(out, len, "method %s there, %s here", json_string_value(ma), json_string_value(mb));
-        json_decref(ja);
-        json_decref(jb);
-        return;
-    }
-    json_object_foreach(ja, key, va) {
-        json_t *vb = json_object_get(jb, key);
-        if (!vb || !json_equal(va, vb)) {
-            size_t fl = JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(10);
-            char *sa = json_dumps(va, fl);
-            char *sb = vb ? json_dumps(vb, fl) : NULL;
-            snprintf(out, len, "%s %s there, %s here", key, sa ? sa : "?", sb ? sb : "(none)");
-            free(sa);
-            free(sb);
-            break;
-        }
-    }
-    json_decref(ja);
-    json_decref(jb);
-}
-
 static pcbm_status check_stats_file(const pcbm_merge_opts *o, const pcbm_statset *in,
                                     const pcbm_statset *now, pcbm_error *err)
 {
@@ -460,7 +429,7 @@ static pcbm_status check_stats_file(const pcbm_merge_opts *o, const pcbm_statset
     }
     if (strcmp(in->shape_json, now->shape_json) != 0) {
         char diff[256];
-        shape_diff(in->shape_json, now->shape_json, diff, sizeof diff);
+        pcbm_params_differ(in->shape_json, now->shape_json, "method", NULL, 0, diff, sizeof diff);
         return pcbm_fail(err, PCBM_ERR_STATS, "statistics file %s was computed with other "
                          "parameters (%s); only `lambda`/`lambdas` may change with `stats_in`; "
                          "recompute them without `stats_in`", o->stats_in, diff);
@@ -636,7 +605,7 @@ pcbm_status pcbm_run_check_journal(merge_run *r, const char *params, pcbm_error 
     }
     if (strcmp(j->params, params) != 0) {
         char diff[256];
-        shape_diff(j->params, params, diff, sizeof diff);
+        pcbm_params_differ(j->params, params, "method", NULL, 0, diff, sizeof diff);
         return pcbm_fail(err, PCBM_ERR_STATS, "cannot resume %s: the parameters changed (%s); "
                          "run with the same parameters, or start over with `force`",
                          r->od.partial, diff);

@@ -29,7 +29,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -561,12 +560,12 @@ static pcbm_status take_lock(const split_plan *sp, const char *name, const char 
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", sp->ctl, name);
-    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (*fd < 0)
-        return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    if (flock(*fd, LOCK_EX | LOCK_NB) != 0)
+    int rc = pcbm_lock_file(path, O_RDWR | O_CREAT, fd);
+    if (rc == -EWOULDBLOCK)
         return pcbm_fail(err, PCBM_ERR_EXISTS, "%s of %s is running in another process right "
                          "now: wait for it (or stop it) and run this again", who, sp->od.final);
+    if (rc)
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot open or lock %s: %s", path, strerror(-rc));
     return PCBM_OK;
 }
 

@@ -174,3 +174,40 @@ pcbm_status pcbm_verify(const char *dir, pcbm_verify_fn report, void *arg, unsig
     json_decref(root);
     return st;
 }
+
+pcbm_status pcbm_manifest_append(const char *dir, const char *const *names, size_t n,
+                                 pcbm_error *err)
+{
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, PCBM_MANIFEST_NAME);
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    json_t *files = json_object_get(root, "files");
+    if (!json_is_array(files)) {
+        json_decref(root);
+        return pcbm_fail(err, PCBM_ERR_FORMAT, "cannot read the manifest %s: %s", path, je.text);
+    }
+    pcbm_status st = pcbm_manifest_add_small_files(dir, names, n, files, err);
+    char *txt = st == PCBM_OK ? json_dumps(root, JSON_INDENT(2)) : NULL;
+    json_decref(root);
+    if (st != PCBM_OK)
+        return st;
+    if (!txt)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    int wr = fd < 0 ? -errno : pcbm_write_all(fd, txt, strlen(txt));
+    if (wr == 0 && fsync(fd) != 0)
+        wr = -errno;
+    if (fd >= 0)
+        close(fd);
+    free(txt);
+    if (wr == 0 && rename(tmp, path) != 0)
+        wr = -errno;
+    if (wr != 0) {
+        unlink(tmp);
+        return pcbm_fail(err, wr == -ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
+                         "cannot rewrite the manifest %s: %s", path, strerror(-wr));
+    }
+    return PCBM_OK;
+}

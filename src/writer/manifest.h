@@ -17,4 +17,10 @@
 pcbm_status pcbm_manifest_add_small_files(const char *dir, const char *const *names, size_t n,
                                           json_t *files, pcbm_error *err);
 
+/* Add files names[0..n) of the published model dir to its manifest (hashed now), rewriting the
+ * manifest atomically: what a caller writes beside a merged model after publication (the search
+ * log and summary) is vouched for like the rest. */
+pcbm_status pcbm_manifest_append(const char *dir, const char *const *names, size_t n,
+                                 pcbm_error *err);
+
 #endif /* PCBM_MANIFEST_H */

@@ -33,76 +33,6 @@ static char *parent_of(const char *path)
     return par;
 }
 
-/* ---- removal without following links ------------------------------------------------------ */
-
-static int remove_at(int dfd, const char *name);
-
-/* Remove every entry of the directory open as fd (fd stays open and valid). `keep` (may be NULL)
- * names one entry left in place. */
-static int empty_dirfd(int fd, const char *keep)
-{
-    int dup_fd = dup(fd);
-    if (dup_fd < 0)
-        return -errno;
-    DIR *d = fdopendir(dup_fd);
-    if (!d) {
-        int e = errno;
-        close(dup_fd);
-        return -e;
-    }
-    rewinddir(d);
-    struct dirent *de;
-    int rc = 0;
-    while (!rc && (de = readdir(d)) != NULL) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
-            (keep && !strcmp(de->d_name, keep)))
-            continue;
-        rc = remove_at(fd, de->d_name);
-    }
-    closedir(d);
-    return rc;
-}
-
-/* Remove entry `name` of directory dfd: a directory with its contents, anything else (a link
- * included: the link, not its target) by unlinking it. */
-static int remove_at(int dfd, const char *name)
-{
-    struct stat sb;
-    if (fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
-        return errno == ENOENT ? 0 : -errno;
-    if (S_ISDIR(sb.st_mode)) {
-        int sub = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (sub < 0)
-            return -errno;
-        int rc = empty_dirfd(sub, NULL);
-        close(sub);
-        if (rc)
-            return rc;
-        return unlinkat(dfd, name, AT_REMOVEDIR) == 0 || errno == ENOENT ? 0 : -errno;
-    }
-    return unlinkat(dfd, name, 0) == 0 || errno == ENOENT ? 0 : -errno;
-}
-
-int pcbm_remove_tree(const char *path)
-{
-    char *par = parent_of(path), *tmp = pcbm_strdup(path);
-    if (!par || !tmp) {
-        free(par);
-        free(tmp);
-        return -ENOMEM;
-    }
-    int rc = 0, pfd = open(par, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (pfd < 0)
-        rc = errno == ENOENT ? 0 : -errno;
-    else
-        rc = remove_at(pfd, basename(tmp));
-    if (pfd >= 0)
-        close(pfd);
-    free(par);
-    free(tmp);
-    return rc;
-}
-
 /* ---- what OUT.partial holds --------------------------------------------------------------- */
 
 static bool is_plain_file_at(int dfd, const char *name)
@@ -155,7 +85,7 @@ static int sanitize_dirfd(int fd)
             if (sub >= 0)
                 close(sub);
         } else if (!S_ISREG(sb.st_mode) || sb.st_nlink > 1) {
-            rc = remove_at(fd, de->d_name);
+            rc = pcbm_remove_at(fd, de->d_name);
         }
     }
     closedir(d);
@@ -167,14 +97,14 @@ static int sanitize_dirfd(int fd)
 /* One run at a time per partial directory: batch systems do launch a job twice. */
 static pcbm_status open_partial(pcbm_outdir *od, pcbm_error *err)
 {
-    od->dirfd = open(od->partial, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (od->dirfd < 0)
-        return pcbm_fail(err, errno == ELOOP || errno == ENOTDIR ? PCBM_ERR_EXISTS : PCBM_ERR_IO,
-                         "cannot open %s: %s; pcbmerge writes only into a directory it created "
-                         "itself", od->partial, strerror(errno));
-    if (flock(od->dirfd, LOCK_EX | LOCK_NB) != 0)
+    int rc = pcbm_lock_file(od->partial, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, &od->dirfd);
+    if (rc == -EWOULDBLOCK)
         return pcbm_fail(err, PCBM_ERR_EXISTS, "another pcbmerge is writing %s right now: wait for "
                          "it to finish (or stop it) before resuming", od->partial);
+    if (rc)
+        return pcbm_fail(err, rc == -ELOOP || rc == -ENOTDIR ? PCBM_ERR_EXISTS : PCBM_ERR_IO,
+                         "cannot open %s: %s; pcbmerge writes only into a directory it created "
+                         "itself", od->partial, strerror(-rc));
     return PCBM_OK;
 }
 
@@ -236,7 +166,7 @@ static pcbm_status reuse_partial(pcbm_outdir *od, const struct stat *sb, int for
         return pcbm_fail(err, PCBM_ERR_EXISTS, "%s holds an unfinished earlier merge into %s: "
                          "continue it with `resume`, or discard it and start over with `force`",
                          od->partial, od->final);
-    int rc = force ? empty_dirfd(od->dirfd, PCBM_PARTIAL_MARKER) : sanitize_dirfd(od->dirfd);
+    int rc = force ? pcbm_empty_dirfd(od->dirfd, PCBM_PARTIAL_MARKER) : sanitize_dirfd(od->dirfd);
     if (rc)
         return pcbm_fail(err, PCBM_ERR_IO, "cannot %s %s: %s", force ? "empty" : "clean",
                          od->partial, strerror(-rc));
@@ -265,7 +195,7 @@ pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, int r
 
 pcbm_status pcbm_outdir_reset(pcbm_outdir *od, pcbm_error *err)
 {
-    int rc = od->dirfd >= 0 ? empty_dirfd(od->dirfd, PCBM_PARTIAL_MARKER) : -EBADF;
+    int rc = od->dirfd >= 0 ? pcbm_empty_dirfd(od->dirfd, PCBM_PARTIAL_MARKER) : -EBADF;
     if (rc)
         return pcbm_fail(err, PCBM_ERR_IO, "cannot empty %s: %s", od->partial, strerror(-rc));
     if (!is_plain_file_at(od->dirfd, PCBM_PARTIAL_MARKER))
@@ -316,7 +246,7 @@ int pcbm_outdir_open(const pcbm_outdir *od, const char *name, bool keep)
         }
     }
     if (fd < 0) {
-        int rc = remove_at(dfd, name);
+        int rc = pcbm_remove_at(dfd, name);
         fd = rc ? rc : openat(dfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd < 0 && !rc)
             fd = -errno;

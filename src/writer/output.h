@@ -27,9 +27,6 @@ pcbm_status pcbm_outdir_begin(pcbm_outdir *od, const char *out, int force, int r
                               bool *existed, pcbm_error *err);
 /* Name OUT and OUT.partial without creating or locking anything. */
 pcbm_status pcbm_outdir_attach(pcbm_outdir *od, const char *out, pcbm_error *err);
-/* Remove a directory tree without following any symbolic link in it (a link is removed, never
- * its target). 0 or -errno; a missing tree is not an error. */
-int pcbm_remove_tree(const char *path);
 /* Empty the partial directory (an earlier run left nothing that can be kept); the marker stays. */
 pcbm_status pcbm_outdir_reset(pcbm_outdir *od, pcbm_error *err);
 /* Check that the filesystem of OUT has `need` bytes free. */

@@ -134,8 +134,8 @@ need_numpy
 check "verify fails on unlisted files and on an empty manifest" verify_strays
 
 O=$TMP/never
-expect_fail "--lambdas 1,nan refused" "lambdas value 2 is nan" merge --lambdas 1,nan --out "$O" $T
-expect_fail "--lambdas 1,inf refused" "lambdas value 2 is inf" merge --lambdas 1,inf --out "$O" $T
+expect_fail "--lambdas 1,nan refused" "lambdas (value 2 is nan|needs comma-separated numbers, got 1,nan)" merge --lambdas 1,nan --out "$O" $T
+expect_fail "--lambdas 1,inf refused" "lambdas (value 2 is inf|needs comma-separated numbers, got 1,inf)" merge --lambdas 1,inf --out "$O" $T
 expect_fail "--lambda 1e39 (Inf in float32) refused" "--lambda is 1e\+39" merge --lambda 1e39 --out "$O" $T
 expect_fail "linear --weights 3e38,3e38 (sum overflows) refused" "--weights must have a non-zero sum" \
     merge --method linear --weights 3e38,3e38 --out "$O" $T

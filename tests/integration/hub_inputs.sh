@@ -40,13 +40,13 @@ cache_model "$F/task2" acme task.two $C2 v1.0
 
 by_id() {
     "$PCBM_BIN" merge --quiet --base acme/base --out "$TMP/ids" acme/task-one "acme/task.two@v1.0" &&
-        same_outputs "$TMP/ref" "$TMP/ids" pcbmerge.manifest.json
+        same_outputs "$TMP/ref" "$TMP/ids" pcbmerge.manifest.json README.md # the card names the inputs as given
 }
 check "hub ids resolve through refs/ (main and a tag)" by_id
 by_commit_and_folder() {
     "$PCBM_BIN" merge --quiet --base "$HF_HUB_CACHE/models--acme--base" --out "$TMP/folders" \
         "acme/task-one@$C1" "$HF_HUB_CACHE/models--acme--task.two/snapshots/$C2" &&
-        same_outputs "$TMP/ref" "$TMP/folders" pcbmerge.manifest.json
+        same_outputs "$TMP/ref" "$TMP/folders" pcbmerge.manifest.json README.md
 }
 # models--acme--task.two has no refs/main (only v1.0): its folder is named by snapshot here
 check "a commit hash, a cache repository folder and a snapshot path" by_commit_and_folder

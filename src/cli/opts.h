@@ -1,0 +1,60 @@
+/*
+ * opts.h — the command line's one option table and parser (src/cli/opts.c): every option of
+ * merge, plan, search and the split-merge phases, which commands take it, how its value is
+ * checked and its help text; the help of every command is generated from the same table.
+ */
+#ifndef PCBM_CLI_OPTS_H
+#define PCBM_CLI_OPTS_H
+
+#include "pcbmerge.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#define EXIT_USAGE 2
+#define EXIT_TEMPFAIL 75
+
+typedef enum cli_cmd {
+    CMD_MERGE = 0, CMD_PLAN, CMD_SEARCH, CMD_STATS, CMD_REDUCE, CMD_APPLY, CMD_FINALIZE,
+    CMD_STATUS, CMD_INSPECT, CMD_VERIFY, CMD_COUNT
+} cli_cmd;
+
+#define CLI_MAX_EXCLUDE 256
+
+/* What the options of any command set. */
+typedef struct cli_args {
+    pcbm_merge_opts o;                 /* merge parameters and run-time settings */
+    double lambdas[PCBM_MAX_TASKS], weights[PCBM_MAX_TASKS];
+    int nlambdas, nweights;
+    const char *exclude[CLI_MAX_EXCLUDE];
+    unsigned shards;                   /* plan: --shards K */
+    const char *plan, *shard, *get;    /* phases: --plan DIR, --shard I, status --get KEY */
+    bool json;                         /* status --json */
+    pcbm_search_opts so;               /* search: budget, bounds, init, sigma, popsize, seed... */
+    const char *eval_cmd;              /* search: --eval-cmd */
+    bool help;                         /* --help was given */
+} cli_args;
+
+/* The command named `name`, or CMD_COUNT. */
+cli_cmd cli_cmd_parse(const char *name);
+const char *cli_cmd_name(cli_cmd c);
+
+/* Defaults for every option of command c (a->o.exclude points into a). */
+void cli_args_init(cli_args *a);
+
+/* Parse argv[1..] of command c (argv[0] is the command) into a. Returns 0, or the exit status
+ * of a usage error (printed). *first_arg receives the index of the first operand (getopt moves
+ * the operands after the options). */
+int cli_parse(cli_cmd c, int argc, char **argv, cli_args *a, int *first_arg);
+
+/* "pcbmerge CMD: <message>" and the hint to --help on stderr; returns EXIT_USAGE. `c` may be
+ * CMD_COUNT (no command). */
+int cli_usage_error(cli_cmd c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* `pcbmerge --help` (every command and option), `pcbmerge CMD --help`, and the list of
+ * commands (the no-argument message). */
+void cli_help_all(FILE *f);
+void cli_help_cmd(FILE *f, cli_cmd c);
+void cli_list_cmds(FILE *f);
+
+#endif /* PCBM_CLI_OPTS_H */
