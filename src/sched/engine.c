@@ -5,6 +5,8 @@
  * by the methods in a fixed order and output blocks are written strictly in schedule order.
  */
 #include "engine.h"
+#include "progress.h"
+#include "stop.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,7 +17,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <signal.h>
 #include <xxhash.h>
 
 #define TARGET_BLOCK_BYTES (4u << 20)  /* per model per block, when memory allows */
@@ -25,7 +26,6 @@
 #define STAGE_CHUNK_MAX (4u << 20)
 #define STAGE_CHUNK_MIN (64u << 10)
 #define SEGMENT_BYTES (64ull << 20)    /* output journaled in durable, hashed segments of this size */
-#define MAX_ACTIVE 16                  /* engines a stop request reaches */
 #define MAP_AROUND (2u << 20)          /* mapped pages are released in aligned units of this */
 
 typedef struct slot {
@@ -130,8 +130,6 @@ struct pcbm_engine {
 };
 
 static const char *out_path(const pcbm_engine *e, unsigned f, char *buf, size_t len);
-static void register_engine(pcbm_engine *e);
-static void unregister_engine(pcbm_engine *e);
 static pcbm_status close_segment(pcbm_engine *e, unsigned f, pcbm_error *err);
 
 /* ---- sizing ------------------------------------------------------------------------------ */
@@ -370,7 +368,7 @@ pcbm_status pcbm_engine_create(pcbm_plan *plan, const pcbm_engine_cfg *cfg, pcbm
         st = pcbm_io_open(cfg->io, depth, &e->io, e->rep.backend_note,
                           sizeof e->rep.backend_note, err);
         if (st == PCBM_OK) {
-            register_engine(e);
+            pcbm_stop_register(e->io);
             e->rep.backend = pcbm_io_name(e->io);
             if (e->rep.backend_note[0])
                 pcbm_warn("%s", e->rep.backend_note);
@@ -411,8 +409,10 @@ void pcbm_engine_destroy(pcbm_engine *e)
     if (!e)
         return;
     syncer_stop(e);
-    if (e->io)
+    if (e->io) {
+        pcbm_stop_unregister(e->io); /* before the backend goes: a stop request wakes it */
         pcbm_io_close(e->io);
+    }
     for (unsigned m = 0; m < e->nmodels; m++) {
         if (!e->files[m])
             continue;
@@ -445,7 +445,6 @@ void pcbm_engine_destroy(pcbm_engine *e)
     }
     free(e->pend);
     free(e->sy.q);
-    unregister_engine(e);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->sy.mu);
@@ -455,47 +454,6 @@ void pcbm_engine_destroy(pcbm_engine *e)
 }
 
 const pcbm_engine_report *pcbm_engine_get_report(const pcbm_engine *e) { return &e->rep; }
-
-/* ---- stop requests ---------------------------------------------------------------------- */
-
-static volatile sig_atomic_t stop_requested;
-static pthread_mutex_t active_mu = PTHREAD_MUTEX_INITIALIZER;
-static pcbm_engine *active[MAX_ACTIVE];
-
-static void register_engine(pcbm_engine *e)
-{
-    pthread_mutex_lock(&active_mu);
-    for (unsigned i = 0; i < MAX_ACTIVE; i++)
-        if (!active[i]) {
-            active[i] = e;
-            break;
-        }
-    pthread_mutex_unlock(&active_mu);
-}
-
-static void unregister_engine(pcbm_engine *e)
-{
-    pthread_mutex_lock(&active_mu);
-    for (unsigned i = 0; i < MAX_ACTIVE; i++)
-        if (active[i] == e)
-            active[i] = NULL;
-    pthread_mutex_unlock(&active_mu);
-}
-
-void pcbm_request_stop(void)
-{
-    stop_requested = 1;
-    pthread_mutex_lock(&active_mu);
-    for (unsigned i = 0; i < MAX_ACTIVE; i++)
-        if (active[i] && active[i]->io)
-            pcbm_io_wake(active[i]->io);
-    pthread_mutex_unlock(&active_mu);
-}
-
-void pcbm_engine_clear_stop(void)
-{
-    stop_requested = 0;
-}
 
 /* ---- durable segments -------------------------------------------------------------------- */
 
@@ -940,35 +898,6 @@ static uint64_t pass_total_bytes(const pcbm_engine *e, const pcbm_pass *ps)
     return total;
 }
 
-typedef struct progress {
-    double start, last;
-    uint64_t total, done;
-    bool tty, json;
-} progress;
-
-static void progress_show(const pcbm_engine *e, progress *pg, bool final)
-{
-    double now = pcbm_now();
-    if (!pg->tty && !pg->json)
-        return;
-    if (!final && now - pg->last < (pg->json ? 1.0 : 0.25))
-        return;
-    pg->last = now;
-    double el = now - pg->start;
-    double rate = el > 0 ? (double)pg->done / el : 0;
-    double eta = rate > 0 && pg->total > pg->done ? (double)(pg->total - pg->done) / rate : 0;
-    if (pg->json) {
-        fprintf(stderr, "{\"pass\":\"%s\",\"bytes\":%llu,\"total\":%llu,\"rate\":%.0f,\"eta\":%.1f}\n",
-                e->pass->name, (unsigned long long)pg->done, (unsigned long long)pg->total, rate, eta);
-    } else {
-        char a[32], b[32];
-        fprintf(stderr, "\r%-10s %s / %s  %.2f GB/s  ETA %d:%02d   %s", e->pass->name,
-                pcbm_fmt_bytes(pg->done, a, sizeof a), pcbm_fmt_bytes(pg->total, b, sizeof b),
-                rate / 1e9, (int)(eta / 60), (int)eta % 60, final ? "\n" : "");
-    }
-    fflush(stderr);
-}
-
 typedef struct run_state {
     pcbm_engine *e;
     const pcbm_pass *ps;
@@ -982,7 +911,7 @@ typedef struct run_state {
     pcbm_status st;
     pcbm_error *err;
     uint64_t err_seq;          /* schedule position of the reported error */
-    progress pg;
+    pcbm_progress_line pg;
     pcbm_pass_report *pr;
 } run_state;
 
@@ -1124,7 +1053,7 @@ static void on_read_done(run_state *rs, pcbm_io_req *r)
                       (unsigned long long)(r->off + (uint64_t)r->res), t->name);
         fail_at(rs, s->seq, PCBM_ERR_IO, &er);
     }
-    rs->pg.done += (uint64_t)s->n * t->in_unit[m];
+    pcbm_progress_add(&rs->pg, (uint64_t)s->n * t->in_unit[m]);
     if (--s->pending == 0) {
         if (rs->st != PCBM_OK) {
             /* the pass is stopping: the block is dropped, not an error of its own (a read
@@ -1227,7 +1156,7 @@ static void run_loop(run_state *rs)
 {
     pcbm_engine *e = rs->e;
     for (;;) {
-        if (stop_requested && rs->st == PCBM_OK) {
+        if (pcbm_stop_requested() && rs->st == PCBM_OK) {
             pcbm_error er;
             pcbm_fail(&er, PCBM_ERR_INTERRUPTED, "interrupted by a signal during pass '%s'",
                       rs->ps->name);
@@ -1263,7 +1192,7 @@ static void run_loop(run_state *rs)
         }
         if (!rs->more && rs->busy == 0 && e->inflight == 0)
             break;
-        progress_show(e, &rs->pg, false);
+        pcbm_progress_tick(&rs->pg);
         bool can_issue = rs->more && rs->free_list && rs->st == PCBM_OK;
         if (!can_issue && (idle_workers_pending || e->inflight > 0))
             reap_some(rs, true);
@@ -1328,10 +1257,8 @@ pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *ps, pcbm_error *err
         e->slots[s].next = rs.free_list;
         rs.free_list = &e->slots[s];
     }
-    bool show = !e->cfg.quiet && e->cfg.progress != PCBM_PROGRESS_NONE;
-    rs.pg = (progress){.start = t0, .last = t0, .total = pass_total_bytes(e, ps),
-                       .json = show && e->cfg.progress == PCBM_PROGRESS_JSON,
-                       .tty = show && e->cfg.progress == PCBM_PROGRESS_AUTO && isatty(2)};
+    pcbm_progress_begin(&rs.pg, e->cfg.progress, e->cfg.quiet, ps->name, pass_total_bytes(e, ps),
+                        t0);
     e->pass = ps;
     e->work_head = e->work_tail = e->done_head = NULL;
 
@@ -1356,10 +1283,7 @@ pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *ps, pcbm_error *err
     pr->seconds += pcbm_now() - t0;
     e->rep.bytes_read += pr->bytes_read - read0;
     e->rep.bytes_written += pr->bytes_written - written0;
-    if (rs.st == PCBM_OK)
-        progress_show(e, &rs.pg, true);
-    else if (rs.pg.tty)
-        fputc('\n', stderr);
+    pcbm_progress_end(&rs.pg, rs.st == PCBM_OK);
     return rs.st;
 }
 
