@@ -5,6 +5,9 @@
  * by the methods in a fixed order and output blocks are written strictly in schedule order.
  */
 #include "engine.h"
+#include "budget.h"
+#include "cursor.h"
+#include "../writer/stream.h"
 #include "progress.h"
 #include "stop.h"
 
@@ -19,12 +22,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#define TARGET_BLOCK_BYTES (4u << 20)  /* per model per block, when memory allows */
-#define MIN_BLOCK_ELEMS 4096u          /* below this, per-block overhead dominates */
-#define MAX_SLOTS 128u                 /* block sets in flight (reading, computing, writing) */
-#define STAGE_CHUNKS 4u                /* output staging buffers */
-#define STAGE_CHUNK_MAX (4u << 20)
-#define STAGE_CHUNK_MIN (64u << 10)
+#define STAGE_CHUNKS PCBM_OSTREAM_CHUNKS
 #define SEGMENT_BYTES (64ull << 20)    /* output journaled in durable, hashed segments of this size */
 #define MAP_AROUND (2u << 20)          /* mapped pages are released in aligned units of this */
 
@@ -132,88 +130,20 @@ struct pcbm_engine {
 static const char *out_path(const pcbm_engine *e, unsigned f, char *buf, size_t len);
 static pcbm_status close_segment(pcbm_engine *e, unsigned f, pcbm_error *err);
 
-/* ---- sizing ------------------------------------------------------------------------------ */
-
-static uint64_t max_out_unit(const pcbm_plan *p)
-{
-    uint64_t u = p->max_in_unit;
-    for (size_t i = 0; i < p->nt; i++)
-        if (p->t[i].kind != PCBM_T_RAW && p->t[i].out_unit > u)
-            u = p->t[i].out_unit;
-    return u;
-}
-
-static uint64_t slot_bytes(const pcbm_plan *p, uint64_t elems, uint64_t *cap_in, uint64_t *cap_out)
-{
-    uint64_t ci = elems * p->max_in_unit + 2 * PCBM_ALIGN;
-    uint64_t co = pcbm_align_up(elems * max_out_unit(p), PCBM_ALIGN);
-    if (cap_in)
-        *cap_in = ci;
-    if (cap_out)
-        *cap_out = co;
-    return ci * p->nmodels + co;
-}
-
-static uint64_t stage_bytes(uint64_t chunk_size) { return chunk_size * STAGE_CHUNKS; }
-
-static uint64_t chunk_for(const pcbm_plan *p, uint64_t elems)
-{
-    uint64_t c = PCBM_MIN(STAGE_CHUNK_MAX, pcbm_align_up(elems * max_out_unit(p), PCBM_ALIGN));
-    return PCBM_MAX(c, STAGE_CHUNK_MIN);
-}
-
-/* Memory for nslots block sets of `elems` elements plus the output staging and `reserved`. */
-static uint64_t need_for(const pcbm_plan *p, uint64_t elems, unsigned nslots, uint64_t reserved)
-{
-    return reserved + stage_bytes(chunk_for(p, elems)) + (uint64_t)nslots * slot_bytes(p, elems, NULL, NULL);
-}
-
-uint64_t pcbm_engine_min_mem(const pcbm_plan *plan, unsigned threads, uint64_t reserved)
-{
-    return need_for(plan, MIN_BLOCK_ELEMS, threads + 2, reserved);
-}
-
 static pcbm_status size_buffers(pcbm_engine *e, pcbm_error *err)
 {
-    const pcbm_plan *p = e->plan;
-    unsigned want_min = e->cfg.threads + 2;
-    uint64_t elems = e->cfg.block_bytes ? e->cfg.block_bytes / p->max_in_unit
-                                        : TARGET_BLOCK_BYTES / p->max_in_unit;
-    elems = PCBM_MAX(elems, MIN_BLOCK_ELEMS);
-    uint64_t avail = e->cfg.mem_bytes > e->cfg.reserved_bytes
-                         ? e->cfg.mem_bytes - e->cfg.reserved_bytes : 0;
-    for (;;) {
-        uint64_t csize = chunk_for(p, elems);
-        uint64_t sb = slot_bytes(p, elems, &e->cap_in, &e->cap_out);
-        uint64_t rest = avail > stage_bytes(csize) ? avail - stage_bytes(csize) : 0;
-        uint64_t n = rest / sb;
-        if (n >= want_min || (e->cfg.block_bytes && n >= 2)) {
-            e->nslots = (unsigned)PCBM_MIN(n, MAX_SLOTS);
-            e->chunk_bytes = csize;
-            break;
-        }
-        if (elems / 2 < MIN_BLOCK_ELEMS || e->cfg.block_bytes) {
-            char have[32], need[32];
-            /* a fixed --block-size needs two block sets of that size; otherwise the smallest
-             * blocks and a block set per thread plus two */
-            uint64_t min = e->cfg.block_bytes ? need_for(p, elems, 2, e->cfg.reserved_bytes)
-                                              : pcbm_engine_min_mem(p, e->cfg.threads,
-                                                                    e->cfg.reserved_bytes);
-            return pcbm_fail(err, PCBM_ERR_NOMEM,
-                             "--mem %s is too small for %u models with %u threads: at least %s "
-                             "is needed (%s of it for statistics and working buffers); raise --mem or lower "
-                             "--threads",
-                             pcbm_fmt_bytes(e->cfg.mem_bytes, have, sizeof have), p->nmodels,
-                             e->cfg.threads, pcbm_fmt_bytes(min, need, sizeof need),
-                             pcbm_fmt_bytes(e->cfg.reserved_bytes, (char[32]){0}, 32));
-        }
-        elems /= 2;
-    }
-    pcbm_plan_set_block(e->plan, elems);
-    e->rep.block_elems = elems;
-    e->rep.nslots = e->nslots;
-    e->rep.buffer_bytes = (uint64_t)e->nslots * slot_bytes(p, elems, NULL, NULL) +
-                          stage_bytes(e->chunk_bytes);
+    pcbm_budget b;
+    pcbm_status st = pcbm_budget_size(e->plan, &e->cfg, &b, err);
+    if (st != PCBM_OK)
+        return st;
+    e->cap_in = b.cap_in;
+    e->cap_out = b.cap_out;
+    e->nslots = b.nslots;
+    e->chunk_bytes = b.chunk_bytes;
+    pcbm_plan_set_block(e->plan, b.block_elems);
+    e->rep.block_elems = b.block_elems;
+    e->rep.nslots = b.nslots;
+    e->rep.buffer_bytes = b.buffer_bytes;
     return PCBM_OK;
 }
 
@@ -793,115 +723,22 @@ static bool emit_slot(pcbm_engine *e, slot *s, pcbm_status *st, pcbm_error *err)
 
 /* ---- the pass loop ---------------------------------------------------------------------- */
 
-typedef struct cursor {
-    size_t t;          /* tensor */
-    uint64_t start;    /* first unit of the current block */
-    uint64_t n;        /* units in the current block */
-} cursor;
-
-static bool visits(const pcbm_engine *e, const pcbm_pass *ps, const pcbm_tplan *t)
+/* Whether output before `end` in file f is kept from an earlier run (apply passes skip it). */
+static bool kept_output(const void *arg, unsigned f, uint64_t end)
 {
-    if (t->out_file < e->cfg.file_lo || t->out_file >= e->cfg.file_hi)
-        return false; /* another unit's tensor */
-    return ps->kind == PCBM_PASS_APPLY || t->kind == PCBM_T_MERGE;
-}
-
-/* Sample units of tensor `ti` are PCBM_SAMPLE_UNIT elements; with stride s, a tensor of more
- * than s units contributes the units u with (u + ti) % s == 0, a smaller tensor its first unit.
- * The rule depends only on the plan and the stride, never on the block size or --mem. */
-static bool unit_sampled(size_t ti, uint64_t nunits, uint64_t u, uint32_t stride)
-{
-    if (nunits <= stride)
-        return u == 0;
-    return (u + ti) % stride == 0;
-}
-
-uint64_t pcbm_sample_count(const pcbm_tplan *t, size_t ti, uint32_t stride)
-{
-    if (stride <= 1)
-        return t->units;
-    uint64_t nunits = (t->units + PCBM_SAMPLE_UNIT - 1) / PCBM_SAMPLE_UNIT, n = 0;
-    for (uint64_t u = 0; u < nunits; u++)
-        if (unit_sampled(ti, nunits, u, stride))
-            n += PCBM_MIN(PCBM_SAMPLE_UNIT, t->units - u * PCBM_SAMPLE_UNIT);
-    return n;
-}
-
-/* The block after `from` (units) inside tensor c->t: every block, or for sample passes only the
- * blocks inside sampled units. */
-static bool next_in_tensor(const pcbm_pass *ps, const pcbm_tplan *t, cursor *c, uint64_t from)
-{
-    uint32_t stride = ps->sample_stride > 1 ? ps->sample_stride : 1;
-    if (stride == 1) {
-        if (from >= t->units)
-            return false;
-        c->start = from;
-        c->n = PCBM_MIN(t->block_units, t->units - from);
-        return true;
-    }
-    uint64_t nunits = (t->units + PCBM_SAMPLE_UNIT - 1) / PCBM_SAMPLE_UNIT;
-    for (uint64_t u = from / PCBM_SAMPLE_UNIT; u < nunits; u++) {
-        if (!unit_sampled(c->t, nunits, u, stride))
-            continue;
-        uint64_t lo = PCBM_MAX(from, u * PCBM_SAMPLE_UNIT);
-        uint64_t hi = PCBM_MIN((u + 1) * PCBM_SAMPLE_UNIT, t->units);
-        if (lo >= hi)
-            continue;
-        c->start = lo;
-        c->n = PCBM_MIN(t->block_units, hi - lo);
-        return true;
-    }
-    return false;
-}
-
-/* Whether tensor t's output up to unit `end` lies before the resume point (kept). */
-static bool before_resume(const pcbm_engine *e, const pcbm_tplan *t, uint64_t end)
-{
+    const pcbm_engine *e = arg;
     if (!e->resuming)
         return false;
-    if (t->out_file != e->resume_file)
-        return t->out_file < e->resume_file;
-    return t->out_off + end * t->out_unit <= e->resume_pos;
-}
-
-/* Advance to the next block the pass visits; false at the end. */
-static bool cursor_next(const pcbm_engine *e, const pcbm_pass *ps, cursor *c, bool first)
-{
-    uint64_t from = first ? 0 : c->start + c->n;
-    for (;;) {
-        if (c->t >= ps->t1)
-            return false;
-        const pcbm_tplan *t = &e->plan->t[c->t];
-        if (visits(e, ps, t) && next_in_tensor(ps, t, c, from)) {
-            if (!(ps->kind == PCBM_PASS_APPLY && before_resume(e, t, c->start + c->n)))
-                return true;
-            from = c->start + c->n; /* output kept from the earlier run: not recomputed */
-            continue;
-        }
-        c->t++;
-        from = 0;
-    }
-}
-
-static uint64_t pass_total_bytes(const pcbm_engine *e, const pcbm_pass *ps)
-{
-    uint64_t total = 0;
-    for (size_t i = ps->t0; i < ps->t1; i++) {
-        const pcbm_tplan *t = &e->plan->t[i];
-        if (!visits(e, ps, t))
-            continue;
-        unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
-        uint64_t n = pcbm_sample_count(t, i, ps->sample_stride);
-        for (unsigned m = 0; m < nin; m++)
-            total += n * t->in_unit[m];
-    }
-    return total;
+    if (f != e->resume_file)
+        return f < e->resume_file;
+    return end <= e->resume_pos;
 }
 
 typedef struct run_state {
     pcbm_engine *e;
     const pcbm_pass *ps;
-    cursor cur;
+    pcbm_walk walk;
+    pcbm_cursor cur;
     bool more;                 /* blocks left to issue */
     uint64_t seq_next;         /* next seq to issue */
     uint64_t seq_emit;         /* apply: next seq to emit */
@@ -987,7 +824,7 @@ static void fill_slots(run_state *rs)
         issue_block(rs, s);
         if (rs->ps->kind == PCBM_PASS_APPLY)
             rs->ring[s->seq % rs->e->nslots] = s;
-        rs->more = cursor_next(rs->e, rs->ps, &rs->cur, false);
+        rs->more = pcbm_cursor_next(&rs->walk, &rs->cur);
         if (s->pending == 0 && !s->map[0] && rs->st == PCBM_OK)
             rs->st = PCBM_ERR_INTERNAL; /* unreachable: every block reads at least the base */
     }
@@ -1249,16 +1086,16 @@ pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *ps, pcbm_error *err
     choose_mapping(e, ps);
     pr->mapped |= e->mapped;
     run_state rs = {.e = e, .ps = ps, .err = err, .pr = pr};
-    rs.cur.t = ps->t0;
-    rs.more = cursor_next(e, ps, &rs.cur, true);
-    slot *ring[MAX_SLOTS] = {0};
+    rs.walk = (pcbm_walk){.plan = e->plan, .ps = ps, .file_lo = e->cfg.file_lo,
+                          .file_hi = e->cfg.file_hi, .kept = kept_output, .kept_arg = e};
+    rs.more = pcbm_cursor_first(&rs.walk, &rs.cur);
+    slot *ring[PCBM_MAX_SLOTS] = {0};
     rs.ring = ring;
     for (unsigned s = 0; s < e->nslots; s++) {
         e->slots[s].next = rs.free_list;
         rs.free_list = &e->slots[s];
     }
-    pcbm_progress_begin(&rs.pg, e->cfg.progress, e->cfg.quiet, ps->name, pass_total_bytes(e, ps),
-                        t0);
+    pcbm_progress_begin(&rs.pg, e->cfg.progress, e->cfg.quiet, ps->name, pcbm_walk_total_bytes(&rs.walk), t0);
     e->pass = ps;
     e->work_head = e->work_tail = e->done_head = NULL;
 
