@@ -7,6 +7,7 @@
 #include "engine.h"
 #include "budget.h"
 #include "cursor.h"
+#include "../io/pagecache.h"
 #include "../writer/stream.h"
 #include "progress.h"
 #include "stop.h"
@@ -24,7 +25,6 @@
 
 #define STAGE_CHUNKS PCBM_OSTREAM_CHUNKS
 #define SEGMENT_BYTES (64ull << 20)    /* output journaled in durable, hashed segments of this size */
-#define MAP_AROUND (2u << 20)          /* mapped pages are released in aligned units of this */
 
 typedef struct slot {
     uint64_t seq;
@@ -69,13 +69,6 @@ typedef struct syncer {
     pcbm_error err;
 } syncer;
 
-typedef struct in_file {
-    int fd;
-    bool direct;
-    const uint8_t *map;            /* read-only mapping of the whole file, or NULL */
-    uint64_t size;
-} in_file;
-
 typedef struct out_file {
     int fd;
     bool direct;
@@ -90,7 +83,7 @@ struct pcbm_engine {
     pcbm_plan *plan;
     pcbm_engine_cfg cfg;
     pcbm_io *io;
-    in_file *files[PCBM_MAX_MODELS];
+    pcbm_inputs in;
     unsigned nmodels;
     uint64_t cap_in, cap_out;      /* bytes per slot buffer */
     unsigned nslots;
@@ -110,8 +103,6 @@ struct pcbm_engine {
     syncer sy;
     bool mapped;                   /* this pass reads the inputs through their mappings */
     bool bufs_touched;             /* the slots' read buffers hold pages (a pass read into them) */
-    bool cached;                   /* the inputs' sampled pages were in the page cache ... */
-    double cached_checked;         /* ... when last looked at (pcbm_now) */
     bool resuming;                 /* files of an earlier run may exist */
     unsigned resume_file;          /* output before (resume_file, resume_pos) is kept */
     uint64_t resume_pos;
@@ -149,98 +140,17 @@ static pcbm_status size_buffers(pcbm_engine *e, pcbm_error *err)
 
 /* ---- set-up and tear-down --------------------------------------------------------------- */
 
-/* PCBM_BUFFERED=1 reads and writes through the page cache instead of O_DIRECT (benchmarks of
- * compute speed with the inputs cached, filesystems that misreport O_DIRECT). */
-static bool buffered_only(void)
-{
-    const char *v = getenv("PCBM_BUFFERED");
-    return v && *v && strcmp(v, "0") != 0;
-}
-
-static pcbm_status open_inputs(pcbm_engine *e, pcbm_error *err)
-{
-    for (unsigned m = 0; m < e->nmodels; m++) {
-        const pcbm_model *md = e->plan->models[m];
-        e->files[m] = pcbm_calloc(md->nfiles, sizeof(in_file));
-        if (!e->files[m])
-            return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory opening inputs");
-        for (unsigned f = 0; f < md->nfiles; f++)
-            e->files[m][f].fd = -1;
-        for (unsigned f = 0; f < md->nfiles; f++) {
-            int fd = pcbm_open_read(md->files[f].path, !buffered_only(), &e->files[m][f].direct);
-            if (fd < 0)
-                return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s for reading: %s",
-                                 md->files[f].path, strerror(-fd));
-            e->files[m][f].fd = fd;
-            /* a mapping costs nothing until read; passes use it when the file is cached */
-            struct stat sb;
-            in_file *inf = &e->files[m][f];
-            if (e->cfg.io != PCBM_IO_URING && e->cfg.io != PCBM_IO_PREAD && !getenv("PCBM_FAULT") &&
-                fstat(fd, &sb) == 0 && sb.st_size > 0) {
-                void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
-                if (p != MAP_FAILED) {
-                    inf->map = p;
-                    inf->size = (uint64_t)sb.st_size;
-                }
-            }
-        }
-    }
-    return PCBM_OK;
-}
-
-/* Whether every input file's sampled pages are in the page cache (64 windows of 256 KiB per
- * file, mincore): reading such a file through its mapping avoids copying every byte. */
-static bool inputs_cached(const pcbm_engine *e)
-{
-    static const uint64_t win = 256u << 10;
-    long page = sysconf(_SC_PAGESIZE);
-    unsigned char vec[(256u << 10) / 4096];
-    if (page != 4096)
-        return false;
-    for (unsigned m = 0; m < e->nmodels; m++) {
-        for (unsigned f = 0; f < e->plan->models[m]->nfiles; f++) {
-            const in_file *inf = &e->files[m][f];
-            if (!inf->map)
-                return false;
-            for (unsigned k = 0; k < 64; k++) {
-                uint64_t off = pcbm_align_down(inf->size * k / 64, (uint64_t)page);
-                uint64_t len = PCBM_MIN(win, inf->size - off);
-                if (len == 0 || mincore((void *)(inf->map + off), (size_t)len, vec) != 0)
-                    return false;
-                for (uint64_t i = 0; i < (len + (uint64_t)page - 1) / (uint64_t)page; i++)
-                    if (!(vec[i] & 1))
-                        return false;
-            }
-        }
-    }
-    return true;
-}
-
 /* Choose, at the start of a pass, between reading into the slots' buffers and reading through
  * the mappings (--io mmap always; auto when the inputs are cached). Mapped pages a block used
  * are dropped from the process (MADV_DONTNEED) when its slot is released, so --mem still bounds
  * what is resident; the slots' own read buffers are emptied when a mapped pass starts. */
 static void choose_mapping(pcbm_engine *e, const pcbm_pass *ps)
 {
-    bool all = ps->sample_stride <= 1; /* samples read little: copies are cheap, and the pages the
-                                          kernel maps around each faulted one would stay resident */
-    for (unsigned m = 0; m < e->nmodels && all; m++)
-        for (unsigned f = 0; f < e->plan->models[m]->nfiles && all; f++)
-            all = e->files[m][f].map != NULL;
-    if (all && e->cfg.io == PCBM_IO_AUTO) {
-        /* the sample costs a few syscalls per file: tensor scope runs passes per tensor, so the
-         * answer is kept for a second */
-        double now = pcbm_now();
-        if (now - e->cached_checked > 1.0) {
-            e->cached = inputs_cached(e);
-            e->cached_checked = now;
-        }
-    }
-    e->mapped = all && (e->cfg.io == PCBM_IO_MMAP || (e->cfg.io == PCBM_IO_AUTO && e->cached));
+    e->mapped = pcbm_inputs_use_map(&e->in, ps->sample_stride <= 1);
     if (e->mapped && e->bufs_touched) {
         for (unsigned s = 0; s < e->nslots; s++)
             for (unsigned m = 0; m < e->nmodels; m++)
-                madvise(e->slots[s].in[m], (size_t)e->cap_in, MADV_DONTNEED);
+                pcbm_pages_drop(e->slots[s].in[m], (size_t)e->cap_in);
         e->bufs_touched = false;
     }
 }
@@ -290,7 +200,7 @@ pcbm_status pcbm_engine_create(pcbm_plan *plan, const pcbm_engine_cfg *cfg, pcbm
     pthread_cond_init(&e->sy.idle, NULL);
     pcbm_status st = size_buffers(e, err);
     if (st == PCBM_OK)
-        st = open_inputs(e, err);
+        st = pcbm_inputs_open(&e->in, plan->models, plan->nmodels, e->cfg.io, err);
     if (st == PCBM_OK)
         st = alloc_buffers(e, err);
     if (st == PCBM_OK) {
@@ -343,17 +253,7 @@ void pcbm_engine_destroy(pcbm_engine *e)
         pcbm_stop_unregister(e->io); /* before the backend goes: a stop request wakes it */
         pcbm_io_close(e->io);
     }
-    for (unsigned m = 0; m < e->nmodels; m++) {
-        if (!e->files[m])
-            continue;
-        for (unsigned f = 0; f < e->plan->models[m]->nfiles; f++) {
-            if (e->files[m][f].fd >= 0)
-                close(e->files[m][f].fd);
-            if (e->files[m][f].map)
-                munmap((void *)e->files[m][f].map, (size_t)e->files[m][f].size);
-        }
-        free(e->files[m]);
-    }
+    pcbm_inputs_close(&e->in);
     if (e->slots) {
         for (unsigned s = 0; s < e->nslots; s++) {
             for (unsigned m = 0; m < e->nmodels; m++)
@@ -648,7 +548,7 @@ static pcbm_status begin_file(pcbm_engine *e, unsigned f, pcbm_error *err)
 {
     out_file *of = &e->ofiles[f];
     char p[4096];
-    int fd = pcbm_open_write_mode(out_path(e, f, p, sizeof p), !buffered_only(), e->resuming,
+    int fd = pcbm_open_write_mode(out_path(e, f, p, sizeof p), !pcbm_buffered_only(), e->resuming,
                                   &of->direct);
     if (fd < 0)
         return pcbm_fail(err, fd == -ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
@@ -781,7 +681,7 @@ static void issue_block(run_state *rs, slot *s)
         for (unsigned m = 0; m < nin; m++) {
             const pcbm_tsrc *src = &t->src[m];
             uint64_t len = (uint64_t)s->n * t->in_unit[m];
-            s->map[m] = e->files[m][src->file].map + src->off + s->start * t->in_unit[m];
+            s->map[m] = e->in.f[m][src->file].map + src->off + s->start * t->in_unit[m];
             s->need[m] = len;
             rs->pr->bytes_read += len;
         }
@@ -798,7 +698,7 @@ static void issue_block(run_state *rs, slot *s)
         uint64_t a1 = pcbm_align_up(off + len, PCBM_ALIGN);
         s->skew[m] = (uint32_t)(off - a0);
         s->need[m] = off + len - a0;
-        s->req[m] = (pcbm_io_req){.op = PCBM_OP_READ, .fd = e->files[m][src->file].fd,
+        s->req[m] = (pcbm_io_req){.op = PCBM_OP_READ, .fd = e->in.f[m][src->file].fd,
                                   .buf = s->in[m], .len = a1 - a0, .off = a0, .user = s};
         rs->pr->bytes_read += a1 - a0;
         int rc = pcbm_io_queue(e->io, &s->req[m]);
@@ -833,16 +733,9 @@ static void fill_slots(run_state *rs)
 static void release_slot(run_state *rs, slot *s)
 {
     for (unsigned m = 0; m < PCBM_MAX_MODELS && s->map[m]; m++) {
-        /* the block's pages leave the process (they stay cached): what is resident stays bounded.
-         * The range is widened to MAP_AROUND so that the pages the kernel mapped around a fault
-         * (fault-around maps whole large folios, up to 2 MiB) go too; a neighbour block still in
-         * use refaults them */
-        uintptr_t a0 = (uintptr_t)s->map[m] & ~(uintptr_t)(MAP_AROUND - 1);
-        uintptr_t a1 = ((uintptr_t)s->map[m] + s->need[m] + MAP_AROUND - 1) & ~(uintptr_t)(MAP_AROUND - 1);
-        const in_file *inf = &rs->e->files[m][rs->e->plan->t[s->tensor].src[m].file];
-        a0 = PCBM_MAX(a0, (uintptr_t)inf->map);
-        a1 = PCBM_MIN(a1, ((uintptr_t)inf->map + inf->size + 4095) & ~(uintptr_t)4095);
-        madvise((void *)a0, a1 - a0, MADV_DONTNEED);
+        /* the block's pages leave the process: what is resident stays bounded */
+        const pcbm_tplan *t = &rs->e->plan->t[s->tensor];
+        pcbm_map_release(&rs->e->in.f[m][t->src[m].file], s->map[m], s->need[m]);
         s->map[m] = NULL;
     }
     s->next = rs->free_list;
