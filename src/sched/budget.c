@@ -75,7 +75,8 @@ pcbm_status pcbm_budget_size(const pcbm_plan *p, const pcbm_engine_cfg *cfg, pcb
     uint64_t elems = cfg->block_bytes ? cfg->block_bytes / p->max_in_unit
                                       : TARGET_BLOCK_BYTES / p->max_in_unit;
     elems = PCBM_MAX(elems, MIN_BLOCK_ELEMS);
-    uint64_t avail = cfg->mem_bytes > cfg->reserved_bytes ? cfg->mem_bytes - cfg->reserved_bytes : 0;
+    uint64_t avail = cfg->mem_bytes > cfg->reserved_bytes ? cfg->mem_bytes - cfg->reserved_bytes
+                                                          : 0;
     for (;;) {
         uint64_t csize = chunk_for(p, elems);
         uint64_t sb = slot_bytes(p, elems, &b->cap_in, &b->cap_out);

@@ -86,7 +86,8 @@ typedef struct pcbm_engine_report {
     pcbm_pass_report passes[PCBM_MAX_PASSES];
 } pcbm_engine_report;
 
-/* Elements of tensor `ti` that a sample pass of this stride visits (all of them for stride <= 1). */
+/* Elements of tensor `ti` that a sample pass of this stride visits (all of them for stride <= 1;
+ * sched/cursor.c). */
 uint64_t pcbm_sample_count(const pcbm_tplan *t, size_t ti, uint32_t stride);
 
 /* Size the buffers (and pick the block size) from the budget. Fails with PCBM_ERR_NOMEM naming
@@ -97,7 +98,8 @@ pcbm_status pcbm_engine_create(pcbm_plan *plan, const pcbm_engine_cfg *cfg, pcbm
 uint64_t pcbm_engine_min_mem(const pcbm_plan *plan, unsigned threads, uint64_t reserved);
 pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *pass, pcbm_error *err);
 /* Durable segments of the output (pcbm_segment, pcbm_segment_fn: writer/stream.h): fn is called
- * on the output's sync thread each time one becomes durable, in stream order (the journal's hook). */
+ * on the output's sync thread each time one becomes durable, in stream order (the journal's
+ * hook). */
 void pcbm_engine_on_segment(pcbm_engine *e, pcbm_segment_fn fn, void *arg);
 
 /* Resume the output of an earlier, interrupted run: check the journaled segments (in stream

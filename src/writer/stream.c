@@ -18,7 +18,7 @@
 #define STAGE_CHUNKS PCBM_OSTREAM_CHUNKS
 #define STAGE_CHUNK_MAX (4u << 20)
 #define STAGE_CHUNK_MIN (64u << 10)
-#define SEGMENT_BYTES (64ull << 20)    /* output journaled in durable, hashed segments of this size */
+#define SEGMENT_BYTES (64ull << 20)    /* durable, hashed segments of about this size */
 
 typedef struct chunk {
     uint8_t *buf;
@@ -92,9 +92,10 @@ static pcbm_status alloc_files(pcbm_ostream *os, pcbm_error *err)
     os->ofiles = pcbm_calloc(nf ? nf : 1, sizeof(out_file));
     if (!os->ofiles)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    for (unsigned f = 0; f < nf; f++)
+        os->ofiles[f].fd = -1; /* destroy closes only what was opened, even after a failure */
     for (unsigned f = 0; f < nf; f++) {
         out_file *of = &os->ofiles[f];
-        of->fd = -1;
         of->seg = XXH3_createState();
         of->whole = XXH3_createState();
         if (!of->seg || !of->whole)
@@ -196,7 +197,8 @@ static pcbm_status sync_segment(pcbm_ostream *os, const pcbm_segment *sg, pcbm_e
     if (fdatasync(os->ofiles[sg->file].fd) != 0) {
         char p[4096];
         return pcbm_fail(er, errno == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
-                         "cannot sync %s: %s", out_path(os, sg->file, p, sizeof p), strerror(errno));
+                         "cannot sync %s: %s", out_path(os, sg->file, p, sizeof p),
+                         strerror(errno));
     }
     if (os->on_segment)
         return os->on_segment(os->seg_arg, sg, er);
@@ -352,7 +354,8 @@ static int free_chunk(const pcbm_ostream *os)
     return -1;
 }
 
-/* Stage up to len bytes of the stream for file f. Returns bytes taken (0 when no buffer is free). */
+/* Stage up to len bytes of the stream for file f. Returns bytes taken (0 when no buffer is
+ * free). */
 static uint64_t stage_put(pcbm_ostream *os, unsigned f, const uint8_t *src, uint64_t len,
                           pcbm_status *st, pcbm_error *err)
 {

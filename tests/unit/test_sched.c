@@ -178,7 +178,8 @@ static void write_model(unsigned m, const char *path)
     for (size_t t = 0; t < NTEN; t++) {
         uint64_t nb = tnumel[t] * (tdtypes[t][0] == 'B' ? 2 : 4);
         h += (size_t)snprintf(hdr + h, sizeof hdr - h,
-                              "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[%llu],\"data_offsets\":[%llu,%llu]}",
+                              "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[%llu],"
+                              "\"data_offsets\":[%llu,%llu]}",
                               t ? "," : "", tnames[t], tdtypes[t], (unsigned long long)tnumel[t],
                               (unsigned long long)off, (unsigned long long)(off + nb));
         off += nb;

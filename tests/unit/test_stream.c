@@ -49,7 +49,10 @@ static pcbm_status on_segment(void *arg, const pcbm_segment *sg, pcbm_error *err
     return PCBM_OK;
 }
 
-static uint8_t byte_of(size_t t, uint64_t i) { return (uint8_t)(i * 2654435761u + t * 97u + (i >> 9)); }
+static uint8_t byte_of(size_t t, uint64_t i)
+{
+    return (uint8_t)(i * 2654435761u + t * 97u + (i >> 9));
+}
 
 static int setup(void **state)
 {
@@ -177,7 +180,8 @@ static void check_files(const pcbm_ostream *os)
 }
 
 /* Segments [from, nsegs) are contiguous in stream order from (file, pos) to the end of the last
- * file (none when everything was kept), none longer than needed, each with the xxh3-64 of its bytes. */
+ * file (none when everything was kept), none longer than needed, each with the xxh3-64 of its
+ * bytes. */
 static void check_segments(size_t from, unsigned file, uint64_t pos)
 {
     for (size_t k = from; k < nsegs; k++) {
