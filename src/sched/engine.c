@@ -1,32 +1,25 @@
 /*
- * engine.c — the chunk scheduler: buffer sizing from --mem, the I/O loop on the calling thread
- * (reads of block sets, in-order output writes), worker threads running the method's per-block
- * callback, progress reporting. Completion order never changes results: statistics are merged
- * by the methods in a fixed order and output blocks are written strictly in schedule order.
+ * engine.c — the chunk scheduler: slots (block sets in flight), the I/O loop on the calling
+ * thread (reads of block sets, reaping completions), worker threads running the method's
+ * per-block callback, and in-order emission of the output blocks into the output stream.
+ * Completion order never changes results: statistics are merged by the methods in a fixed order
+ * and output blocks are emitted strictly in schedule order.
+ *
+ * Elsewhere: buffer sizing (budget.c), which blocks a pass visits (cursor.c), stop requests
+ * (stop.c), the progress display (progress.c), input files and mappings (io/pagecache.c), the
+ * output stream with its durable segments and resume (writer/stream.c).
  */
 #include "engine.h"
+#include "budget.h"
+#include "cursor.h"
+#include "progress.h"
+#include "stop.h"
+#include "../io/pagecache.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#include <signal.h>
-#include <xxhash.h>
-
-#define TARGET_BLOCK_BYTES (4u << 20)  /* per model per block, when memory allows */
-#define MIN_BLOCK_ELEMS 4096u          /* below this, per-block overhead dominates */
-#define MAX_SLOTS 128u                 /* block sets in flight (reading, computing, writing) */
-#define STAGE_CHUNKS 4u                /* output staging buffers */
-#define STAGE_CHUNK_MAX (4u << 20)
-#define STAGE_CHUNK_MIN (64u << 10)
-#define SEGMENT_BYTES (64ull << 20)    /* output journaled in durable, hashed segments of this size */
-#define MAX_ACTIVE 16                  /* engines a stop request reaches */
-#define MAP_AROUND (2u << 20)          /* mapped pages are released in aligned units of this */
 
 typedef struct slot {
     uint64_t seq;
@@ -48,75 +41,20 @@ typedef struct slot {
     struct slot *next;
 } slot;
 
-typedef struct chunk {
-    uint8_t *buf;
-    uint64_t fill;
-    unsigned file;
-    uint64_t base;                 /* file offset of buf[0] */
-    int busy;                      /* write in flight */
-    pcbm_io_req req;
-} chunk;
-
-/* Durability off the I/O thread: closed segments whose writes completed wait here, in stream
- * order, for one thread that fdatasyncs them and reports them (the journal's hook), so that the
- * I/O thread keeps reads and writes in flight meanwhile. */
-typedef struct syncer {
-    pthread_t tid;
-    bool started, stop, busy;
-    pthread_mutex_t mu;
-    pthread_cond_t cv, idle;
-    pcbm_segment *q;
-    size_t head, n, cap;
-    pcbm_status st;                /* the first failure; later segments are not reported */
-    pcbm_error err;
-} syncer;
-
-typedef struct in_file {
-    int fd;
-    bool direct;
-    const uint8_t *map;            /* read-only mapping of the whole file, or NULL */
-    uint64_t size;
-} in_file;
-
-typedef struct out_file {
-    int fd;
-    bool direct;
-    bool begun, ended;
-    uint64_t pos;                  /* bytes of the stream already staged for this file */
-    uint64_t seg_start;            /* start of the segment being hashed */
-    XXH3_state_t *seg;             /* xxh3-64 of [seg_start, pos) */
-    XXH3_state_t *whole;           /* xxh3-128 of [0, pos) */
-} out_file;
-
 struct pcbm_engine {
     pcbm_plan *plan;
     pcbm_engine_cfg cfg;
     pcbm_io *io;
-    in_file *files[PCBM_MAX_MODELS];
+    pcbm_inputs in;
     unsigned nmodels;
     uint64_t cap_in, cap_out;      /* bytes per slot buffer */
     unsigned nslots;
     slot *slots;
-    chunk chunks[STAGE_CHUNKS];
-    uint64_t chunk_bytes;
-    unsigned cur_chunk;            /* chunk being filled, or STAGE_CHUNKS */
-    unsigned inflight;             /* requests queued and not yet reaped (reads and writes) */
-    out_file *ofiles;
-    unsigned cur_ofile;            /* output stream position: file index */
-    bool output_started;
-    uint64_t seg_bytes;
-    pcbm_segment *pend;            /* closed segments waiting for their writes (FIFO) */
-    size_t npend, pend_cap;
-    pcbm_segment_fn on_segment;
-    void *seg_arg;
-    syncer sy;
+    uint64_t chunk_bytes;          /* each output staging buffer */
+    unsigned reads;                /* reads queued and not yet reaped */
+    pcbm_ostream *os;
     bool mapped;                   /* this pass reads the inputs through their mappings */
     bool bufs_touched;             /* the slots' read buffers hold pages (a pass read into them) */
-    bool cached;                   /* the inputs' sampled pages were in the page cache ... */
-    double cached_checked;         /* ... when last looked at (pcbm_now) */
-    bool resuming;                 /* files of an earlier run may exist */
-    unsigned resume_file;          /* output before (resume_file, resume_pos) is kept */
-    uint64_t resume_pos;
 
     /* pass state shared with workers */
     pthread_mutex_t mu;
@@ -129,195 +67,29 @@ struct pcbm_engine {
     pcbm_engine_report rep;
 };
 
-static const char *out_path(const pcbm_engine *e, unsigned f, char *buf, size_t len);
-static void register_engine(pcbm_engine *e);
-static void unregister_engine(pcbm_engine *e);
-static pcbm_status close_segment(pcbm_engine *e, unsigned f, pcbm_error *err);
-
-/* ---- sizing ------------------------------------------------------------------------------ */
-
-static uint64_t max_out_unit(const pcbm_plan *p)
-{
-    uint64_t u = p->max_in_unit;
-    for (size_t i = 0; i < p->nt; i++)
-        if (p->t[i].kind != PCBM_T_RAW && p->t[i].out_unit > u)
-            u = p->t[i].out_unit;
-    return u;
-}
-
-static uint64_t slot_bytes(const pcbm_plan *p, uint64_t elems, uint64_t *cap_in, uint64_t *cap_out)
-{
-    uint64_t ci = elems * p->max_in_unit + 2 * PCBM_ALIGN;
-    uint64_t co = pcbm_align_up(elems * max_out_unit(p), PCBM_ALIGN);
-    if (cap_in)
-        *cap_in = ci;
-    if (cap_out)
-        *cap_out = co;
-    return ci * p->nmodels + co;
-}
-
-static uint64_t stage_bytes(uint64_t chunk_size) { return chunk_size * STAGE_CHUNKS; }
-
-static uint64_t chunk_for(const pcbm_plan *p, uint64_t elems)
-{
-    uint64_t c = PCBM_MIN(STAGE_CHUNK_MAX, pcbm_align_up(elems * max_out_unit(p), PCBM_ALIGN));
-    return PCBM_MAX(c, STAGE_CHUNK_MIN);
-}
-
-/* Memory for nslots block sets of `elems` elements plus the output staging and `reserved`. */
-static uint64_t need_for(const pcbm_plan *p, uint64_t elems, unsigned nslots, uint64_t reserved)
-{
-    return reserved + stage_bytes(chunk_for(p, elems)) + (uint64_t)nslots * slot_bytes(p, elems, NULL, NULL);
-}
-
-uint64_t pcbm_engine_min_mem(const pcbm_plan *plan, unsigned threads, uint64_t reserved)
-{
-    return need_for(plan, MIN_BLOCK_ELEMS, threads + 2, reserved);
-}
-
-static pcbm_status size_buffers(pcbm_engine *e, pcbm_error *err)
-{
-    const pcbm_plan *p = e->plan;
-    unsigned want_min = e->cfg.threads + 2;
-    uint64_t elems = e->cfg.block_bytes ? e->cfg.block_bytes / p->max_in_unit
-                                        : TARGET_BLOCK_BYTES / p->max_in_unit;
-    elems = PCBM_MAX(elems, MIN_BLOCK_ELEMS);
-    uint64_t avail = e->cfg.mem_bytes > e->cfg.reserved_bytes
-                         ? e->cfg.mem_bytes - e->cfg.reserved_bytes : 0;
-    for (;;) {
-        uint64_t csize = chunk_for(p, elems);
-        uint64_t sb = slot_bytes(p, elems, &e->cap_in, &e->cap_out);
-        uint64_t rest = avail > stage_bytes(csize) ? avail - stage_bytes(csize) : 0;
-        uint64_t n = rest / sb;
-        if (n >= want_min || (e->cfg.block_bytes && n >= 2)) {
-            e->nslots = (unsigned)PCBM_MIN(n, MAX_SLOTS);
-            e->chunk_bytes = csize;
-            break;
-        }
-        if (elems / 2 < MIN_BLOCK_ELEMS || e->cfg.block_bytes) {
-            char have[32], need[32];
-            /* a fixed --block-size needs two block sets of that size; otherwise the smallest
-             * blocks and a block set per thread plus two */
-            uint64_t min = e->cfg.block_bytes ? need_for(p, elems, 2, e->cfg.reserved_bytes)
-                                              : pcbm_engine_min_mem(p, e->cfg.threads,
-                                                                    e->cfg.reserved_bytes);
-            return pcbm_fail(err, PCBM_ERR_NOMEM,
-                             "--mem %s is too small for %u models with %u threads: at least %s "
-                             "is needed (%s of it for statistics and working buffers); raise --mem or lower "
-                             "--threads",
-                             pcbm_fmt_bytes(e->cfg.mem_bytes, have, sizeof have), p->nmodels,
-                             e->cfg.threads, pcbm_fmt_bytes(min, need, sizeof need),
-                             pcbm_fmt_bytes(e->cfg.reserved_bytes, (char[32]){0}, 32));
-        }
-        elems /= 2;
-    }
-    pcbm_plan_set_block(e->plan, elems);
-    e->rep.block_elems = elems;
-    e->rep.nslots = e->nslots;
-    e->rep.buffer_bytes = (uint64_t)e->nslots * slot_bytes(p, elems, NULL, NULL) +
-                          stage_bytes(e->chunk_bytes);
-    return PCBM_OK;
-}
+/* Requests in flight: reads and the output stream's writes. */
+static unsigned inflight(const pcbm_engine *e) { return e->reads + pcbm_ostream_inflight(e->os); }
 
 /* ---- set-up and tear-down --------------------------------------------------------------- */
 
-/* PCBM_BUFFERED=1 reads and writes through the page cache instead of O_DIRECT (benchmarks of
- * compute speed with the inputs cached, filesystems that misreport O_DIRECT). */
-static bool buffered_only(void)
+static pcbm_status size_buffers(pcbm_engine *e, pcbm_error *err)
 {
-    const char *v = getenv("PCBM_BUFFERED");
-    return v && *v && strcmp(v, "0") != 0;
-}
-
-static pcbm_status open_inputs(pcbm_engine *e, pcbm_error *err)
-{
-    for (unsigned m = 0; m < e->nmodels; m++) {
-        const pcbm_model *md = e->plan->models[m];
-        e->files[m] = pcbm_calloc(md->nfiles, sizeof(in_file));
-        if (!e->files[m])
-            return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory opening inputs");
-        for (unsigned f = 0; f < md->nfiles; f++)
-            e->files[m][f].fd = -1;
-        for (unsigned f = 0; f < md->nfiles; f++) {
-            int fd = pcbm_open_read(md->files[f].path, !buffered_only(), &e->files[m][f].direct);
-            if (fd < 0)
-                return pcbm_fail(err, PCBM_ERR_IO, "cannot open %s for reading: %s",
-                                 md->files[f].path, strerror(-fd));
-            e->files[m][f].fd = fd;
-            /* a mapping costs nothing until read; passes use it when the file is cached */
-            struct stat sb;
-            in_file *inf = &e->files[m][f];
-            if (e->cfg.io != PCBM_IO_URING && e->cfg.io != PCBM_IO_PREAD && !getenv("PCBM_FAULT") &&
-                fstat(fd, &sb) == 0 && sb.st_size > 0) {
-                void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
-                if (p != MAP_FAILED) {
-                    inf->map = p;
-                    inf->size = (uint64_t)sb.st_size;
-                }
-            }
-        }
-    }
+    pcbm_budget b;
+    pcbm_status st = pcbm_budget_size(e->plan, &e->cfg, &b, err);
+    if (st != PCBM_OK)
+        return st;
+    e->cap_in = b.cap_in;
+    e->cap_out = b.cap_out;
+    e->nslots = b.nslots;
+    e->chunk_bytes = b.chunk_bytes;
+    pcbm_plan_set_block(e->plan, b.block_elems);
+    e->rep.block_elems = b.block_elems;
+    e->rep.nslots = b.nslots;
+    e->rep.buffer_bytes = b.buffer_bytes;
     return PCBM_OK;
 }
 
-/* Whether every input file's sampled pages are in the page cache (64 windows of 256 KiB per
- * file, mincore): reading such a file through its mapping avoids copying every byte. */
-static bool inputs_cached(const pcbm_engine *e)
-{
-    static const uint64_t win = 256u << 10;
-    long page = sysconf(_SC_PAGESIZE);
-    unsigned char vec[(256u << 10) / 4096];
-    if (page != 4096)
-        return false;
-    for (unsigned m = 0; m < e->nmodels; m++) {
-        for (unsigned f = 0; f < e->plan->models[m]->nfiles; f++) {
-            const in_file *inf = &e->files[m][f];
-            if (!inf->map)
-                return false;
-            for (unsigned k = 0; k < 64; k++) {
-                uint64_t off = pcbm_align_down(inf->size * k / 64, (uint64_t)page);
-                uint64_t len = PCBM_MIN(win, inf->size - off);
-                if (len == 0 || mincore((void *)(inf->map + off), (size_t)len, vec) != 0)
-                    return false;
-                for (uint64_t i = 0; i < (len + (uint64_t)page - 1) / (uint64_t)page; i++)
-                    if (!(vec[i] & 1))
-                        return false;
-            }
-        }
-    }
-    return true;
-}
-
-/* Choose, at the start of a pass, between reading into the slots' buffers and reading through
- * the mappings (--io mmap always; auto when the inputs are cached). Mapped pages a block used
- * are dropped from the process (MADV_DONTNEED) when its slot is released, so --mem still bounds
- * what is resident; the slots' own read buffers are emptied when a mapped pass starts. */
-static void choose_mapping(pcbm_engine *e, const pcbm_pass *ps)
-{
-    bool all = ps->sample_stride <= 1; /* samples read little: copies are cheap, and the pages the
-                                          kernel maps around each faulted one would stay resident */
-    for (unsigned m = 0; m < e->nmodels && all; m++)
-        for (unsigned f = 0; f < e->plan->models[m]->nfiles && all; f++)
-            all = e->files[m][f].map != NULL;
-    if (all && e->cfg.io == PCBM_IO_AUTO) {
-        /* the sample costs a few syscalls per file: tensor scope runs passes per tensor, so the
-         * answer is kept for a second */
-        double now = pcbm_now();
-        if (now - e->cached_checked > 1.0) {
-            e->cached = inputs_cached(e);
-            e->cached_checked = now;
-        }
-    }
-    e->mapped = all && (e->cfg.io == PCBM_IO_MMAP || (e->cfg.io == PCBM_IO_AUTO && e->cached));
-    if (e->mapped && e->bufs_touched) {
-        for (unsigned s = 0; s < e->nslots; s++)
-            for (unsigned m = 0; m < e->nmodels; m++)
-                madvise(e->slots[s].in[m], (size_t)e->cap_in, MADV_DONTNEED);
-        e->bufs_touched = false;
-    }
-}
-
-static pcbm_status alloc_buffers(pcbm_engine *e, pcbm_error *err)
+static pcbm_status alloc_slots(pcbm_engine *e, pcbm_error *err)
 {
     e->slots = pcbm_calloc(e->nslots, sizeof(slot));
     if (!e->slots)
@@ -329,11 +101,44 @@ static pcbm_status alloc_buffers(pcbm_engine *e, pcbm_error *err)
         if (!(e->slots[s].out = pcbm_alloc_aligned(e->cap_out)))
             return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory allocating output buffers");
     }
-    for (unsigned c = 0; c < STAGE_CHUNKS; c++)
-        if (!(e->chunks[c].buf = pcbm_alloc_aligned(e->chunk_bytes)))
-            return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory allocating write buffers");
-    e->cur_chunk = STAGE_CHUNKS;
     return PCBM_OK;
+}
+
+static pcbm_status open_backend(pcbm_engine *e, pcbm_error *err)
+{
+    unsigned depth = e->nslots * e->nmodels + PCBM_OSTREAM_CHUNKS;
+    pcbm_status st = pcbm_io_open(e->cfg.io, depth, &e->io, e->rep.backend_note,
+                                  sizeof e->rep.backend_note, err);
+    if (st != PCBM_OK)
+        return st;
+    pcbm_stop_register(e->io);
+    e->rep.backend = pcbm_io_name(e->io);
+    if (e->rep.backend_note[0])
+        pcbm_warn("%s", e->rep.backend_note);
+    return PCBM_OK;
+}
+
+static pcbm_status open_stream(pcbm_engine *e, pcbm_error *err)
+{
+    pcbm_ostream_cfg oc = {.out = &e->plan->out, .dir = e->cfg.out_dir,
+                           .file_lo = e->cfg.file_lo, .file_hi = e->cfg.file_hi,
+                           .chunk_bytes = e->chunk_bytes, .io = e->io};
+    return pcbm_ostream_create(&oc, &e->os, err);
+}
+
+/* The configuration with its defaults: one thread at least, the file range inside the plan. */
+static void set_cfg(pcbm_engine *e, const pcbm_engine_cfg *cfg)
+{
+    const pcbm_plan *plan = e->plan;
+    e->cfg = *cfg;
+    if (e->cfg.threads == 0)
+        e->cfg.threads = 1;
+    if (!e->cfg.file_range) {
+        e->cfg.file_lo = 0;
+        e->cfg.file_hi = plan->out.nfiles;
+    }
+    e->cfg.file_hi = PCBM_MIN(e->cfg.file_hi, plan->out.nfiles);
+    e->cfg.file_lo = PCBM_MIN(e->cfg.file_lo, e->cfg.file_hi);
 }
 
 pcbm_status pcbm_engine_create(pcbm_plan *plan, const pcbm_engine_cfg *cfg, pcbm_engine **out,
@@ -344,58 +149,20 @@ pcbm_status pcbm_engine_create(pcbm_plan *plan, const pcbm_engine_cfg *cfg, pcbm
     if (!e)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory creating the engine");
     e->plan = plan;
-    e->cfg = *cfg;
-    if (e->cfg.threads == 0)
-        e->cfg.threads = 1;
+    set_cfg(e, cfg);
     e->nmodels = plan->nmodels;
-    if (!e->cfg.file_range) {
-        e->cfg.file_lo = 0;
-        e->cfg.file_hi = plan->out.nfiles;
-    }
-    e->cfg.file_hi = PCBM_MIN(e->cfg.file_hi, plan->out.nfiles);
-    e->cfg.file_lo = PCBM_MIN(e->cfg.file_lo, e->cfg.file_hi);
     e->rep.threads = e->cfg.threads;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
-    pthread_mutex_init(&e->sy.mu, NULL);
-    pthread_cond_init(&e->sy.cv, NULL);
-    pthread_cond_init(&e->sy.idle, NULL);
     pcbm_status st = size_buffers(e, err);
     if (st == PCBM_OK)
-        st = open_inputs(e, err);
+        st = pcbm_inputs_open(&e->in, plan->models, plan->nmodels, e->cfg.io, err);
     if (st == PCBM_OK)
-        st = alloc_buffers(e, err);
-    if (st == PCBM_OK) {
-        unsigned depth = e->nslots * e->nmodels + STAGE_CHUNKS;
-        st = pcbm_io_open(cfg->io, depth, &e->io, e->rep.backend_note,
-                          sizeof e->rep.backend_note, err);
-        if (st == PCBM_OK) {
-            register_engine(e);
-            e->rep.backend = pcbm_io_name(e->io);
-            if (e->rep.backend_note[0])
-                pcbm_warn("%s", e->rep.backend_note);
-        }
-    }
-    if (st == PCBM_OK) {
-        e->ofiles = pcbm_calloc(plan->out.nfiles ? plan->out.nfiles : 1, sizeof(out_file));
-        if (!e->ofiles)
-            st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-        for (unsigned f = 0; st == PCBM_OK && f < plan->out.nfiles; f++) {
-            out_file *of = &e->ofiles[f];
-            of->fd = -1;
-            of->seg = XXH3_createState();
-            of->whole = XXH3_createState();
-            if (!of->seg || !of->whole)
-                st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-            else {
-                XXH3_64bits_reset(of->seg);
-                XXH3_128bits_reset(of->whole);
-            }
-        }
-        const char *sb = getenv("PCBM_SEGMENT_BYTES"); /* tests: small segments */
-        uint64_t v = 0;
-        e->seg_bytes = sb && pcbm_parse_size(sb, &v) == 0 && v >= PCBM_ALIGN ? v : SEGMENT_BYTES;
-    }
+        st = alloc_slots(e, err);
+    if (st == PCBM_OK)
+        st = open_backend(e, err);
+    if (st == PCBM_OK)
+        st = open_stream(e, err);
     if (st != PCBM_OK) {
         pcbm_engine_destroy(e);
         return st;
@@ -404,26 +171,16 @@ pcbm_status pcbm_engine_create(pcbm_plan *plan, const pcbm_engine_cfg *cfg, pcbm
     return PCBM_OK;
 }
 
-static void syncer_stop(pcbm_engine *e);
-
 void pcbm_engine_destroy(pcbm_engine *e)
 {
     if (!e)
         return;
-    syncer_stop(e);
-    if (e->io)
+    if (e->io) {
+        pcbm_stop_unregister(e->io); /* before the backend goes: a stop request wakes it */
         pcbm_io_close(e->io);
-    for (unsigned m = 0; m < e->nmodels; m++) {
-        if (!e->files[m])
-            continue;
-        for (unsigned f = 0; f < e->plan->models[m]->nfiles; f++) {
-            if (e->files[m][f].fd >= 0)
-                close(e->files[m][f].fd);
-            if (e->files[m][f].map)
-                munmap((void *)e->files[m][f].map, (size_t)e->files[m][f].size);
-        }
-        free(e->files[m]);
     }
+    pcbm_ostream_destroy(e->os);
+    pcbm_inputs_close(&e->in);
     if (e->slots) {
         for (unsigned s = 0; s < e->nslots; s++) {
             for (unsigned m = 0; m < e->nmodels; m++)
@@ -432,208 +189,26 @@ void pcbm_engine_destroy(pcbm_engine *e)
         }
         free(e->slots);
     }
-    for (unsigned c = 0; c < STAGE_CHUNKS; c++)
-        pcbm_free_aligned(e->chunks[c].buf);
-    if (e->ofiles) {
-        for (unsigned f = 0; f < e->plan->out.nfiles; f++) {
-            if (e->ofiles[f].fd >= 0)
-                close(e->ofiles[f].fd);
-            XXH3_freeState(e->ofiles[f].seg);
-            XXH3_freeState(e->ofiles[f].whole);
-        }
-        free(e->ofiles);
-    }
-    free(e->pend);
-    free(e->sy.q);
-    unregister_engine(e);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
-    pthread_mutex_destroy(&e->sy.mu);
-    pthread_cond_destroy(&e->sy.cv);
-    pthread_cond_destroy(&e->sy.idle);
     free(e);
 }
 
 const pcbm_engine_report *pcbm_engine_get_report(const pcbm_engine *e) { return &e->rep; }
 
-/* ---- stop requests ---------------------------------------------------------------------- */
-
-static volatile sig_atomic_t stop_requested;
-static pthread_mutex_t active_mu = PTHREAD_MUTEX_INITIALIZER;
-static pcbm_engine *active[MAX_ACTIVE];
-
-static void register_engine(pcbm_engine *e)
+/* Choose, at the start of a pass, between reading into the slots' buffers and reading through
+ * the mappings (io/pagecache.c). Mapped pages a block used are dropped from the process when its
+ * slot is released, so --mem still bounds what is resident; the slots' own read buffers are
+ * emptied when a mapped pass starts. */
+static void choose_mapping(pcbm_engine *e, const pcbm_pass *ps)
 {
-    pthread_mutex_lock(&active_mu);
-    for (unsigned i = 0; i < MAX_ACTIVE; i++)
-        if (!active[i]) {
-            active[i] = e;
-            break;
-        }
-    pthread_mutex_unlock(&active_mu);
-}
-
-static void unregister_engine(pcbm_engine *e)
-{
-    pthread_mutex_lock(&active_mu);
-    for (unsigned i = 0; i < MAX_ACTIVE; i++)
-        if (active[i] == e)
-            active[i] = NULL;
-    pthread_mutex_unlock(&active_mu);
-}
-
-void pcbm_request_stop(void)
-{
-    stop_requested = 1;
-    pthread_mutex_lock(&active_mu);
-    for (unsigned i = 0; i < MAX_ACTIVE; i++)
-        if (active[i] && active[i]->io)
-            pcbm_io_wake(active[i]->io);
-    pthread_mutex_unlock(&active_mu);
-}
-
-void pcbm_engine_clear_stop(void)
-{
-    stop_requested = 0;
-}
-
-/* ---- durable segments -------------------------------------------------------------------- */
-
-void pcbm_engine_on_segment(pcbm_engine *e, pcbm_segment_fn fn, void *arg)
-{
-    e->on_segment = fn;
-    e->seg_arg = arg;
-}
-
-XXH128_hash_t pcbm_engine_file_hash(const pcbm_engine *e, unsigned f)
-{
-    return XXH3_128bits_digest(e->ofiles[f].whole);
-}
-
-/* Close the segment that ends at file f's stream position; it waits in the FIFO for its writes. */
-static pcbm_status close_segment(pcbm_engine *e, unsigned f, pcbm_error *err)
-{
-    out_file *of = &e->ofiles[f];
-    if (of->pos == of->seg_start)
-        return PCBM_OK;
-    if (!pcbm_grow((void **)&e->pend, &e->pend_cap, e->npend, sizeof *e->pend))
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-    e->pend[e->npend++] = (pcbm_segment){f, of->seg_start, of->pos, XXH3_64bits_digest(of->seg)};
-    XXH3_64bits_reset(of->seg);
-    of->seg_start = of->pos;
-    return PCBM_OK;
-}
-
-static void *syncer_main(void *arg)
-{
-    pcbm_engine *e = arg;
-    syncer *sy = &e->sy;
-    pthread_mutex_lock(&sy->mu);
-    for (;;) {
-        while (sy->head == sy->n && !sy->stop)
-            pthread_cond_wait(&sy->cv, &sy->mu);
-        if (sy->head == sy->n)
-            break;
-        pcbm_segment sg = sy->q[sy->head++];
-        if (sy->head == sy->n)
-            sy->head = sy->n = 0;
-        bool skip = sy->st != PCBM_OK;
-        sy->busy = true;
-        pthread_mutex_unlock(&sy->mu);
-        pcbm_status st = PCBM_OK;
-        pcbm_error er;
-        if (!skip && fdatasync(e->ofiles[sg.file].fd) != 0) {
-            char p[4096];
-            st = pcbm_fail(&er, errno == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
-                           "cannot sync %s: %s", out_path(e, sg.file, p, sizeof p), strerror(errno));
-        }
-        if (!skip && st == PCBM_OK && e->on_segment)
-            st = e->on_segment(e->seg_arg, &sg, &er);
-        pthread_mutex_lock(&sy->mu);
-        if (st != PCBM_OK && sy->st == PCBM_OK) {
-            sy->st = st;
-            sy->err = er;
-        }
-        sy->busy = false;
-        pthread_cond_broadcast(&sy->idle);
+    e->mapped = pcbm_inputs_use_map(&e->in, ps->sample_stride <= 1);
+    if (e->mapped && e->bufs_touched) {
+        for (unsigned s = 0; s < e->nslots; s++)
+            for (unsigned m = 0; m < e->nmodels; m++)
+                pcbm_pages_drop(e->slots[s].in[m], (size_t)e->cap_in);
+        e->bufs_touched = false;
     }
-    pthread_mutex_unlock(&sy->mu);
-    return NULL;
-}
-
-static void syncer_stop(pcbm_engine *e)
-{
-    syncer *sy = &e->sy;
-    if (!sy->started)
-        return;
-    pthread_mutex_lock(&sy->mu);
-    sy->stop = true;
-    pthread_cond_signal(&sy->cv);
-    pthread_mutex_unlock(&sy->mu);
-    pthread_join(sy->tid, NULL);
-    sy->started = false;
-}
-
-/* The syncer's first failure, if any (copied into err). */
-static pcbm_status syncer_status(syncer *sy, pcbm_error *err)
-{
-    pcbm_status st = sy->st;
-    if (st != PCBM_OK && err)
-        *err = sy->err;
-    return st;
-}
-
-/* Wait until every segment handed over is synced and reported. */
-static pcbm_status syncer_drain(pcbm_engine *e, pcbm_error *err)
-{
-    syncer *sy = &e->sy;
-    pthread_mutex_lock(&sy->mu);
-    while (sy->head < sy->n || sy->busy)
-        pthread_cond_wait(&sy->idle, &sy->mu);
-    pcbm_status st = syncer_status(sy, err);
-    pthread_mutex_unlock(&sy->mu);
-    return st;
-}
-
-/* Hand the oldest closed segments whose writes have all completed to the syncer (which
- * fdatasyncs and reports them in order); returns its first failure, if any. */
-static pcbm_status flush_durable(pcbm_engine *e, pcbm_error *err)
-{
-    syncer *sy = &e->sy;
-    size_t done = 0;
-    pcbm_status st = PCBM_OK;
-    pthread_mutex_lock(&sy->mu);
-    if (!sy->started && e->npend > 0) {
-        if (pthread_create(&sy->tid, NULL, syncer_main, e) != 0)
-            st = pcbm_fail(err, PCBM_ERR_NOMEM, "cannot start the output sync thread");
-        else
-            sy->started = true;
-    }
-    while (st == PCBM_OK && done < e->npend) {
-        const pcbm_segment *sg = &e->pend[done];
-        bool busy = false;
-        for (unsigned c = 0; c < STAGE_CHUNKS; c++)
-            if (e->chunks[c].busy && e->chunks[c].file == sg->file && e->chunks[c].base < sg->end)
-                busy = true;
-        if (busy)
-            break;
-        if (!pcbm_grow((void **)&sy->q, &sy->cap, sy->n, sizeof *sy->q)) {
-            st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-            break;
-        }
-        sy->q[sy->n++] = *sg;
-        done++;
-    }
-    if (done)
-        pthread_cond_signal(&sy->cv);
-    if (st == PCBM_OK)
-        st = syncer_status(sy, err);
-    pthread_mutex_unlock(&sy->mu);
-    if (done) {
-        memmove(e->pend, e->pend + done, (e->npend - done) * sizeof *e->pend);
-        e->npend -= done;
-    }
-    return st;
 }
 
 /* ---- workers ---------------------------------------------------------------------------- */
@@ -642,6 +217,19 @@ typedef struct worker_arg {
     pcbm_engine *e;
     unsigned id;
 } worker_arg;
+
+/* Run the pass's callback on slot s (worker thread). */
+static void compute(pcbm_engine *e, unsigned worker, slot *s)
+{
+    const pcbm_tplan *t = &e->plan->t[s->tensor];
+    pcbm_blockview bv = {.t = t, .tensor = s->tensor, .start = s->start, .n = s->n,
+                         .out = s->out};
+    unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
+    for (unsigned m = 0; m < nin; m++)
+        bv.in[m] = s->map[m] ? s->map[m] : s->in[m] + s->skew[m];
+    pcbm_error_clear(&s->err);
+    s->st = e->pass->fn(e->pass->arg, worker, &bv, &s->err);
+}
 
 static void *worker_main(void *p)
 {
@@ -661,614 +249,13 @@ static void *worker_main(void *p)
             e->work_tail = NULL;
         pthread_mutex_unlock(&e->mu);
 
-        const pcbm_tplan *t = &e->plan->t[s->tensor];
-        pcbm_blockview bv = {.t = t, .tensor = s->tensor, .start = s->start, .n = s->n,
-                             .out = s->out};
-        unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
-        for (unsigned m = 0; m < nin; m++)
-            bv.in[m] = s->map[m] ? s->map[m] : s->in[m] + s->skew[m];
-        pcbm_error_clear(&s->err);
-        s->st = e->pass->fn(e->pass->arg, wa->id, &bv, &s->err);
+        compute(e, wa->id, s);
 
         pthread_mutex_lock(&e->mu);
         s->next = e->done_head;
         e->done_head = s;
         pthread_mutex_unlock(&e->mu);
         pcbm_io_wake(e->io);
-    }
-}
-
-/* ---- output stream ---------------------------------------------------------------------- */
-
-static const char *out_path(const pcbm_engine *e, unsigned f, char *buf, size_t len)
-{
-    snprintf(buf, len, "%s/%s", e->cfg.out_dir, e->plan->out.files[f].name);
-    return buf;
-}
-
-static pcbm_status submit_chunk(pcbm_engine *e, unsigned c, pcbm_error *err)
-{
-    chunk *ch = &e->chunks[c];
-    out_file *of = &e->ofiles[ch->file];
-    uint64_t len = of->direct ? pcbm_align_up(ch->fill, PCBM_ALIGN) : ch->fill;
-    if (len > ch->fill)
-        memset(ch->buf + ch->fill, 0, len - ch->fill);
-    ch->req = (pcbm_io_req){.op = PCBM_OP_WRITE, .fd = of->fd, .buf = ch->buf, .len = len,
-                            .off = ch->base, .user = ch};
-    ch->busy = 1;
-    e->cur_chunk = STAGE_CHUNKS;
-    if (of->pos - of->seg_start >= e->seg_bytes || of->pos == e->plan->out.files[ch->file].size) {
-        pcbm_status st = close_segment(e, ch->file, err);
-        if (st != PCBM_OK)
-            return st;
-    }
-    int rc = pcbm_io_queue(e->io, &ch->req);
-    if (rc == 0)
-        e->inflight++;
-    else
-        ch->busy = 0;
-    if (rc < 0) {
-        char p[4096];
-        return pcbm_fail(err, PCBM_ERR_IO, "cannot queue a write to %s at offset %llu: %s",
-                         out_path(e, ch->file, p, sizeof p), (unsigned long long)ch->base,
-                         strerror(-rc));
-    }
-    return PCBM_OK;
-}
-
-static int free_chunk(const pcbm_engine *e)
-{
-    for (unsigned c = 0; c < STAGE_CHUNKS; c++)
-        if (!e->chunks[c].busy && c != e->cur_chunk)
-            return (int)c;
-    return -1;
-}
-
-/* Stage up to len bytes of the stream for file f. Returns bytes taken (0 when no buffer is free). */
-static uint64_t stage_bytes_put(pcbm_engine *e, unsigned f, const uint8_t *src, uint64_t len,
-                                pcbm_status *st, pcbm_error *err)
-{
-    out_file *of = &e->ofiles[f];
-    uint64_t taken = 0;
-    while (taken < len) {
-        if (e->cur_chunk == STAGE_CHUNKS) {
-            int c = free_chunk(e);
-            if (c < 0)
-                break;
-            e->cur_chunk = (unsigned)c;
-            e->chunks[c].fill = 0;
-            e->chunks[c].file = f;
-            e->chunks[c].base = of->pos;
-        }
-        chunk *ch = &e->chunks[e->cur_chunk];
-        uint64_t n = PCBM_MIN(len - taken, e->chunk_bytes - ch->fill);
-        memcpy(ch->buf + ch->fill, src + taken, n);
-        XXH3_64bits_update(of->seg, src + taken, n);
-        XXH3_128bits_update(of->whole, src + taken, n);
-        ch->fill += n;
-        of->pos += n;
-        taken += n;
-        if (ch->fill == e->chunk_bytes || of->pos == e->plan->out.files[f].size) {
-            if ((*st = submit_chunk(e, e->cur_chunk, err)) != PCBM_OK)
-                return taken;
-        }
-    }
-    return taken;
-}
-
-static pcbm_status begin_file(pcbm_engine *e, unsigned f, pcbm_error *err)
-{
-    out_file *of = &e->ofiles[f];
-    char p[4096];
-    int fd = pcbm_open_write_mode(out_path(e, f, p, sizeof p), !buffered_only(), e->resuming,
-                                  &of->direct);
-    if (fd < 0)
-        return pcbm_fail(err, fd == -ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
-                         "cannot create %s: %s", p, strerror(-fd));
-    of->fd = fd;
-    of->begun = true;
-    of->pos = 0;
-    return PCBM_OK;
-}
-
-/* Move the stream to file f (opening it); headers are staged like data. Returns false while a
- * header could not be staged for lack of buffers. */
-static bool stream_to_file(pcbm_engine *e, unsigned f, pcbm_status *st, pcbm_error *err)
-{
-    const pcbm_outplan *op = &e->plan->out;
-    while (e->cur_ofile <= f || !e->output_started) {
-        if (!e->output_started) {
-            e->output_started = true;
-            e->cur_ofile = e->cfg.file_lo;
-        }
-        unsigned c = e->cur_ofile;
-        out_file *of = &e->ofiles[c];
-        if (!of->begun && (*st = begin_file(e, c, err)) != PCBM_OK)
-            return false;
-        if (of->pos < op->files[c].data_start) {
-            uint64_t done = of->pos;
-            stage_bytes_put(e, c, (const uint8_t *)op->files[c].header + done,
-                            op->files[c].data_start - done, st, err);
-            if (*st != PCBM_OK || of->pos < op->files[c].data_start)
-                return false;
-        }
-        if (c == f)
-            return true;
-        if (of->pos != op->files[c].size) {
-            *st = pcbm_fail(err, PCBM_ERR_INTERNAL, "output stream left %s incomplete",
-                            op->files[c].name);
-            return false;
-        }
-        e->cur_ofile++;
-    }
-    return true;
-}
-
-/* Stage as much of slot s's output as buffers allow; true when all of it is staged. */
-static bool emit_slot(pcbm_engine *e, slot *s, pcbm_status *st, pcbm_error *err)
-{
-    const pcbm_tplan *t = &e->plan->t[s->tensor];
-    if (!stream_to_file(e, t->out_file, st, err))
-        return false;
-    uint64_t total = (uint64_t)s->n * t->out_unit;
-    uint64_t want_pos = t->out_off + s->start * t->out_unit + s->emitted;
-    uint64_t have = e->ofiles[t->out_file].pos;
-    if (want_pos < have && e->resuming && t->out_file == e->resume_file &&
-        have == e->resume_pos && s->emitted < total) {
-        /* the first block after a resume point: its leading bytes are kept from the earlier run */
-        uint64_t skip = PCBM_MIN(have - want_pos, total - s->emitted);
-        s->emitted += skip;
-        want_pos += skip;
-    }
-    if (s->emitted == total)
-        return true;
-    if (e->ofiles[t->out_file].pos != want_pos) {
-        *st = pcbm_fail(err, PCBM_ERR_INTERNAL, "output stream out of order in %s (at %llu, "
-                        "block wants %llu)", t->name,
-                        (unsigned long long)e->ofiles[t->out_file].pos,
-                        (unsigned long long)want_pos);
-        return false;
-    }
-    s->emitted += stage_bytes_put(e, t->out_file, s->out + s->emitted, total - s->emitted, st, err);
-    return s->emitted == total;
-}
-
-/* ---- the pass loop ---------------------------------------------------------------------- */
-
-typedef struct cursor {
-    size_t t;          /* tensor */
-    uint64_t start;    /* first unit of the current block */
-    uint64_t n;        /* units in the current block */
-} cursor;
-
-static bool visits(const pcbm_engine *e, const pcbm_pass *ps, const pcbm_tplan *t)
-{
-    if (t->out_file < e->cfg.file_lo || t->out_file >= e->cfg.file_hi)
-        return false; /* another unit's tensor */
-    return ps->kind == PCBM_PASS_APPLY || t->kind == PCBM_T_MERGE;
-}
-
-/* Sample units of tensor `ti` are PCBM_SAMPLE_UNIT elements; with stride s, a tensor of more
- * than s units contributes the units u with (u + ti) % s == 0, a smaller tensor its first unit.
- * The rule depends only on the plan and the stride, never on the block size or --mem. */
-static bool unit_sampled(size_t ti, uint64_t nunits, uint64_t u, uint32_t stride)
-{
-    if (nunits <= stride)
-        return u == 0;
-    return (u + ti) % stride == 0;
-}
-
-uint64_t pcbm_sample_count(const pcbm_tplan *t, size_t ti, uint32_t stride)
-{
-    if (stride <= 1)
-        return t->units;
-    uint64_t nunits = (t->units + PCBM_SAMPLE_UNIT - 1) / PCBM_SAMPLE_UNIT, n = 0;
-    for (uint64_t u = 0; u < nunits; u++)
-        if (unit_sampled(ti, nunits, u, stride))
-            n += PCBM_MIN(PCBM_SAMPLE_UNIT, t->units - u * PCBM_SAMPLE_UNIT);
-    return n;
-}
-
-/* The block after `from` (units) inside tensor c->t: every block, or for sample passes only the
- * blocks inside sampled units. */
-static bool next_in_tensor(const pcbm_pass *ps, const pcbm_tplan *t, cursor *c, uint64_t from)
-{
-    uint32_t stride = ps->sample_stride > 1 ? ps->sample_stride : 1;
-    if (stride == 1) {
-        if (from >= t->units)
-            return false;
-        c->start = from;
-        c->n = PCBM_MIN(t->block_units, t->units - from);
-        return true;
-    }
-    uint64_t nunits = (t->units + PCBM_SAMPLE_UNIT - 1) / PCBM_SAMPLE_UNIT;
-    for (uint64_t u = from / PCBM_SAMPLE_UNIT; u < nunits; u++) {
-        if (!unit_sampled(c->t, nunits, u, stride))
-            continue;
-        uint64_t lo = PCBM_MAX(from, u * PCBM_SAMPLE_UNIT);
-        uint64_t hi = PCBM_MIN((u + 1) * PCBM_SAMPLE_UNIT, t->units);
-        if (lo >= hi)
-            continue;
-        c->start = lo;
-        c->n = PCBM_MIN(t->block_units, hi - lo);
-        return true;
-    }
-    return false;
-}
-
-/* Whether tensor t's output up to unit `end` lies before the resume point (kept). */
-static bool before_resume(const pcbm_engine *e, const pcbm_tplan *t, uint64_t end)
-{
-    if (!e->resuming)
-        return false;
-    if (t->out_file != e->resume_file)
-        return t->out_file < e->resume_file;
-    return t->out_off + end * t->out_unit <= e->resume_pos;
-}
-
-/* Advance to the next block the pass visits; false at the end. */
-static bool cursor_next(const pcbm_engine *e, const pcbm_pass *ps, cursor *c, bool first)
-{
-    uint64_t from = first ? 0 : c->start + c->n;
-    for (;;) {
-        if (c->t >= ps->t1)
-            return false;
-        const pcbm_tplan *t = &e->plan->t[c->t];
-        if (visits(e, ps, t) && next_in_tensor(ps, t, c, from)) {
-            if (!(ps->kind == PCBM_PASS_APPLY && before_resume(e, t, c->start + c->n)))
-                return true;
-            from = c->start + c->n; /* output kept from the earlier run: not recomputed */
-            continue;
-        }
-        c->t++;
-        from = 0;
-    }
-}
-
-static uint64_t pass_total_bytes(const pcbm_engine *e, const pcbm_pass *ps)
-{
-    uint64_t total = 0;
-    for (size_t i = ps->t0; i < ps->t1; i++) {
-        const pcbm_tplan *t = &e->plan->t[i];
-        if (!visits(e, ps, t))
-            continue;
-        unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
-        uint64_t n = pcbm_sample_count(t, i, ps->sample_stride);
-        for (unsigned m = 0; m < nin; m++)
-            total += n * t->in_unit[m];
-    }
-    return total;
-}
-
-typedef struct progress {
-    double start, last;
-    uint64_t total, done;
-    bool tty, json;
-} progress;
-
-static void progress_show(const pcbm_engine *e, progress *pg, bool final)
-{
-    double now = pcbm_now();
-    if (!pg->tty && !pg->json)
-        return;
-    if (!final && now - pg->last < (pg->json ? 1.0 : 0.25))
-        return;
-    pg->last = now;
-    double el = now - pg->start;
-    double rate = el > 0 ? (double)pg->done / el : 0;
-    double eta = rate > 0 && pg->total > pg->done ? (double)(pg->total - pg->done) / rate : 0;
-    if (pg->json) {
-        fprintf(stderr, "{\"pass\":\"%s\",\"bytes\":%llu,\"total\":%llu,\"rate\":%.0f,\"eta\":%.1f}\n",
-                e->pass->name, (unsigned long long)pg->done, (unsigned long long)pg->total, rate, eta);
-    } else {
-        char a[32], b[32];
-        fprintf(stderr, "\r%-10s %s / %s  %.2f GB/s  ETA %d:%02d   %s", e->pass->name,
-                pcbm_fmt_bytes(pg->done, a, sizeof a), pcbm_fmt_bytes(pg->total, b, sizeof b),
-                rate / 1e9, (int)(eta / 60), (int)eta % 60, final ? "\n" : "");
-    }
-    fflush(stderr);
-}
-
-typedef struct run_state {
-    pcbm_engine *e;
-    const pcbm_pass *ps;
-    cursor cur;
-    bool more;                 /* blocks left to issue */
-    uint64_t seq_next;         /* next seq to issue */
-    uint64_t seq_emit;         /* apply: next seq to emit */
-    slot **ring;               /* apply: slots by seq % nslots */
-    slot *free_list;
-    unsigned busy;             /* slots not free */
-    pcbm_status st;
-    pcbm_error *err;
-    uint64_t err_seq;          /* schedule position of the reported error */
-    progress pg;
-    pcbm_pass_report *pr;
-} run_state;
-
-static void fail_at(run_state *rs, uint64_t seq, pcbm_status st, const pcbm_error *src)
-{
-    if (rs->st != PCBM_OK && rs->err_seq <= seq)
-        return;
-    rs->st = st;
-    rs->err_seq = seq;
-    if (rs->err && src && src != rs->err)
-        *rs->err = *src;
-}
-
-static void queue_work(run_state *rs, slot *s);
-
-static void issue_block(run_state *rs, slot *s)
-{
-    pcbm_engine *e = rs->e;
-    const pcbm_tplan *t = &e->plan->t[rs->cur.t];
-    s->seq = rs->seq_next++;
-    s->tensor = rs->cur.t;
-    s->start = rs->cur.start;
-    s->n = (uint32_t)rs->cur.n;
-    s->emitted = 0;
-    s->collected = 0;
-    unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
-    s->pending = nin;
-    memset(s->map, 0, sizeof s->map);
-    if (e->mapped) { /* the data is in the mappings: straight to a worker */
-        for (unsigned m = 0; m < nin; m++) {
-            const pcbm_tsrc *src = &t->src[m];
-            uint64_t len = (uint64_t)s->n * t->in_unit[m];
-            s->map[m] = e->files[m][src->file].map + src->off + s->start * t->in_unit[m];
-            s->need[m] = len;
-            rs->pr->bytes_read += len;
-        }
-        s->pending = 0;
-        queue_work(rs, s);
-        return;
-    }
-    e->bufs_touched = true;
-    for (unsigned m = 0; m < nin; m++) {
-        const pcbm_tsrc *src = &t->src[m];
-        uint64_t off = src->off + s->start * t->in_unit[m];
-        uint64_t len = (uint64_t)s->n * t->in_unit[m];
-        uint64_t a0 = pcbm_align_down(off, PCBM_ALIGN);
-        uint64_t a1 = pcbm_align_up(off + len, PCBM_ALIGN);
-        s->skew[m] = (uint32_t)(off - a0);
-        s->need[m] = off + len - a0;
-        s->req[m] = (pcbm_io_req){.op = PCBM_OP_READ, .fd = e->files[m][src->file].fd,
-                                  .buf = s->in[m], .len = a1 - a0, .off = a0, .user = s};
-        rs->pr->bytes_read += a1 - a0;
-        int rc = pcbm_io_queue(e->io, &s->req[m]);
-        if (rc < 0) {
-            pcbm_error er;
-            pcbm_fail(&er, PCBM_ERR_IO, "cannot queue a read of %s at offset %llu: %s",
-                      e->plan->models[m]->files[src->file].path, (unsigned long long)a0,
-                      strerror(-rc));
-            fail_at(rs, s->seq, PCBM_ERR_IO, &er);
-            s->pending--;
-            continue;
-        }
-        e->inflight++;
-    }
-}
-
-static void fill_slots(run_state *rs)
-{
-    while (rs->more && rs->free_list && rs->st == PCBM_OK) {
-        slot *s = rs->free_list;
-        rs->free_list = s->next;
-        rs->busy++;
-        issue_block(rs, s);
-        if (rs->ps->kind == PCBM_PASS_APPLY)
-            rs->ring[s->seq % rs->e->nslots] = s;
-        rs->more = cursor_next(rs->e, rs->ps, &rs->cur, false);
-        if (s->pending == 0 && !s->map[0] && rs->st == PCBM_OK)
-            rs->st = PCBM_ERR_INTERNAL; /* unreachable: every block reads at least the base */
-    }
-}
-
-static void release_slot(run_state *rs, slot *s)
-{
-    for (unsigned m = 0; m < PCBM_MAX_MODELS && s->map[m]; m++) {
-        /* the block's pages leave the process (they stay cached): what is resident stays bounded.
-         * The range is widened to MAP_AROUND so that the pages the kernel mapped around a fault
-         * (fault-around maps whole large folios, up to 2 MiB) go too; a neighbour block still in
-         * use refaults them */
-        uintptr_t a0 = (uintptr_t)s->map[m] & ~(uintptr_t)(MAP_AROUND - 1);
-        uintptr_t a1 = ((uintptr_t)s->map[m] + s->need[m] + MAP_AROUND - 1) & ~(uintptr_t)(MAP_AROUND - 1);
-        const in_file *inf = &rs->e->files[m][rs->e->plan->t[s->tensor].src[m].file];
-        a0 = PCBM_MAX(a0, (uintptr_t)inf->map);
-        a1 = PCBM_MIN(a1, ((uintptr_t)inf->map + inf->size + 4095) & ~(uintptr_t)4095);
-        madvise((void *)a0, a1 - a0, MADV_DONTNEED);
-        s->map[m] = NULL;
-    }
-    s->next = rs->free_list;
-    rs->free_list = s;
-    rs->busy--;
-}
-
-static void queue_work(run_state *rs, slot *s)
-{
-    pcbm_engine *e = rs->e;
-    pthread_mutex_lock(&e->mu);
-    s->next = NULL;
-    if (e->work_tail)
-        e->work_tail->next = s;
-    else
-        e->work_head = s;
-    e->work_tail = s;
-    pthread_cond_signal(&e->cv);
-    pthread_mutex_unlock(&e->mu);
-}
-
-static const char *req_path(const run_state *rs, const slot *s, const pcbm_io_req *r)
-{
-    const pcbm_engine *e = rs->e;
-    const pcbm_tplan *t = &e->plan->t[s->tensor];
-    unsigned m = (unsigned)(r - s->req);
-    return e->plan->models[m]->files[t->src[m].file].path;
-}
-
-static void on_read_done(run_state *rs, pcbm_io_req *r)
-{
-    slot *s = r->user;
-    unsigned m = (unsigned)(r - s->req);
-    const pcbm_tplan *t = &rs->e->plan->t[s->tensor];
-    if (r->res < 0 || (uint64_t)r->res < s->need[m]) {
-        pcbm_error er;
-        if (r->res < 0)
-            pcbm_fail(&er, PCBM_ERR_IO, "read error in %s at offset %llu (tensor %s): %s",
-                      req_path(rs, s, r), (unsigned long long)r->off, t->name,
-                      strerror((int)-r->res));
-        else
-            pcbm_fail(&er, PCBM_ERR_IO, "unexpected end of file in %s at offset %llu (tensor %s): "
-                      "the file is shorter than its header says; was it truncated or changed "
-                      "during the merge?", req_path(rs, s, r),
-                      (unsigned long long)(r->off + (uint64_t)r->res), t->name);
-        fail_at(rs, s->seq, PCBM_ERR_IO, &er);
-    }
-    rs->pg.done += (uint64_t)s->n * t->in_unit[m];
-    if (--s->pending == 0) {
-        if (rs->st != PCBM_OK) {
-            /* the pass is stopping: the block is dropped, not an error of its own (a read
-             * error of its own was recorded above) */
-            s->st = PCBM_OK;
-            pthread_mutex_lock(&rs->e->mu);
-            s->next = rs->e->done_head;
-            rs->e->done_head = s;
-            pthread_mutex_unlock(&rs->e->mu);
-        } else {
-            queue_work(rs, s);
-        }
-    }
-}
-
-static void on_write_done(run_state *rs, pcbm_io_req *r)
-{
-    chunk *ch = r->user;
-    ch->busy = 0;
-    if (r->res < 0 || (uint64_t)r->res < r->len) {
-        char p[4096];
-        int errnum = r->res < 0 ? (int)-r->res : ENOSPC;
-        pcbm_error er;
-        pcbm_fail(&er, errnum == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
-                  "write error in %s at offset %llu: %s%s", out_path(rs->e, ch->file, p, sizeof p),
-                  (unsigned long long)(r->off + (r->res > 0 ? (uint64_t)r->res : 0)),
-                  strerror(errnum),
-                  errnum == ENOSPC ? "; free space on the output filesystem and run again" : "");
-        fail_at(rs, 0, er.status, &er);
-        return;
-    }
-    rs->pr->bytes_written += r->len;
-    pcbm_error er;
-    pcbm_status st = flush_durable(rs->e, &er);
-    if (st != PCBM_OK)
-        fail_at(rs, 0, st, &er);
-}
-
-/* Take finished blocks from the workers; apply passes stage their output in order. */
-static void collect_done(run_state *rs)
-{
-    pcbm_engine *e = rs->e;
-    pthread_mutex_lock(&e->mu);
-    slot *d = e->done_head;
-    e->done_head = NULL;
-    pthread_mutex_unlock(&e->mu);
-    while (d) {
-        slot *s = d;
-        d = d->next;
-        s->collected = 1; /* emission below trusts only results seen here */
-        if (s->st != PCBM_OK)
-            fail_at(rs, s->seq, s->st, &s->err);
-        pcbm_test_point(rs->ps->kind == PCBM_PASS_APPLY ? "apply" : "stats");
-        if (rs->ps->kind != PCBM_PASS_APPLY)
-            release_slot(rs, s);
-    }
-    if (rs->ps->kind != PCBM_PASS_APPLY)
-        return;
-    while (rs->seq_emit < rs->seq_next) {
-        slot *s = rs->ring[rs->seq_emit % e->nslots];
-        if (!s || !s->collected)
-            break;
-        if (rs->st == PCBM_OK) {
-            pcbm_status st = PCBM_OK;
-            pcbm_error er;
-            bool all = emit_slot(e, s, &st, &er);
-            if (st != PCBM_OK) {
-                fail_at(rs, 0, st, &er);
-            } else if (!all) {
-                break; /* wait for a staging buffer */
-            }
-        }
-        rs->ring[rs->seq_emit % e->nslots] = NULL;
-        rs->seq_emit++;
-        release_slot(rs, s);
-    }
-}
-
-static void reap_some(run_state *rs, bool wait)
-{
-    pcbm_io_req *done[64];
-    int n = pcbm_io_reap(rs->e->io, done, 64, wait);
-    if (n < 0) {
-        pcbm_error er;
-        pcbm_fail(&er, PCBM_ERR_IO, "I/O backend %s failed: %s", pcbm_io_name(rs->e->io),
-                  strerror(-n));
-        fail_at(rs, 0, PCBM_ERR_IO, &er);
-        return;
-    }
-    for (int i = 0; i < n; i++) {
-        rs->e->inflight--;
-        if (done[i]->op == PCBM_OP_READ)
-            on_read_done(rs, done[i]);
-        else
-            on_write_done(rs, done[i]);
-    }
-}
-
-static void run_loop(run_state *rs)
-{
-    pcbm_engine *e = rs->e;
-    for (;;) {
-        if (stop_requested && rs->st == PCBM_OK) {
-            pcbm_error er;
-            pcbm_fail(&er, PCBM_ERR_INTERRUPTED, "interrupted by a signal during pass '%s'",
-                      rs->ps->name);
-            fail_at(rs, 0, PCBM_ERR_INTERRUPTED, &er);
-        }
-        fill_slots(rs);
-        int rc = pcbm_io_submit(e->io);
-        if (rc < 0) {
-            pcbm_error er;
-            pcbm_fail(&er, PCBM_ERR_IO, "I/O submit failed: %s", strerror(-rc));
-            fail_at(rs, 0, PCBM_ERR_IO, &er);
-        }
-        collect_done(rs);
-        bool idle_workers_pending = rs->busy > 0;
-        if (rs->st != PCBM_OK && e->inflight == 0) {
-            /* stopping: drop the queued block sets, collect what the workers finished, and wait
-             * only for blocks still being computed (their workers wake us) */
-            pthread_mutex_lock(&e->mu);
-            while (e->work_head) {
-                slot *s = e->work_head;
-                e->work_head = s->next;
-                s->st = PCBM_OK;
-                s->next = e->done_head;
-                e->done_head = s;
-            }
-            e->work_tail = NULL;
-            pthread_mutex_unlock(&e->mu);
-            collect_done(rs);
-            if (rs->busy == 0)
-                break;
-            reap_some(rs, true);
-            continue;
-        }
-        if (!rs->more && rs->busy == 0 && e->inflight == 0)
-            break;
-        progress_show(e, &rs->pg, false);
-        bool can_issue = rs->more && rs->free_list && rs->st == PCBM_OK;
-        if (!can_issue && (idle_workers_pending || e->inflight > 0))
-            reap_some(rs, true);
-        else if (e->inflight > 0)
-            reap_some(rs, false);
     }
 }
 
@@ -1300,40 +287,375 @@ static void stop_workers(pcbm_engine *e, pthread_t *tids)
         pthread_join(tids[w], NULL);
 }
 
-pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *ps, pcbm_error *err)
-{
-    /* passes of the same name (tensor scope repeats them per tensor) share one report line */
-    pcbm_pass_report *pr = NULL;
-    for (unsigned i = 0; i < e->rep.npasses && !pr; i++)
-        if (strcmp(e->rep.passes[i].name, ps->name) == 0)
-            pr = &e->rep.passes[i];
-    if (!pr) {
-        if (e->rep.npasses >= PCBM_MAX_PASSES)
-            return pcbm_fail(err, PCBM_ERR_INTERNAL, "too many distinct passes");
-        pr = &e->rep.passes[e->rep.npasses++];
-        memset(pr, 0, sizeof *pr);
-        snprintf(pr->name, sizeof pr->name, "%s", ps->name);
-    }
-    uint64_t read0 = pr->bytes_read, written0 = pr->bytes_written;
-    double t0 = pcbm_now();
+/* ---- the pass loop ---------------------------------------------------------------------- */
 
-    choose_mapping(e, ps);
-    pr->mapped |= e->mapped;
-    run_state rs = {.e = e, .ps = ps, .err = err, .pr = pr};
-    rs.cur.t = ps->t0;
-    rs.more = cursor_next(e, ps, &rs.cur, true);
-    slot *ring[MAX_SLOTS] = {0};
-    rs.ring = ring;
-    for (unsigned s = 0; s < e->nslots; s++) {
-        e->slots[s].next = rs.free_list;
-        rs.free_list = &e->slots[s];
+typedef struct run_state {
+    pcbm_engine *e;
+    const pcbm_pass *ps;
+    pcbm_walk walk;
+    pcbm_cursor cur;
+    bool more;                 /* blocks left to issue */
+    uint64_t seq_next;         /* next seq to issue */
+    uint64_t seq_emit;         /* apply: next seq to emit */
+    slot **ring;               /* apply: slots by seq % nslots */
+    slot *free_list;
+    unsigned busy;             /* slots not free */
+    pcbm_status st;
+    pcbm_error *err;
+    uint64_t err_seq;          /* schedule position of the reported error */
+    pcbm_progress_line pg;
+    pcbm_pass_report *pr;
+} run_state;
+
+static void fail_at(run_state *rs, uint64_t seq, pcbm_status st, const pcbm_error *src)
+{
+    if (rs->st != PCBM_OK && rs->err_seq <= seq)
+        return;
+    rs->st = st;
+    rs->err_seq = seq;
+    if (rs->err && src && src != rs->err)
+        *rs->err = *src;
+}
+
+static void queue_work(run_state *rs, slot *s)
+{
+    pcbm_engine *e = rs->e;
+    pthread_mutex_lock(&e->mu);
+    s->next = NULL;
+    if (e->work_tail)
+        e->work_tail->next = s;
+    else
+        e->work_head = s;
+    e->work_tail = s;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Hand slot s to the scheduler as done without computing it (a pass that is stopping). */
+static void drop_done(pcbm_engine *e, slot *s)
+{
+    s->st = PCBM_OK;
+    pthread_mutex_lock(&e->mu);
+    s->next = e->done_head;
+    e->done_head = s;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Mapped passes: the block's data is in the mappings: straight to a worker. */
+static void issue_mapped(run_state *rs, slot *s, const pcbm_tplan *t, unsigned nin)
+{
+    pcbm_engine *e = rs->e;
+    for (unsigned m = 0; m < nin; m++) {
+        const pcbm_tsrc *src = &t->src[m];
+        uint64_t len = (uint64_t)s->n * t->in_unit[m];
+        s->map[m] = e->in.f[m][src->file].map + src->off + s->start * t->in_unit[m];
+        s->need[m] = len;
+        rs->pr->bytes_read += len;
     }
-    bool show = !e->cfg.quiet && e->cfg.progress != PCBM_PROGRESS_NONE;
-    rs.pg = (progress){.start = t0, .last = t0, .total = pass_total_bytes(e, ps),
-                       .json = show && e->cfg.progress == PCBM_PROGRESS_JSON,
-                       .tty = show && e->cfg.progress == PCBM_PROGRESS_AUTO && isatty(2)};
+    s->pending = 0;
+    queue_work(rs, s);
+}
+
+/* Queue the aligned reads of the block's data of every model into the slot's buffers. */
+static void issue_reads(run_state *rs, slot *s, const pcbm_tplan *t, unsigned nin)
+{
+    pcbm_engine *e = rs->e;
+    e->bufs_touched = true;
+    for (unsigned m = 0; m < nin; m++) {
+        const pcbm_tsrc *src = &t->src[m];
+        uint64_t off = src->off + s->start * t->in_unit[m];
+        uint64_t len = (uint64_t)s->n * t->in_unit[m];
+        uint64_t a0 = pcbm_align_down(off, PCBM_ALIGN);
+        uint64_t a1 = pcbm_align_up(off + len, PCBM_ALIGN);
+        s->skew[m] = (uint32_t)(off - a0);
+        s->need[m] = off + len - a0;
+        s->req[m] = (pcbm_io_req){.op = PCBM_OP_READ, .fd = e->in.f[m][src->file].fd,
+                                  .buf = s->in[m], .len = a1 - a0, .off = a0, .user = s};
+        rs->pr->bytes_read += a1 - a0;
+        int rc = pcbm_io_queue(e->io, &s->req[m]);
+        if (rc < 0) {
+            pcbm_error er;
+            pcbm_fail(&er, PCBM_ERR_IO, "cannot queue a read of %s at offset %llu: %s",
+                      e->plan->models[m]->files[src->file].path, (unsigned long long)a0,
+                      strerror(-rc));
+            fail_at(rs, s->seq, PCBM_ERR_IO, &er);
+            s->pending--;
+            continue;
+        }
+        e->reads++;
+    }
+}
+
+static void issue_block(run_state *rs, slot *s)
+{
+    pcbm_engine *e = rs->e;
+    const pcbm_tplan *t = &e->plan->t[rs->cur.t];
+    s->seq = rs->seq_next++;
+    s->tensor = rs->cur.t;
+    s->start = rs->cur.start;
+    s->n = (uint32_t)rs->cur.n;
+    s->emitted = 0;
+    s->collected = 0;
+    unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
+    s->pending = nin;
+    memset(s->map, 0, sizeof s->map);
+    if (e->mapped)
+        issue_mapped(rs, s, t, nin);
+    else
+        issue_reads(rs, s, t, nin);
+}
+
+static void fill_slots(run_state *rs)
+{
+    while (rs->more && rs->free_list && rs->st == PCBM_OK) {
+        slot *s = rs->free_list;
+        rs->free_list = s->next;
+        rs->busy++;
+        issue_block(rs, s);
+        if (rs->ps->kind == PCBM_PASS_APPLY)
+            rs->ring[s->seq % rs->e->nslots] = s;
+        rs->more = pcbm_cursor_next(&rs->walk, &rs->cur);
+        if (s->pending == 0 && !s->map[0] && rs->st == PCBM_OK)
+            rs->st = PCBM_ERR_INTERNAL; /* unreachable: every block reads at least the base */
+    }
+}
+
+static void release_slot(run_state *rs, slot *s)
+{
+    for (unsigned m = 0; m < PCBM_MAX_MODELS && s->map[m]; m++) {
+        /* the block's pages leave the process: what is resident stays bounded */
+        const pcbm_tplan *t = &rs->e->plan->t[s->tensor];
+        pcbm_map_release(&rs->e->in.f[m][t->src[m].file], s->map[m], s->need[m]);
+        s->map[m] = NULL;
+    }
+    s->next = rs->free_list;
+    rs->free_list = s;
+    rs->busy--;
+}
+
+static const char *req_path(const run_state *rs, const slot *s, const pcbm_io_req *r)
+{
+    const pcbm_engine *e = rs->e;
+    const pcbm_tplan *t = &e->plan->t[s->tensor];
+    unsigned m = (unsigned)(r - s->req);
+    return e->plan->models[m]->files[t->src[m].file].path;
+}
+
+static void on_read_done(run_state *rs, pcbm_io_req *r)
+{
+    slot *s = r->user;
+    unsigned m = (unsigned)(r - s->req);
+    const pcbm_tplan *t = &rs->e->plan->t[s->tensor];
+    if (r->res < 0 || (uint64_t)r->res < s->need[m]) {
+        pcbm_error er;
+        if (r->res < 0)
+            pcbm_fail(&er, PCBM_ERR_IO, "read error in %s at offset %llu (tensor %s): %s",
+                      req_path(rs, s, r), (unsigned long long)r->off, t->name,
+                      strerror((int)-r->res));
+        else
+            pcbm_fail(&er, PCBM_ERR_IO, "unexpected end of file in %s at offset %llu (tensor %s): "
+                      "the file is shorter than its header says; was it truncated or changed "
+                      "during the merge?", req_path(rs, s, r),
+                      (unsigned long long)(r->off + (uint64_t)r->res), t->name);
+        fail_at(rs, s->seq, PCBM_ERR_IO, &er);
+    }
+    pcbm_progress_add(&rs->pg, (uint64_t)s->n * t->in_unit[m]);
+    if (--s->pending == 0) {
+        /* a pass that is stopping drops the block: not an error of its own (a read error of
+         * its own was recorded above) */
+        if (rs->st != PCBM_OK)
+            drop_done(rs->e, s);
+        else
+            queue_work(rs, s);
+    }
+}
+
+static void on_write_done(run_state *rs, pcbm_io_req *r)
+{
+    pcbm_error er;
+    pcbm_status st = pcbm_ostream_write_done(rs->e->os, r, &rs->pr->bytes_written, &er);
+    if (st != PCBM_OK)
+        fail_at(rs, 0, st, &er);
+}
+
+/* Stage slot s's output into the output stream; true when all of it is staged. */
+static bool emit_slot(pcbm_engine *e, slot *s, pcbm_status *st, pcbm_error *err)
+{
+    const pcbm_tplan *t = &e->plan->t[s->tensor];
+    return pcbm_ostream_emit(e->os, t->out_file, t->out_off + s->start * t->out_unit, s->out,
+                             (uint64_t)s->n * t->out_unit, &s->emitted, t->name, st, err);
+}
+
+/* Apply passes: emit the collected blocks in schedule order, as far as staging buffers allow. */
+static void emit_in_order(run_state *rs)
+{
+    pcbm_engine *e = rs->e;
+    while (rs->seq_emit < rs->seq_next) {
+        slot *s = rs->ring[rs->seq_emit % e->nslots];
+        if (!s || !s->collected)
+            break;
+        if (rs->st == PCBM_OK) {
+            pcbm_status st = PCBM_OK;
+            pcbm_error er;
+            bool all = emit_slot(e, s, &st, &er);
+            if (st != PCBM_OK) {
+                fail_at(rs, 0, st, &er);
+            } else if (!all) {
+                break; /* wait for a staging buffer */
+            }
+        }
+        rs->ring[rs->seq_emit % e->nslots] = NULL;
+        rs->seq_emit++;
+        release_slot(rs, s);
+    }
+}
+
+/* Take finished blocks from the workers; apply passes stage their output in order. */
+static void collect_done(run_state *rs)
+{
+    pcbm_engine *e = rs->e;
+    pthread_mutex_lock(&e->mu);
+    slot *d = e->done_head;
+    e->done_head = NULL;
+    pthread_mutex_unlock(&e->mu);
+    while (d) {
+        slot *s = d;
+        d = d->next;
+        s->collected = 1; /* emission below trusts only results seen here */
+        if (s->st != PCBM_OK)
+            fail_at(rs, s->seq, s->st, &s->err);
+        pcbm_test_point(rs->ps->kind == PCBM_PASS_APPLY ? "apply" : "stats");
+        if (rs->ps->kind != PCBM_PASS_APPLY)
+            release_slot(rs, s);
+    }
+    if (rs->ps->kind == PCBM_PASS_APPLY)
+        emit_in_order(rs);
+}
+
+static void reap_some(run_state *rs, bool wait)
+{
+    pcbm_io_req *done[64];
+    int n = pcbm_io_reap(rs->e->io, done, 64, wait);
+    if (n < 0) {
+        pcbm_error er;
+        pcbm_fail(&er, PCBM_ERR_IO, "I/O backend %s failed: %s", pcbm_io_name(rs->e->io),
+                  strerror(-n));
+        fail_at(rs, 0, PCBM_ERR_IO, &er);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        if (done[i]->op == PCBM_OP_READ) {
+            rs->e->reads--;
+            on_read_done(rs, done[i]);
+        } else {
+            on_write_done(rs, done[i]);
+        }
+    }
+}
+
+/* A failed pass with nothing in flight: drop the queued block sets, collect what the workers
+ * finished, and wait only for blocks still being computed (their workers wake us). False once
+ * every slot is back. */
+static bool wind_down(run_state *rs)
+{
+    pcbm_engine *e = rs->e;
+    pthread_mutex_lock(&e->mu);
+    while (e->work_head) {
+        slot *s = e->work_head;
+        e->work_head = s->next;
+        s->st = PCBM_OK;
+        s->next = e->done_head;
+        e->done_head = s;
+    }
+    e->work_tail = NULL;
+    pthread_mutex_unlock(&e->mu);
+    collect_done(rs);
+    if (rs->busy == 0)
+        return false;
+    reap_some(rs, true);
+    return true;
+}
+
+/* Issue, submit and collect once; false when the pass is over. */
+static bool loop_once(run_state *rs)
+{
+    pcbm_engine *e = rs->e;
+    if (pcbm_stop_requested() && rs->st == PCBM_OK) {
+        pcbm_error er;
+        pcbm_fail(&er, PCBM_ERR_INTERRUPTED, "interrupted by a signal during pass '%s'",
+                  rs->ps->name);
+        fail_at(rs, 0, PCBM_ERR_INTERRUPTED, &er);
+    }
+    fill_slots(rs);
+    int rc = pcbm_io_submit(e->io);
+    if (rc < 0) {
+        pcbm_error er;
+        pcbm_fail(&er, PCBM_ERR_IO, "I/O submit failed: %s", strerror(-rc));
+        fail_at(rs, 0, PCBM_ERR_IO, &er);
+    }
+    collect_done(rs);
+    bool idle_workers_pending = rs->busy > 0;
+    if (rs->st != PCBM_OK && inflight(e) == 0)
+        return wind_down(rs);
+    if (!rs->more && rs->busy == 0 && inflight(e) == 0)
+        return false;
+    pcbm_progress_tick(&rs->pg);
+    bool can_issue = rs->more && rs->free_list && rs->st == PCBM_OK;
+    if (!can_issue && (idle_workers_pending || inflight(e) > 0))
+        reap_some(rs, true);
+    else if (inflight(e) > 0)
+        reap_some(rs, false);
+    return true;
+}
+
+/* The report line of pass ps: passes of the same name (tensor scope repeats them per tensor)
+ * share one. NULL when there are too many distinct passes. */
+static pcbm_pass_report *pass_report(pcbm_engine *e, const pcbm_pass *ps)
+{
+    for (unsigned i = 0; i < e->rep.npasses; i++)
+        if (strcmp(e->rep.passes[i].name, ps->name) == 0)
+            return &e->rep.passes[i];
+    if (e->rep.npasses >= PCBM_MAX_PASSES)
+        return NULL;
+    pcbm_pass_report *pr = &e->rep.passes[e->rep.npasses++];
+    memset(pr, 0, sizeof *pr);
+    snprintf(pr->name, sizeof pr->name, "%s", ps->name);
+    return pr;
+}
+
+static bool kept_output(const void *os, unsigned f, uint64_t end)
+{
+    return pcbm_ostream_kept(os, f, end);
+}
+
+/* Start the pass: mapping choice, the walk's first block, every slot free, progress. */
+static void begin_pass(run_state *rs, pcbm_engine *e, const pcbm_pass *ps, double t0)
+{
+    choose_mapping(e, ps);
+    rs->pr->mapped |= e->mapped;
+    rs->walk = (pcbm_walk){.plan = e->plan, .ps = ps, .file_lo = e->cfg.file_lo,
+                           .file_hi = e->cfg.file_hi, .kept = kept_output, .kept_arg = e->os};
+    rs->more = pcbm_cursor_first(&rs->walk, &rs->cur);
+    for (unsigned s = 0; s < e->nslots; s++) {
+        e->slots[s].next = rs->free_list;
+        rs->free_list = &e->slots[s];
+    }
+    pcbm_progress_begin(&rs->pg, e->cfg.progress, e->cfg.quiet, ps->name,
+                        pcbm_walk_total_bytes(&rs->walk), t0);
     e->pass = ps;
     e->work_head = e->work_tail = e->done_head = NULL;
+}
+
+pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *ps, pcbm_error *err)
+{
+    pcbm_pass_report *pr = pass_report(e, ps);
+    if (!pr)
+        return pcbm_fail(err, PCBM_ERR_INTERNAL, "too many distinct passes");
+    uint64_t read0 = pr->bytes_read, written0 = pr->bytes_written;
+    double t0 = pcbm_now();
+    slot *ring[PCBM_MAX_SLOTS] = {0};
+    run_state rs = {.e = e, .ps = ps, .err = err, .pr = pr, .ring = ring};
+    begin_pass(&rs, e, ps, t0);
 
     pthread_t tids[256];
     worker_arg was[256];
@@ -1342,11 +664,12 @@ pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *ps, pcbm_error *err
     pcbm_status st = start_workers(e, tids, was, err);
     if (st != PCBM_OK)
         return st;
-    run_loop(&rs);
+    while (loop_once(&rs))
+        ;
     stop_workers(e, tids);
     if (ps->kind == PCBM_PASS_APPLY) { /* the journal is the caller's again after a pass */
         pcbm_error er;
-        pcbm_status dst = syncer_drain(e, &er);
+        pcbm_status dst = pcbm_ostream_drain(e->os, &er);
         if (dst != PCBM_OK && rs.st == PCBM_OK) {
             rs.st = dst;
             if (err)
@@ -1356,145 +679,32 @@ pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *ps, pcbm_error *err
     pr->seconds += pcbm_now() - t0;
     e->rep.bytes_read += pr->bytes_read - read0;
     e->rep.bytes_written += pr->bytes_written - written0;
-    if (rs.st == PCBM_OK)
-        progress_show(e, &rs.pg, true);
-    else if (rs.pg.tty)
-        fputc('\n', stderr);
+    pcbm_progress_end(&rs.pg, rs.st == PCBM_OK);
     return rs.st;
 }
 
-/* ---- resuming ----------------------------------------------------------------------------- */
+/* ---- the output stream ------------------------------------------------------------------ */
 
-/* Hash [start, end) of file f (read with a plain descriptor) into *h and whole. */
-static bool hash_range(pcbm_engine *e, unsigned f, uint64_t start, uint64_t end, uint64_t *h,
-                       XXH3_state_t *whole)
+void pcbm_engine_on_segment(pcbm_engine *e, pcbm_segment_fn fn, void *arg)
 {
-    char p[4096];
-    int fd = open(out_path(e, f, p, sizeof p), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    XXH3_state_t *st = XXH3_createState();
-    uint8_t *buf = e->chunks[0].buf;
-    bool ok = st != NULL;
-    if (ok)
-        XXH3_64bits_reset(st);
-    for (uint64_t off = start; ok && off < end;) {
-        size_t want = (size_t)PCBM_MIN(e->chunk_bytes, end - off);
-        ssize_t n = pread(fd, buf, want, (off_t)off);
-        if (n <= 0) {
-            ok = false;
-            break;
-        }
-        XXH3_64bits_update(st, buf, (size_t)n);
-        XXH3_128bits_update(whole, buf, (size_t)n);
-        off += (uint64_t)n;
-    }
-    if (ok)
-        *h = XXH3_64bits_digest(st);
-    XXH3_freeState(st);
-    close(fd);
-    return ok;
+    pcbm_ostream_on_segment(e->os, fn, arg);
 }
 
 pcbm_status pcbm_engine_resume_output(pcbm_engine *e, const pcbm_segment *segs, size_t n,
                                       size_t *kept, pcbm_error *err)
 {
-    const pcbm_outplan *op = &e->plan->out;
-    XXH3_state_t *save = XXH3_createState();
-    if (!save)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-    e->resuming = true;
-    unsigned f = e->cfg.file_lo, hi = e->cfg.file_hi;
-    uint64_t pos = 0;
-    size_t k = 0;
-    for (; k < n && f < hi; k++) {
-        const pcbm_segment *sg = &segs[k];
-        if (pos == op->files[f].size && f + 1 < hi && sg->file == f + 1) {
-            f++;
-            pos = 0;
-        }
-        if (sg->file != f || sg->start != pos || sg->end <= sg->start || sg->end > op->files[f].size)
-            break;
-        uint64_t h = 0;
-        XXH3_copyState(save, e->ofiles[f].whole);
-        if (!hash_range(e, f, sg->start, sg->end, &h, e->ofiles[f].whole) || h != sg->hash) {
-            XXH3_copyState(e->ofiles[f].whole, save);
-            break;
-        }
-        pos = sg->end;
-    }
-    XXH3_freeState(save);
-    *kept = k;
-    e->resume_file = f;
-    e->resume_pos = pos;
-    if (k == 0)
-        return PCBM_OK; /* nothing kept: the output starts over (files may exist) */
-    for (unsigned g = e->cfg.file_lo; g <= f; g++) {
-        out_file *of = &e->ofiles[g];
-        pcbm_status st = begin_file(e, g, err);
-        if (st != PCBM_OK)
-            return st;
-        of->pos = of->seg_start = g < f ? op->files[g].size : pos;
-    }
-    e->cur_ofile = f;
-    e->output_started = true;
-    return PCBM_OK;
-}
-
-/* ---- finishing the output --------------------------------------------------------------- */
-
-static pcbm_status wait_writes(pcbm_engine *e, pcbm_error *err)
-{
-    run_state rs = {.e = e, .err = err};
-    pcbm_pass_report pr;
-    memset(&pr, 0, sizeof pr);
-    rs.pr = &pr;
-    while (e->inflight > 0)
-        reap_some(&rs, true);
-    e->rep.bytes_written += pr.bytes_written;
-    return rs.st;
+    return pcbm_ostream_resume(e->os, segs, n, kept, err);
 }
 
 pcbm_status pcbm_engine_finish_output(pcbm_engine *e, pcbm_error *err)
 {
-    const pcbm_outplan *op = &e->plan->out;
-    pcbm_status st = PCBM_OK;
-    /* files made only of empty tensors (or none at all) still get their headers */
-    unsigned lo = e->cfg.file_lo, hi = e->cfg.file_hi;
-    if (hi > lo && !stream_to_file(e, hi - 1, &st, err) && st == PCBM_OK) {
-        while (st == PCBM_OK && !stream_to_file(e, hi - 1, &st, err)) {
-            if ((st = pcbm_io_submit(e->io) < 0 ? PCBM_ERR_IO : PCBM_OK) != PCBM_OK)
-                break;
-            st = wait_writes(e, err);
-        }
-    }
-    if (st == PCBM_OK && e->cur_chunk != STAGE_CHUNKS)
-        st = submit_chunk(e, e->cur_chunk, err);
-    if (st == PCBM_OK && pcbm_io_submit(e->io) < 0)
-        st = pcbm_fail(err, PCBM_ERR_IO, "I/O submit failed while flushing the output");
-    pcbm_status wst = wait_writes(e, err);
-    if (st == PCBM_OK)
-        st = wst;
-    if (st == PCBM_OK)
-        st = flush_durable(e, err);
-    pcbm_status dst = syncer_drain(e, err);
-    if (st == PCBM_OK)
-        st = dst;
-    for (unsigned f = lo; st == PCBM_OK && f < hi; f++) {
-        out_file *of = &e->ofiles[f];
-        char p[4096];
-        out_path(e, f, p, sizeof p);
-        if (of->pos != op->files[f].size)
-            st = pcbm_fail(err, PCBM_ERR_INTERNAL, "%s: wrote %llu of %llu bytes", p,
-                           (unsigned long long)of->pos, (unsigned long long)op->files[f].size);
-        else if (ftruncate(of->fd, (off_t)op->files[f].size) != 0 || fsync(of->fd) != 0)
-            st = pcbm_fail(err, errno == ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
-                           "cannot finish %s: %s", p, strerror(errno));
-    }
-    for (unsigned f = 0; f < op->nfiles; f++) {
-        if (e->ofiles[f].fd >= 0)
-            close(e->ofiles[f].fd);
-        e->ofiles[f].fd = -1;
-    }
+    uint64_t written = 0;
+    pcbm_status st = pcbm_ostream_finish(e->os, &written, err);
+    e->rep.bytes_written += written;
     return st;
+}
+
+XXH128_hash_t pcbm_engine_file_hash(const pcbm_engine *e, unsigned f)
+{
+    return pcbm_ostream_file_hash(e->os, f);
 }

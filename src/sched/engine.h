@@ -10,6 +10,7 @@
 
 #include "../io/io.h"
 #include "plan.h"
+#include "../writer/stream.h"
 
 #include <xxhash.h>
 
@@ -85,7 +86,8 @@ typedef struct pcbm_engine_report {
     pcbm_pass_report passes[PCBM_MAX_PASSES];
 } pcbm_engine_report;
 
-/* Elements of tensor `ti` that a sample pass of this stride visits (all of them for stride <= 1). */
+/* Elements of tensor `ti` that a sample pass of this stride visits (all of them for stride <= 1;
+ * sched/cursor.c). */
 uint64_t pcbm_sample_count(const pcbm_tplan *t, size_t ti, uint32_t stride);
 
 /* Size the buffers (and pick the block size) from the budget. Fails with PCBM_ERR_NOMEM naming
@@ -95,16 +97,9 @@ pcbm_status pcbm_engine_create(pcbm_plan *plan, const pcbm_engine_cfg *cfg, pcbm
 /* Bytes the engine needs at least for this plan and thread count (for error messages). */
 uint64_t pcbm_engine_min_mem(const pcbm_plan *plan, unsigned threads, uint64_t reserved);
 pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *pass, pcbm_error *err);
-/* A durable piece of the output stream: bytes [start, end) of output file `file`, written and
- * fdatasync'ed, with their xxh3-64. Segments follow each other in stream order. */
-typedef struct pcbm_segment {
-    unsigned file;
-    uint64_t start, end;
-    uint64_t hash;
-} pcbm_segment;
-
-/* Called (on the scheduler thread) each time a segment becomes durable: the journal's hook. */
-typedef pcbm_status (*pcbm_segment_fn)(void *arg, const pcbm_segment *seg, pcbm_error *err);
+/* Durable segments of the output (pcbm_segment, pcbm_segment_fn: writer/stream.h): fn is called
+ * on the output's sync thread each time one becomes durable, in stream order (the journal's
+ * hook). */
 void pcbm_engine_on_segment(pcbm_engine *e, pcbm_segment_fn fn, void *arg);
 
 /* Resume the output of an earlier, interrupted run: check the journaled segments (in stream
