@@ -163,7 +163,6 @@ typedef enum pcbm_scope { PCBM_SCOPE_GLOBAL = 0, PCBM_SCOPE_TENSOR } pcbm_scope;
  * the start of a pass are read through a read-only mapping instead of copied; uring / pread force
  * that backend for every read; mmap maps the inputs whether cached or not. */
 typedef enum pcbm_io_kind { PCBM_IO_AUTO = 0, PCBM_IO_URING, PCBM_IO_PREAD, PCBM_IO_MMAP } pcbm_io_kind;
-typedef enum pcbm_progress { PCBM_PROGRESS_AUTO = 0, PCBM_PROGRESS_JSON, PCBM_PROGRESS_NONE } pcbm_progress;
 
 #define PCBM_MAX_TASKS 64
 #define PCBM_DTYPE_BASE PCBM_DT_COUNT /* out_dtype: keep each tensor's base dtype */
@@ -247,9 +246,6 @@ typedef struct pcbm_merge_opts {
     int force;                      /* discard a stale partial output of an earlier run */
     int resume;                     /* continue the partial output of an interrupted run */
     const char *stats_in;           /* reuse a statistics file from an earlier run, or NULL */
-    pcbm_progress progress;
-    int quiet;                      /* only errors on stderr */
-
     pcbm_message_fn on_message;     /* warnings and notes, or NULL */
     pcbm_progress_fn on_progress;   /* progress events, or NULL */
     pcbm_stop_fn should_stop;       /* asked at block boundaries, or NULL */

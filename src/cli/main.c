@@ -255,7 +255,7 @@ static int cmd_merge(int argc, char **argv, cli_cmd c)
         if (a->nweights)
             a->o.weights = a->weights;
         pcbm_error err;
-        pcbm_cli_attach_printers(&a->o);
+        pcbm_cli_attach_printers(&a->o, a->progress, a->quiet);
         char *cmdline = pcbm_cli_command_line(&a->o);
         a->o.command = cmdline;
         if ((plan ? pcbm_split_plan(&a->o, a->shards, &err) : pcbm_merge(&a->o, &err)) != PCBM_OK)
@@ -394,7 +394,7 @@ static int cmd_phase(cli_cmd c, int argc, char **argv)
             pcbm_phase ph = c == CMD_STATS ? PCBM_PHASE_STATS
                             : c == CMD_REDUCE ? PCBM_PHASE_REDUCE
                             : c == CMD_APPLY ? PCBM_PHASE_APPLY : PCBM_PHASE_FINALIZE;
-            pcbm_cli_attach_printers(&a->o);
+            pcbm_cli_attach_printers(&a->o, a->progress, a->quiet);
             st = pcbm_split_run(a->plan, ph, unit, &a->o, &err);
         }
         if (st != PCBM_OK)

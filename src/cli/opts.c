@@ -321,7 +321,7 @@ static int set_run_value(cli_cmd c, cli_args *a, int id, const char *v)
     static const char *const ios[] = {"auto", "uring", "pread", "mmap", NULL};
     static const pcbm_io_kind io_of[] = {PCBM_IO_AUTO, PCBM_IO_URING, PCBM_IO_PREAD, PCBM_IO_MMAP};
     static const char *const progs[] = {"auto", "json", "none", NULL};
-    static const pcbm_progress prog_of[] = {PCBM_PROGRESS_AUTO, PCBM_PROGRESS_JSON, PCBM_PROGRESS_NONE};
+    static const cli_progress prog_of[] = {CLI_PROGRESS_AUTO, CLI_PROGRESS_JSON, CLI_PROGRESS_NONE};
     int k;
     switch (id) {
     case O_MEM:
@@ -339,9 +339,9 @@ static int set_run_value(cli_cmd c, cli_args *a, int id, const char *v)
         break;
     case O_PROGRESS:
         if ((k = pick(v, progs)) < 0) return ERR("--progress is auto, json or none, got %s", v);
-        o->progress = prog_of[k];
+        a->progress = prog_of[k];
         break;
-    case O_QUIET: o->quiet = 1; break;
+    case O_QUIET: a->quiet = true; break;
     default: return -1;
     }
     return 0;

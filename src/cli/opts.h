@@ -7,6 +7,7 @@
 #define PCBM_CLI_OPTS_H
 
 #include "pcbmerge.h"
+#include "print.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -33,6 +34,8 @@ typedef struct cli_args {
     pcbm_search_opts so;               /* search: budget, bounds, init, sigma, popsize, seed... */
     const char *eval_cmd;              /* search: --eval-cmd */
     bool help;                         /* --help was given */
+    cli_progress progress;             /* --progress */
+    bool quiet;                        /* --quiet */
 } cli_args;
 
 /* The command named `name`, or CMD_COUNT. */

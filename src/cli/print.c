@@ -254,15 +254,15 @@ static void progress_json(void *user, const pcbm_progress_event *ev)
     fflush(stderr);
 }
 
-void pcbm_cli_attach_printers(pcbm_merge_opts *o)
+void pcbm_cli_attach_printers(pcbm_merge_opts *o, cli_progress mode, bool quiet)
 {
     static json_state js; /* one CLI call at a time */
-    o->on_message = o->quiet ? NULL : print_message;
+    o->on_message = quiet ? NULL : print_message;
     o->on_progress = NULL;
     o->user = NULL;
-    if (o->quiet || o->progress == PCBM_PROGRESS_NONE)
+    if (quiet || mode == CLI_PROGRESS_NONE)
         return;
-    if (o->progress == PCBM_PROGRESS_JSON) {
+    if (mode == CLI_PROGRESS_JSON) {
         js.last = -1e9;
         o->on_progress = progress_json;
         o->user = &js;

@@ -11,6 +11,8 @@
 
 #include "pcbmerge.h"
 
+#include <stdbool.h>
+
 /* Library messages name options by their field in pcbm_merge_opts, in backquotes (`resume`);
  * the CLI shows its flags instead (--resume). Control bytes other than newlines (an escape
  * sequence in a tensor name) are shown as \xNN. Copies in to out (always terminated). */
@@ -22,7 +24,10 @@ void pcbm_cli_flagify(const char *in, char *out, size_t len);
  * bytes whatever they were. Allocated; NULL when out of memory. */
 char *pcbm_cli_command_line(const pcbm_merge_opts *o);
 
-/* Install the printers into o according to o->quiet and o->progress. */
-void pcbm_cli_attach_printers(pcbm_merge_opts *o);
+/* --progress: a line on a terminal (auto), JSON lines, or nothing. */
+typedef enum cli_progress { CLI_PROGRESS_AUTO = 0, CLI_PROGRESS_JSON, CLI_PROGRESS_NONE } cli_progress;
+
+/* Install the printers into o: messages unless quiet, progress as `mode` says (none if quiet). */
+void pcbm_cli_attach_printers(pcbm_merge_opts *o, cli_progress mode, bool quiet);
 
 #endif /* PCBM_CLI_PRINT_H */

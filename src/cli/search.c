@@ -61,7 +61,7 @@ static void fmt_lambdas(const double *l, unsigned n, char *b, size_t len)
 static void on_event(void *user, const pcbm_search_event *ev)
 {
     cli_search *cs = user;
-    int quiet = cs->a->o.quiet;
+    int quiet = cs->a->quiet;
     char ls[64 * 12];
     if (ev->replayed) {
         if (!quiet)
@@ -93,7 +93,7 @@ static void on_event(void *user, const pcbm_search_event *ev)
 static void on_note(void *user, const char *msg)
 {
     const cli_search *cs = user;
-    if (!cs->a->o.quiet)
+    if (!cs->a->quiet)
         fprintf(stderr, "pcbmerge: search: %s\n", msg);
 }
 
@@ -191,7 +191,7 @@ int pcbm_cli_search(int argc, char **argv)
         a->so.eval_id = a->eval_cmd;
         a->so.on_event = on_event;
         a->so.on_note = on_note;
-        pcbm_cli_attach_printers(&a->o);
+        pcbm_cli_attach_printers(&a->o, a->progress, a->quiet);
         pcbm_search_result *r = calloc(1, sizeof *r);
         pcbm_error err = {PCBM_OK, ""};
         pcbm_status st = r ? pcbm_search(&a->so, r, &err) : PCBM_ERR_NOMEM;

@@ -637,6 +637,7 @@ static pcbm_status on_stats(void *arg, pcbm_error *err)
 }
 
 static void add_hint(pcbm_error *err, const char *hint);
+static unsigned expected_passes(const merge_run *r);
 
 /* Counts the files that do not match the manifest, the partial directory's marker aside. */
 static void count_mismatch(void *arg, const char *file, const char *expected, const char *found)
@@ -742,7 +743,10 @@ static pcbm_status setup_output(merge_run *r, unsigned threads, pcbm_error *err)
                         (uint64_t)threads * r->mc.scratch_floats * sizeof(float);
     pcbm_engine_cfg ec = {.mem_bytes = o->mem_bytes, .reserved_bytes = reserved,
                           .threads = threads, .io = o->io, .block_bytes = o->block_bytes,
-                          .out_dir = r->od.partial, .progress = o->progress, .quiet = o->quiet};
+                          .out_dir = r->od.partial, .progress = &r->progress,
+                          .should_stop = o->should_stop, .user = o->user};
+    r->progress.expected = expected_passes(r);
+    r->progress.pass_estimate = r->plan.merge_in_bytes;
     if ((st = pcbm_engine_create(&r->plan, &ec, &r->eng, err)) != PCBM_OK)
         return st;
     r->mc.eng = r->eng;
@@ -870,31 +874,36 @@ static pcbm_status finalize(merge_run *r, double t0, pcbm_error *err)
     return st;
 }
 
-static pcbm_status merge(const pcbm_merge_opts *o, pcbm_error *err)
+/* Passes a merge usually runs (the progress's "pass k of n"; a streaming fallback or tensor
+ * scope adds more as they come). */
+static unsigned expected_passes(const merge_run *r)
 {
-    pcbm_status st = pcbm_run_check_opts(o, err);
-    if (st != PCBM_OK)
-        return st;
-    double t0 = pcbm_now();
-    unsigned threads = o->threads ? o->threads : pcbm_run_default_threads();
-    merge_run *r = pcbm_calloc(1, sizeof *r);
-    if (!r)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-    r->o = o;
-    st = pcbm_run_setup_inputs(r, err);
+    const pcbm_merge_opts *o = r->o;
+    if (r->mc.stats_in || !pcbm_method_has_stats(o->method) || r->plan.d == 0)
+        return 1;
+    if (o->scope == PCBM_SCOPE_TENSOR)
+        return 1 + (unsigned)PCBM_MIN(r->plan.nmerge, 1000u);
+    return o->method == PCBM_METHOD_PCB ? 5 : o->method == PCBM_METHOD_TIES ? 4 : 2;
+}
+
+/* Killed while publishing: every file was checked against the manifest; finish the rename. */
+static pcbm_status finish_publication(merge_run *r, pcbm_error *err)
+{
+    pcbm_status st = pcbm_outdir_publish(&r->od, err);
+    if (st == PCBM_OK)
+        pcbm_info("finished publishing %s (verified against its manifest)", r->o->out);
+    return st;
+}
+
+static pcbm_status run_merge(merge_run *r, unsigned threads, double t0, pcbm_error *err)
+{
+    pcbm_status st = pcbm_run_setup_inputs(r, err);
     if (st == PCBM_OK)
         st = pcbm_run_setup_ctx(r, threads, err);
     if (st == PCBM_OK)
         st = setup_output(r, threads, err);
-    if (st == PCBM_OK && r->publish_only) {
-        /* killed while publishing: every file checked against the manifest; finish the rename */
-        st = pcbm_outdir_publish(&r->od, err);
-        if (st == PCBM_OK)
-            pcbm_info("finished publishing %s (verified against its manifest)", o->out);
-        pcbm_run_teardown(r, st);
-        free(r);
-        return st;
-    }
+    if (st == PCBM_OK && r->publish_only)
+        return finish_publication(r, err);
     if (st == PCBM_OK)
         st = pcbm_method_run(&r->mc, err);
     if (st == PCBM_OK && r->mc.stats_in == &r->stats_saved) /* resumed: report as first computed */
@@ -908,7 +917,24 @@ static pcbm_status merge(const pcbm_merge_opts *o, pcbm_error *err)
                  "with `resume` to continue", r->od.partial);
         add_hint(err, hint);
     }
+    return st;
+}
+
+static pcbm_status merge(const pcbm_merge_opts *o, pcbm_error *err)
+{
+    pcbm_status st = pcbm_run_check_opts(o, err);
+    if (st != PCBM_OK)
+        return st;
+    double t0 = pcbm_now();
+    unsigned threads = o->threads ? o->threads : pcbm_run_default_threads();
+    merge_run *r = pcbm_calloc(1, sizeof *r);
+    if (!r)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    r->o = o;
+    pcbm_progress_init(&r->progress, o->on_progress, o->user, t0, 1, 0);
+    st = run_merge(r, threads, t0, err);
     pcbm_run_teardown(r, st);
+    pcbm_progress_done(&r->progress, st);
     free(r);
     if (st == PCBM_ERR_INTERRUPTED)
         pcbm_engine_clear_stop();

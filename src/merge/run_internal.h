@@ -26,6 +26,7 @@ typedef struct merge_run {
     pcbm_mctx mc;
     char *params;
     pcbm_statset stats_now, stats_in, stats_saved;
+    pcbm_progress_ctx progress;   /* the call's progress events */
 } merge_run;
 
 bool pcbm_method_has_stats(pcbm_method m);

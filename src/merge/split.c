@@ -580,8 +580,6 @@ static pcbm_status open_run(split_plan *sp, const pcbm_merge_opts *rt, merge_run
     o->threads = rt ? rt->threads : 0;
     o->io = rt ? rt->io : PCBM_IO_AUTO;
     o->block_bytes = rt ? rt->block_bytes : 0;
-    o->progress = rt ? rt->progress : PCBM_PROGRESS_AUTO;
-    o->quiet = rt ? rt->quiet : 0;
     o->on_message = rt ? rt->on_message : NULL;
     o->on_progress = rt ? rt->on_progress : NULL;
     o->should_stop = rt ? rt->should_stop : NULL;
@@ -607,7 +605,8 @@ static pcbm_status create_engine(merge_run *r, const split_plan *sp, unsigned un
                         (uint64_t)r->mc.threads * r->mc.scratch_floats * sizeof(float);
     pcbm_engine_cfg ec = {.mem_bytes = o->mem_bytes, .reserved_bytes = reserved,
                           .threads = r->mc.threads, .io = o->io, .block_bytes = o->block_bytes,
-                          .out_dir = sp->od.partial, .progress = o->progress, .quiet = o->quiet,
+                          .out_dir = sp->od.partial, .progress = &r->progress,
+                          .should_stop = o->should_stop, .user = o->user,
                           .file_range = 1, .file_lo = sp->file_lo[unit],
                           .file_hi = sp->file_hi[unit]};
     pcbm_status st = pcbm_engine_create(&r->plan, &ec, &r->eng, err);

@@ -351,6 +351,7 @@ static void issue_mapped(run_state *rs, slot *s, const pcbm_tplan *t, unsigned n
         s->map[m] = e->in.f[m][src->file].map + src->off + s->start * t->in_unit[m];
         s->need[m] = len;
         rs->pr->bytes_read += len;
+        pcbm_progress_add(&rs->pg, len);
     }
     s->pending = 0;
     queue_work(rs, s);
@@ -580,10 +581,11 @@ static bool wind_down(run_state *rs)
 static bool loop_once(run_state *rs)
 {
     pcbm_engine *e = rs->e;
-    if (pcbm_stop_requested() && rs->st == PCBM_OK) {
+    bool asked = e->cfg.should_stop && e->cfg.should_stop(e->cfg.user);
+    if ((asked || pcbm_stop_requested()) && rs->st == PCBM_OK) {
         pcbm_error er;
-        pcbm_fail(&er, PCBM_ERR_INTERRUPTED, "interrupted by a signal during pass '%s'",
-                  rs->ps->name);
+        pcbm_fail(&er, PCBM_ERR_INTERRUPTED, "interrupted by %s during pass '%s'",
+                  asked ? "the caller's stop request" : "a stop request (a signal)", rs->ps->name);
         fail_at(rs, 0, PCBM_ERR_INTERRUPTED, &er);
     }
     fill_slots(rs);
@@ -640,8 +642,7 @@ static void begin_pass(run_state *rs, pcbm_engine *e, const pcbm_pass *ps, doubl
         e->slots[s].next = rs->free_list;
         rs->free_list = &e->slots[s];
     }
-    pcbm_progress_begin(&rs->pg, e->cfg.progress, e->cfg.quiet, ps->name,
-                        pcbm_walk_total_bytes(&rs->walk), t0);
+    pcbm_progress_begin(&rs->pg, e->cfg.progress, ps->name, pcbm_walk_total_bytes(&rs->walk), t0);
     e->pass = ps;
     e->work_head = e->work_tail = e->done_head = NULL;
 }

@@ -10,6 +10,7 @@
 
 #include "../io/io.h"
 #include "plan.h"
+#include "progress.h"
 #include "../writer/stream.h"
 
 #include <xxhash.h>
@@ -59,8 +60,10 @@ typedef struct pcbm_engine_cfg {
                                   the tensors they hold are visited, by every pass (one unit of
                                   a split merge); unset: every file */
     unsigned file_lo, file_hi;
-    pcbm_progress progress;
-    int quiet;
+    pcbm_progress_ctx *progress; /* the call's progress events, or NULL */
+    pcbm_stop_fn should_stop;  /* the call's own stop question, or NULL (pcbm_request_stop
+                                  stops every engine) */
+    void *user;                /* for should_stop */
 } pcbm_engine_cfg;
 
 typedef struct pcbm_pass_report {

@@ -1,51 +1,76 @@
 /*
- * progress.c — the progress display of a pass: on a terminal one line rewritten at most four
- * times a second (bytes, rate, ETA), with --progress json one JSON object a second on stderr.
- * Nothing is shown with --quiet, --progress none, or (auto) when stderr is not a terminal.
+ * progress.c — progress events (see progress.h): per pass, bytes read against the pass's total,
+ * its rate and ETA; for the whole call, the passes ended plus this one against the passes still
+ * expected, with one ETA from the call's average rate.
  */
 #include "progress.h"
 
-#include <stdio.h>
-#include <unistd.h>
+void pcbm_progress_init(pcbm_progress_ctx *ctx, pcbm_progress_fn fn, void *user, double t0,
+                        unsigned expected, uint64_t pass_estimate)
+{
+    *ctx = (pcbm_progress_ctx){.fn = fn, .user = user, .t0 = t0, .expected = expected,
+                               .pass_estimate = pass_estimate};
+}
 
-void pcbm_progress_begin(pcbm_progress_line *pg, pcbm_progress mode, int quiet, const char *pass,
+void pcbm_progress_begin(pcbm_progress_line *pg, pcbm_progress_ctx *ctx, const char *pass,
                          uint64_t total, double t0)
 {
-    bool show = !quiet && mode != PCBM_PROGRESS_NONE;
-    *pg = (pcbm_progress_line){.pass = pass, .start = t0, .last = t0, .total = total,
-                               .json = show && mode == PCBM_PROGRESS_JSON,
-                               .tty = show && mode == PCBM_PROGRESS_AUTO && isatty(2)};
+    *pg = (pcbm_progress_line){.ctx = ctx && ctx->fn ? ctx : NULL, .pass = pass, .start = t0,
+                               .last = t0, .total = total};
+    if (ctx) {
+        ctx->passes++;
+        if (ctx->expected < ctx->passes)
+            ctx->expected = ctx->passes;
+    }
 }
 
-static void progress_show(pcbm_progress_line *pg, bool final)
+static void send(pcbm_progress_line *pg, pcbm_progress_kind kind, double now)
 {
-    double now = pcbm_now();
-    if (!pg->tty && !pg->json)
+    const pcbm_progress_ctx *c = pg->ctx;
+    double el = now - pg->start, call_el = now - c->t0;
+    double rate = el > 0 ? (double)pg->done / el : 0;
+    uint64_t later = (uint64_t)(c->expected - c->passes) * c->pass_estimate;
+    uint64_t bytes = c->bytes_done + pg->done, total = c->bytes_done + pg->total + later;
+    double call_rate = call_el > 0 ? (double)bytes / call_el : 0;
+    pcbm_progress_event ev = {
+        .kind = kind, .pass = pg->pass, .pass_index = c->passes, .pass_count = c->expected,
+        .pass_bytes = pg->done, .pass_total = pg->total, .pass_rate = rate,
+        .pass_eta = rate > 0 && pg->total > pg->done ? (double)(pg->total - pg->done) / rate : 0,
+        .bytes = bytes, .total = total, .elapsed = call_el,
+        .eta = call_rate > 0 && total > bytes ? (double)(total - bytes) / call_rate : 0,
+        .status = PCBM_OK};
+    c->fn(c->user, &ev);
+}
+
+void pcbm_progress_tick(pcbm_progress_line *pg)
+{
+    if (!pg->ctx)
         return;
-    if (!final && now - pg->last < (pg->json ? 1.0 : 0.25))
+    double now = pcbm_now();
+    if (now - pg->last < 0.25)
         return;
     pg->last = now;
-    double el = now - pg->start;
-    double rate = el > 0 ? (double)pg->done / el : 0;
-    double eta = rate > 0 && pg->total > pg->done ? (double)(pg->total - pg->done) / rate : 0;
-    if (pg->json) {
-        fprintf(stderr, "{\"pass\":\"%s\",\"bytes\":%llu,\"total\":%llu,\"rate\":%.0f,\"eta\":%.1f}\n",
-                pg->pass, (unsigned long long)pg->done, (unsigned long long)pg->total, rate, eta);
-    } else {
-        char a[32], b[32];
-        fprintf(stderr, "\r%-10s %s / %s  %.2f GB/s  ETA %d:%02d   %s", pg->pass,
-                pcbm_fmt_bytes(pg->done, a, sizeof a), pcbm_fmt_bytes(pg->total, b, sizeof b),
-                rate / 1e9, (int)(eta / 60), (int)eta % 60, final ? "\n" : "");
-    }
-    fflush(stderr);
+    send(pg, PCBM_PROGRESS_PASS, now);
 }
-
-void pcbm_progress_tick(pcbm_progress_line *pg) { progress_show(pg, false); }
 
 void pcbm_progress_end(pcbm_progress_line *pg, bool ok)
 {
-    if (ok)
-        progress_show(pg, true);
-    else if (pg->tty)
-        fputc('\n', stderr);
+    if (pg->ctx && ok) {
+        if (pg->done > pg->total) /* the total is the visit's; never report beyond it */
+            pg->done = pg->total;
+        send(pg, PCBM_PROGRESS_PASS_END, pcbm_now());
+    }
+    if (pg->ctx)
+        pg->ctx->bytes_done += pg->done;
+}
+
+void pcbm_progress_done(pcbm_progress_ctx *ctx, pcbm_status st)
+{
+    if (!ctx || !ctx->fn)
+        return;
+    double el = pcbm_now() - ctx->t0;
+    pcbm_progress_event ev = {.kind = PCBM_PROGRESS_DONE, .pass_index = ctx->passes,
+                              .pass_count = ctx->passes, .bytes = ctx->bytes_done,
+                              .total = ctx->bytes_done, .elapsed = el, .status = st};
+    ctx->fn(ctx->user, &ev);
 }

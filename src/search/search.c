@@ -180,8 +180,6 @@ static pcbm_status merge_candidate(pcbm_search_state *s, unsigned k, const doubl
     o.lambdas = lam;
     o.stats_in = s->stats_in;
     if (!first) { /* candidates after the first are silent */
-        o.quiet = 1;
-        o.progress = PCBM_PROGRESS_NONE;
         o.on_message = NULL;
         o.on_progress = NULL;
         o.force = 1;

@@ -36,10 +36,15 @@ static void fake_plan(pcbm_plan *p, pcbm_tplan *t, size_t nt, const uint64_t *un
     p->max_in_unit = unit;
     p->t = t;
     p->nt = nt;
+    static unsigned unit_pool[64 * PCBM_MAX_MODELS]; /* the plan's pool (nt <= 64 here) */
+    static pcbm_tsrc src_pool[64 * PCBM_MAX_MODELS];
+    assert_true(nt <= 64);
     for (size_t i = 0; i < nt; i++) {
         t[i].kind = PCBM_T_MERGE;
         t[i].units = units[i];
         t[i].out_unit = unit;
+        t[i].in_unit = unit_pool + i * nmodels;
+        t[i].src = src_pool + i * nmodels;
         for (unsigned m = 0; m < nmodels; m++)
             t[i].in_unit[m] = unit;
     }
@@ -319,7 +324,7 @@ static void run_passes(pcbm_io_kind io, uint32_t stride, const char *out)
 {
     assert_int_equal(mkdir(out, 0755), 0);
     pcbm_engine_cfg cfg = {.mem_bytes = 64u << 20, .threads = 3, .io = io, .block_bytes = 16384,
-                           .out_dir = out, .progress = PCBM_PROGRESS_NONE, .quiet = 1};
+                           .out_dir = out};
     pcbm_engine *e = NULL;
     pcbm_error err;
     assert_int_equal(pcbm_engine_create(&plan, &cfg, &e, &err), PCBM_OK);
@@ -382,7 +387,7 @@ static void test_engine_min_mem(void **state)
     (void)state;
     uint64_t min = pcbm_engine_min_mem(&plan, 2, 1u << 20);
     pcbm_engine_cfg cfg = {.mem_bytes = min - 1, .reserved_bytes = 1u << 20, .threads = 2,
-                           .io = PCBM_IO_PREAD, .out_dir = g_dir, .quiet = 1};
+                           .io = PCBM_IO_PREAD, .out_dir = g_dir};
     pcbm_engine *e = NULL;
     pcbm_error err;
     assert_int_equal(pcbm_engine_create(&plan, &cfg, &e, &err), PCBM_ERR_NOMEM);

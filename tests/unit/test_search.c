@@ -147,8 +147,6 @@ static pcbm_status run(const char *name, scorer *sc, int resume, pcbm_search_res
     mo.ntasks = 2;
     mo.out = out;
     mo.method = PCBM_METHOD_TASK_ARITHMETIC;
-    mo.quiet = 1;
-    mo.progress = PCBM_PROGRESS_NONE;
     mo.threads = 1;
     mo.io = PCBM_IO_PREAD; /* the search is under test, not the I/O backend (valgrind-friendly) */
     pcbm_search_opts so;
