@@ -4,6 +4,7 @@
  * passes into a partial directory, writes the index, side files and merge_report.json, and
  * publishes OUT with one atomic rename. A failed merge leaves nothing that looks like a model.
  */
+#include "method.h"
 #include "run_internal.h"
 
 #include "../writer/manifest.h"
@@ -59,7 +60,8 @@ void pcbm_merge_opts_init(pcbm_merge_opts *o)
 
 bool pcbm_method_has_stats(pcbm_method m)
 {
-    return m == PCBM_METHOD_PCB || m == PCBM_METHOD_TIES || m == PCBM_METHOD_DARE_TIES;
+    const pcbm_method_def *d = pcbm_method_find(m);
+    return d && d->nrounds > 0;
 }
 
 pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err)
@@ -783,7 +785,7 @@ pcbm_status pcbm_merge(const pcbm_merge_opts *o, pcbm_error *err)
         return st;
     }
     if (st == PCBM_OK)
-        st = pcbm_method_run(&r->mc, err);
+        st = pcbm_method_run(&r->mc, NULL, err);
     if (st == PCBM_OK && r->mc.stats_in == &r->stats_saved) /* resumed: report as first computed */
         snprintf(r->mc.stats_how, sizeof r->mc.stats_how, "%s", r->stats_saved.how);
     if (st == PCBM_OK)

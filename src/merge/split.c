@@ -15,8 +15,8 @@
  * units never write the same file. finalize writes the index, side files, report and manifest,
  * removes .split and renames DIR.partial to DIR: nothing under DIR is ever partial.
  */
-#include "pcb_internal.h"
 #include "run_internal.h"
+#include "split.h"
 
 #include "../common/zjson.h"
 #include "../writer/manifest.h"
@@ -370,19 +370,6 @@ static void balance(const pcbm_plan *p, split_plan *sp)
     free(cut);
 }
 
-/* Statistics rounds the method can need at most (the streaming PCB falls back to exact passes
- * when a sampled bracket misses). */
-static unsigned rounds_max(const pcbm_merge_opts *o, const pcbm_plan *p)
-{
-    if (!pcbm_method_has_stats(o->method) || p->d == 0)
-        return 0;
-    if (o->scope == PCBM_SCOPE_TENSOR)
-        return 1;
-    if (o->method == PCBM_METHOD_PCB)
-        return pcbm_pcb_stream_will_run(o, p) ? 8 : 4;
-    return o->method == PCBM_METHOD_TIES ? 3 : 1;
-}
-
 static pcbm_status read_plan_file(const char *ctl, split_plan *sp, pcbm_error *err)
 {
     char path[4096];
@@ -430,7 +417,7 @@ pcbm_status pcbm_split_plan(const pcbm_merge_opts *o, unsigned units, pcbm_error
     }
     if (st == PCBM_OK) {
         balance(&r->plan, sp);
-        sp->rounds_max = rounds_max(o, &r->plan);
+        sp->rounds_max = pcbm_method_max_rounds(o, &r->plan);
         root = plan_json(sp);
         st = pcbm_outdir_attach(&sp->od, o->out, err);
     }
@@ -672,9 +659,10 @@ static pcbm_status phase_stats(split_plan *sp, merge_run *r, unsigned unit, pcbm
     r->mc.split = &x;
     pcbm_status st = create_engine(r, sp, unit, err);
     double t0 = pcbm_now();
+    pcbm_rounds_end end = PCBM_ROUNDS_DONE;
     if (st == PCBM_OK)
-        st = pcbm_method_run(&r->mc, err);
-    if (st == PCBM_SPLIT_SAVED) {
+        st = pcbm_method_run(&r->mc, &end, err);
+    if (st == PCBM_OK && end == PCBM_ROUNDS_PART_SAVED) {
         pcbm_info("unit %u: statistics round %u saved (%.2f s); reduce when every unit has run it",
                   unit, x.round, pcbm_now() - t0);
         return PCBM_OK;
@@ -753,8 +741,9 @@ static pcbm_status phase_reduce(split_plan *sp, merge_run *r, pcbm_error *err)
     r->mc.split = &x;
     r->mc.stats_done = on_stats_reduced;
     r->mc.stats_done_arg = &rc;
-    pcbm_status st = pcbm_method_run(&r->mc, err);
-    if (st == PCBM_SPLIT_MORE) {
+    pcbm_rounds_end end = PCBM_ROUNDS_DONE;
+    pcbm_status st = pcbm_method_run(&r->mc, &end, err);
+    if (st == PCBM_OK && end == PCBM_ROUNDS_PENDING) {
         pcbm_info("statistics round %u needs every unit: run `pcbmerge stats` for units 0-%u, "
                   "then reduce again", x.round, sp->units - 1);
         return PCBM_OK;
@@ -847,7 +836,7 @@ static pcbm_status phase_apply(split_plan *sp, merge_run *r, unsigned unit, pcbm
     }
     if (st == PCBM_OK) {
         pcbm_engine_on_segment(r->eng, pcbm_run_on_segment, r);
-        st = pcbm_method_run(&r->mc, err);
+        st = pcbm_method_run(&r->mc, NULL, err);
     }
     if (st == PCBM_OK)
         st = pcbm_engine_finish_output(r->eng, err);
@@ -1081,8 +1070,6 @@ pcbm_status pcbm_split_run(const char *dir, pcbm_phase phase, unsigned unit,
         case PCBM_PHASE_FINALIZE: st = phase_finalize(sp, r, t0, err); break;
         }
     }
-    if (st == PCBM_SPLIT_SAVED || st == PCBM_SPLIT_MORE)
-        st = pcbm_fail(err, PCBM_ERR_INTERNAL, "a statistics round ended where it should not");
     pcbm_run_teardown(r, st);
     free(r);
     if (lock >= 0)
