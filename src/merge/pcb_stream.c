@@ -330,27 +330,19 @@ static int cmp_run_count(const void *a, const void *b)
 }
 
 /* Atoms of task i: pairs sampled at least HEAVY_MIN_SAMPLES times, the HEAVY_MAX most frequent,
- * the same whatever the threads (all threads' pairs are pooled and sorted). */
+ * the same whatever the threads: pb[i] holds every thread's (and unit's) pairs once the round's
+ * parts are combined, and they are sorted. */
 static bool find_atoms(sstate *ss, unsigned i)
 {
-    uint64_t total = 0;
-    for (unsigned w = 0; w < ss->threads; w++) {
-        const pairbuf *pb = &ss->pb[(size_t)w * ss->N + i];
-        if (pb->overflow)
-            return false;
-        total += pb->n;
-    }
-    if (total > PAIR_CAP)
+    const pairbuf *pb = &ss->pb[i];
+    if (pb->overflow || pb->n > PAIR_CAP)
         return false;
-    pairrun *r = pcbm_malloc((total ? total : 1) * sizeof *r);
+    pairrun *r = pcbm_malloc((pb->n ? pb->n : 1) * sizeof *r);
     if (!r)
         return false;
     uint64_t n = 0;
-    for (unsigned w = 0; w < ss->threads; w++) {
-        const pairbuf *pb = &ss->pb[(size_t)w * ss->N + i];
-        for (uint32_t k = 0; k < pb->n; k++)
-            r[n++] = (pairrun){pb->mag[k], pb->z[k], 1};
-    }
+    for (uint32_t k = 0; k < pb->n; k++)
+        r[n++] = (pairrun){pb->mag[k], pb->z[k], 1};
     qsort(r, n, sizeof *r, cmp_run_key);
     uint64_t runs = 0;
     for (uint64_t k = 0; k < n; k++) {

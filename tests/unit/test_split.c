@@ -67,7 +67,8 @@ static void unit_runs(unsigned u, unsigned r)
         uint64_t h[N];
         float mx[2];
         part(u, k, h, mx);
-        pcbm_acc acc[2] = {{h, sizeof h, pcbm_acc_sum_u64}, {mx, sizeof mx, pcbm_acc_max_f32}};
+        pcbm_acc acc[2] = {{.data = h, .bytes = sizeof h, .combine = pcbm_acc_sum_u64},
+                           {.data = mx, .bytes = sizeof mx, .combine = pcbm_acc_max_f32}};
         assert_int_equal(pcbm_split_skip_stats_pass(&s), k < r);
         pcbm_exchange_got got;
         assert_int_equal(pcbm_split_exchange(&s, acc, 2, &got, &err), PCBM_OK);
@@ -81,7 +82,8 @@ static void test_rounds(void **state)
     pcbm_error err;
     uint64_t h[N];
     float mx[2];
-    pcbm_acc acc[2] = {{h, sizeof h, pcbm_acc_sum_u64}, {mx, sizeof mx, pcbm_acc_max_f32}};
+    pcbm_acc acc[2] = {{.data = h, .bytes = sizeof h, .combine = pcbm_acc_sum_u64},
+                       {.data = mx, .bytes = sizeof mx, .combine = pcbm_acc_max_f32}};
     pcbm_exchange_got got;
 
     /* round 0: nobody has run it: the reduce names every unit */
@@ -138,7 +140,8 @@ static void test_refusals(void **state)
     for (unsigned u = 0; u < UNITS; u++)
         unit_runs(u, 0);
     /* another plan's reduce refuses the files */
-    pcbm_acc acc[2] = {{h, sizeof h, pcbm_acc_sum_u64}, {mx, sizeof mx, pcbm_acc_max_f32}};
+    pcbm_acc acc[2] = {{.data = h, .bytes = sizeof h, .combine = pcbm_acc_sum_u64},
+                       {.data = mx, .bytes = sizeof mx, .combine = pcbm_acc_max_f32}};
     pcbm_exchange_got got;
     pcbm_split red = mk(PCBM_SPLIT_REDUCE, 0, 7);
     assert_int_equal(pcbm_split_exchange(&red, acc, 2, &got, &err), PCBM_ERR_STATS);
