@@ -91,4 +91,12 @@ static inline pcbm_acc pcbm_hset_part(pcbm_hset *h)
 /* The table (methods.c); NULL for an unknown method. */
 const pcbm_method_def *pcbm_method_find(pcbm_method m);
 
+/* The driver's loop over one range's rounds (rounds.c), with the pass given: pcbm_method_run
+ * gives the engine's; tests give tiles of their own. state comes from m->init. */
+typedef pcbm_status (*pcbm_round_pass_fn)(pcbm_mctx *mc, const pcbm_round *r, void *state,
+                                          const pcbm_range *rg, pcbm_error *err);
+pcbm_status pcbm_rounds_range(pcbm_mctx *mc, const pcbm_method_def *m, void *state,
+                              const pcbm_range *rg, pcbm_round_pass_fn pass,
+                              pcbm_rounds_end *end, pcbm_error *err);
+
 #endif /* PCBM_METHOD_H */

@@ -22,6 +22,7 @@ typedef struct drive {
     pcbm_mctx *mc;
     const pcbm_method_def *m;
     void *state;
+    pcbm_round_pass_fn pass;    /* a round's pass: the engine's (tests give their own) */
     pcbm_rounds_end end;
 } drive;
 
@@ -59,6 +60,13 @@ static bool unit_touches(const pcbm_mctx *mc, size_t t0, size_t t1)
 
 /* ---- one round ---- */
 
+static pcbm_status engine_pass(pcbm_mctx *mc, const pcbm_round *r, void *state,
+                               const pcbm_range *rg, pcbm_error *err)
+{
+    return pcbm_tiles_pass(mc, PCBM_PASS_STATS, rg->t0, rg->t1, r->stride ? r->stride(state) : 1,
+                           r->tile, state, err);
+}
+
 /* The round's pass, unless a split merge loads the round instead (reduced already, this unit's
  * part saved, or the reduce, which reads no model). */
 static pcbm_status round_pass(drive *dv, const pcbm_round *r, const pcbm_range *rg,
@@ -70,8 +78,7 @@ static pcbm_status round_pass(drive *dv, const pcbm_round *r, const pcbm_range *
     if (r->check_finite)
         mc->check_finite = !mc->o->allow_nonfinite;
     if (!mc->split || !pcbm_split_skip_stats_pass(mc->split))
-        st = pcbm_tiles_pass(mc, PCBM_PASS_STATS, rg->t0, rg->t1,
-                             r->stride ? r->stride(dv->state) : 1, r->tile, dv->state, err);
+        st = dv->pass(mc, r, dv->state, rg, err);
     mc->check_finite = 0;
     return st;
 }
@@ -127,6 +134,17 @@ static pcbm_status range_rounds(drive *dv, const pcbm_range *rg, bool *stop, pcb
         k = next;
     }
     return PCBM_OK;
+}
+
+pcbm_status pcbm_rounds_range(pcbm_mctx *mc, const pcbm_method_def *m, void *state,
+                              const pcbm_range *rg, pcbm_round_pass_fn pass,
+                              pcbm_rounds_end *end, pcbm_error *err)
+{
+    drive dv = {mc, m, state, pass, PCBM_ROUNDS_DONE};
+    bool stop = false;
+    pcbm_status st = range_rounds(&dv, rg, &stop, err);
+    *end = dv.end;
+    return st;
 }
 
 /* ---- statistics of a range: rounds or replay, then the record ---- */
@@ -229,7 +247,7 @@ static pcbm_status run_tensors(drive *dv, pcbm_error *err)
 
 pcbm_status pcbm_method_run(pcbm_mctx *mc, pcbm_rounds_end *end, pcbm_error *err)
 {
-    drive dv = {mc, pcbm_method_find(mc->o->method), NULL, PCBM_ROUNDS_DONE};
+    drive dv = {mc, pcbm_method_find(mc->o->method), NULL, engine_pass, PCBM_ROUNDS_DONE};
     if (end)
         *end = PCBM_ROUNDS_DONE;
     if (!dv.m)
