@@ -1,8 +1,10 @@
 /*
  * methods.c — the method table: one line per method (its pcbm_method_def lives in the method's
- * own file), and the lookups run.c and split.c use (statistics bytes, rounds at most).
+ * own file), and what is looked up in it: names (public API), statistics bytes, rounds at most.
  */
 #include "method.h"
+
+#include <string.h>
 
 extern const pcbm_method_def pcbm_method_pcb, pcbm_method_ties, pcbm_method_dare_ties,
     pcbm_method_task_arithmetic, pcbm_method_linear, pcbm_method_dare_linear;
@@ -19,6 +21,20 @@ static const pcbm_method_def *const methods[PCBM_METHOD_COUNT] = {
 const pcbm_method_def *pcbm_method_find(pcbm_method m)
 {
     return (unsigned)m < PCBM_METHOD_COUNT ? methods[m] : NULL;
+}
+
+const char *pcbm_method_name(pcbm_method m)
+{
+    const pcbm_method_def *d = pcbm_method_find(m);
+    return d ? d->name : "unknown";
+}
+
+pcbm_method pcbm_method_parse(const char *s)
+{
+    for (unsigned m = 0; m < PCBM_METHOD_COUNT; m++)
+        if (methods[m] && strcmp(s, methods[m]->name) == 0)
+            return (pcbm_method)m;
+    return PCBM_METHOD_COUNT;
 }
 
 uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_plan *p)

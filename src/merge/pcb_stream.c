@@ -330,7 +330,7 @@ static int cmp_run_count(const void *a, const void *b)
 }
 
 /* Atoms of task i: pairs sampled at least HEAVY_MIN_SAMPLES times, the HEAVY_MAX most frequent,
- * the same whatever the threads: pb[i] holds every thread's (and unit's) pairs once the round's
+ * the same whatever the threads: pb[i] holds the pairs of every part once the round's
  * parts are combined, and they are sorted. */
 static bool find_atoms(sstate *ss, unsigned i)
 {
@@ -603,7 +603,7 @@ static void fcount_merge(fcount *dst, const fcount *src)
         dst->hcnt[h] += src->hcnt[h];
 }
 
-/* The counters of the N tasks (a split merge's accumulator of the full pass). */
+/* The counters of the N tasks: the full pass's accumulator part. */
 static void fcounts_combine(void *dst, const void *src, size_t bytes)
 {
     for (size_t k = 0; k < bytes / sizeof(fcount); k++)

@@ -22,28 +22,6 @@
 
 
 
-static const char *const method_names[PCBM_METHOD_COUNT] = {
-    [PCBM_METHOD_PCB] = "pcb",
-    [PCBM_METHOD_TIES] = "ties",
-    [PCBM_METHOD_DARE_LINEAR] = "dare_linear",
-    [PCBM_METHOD_DARE_TIES] = "dare_ties",
-    [PCBM_METHOD_TASK_ARITHMETIC] = "task_arithmetic",
-    [PCBM_METHOD_LINEAR] = "linear",
-};
-
-const char *pcbm_method_name(pcbm_method m)
-{
-    return (unsigned)m < PCBM_METHOD_COUNT ? method_names[m] : "unknown";
-}
-
-pcbm_method pcbm_method_parse(const char *s)
-{
-    for (unsigned m = 0; m < PCBM_METHOD_COUNT; m++)
-        if (strcmp(s, method_names[m]) == 0)
-            return (pcbm_method)m;
-    return PCBM_METHOD_COUNT;
-}
-
 void pcbm_merge_opts_init(pcbm_merge_opts *o)
 {
     memset(o, 0, sizeof *o);
