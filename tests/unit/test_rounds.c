@@ -1,9 +1,10 @@
 /*
  * test_rounds.c — the rounds driver (src/merge/rounds.c) and the methods' rounds (method.h):
  * one machine (any thread count), the units of a split merge (any order) and the split reduce
- * reach the same statistics, bit for bit, for PCB and TIES over tiles made here; a finish that
- * asks for a fallback round gets it, in every context; accumulators combine in any order; and
- * each method's finish() decides the right thing from small hand-made accumulators.
+ * reach the same statistics, bit for bit, for PCB and TIES over tiles made here; the table holds
+ * every method under its own index and name; a finish that asks for a fallback round gets it, in
+ * every context; accumulators combine in any order; and each method's finish() decides the right
+ * thing from small hand-made accumulators.
  */
 #include "merge/pcb_math.h"
 #include "merge/split.h"
@@ -108,6 +109,31 @@ static pcbm_status fake_pass(pcbm_mctx *mc, const pcbm_round *r, void *state,
         }
     }
     return PCBM_OK;
+}
+
+/* ---- the table ---- */
+
+/* Every method has its entry, under its own index and name, with what the driver calls. */
+static void test_table(void **state)
+{
+    (void)state;
+    unsigned with_rounds = 0;
+    for (unsigned k = 0; k < PCBM_METHOD_COUNT; k++) {
+        const pcbm_method_def *m = pcbm_method_find((pcbm_method)k);
+        assert_non_null(m);
+        assert_int_equal(m->id, k);
+        assert_int_equal(pcbm_method_parse(m->name), k);
+        assert_string_equal(pcbm_method_name((pcbm_method)k), m->name);
+        assert_non_null(m->apply);
+        assert_true(m->nrounds == 0 || (m->init && m->free && m->save && m->load && m->how));
+        for (unsigned r = 0; r < m->nrounds; r++)
+            assert_true(m->rounds[r] && m->rounds[r]->tile && m->rounds[r]->finish);
+        assert_true(m->nrounds == 0 || !m->apply_checks_finite);
+        with_rounds += m->nrounds > 0;
+    }
+    assert_int_equal(with_rounds, 3); /* pcb, ties, dare_ties */
+    assert_null(pcbm_method_find(PCBM_METHOD_COUNT));
+    assert_int_equal(pcbm_method_parse("nope"), PCBM_METHOD_COUNT);
 }
 
 /* ---- contexts: one machine, split units, split reduce ---- */
@@ -521,7 +547,9 @@ static void test_pcb_stream_fallback(void **state)
 
 int main(void)
 {
+    pcbm_log_level = 0; /* the reduces' and the fallback's notes */
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_table),
         cmocka_unit_test_setup_teardown(test_pcb_contexts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ties_contexts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fallback, setup, teardown),
