@@ -44,15 +44,16 @@ typedef struct pcbm_round {
     int (*finish)(void *state, const pcbm_mctx *mc, const pcbm_range *rg);
 } pcbm_round;
 
-/* Options a method reads (for documentation, checks and tests). */
+/* Options a method reads (its parameters; test_rounds checks them against the option checks). */
 enum {
-    PCBM_USES_LAMBDA = 1u << 0,     /* --lambda / --lambdas */
-    PCBM_USES_WEIGHTS = 1u << 1,    /* --weights */
-    PCBM_USES_DENSITY = 1u << 2,    /* --density */
-    PCBM_USES_SEED = 1u << 3,       /* --seed (DARE) */
-    PCBM_USES_CLAMP = 1u << 4,      /* --clamp-ratio */
-    PCBM_USES_SCOPE = 1u << 5,      /* --scope tensor */
-    PCBM_USES_STREAMING = 1u << 6,  /* --exact / --streaming */
+    PCBM_USES_LAMBDA = 1u << 0,     /* --lambda */
+    PCBM_USES_LAMBDAS = 1u << 1,    /* --lambdas (one per task) */
+    PCBM_USES_WEIGHTS = 1u << 2,    /* --weights */
+    PCBM_USES_DENSITY = 1u << 3,    /* --density */
+    PCBM_USES_SEED = 1u << 4,       /* --seed (DARE) */
+    PCBM_USES_CLAMP = 1u << 5,      /* --clamp-ratio */
+    PCBM_USES_SCOPE = 1u << 6,      /* --scope tensor */
+    PCBM_USES_STREAMING = 1u << 7,  /* --exact / --streaming */
 };
 
 typedef struct pcbm_method_def {

@@ -281,7 +281,7 @@ static void pcb_report(const void *state, pcbm_mctx *mc)
 const pcbm_method_def pcbm_method_pcb = {
     .id = PCBM_METHOD_PCB,
     .name = "pcb",
-    .uses = PCBM_USES_LAMBDA | PCBM_USES_DENSITY | PCBM_USES_CLAMP | PCBM_USES_SCOPE |
+    .uses = PCBM_USES_LAMBDA | PCBM_USES_LAMBDAS | PCBM_USES_DENSITY | PCBM_USES_CLAMP | PCBM_USES_SCOPE |
             PCBM_USES_STREAMING,
     .stats_bytes = pcb_stats_bytes,
     .init = pcb_init,

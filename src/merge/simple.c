@@ -56,7 +56,7 @@ static void tile_linear(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *ar
 const pcbm_method_def pcbm_method_task_arithmetic = {
     .id = PCBM_METHOD_TASK_ARITHMETIC,
     .name = "task_arithmetic",
-    .uses = PCBM_USES_LAMBDA,
+    .uses = PCBM_USES_LAMBDA | PCBM_USES_LAMBDAS,
     .apply_checks_finite = true,
     .apply = tile_task_arithmetic,
 };
@@ -73,7 +73,7 @@ const pcbm_method_def pcbm_method_linear = {
 const pcbm_method_def pcbm_method_dare_linear = {
     .id = PCBM_METHOD_DARE_LINEAR,
     .name = "dare_linear",
-    .uses = PCBM_USES_LAMBDA | PCBM_USES_DENSITY | PCBM_USES_SEED,
+    .uses = PCBM_USES_LAMBDA | PCBM_USES_LAMBDAS | PCBM_USES_DENSITY | PCBM_USES_SEED,
     .apply_checks_finite = true,
     .apply = tile_dare_linear,
 };

@@ -7,6 +7,7 @@
  * thing from small hand-made accumulators.
  */
 #include "merge/pcb_math.h"
+#include "merge/run_internal.h"
 #include "merge/split.h"
 
 #include <math.h>
@@ -132,6 +133,34 @@ static void test_table(void **state)
         with_rounds += m->nrounds > 0;
     }
     assert_int_equal(with_rounds, 3); /* pcb, ties, dare_ties */
+}
+
+/* The parameters a method declares are the ones the option checks let through to it. */
+static void test_uses(void **state)
+{
+    (void)state;
+    static const char *tasks[NT] = {"a", "b", "c"};
+    double per_task[NT] = {0.5, 1.0, 1.5};
+    pcbm_error err;
+    for (unsigned k = 0; k < PCBM_METHOD_COUNT; k++) {
+        const pcbm_method_def *m = pcbm_method_find((pcbm_method)k);
+        pcbm_merge_opts o = mk_opts((pcbm_method)k);
+        o.base = "base";
+        o.out = "out";
+        o.tasks = tasks;
+        o.exact = 0;
+        assert_int_equal(pcbm_run_check_opts(&o, &err), PCBM_OK);
+        o.lambdas = per_task;
+        assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK,
+                         (m->uses & PCBM_USES_LAMBDAS) != 0);
+        o.lambdas = NULL;
+        o.weights = per_task;
+        assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK,
+                         (m->uses & PCBM_USES_WEIGHTS) != 0);
+        o.weights = NULL;
+        o.stats_in = "stats";
+        assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK, m->nrounds > 0);
+    }
     assert_null(pcbm_method_find(PCBM_METHOD_COUNT));
     assert_int_equal(pcbm_method_parse("nope"), PCBM_METHOD_COUNT);
 }
@@ -550,6 +579,7 @@ int main(void)
     pcbm_log_level = 0; /* the reduces' and the fallback's notes */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
+        cmocka_unit_test(test_uses),
         cmocka_unit_test_setup_teardown(test_pcb_contexts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ties_contexts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fallback, setup, teardown),
