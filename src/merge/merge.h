@@ -74,6 +74,8 @@ typedef enum pcbm_rounds_end {
 /* Run the method of mc->o in the context mc describes (rounds.c): statistics rounds (or their
  * replay), then the apply pass where this context writes output. end may be NULL (one machine). */
 pcbm_status pcbm_method_run(pcbm_mctx *mc, pcbm_rounds_end *end, pcbm_error *err);
+/* The report's per-task statistics (mc->task) from a global scope record. */
+pcbm_status pcbm_method_report_record(pcbm_mctx *mc, const pcbm_statrec *rec, pcbm_error *err);
 /* Stats bytes the method needs beyond the engine's buffers (histograms etc.). */
 uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_plan *p);
 /* Statistics rounds the method needs at most in a split merge (0: none). */

@@ -268,3 +268,20 @@ pcbm_status pcbm_method_run(pcbm_mctx *mc, pcbm_rounds_end *end, pcbm_error *err
         *end = dv.end;
     return st;
 }
+
+pcbm_status pcbm_method_report_record(pcbm_mctx *mc, const pcbm_statrec *rec, pcbm_error *err)
+{
+    const pcbm_method_def *m = pcbm_method_find(mc->o->method);
+    void *state = NULL;
+    if (!m || m->nrounds == 0 || !m->report)
+        return PCBM_OK;
+    pcbm_status st = m->init ? m->init(mc, &state, err) : PCBM_OK;
+    if (st != PCBM_OK)
+        return st;
+    pcbm_range rg = {0, mc->plan->nt, rec->d};
+    m->load(state, mc->ntasks, &rg, rec);
+    m->report(state, mc);
+    if (m->free)
+        m->free(state);
+    return PCBM_OK;
+}

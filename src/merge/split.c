@@ -911,19 +911,8 @@ static void report_stats(merge_run *r, const char *partial)
     if (!exists(p) || pcbm_statfile_read(p, &s, &e) != PCBM_OK)
         return;
     snprintf(r->mc.stats_how, sizeof r->mc.stats_how, "%s", s.how);
-    if (r->o->scope == PCBM_SCOPE_GLOBAL && s.nrec == 1) {
-        for (unsigned i = 0; i < r->mc.ntasks; i++) {
-            const float *v = s.rec[0].v[i];
-            if (r->o->method == PCBM_METHOD_PCB) {
-                r->mc.task[i].lo = v[0];
-                r->mc.task[i].hi = v[1];
-                r->mc.task[i].threshold = v[2];
-                r->mc.task[i].max = v[3];
-            } else {
-                r->mc.task[i].threshold = v[0];
-            }
-        }
-    }
+    if (r->o->scope == PCBM_SCOPE_GLOBAL && s.nrec == 1)
+        pcbm_method_report_record(&r->mc, &s.rec[0], &e);
     pcbm_statset_free(&s);
 }
 
