@@ -83,6 +83,21 @@ static pcbm_status round_pass(drive *dv, const pcbm_round *r, const pcbm_range *
     return st;
 }
 
+/* A split merge's exchange of a round's parts (split_rounds.c): a reduced round is loaded; a
+ * unit saves its part and stops; the reduce sums the units' parts, or stops where no unit has
+ * run the round yet. */
+static pcbm_status split_exchange(drive *dv, const pcbm_acc *part, unsigned n, bool *stop,
+                                  pcbm_error *err)
+{
+    pcbm_exchange_got got;
+    pcbm_status st = pcbm_split_exchange(dv->mc->split, part, n, &got, err);
+    if (st == PCBM_OK && got != PCBM_EXCHANGE_TOTAL) {
+        dv->end = got == PCBM_EXCHANGE_SAVED ? PCBM_ROUNDS_PART_SAVED : PCBM_ROUNDS_PENDING;
+        *stop = true;
+    }
+    return st;
+}
+
 /* The round's parts: the threads' combined, then (split merge) the units'. *stop when this
  * context ends here. */
 static pcbm_status round_combine(drive *dv, const pcbm_round *r, bool *stop, pcbm_error *err)
@@ -95,15 +110,7 @@ static pcbm_status round_combine(drive *dv, const pcbm_round *r, bool *stop, pcb
         return PCBM_OK;
     for (unsigned k = 0; k < n; k++)
         pcbm_acc_reduce_threads(&part[k], mc->threads);
-    if (!mc->split)
-        return PCBM_OK;
-    pcbm_exchange_got got;
-    pcbm_status st = pcbm_split_exchange(mc->split, part, n, &got, err);
-    if (st == PCBM_OK && got != PCBM_EXCHANGE_TOTAL) {
-        dv->end = got == PCBM_EXCHANGE_SAVED ? PCBM_ROUNDS_PART_SAVED : PCBM_ROUNDS_PENDING;
-        *stop = true;
-    }
-    return st;
+    return mc->split ? split_exchange(dv, part, n, stop, err) : PCBM_OK;
 }
 
 /* The rounds of one range, from the method's first round to a finish that says done. */
@@ -115,9 +122,12 @@ static pcbm_status range_rounds(drive *dv, const pcbm_range *rg, bool *stop, pcb
     mc->passes_planned = m->passes_planned;
     int k = m->first_round ? m->first_round(dv->state, mc, rg) : 0;
     for (unsigned run = 0; k != PCBM_ROUND_DONE; run++) {
-        if (k < 0 || (unsigned)k >= m->nrounds || run >= MAX_ROUNDS_RUN)
+        if (k < 0 || (unsigned)k >= m->nrounds)
             return pcbm_fail(err, PCBM_ERR_INTERNAL, "%s: statistics round %d does not exist",
                              m->name, k);
+        if (run >= MAX_ROUNDS_RUN)
+            return pcbm_fail(err, PCBM_ERR_INTERNAL, "%s: more than %u statistics rounds",
+                             m->name, MAX_ROUNDS_RUN);
         const pcbm_round *r = m->rounds[k];
         pcbm_status st = r->begin ? r->begin(dv->state, mc, rg, err) : PCBM_OK;
         if (st == PCBM_OK)

@@ -382,10 +382,14 @@ static void test_fallback(void **state)
     }
 }
 
-/* A finish that names a round the method does not have is refused, not run past the table. */
+/* A finish that names a round the method does not have is refused, not run past the table; a
+ * finish that never says done is stopped. */
 static int bad_finish(void *st, const pcbm_mctx *mc, const pcbm_range *rg) { return 7; }
+static int loop_finish(void *st, const pcbm_mctx *mc, const pcbm_range *rg) { return 0; }
 static const pcbm_round bad_r0 = {"bad", fb_tile, NULL, false, fb_begin, fb_parts, bad_finish};
+static const pcbm_round loop_r0 = {"loop", fb_tile, NULL, false, fb_begin, fb_parts, loop_finish};
 static const pcbm_round *const bad_rounds[] = {&bad_r0};
+static const pcbm_round *const loop_rounds[] = {&loop_r0};
 
 static void test_bad_jump(void **state)
 {
@@ -405,6 +409,10 @@ static void test_bad_jump(void **state)
     assert_int_equal(pcbm_rounds_range(&mc, &bad, st, &rg, fake_pass, &end, &err),
                      PCBM_ERR_INTERNAL);
     assert_non_null(strstr(err.msg, "round 7"));
+    bad.rounds = loop_rounds;
+    assert_int_equal(pcbm_rounds_range(&mc, &bad, st, &rg, fake_pass, &end, &err),
+                     PCBM_ERR_INTERNAL);
+    assert_non_null(strstr(err.msg, "more than"));
     bad.free(st);
 }
 
