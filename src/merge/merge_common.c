@@ -1,7 +1,8 @@
 /*
- * merge_common.c — what every method shares: decoding a block into float32 tiles (base, task
- * values, task vectors), the refusal of non-finite weights, copying and converting the tensors
- * that are not merged, encoding merged tiles, kept counters, and tensor-scope ranges.
+ * merge_common.c — the tile passes under every method: decoding a block into float32 tiles
+ * (base, task values, task vectors), the refusal of non-finite weights, copying and converting
+ * the tensors that are not merged, encoding merged tiles, kept counters, and tensor-scope
+ * ranges. It knows no method: the driver (rounds.c) says what a pass checks and decodes.
  */
 #include "merge.h"
 
@@ -53,13 +54,13 @@ static const void *task_src(const pcbm_blockview *bv, unsigned i, uint32_t k0)
 
 /* Decode a block tile by tile into base, task values and task vectors, refuse non-finite weights
  * (when the pass checks them) and run the method's kernel; apply passes encode its result. Only
- * linear reads the decoded task values (theta): the other methods use theta as scratch, so it is
- * not filled for them. */
+ * methods that need them (linear) get the decoded task values (theta): the others use theta as
+ * scratch, so it is not filled for them. */
 static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockview *bv,
                                pcbm_error *err)
 {
     pcbm_mctx *mc = tp->mc;
-    bool need_theta = mc->o->method == PCBM_METHOD_LINEAR;
+    bool need_theta = mc->need_theta;
     const pcbm_tplan *t = bv->t;
     unsigned N = mc->ntasks;
     float *sc = worker_scratch(mc, worker);
@@ -126,14 +127,10 @@ static pcbm_status block_cb(void *arg, unsigned worker, const pcbm_blockview *bv
     return pcbm_fail(err, PCBM_ERR_INTERNAL, "unknown tensor kind");
 }
 
-pcbm_status pcbm_run_tiles(pcbm_mctx *mc, pcbm_pass_kind kind, size_t t0, size_t t1,
-                           uint32_t sample_stride, pcbm_tile_fn fn, void *arg, pcbm_error *err)
+pcbm_status pcbm_tiles_pass(pcbm_mctx *mc, pcbm_pass_kind kind, size_t t0, size_t t1,
+                            uint32_t sample_stride, pcbm_tile_fn fn, void *arg, pcbm_error *err)
 {
     tile_pass tp = {mc, kind, fn, arg};
-    mc->pass_no++;
-    if (mc->split && (kind == PCBM_PASS_APPLY ? mc->split->mode != PCBM_SPLIT_APPLY
-                                              : pcbm_split_skip_stats_pass(mc->split)))
-        return PCBM_OK; /* a split merge's statistics phases write nothing; reduced rounds load */
     if (kind == PCBM_PASS_APPLY)
         snprintf(mc->pass_name, sizeof mc->pass_name, "apply");
     else
@@ -167,78 +164,11 @@ bool pcbm_next_range(const pcbm_plan *p, size_t *t0, size_t *t1)
     return true;
 }
 
-uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_plan *p)
+uint64_t pcbm_range_elems(const pcbm_plan *p, size_t t0, size_t t1)
 {
-    switch (o->method) {
-    case PCBM_METHOD_PCB:
-        return pcbm_pcb_stats_bytes(o, threads, p);
-    case PCBM_METHOD_TIES:
-    case PCBM_METHOD_DARE_TIES:
-        return pcbm_ties_stats_bytes(o->ntasks, threads);
-    default:
-        return 0;
-    }
-}
-
-pcbm_status pcbm_method_run(pcbm_mctx *mc, pcbm_error *err)
-{
-    switch (mc->o->method) {
-    case PCBM_METHOD_PCB:
-        return pcbm_run_pcb(mc, err);
-    case PCBM_METHOD_TIES:
-    case PCBM_METHOD_DARE_TIES:
-        return pcbm_run_ties(mc, err);
-    case PCBM_METHOD_TASK_ARITHMETIC:
-    case PCBM_METHOD_LINEAR:
-    case PCBM_METHOD_DARE_LINEAR:
-        return pcbm_run_simple(mc, err);
-    default:
-        return pcbm_fail(err, PCBM_ERR_USAGE, "unknown merge method");
-    }
-}
-
-const pcbm_statrec *pcbm_replay_next(pcbm_mctx *mc, uint64_t d, pcbm_error *err)
-{
-    const pcbm_statset *in = mc->stats_in;
-    if (mc->replay_pos >= in->nrec || in->rec[mc->replay_pos].d != d) {
-        pcbm_fail(err, PCBM_ERR_STATS, "statistics file %s does not fit this merge (record %zu: "
-                  "%s); run without --stats to recompute them", mc->o->stats_in, mc->replay_pos,
-                  mc->replay_pos >= in->nrec ? "missing" : "different element count");
-        return NULL;
-    }
-    return &in->rec[mc->replay_pos++];
-}
-
-pcbm_statrec *pcbm_record_next(pcbm_mctx *mc, uint64_t d)
-{
-    pcbm_statrec *r = pcbm_statset_add(mc->stats_out);
-    if (r)
-        r->d = d;
-    return r;
-}
-
-bool pcbm_split_owns_range(pcbm_mctx *mc, size_t t, uint64_t d)
-{
-    const pcbm_split *sp = mc->split;
-    if (!sp || !sp->local)
-        return true;
-    unsigned f = mc->plan->t[t].out_file;
-    if (f >= sp->file_lo && f < sp->file_hi)
-        return true;
-    if (d > 0 && mc->stats_in)
-        mc->replay_pos++;
-    return false;
-}
-
-bool pcbm_split_touches(const pcbm_mctx *mc, size_t t0, size_t t1)
-{
-    const pcbm_split *sp = mc->split;
-    if (!sp)
-        return true;
-    for (size_t t = t0; t < t1; t++) {
-        unsigned f = mc->plan->t[t].out_file;
-        if (f >= sp->file_lo && f < sp->file_hi)
-            return true;
-    }
-    return false;
+    uint64_t d = 0;
+    for (size_t i = t0; i < t1; i++)
+        if (p->t[i].kind == PCBM_T_MERGE)
+            d += p->t[i].units;
+    return d;
 }

@@ -3,9 +3,11 @@
  * (../shared/docs/pcb-spec.md): clamp bounds lo/hi of |tau| per task, intra-balancing
  * exp(N*norm^2), inter-balancing tanh(tau_i * sum_j tau_j), score threshold t at rank
  * floor(d*(1-r)) and maximum m, weights (s-t)/(m-t), weighted average of the clamped task vectors.
- * Statistics are exact: two radix-select passes for lo/hi, two for t (plus m), then the apply pass.
+ * Statistics rounds: exact (two radix-select passes for lo/hi, two for t and m) or, for large
+ * global merges, the streaming rounds of pcb_stream.c with these exact rounds as their fallback.
+ * This file is the method's table entry: its rounds, record, report and apply tile.
  */
-#include "pcb_internal.h"
+#include "pcb_math.h"
 
 #include "../kernels/mkern.h"
 
@@ -14,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-uint64_t pcbm_pcb_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_plan *p)
+static uint64_t pcb_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_plan *p)
 {
     uint64_t b = pcbm_hset_bytes(threads, 2 * o->ntasks) + (uint64_t)threads * o->ntasks * sizeof(float);
     if (pcbm_pcb_stream_will_run(o, p))
@@ -23,7 +25,7 @@ uint64_t pcbm_pcb_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const 
 }
 
 /* Scores s[i][k] of a tile (written into tl->theta[i], which PCB no longer needs). */
-void pcbm_pcb_scores(const pcbm_mctx *mc, const pcb_state *ps, const pcbm_tile *tl)
+static void pcb_scores(const pcbm_mctx *mc, const pcb_state *ps, const pcbm_tile *tl)
 {
     unsigned N = mc->ntasks, n = tl->n;
     float *sum = tl->tmp;
@@ -32,7 +34,7 @@ void pcbm_pcb_scores(const pcbm_mctx *mc, const pcb_state *ps, const pcbm_tile *
         pcbm_k_pcb_score(tl->tau[i], sum, ps->lo_v[i], ps->hi_v[i], (float)N, tl->theta[i], n);
 }
 
-void pcbm_pcb_tile_mag_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+static void tile_mag_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     pcb_state *ps = arg;
     for (unsigned i = 0; i < mc->ntasks; i++)
@@ -53,7 +55,7 @@ static void tile_mag_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *
 static void tile_score_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     pcb_state *ps = arg;
-    pcbm_pcb_scores(mc, ps, tl);
+    pcb_scores(mc, ps, tl);
     float *mx = ps->max_local + (size_t)w * mc->ntasks;
     for (unsigned i = 0; i < mc->ntasks; i++) {
         pcbm_k_hist_coarse(tl->theta[i], tl->n, false, 1, pcbm_hset_local(&ps->h, w, i));
@@ -64,7 +66,7 @@ static void tile_score_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, vo
 static void tile_score_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     pcb_state *ps = arg;
-    pcbm_pcb_scores(mc, ps, tl);
+    pcb_scores(mc, ps, tl);
     for (unsigned i = 0; i < mc->ntasks; i++)
         pcbm_k_hist_fine(tl->theta[i], tl->n, false, ps->thr[i].prefix,
                          pcbm_hset_local(&ps->h, w, i));
@@ -72,7 +74,7 @@ static void tile_score_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void
 
 /* Scores, weights and the weighted average, one task at a time over the tile (the sums over
  * tasks keep their order element by element). */
-void pcbm_pcb_tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+static void tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     pcb_state *ps = arg;
     unsigned N = mc->ntasks, n = tl->n;
@@ -89,154 +91,119 @@ void pcbm_pcb_tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *a
     pcbm_k_pcb_apply_finish(tl->base, num, den, tl->tmp, n); /* the result replaces sum */
 }
 
-uint64_t pcbm_pcb_rank(double x)
+/* ---- exact rounds: radix select of lo/hi over |tau|, then of t over scores (with m) ---- */
+
+static pcbm_status begin_hist(void *st, const pcbm_mctx *mc, const pcbm_range *rg, pcbm_error *err)
 {
-    /* the official code's int(): truncation toward zero of a double */
-    return x <= 0.0 ? 0 : (uint64_t)x;
+    pcbm_hset_clear(&((pcb_state *)st)->h);
+    return PCBM_OK;
 }
 
-/* Exact lo/hi of one range: a coarse and a fine radix pass over |tau|. Sets ps->d. */
-pcbm_status pcbm_pcb_exact_bounds(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_t t1,
-                                  pcbm_error *err)
+static unsigned parts_hist(void *st, const pcbm_mctx *mc, pcbm_acc *part)
 {
-    unsigned N = mc->ntasks;
+    part[0] = pcbm_hset_part(&((pcb_state *)st)->h);
+    return 1;
+}
+
+static int finish_mag_coarse(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
+{
+    pcb_state *ps = st;
     double c = mc->o->clamp_ratio;
-    pcbm_status st;
-    pcbm_hset_clear(&ps->h);
-    if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, pcbm_pcb_tile_mag_coarse, ps, err)) != PCBM_OK)
-        return st;
-    mc->check_finite = 0;
-    pcbm_hset_reduce(&ps->h);
-    if ((st = pcbm_exchange(mc, &pcbm_hset_acc(&ps->h), 1, err)) != PCBM_OK)
-        return st;
     uint64_t d = 0;
     for (uint32_t b = 0; b < PCBM_QBINS; b++)
         d += pcbm_hset_total(&ps->h, 0)[b];
     ps->d = d;
     if (d == 0)
-        return PCBM_OK;
-    for (unsigned i = 0; i < N; i++) {
+        return PCBM_ROUND_DONE;
+    for (unsigned i = 0; i < mc->ntasks; i++) {
         pcbm_sel_init(&ps->lo[i], pcbm_pcb_rank((double)d * c));
         pcbm_sel_init(&ps->hi[i], pcbm_pcb_rank((double)d * (1.0 - c) - 1.0));
         pcbm_sel_coarse(&ps->lo[i], pcbm_hset_total(&ps->h, i));
         pcbm_sel_coarse(&ps->hi[i], pcbm_hset_total(&ps->h, i));
     }
-    pcbm_hset_clear(&ps->h);
-    if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_mag_fine, ps, err)) != PCBM_OK)
-        return st;
-    pcbm_hset_reduce(&ps->h);
-    if ((st = pcbm_exchange(mc, &pcbm_hset_acc(&ps->h), 1, err)) != PCBM_OK)
-        return st;
-    for (unsigned i = 0; i < N; i++) {
+    return PCB_R_MAG_FINE;
+}
+
+static int finish_mag_fine(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
+{
+    pcb_state *ps = st;
+    for (unsigned i = 0; i < mc->ntasks; i++) {
         pcbm_sel_fine(&ps->lo[i], pcbm_hset_total(&ps->h, 2 * i));
         pcbm_sel_fine(&ps->hi[i], pcbm_hset_total(&ps->h, 2 * i + 1));
         ps->lo_v[i] = pcbm_fkey_value(ps->lo[i].key);
         ps->hi_v[i] = pcbm_fkey_value(ps->hi[i].key);
     }
+    return PCB_R_SCORE_COARSE;
+}
+
+static pcbm_status begin_score_coarse(void *st, const pcbm_mctx *mc, const pcbm_range *rg,
+                                      pcbm_error *err)
+{
+    pcb_state *ps = st;
+    pcbm_hset_clear(&ps->h);
+    for (size_t k = 0; k < (size_t)mc->threads * mc->ntasks; k++)
+        ps->max_local[k] = -INFINITY;
+    for (unsigned i = 0; i < mc->ntasks; i++)
+        ps->m_v[i] = -INFINITY;
     return PCBM_OK;
 }
 
-/* Exact t and m of one range at the bounds in ps: a coarse and a fine radix pass over scores. */
-pcbm_status pcbm_pcb_exact_scores(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_t t1,
-                                  pcbm_error *err)
+static unsigned parts_score_coarse(void *st, const pcbm_mctx *mc, pcbm_acc *part)
 {
-    unsigned N = mc->ntasks;
-    pcbm_status st;
-    pcbm_hset_clear(&ps->h);
-    for (size_t k = 0; k < (size_t)mc->threads * N; k++)
-        ps->max_local[k] = -INFINITY;
-    if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_score_coarse, ps, err)) != PCBM_OK)
-        return st;
-    pcbm_hset_reduce(&ps->h);
-    for (unsigned i = 0; i < N; i++) {
-        float m = -INFINITY;
-        for (unsigned w = 0; w < mc->threads; w++)
-            m = pcbm_k_max1(m, ps->max_local[(size_t)w * N + i]);
-        ps->m_v[i] = m;
-    }
-    pcbm_acc acc[2] = {pcbm_hset_acc(&ps->h), {ps->m_v, N * sizeof(float), pcbm_acc_max_f32}};
-    if ((st = pcbm_exchange(mc, acc, 2, err)) != PCBM_OK)
-        return st;
-    for (unsigned i = 0; i < N; i++) {
+    pcb_state *ps = st;
+    size_t bytes = mc->ntasks * sizeof(float);
+    part[0] = pcbm_hset_part(&ps->h);
+    part[1] = (pcbm_acc){ps->m_v, bytes, pcbm_acc_max_f32, ps->max_local, bytes};
+    return 2;
+}
+
+static int finish_score_coarse(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
+{
+    pcb_state *ps = st;
+    for (unsigned i = 0; i < mc->ntasks; i++) {
         pcbm_sel_init(&ps->thr[i], pcbm_pcb_rank((double)ps->d * (1.0 - mc->o->density)));
         pcbm_sel_coarse(&ps->thr[i], pcbm_hset_total(&ps->h, i));
     }
-    pcbm_hset_clear(&ps->h);
-    if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_score_fine, ps, err)) != PCBM_OK)
-        return st;
-    pcbm_hset_reduce(&ps->h);
-    if ((st = pcbm_exchange(mc, &pcbm_hset_acc(&ps->h), 1, err)) != PCBM_OK)
-        return st;
-    for (unsigned i = 0; i < N; i++) {
+    return PCB_R_SCORE_FINE;
+}
+
+static int finish_score_fine(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
+{
+    pcb_state *ps = st;
+    for (unsigned i = 0; i < mc->ntasks; i++) {
         pcbm_sel_fine(&ps->thr[i], pcbm_hset_total(&ps->h, i));
         ps->t_v[i] = pcbm_fkey_value(ps->thr[i].key);
     }
-    return PCBM_OK;
+    return PCBM_ROUND_DONE;
 }
 
-/* Statistics of a range from --stats, or recorded for the statistics file after computing. */
-static pcbm_status replay_range(pcbm_mctx *mc, pcb_state *ps, uint64_t d, pcbm_error *err)
-{
-    const pcbm_statrec *r = pcbm_replay_next(mc, d, err);
-    if (!r)
-        return PCBM_ERR_STATS;
-    for (unsigned i = 0; i < mc->ntasks; i++) {
-        ps->lo_v[i] = r->v[i][0];
-        ps->hi_v[i] = r->v[i][1];
-        ps->t_v[i] = r->v[i][2];
-        ps->m_v[i] = r->v[i][3];
-    }
-    ps->d = d;
-    return PCBM_OK;
-}
+static const pcbm_round mag_coarse = {"pcb |tau| coarse", tile_mag_coarse, NULL, true,
+                                      begin_hist, parts_hist, finish_mag_coarse};
+static const pcbm_round mag_coarse_fb = {"pcb |tau| coarse (fallback)", tile_mag_coarse, NULL,
+                                         false, begin_hist, parts_hist, finish_mag_coarse};
+static const pcbm_round mag_fine = {"pcb |tau| fine", tile_mag_fine, NULL, false, begin_hist,
+                                    parts_hist, finish_mag_fine};
+static const pcbm_round score_coarse = {"pcb score coarse", tile_score_coarse, NULL, false,
+                                        begin_score_coarse, parts_score_coarse,
+                                        finish_score_coarse};
+static const pcbm_round score_fine = {"pcb score fine", tile_score_fine, NULL, false, begin_hist,
+                                      parts_hist, finish_score_fine};
 
-static pcbm_status record_range(pcbm_mctx *mc, const pcb_state *ps, uint64_t d, pcbm_error *err)
-{
-    pcbm_statrec *r = pcbm_record_next(mc, d);
-    if (!r)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory recording statistics");
-    for (unsigned i = 0; i < mc->ntasks; i++) {
-        r->v[i][0] = ps->lo_v[i];
-        r->v[i][1] = ps->hi_v[i];
-        r->v[i][2] = ps->t_v[i];
-        r->v[i][3] = ps->m_v[i];
-    }
-    return PCBM_OK;
-}
+static const pcbm_round *const pcb_rounds[PCB_NROUNDS] = {
+    [PCB_R_MAG_COARSE] = &mag_coarse,
+    [PCB_R_MAG_FINE] = &mag_fine,
+    [PCB_R_SCORE_COARSE] = &score_coarse,
+    [PCB_R_SCORE_FINE] = &score_fine,
+    [PCB_R_S1] = &pcbm_pcb_stream_rounds[0],
+    [PCB_R_S2] = &pcbm_pcb_stream_rounds[1],
+    [PCB_R_S3] = &pcbm_pcb_stream_rounds[2],
+    [PCB_R_FULL] = &pcbm_pcb_stream_rounds[3],
+    [PCB_R_MAG_COARSE_FB] = &mag_coarse_fb,
+};
 
-static uint64_t merged_elems(const pcbm_plan *p, size_t t0, size_t t1)
-{
-    uint64_t d = 0;
-    for (size_t i = t0; i < t1; i++)
-        if (p->t[i].kind == PCBM_T_MERGE)
-            d += p->t[i].units;
-    return d;
-}
+/* ---- the method ---- */
 
-/* Statistics of one range (the whole model, or one tensor), every quantile exact. */
-static pcbm_status pcb_stats_exact(pcbm_mctx *mc, pcb_state *ps, size_t t0, size_t t1,
-                                   pcbm_error *err)
-{
-    mc->pass_no = 0;
-    mc->passes_planned = 4;
-    mc->check_finite = !mc->o->allow_nonfinite;
-    pcbm_status st = pcbm_pcb_exact_bounds(mc, ps, t0, t1, err);
-    if (st != PCBM_OK || ps->d == 0)
-        return st;
-    return pcbm_pcb_exact_scores(mc, ps, t0, t1, err);
-}
-
-static void report_global(pcbm_mctx *mc, const pcb_state *ps)
-{
-    for (unsigned i = 0; i < mc->ntasks; i++) {
-        mc->task[i].lo = ps->lo_v[i];
-        mc->task[i].hi = ps->hi_v[i];
-        mc->task[i].threshold = ps->t_v[i];
-        mc->task[i].max = ps->m_v[i];
-    }
-}
-
-pcbm_status pcbm_run_pcb(pcbm_mctx *mc, pcbm_error *err)
+static pcbm_status pcb_init(const pcbm_mctx *mc, void **state, pcbm_error *err)
 {
     pcb_state *ps = pcbm_calloc(1, sizeof *ps);
     if (!ps || pcbm_hset_init(&ps->h, mc->threads, 2 * mc->ntasks) != 0 ||
@@ -246,51 +213,87 @@ pcbm_status pcbm_run_pcb(pcbm_mctx *mc, pcbm_error *err)
         free(ps);
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory for PCB statistics");
     }
-    pcbm_status st = PCBM_OK;
-    const pcbm_plan *p = mc->plan;
-    if (mc->o->scope == PCBM_SCOPE_GLOBAL) {
-        if (p->d > 0 && mc->stats_in)
-            st = replay_range(mc, ps, p->d, err);
-        else if (p->d > 0 && !pcbm_pcb_stream_will_run(mc->o, p))
-            st = pcb_stats_exact(mc, ps, 0, p->nt, err);
-        else if (p->d > 0)
-            st = pcbm_pcb_stream_stats(mc, ps, err);
-        if (st == PCBM_OK && p->d > 0)
-            st = record_range(mc, ps, p->d, err);
-        if (st == PCBM_OK)
-            snprintf(mc->stats_how, sizeof mc->stats_how, "%s",
-                     mc->stats_in ? "replayed from --stats"
-                                  : ps->how[0] ? ps->how : "exact: radix select, 4 statistics passes");
-        if (st == PCBM_OK && p->d > 0 && mc->stats_done)
-            st = mc->stats_done(mc->stats_done_arg, err);
-        if (st == PCBM_OK) {
-            report_global(mc, ps);
-            st = pcbm_run_tiles(mc, PCBM_PASS_APPLY, 0, p->nt, 1, pcbm_pcb_tile_apply, ps, err);
-        }
-    } else {
-        snprintf(mc->stats_how, sizeof mc->stats_how, "%s", mc->stats_in ? "replayed from --stats"
-                 : "exact, per tensor: radix select, 4 statistics passes over each tensor");
-        size_t t0 = 0, t1 = 0;
-        while (st == PCBM_OK && pcbm_next_range(p, &t0, &t1)) {
-            uint64_t d = merged_elems(p, t0, t1);
-            if (!pcbm_split_owns_range(mc, t1 - 1, d)) { /* another unit's tensor */
-                if (pcbm_split_touches(mc, t0, t1))
-                    st = pcbm_run_tiles(mc, PCBM_PASS_APPLY, t0, t1, 1, pcbm_pcb_tile_apply, ps, err);
-                continue;
-            }
-            if (d > 0 && mc->stats_in)
-                st = replay_range(mc, ps, d, err);
-            else if (d > 0)
-                st = pcb_stats_exact(mc, ps, t1 - 1, t1, err);
-            if (st == PCBM_OK && d > 0)
-                st = record_range(mc, ps, d, err);
-            if (st == PCBM_OK)
-                st = pcbm_run_tiles(mc, PCBM_PASS_APPLY, t0, t1, 1, pcbm_pcb_tile_apply, ps, err);
-        }
-    }
-    pcbm_collect_kept(mc);
+    *state = ps;
+    return PCBM_OK;
+}
+
+static void pcb_free(void *state)
+{
+    pcb_state *ps = state;
+    pcbm_pcb_stream_free(ps);
     pcbm_hset_free(&ps->h);
     free(ps->max_local);
     free(ps);
-    return st;
 }
+
+static unsigned pcb_max_rounds(const pcbm_merge_opts *o, const pcbm_plan *p)
+{
+    return pcbm_pcb_stream_will_run(o, p) ? 8 : 4;
+}
+
+static int pcb_first_round(void *state, const pcbm_mctx *mc, const pcbm_range *rg)
+{
+    return pcbm_pcb_stream_will_run(mc->o, mc->plan) ? PCB_R_S1 : PCB_R_MAG_COARSE;
+}
+
+static void pcb_save(const void *state, unsigned ntasks, pcbm_statrec *r)
+{
+    const pcb_state *ps = state;
+    for (unsigned i = 0; i < ntasks; i++) {
+        r->v[i][0] = ps->lo_v[i];
+        r->v[i][1] = ps->hi_v[i];
+        r->v[i][2] = ps->t_v[i];
+        r->v[i][3] = ps->m_v[i];
+    }
+}
+
+static void pcb_load(void *state, unsigned ntasks, const pcbm_range *rg, const pcbm_statrec *r)
+{
+    pcb_state *ps = state;
+    for (unsigned i = 0; i < ntasks; i++) {
+        ps->lo_v[i] = r->v[i][0];
+        ps->hi_v[i] = r->v[i][1];
+        ps->t_v[i] = r->v[i][2];
+        ps->m_v[i] = r->v[i][3];
+    }
+    ps->d = rg->d;
+}
+
+static const char *pcb_how(const void *state, const pcbm_merge_opts *o)
+{
+    const pcb_state *ps = state;
+    if (o->scope != PCBM_SCOPE_GLOBAL)
+        return "exact, per tensor: radix select, 4 statistics passes over each tensor";
+    return ps->how[0] ? ps->how : "exact: radix select, 4 statistics passes";
+}
+
+static void pcb_report(const void *state, pcbm_mctx *mc)
+{
+    const pcb_state *ps = state;
+    for (unsigned i = 0; i < mc->ntasks; i++) {
+        mc->task[i].lo = ps->lo_v[i];
+        mc->task[i].hi = ps->hi_v[i];
+        mc->task[i].threshold = ps->t_v[i];
+        mc->task[i].max = ps->m_v[i];
+    }
+}
+
+const pcbm_method_def pcbm_method_pcb = {
+    .id = PCBM_METHOD_PCB,
+    .name = "pcb",
+    .uses = PCBM_USES_LAMBDA | PCBM_USES_LAMBDAS | PCBM_USES_DENSITY | PCBM_USES_CLAMP | PCBM_USES_SCOPE |
+            PCBM_USES_STREAMING,
+    .stats_bytes = pcb_stats_bytes,
+    .init = pcb_init,
+    .free = pcb_free,
+    .rounds = pcb_rounds,
+    .nrounds = PCB_NROUNDS,
+    .passes_planned = 4,
+    .max_rounds = pcb_max_rounds,
+    .first_round = pcb_first_round,
+    .save = pcb_save,
+    .load = pcb_load,
+    .how = pcb_how,
+    .report = pcb_report,
+    .apply = tile_apply,
+};

@@ -17,8 +17,11 @@
  * window's pairs in PAIR_CAP. Reads: 2 + 1.125*(1/S1 + 1/64 + 1/S3) (16K-element units read with
  * their aligned pages): 110M parameters 2.09 (measured), 1B 2.07, 7B and 70B 2.04. Below
  * STREAM_MIN_D elements the exact statistics are used (5 reads of a small model).
+ *
+ * As rounds (method.h): PCB_R_S1, S2 and S3 (samples), PCB_R_FULL (the full pass); a miss jumps
+ * to PCB's exact rounds (pcb_math.h). This file exports the rounds and knows nothing of pcb.c.
  */
-#include "pcb_internal.h"
+#include "pcb_math.h"
 
 #include "../kernels/dmath.h"
 #include "../kernels/mkern.h"
@@ -142,9 +145,10 @@ typedef struct fscratch {
     float sc[NCAND * PCBM_TILE];    /* [element][candidate] */
 } fscratch;
 
-typedef struct sstate sstate;
-struct sstate {
+typedef struct pcb_stream sstate;
+struct pcb_stream {
     pcb_state *ps;
+    unsigned s1;                    /* stride of sample pass 1 */
     unsigned N, threads;
     float lo_c[PCBM_MAX_TASKS];
     float cand[PCBM_MAX_TASKS][NCAND];
@@ -179,7 +183,7 @@ static uint64_t *sample_weights(const pcbm_plan *p, uint32_t stride, uint64_t *v
 
 static void tile_sample_mag(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
-    const struct sstate *ss = arg;
+    const sstate *ss = ((const pcb_state *)arg)->ss;
     uint64_t wt = ss->w1[tl->bv->tensor];
     for (unsigned i = 0; i < mc->ntasks; i++)
         pcbm_k_hist_coarse(tl->tau[i], tl->n, true, wt, pcbm_hset_local(&ss->ps->h, w, i));
@@ -239,7 +243,7 @@ static void bracket_scores(const sstate *ss, unsigned i, const pcbm_tile *tl, co
 
 static void tile_sample_scores(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
-    sstate *ss = arg;
+    sstate *ss = ((pcb_state *)arg)->ss;
     float *sum = tl->tmp, *z = tl->tmp + PCBM_TILE, *sa = tl->tmp + 2 * PCBM_TILE,
           *sb = tl->tmp + 3 * PCBM_TILE;
     pcbm_k_sum((const float *const *)tl->tau, ss->N, sum, tl->n);
@@ -280,7 +284,7 @@ static int atom_find(const atoms *at, float mag, float z)
 
 static void tile_sample_pairs(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
-    sstate *ss = arg;
+    sstate *ss = ((pcb_state *)arg)->ss;
     float *sum = tl->tmp, *z = tl->tmp + PCBM_TILE, *sa = tl->tmp + 2 * PCBM_TILE,
           *sb = tl->tmp + 3 * PCBM_TILE;
     uint32_t *idx = ss->fx[w].idx;
@@ -326,27 +330,19 @@ static int cmp_run_count(const void *a, const void *b)
 }
 
 /* Atoms of task i: pairs sampled at least HEAVY_MIN_SAMPLES times, the HEAVY_MAX most frequent,
- * the same whatever the threads (all threads' pairs are pooled and sorted). */
+ * the same whatever the threads: pb[i] holds the pairs of every part once the round's
+ * parts are combined, and they are sorted. */
 static bool find_atoms(sstate *ss, unsigned i)
 {
-    uint64_t total = 0;
-    for (unsigned w = 0; w < ss->threads; w++) {
-        const pairbuf *pb = &ss->pb[(size_t)w * ss->N + i];
-        if (pb->overflow)
-            return false;
-        total += pb->n;
-    }
-    if (total > PAIR_CAP)
+    const pairbuf *pb = &ss->pb[i];
+    if (pb->overflow || pb->n > PAIR_CAP)
         return false;
-    pairrun *r = pcbm_malloc((total ? total : 1) * sizeof *r);
+    pairrun *r = pcbm_malloc((pb->n ? pb->n : 1) * sizeof *r);
     if (!r)
         return false;
     uint64_t n = 0;
-    for (unsigned w = 0; w < ss->threads; w++) {
-        const pairbuf *pb = &ss->pb[(size_t)w * ss->N + i];
-        for (uint32_t k = 0; k < pb->n; k++)
-            r[n++] = (pairrun){pb->mag[k], pb->z[k], 1};
-    }
+    for (uint32_t k = 0; k < pb->n; k++)
+        r[n++] = (pairrun){pb->mag[k], pb->z[k], 1};
     qsort(r, n, sizeof *r, cmp_run_key);
     uint64_t runs = 0;
     for (uint64_t k = 0; k < n; k++) {
@@ -428,7 +424,7 @@ static void element_full(const sstate *ss, unsigned i, fcount *fc, float sa, flo
  * (element, candidate) pairs in one vector sweep. */
 static void tile_full(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
-    sstate *ss = arg;
+    sstate *ss = ((pcb_state *)arg)->ss;
     unsigned n = tl->n;
     float *sum = tl->tmp, *z = tl->tmp + PCBM_TILE, *sa = tl->tmp + 2 * PCBM_TILE,
           *sb = tl->tmp + 3 * PCBM_TILE;
@@ -607,18 +603,11 @@ static void fcount_merge(fcount *dst, const fcount *src)
         dst->hcnt[h] += src->hcnt[h];
 }
 
-/* The counters of the N tasks (a split merge's accumulator of the full pass). */
+/* The counters of the N tasks: the full pass's accumulator part. */
 static void fcounts_combine(void *dst, const void *src, size_t bytes)
 {
     for (size_t k = 0; k < bytes / sizeof(fcount); k++)
         fcount_merge((fcount *)dst + k, (const fcount *)src + k);
-}
-
-static void reduce_counts(sstate *ss)
-{
-    for (unsigned i = 0; i < ss->N; i++)
-        for (unsigned w = 1; w < ss->threads; w++)
-            fcount_merge(&ss->fc[i], &ss->fc[(size_t)w * ss->N + i]);
 }
 
 /* dst gets src's pairs; more than PAIR_CAP in all marks it overflowing (no atoms then, as when
@@ -638,18 +627,6 @@ static void pairbufs_combine(void *dst, const void *src, size_t bytes)
 {
     for (size_t k = 0; k < bytes / sizeof(pairbuf); k++)
         pairbuf_merge((pairbuf *)dst + k, (const pairbuf *)src + k);
-}
-
-/* Thread 0's pair buffers receive every thread's pairs (find_atoms sorts them: order is moot). */
-static void pool_pairs(sstate *ss)
-{
-    for (unsigned i = 0; i < ss->N; i++)
-        for (unsigned w = 1; w < ss->threads; w++) {
-            pairbuf *src = &ss->pb[(size_t)w * ss->N + i];
-            pairbuf_merge(&ss->pb[i], src);
-            src->n = 0;
-            src->overflow = false;
-        }
 }
 
 /* Exact value of rank `rank` inside a |tau| window (lower edge of its fine bin). */
@@ -815,136 +792,152 @@ static bool resolve_scores(const sstate *ss, unsigned i, const fcount *fc, uint6
     return false;
 }
 
-static pcbm_status fallback(pcbm_mctx *mc, pcb_state *ps, bool bounds_known, const char *why,
-                            pcbm_error *err)
+/* ---- the rounds ------------------------------------------------------------------------- */
+
+void pcbm_pcb_stream_free(pcb_state *ps)
+{
+    sstate *ss = ps->ss;
+    if (!ss)
+        return;
+    free(ss->fc);
+    free(ss->w1);
+    free(ss->w2);
+    free(ss->pb);
+    free(ss->fx);
+    free(ss);
+    ps->ss = NULL;
+}
+
+/* A bracket missed: the exact rounds decide, from the start or, when the full pass found the
+ * exact bounds, from the scores. */
+static int fallback(pcb_state *ps, bool bounds_known, const char *why)
 {
     snprintf(ps->how, sizeof ps->how, "exact passes after the streaming estimate missed: %s", why);
     pcbm_info("statistics: %s; running the exact passes", why);
-    pcbm_status st = PCBM_OK;
-    mc->passes_planned = 0;
-    if (!bounds_known)
-        st = pcbm_pcb_exact_bounds(mc, ps, 0, mc->plan->nt, err);
-    if (st == PCBM_OK)
-        st = pcbm_pcb_exact_scores(mc, ps, 0, mc->plan->nt, err);
-    return st;
+    pcbm_pcb_stream_free(ps);
+    return bounds_known ? PCB_R_SCORE_COARSE : PCB_R_MAG_COARSE_FB;
 }
 
-static pcbm_status sample_passes(pcbm_mctx *mc, sstate *ss, bool *ok, pcbm_error *err)
+static pcbm_status stream_alloc(pcb_state *ps, const pcbm_mctx *mc, pcbm_error *err)
 {
-    pcb_state *ps = ss->ps;
-    unsigned st1 = s1_stride(mc->plan->d, mc->o->clamp_ratio);
+    sstate *ss = ps->ss = pcbm_calloc(1, sizeof *ss);
+    size_t tn = (size_t)mc->threads * mc->ntasks;
+    if (ss) {
+        *ss = (sstate){.ps = ps, .N = mc->ntasks, .threads = mc->threads};
+        ss->s1 = s1_stride(mc->plan->d, mc->o->clamp_ratio);
+        ss->fc = pcbm_calloc(tn, sizeof(fcount));
+        ss->w1 = sample_weights(mc->plan, ss->s1, &ss->n1);
+        ss->w2 = sample_weights(mc->plan, S2_STRIDE, &ss->n2);
+        ss->pb = pcbm_calloc(tn, sizeof(pairbuf));
+        ss->fx = pcbm_malloc((size_t)mc->threads * sizeof(fscratch));
+    }
+    if (!ss || !ss->fc || !ss->w1 || !ss->w2 || !ss->pb || !ss->fx) {
+        pcbm_pcb_stream_free(ps);
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory for PCB statistics");
+    }
+    for (size_t j = 0; j < tn; j++) {
+        for (unsigned c = 0; c < NCAND; c++)
+            ss->fc[j].smax[c] = -INFINITY;
+        ss->fc[j].smax_min = -INFINITY;
+    }
+    return PCBM_OK;
+}
+
+static pcbm_status begin_s1(void *st, const pcbm_mctx *mc, const pcbm_range *rg, pcbm_error *err)
+{
+    pcb_state *ps = st;
+    pcbm_status s = ps->ss ? PCBM_OK : stream_alloc(ps, mc, err);
+    ps->d = mc->plan->d;
     pcbm_hset_clear(&ps->h);
-    pcbm_status st = pcbm_run_tiles(mc, PCBM_PASS_STATS, 0, mc->plan->nt, st1, tile_sample_mag,
-                                    ss, err);
-    if (st != PCBM_OK)
-        return st;
-    pcbm_hset_reduce(&ps->h);
-    if ((st = pcbm_exchange(mc, &pcbm_hset_acc(&ps->h), 1, err)) != PCBM_OK)
-        return st;
-    if (!(*ok = plan_bounds(ss, mc)))
-        return PCBM_OK;
-    pcbm_hset_clear(&ps->h);
-    st = pcbm_run_tiles(mc, PCBM_PASS_STATS, 0, mc->plan->nt, S2_STRIDE, tile_sample_scores, ss, err);
-    if (st != PCBM_OK)
-        return st;
-    pcbm_hset_reduce(&ps->h);
-    if ((st = pcbm_exchange(mc, &pcbm_hset_acc(&ps->h), 1, err)) != PCBM_OK)
-        return st;
-    if (!(*ok = plan_windows(ss, mc)))
-        return PCBM_OK;
-    st = pcbm_run_tiles(mc, PCBM_PASS_STATS, 0, mc->plan->nt, ss->s3, tile_sample_pairs, ss, err);
-    if (st != PCBM_OK)
-        return st;
-    pool_pairs(ss);
-    pcbm_acc acc = {ss->pb, ss->N * sizeof(pairbuf), pairbufs_combine};
-    st = pcbm_exchange(mc, &acc, 1, err);
-    for (unsigned i = 0; st == PCBM_OK && i < ss->N; i++)
+    return s;
+}
+
+static pcbm_status begin_s2(void *st, const pcbm_mctx *mc, const pcbm_range *rg, pcbm_error *err)
+{
+    pcbm_hset_clear(&((pcb_state *)st)->h);
+    return PCBM_OK;
+}
+
+static uint32_t stride_s1(const void *st) { return ((const pcb_state *)st)->ss->s1; }
+static uint32_t stride_s2(const void *st) { return S2_STRIDE; }
+static uint32_t stride_s3(const void *st) { return ((const pcb_state *)st)->ss->s3; }
+
+static unsigned parts_hist(void *st, const pcbm_mctx *mc, pcbm_acc *part)
+{
+    part[0] = pcbm_hset_part(&((pcb_state *)st)->h);
+    return 1;
+}
+
+static unsigned parts_pairs(void *st, const pcbm_mctx *mc, pcbm_acc *part)
+{
+    sstate *ss = ((pcb_state *)st)->ss;
+    size_t bytes = ss->N * sizeof(pairbuf);
+    part[0] = (pcbm_acc){ss->pb, bytes, pairbufs_combine, ss->pb, bytes};
+    return 1;
+}
+
+static unsigned parts_full(void *st, const pcbm_mctx *mc, pcbm_acc *part)
+{
+    sstate *ss = ((pcb_state *)st)->ss;
+    size_t bytes = ss->N * sizeof(fcount);
+    part[0] = (pcbm_acc){ss->fc, bytes, fcounts_combine, ss->fc, bytes};
+    return 1;
+}
+
+static int finish_s1(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
+{
+    pcb_state *ps = st;
+    if (!plan_bounds(ps->ss, mc))
+        return fallback(ps, false, "the sample is too small to bracket the statistics");
+    return PCBM_ROUND_NEXT;
+}
+
+static int finish_s2(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
+{
+    pcb_state *ps = st;
+    if (!plan_windows(ps->ss, mc))
+        return fallback(ps, false, "the sample is too small to bracket the statistics");
+    return PCBM_ROUND_NEXT;
+}
+
+static int finish_s3(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
+{
+    sstate *ss = ((pcb_state *)st)->ss;
+    for (unsigned i = 0; i < ss->N; i++)
         if (!find_atoms(ss, i))
             ss->at[i].n = 0; /* too many pairs in the window to tell atoms: interpolation only */
-    return st;
+    return PCBM_ROUND_NEXT;
 }
 
-/* Samples, the full pass and the resolution. *miss names the bracket that missed, if any. */
-static pcbm_status stream_run(pcbm_mctx *mc, sstate *ss, const char **miss, bool *bounds_ok,
-                              pcbm_error *err)
+/* Exact lo and hi from the |tau| windows, then t and m resolved at them. */
+static int finish_full(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
 {
-    pcb_state *ps = ss->ps;
-    bool ok = false;
-    pcbm_status st = sample_passes(mc, ss, &ok, err);
-    if (st != PCBM_OK || !ok) {
-        *miss = "the sample is too small to bracket the statistics";
-        *bounds_ok = false;
-        return st;
-    }
-    mc->check_finite = !mc->o->allow_nonfinite;
-    st = pcbm_run_tiles(mc, PCBM_PASS_STATS, 0, mc->plan->nt, 1, tile_full, ss, err);
-    mc->check_finite = 0;
-    if (st != PCBM_OK)
-        return st;
-    reduce_counts(ss);
-    pcbm_acc acc = {ss->fc, ss->N * sizeof(fcount), fcounts_combine};
-    if ((st = pcbm_exchange(mc, &acc, 1, err)) != PCBM_OK)
-        return st;
+    pcb_state *ps = st;
+    sstate *ss = ps->ss;
     double c = mc->o->clamp_ratio, dd = (double)ps->d;
     for (unsigned i = 0; i < ss->N; i++) {
         const fcount *fc = &ss->fc[i];
         if (!window_value(fc->mwin[0], fc->mbelow[0], &ss->wlo[i], pcbm_pcb_rank(dd * c),
                           &ps->lo_v[i]) ||
             !window_value(fc->mwin[1], fc->mbelow[1], &ss->whi[i],
-                          pcbm_pcb_rank(dd * (1.0 - c) - 1.0), &ps->hi_v[i])) {
-            *miss = "a clamp bound fell outside its sampled bracket";
-            *bounds_ok = false;
-            return PCBM_OK;
-        }
+                          pcbm_pcb_rank(dd * (1.0 - c) - 1.0), &ps->hi_v[i]))
+            return fallback(ps, false, "a clamp bound fell outside its sampled bracket");
     }
-    *bounds_ok = true;
-    for (unsigned i = 0; i < ss->N; i++) {
-        if (!resolve_scores(ss, i, &ss->fc[i], ps->d, mc->o->density, ps)) {
-            *miss = "the score threshold fell outside its sampled window";
-            return PCBM_OK;
-        }
-    }
-    return PCBM_OK;
+    for (unsigned i = 0; i < ss->N; i++)
+        if (!resolve_scores(ss, i, &ss->fc[i], ps->d, mc->o->density, ps))
+            return fallback(ps, true, "the score threshold fell outside its sampled window");
+    unsigned natoms = 0;
+    for (unsigned i = 0; i < ss->N; i++)
+        natoms += ss->at[i].n;
+    snprintf(ps->how, sizeof ps->how, "streaming: samples 1/%u, 1/%u and 1/%u, one full pass, %u "
+             "candidates of hi, %u atoms", ss->s1, S2_STRIDE, ss->s3, NCAND, natoms);
+    pcbm_pcb_stream_free(ps);
+    return PCBM_ROUND_DONE;
 }
 
-pcbm_status pcbm_pcb_stream_stats(pcbm_mctx *mc, pcb_state *ps, pcbm_error *err)
-{
-    unsigned s1 = s1_stride(mc->plan->d, mc->o->clamp_ratio);
-    sstate ss = {.ps = ps, .N = mc->ntasks, .threads = mc->threads};
-    ss.fc = pcbm_calloc((size_t)mc->threads * mc->ntasks, sizeof(fcount));
-    ss.w1 = sample_weights(mc->plan, s1, &ss.n1);
-    ss.w2 = sample_weights(mc->plan, S2_STRIDE, &ss.n2);
-    ss.pb = pcbm_calloc((size_t)mc->threads * mc->ntasks, sizeof(pairbuf));
-    ss.fx = pcbm_malloc((size_t)mc->threads * sizeof(fscratch));
-    pcbm_status st = PCBM_OK;
-    const char *miss = NULL;
-    bool bounds_ok = false;
-    if (!ss.fc || !ss.w1 || !ss.w2 || !ss.pb || !ss.fx) {
-        st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory for PCB statistics");
-    } else {
-        for (size_t j = 0; j < (size_t)mc->threads * mc->ntasks; j++) {
-            for (unsigned c = 0; c < NCAND; c++)
-                ss.fc[j].smax[c] = -INFINITY;
-            ss.fc[j].smax_min = -INFINITY;
-        }
-        mc->pass_no = 0;
-        mc->passes_planned = 4;
-        ps->d = mc->plan->d;
-        st = stream_run(mc, &ss, &miss, &bounds_ok, err);
-    }
-    free(ss.fc);
-    free(ss.w1);
-    free(ss.w2);
-    free(ss.pb);
-    free(ss.fx);
-    if (st != PCBM_OK)
-        return st;
-    if (miss)
-        return fallback(mc, ps, bounds_ok, miss, err);
-    unsigned natoms = 0;
-    for (unsigned i = 0; i < ss.N; i++)
-        natoms += ss.at[i].n;
-    snprintf(ps->how, sizeof ps->how, "streaming: samples 1/%u, 1/%u and 1/%u, one full pass, %u "
-             "candidates of hi, %u atoms", s1, S2_STRIDE, ss.s3, NCAND, natoms);
-    return PCBM_OK;
-}
+const pcbm_round pcbm_pcb_stream_rounds[PCB_STREAM_ROUNDS] = {
+    {"pcb sample |tau|", tile_sample_mag, stride_s1, false, begin_s1, parts_hist, finish_s1},
+    {"pcb sample scores", tile_sample_scores, stride_s2, false, begin_s2, parts_hist, finish_s2},
+    {"pcb sample pairs", tile_sample_pairs, stride_s3, false, NULL, parts_pairs, finish_s3},
+    {"pcb full pass", tile_full, NULL, true, NULL, parts_full, finish_full},
+};

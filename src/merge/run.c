@@ -4,6 +4,7 @@
  * passes into a partial directory, writes the index, side files and merge_report.json, and
  * publishes OUT with one atomic rename. A failed merge leaves nothing that looks like a model.
  */
+#include "method.h"
 #include "run_internal.h"
 
 #include "../writer/card.h"
@@ -24,28 +25,6 @@
 
 
 
-static const char *const method_names[PCBM_METHOD_COUNT] = {
-    [PCBM_METHOD_PCB] = "pcb",
-    [PCBM_METHOD_TIES] = "ties",
-    [PCBM_METHOD_DARE_LINEAR] = "dare_linear",
-    [PCBM_METHOD_DARE_TIES] = "dare_ties",
-    [PCBM_METHOD_TASK_ARITHMETIC] = "task_arithmetic",
-    [PCBM_METHOD_LINEAR] = "linear",
-};
-
-const char *pcbm_method_name(pcbm_method m)
-{
-    return (unsigned)m < PCBM_METHOD_COUNT ? method_names[m] : "unknown";
-}
-
-pcbm_method pcbm_method_parse(const char *s)
-{
-    for (unsigned m = 0; m < PCBM_METHOD_COUNT; m++)
-        if (strcmp(s, method_names[m]) == 0)
-            return (pcbm_method)m;
-    return PCBM_METHOD_COUNT;
-}
-
 void pcbm_merge_opts_init(pcbm_merge_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -63,7 +42,8 @@ void pcbm_merge_opts_init(pcbm_merge_opts *o)
 
 bool pcbm_method_has_stats(pcbm_method m)
 {
-    return m == PCBM_METHOD_PCB || m == PCBM_METHOD_TIES || m == PCBM_METHOD_DARE_TIES;
+    const pcbm_method_def *d = pcbm_method_find(m);
+    return d && d->nrounds > 0;
 }
 
 /* A coefficient the float32 kernels can use: finite, and finite once rounded to float32. */
@@ -905,7 +885,7 @@ static pcbm_status run_merge(merge_run *r, unsigned threads, double t0, pcbm_err
     if (st == PCBM_OK && r->publish_only)
         return finish_publication(r, err);
     if (st == PCBM_OK)
-        st = pcbm_method_run(&r->mc, err);
+        st = pcbm_method_run(&r->mc, NULL, err);
     if (st == PCBM_OK && r->mc.stats_in == &r->stats_saved) /* resumed: report as first computed */
         snprintf(r->mc.stats_how, sizeof r->mc.stats_how, "%s", r->stats_saved.how);
     if (st == PCBM_OK)

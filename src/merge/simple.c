@@ -1,9 +1,10 @@
 /*
  * simple.c — the methods without statistics, one apply pass each: task arithmetic
  * (θ_pre + λ·Σ τ_i, or Σ λ_i·τ_i with per-task coefficients), linear (Σ α_i θ_i / Σ α_i) and
- * dare_linear (task arithmetic over DARE-dropped, rescaled task vectors).
+ * dare_linear (task arithmetic over DARE-dropped, rescaled task vectors). No statistics
+ * rounds: three table entries with an apply tile each (the apply pass checks the inputs).
  */
-#include "merge.h"
+#include "method.h"
 #include "../kernels/mkern.h"
 #include "../kernels/rng.h"
 
@@ -36,38 +37,43 @@ static void tile_dare_linear(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, voi
     task_sum(mc, tl);
 }
 
+/* Σ α_i θ_i / Σ α_i with the --weights (equal weights without them). */
 static void tile_linear(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
-    const double *wts = arg;
+    const double *wts = mc->o->weights;
     unsigned N = mc->ntasks;
     uint64_t *kept = pcbm_kept_local(mc, w);
     for (unsigned i = 0; i < N; i++)
         kept[i] += tl->n;
     float wf[PCBM_MAX_TASKS], wsum = 0.0f;
     for (unsigned i = 0; i < N; i++) {
-        wf[i] = (float)wts[i];
+        wf[i] = wts ? (float)wts[i] : 1.0f;
         wsum += wf[i];
     }
     pcbm_k_linear((const float *const *)tl->theta, N, wf, wsum, tl->tmp, tl->n);
 }
 
-pcbm_status pcbm_run_simple(pcbm_mctx *mc, pcbm_error *err)
-{
-    const pcbm_plan *p = mc->plan;
-    double equal[PCBM_MAX_TASKS];
-    for (unsigned i = 0; i < mc->ntasks; i++)
-        equal[i] = 1.0;
-    pcbm_tile_fn fn = tile_task_arithmetic;
-    void *arg = NULL;
-    if (mc->o->method == PCBM_METHOD_LINEAR) {
-        fn = tile_linear;
-        arg = mc->o->weights ? (void *)mc->o->weights : (void *)equal;
-    } else if (mc->o->method == PCBM_METHOD_DARE_LINEAR) {
-        fn = tile_dare_linear;
-    }
-    mc->check_finite = !mc->o->allow_nonfinite;
-    pcbm_status st = pcbm_run_tiles(mc, PCBM_PASS_APPLY, 0, p->nt, 1, fn, arg, err);
-    mc->check_finite = 0;
-    pcbm_collect_kept(mc);
-    return st;
-}
+const pcbm_method_def pcbm_method_task_arithmetic = {
+    .id = PCBM_METHOD_TASK_ARITHMETIC,
+    .name = "task_arithmetic",
+    .uses = PCBM_USES_LAMBDA | PCBM_USES_LAMBDAS,
+    .apply_checks_finite = true,
+    .apply = tile_task_arithmetic,
+};
+
+const pcbm_method_def pcbm_method_linear = {
+    .id = PCBM_METHOD_LINEAR,
+    .name = "linear",
+    .uses = PCBM_USES_WEIGHTS,
+    .needs_theta = true,
+    .apply_checks_finite = true,
+    .apply = tile_linear,
+};
+
+const pcbm_method_def pcbm_method_dare_linear = {
+    .id = PCBM_METHOD_DARE_LINEAR,
+    .name = "dare_linear",
+    .uses = PCBM_USES_LAMBDA | PCBM_USES_LAMBDAS | PCBM_USES_DENSITY | PCBM_USES_SEED,
+    .apply_checks_finite = true,
+    .apply = tile_dare_linear,
+};

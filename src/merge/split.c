@@ -15,8 +15,8 @@
  * units never write the same file. finalize writes the index, side files, report and manifest,
  * removes .split and renames DIR.partial to DIR: nothing under DIR is ever partial.
  */
-#include "pcb_internal.h"
 #include "run_internal.h"
+#include "split.h"
 
 #include "../common/zjson.h"
 #include "../writer/manifest.h"
@@ -377,19 +377,6 @@ static void balance(const pcbm_plan *p, split_plan *sp)
     free(cut);
 }
 
-/* Statistics rounds the method can need at most (the streaming PCB falls back to exact passes
- * when a sampled bracket misses). */
-static unsigned rounds_max(const pcbm_merge_opts *o, const pcbm_plan *p)
-{
-    if (!pcbm_method_has_stats(o->method) || p->d == 0)
-        return 0;
-    if (o->scope == PCBM_SCOPE_TENSOR)
-        return 1;
-    if (o->method == PCBM_METHOD_PCB)
-        return pcbm_pcb_stream_will_run(o, p) ? 8 : 4;
-    return o->method == PCBM_METHOD_TIES ? 3 : 1;
-}
-
 static pcbm_status read_plan_file(const char *ctl, split_plan *sp, pcbm_error *err)
 {
     char path[4096];
@@ -451,7 +438,7 @@ static pcbm_status split_plan_run(const pcbm_merge_opts *o, unsigned units, pcbm
     }
     if (st == PCBM_OK) {
         balance(&r->plan, sp);
-        sp->rounds_max = rounds_max(o, &r->plan);
+        sp->rounds_max = pcbm_method_max_rounds(o, &r->plan);
         root = plan_json(sp);
         st = pcbm_outdir_attach(&sp->od, o->out, err);
     }
@@ -695,9 +682,10 @@ static pcbm_status phase_stats(split_plan *sp, merge_run *r, unsigned unit, pcbm
     r->mc.split = &x;
     pcbm_status st = create_engine(r, sp, unit, err);
     double t0 = pcbm_now();
+    pcbm_rounds_end end = PCBM_ROUNDS_DONE;
     if (st == PCBM_OK)
-        st = pcbm_method_run(&r->mc, err);
-    if (st == PCBM_SPLIT_SAVED) {
+        st = pcbm_method_run(&r->mc, &end, err);
+    if (st == PCBM_OK && end == PCBM_ROUNDS_PART_SAVED) {
         pcbm_info("unit %u: statistics round %u saved (%.2f s); reduce when every unit has run it",
                   unit, x.round, pcbm_now() - t0);
         return PCBM_OK;
@@ -776,8 +764,9 @@ static pcbm_status phase_reduce(split_plan *sp, merge_run *r, pcbm_error *err)
     r->mc.split = &x;
     r->mc.stats_done = on_stats_reduced;
     r->mc.stats_done_arg = &rc;
-    pcbm_status st = pcbm_method_run(&r->mc, err);
-    if (st == PCBM_SPLIT_MORE) {
+    pcbm_rounds_end end = PCBM_ROUNDS_DONE;
+    pcbm_status st = pcbm_method_run(&r->mc, &end, err);
+    if (st == PCBM_OK && end == PCBM_ROUNDS_PENDING) {
         pcbm_info("statistics round %u needs every unit: run `pcbmerge stats` for units 0-%u, "
                   "then reduce again", x.round, sp->units - 1);
         return PCBM_OK;
@@ -870,7 +859,7 @@ static pcbm_status phase_apply(split_plan *sp, merge_run *r, unsigned unit, pcbm
     }
     if (st == PCBM_OK) {
         pcbm_engine_on_segment(r->eng, pcbm_run_on_segment, r);
-        st = pcbm_method_run(&r->mc, err);
+        st = pcbm_method_run(&r->mc, NULL, err);
     }
     if (st == PCBM_OK)
         st = pcbm_engine_finish_output(r->eng, err);
@@ -945,19 +934,8 @@ static void report_stats(merge_run *r, const char *partial)
     if (!exists(p) || pcbm_statfile_read(p, &s, &e) != PCBM_OK)
         return;
     snprintf(r->mc.stats_how, sizeof r->mc.stats_how, "%s", s.how);
-    if (r->o->scope == PCBM_SCOPE_GLOBAL && s.nrec == 1) {
-        for (unsigned i = 0; i < r->mc.ntasks; i++) {
-            const float *v = s.rec[0].v[i];
-            if (r->o->method == PCBM_METHOD_PCB) {
-                r->mc.task[i].lo = v[0];
-                r->mc.task[i].hi = v[1];
-                r->mc.task[i].threshold = v[2];
-                r->mc.task[i].max = v[3];
-            } else {
-                r->mc.task[i].threshold = v[0];
-            }
-        }
-    }
+    if (r->o->scope == PCBM_SCOPE_GLOBAL && s.nrec == 1)
+        pcbm_method_report_record(&r->mc, &s.rec[0], &e);
     pcbm_statset_free(&s);
 }
 
@@ -1118,8 +1096,6 @@ static pcbm_status split_run(const char *dir, pcbm_phase phase, unsigned unit,
         case PCBM_PHASE_FINALIZE: st = phase_finalize(sp, r, t0, err); break;
         }
     }
-    if (st == PCBM_SPLIT_SAVED || st == PCBM_SPLIT_MORE)
-        st = pcbm_fail(err, PCBM_ERR_INTERNAL, "a statistics round ended where it should not");
     pcbm_run_teardown(r, st);
     free(r);
     if (lock >= 0)

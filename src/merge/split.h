@@ -1,22 +1,19 @@
 /*
  * split.h — one merge split into units that run on many machines (Slurm job arrays, Kubernetes
- * Indexed Jobs) over a shared output directory. What the methods see of it: statistics are
- * computed in rounds; after each statistics pass a method hands its reduced accumulators to
- * pcbm_split_exchange, which either saves this unit's part (and stops the unit: the round is
- * done) or gives back the sum over all units (the round was reduced). Because every accumulator
- * merges exactly (integer sums, maxima with canonical ties, sets), the statistics — and so the
- * output — are the bytes a single machine computes.
+ * Indexed Jobs) over a shared output directory. Statistics are computed in rounds (method.h);
+ * the rounds driver (rounds.c) hands each round's combined accumulators to pcbm_split_exchange,
+ * which saves this unit's part (the unit stops: its round is done), or gives back the sum over
+ * all units (the round was reduced), or tells the reduce that no unit has run the round yet.
+ * Because every accumulator merges exactly (integer sums, maxima with canonical ties, sets), the
+ * statistics — and so the output — are the bytes a single machine computes.
  */
 #ifndef PCBM_SPLIT_H
 #define PCBM_SPLIT_H
 
 #include "../common/common.h"
+#include "acc.h"
 
 #include <stdbool.h>
-
-/* Internal statuses that unwind a method without an error (never returned to users). */
-#define PCBM_SPLIT_SAVED ((pcbm_status)(PCBM_STATUS_COUNT + 1))  /* unit's round saved */
-#define PCBM_SPLIT_MORE ((pcbm_status)(PCBM_STATUS_COUNT + 2))   /* reduce: another round needed */
 
 #define PCBM_SPLIT_CTL ".split"   /* control directory inside DIR.partial (not published) */
 
@@ -31,25 +28,18 @@ typedef struct pcbm_split {
     char ctl[3072];         /* DIR.partial/.split */
     unsigned unit, units;
     uint64_t plan_id;       /* every round file carries it: files of another plan are refused */
-    unsigned round;         /* index of the next statistics round the method reaches */
+    unsigned round;         /* index of the next statistics round the driver reaches */
     unsigned reduced;       /* rounds this reduce combined */
     bool local;             /* tensor scope: a unit's statistics are its own (no exchange) */
     unsigned file_lo, file_hi; /* the unit's output files */
 } pcbm_split;
 
-/* How two partial accumulators of one region combine (dst = dst (+) src); must not depend on
- * the order or grouping of the units. */
-typedef void (*pcbm_acc_combine)(void *dst, const void *src, size_t bytes);
-
-typedef struct pcbm_acc {
-    void *data;
-    size_t bytes;
-    pcbm_acc_combine combine;
-} pcbm_acc;
-
-void pcbm_acc_sum_u64(void *dst, const void *src, size_t bytes);
-void pcbm_acc_sum_i64(void *dst, const void *src, size_t bytes);
-void pcbm_acc_max_f32(void *dst, const void *src, size_t bytes);
+/* What an exchange did with a round's accumulators. */
+typedef enum pcbm_exchange_got {
+    PCBM_EXCHANGE_TOTAL = 0,        /* acc holds the sum over all units: go on */
+    PCBM_EXCHANGE_SAVED,            /* unit: its part is saved (now or by an earlier run): stop */
+    PCBM_EXCHANGE_PENDING           /* reduce: no unit has run this round yet: stop */
+} pcbm_exchange_got;
 
 /* Whether the statistics pass about to run can be skipped: its round is already reduced (its
  * sums will be loaded by the exchange), or this is the reduce (which reads no model). */
@@ -63,11 +53,10 @@ unsigned pcbm_split_missing(const char *ctl, unsigned units, const char *fmt, ch
 /* Whether unit's part of statistics round `round` is saved. */
 bool pcbm_split_part_saved(const pcbm_split *sp, unsigned round, unsigned unit);
 
-/* After a statistics pass and the threads' reduce: exchange the accumulators of this round.
- * Returns PCBM_OK with acc holding the sum over all units, PCBM_SPLIT_SAVED (unit: its part is
- * saved, stop), PCBM_SPLIT_MORE (reduce: the round after the reduced ones has not run yet), or
- * an error (reduce: the units that have not run the round are named). */
+/* After a statistics pass and the threads' reduce: exchange the accumulators of this round
+ * (see pcbm_exchange_got). Errors: a round file of another plan or round, or (reduce) some
+ * units have not run the round (they are named). Tensor scope (local): always TOTAL. */
 pcbm_status pcbm_split_exchange(pcbm_split *sp, const pcbm_acc *acc, unsigned nacc,
-                                pcbm_error *err);
+                                pcbm_exchange_got *got, pcbm_error *err);
 
 #endif /* PCBM_SPLIT_H */

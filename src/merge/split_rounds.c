@@ -1,11 +1,11 @@
 /*
  * split_rounds.c — statistics rounds of a split merge. A round is one statistics pass of the
- * method; each unit saves its part of the pass's accumulators in `.split/round-R.unit-I.zst`,
+ * method (method.h); each unit saves its part of the pass's accumulators in `.split/round-R.unit-I.zst`,
  * the reduce combines the K parts (in unit order; every combine is order-independent anyway)
  * into `.split/round-R.zst`, and later runs load that sum instead of running the pass again.
  * Files are zstd frames with their checksum, written atomically, tagged with the plan's id, the
  * round and the unit, and with the size of every region, so a file of another plan, round or
- * method is refused, never silently combined.
+ * method is refused, never silently combined. Also the accumulators' combines (acc.h).
  */
 #include "split.h"
 
@@ -51,6 +51,15 @@ void pcbm_acc_max_f32(void *dst, const void *src, size_t bytes)
     const float *s = src;
     for (size_t k = 0; k < bytes / 4; k++)
         d[k] = pcbm_k_max1(d[k], s[k]);
+}
+
+void pcbm_acc_reduce_threads(const pcbm_acc *acc, unsigned threads)
+{
+    if (!acc->local)
+        return;
+    const uint8_t *l = acc->local;
+    for (unsigned w = acc->local == acc->data ? 1 : 0; w < threads; w++)
+        acc->combine(acc->data, l + (size_t)w * acc->stride, acc->bytes);
 }
 
 static void round_path(const pcbm_split *sp, unsigned round, unsigned unit, char *buf, size_t len)
@@ -189,8 +198,9 @@ bool pcbm_split_part_saved(const pcbm_split *sp, unsigned round, unsigned unit)
 }
 
 pcbm_status pcbm_split_exchange(pcbm_split *sp, const pcbm_acc *acc, unsigned nacc,
-                                pcbm_error *err)
+                                pcbm_exchange_got *got, pcbm_error *err)
 {
+    *got = PCBM_EXCHANGE_TOTAL;
     if (sp->local)
         return PCBM_OK;
     if (nacc > MAX_ACC)
@@ -206,17 +216,19 @@ pcbm_status pcbm_split_exchange(pcbm_split *sp, const pcbm_acc *acc, unsigned na
     if (sp->mode != PCBM_SPLIT_REDUCE) {
         char up[4096];
         round_path(sp, sp->round, sp->unit, up, sizeof up);
+        *got = PCBM_EXCHANGE_SAVED;
         if (access(up, F_OK) == 0) /* saved by an earlier run (the pass was skipped) */
-            return PCBM_SPLIT_SAVED;
-        st = save(sp, sp->unit, acc, nacc, err);
-        return st == PCBM_OK ? PCBM_SPLIT_SAVED : st;
+            return PCBM_OK;
+        return save(sp, sp->unit, acc, nacc, err);
     }
     char list[512];
     char fmt[64];
     snprintf(fmt, sizeof fmt, "round-%u.unit-%%u.zst", sp->round); /* round_path's unit files */
     unsigned nmiss = pcbm_split_missing(sp->ctl, sp->units, fmt, list, sizeof list);
-    if (nmiss == sp->units && sp->reduced > 0)
-        return PCBM_SPLIT_MORE;
+    if (nmiss == sp->units && sp->reduced > 0) {
+        *got = PCBM_EXCHANGE_PENDING;
+        return PCBM_OK;
+    }
     if (nmiss > 0)
         return pcbm_fail(err, PCBM_ERR_STATS, "statistics round %u is missing from unit%s %s of "
                          "%u: run `pcbmerge stats` for %s (same --plan, --shard N), then reduce "

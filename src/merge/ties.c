@@ -3,8 +3,10 @@
  * with ties at the threshold kept, sign election by mass with zero sums taking the majority sign
  * of the elected vector, disjoint mean), and dare_ties (DARE's random drop and rescale in place of
  * the trim, then the same election and disjoint mean). Thresholds are exact (radix select).
+ * Rounds: ties — |tau| coarse, |tau| fine (the trim thresholds), votes (the majority sign);
+ * dare_ties — votes only. Two table entries share the tiles and the record.
  */
-#include "merge.h"
+#include "method.h"
 #include "../kernels/mkern.h"
 #include "../kernels/rng.h"
 #include "../stats/qsel.h"
@@ -19,15 +21,15 @@ typedef struct ties_state {
     pcbm_sel sel[PCBM_MAX_TASKS];
     float thr[PCBM_MAX_TASKS];
     int64_t *votes;                      /* [threads][2]: positions with positive/negative sum */
+    int64_t pn[2];                       /* the votes combined */
     float majority;                      /* sign used where the elected sum is exactly zero */
     int dare;
-    bool global;                         /* one range: statistics saved once known */
-    float dare_scale;                    /* 1 / density as float, applied by division */
+    bool keep_all;                       /* the trim keeps every element (no threshold) */
 } ties_state;
 
-uint64_t pcbm_ties_stats_bytes(unsigned ntasks, unsigned threads)
+static uint64_t ties_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_plan *p)
 {
-    return pcbm_hset_bytes(threads, ntasks) + (uint64_t)threads * 2 * sizeof(int64_t);
+    return pcbm_hset_bytes(threads, o->ntasks) + (uint64_t)threads * 2 * sizeof(int64_t);
 }
 
 /* Trimmed (or DARE-dropped) task vectors of a tile into tl->theta[i]; counts what each task
@@ -86,105 +88,99 @@ static void tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg
                       mc->lam[0], tl->tmp, tl->n);
 }
 
-static uint64_t range_elems(const pcbm_plan *p, size_t t0, size_t t1)
+/* ---- rounds ---- */
+
+enum { TIES_R_COARSE, TIES_R_FINE, TIES_R_VOTES, TIES_NROUNDS };
+
+static uint64_t keep_count(const pcbm_mctx *mc, uint64_t d)
 {
-    uint64_t d = 0;
-    for (size_t i = t0; i < t1; i++)
-        if (p->t[i].kind == PCBM_T_MERGE)
-            d += p->t[i].units;
-    return d;
+    return d == 0 ? 0 : (uint64_t)((double)d * mc->o->density);
 }
 
-static pcbm_status trim_thresholds(pcbm_mctx *mc, ties_state *ts, size_t t0, size_t t1,
-                                   pcbm_error *err)
+static pcbm_status begin_hist(void *st, const pcbm_mctx *mc, const pcbm_range *rg, pcbm_error *err)
 {
-    unsigned N = mc->ntasks;
-    uint64_t d = range_elems(mc->plan, t0, t1);
-    uint64_t keep = d == 0 ? 0 : (uint64_t)((double)d * mc->o->density);
-    pcbm_status st;
+    ties_state *ts = st;
     pcbm_hset_clear(&ts->h);
-    if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_coarse, ts, err)) != PCBM_OK)
-        return st;
-    mc->check_finite = 0;
-    if (keep >= d) { /* keep everything */
-        for (unsigned i = 0; i < N; i++)
-            ts->thr[i] = 0.0f;
-        return PCBM_OK;
-    }
-    pcbm_hset_reduce(&ts->h);
-    if ((st = pcbm_exchange(mc, &pcbm_hset_acc(&ts->h), 1, err)) != PCBM_OK)
-        return st;
-    for (unsigned i = 0; i < N; i++) {
-        pcbm_sel_init(&ts->sel[i], d - keep - 1);
-        pcbm_sel_coarse(&ts->sel[i], pcbm_hset_total(&ts->h, i));
-    }
-    pcbm_hset_clear(&ts->h);
-    if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_fine, ts, err)) != PCBM_OK)
-        return st;
-    pcbm_hset_reduce(&ts->h);
-    if ((st = pcbm_exchange(mc, &pcbm_hset_acc(&ts->h), 1, err)) != PCBM_OK)
-        return st;
-    for (unsigned i = 0; i < N; i++) {
-        pcbm_sel_fine(&ts->sel[i], pcbm_hset_total(&ts->h, i));
-        ts->thr[i] = pcbm_fkey_value(ts->sel[i].key);
-    }
+    ts->keep_all = keep_count(mc, rg->d) >= rg->d;
     return PCBM_OK;
 }
 
-static pcbm_status ties_range(pcbm_mctx *mc, ties_state *ts, size_t t0, size_t t1, bool stats,
-                              pcbm_error *err)
+/* Nothing to combine when the trim keeps everything (the pass only checked the inputs). */
+static unsigned parts_hist(void *st, const pcbm_mctx *mc, pcbm_acc *part)
 {
-    pcbm_status st = PCBM_OK;
-    mc->pass_no = 0;
-    if (!ts->global && stats && !pcbm_split_owns_range(mc, t1 - 1, range_elems(mc->plan, t0, t1))) {
-        /* another unit's tensor (split merge): only this unit's tensors of the range are written */
-        if (!pcbm_split_touches(mc, t0, t1))
-            return PCBM_OK;
-        return pcbm_run_tiles(mc, PCBM_PASS_APPLY, t0, t1, 1, tile_apply, ts, err);
-    }
-    if (stats && mc->stats_in) {
-        const pcbm_statrec *r = pcbm_replay_next(mc, range_elems(mc->plan, t0, t1), err);
-        if (!r)
-            return PCBM_ERR_STATS;
-        for (unsigned i = 0; i < mc->ntasks; i++)
-            ts->thr[i] = r->v[i][0];
-        ts->majority = r->majority;
-    } else if (stats) {
-        mc->check_finite = !mc->o->allow_nonfinite;
-        if (!ts->dare && (st = trim_thresholds(mc, ts, t0, t1, err)) != PCBM_OK)
-            return st;
-        memset(ts->votes, 0, (size_t)mc->threads * 2 * sizeof(int64_t));
-        if ((st = pcbm_run_tiles(mc, PCBM_PASS_STATS, t0, t1, 1, tile_votes, ts, err)) != PCBM_OK)
-            return st;
-        mc->check_finite = 0;
-        int64_t pn[2] = {0, 0};
-        for (unsigned w = 0; w < mc->threads; w++) {
-            pn[0] += ts->votes[2 * w];
-            pn[1] += ts->votes[2 * w + 1];
-        }
-        pcbm_acc acc = {pn, sizeof pn, pcbm_acc_sum_i64};
-        if ((st = pcbm_exchange(mc, &acc, 1, err)) != PCBM_OK)
-            return st;
-        int64_t pos = pn[0], neg = pn[1];
-        ts->majority = pos > neg ? 1.0f : (pos < neg ? -1.0f : 0.0f);
-    }
-    if (stats) {
-        pcbm_statrec *r = pcbm_record_next(mc, range_elems(mc->plan, t0, t1));
-        if (!r)
-            return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory recording statistics");
-        for (unsigned i = 0; i < mc->ntasks; i++)
-            r->v[i][0] = ts->thr[i];
-        r->majority = ts->majority;
-        if (ts->global && mc->stats_done) {
-            pcbm_status sst = mc->stats_done(mc->stats_done_arg, err);
-            if (sst != PCBM_OK)
-                return sst;
-        }
-    }
-    return pcbm_run_tiles(mc, PCBM_PASS_APPLY, t0, t1, 1, tile_apply, ts, err);
+    ties_state *ts = st;
+    if (ts->keep_all)
+        return 0;
+    part[0] = pcbm_hset_part(&ts->h);
+    return 1;
 }
 
-pcbm_status pcbm_run_ties(pcbm_mctx *mc, pcbm_error *err)
+static int finish_coarse(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
+{
+    ties_state *ts = st;
+    if (ts->keep_all) {
+        for (unsigned i = 0; i < mc->ntasks; i++)
+            ts->thr[i] = 0.0f;
+        return TIES_R_VOTES;
+    }
+    for (unsigned i = 0; i < mc->ntasks; i++) {
+        pcbm_sel_init(&ts->sel[i], rg->d - keep_count(mc, rg->d) - 1);
+        pcbm_sel_coarse(&ts->sel[i], pcbm_hset_total(&ts->h, i));
+    }
+    return PCBM_ROUND_NEXT;
+}
+
+static int finish_fine(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
+{
+    ties_state *ts = st;
+    for (unsigned i = 0; i < mc->ntasks; i++) {
+        pcbm_sel_fine(&ts->sel[i], pcbm_hset_total(&ts->h, i));
+        ts->thr[i] = pcbm_fkey_value(ts->sel[i].key);
+    }
+    return PCBM_ROUND_NEXT;
+}
+
+static pcbm_status begin_votes(void *st, const pcbm_mctx *mc, const pcbm_range *rg,
+                               pcbm_error *err)
+{
+    ties_state *ts = st;
+    memset(ts->votes, 0, (size_t)mc->threads * 2 * sizeof(int64_t));
+    ts->pn[0] = ts->pn[1] = 0;
+    return PCBM_OK;
+}
+
+static unsigned parts_votes(void *st, const pcbm_mctx *mc, pcbm_acc *part)
+{
+    ties_state *ts = st;
+    part[0] = (pcbm_acc){ts->pn, sizeof ts->pn, pcbm_acc_sum_i64, ts->votes, sizeof ts->pn};
+    return 1;
+}
+
+static int finish_votes(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
+{
+    ties_state *ts = st;
+    int64_t pos = ts->pn[0], neg = ts->pn[1];
+    ts->majority = pos > neg ? 1.0f : (pos < neg ? -1.0f : 0.0f);
+    return PCBM_ROUND_DONE;
+}
+
+static const pcbm_round coarse = {"ties |tau| coarse", tile_coarse, NULL, true, begin_hist,
+                                  parts_hist, finish_coarse};
+static const pcbm_round fine = {"ties |tau| fine", tile_fine, NULL, false, begin_hist, parts_hist,
+                                finish_fine};
+static const pcbm_round votes = {"ties votes", tile_votes, NULL, false, begin_votes, parts_votes,
+                                 finish_votes};
+/* dare_ties: the votes are the first pass, so they check the inputs */
+static const pcbm_round dare_votes = {"dare_ties votes", tile_votes, NULL, true, begin_votes,
+                                      parts_votes, finish_votes};
+
+static const pcbm_round *const ties_rounds[TIES_NROUNDS] = {
+    [TIES_R_COARSE] = &coarse, [TIES_R_FINE] = &fine, [TIES_R_VOTES] = &votes};
+static const pcbm_round *const dare_ties_rounds[] = {&dare_votes};
+
+/* ---- the methods ---- */
+
+static pcbm_status ties_init(const pcbm_mctx *mc, void **state, pcbm_error *err)
 {
     ties_state *ts = pcbm_calloc(1, sizeof *ts);
     if (!ts || pcbm_hset_init(&ts->h, mc->threads, mc->ntasks) != 0 ||
@@ -195,27 +191,85 @@ pcbm_status pcbm_run_ties(pcbm_mctx *mc, pcbm_error *err)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory for TIES statistics");
     }
     ts->dare = mc->o->method == PCBM_METHOD_DARE_TIES;
-    const pcbm_plan *p = mc->plan;
-    pcbm_status st = PCBM_OK;
-    mc->passes_planned = ts->dare ? 1 : 3;
-    snprintf(mc->stats_how, sizeof mc->stats_how, "%s",
-             mc->stats_in ? "replayed from --stats"
-             : ts->dare ? "one pass for the majority sign"
-                      : "exact: radix select (2 passes) and one pass for the majority sign");
-    if (mc->o->scope == PCBM_SCOPE_GLOBAL) {
-        ts->global = true;
-        st = ties_range(mc, ts, 0, p->nt, p->d > 0, err);
-        for (unsigned i = 0; i < mc->ntasks && !ts->dare; i++)
-            mc->task[i].threshold = ts->thr[i];
-    } else {
-        size_t t0 = 0, t1 = 0;
-        while (st == PCBM_OK && pcbm_next_range(p, &t0, &t1))
-            st = ties_range(mc, ts, t0, t1,
-                            p->t[t1 - 1].kind == PCBM_T_MERGE && p->t[t1 - 1].units > 0, err);
-    }
-    pcbm_collect_kept(mc);
+    *state = ts;
+    return PCBM_OK;
+}
+
+static void ties_free(void *state)
+{
+    ties_state *ts = state;
     pcbm_hset_free(&ts->h);
     free(ts->votes);
     free(ts);
-    return st;
 }
+
+static unsigned ties_max_rounds(const pcbm_merge_opts *o, const pcbm_plan *p) { return 3; }
+static unsigned dare_ties_max_rounds(const pcbm_merge_opts *o, const pcbm_plan *p) { return 1; }
+
+static void ties_save(const void *state, unsigned ntasks, pcbm_statrec *r)
+{
+    const ties_state *ts = state;
+    for (unsigned i = 0; i < ntasks; i++)
+        r->v[i][0] = ts->thr[i];
+    r->majority = ts->majority;
+}
+
+static void ties_load(void *state, unsigned ntasks, const pcbm_range *rg, const pcbm_statrec *r)
+{
+    ties_state *ts = state;
+    for (unsigned i = 0; i < ntasks; i++)
+        ts->thr[i] = r->v[i][0];
+    ts->majority = r->majority;
+}
+
+static const char *ties_how(const void *state, const pcbm_merge_opts *o)
+{
+    return "exact: radix select (2 passes) and one pass for the majority sign";
+}
+
+static const char *dare_ties_how(const void *state, const pcbm_merge_opts *o)
+{
+    return "one pass for the majority sign";
+}
+
+static void ties_report(const void *state, pcbm_mctx *mc)
+{
+    const ties_state *ts = state;
+    for (unsigned i = 0; i < mc->ntasks; i++)
+        mc->task[i].threshold = ts->thr[i];
+}
+
+const pcbm_method_def pcbm_method_ties = {
+    .id = PCBM_METHOD_TIES,
+    .name = "ties",
+    .uses = PCBM_USES_LAMBDA | PCBM_USES_DENSITY | PCBM_USES_SCOPE,
+    .stats_bytes = ties_stats_bytes,
+    .init = ties_init,
+    .free = ties_free,
+    .rounds = ties_rounds,
+    .nrounds = TIES_NROUNDS,
+    .passes_planned = 3,
+    .max_rounds = ties_max_rounds,
+    .save = ties_save,
+    .load = ties_load,
+    .how = ties_how,
+    .report = ties_report,
+    .apply = tile_apply,
+};
+
+const pcbm_method_def pcbm_method_dare_ties = {
+    .id = PCBM_METHOD_DARE_TIES,
+    .name = "dare_ties",
+    .uses = PCBM_USES_LAMBDA | PCBM_USES_DENSITY | PCBM_USES_SEED | PCBM_USES_SCOPE,
+    .stats_bytes = ties_stats_bytes,
+    .init = ties_init,
+    .free = ties_free,
+    .rounds = dare_ties_rounds,
+    .nrounds = 1,
+    .passes_planned = 1,
+    .max_rounds = dare_ties_max_rounds,
+    .save = ties_save,
+    .load = ties_load,
+    .how = dare_ties_how,
+    .apply = tile_apply,
+};

@@ -73,7 +73,6 @@ static inline const uint64_t *pcbm_hset_total(const pcbm_hset *h, unsigned strea
     return h->total + (uint64_t)stream * PCBM_QBINS;
 }
 /* The totals as a split merge's accumulator (summed over units). */
-#define pcbm_hset_acc(h) ((pcbm_acc){(h)->total, (size_t)(h)->streams * PCBM_QBINS * sizeof(uint64_t), pcbm_acc_sum_u64})
 /* Add every thread's counts into the totals (integer adds: order does not matter). */
 void pcbm_hset_reduce(pcbm_hset *h);
 void pcbm_hset_free(pcbm_hset *h);

@@ -1,7 +1,7 @@
 /*
  * test_split.c — statistics rounds of split merges (src/merge/split_rounds.c): a unit saves its
  * part and stops; the reduce sums the units' parts whatever order the units ran in, names the
- * units that are missing, asks for the next round only after reducing one; a reduced round is
+ * units that are missing, says a round is pending only after reducing one; a reduced round is
  * loaded by later runs; files of another plan, another round layout or damaged are refused.
  */
 #include "merge/split.h"
@@ -67,10 +67,12 @@ static void unit_runs(unsigned u, unsigned r)
         uint64_t h[N];
         float mx[2];
         part(u, k, h, mx);
-        pcbm_acc acc[2] = {{h, sizeof h, pcbm_acc_sum_u64}, {mx, sizeof mx, pcbm_acc_max_f32}};
+        pcbm_acc acc[2] = {{.data = h, .bytes = sizeof h, .combine = pcbm_acc_sum_u64},
+                           {.data = mx, .bytes = sizeof mx, .combine = pcbm_acc_max_f32}};
         assert_int_equal(pcbm_split_skip_stats_pass(&s), k < r);
-        pcbm_status st = pcbm_split_exchange(&s, acc, 2, &err);
-        assert_int_equal(st, k < r ? PCBM_OK : PCBM_SPLIT_SAVED);
+        pcbm_exchange_got got;
+        assert_int_equal(pcbm_split_exchange(&s, acc, 2, &got, &err), PCBM_OK);
+        assert_int_equal(got, k < r ? PCBM_EXCHANGE_TOTAL : PCBM_EXCHANGE_SAVED);
     }
 }
 
@@ -80,37 +82,41 @@ static void test_rounds(void **state)
     pcbm_error err;
     uint64_t h[N];
     float mx[2];
-    pcbm_acc acc[2] = {{h, sizeof h, pcbm_acc_sum_u64}, {mx, sizeof mx, pcbm_acc_max_f32}};
+    pcbm_acc acc[2] = {{.data = h, .bytes = sizeof h, .combine = pcbm_acc_sum_u64},
+                       {.data = mx, .bytes = sizeof mx, .combine = pcbm_acc_max_f32}};
+    pcbm_exchange_got got;
 
     /* round 0: nobody has run it: the reduce names every unit */
     pcbm_split red = mk(PCBM_SPLIT_REDUCE, 0, 42);
-    assert_int_equal(pcbm_split_exchange(&red, acc, 2, &err), PCBM_ERR_STATS);
+    assert_int_equal(pcbm_split_exchange(&red, acc, 2, &got, &err), PCBM_ERR_STATS);
     assert_non_null(strstr(err.msg, "units 0, 1, 2 of 3"));
 
     /* units in reverse order, one missing */
     unit_runs(2, 0);
     unit_runs(0, 0);
     red = mk(PCBM_SPLIT_REDUCE, 0, 42);
-    assert_int_equal(pcbm_split_exchange(&red, acc, 2, &err), PCBM_ERR_STATS);
+    assert_int_equal(pcbm_split_exchange(&red, acc, 2, &got, &err), PCBM_ERR_STATS);
     assert_non_null(strstr(err.msg, "unit 1 of 3"));
 
     unit_runs(1, 0);
     red = mk(PCBM_SPLIT_REDUCE, 0, 42);
     memset(h, 0xff, sizeof h); /* whatever the reduce starts from, the sums replace it */
-    assert_int_equal(pcbm_split_exchange(&red, acc, 2, &err), PCBM_OK);
+    assert_int_equal(pcbm_split_exchange(&red, acc, 2, &got, &err), PCBM_OK);
+    assert_int_equal(got, PCBM_EXCHANGE_TOTAL);
     for (unsigned k = 0; k < N; k++)
         assert_int_equal(h[k], (uint64_t)(1 + 2 + 3) * (k + 1));
     assert_true(mx[0] == 20.0f && mx[1] == 0.0f);
-    /* the next round has not run: another round is asked for */
-    assert_int_equal(pcbm_split_exchange(&red, acc, 2, &err), PCBM_SPLIT_MORE);
+    /* the next round has not run: it is pending */
+    assert_int_equal(pcbm_split_exchange(&red, acc, 2, &got, &err), PCBM_OK);
+    assert_int_equal(got, PCBM_EXCHANGE_PENDING);
 
     /* round 1: units see round 0 reduced (loaded, not recomputed) and save their part */
     for (unsigned u = 0; u < UNITS; u++)
         unit_runs(u, 1);
     red = mk(PCBM_SPLIT_REDUCE, 0, 42);
-    assert_int_equal(pcbm_split_exchange(&red, acc, 2, &err), PCBM_OK); /* round 0: loaded */
+    assert_int_equal(pcbm_split_exchange(&red, acc, 2, &got, &err), PCBM_OK); /* round 0: loaded */
     assert_int_equal(red.reduced, 0u);
-    assert_int_equal(pcbm_split_exchange(&red, acc, 2, &err), PCBM_OK); /* round 1: reduced */
+    assert_int_equal(pcbm_split_exchange(&red, acc, 2, &got, &err), PCBM_OK); /* round 1: reduced */
     assert_int_equal(red.reduced, 1u);
     for (unsigned k = 0; k < N; k++)
         assert_int_equal(h[k], (uint64_t)6 * (k + 2));
@@ -134,13 +140,15 @@ static void test_refusals(void **state)
     for (unsigned u = 0; u < UNITS; u++)
         unit_runs(u, 0);
     /* another plan's reduce refuses the files */
-    pcbm_acc acc[2] = {{h, sizeof h, pcbm_acc_sum_u64}, {mx, sizeof mx, pcbm_acc_max_f32}};
+    pcbm_acc acc[2] = {{.data = h, .bytes = sizeof h, .combine = pcbm_acc_sum_u64},
+                       {.data = mx, .bytes = sizeof mx, .combine = pcbm_acc_max_f32}};
+    pcbm_exchange_got got;
     pcbm_split red = mk(PCBM_SPLIT_REDUCE, 0, 7);
-    assert_int_equal(pcbm_split_exchange(&red, acc, 2, &err), PCBM_ERR_STATS);
+    assert_int_equal(pcbm_split_exchange(&red, acc, 2, &got, &err), PCBM_ERR_STATS);
     assert_non_null(strstr(err.msg, "another plan"));
     /* another layout of the accumulators (another method or version) */
     red = mk(PCBM_SPLIT_REDUCE, 0, 42);
-    assert_int_equal(pcbm_split_exchange(&red, acc, 1, &err), PCBM_ERR_STATS);
+    assert_int_equal(pcbm_split_exchange(&red, acc, 1, &got, &err), PCBM_ERR_STATS);
     assert_non_null(strstr(err.msg, "does not fit round 0"));
     /* a damaged file */
     char p[512];
@@ -151,7 +159,7 @@ static void test_refusals(void **state)
     fputc('X', f);
     fclose(f);
     red = mk(PCBM_SPLIT_REDUCE, 0, 42);
-    assert_int_equal(pcbm_split_exchange(&red, acc, 2, &err), PCBM_ERR_STATS);
+    assert_int_equal(pcbm_split_exchange(&red, acc, 2, &got, &err), PCBM_ERR_STATS);
     assert_non_null(strstr(err.msg, "round-0.unit-1.zst"));
 }
 

@@ -1,0 +1,103 @@
+/*
+ * method.h — what a merge method declares, and all it may use: its parameters, its statistics
+ * rounds and its apply tile function, as one pcbm_method_def (one entry of the table in
+ * methods.c). A round is one statistics pass over a range of tensors: a tile function that fills
+ * per-thread accumulators, the layout of those accumulators (pcbm_acc parts that combine by sum,
+ * max or set union), and finish(), which reads the combined accumulators and says which round
+ * comes next (the next one, another one — PCB streaming's exact fallback — or done). The driver
+ * (rounds.c) runs the rounds on one machine, in a split merge's units and reduce, and replays
+ * them from --stats; a method knows none of these contexts.
+ */
+#ifndef PCBM_METHOD_H
+#define PCBM_METHOD_H
+
+#include "acc.h"
+#include "merge.h"
+#include "../stats/qsel.h"
+
+#define PCBM_MAX_PARTS 4u           /* accumulator parts of one round */
+
+/* A range of tensors whose statistics are computed together: [0, nt) in global scope, one
+ * merged tensor (the last of the range) in tensor scope. */
+typedef struct pcbm_range {
+    size_t t0, t1;
+    uint64_t d;                     /* merged elements of the range */
+} pcbm_range;
+
+/* finish(): the next round is the next entry of the method's table, none (the statistics are
+ * known), or any other index (a data-dependent jump, e.g. an exact fallback). */
+#define PCBM_ROUND_NEXT (-1)
+#define PCBM_ROUND_DONE (-2)
+
+typedef struct pcbm_round {
+    const char *name;
+    pcbm_tile_fn tile;
+    /* Sample stride of the pass (NULL: every element). */
+    uint32_t (*stride)(const void *state);
+    bool check_finite;              /* the pass refuses non-finite inputs (unless allowed) */
+    /* Before the pass: clear the accumulators (and allocate what the round needs). */
+    pcbm_status (*begin)(void *state, const pcbm_mctx *mc, const pcbm_range *rg, pcbm_error *err);
+    /* The accumulator layout (at most PCBM_MAX_PARTS parts); 0 parts: nothing to combine. */
+    unsigned (*parts)(void *state, const pcbm_mctx *mc, pcbm_acc *part);
+    /* After the parts are combined: the next round (PCBM_ROUND_NEXT, PCBM_ROUND_DONE or an
+     * index into the method's rounds). */
+    int (*finish)(void *state, const pcbm_mctx *mc, const pcbm_range *rg);
+} pcbm_round;
+
+/* Options a method reads (its parameters; test_rounds checks them against the option checks). */
+enum {
+    PCBM_USES_LAMBDA = 1u << 0,     /* --lambda */
+    PCBM_USES_LAMBDAS = 1u << 1,    /* --lambdas (one per task) */
+    PCBM_USES_WEIGHTS = 1u << 2,    /* --weights */
+    PCBM_USES_DENSITY = 1u << 3,    /* --density */
+    PCBM_USES_SEED = 1u << 4,       /* --seed (DARE) */
+    PCBM_USES_CLAMP = 1u << 5,      /* --clamp-ratio */
+    PCBM_USES_SCOPE = 1u << 6,      /* --scope tensor */
+    PCBM_USES_STREAMING = 1u << 7,  /* --exact / --streaming */
+};
+
+typedef struct pcbm_method_def {
+    pcbm_method id;
+    const char *name;
+    unsigned uses;                  /* PCBM_USES_* */
+    bool needs_theta;               /* tiles read the decoded task values, not only tau */
+    bool apply_checks_finite;       /* no statistics pass checked the inputs before the apply */
+    /* Bytes of statistics beyond the engine's buffers (NULL: none). */
+    uint64_t (*stats_bytes)(const pcbm_merge_opts *o, unsigned threads, const pcbm_plan *p);
+    /* Private state (NULL init: none; the state pointer is then NULL). */
+    pcbm_status (*init)(const pcbm_mctx *mc, void **state, pcbm_error *err);
+    void (*free)(void *state);
+    /* Statistics: rounds[first_round(...)] (NULL: 0) starts every range; nrounds 0: none. */
+    const pcbm_round *const *rounds;
+    unsigned nrounds;
+    unsigned passes_planned;        /* passes of the usual path (for pass names) */
+    unsigned (*max_rounds)(const pcbm_merge_opts *o, const pcbm_plan *p); /* global scope */
+    int (*first_round)(void *state, const pcbm_mctx *mc, const pcbm_range *rg);
+    /* The statistics of one range as a record (--stats, the split plan's merge_stats). */
+    void (*save)(const void *state, unsigned ntasks, pcbm_statrec *rec);
+    void (*load)(void *state, unsigned ntasks, const pcbm_range *rg, const pcbm_statrec *rec);
+    const char *(*how)(const void *state, const pcbm_merge_opts *o); /* for the report */
+    void (*report)(const void *state, pcbm_mctx *mc);                /* global scope */
+    pcbm_tile_fn apply;
+} pcbm_method_def;
+
+/* A histogram set (qsel.h) as an accumulator part: the threads' counts summed into the totals
+ * (which the round's begin clears with pcbm_hset_clear). */
+static inline pcbm_acc pcbm_hset_part(pcbm_hset *h)
+{
+    size_t bytes = (size_t)h->streams * PCBM_QBINS * sizeof(uint64_t);
+    return (pcbm_acc){h->total, bytes, pcbm_acc_sum_u64, h->per_thread, bytes};
+}
+
+/* The table (methods.c); NULL for an unknown method. */
+const pcbm_method_def *pcbm_method_find(pcbm_method m);
+
+/* The driver's loop over one range's rounds (rounds.c), with the pass given: pcbm_method_run
+ * gives the engine's; tests give tiles of their own. state comes from m->init. */
+typedef pcbm_status (*pcbm_round_pass_fn)(pcbm_mctx *mc, const pcbm_round *r, void *state,
+                                          const pcbm_range *rg, pcbm_error *err);
+pcbm_status pcbm_rounds_range(pcbm_mctx *mc, const pcbm_method_def *m, void *state,
+                              const pcbm_range *rg, pcbm_round_pass_fn pass,
+                              pcbm_rounds_end *end, pcbm_error *err);
+
+#endif /* PCBM_METHOD_H */

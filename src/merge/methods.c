@@ -1,0 +1,54 @@
+/*
+ * methods.c — the method table: one line per method (its pcbm_method_def lives in the method's
+ * own file), and what is looked up in it: names (public API), statistics bytes, rounds at most.
+ */
+#include "method.h"
+
+#include <string.h>
+
+extern const pcbm_method_def pcbm_method_pcb, pcbm_method_ties, pcbm_method_dare_ties,
+    pcbm_method_task_arithmetic, pcbm_method_linear, pcbm_method_dare_linear;
+
+static const pcbm_method_def *const methods[PCBM_METHOD_COUNT] = {
+    [PCBM_METHOD_PCB] = &pcbm_method_pcb,
+    [PCBM_METHOD_TIES] = &pcbm_method_ties,
+    [PCBM_METHOD_DARE_TIES] = &pcbm_method_dare_ties,
+    [PCBM_METHOD_TASK_ARITHMETIC] = &pcbm_method_task_arithmetic,
+    [PCBM_METHOD_LINEAR] = &pcbm_method_linear,
+    [PCBM_METHOD_DARE_LINEAR] = &pcbm_method_dare_linear,
+};
+
+const pcbm_method_def *pcbm_method_find(pcbm_method m)
+{
+    return (unsigned)m < PCBM_METHOD_COUNT ? methods[m] : NULL;
+}
+
+const char *pcbm_method_name(pcbm_method m)
+{
+    const pcbm_method_def *d = pcbm_method_find(m);
+    return d ? d->name : "unknown";
+}
+
+pcbm_method pcbm_method_parse(const char *s)
+{
+    for (unsigned m = 0; m < PCBM_METHOD_COUNT; m++)
+        if (methods[m] && strcmp(s, methods[m]->name) == 0)
+            return (pcbm_method)m;
+    return PCBM_METHOD_COUNT;
+}
+
+uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_plan *p)
+{
+    const pcbm_method_def *m = pcbm_method_find(o->method);
+    return m && m->stats_bytes ? m->stats_bytes(o, threads, p) : 0;
+}
+
+unsigned pcbm_method_max_rounds(const pcbm_merge_opts *o, const pcbm_plan *p)
+{
+    const pcbm_method_def *m = pcbm_method_find(o->method);
+    if (!m || m->nrounds == 0 || p->d == 0)
+        return 0;
+    if (o->scope == PCBM_SCOPE_TENSOR)
+        return 1; /* a unit's statistics are its own tensors' (no exchange) */
+    return m->max_rounds ? m->max_rounds(o, p) : m->nrounds;
+}

@@ -1,0 +1,601 @@
+/*
+ * test_rounds.c — the rounds driver (src/merge/rounds.c) and the methods' rounds (method.h):
+ * one machine (any thread count), the units of a split merge (any order) and the split reduce
+ * reach the same statistics, bit for bit, for PCB and TIES over tiles made here; the table holds
+ * every method under its own index and name; a finish that asks for a fallback round gets it, in
+ * every context; accumulators combine in any order; and each method's finish() decides the right
+ * thing from small hand-made accumulators.
+ */
+#include "merge/pcb_math.h"
+#include "merge/run_internal.h"
+#include "merge/split.h"
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define NT 3            /* tasks */
+#define D 40000u        /* merged elements */
+
+static char dir[256];
+static float tau_data[NT][D];
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/pcbm-test-rounds.XXXXXX");
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd);
+}
+
+/* Task vectors with many exact ties (values on a coarse grid) and a few outliers. */
+static void make_data(uint64_t seed)
+{
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (unsigned i = 0; i < NT; i++)
+        for (unsigned k = 0; k < D; k++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            int v = (int)((x >> 33) % 2001) - 1000;
+            float f = (float)v * 1e-4f * (float)(i + 1);
+            if ((x >> 20) % 997 == 0)
+                f *= 40.0f;
+            tau_data[i][k] = f;
+        }
+}
+
+static pcbm_merge_opts mk_opts(pcbm_method m)
+{
+    pcbm_merge_opts o;
+    pcbm_merge_opts_init(&o);
+    o.method = m;
+    o.ntasks = NT;
+    o.exact = 1;
+    o.density = m == PCBM_METHOD_TIES ? 0.2 : 0.1;
+    o.clamp_ratio = 0.01;
+    return o;
+}
+
+static pcbm_tplan one_tensor = {.kind = PCBM_T_MERGE, .units = D};
+static pcbm_plan plan = {.t = &one_tensor, .nt = 1, .nmerge = 1, .d = D};
+
+static pcbm_mctx mk_ctx(const pcbm_merge_opts *o, unsigned threads)
+{
+    pcbm_mctx mc;
+    memset(&mc, 0, sizeof mc);
+    mc.o = o;
+    mc.plan = &plan;
+    mc.ntasks = o->ntasks;
+    mc.threads = threads;
+    for (unsigned i = 0; i < o->ntasks; i++)
+        mc.lam[i] = 1.0f;
+    return mc;
+}
+
+/* The pass: this context's elements (a split unit: its share), cut among the threads, in tiles. */
+static pcbm_status fake_pass(pcbm_mctx *mc, const pcbm_round *r, void *state,
+                             const pcbm_range *rg, pcbm_error *err)
+{
+    (void)rg, (void)err;
+    static float tau[NT][PCBM_TILE], theta[NT][PCBM_TILE], base[PCBM_TILE], tmp[4 * PCBM_TILE];
+    size_t lo = 0, hi = D;
+    if (mc->split) {
+        lo = (size_t)D * mc->split->unit / mc->split->units;
+        hi = (size_t)D * (mc->split->unit + 1) / mc->split->units;
+    }
+    float *tp[NT], *th[NT];
+    for (unsigned i = 0; i < NT; i++)
+        tp[i] = tau[i], th[i] = theta[i];
+    for (unsigned w = 0; w < mc->threads; w++) {
+        size_t a = lo + (hi - lo) * w / mc->threads, b = lo + (hi - lo) * (w + 1) / mc->threads;
+        for (size_t k = a; k < b; k += PCBM_TILE) {
+            unsigned n = (unsigned)(b - k < PCBM_TILE ? b - k : PCBM_TILE);
+            for (unsigned i = 0; i < mc->ntasks; i++)
+                memcpy(tau[i], &tau_data[i][k], n * sizeof(float));
+            pcbm_tile tl = {.start = k, .n = n, .base = base, .theta = th, .tau = tp, .tmp = tmp};
+            r->tile(mc, w, &tl, state);
+        }
+    }
+    return PCBM_OK;
+}
+
+/* ---- the table ---- */
+
+/* Every method has its entry, under its own index and name, with what the driver calls. */
+static void test_table(void **state)
+{
+    (void)state;
+    unsigned with_rounds = 0;
+    for (unsigned k = 0; k < PCBM_METHOD_COUNT; k++) {
+        const pcbm_method_def *m = pcbm_method_find((pcbm_method)k);
+        assert_non_null(m);
+        assert_int_equal(m->id, k);
+        assert_int_equal(pcbm_method_parse(m->name), k);
+        assert_string_equal(pcbm_method_name((pcbm_method)k), m->name);
+        assert_non_null(m->apply);
+        assert_true(m->nrounds == 0 || (m->init && m->free && m->save && m->load && m->how));
+        for (unsigned r = 0; r < m->nrounds; r++)
+            assert_true(m->rounds[r] && m->rounds[r]->tile && m->rounds[r]->finish);
+        assert_true(m->nrounds == 0 || !m->apply_checks_finite);
+        with_rounds += m->nrounds > 0;
+    }
+    assert_int_equal(with_rounds, 3); /* pcb, ties, dare_ties */
+}
+
+/* The parameters a method declares are the ones the option checks let through to it. */
+static void test_uses(void **state)
+{
+    (void)state;
+    static const char *tasks[NT] = {"a", "b", "c"};
+    double per_task[NT] = {0.5, 1.0, 1.5};
+    pcbm_error err;
+    for (unsigned k = 0; k < PCBM_METHOD_COUNT; k++) {
+        const pcbm_method_def *m = pcbm_method_find((pcbm_method)k);
+        pcbm_merge_opts o = mk_opts((pcbm_method)k);
+        o.base = "base";
+        o.out = "out";
+        o.tasks = tasks;
+        o.exact = 0;
+        assert_int_equal(pcbm_run_check_opts(&o, &err), PCBM_OK);
+        o.lambdas = per_task;
+        assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK,
+                         (m->uses & PCBM_USES_LAMBDAS) != 0);
+        o.lambdas = NULL;
+        o.weights = per_task;
+        assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK,
+                         (m->uses & PCBM_USES_WEIGHTS) != 0);
+        o.weights = NULL;
+        o.stats_in = "stats";
+        assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK, m->nrounds > 0);
+    }
+    assert_null(pcbm_method_find(PCBM_METHOD_COUNT));
+    assert_int_equal(pcbm_method_parse("nope"), PCBM_METHOD_COUNT);
+}
+
+/* ---- contexts: one machine, split units, split reduce ---- */
+
+static void run_local(const pcbm_method_def *m, const pcbm_merge_opts *o, unsigned threads,
+                      pcbm_statrec *rec)
+{
+    pcbm_mctx mc = mk_ctx(o, threads);
+    pcbm_error err;
+    void *st = NULL;
+    pcbm_rounds_end end;
+    pcbm_range rg = {0, 1, D};
+    assert_int_equal(m->init(&mc, &st, &err), PCBM_OK);
+    assert_int_equal(pcbm_rounds_range(&mc, m, st, &rg, fake_pass, &end, &err), PCBM_OK);
+    assert_int_equal(end, PCBM_ROUNDS_DONE);
+    memset(rec, 0, sizeof *rec);
+    m->save(st, NT, rec);
+    m->free(st);
+}
+
+static pcbm_split mk_split(pcbm_split_mode mode, unsigned unit, unsigned units)
+{
+    pcbm_split x;
+    memset(&x, 0, sizeof x);
+    x.mode = mode;
+    snprintf(x.ctl, sizeof x.ctl, "%s", dir);
+    x.unit = unit;
+    x.units = units;
+    x.plan_id = 77;
+    return x;
+}
+
+/* One process of a split merge (a unit's stats phase or the reduce): fresh state, as a process
+ * starts; returns how the rounds ended, the record when they are done. */
+static pcbm_rounds_end run_split_phase(const pcbm_method_def *m, const pcbm_merge_opts *o,
+                                       pcbm_split *x, unsigned threads, pcbm_statrec *rec)
+{
+    pcbm_mctx mc = mk_ctx(o, threads);
+    pcbm_error err;
+    void *st = NULL;
+    pcbm_rounds_end end;
+    pcbm_range rg = {0, 1, D};
+    mc.split = x;
+    assert_int_equal(m->init(&mc, &st, &err), PCBM_OK);
+    assert_int_equal(pcbm_rounds_range(&mc, m, st, &rg, fake_pass, &end, &err), PCBM_OK);
+    if (end == PCBM_ROUNDS_DONE) {
+        memset(rec, 0, sizeof *rec);
+        m->save(st, NT, rec);
+    }
+    m->free(st);
+    return end;
+}
+
+/* The whole statistics phase of a split merge of K units: every unit, then the reduce, until
+ * the reduce is done. Returns the number of rounds. */
+static unsigned run_split(const pcbm_method_def *m, const pcbm_merge_opts *o, unsigned K,
+                          bool reverse, unsigned threads, pcbm_statrec *rec)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -f '%s'/round-*", dir);
+    assert_int_equal(system(cmd), 0);
+    for (unsigned round = 1; round <= 16; round++) {
+        for (unsigned j = 0; j < K; j++) {
+            pcbm_split x = mk_split(PCBM_SPLIT_STATS, reverse ? K - 1 - j : j, K);
+            assert_int_equal(run_split_phase(m, o, &x, threads, rec), PCBM_ROUNDS_PART_SAVED);
+            assert_int_equal(x.round, round - 1); /* the earlier rounds were loaded */
+        }
+        pcbm_split x = mk_split(PCBM_SPLIT_REDUCE, 0, K);
+        pcbm_rounds_end end = run_split_phase(m, o, &x, threads, rec);
+        if (end == PCBM_ROUNDS_DONE)
+            return round;
+        assert_int_equal(end, PCBM_ROUNDS_PENDING);
+    }
+    fail_msg("the split merge never finished its rounds");
+    return 0;
+}
+
+static void contexts_agree(pcbm_method meth, unsigned rounds)
+{
+    make_data(11);
+    pcbm_merge_opts o = mk_opts(meth);
+    const pcbm_method_def *m = pcbm_method_find(meth);
+    assert_non_null(m);
+    pcbm_statrec one, two, split3, split2;
+    run_local(m, &o, 1, &one);
+    run_local(m, &o, 2, &two);
+    assert_memory_equal(&one, &two, sizeof one);
+    assert_int_equal(run_split(m, &o, 3, false, 2, &split3), rounds);
+    assert_memory_equal(&one, &split3, sizeof one);
+    assert_int_equal(run_split(m, &o, 2, true, 3, &split2), rounds);
+    assert_memory_equal(&one, &split2, sizeof one);
+    /* and the statistics are not trivial */
+    for (unsigned i = 0; i < NT; i++)
+        assert_true(one.v[i][0] != 0.0f);
+}
+
+static void test_pcb_contexts(void **state)
+{
+    (void)state;
+    contexts_agree(PCBM_METHOD_PCB, 4);
+}
+
+static void test_ties_contexts(void **state)
+{
+    (void)state;
+    contexts_agree(PCBM_METHOD_TIES, 3);
+}
+
+/* ---- a method with a data-dependent fallback ---- */
+
+typedef struct fb_state {
+    uint64_t *local;            /* [threads][2]: positive, negative elements */
+    uint64_t total[2];
+    unsigned trace[8], ntrace;  /* the rounds finished, in order */
+} fb_state;
+
+static void fb_tile(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+{
+    fb_state *fs = arg;
+    for (unsigned k = 0; k < tl->n; k++)
+        fs->local[2 * w + (tl->tau[0][k] < 0)]++;
+}
+
+static pcbm_status fb_begin(void *st, const pcbm_mctx *mc, const pcbm_range *rg, pcbm_error *err)
+{
+    fb_state *fs = st;
+    memset(fs->local, 0, mc->threads * 2 * sizeof(uint64_t));
+    fs->total[0] = fs->total[1] = 0;
+    return PCBM_OK;
+}
+
+static unsigned fb_parts(void *st, const pcbm_mctx *mc, pcbm_acc *part)
+{
+    fb_state *fs = st;
+    part[0] = (pcbm_acc){fs->total, sizeof fs->total, pcbm_acc_sum_u64, fs->local,
+                         sizeof fs->total};
+    return 1;
+}
+
+/* Round 0: mostly positive data go on with round 1, otherwise the fallback (round 2). */
+static int fb_finish0(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
+{
+    fb_state *fs = st;
+    fs->trace[fs->ntrace++] = 0;
+    assert_int_equal(fs->total[0] + fs->total[1], D);
+    return fs->total[0] > fs->total[1] ? PCBM_ROUND_NEXT : 2;
+}
+
+static int fb_finish1(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
+{
+    fb_state *fs = st;
+    fs->trace[fs->ntrace++] = 1;
+    return PCBM_ROUND_DONE;
+}
+
+static int fb_finish2(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
+{
+    fb_state *fs = st;
+    fs->trace[fs->ntrace++] = 2;
+    return PCBM_ROUND_DONE;
+}
+
+static const pcbm_round fb_r0 = {"count", fb_tile, NULL, true, fb_begin, fb_parts, fb_finish0};
+static const pcbm_round fb_r1 = {"usual", fb_tile, NULL, false, fb_begin, fb_parts, fb_finish1};
+static const pcbm_round fb_r2 = {"fallback", fb_tile, NULL, false, fb_begin, fb_parts,
+                                 fb_finish2};
+static const pcbm_round *const fb_rounds[] = {&fb_r0, &fb_r1, &fb_r2};
+
+static pcbm_status fb_init(const pcbm_mctx *mc, void **state, pcbm_error *err)
+{
+    fb_state *fs = calloc(1, sizeof *fs);
+    fs->local = calloc((size_t)mc->threads * 2, sizeof(uint64_t));
+    *state = fs;
+    return PCBM_OK;
+}
+
+static void fb_free(void *state)
+{
+    fb_state *fs = state;
+    free(fs->local);
+    free(fs);
+}
+
+/* The record: the trace of rounds. */
+static void fb_save(const void *state, unsigned ntasks, pcbm_statrec *rec)
+{
+    const fb_state *fs = state;
+    rec->majority = (float)fs->ntrace;
+    for (unsigned k = 0; k < fs->ntrace; k++)
+        rec->v[k][0] = (float)fs->trace[k];
+}
+
+static const pcbm_method_def fb_method = {
+    .name = "fallback-test", .init = fb_init, .free = fb_free, .rounds = fb_rounds,
+    .nrounds = 3, .passes_planned = 2, .save = fb_save};
+
+static void fb_data(int positive)
+{
+    for (unsigned k = 0; k < D; k++)
+        tau_data[0][k] = (k % 4 == 0) == !positive ? 1.0f : -1.0f;
+}
+
+static void test_fallback(void **state)
+{
+    (void)state;
+    pcbm_merge_opts o = mk_opts(PCBM_METHOD_TASK_ARITHMETIC);
+    o.ntasks = 1;
+    pcbm_statrec a, b;
+    for (int positive = 0; positive <= 1; positive++) {
+        fb_data(positive);
+        run_local(&fb_method, &o, 2, &a);
+        assert_true(a.majority == 2.0f);
+        assert_true(a.v[0][0] == 0.0f);
+        assert_true(a.v[1][0] == (positive ? 1.0f : 2.0f)); /* the fallback when negative */
+        assert_int_equal(run_split(&fb_method, &o, 3, positive, 2, &b), 2);
+        assert_memory_equal(&a, &b, sizeof a);
+    }
+}
+
+/* A finish that names a round the method does not have is refused, not run past the table; a
+ * finish that never says done is stopped. */
+static int bad_finish(void *st, const pcbm_mctx *mc, const pcbm_range *rg) { return 7; }
+static int loop_finish(void *st, const pcbm_mctx *mc, const pcbm_range *rg) { return 0; }
+static const pcbm_round bad_r0 = {"bad", fb_tile, NULL, false, fb_begin, fb_parts, bad_finish};
+static const pcbm_round loop_r0 = {"loop", fb_tile, NULL, false, fb_begin, fb_parts, loop_finish};
+static const pcbm_round *const bad_rounds[] = {&bad_r0};
+static const pcbm_round *const loop_rounds[] = {&loop_r0};
+
+static void test_bad_jump(void **state)
+{
+    (void)state;
+    pcbm_method_def bad = fb_method;
+    bad.rounds = bad_rounds;
+    bad.nrounds = 1;
+    pcbm_merge_opts o = mk_opts(PCBM_METHOD_TASK_ARITHMETIC);
+    o.ntasks = 1;
+    pcbm_mctx mc = mk_ctx(&o, 1);
+    pcbm_error err;
+    void *st = NULL;
+    pcbm_rounds_end end;
+    pcbm_range rg = {0, 1, D};
+    fb_data(1);
+    assert_int_equal(bad.init(&mc, &st, &err), PCBM_OK);
+    assert_int_equal(pcbm_rounds_range(&mc, &bad, st, &rg, fake_pass, &end, &err),
+                     PCBM_ERR_INTERNAL);
+    assert_non_null(strstr(err.msg, "round 7"));
+    bad.rounds = loop_rounds;
+    assert_int_equal(pcbm_rounds_range(&mc, &bad, st, &rg, fake_pass, &end, &err),
+                     PCBM_ERR_INTERNAL);
+    assert_non_null(strstr(err.msg, "more than"));
+    bad.free(st);
+}
+
+/* ---- combines ---- */
+
+static void test_combine_order(void **state)
+{
+    (void)state;
+    /* the threads' parts into a separate total, or into thread 0's part: same sums and maxima
+     * whatever the order of the threads */
+    uint64_t h[3][4] = {{1, 2, 3, 4}, {10, 0, 5, 7}, {0, 9, 1, 1}}, hr[3][4], t1[4], t2[4];
+    for (unsigned w = 0; w < 3; w++)
+        memcpy(hr[w], h[2 - w], sizeof h[0]);
+    memset(t1, 0, sizeof t1);
+    memset(t2, 0, sizeof t2);
+    pcbm_acc a = {t1, sizeof t1, pcbm_acc_sum_u64, h, sizeof h[0]};
+    pcbm_acc b = {t2, sizeof t2, pcbm_acc_sum_u64, hr, sizeof hr[0]};
+    pcbm_acc_reduce_threads(&a, 3);
+    pcbm_acc_reduce_threads(&b, 3);
+    const uint64_t want[4] = {11, 11, 9, 12};
+    assert_memory_equal(t1, want, sizeof want);
+    assert_memory_equal(t2, want, sizeof want);
+    pcbm_acc c = {hr, sizeof hr[0], pcbm_acc_sum_u64, hr, sizeof hr[0]}; /* in place */
+    pcbm_acc_reduce_threads(&c, 3);
+    assert_memory_equal(hr[0], want, sizeof want);
+
+    float m[3][2] = {{-0.0f, 1.0f}, {0.0f, NAN}, {-INFINITY, 3.0f}}, mr[3][2], t3[2], t4[2];
+    for (unsigned w = 0; w < 3; w++)
+        memcpy(mr[w], m[2 - w], sizeof m[0]);
+    t3[0] = t3[1] = t4[0] = t4[1] = -INFINITY;
+    pcbm_acc e = {t3, sizeof t3, pcbm_acc_max_f32, m, sizeof m[0]};
+    pcbm_acc f = {t4, sizeof t4, pcbm_acc_max_f32, mr, sizeof mr[0]};
+    pcbm_acc_reduce_threads(&e, 3);
+    pcbm_acc_reduce_threads(&f, 3);
+    const float wantm[2] = {0.0f, 3.0f};
+    assert_memory_equal(t3, wantm, sizeof wantm);
+    assert_memory_equal(t4, wantm, sizeof wantm);
+}
+
+/* ---- each method's finish() on hand-made accumulators ---- */
+
+static uint32_t coarse_bin(float x) { return pcbm_fkey(x) >> PCBM_QBITS; }
+static uint32_t fine_bin(float x) { return pcbm_fkey(x) & (PCBM_QBINS - 1); }
+
+/* Runs round k's begin and returns its parts (the accumulators to fill by hand). */
+static unsigned begin_parts(const pcbm_method_def *m, unsigned k, void *st, pcbm_mctx *mc,
+                            const pcbm_range *rg, pcbm_acc *part)
+{
+    pcbm_error err;
+    const pcbm_round *r = m->rounds[k];
+    if (r->begin)
+        assert_int_equal(r->begin(st, mc, rg, &err), PCBM_OK);
+    memset(part, 0, PCBM_MAX_PARTS * sizeof *part);
+    return r->parts ? r->parts(st, mc, part) : 0;
+}
+
+static void test_ties_finish(void **state)
+{
+    (void)state;
+    pcbm_merge_opts o = mk_opts(PCBM_METHOD_TIES);
+    o.ntasks = 1;
+    o.density = 0.2;
+    pcbm_mctx mc = mk_ctx(&o, 1);
+    const pcbm_method_def *m = pcbm_method_find(PCBM_METHOD_TIES);
+    pcbm_error err;
+    void *st = NULL;
+    pcbm_acc part[PCBM_MAX_PARTS];
+    pcbm_statrec rec;
+    assert_int_equal(m->init(&mc, &st, &err), PCBM_OK);
+    /* 100 elements: 80 with |tau| 0.01, 20 with 0.5; keep 20 -> threshold at rank 79: 0.01 */
+    pcbm_range rg = {0, 1, 100};
+    assert_int_equal(begin_parts(m, 0, st, &mc, &rg, part), 1);
+    uint64_t *h = part[0].data;
+    h[coarse_bin(0.01f)] = 80;
+    h[coarse_bin(0.5f)] = 20;
+    assert_int_equal(m->rounds[0]->finish(st, &mc, &rg), PCBM_ROUND_NEXT);
+    assert_int_equal(begin_parts(m, 1, st, &mc, &rg, part), 1);
+    h = part[0].data;
+    h[fine_bin(0.01f)] = 80; /* the fine histogram of the selected coarse bin */
+    assert_int_equal(m->rounds[1]->finish(st, &mc, &rg), PCBM_ROUND_NEXT);
+    /* votes: more negative positions -> majority -1; a tie -> 0 */
+    assert_int_equal(begin_parts(m, 2, st, &mc, &rg, part), 1);
+    ((int64_t *)part[0].data)[0] = 3;
+    ((int64_t *)part[0].data)[1] = 5;
+    assert_int_equal(m->rounds[2]->finish(st, &mc, &rg), PCBM_ROUND_DONE);
+    m->save(st, 1, &rec);
+    assert_true(rec.v[0][0] == 0.01f);
+    assert_true(rec.majority == -1.0f);
+    begin_parts(m, 2, st, &mc, &rg, part);
+    ((int64_t *)part[0].data)[0] = ((int64_t *)part[0].data)[1] = 4;
+    m->rounds[2]->finish(st, &mc, &rg);
+    m->save(st, 1, &rec);
+    assert_true(rec.majority == 0.0f);
+    /* density 1 keeps everything: no accumulators, threshold 0, straight to the votes */
+    o.density = 1.0;
+    assert_int_equal(begin_parts(m, 0, st, &mc, &rg, part), 0);
+    assert_int_equal(m->rounds[0]->finish(st, &mc, &rg), 2);
+    m->save(st, 1, &rec);
+    assert_true(rec.v[0][0] == 0.0f);
+    m->free(st);
+}
+
+static void test_pcb_finish(void **state)
+{
+    (void)state;
+    pcbm_merge_opts o = mk_opts(PCBM_METHOD_PCB);
+    o.ntasks = 1;
+    o.clamp_ratio = 0.1;
+    o.density = 0.5;
+    pcbm_mctx mc = mk_ctx(&o, 2);
+    const pcbm_method_def *m = pcbm_method_find(PCBM_METHOD_PCB);
+    pcbm_error err;
+    void *st = NULL;
+    pcbm_acc part[PCBM_MAX_PARTS];
+    pcbm_statrec rec;
+    pcbm_range rg = {0, 1, 1000};
+    assert_int_equal(m->init(&mc, &st, &err), PCBM_OK);
+    assert_int_equal(m->first_round(st, &mc, &rg), PCB_R_MAG_COARSE); /* --exact */
+    /* |tau|: 500 at 0.001, 500 at 0.25: lo (rank 100) = 0.001, hi (rank 899) = 0.25 */
+    begin_parts(m, PCB_R_MAG_COARSE, st, &mc, &rg, part);
+    uint64_t *h = part[0].data;
+    h[coarse_bin(0.001f)] = 500;
+    h[coarse_bin(0.25f)] = 500;
+    assert_int_equal(m->rounds[PCB_R_MAG_COARSE]->finish(st, &mc, &rg), PCB_R_MAG_FINE);
+    begin_parts(m, PCB_R_MAG_FINE, st, &mc, &rg, part);
+    h = part[0].data;
+    h[fine_bin(0.001f)] = 500;              /* stream 0: lo's coarse bin */
+    h[PCBM_QBINS + fine_bin(0.25f)] = 500;  /* stream 1: hi's coarse bin */
+    assert_int_equal(m->rounds[PCB_R_MAG_FINE]->finish(st, &mc, &rg), PCB_R_SCORE_COARSE);
+    /* scores: 600 at -1, 400 at 2; t at rank 500 = -1; m = 2 */
+    assert_int_equal(begin_parts(m, PCB_R_SCORE_COARSE, st, &mc, &rg, part), 2);
+    h = part[0].data;
+    h[coarse_bin(-1.0f)] = 600;
+    h[coarse_bin(2.0f)] = 400;
+    assert_true(((float *)part[1].data)[0] == -INFINITY); /* the maximum starts empty */
+    ((float *)part[1].data)[0] = 2.0f;
+    assert_int_equal(m->rounds[PCB_R_SCORE_COARSE]->finish(st, &mc, &rg), PCB_R_SCORE_FINE);
+    begin_parts(m, PCB_R_SCORE_FINE, st, &mc, &rg, part);
+    ((uint64_t *)part[0].data)[fine_bin(-1.0f)] = 600;
+    assert_int_equal(m->rounds[PCB_R_SCORE_FINE]->finish(st, &mc, &rg), PCBM_ROUND_DONE);
+    m->save(st, 1, &rec);
+    assert_true(rec.v[0][0] == 0.001f && rec.v[0][1] == 0.25f);
+    assert_true(rec.v[0][2] == -1.0f && rec.v[0][3] == 2.0f);
+    m->free(st);
+}
+
+/* Streaming PCB: a sample too small to bracket the bounds falls back to the exact rounds. */
+static void test_pcb_stream_fallback(void **state)
+{
+    (void)state;
+    pcbm_merge_opts o = mk_opts(PCBM_METHOD_PCB);
+    o.ntasks = 1;
+    o.exact = 0;
+    o.streaming = 1;
+    pcbm_mctx mc = mk_ctx(&o, 1);
+    const pcbm_method_def *m = pcbm_method_find(PCBM_METHOD_PCB);
+    pcbm_error err;
+    void *st = NULL;
+    pcbm_acc part[PCBM_MAX_PARTS];
+    pcbm_range rg = {0, 1, D};
+    assert_int_equal(m->init(&mc, &st, &err), PCBM_OK);
+    assert_int_equal(m->first_round(st, &mc, &rg), PCB_R_S1);
+    assert_int_equal(begin_parts(m, PCB_R_S1, st, &mc, &rg, part), 1); /* an empty sample */
+    assert_int_equal(m->rounds[PCB_R_S1]->finish(st, &mc, &rg), PCB_R_MAG_COARSE_FB);
+    assert_false(m->rounds[PCB_R_MAG_COARSE_FB]->check_finite);
+    assert_non_null(strstr(m->how(st, &o), "streaming estimate missed"));
+    m->free(st);
+}
+
+int main(void)
+{
+    pcbm_log_level = 0; /* the reduces' and the fallback's notes */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_table),
+        cmocka_unit_test(test_uses),
+        cmocka_unit_test_setup_teardown(test_pcb_contexts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ties_contexts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fallback, setup, teardown),
+        cmocka_unit_test(test_bad_jump),
+        cmocka_unit_test(test_combine_order),
+        cmocka_unit_test(test_ties_finish),
+        cmocka_unit_test(test_pcb_finish),
+        cmocka_unit_test(test_pcb_stream_fallback),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
