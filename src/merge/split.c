@@ -1050,6 +1050,8 @@ static pcbm_status split_run(const char *dir, pcbm_phase phase, unsigned unit,
         free(r);
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     }
+    /* the phase's progress: the passes it runs (one, or none for reduce and finalize) */
+    pcbm_progress_init(&r->progress, rt ? rt->on_progress : NULL, rt ? rt->user : NULL, t0, 1, 0);
     pcbm_status st = load_plan(dir, sp, err);
     if (st != PCBM_OK && phase == PCBM_PHASE_FINALIZE) {
         pcbm_outdir od;
@@ -1066,6 +1068,7 @@ static pcbm_status split_run(const char *dir, pcbm_phase phase, unsigned unit,
         }
         plan_free(sp);
         free(sp);
+        pcbm_progress_done(&r->progress, st);
         free(r);
         return st;
     }
@@ -1097,6 +1100,7 @@ static pcbm_status split_run(const char *dir, pcbm_phase phase, unsigned unit,
         }
     }
     pcbm_run_teardown(r, st);
+    pcbm_progress_done(&r->progress, st);
     free(r);
     if (lock >= 0)
         close(lock);
