@@ -100,9 +100,9 @@ void pcbm_cmaes_free(pcbm_cmaes *es)
     free(es);
 }
 
-pcbm_status pcbm_cmaes_create(const pcbm_cmaes_opts *o, pcbm_cmaes **out, pcbm_error *err)
+/* The options make sense: dimension, start point inside its bounds, step size, population. */
+static pcbm_status check_opts(const pcbm_cmaes_opts *o, pcbm_error *err)
 {
-    *out = NULL;
     unsigned n = o->n;
     if (n < 1 || n > PCBM_CMAES_MAX_DIM)
         return pcbm_fail(err, PCBM_ERR_USAGE, "CMA-ES needs 1 to %d dimensions, got %u",
@@ -128,15 +128,17 @@ pcbm_status pcbm_cmaes_create(const pcbm_cmaes_opts *o, pcbm_cmaes **out, pcbm_e
             return pcbm_fail(err, PCBM_ERR_USAGE, "CMA-ES initial point: coordinate %u = %g is "
                              "outside its bounds [%g, %g]", i + 1, o->x0[i], o->lo[i], o->hi[i]);
     }
+    return PCBM_OK;
+}
 
+/* Every array of the state (and the bounds' when there are bounds); NULL when out of memory. */
+static pcbm_cmaes *alloc_state(const pcbm_cmaes_opts *o, unsigned n, unsigned lam, double mureal)
+{
     pcbm_cmaes *es = calloc(1, sizeof *es);
     if (!es)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory (CMA-ES)");
-    unsigned lam = o->popsize ? o->popsize : 4 + (unsigned)floor(3.0 * log((double)n));
+        return NULL;
     es->n = n;
     es->lam = lam;
-    /* Strategy parameters (cmaes.m): μ = λ/2 as a real number in the weights, then ⌊μ⌋. */
-    double mureal = lam / 2.0;
     es->mu = (unsigned)floor(mureal);
     size_t nl = (size_t)n * lam;
     es->w = calloc(es->mu, sizeof *es->w);
@@ -185,9 +187,26 @@ pcbm_status pcbm_cmaes_create(const pcbm_cmaes_opts *o, pcbm_cmaes **out, pcbm_e
     }
     if (!ok) {
         pcbm_cmaes_free(es);
+        return NULL;
+    }
+    return es;
+}
+
+
+pcbm_status pcbm_cmaes_create(const pcbm_cmaes_opts *o, pcbm_cmaes **out, pcbm_error *err)
+{
+    *out = NULL;
+    pcbm_status st = check_opts(o, err);
+    if (st != PCBM_OK)
+        return st;
+    unsigned n = o->n;
+    unsigned lam = o->popsize ? o->popsize : 4 + (unsigned)floor(3.0 * log((double)n));
+    /* Strategy parameters (cmaes.m): μ = λ/2 as a real number in the weights, then ⌊μ⌋. */
+    double mureal = lam / 2.0;
+    pcbm_cmaes *es = alloc_state(o, n, lam, mureal);
+    if (!es)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory (CMA-ES, dimension %u, population %u)",
                          n, lam);
-    }
 
     double sw = 0.0, sw2 = 0.0;
     for (unsigned i = 0; i < es->mu; i++) {
