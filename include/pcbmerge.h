@@ -164,6 +164,16 @@ typedef enum pcbm_scope { PCBM_SCOPE_GLOBAL = 0, PCBM_SCOPE_TENSOR } pcbm_scope;
  * that backend for every read; mmap maps the inputs whether cached or not. */
 typedef enum pcbm_io_kind { PCBM_IO_AUTO = 0, PCBM_IO_URING, PCBM_IO_PREAD, PCBM_IO_MMAP } pcbm_io_kind;
 
+/* PCB's global statistics: AUTO reads the inputs about twice (samples, then one full pass)
+ * on large 16-bit merges and uses exact passes otherwise; EXACT always resolves every quantile
+ * with exact passes (about five reads); STREAMING always uses the two-read statistics (smaller
+ * merges too), falling back to exact passes only where a sample misses. */
+typedef enum pcbm_stats_mode {
+    PCBM_STATS_AUTO = 0,
+    PCBM_STATS_EXACT,
+    PCBM_STATS_STREAMING
+} pcbm_stats_mode;
+
 #define PCBM_MAX_TASKS 64
 #define PCBM_DTYPE_BASE PCBM_DT_COUNT /* out_dtype: keep each tensor's base dtype */
 
@@ -226,9 +236,7 @@ typedef struct pcbm_merge_opts {
     const double *weights;          /* linear: per-task weights (ntasks) or NULL = equal */
     double clamp_ratio;             /* PCB outlier clamp ratio c; 1e-4 */
     pcbm_scope scope;               /* global (paper) or per tensor */
-    int exact;                      /* resolve every quantile exactly (extra passes) */
-    int streaming;                  /* PCB: use the 2-read streaming statistics even on models
-                                       small enough for the exact passes (tests, benchmarks) */
+    pcbm_stats_mode stats_mode;     /* how PCB's global statistics are found; AUTO */
     uint64_t seed;                  /* DARE mask seed */
 
     uint64_t mem_bytes;             /* memory budget for every buffer; 1 GiB */

@@ -287,8 +287,13 @@ static int set_merge_value(cli_cmd c, cli_args *a, int id, const char *opt, cons
         if ((k = pick(v, scopes)) < 0) return ERR("--scope is global or tensor, got %s", v);
         o->scope = k ? PCBM_SCOPE_TENSOR : PCBM_SCOPE_GLOBAL;
         break;
-    case O_EXACT: o->exact = 1; break;
-    case O_STREAMING: o->streaming = 1; break;
+    case O_EXACT:
+    case O_STREAMING:
+        if (o->stats_mode != PCBM_STATS_AUTO &&
+            o->stats_mode != (id == O_EXACT ? PCBM_STATS_EXACT : PCBM_STATS_STREAMING))
+            return ERR("--exact and --streaming exclude each other");
+        o->stats_mode = id == O_EXACT ? PCBM_STATS_EXACT : PCBM_STATS_STREAMING;
+        break;
     case O_SEED:
         if (!u64_arg(v, &o->seed)) return ERR("--%s needs a non-negative integer, got %s", opt, v);
         break;

@@ -143,9 +143,9 @@ char *pcbm_cli_command_line(const pcbm_merge_opts *o)
         put_opt(&c, "--clamp-ratio", o->clamp_ratio);
     if (o->scope == PCBM_SCOPE_TENSOR)
         put(&c, "--scope tensor", false);
-    if (o->exact)
+    if (o->stats_mode == PCBM_STATS_EXACT)
         put(&c, "--exact", false);
-    if (o->streaming)
+    if (o->stats_mode == PCBM_STATS_STREAMING)
         put(&c, "--streaming", false);
     char num[32];
     if (o->seed != d.seed) {

@@ -2,6 +2,7 @@
  * common.c — error values, logging, checked and aligned allocation, time and byte formatting.
  */
 #include "common.h"
+#include "seams.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,7 +164,7 @@ char *pcbm_fmt_bytes(uint64_t n, char *buf, size_t len)
 void pcbm_test_point(const char *point)
 {
     static atomic_ulong hits;
-    const char *spec = getenv("PCBM_TEST_KILL");
+    const char *spec = pcbm_seams_get()->test_kill;
     if (!spec)
         return;
     size_t n = strlen(point);

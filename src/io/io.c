@@ -3,6 +3,7 @@
  * with PCBM_FAULT when set, and opening files with O_DIRECT where the filesystem allows it.
  */
 #include "io.h"
+#include "../common/seams.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +18,7 @@
 static pcbm_status fault_cfg(pcbm_fault_cfg *cfg, pcbm_error *err)
 {
     char why[512];
-    int rc = pcbm_io_fault_parse(getenv("PCBM_FAULT"), cfg, why, sizeof why);
+    int rc = pcbm_io_fault_parse(pcbm_seams_get()->fault, cfg, why, sizeof why);
     if (rc == -ENOMEM)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "%s", why);
     return rc < 0 ? pcbm_fail(err, PCBM_ERR_USAGE, "%s", why) : PCBM_OK;
@@ -26,7 +27,7 @@ static pcbm_status fault_cfg(pcbm_fault_cfg *cfg, pcbm_error *err)
 /* PCBM_IO_THREADS: the pread pool's size (0 = automatic). */
 static pcbm_status pool_threads(unsigned *threads, pcbm_error *err)
 {
-    const char *s = getenv("PCBM_IO_THREADS");
+    const char *s = pcbm_seams_get()->io_threads;
     *threads = 0;
     if (!s || !*s)
         return PCBM_OK;
@@ -99,7 +100,7 @@ static bool odirect_faked_away(void)
 {
     pcbm_fault_cfg cfg;
     char why[512];
-    return pcbm_io_fault_parse(getenv("PCBM_FAULT"), &cfg, why, sizeof why) == 0 &&
+    return pcbm_io_fault_parse(pcbm_seams_get()->fault, &cfg, why, sizeof why) == 0 &&
            cfg.odirect_einval;
 }
 

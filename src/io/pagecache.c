@@ -4,6 +4,7 @@
  * widened to the fault-around unit so that --mem bounds the resident set.
  */
 #include "pagecache.h"
+#include "../common/seams.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +16,7 @@
 
 bool pcbm_buffered_only(void)
 {
-    const char *v = getenv("PCBM_BUFFERED");
-    return v && *v && strcmp(v, "0") != 0;
+    return pcbm_seams_get()->buffered;
 }
 
 static pcbm_status open_one(pcbm_infile *inf, const char *path, pcbm_io_kind kind, pcbm_error *err)
@@ -27,7 +27,7 @@ static pcbm_status open_one(pcbm_infile *inf, const char *path, pcbm_io_kind kin
     inf->fd = fd;
     /* a mapping costs nothing until read; passes use it when the file is cached */
     struct stat sb;
-    if (kind != PCBM_IO_URING && kind != PCBM_IO_PREAD && !getenv("PCBM_FAULT") &&
+    if (kind != PCBM_IO_URING && kind != PCBM_IO_PREAD && !pcbm_seams_get()->fault &&
         fstat(fd, &sb) == 0 && sb.st_size > 0) {
         void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
         if (p != MAP_FAILED) {

@@ -3,6 +3,7 @@
  * YMM/ZMM state) and the process-wide kernel level with its PCBM_CPU environment override.
  */
 #include "cpu.h"
+#include "../common/seams.h"
 
 #include "../common/common.h"
 
@@ -93,7 +94,7 @@ static pcbm_cpu_level decide(void)
 {
     pcbm_cpu_level best = pcbm_cpu_detect();
     pcbm_cpu_level lv = best;
-    const char *env = getenv("PCBM_CPU");
+    const char *env = pcbm_seams_get()->cpu;
     if (env && *env) {
         pcbm_cpu_level want;
         if (pcbm_cpu_level_parse(env, &want) != 0) {

@@ -200,9 +200,9 @@ uint64_t pcbm_pcb_stream_bytes(unsigned ntasks, unsigned threads)
  * f32 family: 4.9e-3 of elements), so f32 outputs get the exact passes unless --streaming. */
 bool pcbm_pcb_stream_will_run(const pcbm_merge_opts *o, const pcbm_plan *p)
 {
-    if (o->scope != PCBM_SCOPE_GLOBAL || o->exact || p->d == 0)
+    if (o->scope != PCBM_SCOPE_GLOBAL || o->stats_mode == PCBM_STATS_EXACT || p->d == 0)
         return false;
-    if (o->streaming)
+    if (o->stats_mode == PCBM_STATS_STREAMING)
         return true;
     if (p->d < STREAM_MIN_D)
         return false;

@@ -111,8 +111,8 @@ pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err)
         return pcbm_fail(err, PCBM_ERR_USAGE, "`out_dtype` must be bf16, f16, f32 or base");
     if (o->shard_bytes == 0)
         return pcbm_fail(err, PCBM_ERR_USAGE, "`shard_bytes` must be positive");
-    if (o->exact && o->streaming)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "`exact` and `streaming` exclude each other");
+    if ((unsigned)o->stats_mode > PCBM_STATS_STREAMING)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "unknown `stats_mode`");
     if (o->stats_in && !pcbm_method_has_stats(o->method))
         return pcbm_fail(err, PCBM_ERR_USAGE, "`stats_in` applies to pcb, ties and dare_ties; %s "
                          "computes no statistics", pcbm_method_name(o->method));
@@ -145,7 +145,7 @@ static char *params_json(const pcbm_merge_opts *o)
     }
     json_object_set_new(p, "clamp_ratio", json_real(o->clamp_ratio));
     json_object_set_new(p, "scope", json_string(o->scope == PCBM_SCOPE_GLOBAL ? "global" : "tensor"));
-    json_object_set_new(p, "exact", json_boolean(o->exact));
+    json_object_set_new(p, "exact", json_boolean(o->stats_mode == PCBM_STATS_EXACT));
     json_object_set_new(p, "seed", json_integer((json_int_t)o->seed));
     json_object_set_new(p, "dtype", json_string(o->out_dtype == PCBM_DTYPE_BASE
                                                     ? "base" : pcbm_dtype_name(o->out_dtype)));
@@ -377,8 +377,8 @@ static char *shape_json(const pcbm_merge_opts *o)
     json_object_set_new(p, "allow_extra", json_boolean(o->allow_extra));
     if (o->method == PCBM_METHOD_PCB) {
         json_object_set_new(p, "clamp_ratio", json_real(o->clamp_ratio));
-        json_object_set_new(p, "exact", json_boolean(o->exact));
-        json_object_set_new(p, "streaming", json_boolean(o->streaming));
+        json_object_set_new(p, "exact", json_boolean(o->stats_mode == PCBM_STATS_EXACT));
+        json_object_set_new(p, "streaming", json_boolean(o->stats_mode == PCBM_STATS_STREAMING));
     }
     if (o->method == PCBM_METHOD_DARE_TIES)
         json_object_set_new(p, "seed", json_integer((json_int_t)o->seed));
@@ -457,7 +457,7 @@ char *pcbm_run_output_params(const pcbm_merge_opts *o)
     json_object_set_new(p, "shard_bytes", json_integer((json_int_t)o->shard_bytes));
     json_object_set_new(p, "allow_extra", json_boolean(o->allow_extra));
     json_object_set_new(p, "allow_nonfinite", json_boolean(o->allow_nonfinite));
-    json_object_set_new(p, "streaming", json_boolean(o->streaming));
+    json_object_set_new(p, "streaming", json_boolean(o->stats_mode == PCBM_STATS_STREAMING));
     json_object_set_new(p, "version", json_string(PCBM_VERSION_STRING));
     char *s = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(p);

@@ -120,8 +120,8 @@ static json_t *opts_json(const pcbm_merge_opts *o)
     json_object_set_new(j, "weights", doubles_json(o->weights, o->ntasks));
     json_object_set_new(j, "clamp_ratio", json_real(o->clamp_ratio));
     json_object_set_new(j, "scope", json_string(o->scope == PCBM_SCOPE_GLOBAL ? "global" : "tensor"));
-    json_object_set_new(j, "exact", json_boolean(o->exact));
-    json_object_set_new(j, "streaming", json_boolean(o->streaming));
+    json_object_set_new(j, "exact", json_boolean(o->stats_mode == PCBM_STATS_EXACT));
+    json_object_set_new(j, "streaming", json_boolean(o->stats_mode == PCBM_STATS_STREAMING));
     json_object_set_new(j, "seed", json_string(seed));
     json_object_set_new(j, "shard_bytes", json_integer((json_int_t)o->shard_bytes));
     json_object_set_new(j, "dtype", json_string(o->out_dtype == PCBM_DTYPE_BASE
@@ -195,8 +195,9 @@ static bool opts_from(json_t *j, split_plan *sp)
     o->density = json_number_value(json_object_get(j, "density"));
     o->lambda = json_number_value(json_object_get(j, "lambda"));
     o->clamp_ratio = json_number_value(json_object_get(j, "clamp_ratio"));
-    o->exact = json_is_true(json_object_get(j, "exact"));
-    o->streaming = json_is_true(json_object_get(j, "streaming"));
+    o->stats_mode = json_is_true(json_object_get(j, "exact")) ? PCBM_STATS_EXACT
+                    : json_is_true(json_object_get(j, "streaming")) ? PCBM_STATS_STREAMING
+                    : PCBM_STATS_AUTO;
     o->shard_bytes = (uint64_t)json_integer_value(json_object_get(j, "shard_bytes"));
     o->allow_extra = json_is_true(json_object_get(j, "allow_extra"));
     o->allow_nonfinite = json_is_true(json_object_get(j, "allow_nonfinite"));

@@ -5,6 +5,7 @@
  * of an earlier run's segments, and the end of the output (truncate, fsync, close).
  */
 #include "stream.h"
+#include "../common/seams.h"
 #include "../io/pagecache.h"
 
 #include <errno.h>
@@ -125,10 +126,8 @@ pcbm_status pcbm_ostream_create(const pcbm_ostream_cfg *cfg, pcbm_ostream **out,
     if (st == PCBM_OK)
         st = alloc_files(os, err);
     if (st == PCBM_OK && os->cfg.segment_bytes == 0) {
-        const char *sb = getenv("PCBM_SEGMENT_BYTES"); /* tests: small segments */
-        uint64_t v = 0;
-        os->cfg.segment_bytes = sb && pcbm_parse_size(sb, &v) == 0 && v >= PCBM_ALIGN ? v
-                                                                                : SEGMENT_BYTES;
+        uint64_t v = pcbm_seams_get()->segment_bytes; /* tests: small segments */
+        os->cfg.segment_bytes = v ? v : SEGMENT_BYTES;
     }
     if (st != PCBM_OK) {
         pcbm_ostream_destroy(os);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "common/seams.h"
 #include "kernels/convert.h"
 #include "kernels/cpu.h"
 
@@ -405,7 +406,7 @@ static void test_paths_bulk_and_in_place(void **state)
 int main(void)
 {
     /* Before anything reads the level: the environment override is honoured (test_cpu_levels). */
-    setenv("PCBM_CPU", "scalar", 1);
+    setenv("PCBM_CPU", "scalar", 1); pcbm_seams_reload();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cpu_levels),
         cmocka_unit_test(test_bf16_decode_all),

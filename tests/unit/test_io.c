@@ -3,6 +3,7 @@
  * chunked reads at several depths, writes read back, O_DIRECT and buffered files, EOF, wake-ups,
  * PCBM_FAULT injection, and the io_uring → pread fallback, including under a real seccomp filter.
  */
+#include "common/seams.h"
 #include "io/io.h"
 
 #include <errno.h>
@@ -355,20 +356,20 @@ static void check_continuation(pcbm_io_kind kind)
     size_t size = 2 * MiB + 777;
     uint8_t *data = make_file(path, size, 5);
     bool direct;
-    setenv("PCBM_FAULT", "xfer:4096", 1);
+    setenv("PCBM_FAULT", "xfer:4096", 1); pcbm_seams_reload();
     int fd = pcbm_open_read(path, true, &direct);
     pcbm_io *io = open_io(kind, 8);
     read_chunks(io, fd, data, size, 1 * MiB);
     pcbm_io_close(io);
     close(fd);
-    setenv("PCBM_FAULT", "xfer:1000", 1); /* odd sizes: buffered */
+    setenv("PCBM_FAULT", "xfer:1000", 1); pcbm_seams_reload(); /* odd sizes: buffered */
     fd = pcbm_open_read(path, false, &direct);
     assert_false(direct);
     io = open_io(kind, 8);
     read_chunks(io, fd, data, size, 300000);
     pcbm_io_close(io);
     close(fd);
-    unsetenv("PCBM_FAULT");
+    unsetenv("PCBM_FAULT"); pcbm_seams_reload();
     unlink(path);
     free(data);
 }
@@ -392,7 +393,7 @@ static void check_buffered(pcbm_io_kind kind)
     read_chunks(io, fd, data, size, 64 * KiB);
     close(fd);
     /* The EINVAL fallback, forced: unaligned chunks only work on a buffered fd. */
-    setenv("PCBM_FAULT", "odirect:einval", 1);
+    setenv("PCBM_FAULT", "odirect:einval", 1); pcbm_seams_reload();
     fd = pcbm_open_read(path, true, &direct);
     assert_true(fd >= 0);
     assert_false(direct);
@@ -406,7 +407,7 @@ static void check_buffered(pcbm_io_kind kind)
     assert_false(direct);
     write_chunks(io, fd, data, size, 10001);
     close(fd);
-    unsetenv("PCBM_FAULT");
+    unsetenv("PCBM_FAULT"); pcbm_seams_reload();
     fd = pcbm_open_read(wpath, true, &direct);
     read_chunks(io, fd, data, size, 64 * KiB);
     close(fd);
@@ -515,7 +516,7 @@ static void check_read_faults(pcbm_io_kind kind)
     bool direct;
     int fa = pcbm_open_read(pa, true, &direct), fb = pcbm_open_read(pb, true, &direct);
     uint8_t *buf = pcbm_alloc_aligned(16 * KiB);
-    setenv("PCBM_FAULT", "read:eio:2,read:short:3,read:enospc:4,write:eio:1", 1);
+    setenv("PCBM_FAULT", "read:eio:2,read:short:3,read:enospc:4,write:eio:1", 1); pcbm_seams_reload();
     pcbm_io *io = open_io(kind, 4);
     assert_int_equal(do_one(io, PCBM_OP_READ, fa, buf, 16 * KiB, 0), 16 * KiB);
     assert_int_equal(do_one(io, PCBM_OP_READ, fa, buf, 16 * KiB, 0), -EIO);
@@ -526,7 +527,7 @@ static void check_read_faults(pcbm_io_kind kind)
     assert_int_equal(do_one(io, PCBM_OP_READ, fa, buf, 16 * KiB, 0), 16 * KiB);
     pcbm_io_close(io);
     /* Restricted to one file: the first read of fault-b fails, fault-a is never touched. */
-    setenv("PCBM_FAULT", "read:eio:1:fault-b", 1);
+    setenv("PCBM_FAULT", "read:eio:1:fault-b", 1); pcbm_seams_reload();
     io = open_io(kind, 4);
     assert_int_equal(do_one(io, PCBM_OP_READ, fa, buf, 16 * KiB, 0), 16 * KiB);
     assert_int_equal(do_one(io, PCBM_OP_READ, fb, buf, 16 * KiB, 0), -EIO);
@@ -534,7 +535,7 @@ static void check_read_faults(pcbm_io_kind kind)
     assert_int_equal(do_one(io, PCBM_OP_READ, fb, buf, 16 * KiB, 0), 16 * KiB);
     assert_memory_equal(buf, db, 16 * KiB);
     pcbm_io_close(io);
-    unsetenv("PCBM_FAULT");
+    unsetenv("PCBM_FAULT"); pcbm_seams_reload();
     pcbm_free_aligned(buf);
     close(fa);
     close(fb);
@@ -554,7 +555,7 @@ static void check_write_faults(pcbm_io_kind kind)
     assert_true(fd >= 0);
     uint8_t *buf = pcbm_alloc_aligned(16 * KiB);
     fill_random(buf, 16 * KiB, 10);
-    setenv("PCBM_FAULT", "write:eio:1,write:enospc:2,write:short:3", 1);
+    setenv("PCBM_FAULT", "write:eio:1,write:enospc:2,write:short:3", 1); pcbm_seams_reload();
     pcbm_io *io = open_io(kind, 4);
     assert_int_equal(do_one(io, PCBM_OP_WRITE, fd, buf, 16 * KiB, 0), -EIO);
     assert_int_equal(do_one(io, PCBM_OP_WRITE, fd, buf, 16 * KiB, 0), -ENOSPC);
@@ -572,7 +573,7 @@ static void check_write_faults(pcbm_io_kind kind)
     assert_int_equal(st.st_size, 8 * KiB); /* the partial write happened */
     assert_int_equal(do_one(io, PCBM_OP_WRITE, fd, buf, 16 * KiB, 0), 16 * KiB);
     pcbm_io_close(io);
-    unsetenv("PCBM_FAULT");
+    unsetenv("PCBM_FAULT"); pcbm_seams_reload();
     pcbm_free_aligned(buf);
     close(fd);
     unlink(path);
@@ -598,7 +599,7 @@ static void test_fault_syntax(void **state)
     static const char *const bad[] = {"read", "read:eio", "read:eio:0", "read:boom:1",
                                       "erase:eio:1", "uring_setup:maybe", "xfer:0", "read:eio:x"};
     for (unsigned i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        setenv("PCBM_FAULT", bad[i], 1);
+        setenv("PCBM_FAULT", bad[i], 1); pcbm_seams_reload();
         pcbm_io *io = NULL;
         pcbm_error err;
         assert_int_equal(pcbm_io_open(PCBM_IO_PREAD, 4, &io, NULL, 0, &err), PCBM_ERR_USAGE);
@@ -615,7 +616,7 @@ static void test_fault_syntax(void **state)
     assert_int_equal(cfg.rules[0].nth, 7);
     assert_string_equal(cfg.rules[0].path, "out/model:x");
     assert_int_equal(cfg.max_xfer, 512);
-    unsetenv("PCBM_FAULT");
+    unsetenv("PCBM_FAULT"); pcbm_seams_reload();
 }
 
 /* ---- Choosing the backend ---------------------------------------------------------------- */
@@ -626,13 +627,13 @@ static void test_open_args(void **state)
     pcbm_io *io = NULL;
     pcbm_error err;
     assert_int_equal(pcbm_io_open(PCBM_IO_AUTO, 0, &io, NULL, 0, &err), PCBM_ERR_USAGE);
-    setenv("PCBM_IO_THREADS", "lots", 1);
+    setenv("PCBM_IO_THREADS", "lots", 1); pcbm_seams_reload();
     assert_int_equal(pcbm_io_open(PCBM_IO_PREAD, 4, &io, NULL, 0, &err), PCBM_ERR_USAGE);
-    setenv("PCBM_IO_THREADS", "2", 1);
+    setenv("PCBM_IO_THREADS", "2", 1); pcbm_seams_reload();
     io = open_io(PCBM_IO_PREAD, 32);
     assert_string_equal(pcbm_io_name(io), "pread");
     pcbm_io_close(io);
-    unsetenv("PCBM_IO_THREADS");
+    unsetenv("PCBM_IO_THREADS"); pcbm_seams_reload();
     char note[512] = "x";
     assert_int_equal(pcbm_io_open(PCBM_IO_AUTO, 8, &io, note, sizeof note, &err), PCBM_OK);
     /* This machine may or may not allow io_uring; either way auto says so consistently. */
@@ -646,7 +647,7 @@ static void test_open_args(void **state)
 static void test_auto_fallback_fault(void **state)
 {
     (void)state;
-    setenv("PCBM_FAULT", "uring_setup:eperm", 1);
+    setenv("PCBM_FAULT", "uring_setup:eperm", 1); pcbm_seams_reload();
     pcbm_io *io = NULL;
     pcbm_error err;
     char note[512];
@@ -666,7 +667,7 @@ static void test_auto_fallback_fault(void **state)
                      PCBM_ERR_UNSUPPORTED);
     assert_null(io);
     assert_non_null(strstr(err.msg, "--io pread or --io auto"));
-    unsetenv("PCBM_FAULT");
+    unsetenv("PCBM_FAULT"); pcbm_seams_reload();
     close(fd);
     unlink(path);
     free(data);
@@ -794,7 +795,7 @@ static int remove_dirs(void **state)
 
 int main(void)
 {
-    unsetenv("PCBM_FAULT");
+    unsetenv("PCBM_FAULT"); pcbm_seams_reload();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_depths_uring),   cmocka_unit_test(test_read_depths_pread),
         cmocka_unit_test(test_write_readback_uring), cmocka_unit_test(test_write_readback_pread),

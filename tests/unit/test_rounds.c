@@ -63,7 +63,7 @@ static pcbm_merge_opts mk_opts(pcbm_method m)
     pcbm_merge_opts_init(&o);
     o.method = m;
     o.ntasks = NT;
-    o.exact = 1;
+    o.stats_mode = PCBM_STATS_EXACT;
     o.density = m == PCBM_METHOD_TIES ? 0.2 : 0.1;
     o.clamp_ratio = 0.01;
     return o;
@@ -148,7 +148,7 @@ static void test_uses(void **state)
         o.base = "base";
         o.out = "out";
         o.tasks = tasks;
-        o.exact = 0;
+        o.stats_mode = PCBM_STATS_AUTO;
         assert_int_equal(pcbm_run_check_opts(&o, &err), PCBM_OK);
         o.lambdas = per_task;
         assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK,
@@ -565,8 +565,8 @@ static void test_pcb_stream_fallback(void **state)
     (void)state;
     pcbm_merge_opts o = mk_opts(PCBM_METHOD_PCB);
     o.ntasks = 1;
-    o.exact = 0;
-    o.streaming = 1;
+    o.stats_mode = PCBM_STATS_AUTO;
+    o.stats_mode = PCBM_STATS_STREAMING;
     pcbm_mctx mc = mk_ctx(&o, 1);
     const pcbm_method_def *m = pcbm_method_find(PCBM_METHOD_PCB);
     pcbm_error err;
