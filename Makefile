@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # pcbmerge — build, test, demo, fuzz, bench, install.
 # `make demo` and `make test` install missing Debian packages themselves (tools/build/install-deps.sh).
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * pcbmerge.h — the one public header of libpcbmerge.
  *
@@ -163,6 +164,10 @@ typedef enum pcbm_scope { PCBM_SCOPE_GLOBAL = 0, PCBM_SCOPE_TENSOR } pcbm_scope;
  * the start of a pass are read through a read-only mapping instead of copied; uring / pread force
  * that backend for every read; mmap maps the inputs whether cached or not. */
 typedef enum pcbm_io_kind { PCBM_IO_AUTO = 0, PCBM_IO_URING, PCBM_IO_PREAD, PCBM_IO_MMAP } pcbm_io_kind;
+/* SIGBUS: with AUTO or MMAP, an input file that shrinks while a pass reads it through its mapping
+ * raises SIGBUS in the calling process (the library installs no signal handler; the pcbmerge
+ * command catches it and says which input changed). URING and PREAD never map inputs: a file
+ * that shrinks is then an I/O error naming the file and offset. */
 
 /* PCB's global statistics: AUTO reads the inputs about twice (samples, then one full pass)
  * on large 16-bit merges and uses exact passes otherwise; EXACT always resolves every quantile
@@ -270,45 +275,45 @@ PCBM_API void pcbm_merge_opts_init(pcbm_merge_opts *o);
 PCBM_API pcbm_status pcbm_merge(const pcbm_merge_opts *o, pcbm_error *err);
 
 /* ---------------------------------------------------------------------------------------------
- * Split merges: one merge run as K units on many machines (Slurm job arrays, Kubernetes Indexed
+ * Split merges: one merge run as K parts on many machines (Slurm job arrays, Kubernetes Indexed
  * Jobs, AWS Batch array jobs) over a shared output directory, with the bytes of pcbm_merge().
- * Phases: plan, then statistics rounds (stats of every unit, then reduce; repeated while the
- * reduce asks for another round), apply of every unit, finalize. Every phase is idempotent; a
- * unit that failed or was preempted is simply run again.
+ * Phases: plan, then statistics rounds (stats of every part, then reduce; repeated while the
+ * reduce asks for another round), apply of every part, finalize. Every phase is idempotent; a
+ * part that failed or was preempted is simply run again.
  * ------------------------------------------------------------------------------------------- */
 typedef enum pcbm_phase {
-    PCBM_PHASE_STATS = 0,   /* unit: its part of the next statistics round */
-    PCBM_PHASE_REDUCE,      /* combine the units' parts of the pending round(s) */
-    PCBM_PHASE_APPLY,       /* unit: write its output files */
+    PCBM_PHASE_STATS = 0,   /* part: its part of the next statistics round */
+    PCBM_PHASE_REDUCE,      /* combine the parts' parts of the pending round(s) */
+    PCBM_PHASE_APPLY,       /* part: write its output files */
     PCBM_PHASE_FINALIZE     /* index, manifest, atomic publication of DIR */
 } pcbm_phase;
 
-/* Validate every input once and split the merge o (o->out = DIR) into `units` units balanced by
+/* Validate every input once and split the merge o (o->out = DIR) into `parts` parts balanced by
  * the bytes they read, aligned to output shard files; the plan goes to DIR.partial. Planning
  * again with the same parameters is a no-op; other parameters need o->force. */
-PCBM_API pcbm_status pcbm_split_plan(const pcbm_merge_opts *o, unsigned units, pcbm_error *err);
+PCBM_API pcbm_status pcbm_split_plan(const pcbm_merge_opts *o, unsigned parts, pcbm_error *err);
 
-/* Run one phase of the split merge planned for DIR. `unit` is used by stats and apply. Only the
+/* Run one phase of the split merge planned for DIR. `part` is used by stats and apply. Only the
  * run-time fields of rt are used (mem_bytes, threads, io, block_bytes, progress, quiet): the
  * merge's parameters come from the plan. */
-PCBM_API pcbm_status pcbm_split_run(const char *dir, pcbm_phase phase, unsigned unit,
+PCBM_API pcbm_status pcbm_split_run(const char *dir, pcbm_phase phase, unsigned part,
                                     const pcbm_merge_opts *rt, pcbm_error *err);
 
 typedef struct pcbm_split_info {
-    unsigned units;
+    unsigned parts;
     unsigned rounds_max;      /* statistics rounds this merge can need at most (0: none) */
     unsigned rounds_reduced;  /* rounds reduced so far */
-    int stats_complete;       /* the statistics are known: units can apply */
-    unsigned units_applied;   /* units whose output files are written */
+    int stats_complete;       /* the statistics are known: parts can apply */
+    unsigned parts_applied;   /* parts whose output files are written */
     int published;            /* finalize is done: DIR is the merged model */
 } pcbm_split_info;
 
 /* Where the split merge planned for DIR stands. */
 PCBM_API pcbm_status pcbm_split_status(const char *dir, pcbm_split_info *info, pcbm_error *err);
-/* The units that still have work in `phase` (stats: their part of the pending round is not
- * saved; apply: their files are not written), ascending, at most cap of them into units[];
+/* The parts that still have work in `phase` (stats: their part of the pending round is not
+ * saved; apply: their files are not written), ascending, at most cap of them into parts[];
  * *n receives how many there are. Reduce and finalize have none. */
-PCBM_API pcbm_status pcbm_split_pending(const char *dir, pcbm_phase phase, unsigned *units,
+PCBM_API pcbm_status pcbm_split_pending(const char *dir, pcbm_phase phase, unsigned *parts,
                                         unsigned cap, unsigned *n, pcbm_error *err);
 
 /* Verify a merged model against its manifest (OUT/pcbmerge.manifest.json): recompute the
@@ -326,6 +331,8 @@ PCBM_API void pcbm_request_stop(void);
 /* Parse "512M", "1G", "5GB", "1.5GiB", "4096" into bytes (K/M/G/T powers of 1024 with an optional
  * "i"/"B"; "KB/MB/GB/TB" are powers of 1000). Returns 0 on success. */
 PCBM_API int pcbm_parse_size(const char *s, uint64_t *out);
+/* "1.50 GiB", "512 B": n bytes in powers of 1024 with two decimals, into buf; returns buf. */
+PCBM_API char *pcbm_format_size(uint64_t n, char *buf, size_t len);
 
 /* ---------------------------------------------------------------------------------------------
  * Coefficient search: CMA-ES over the per-task coefficients λ_1..λ_N of one merge (pcb,

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # run.sh — the whole suite: every unit-test binary (cmocka) and every integration script.
 # Integration scripts exit 0 (pass), 77 (skipped, with a reason on stdout) or anything else (fail).
 # Ends with one line "tests: N passed, N failed, N skipped" and a non-zero exit on any failure.

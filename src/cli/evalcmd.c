@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * evalcmd.c — the evaluation command of `pcbmerge search`: {model} replaced by the shell-quoted
  * candidate directory, run with /bin/sh -c (PCBM_MODEL and PCBM_SEARCH_EVALUATION in its

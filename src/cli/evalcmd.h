@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * evalcmd.h — running the evaluation command of `pcbmerge search` (src/cli/evalcmd.c).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * main.c — the pcbmerge command line: a thin layer over libpcbmerge. Dispatches the commands
  * (options parsed by the shared table of opts.c; search in search.c), runs merge, plan, the
@@ -218,7 +219,7 @@ static int cmd_verify(int argc, char **argv)
 
 /* ---- merge ------------------------------------------------------------------------------ */
 
-/* merge, or plan (the same options and --shards K: a merge split into K units). */
+/* merge, or plan (the same options and --parts K: a merge split into K parts). */
 static int cmd_merge(int argc, char **argv, cli_cmd c)
 {
     cli_args *a = calloc(1, sizeof *a);
@@ -234,8 +235,8 @@ static int cmd_merge(int argc, char **argv, cli_cmd c)
         free(a);
         return 0;
     }
-    if (rc == 0 && plan && a->shards == 0)
-        rc = cli_usage_error(c, "plan needs --shards K (the number of units of the job array)");
+    if (rc == 0 && plan && a->parts == 0)
+        rc = cli_usage_error(c, "plan needs --parts K (the number of parts of the job array)");
     if (rc == 0) {
         a->o.tasks = (const char *const *)&argv[first];
         a->o.ntasks = (unsigned)(argc - first);
@@ -258,7 +259,7 @@ static int cmd_merge(int argc, char **argv, cli_cmd c)
         pcbm_cli_attach_printers(&a->o, a->progress, a->quiet);
         char *cmdline = pcbm_cli_command_line(&a->o);
         a->o.command = cmdline;
-        if ((plan ? pcbm_split_plan(&a->o, a->shards, &err) : pcbm_merge(&a->o, &err)) != PCBM_OK)
+        if ((plan ? pcbm_split_plan(&a->o, a->parts, &err) : pcbm_merge(&a->o, &err)) != PCBM_OK)
             rc = fail(&err);
         free(cmdline);
     }
@@ -268,23 +269,23 @@ static int cmd_merge(int argc, char **argv, cli_cmd c)
 
 /* ---- split-merge phases ------------------------------------------------------------------ */
 
-/* The unit index: --shard, else the job array's index from the environment. */
-static int shard_index(const char *opt, unsigned *out)
+/* The part index: --shard, else the job array's index from the environment. */
+static int part_index(const char *opt, unsigned *out)
 {
     static const char *const vars[] = {"SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX",
                                        "AWS_BATCH_JOB_ARRAY_INDEX"};
-    const char *v = opt, *from = "--shard";
+    const char *v = opt, *from = "--part";
     for (unsigned k = 0; !v && k < sizeof vars / sizeof vars[0]; k++)
         if ((v = getenv(vars[k])) != NULL)
             from = vars[k];
     if (!v)
-        return cli_usage_error(CMD_COUNT, "which unit? give --shard I, or run inside a job array "
+        return cli_usage_error(CMD_COUNT, "which part? give --part I, or run inside a job array "
                                "(SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX or "
                                "AWS_BATCH_JOB_ARRAY_INDEX sets it)");
     char *end = NULL;
     unsigned long u = strtoul(v, &end, 10);
     if (!*v || *end || v[0] == '-' || u > 100000) {
-        fprintf(stderr, "pcbmerge: %s is '%s': a unit index is a non-negative integer\n", from, v);
+        fprintf(stderr, "pcbmerge: %s is '%s': a part index is a non-negative integer\n", from, v);
         return EXIT_USAGE;
     }
     *out = (unsigned)u;
@@ -294,7 +295,7 @@ static int shard_index(const char *opt, unsigned *out)
 static const char *next_phase(const pcbm_split_info *in)
 {
     return in->published ? "done"
-           : in->stats_complete ? (in->units_applied < in->units ? "apply" : "finalize")
+           : in->stats_complete ? (in->parts_applied < in->parts ? "apply" : "finalize")
            : "stats";
 }
 
@@ -304,10 +305,10 @@ static void print_status(const char *dir, const pcbm_split_info *in, bool json)
 {
     const char *next = next_phase(in);
     if (json) {
-        json_t *j = json_pack("{s:s,s:i,s:i,s:i,s:b,s:i,s:b,s:s}", "plan", dir, "units",
-                              (int)in->units, "rounds_max", (int)in->rounds_max, "rounds_reduced",
+        json_t *j = json_pack("{s:s,s:i,s:i,s:i,s:b,s:i,s:b,s:s}", "plan", dir, "parts",
+                              (int)in->parts, "rounds_max", (int)in->rounds_max, "rounds_reduced",
                               (int)in->rounds_reduced, "stats_complete", in->stats_complete,
-                              "units_applied", (int)in->units_applied, "published",
+                              "parts_applied", (int)in->parts_applied, "published",
                               in->published, "next", next);
         char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
         if (txt)
@@ -320,9 +321,9 @@ static void print_status(const char *dir, const pcbm_split_info *in, bool json)
         printf("%s: published (finalize is done)\n", dir);
         return;
     }
-    printf("%s: %u units; statistics %s (%u of at most %u rounds reduced); %u of %u units "
-           "applied; next: %s\n", dir, in->units, in->stats_complete ? "complete" : "pending",
-           in->rounds_reduced, in->rounds_max, in->units_applied, in->units, next);
+    printf("%s: %u parts; statistics %s (%u of at most %u rounds reduced); %u of %u parts "
+           "applied; next: %s\n", dir, in->parts, in->stats_complete ? "complete" : "pending",
+           in->rounds_reduced, in->rounds_max, in->parts_applied, in->parts, next);
 }
 
 /* status --get KEY: one value. */
@@ -330,8 +331,8 @@ static pcbm_status print_value(const char *dir, const pcbm_split_info *in, const
                                int *rc, pcbm_error *err)
 {
     pcbm_status st = PCBM_OK;
-    if (!strcmp(get, "units"))
-        printf("%u\n", in->units);
+    if (!strcmp(get, "parts") || !strcmp(get, "parts"))
+        printf("%u\n", in->parts);
     else if (!strcmp(get, "rounds_max"))
         printf("%u\n", in->rounds_max);
     else if (!strcmp(get, "rounds_left"))
@@ -340,9 +341,9 @@ static pcbm_status print_value(const char *dir, const pcbm_split_info *in, const
     else if (!strcmp(get, "next"))
         print_next(in);
     else if (!strcmp(get, "pending_stats") || !strcmp(get, "pending_apply")) {
-        unsigned n = 0, *u = calloc(in->units ? in->units : 1, sizeof *u);
+        unsigned n = 0, *u = calloc(in->parts ? in->parts : 1, sizeof *u);
         st = u ? pcbm_split_pending(dir, get[8] == 's' ? PCBM_PHASE_STATS : PCBM_PHASE_APPLY, u,
-                                    in->units, &n, err)
+                                    in->parts, &n, err)
                : PCBM_ERR_NOMEM;
         if (st == PCBM_ERR_NOMEM && !u)
             snprintf(err->msg, sizeof err->msg, "out of memory");
@@ -352,7 +353,7 @@ static pcbm_status print_value(const char *dir, const pcbm_split_info *in, const
             printf("\n");
         free(u);
     } else
-        *rc = cli_usage_error(CMD_STATUS, "--get takes units, rounds_max, rounds_left, next, "
+        *rc = cli_usage_error(CMD_STATUS, "--get takes parts, rounds_max, rounds_left, next, "
                               "pending_stats or pending_apply; got %s", get);
     return st;
 }
@@ -377,9 +378,9 @@ static int cmd_phase(cli_cmd c, int argc, char **argv)
         rc = cli_usage_error(c, "unexpected argument %s (the plan names every model)", argv[first]);
     if (rc == 0 && !a->plan)
         rc = cli_usage_error(c, "%s needs --plan DIR (the --out given to pcbmerge plan)", name);
-    unsigned unit = 0;
+    unsigned part = 0;
     if (rc == 0 && (c == CMD_STATS || c == CMD_APPLY))
-        rc = shard_index(a->shard, &unit);
+        rc = part_index(a->part, &part);
     if (rc == 0) {
         pcbm_error err;
         pcbm_status st;
@@ -395,7 +396,7 @@ static int cmd_phase(cli_cmd c, int argc, char **argv)
                             : c == CMD_REDUCE ? PCBM_PHASE_REDUCE
                             : c == CMD_APPLY ? PCBM_PHASE_APPLY : PCBM_PHASE_FINALIZE;
             pcbm_cli_attach_printers(&a->o, a->progress, a->quiet);
-            st = pcbm_split_run(a->plan, ph, unit, &a->o, &err);
+            st = pcbm_split_run(a->plan, ph, part, &a->o, &err);
         }
         if (st != PCBM_OK)
             rc = fail(&err);

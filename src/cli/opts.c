@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * opts.c — the command line's one option table: every option of merge, plan, search and the
  * split-merge phases with the commands that take it, the check of its value and its help text.
@@ -26,15 +27,15 @@ static const struct cli_cmd_info {
 } cmds[CMD_COUNT] = {
     [CMD_MERGE] = {"merge", "--base DIR --out DIR [options] TASK_DIR...",
                    "merge the task models into OUT"},
-    [CMD_PLAN] = {"plan", "--base DIR --out DIR --shards K [options] TASK_DIR...",
-                  "split a merge into K units (split merges, below)"},
+    [CMD_PLAN] = {"plan", "--base DIR --out DIR --parts K [options] TASK_DIR...",
+                  "split a merge into K parts (split merges, below)"},
     [CMD_SEARCH] = {"search", "--base DIR --out DIR --eval-cmd 'CMD {model}' [options] TASK_DIR...", "CMA-ES search of the per-task λ that maximize a score"},
-    [CMD_STATS] = {"stats", "--plan DIR [--shard I] [run-time settings]",
-                   "unit I's part of the next statistics round"},
+    [CMD_STATS] = {"stats", "--plan DIR [--part I] [run-time settings]",
+                   "part I's part of the next statistics round"},
     [CMD_REDUCE] = {"reduce", "--plan DIR [run-time settings]",
-                    "combine the units' statistics (says if another round is due)"},
-    [CMD_APPLY] = {"apply", "--plan DIR [--shard I] [run-time settings]",
-                   "write unit I's output files"},
+                    "combine the parts' statistics (says if another round is due)"},
+    [CMD_APPLY] = {"apply", "--plan DIR [--part I] [run-time settings]",
+                   "write part I's output files"},
     [CMD_FINALIZE] = {"finalize", "--plan DIR [run-time settings]",
                       "index, manifest and atomic publication of DIR"},
     [CMD_STATUS] = {"status", "--plan DIR [--json | --get KEY]", "where a split merge stands"},
@@ -58,7 +59,7 @@ enum {
     O_HELP = 1, O_BASE, O_OUT, O_METHOD, O_DENSITY, O_LAMBDA, O_LAMBDAS, O_WEIGHTS, O_CLAMP,
     O_SCOPE, O_EXACT, O_STREAMING, O_SEED, O_DTYPE, O_EXCLUDE, O_ALLOW_EXTRA, O_ALLOW_NONFINITE,
     O_STATS, O_SHARD_SIZE, O_FORCE, O_RESUME, O_MEM, O_THREADS, O_IO, O_BLOCK, O_PROGRESS,
-    O_QUIET, O_SHARDS, O_PLAN, O_SHARD_INDEX, O_JSON, O_GET, O_EVAL, O_BUDGET, O_BOUNDS, O_INIT,
+    O_QUIET, O_PARTS, O_PLAN, O_PART_INDEX, O_JSON, O_GET, O_EVAL, O_BUDGET, O_BOUNDS, O_INIT,
     O_SIGMA, O_POPSIZE, O_SEARCH_SEED, O_ON_ERROR, O_SEARCH_FORCE, O_SEARCH_RESUME
 };
 
@@ -137,17 +138,17 @@ static const cli_opt table[] = {
     {"progress", NULL, "P", O_PROGRESS, M_RUN, G_RUN,
      "auto (a progress line on a terminal), json (JSON lines), none"},
     {"quiet", NULL, NULL, O_QUIET, M_RUN, G_RUN, "print errors only"},
-    {"shards", NULL, "K", O_SHARDS, B(CMD_PLAN), G_PLAN,
-     "the number of units (the size of the job array), 1 to 100000"},
+    {"parts", "shards", "K", O_PARTS, B(CMD_PLAN), G_PLAN,
+     "the number of parts (the size of the job array), 1 to 100000"},
     {"plan", NULL, "DIR", O_PLAN, M_PHASES, G_PHASE, "the split merge (the --out given to plan)"},
-    {"shard", NULL, "I", O_SHARD_INDEX, B(CMD_STATS) | B(CMD_APPLY), G_PHASE,
-     "stats, apply: the unit (default: SLURM_ARRAY_TASK_ID,\n"
+    {"part", "shard", "I", O_PART_INDEX, B(CMD_STATS) | B(CMD_APPLY), G_PHASE,
+     "stats, apply: the part (default: SLURM_ARRAY_TASK_ID,\n"
      "JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX)"},
     {"json", NULL, NULL, O_JSON, B(CMD_STATUS) | B(CMD_INSPECT), G_PHASE,
      "status (and inspect): one JSON object"},
     {"get", NULL, "KEY", O_GET, B(CMD_STATUS), G_PHASE,
-     "status: print one value: units, rounds_max, rounds_left, next,\n"
-     "pending_stats or pending_apply (comma-separated units)"},
+     "status: print one value: parts, rounds_max, rounds_left, next,\n"
+     "pending_stats or pending_apply (comma-separated parts)"},
     {"eval-cmd", NULL, "CMD", O_EVAL, B(CMD_SEARCH), G_SEARCH,
      "the evaluation command, run with /bin/sh -c (required)"},
     {"budget", NULL, "N", O_BUDGET, B(CMD_SEARCH), G_SEARCH,
@@ -372,11 +373,11 @@ static int set_other_value(cli_cmd c, cli_args *a, int id, const char *v)
 {
     pcbm_search_opts *so = &a->so;
     switch (id) {
-    case O_SHARDS:
-        if (!int_in(v, 1, 100000, &a->shards)) return ERR("--shards needs an integer from 1 to 100000, got %s", v);
+    case O_PARTS:
+        if (!int_in(v, 1, 100000, &a->parts)) return ERR("--parts needs an integer from 1 to 100000, got %s", v);
         break;
     case O_PLAN: a->plan = v; break;
-    case O_SHARD_INDEX: a->shard = v; break;
+    case O_PART_INDEX: a->part = v; break;
     case O_JSON: a->json = true; break;
     case O_GET: a->get = v; break;
     case O_EVAL:
@@ -444,8 +445,8 @@ static int refuse(cli_cmd c, const char *name, const cli_opt *any)
         return ERR("--%s does not apply to search: it chooses the per-task λ itself (see --init "
                    "and --bounds)", name);
     if (B(c) & M_PHASES) {
-        if (id == O_SHARD_INDEX)
-            return ERR("%s works on the whole merge: it takes no --shard", cmds[c].name);
+        if (id == O_PART_INDEX)
+            return ERR("%s works on the whole merge: it takes no --part", cmds[c].name);
         if (any && any->group != G_PHASE)
             return ERR("--%s is fixed by the plan: plan again (with --force) to change it", name);
     }
@@ -514,12 +515,12 @@ static const char intro[] =
 
 static const char split_text[] =
     "split merges (one merge over many machines: Slurm job arrays, Kubernetes Indexed Jobs):\n"
-    "  plan takes the merge options and --shards K; the other phases take --plan DIR (the plan's\n"
-    "  --out) and only the run-time settings. --shard defaults to SLURM_ARRAY_TASK_ID,\n"
+    "  plan takes the merge options and --parts K; the other phases take --plan DIR (the plan's\n"
+    "  --out) and only the run-time settings. --part defaults to SLURM_ARRAY_TASK_ID,\n"
     "  JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX.\n"
-    "  Order: plan; then stats (every unit) and reduce, repeated while reduce asks for another\n"
-    "  round (at most `pcbmerge status --plan DIR --get rounds_max` times); apply (every unit);\n"
-    "  finalize. Every phase can be run again; a failed unit is simply re-run. The result is\n"
+    "  Order: plan; then stats (every part) and reduce, repeated while reduce asks for another\n"
+    "  round (at most `pcbmerge status --plan DIR --get rounds_max` times); apply (every part);\n"
+    "  finalize. Every phase can be run again; a failed part is simply re-run. The result is\n"
     "  byte-identical to pcbmerge merge. Job files: tools/slurm/, tools/k8s/.\n";
 
 static const char search_text[] =

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * opts.h — the command line's one option table and parser (src/cli/opts.c): every option of
  * merge, plan, search and the split-merge phases, which commands take it, how its value is
@@ -28,8 +29,8 @@ typedef struct cli_args {
     double lambdas[PCBM_MAX_TASKS], weights[PCBM_MAX_TASKS];
     int nlambdas, nweights;
     const char *exclude[CLI_MAX_EXCLUDE];
-    unsigned shards;                   /* plan: --shards K */
-    const char *plan, *shard, *get;    /* phases: --plan DIR, --shard I, status --get KEY */
+    unsigned parts;                    /* plan: --parts K */
+    const char *plan, *part, *get;     /* phases: --plan DIR, --part I, status --get KEY */
     bool json;                         /* status --json */
     pcbm_search_opts so;               /* search: budget, bounds, init, sigma, popsize, seed... */
     const char *eval_cmd;              /* search: --eval-cmd */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * print.c — the CLI's printers for the library's messages and progress events (see print.h).
  */
@@ -26,6 +27,9 @@ static const struct {
     {"exclude", "--exclude"},     {"allow_extra", "--allow-extra"},
     {"allow_nonfinite", "--allow-nonfinite"}, {"force", "--force"},
     {"resume", "--resume"},       {"stats_in", "--stats"},
+    {"budget", "--budget"},       {"bounds", "--bounds"},
+    {"init", "--init"},           {"sigma", "--sigma"},
+    {"popsize", "--popsize"},     {"stats_mode", "--exact/--streaming"},
 };
 
 void pcbm_cli_flagify(const char *in, char *out, size_t len)
@@ -186,21 +190,6 @@ static void print_message(void *user, pcbm_level level, const char *text)
     fprintf(stderr, "pcbmerge: %s%s\n", level == PCBM_LEVEL_WARNING ? "warning: " : "", line);
 }
 
-static void fmt_bytes(uint64_t n, char *buf, size_t len)
-{
-    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-    double v = (double)n;
-    unsigned u = 0;
-    while (v >= 1024 && u + 1 < sizeof units / sizeof *units) {
-        v /= 1024;
-        u++;
-    }
-    if (u == 0)
-        snprintf(buf, len, "%llu B", (unsigned long long)n);
-    else
-        snprintf(buf, len, "%.2f %s", v, units[u]);
-}
-
 static void fmt_time(double s, char *buf, size_t len)
 {
     unsigned long t = s > 0 ? (unsigned long)(s + 0.5) : 0;
@@ -217,8 +206,8 @@ static void progress_tty(void *user, const pcbm_progress_event *ev)
     if (ev->kind == PCBM_PROGRESS_DONE)
         return;
     char a[32], b[32], eta[32], meta[32];
-    fmt_bytes(ev->pass_bytes, a, sizeof a);
-    fmt_bytes(ev->pass_total, b, sizeof b);
+    pcbm_format_size(ev->pass_bytes, a, sizeof a);
+    pcbm_format_size(ev->pass_total, b, sizeof b);
     fmt_time(ev->pass_eta, eta, sizeof eta);
     fmt_time(ev->eta, meta, sizeof meta);
     double pct = ev->total ? 100.0 * (double)ev->bytes / (double)ev->total : 0;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * print.h — how the command line shows what the library reports. The library never prints: the
  * CLI installs these printers in the options of every call it makes.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * search.c — `pcbmerge search`, the command-line front-end of pcbm_search(): the options come
  * from the shared table (opts.c), each candidate is scored by the user's command (evalcmd.c),
@@ -77,8 +78,10 @@ static void on_event(void *user, const pcbm_search_event *ev)
                     ev->seconds);
         return;
     }
+    char why[2048];
+    pcbm_cli_flagify(ev->error, why, sizeof why);
     fprintf(stderr, "pcbmerge: %s: evaluation %u (λ %s) failed: %s\n",
-            ev->stops ? "error" : "warning", ev->index, ls, ev->error);
+            ev->stops ? "error" : "warning", ev->index, ls, why);
     fprintf(stderr, "  command: %s\n", cs->cmd ? cs->cmd : "");
     pcbm_cli_print_tail("its stderr", &cs->last.err, 12);
     if (strstr(ev->error, "no score"))
@@ -93,8 +96,10 @@ static void on_event(void *user, const pcbm_search_event *ev)
 static void on_note(void *user, const char *msg)
 {
     const cli_search *cs = user;
+    char line[2048];
+    pcbm_cli_flagify(msg, line, sizeof line);
     if (!cs->a->quiet)
-        fprintf(stderr, "pcbmerge: search: %s\n", msg);
+        fprintf(stderr, "pcbmerge: search: %s\n", line);
 }
 
 static void print_summary(const cli_args *a, const pcbm_search_result *r)
@@ -157,7 +162,11 @@ static int report(const cli_search *cs, pcbm_status st, const pcbm_search_result
                 r->work_dir);
         return EXIT_TEMPFAIL;
     case PCBM_ERR_USAGE:
-        return cli_usage_error(CMD_SEARCH, "%s", err->msg);
+    {
+        char msg[sizeof err->msg + 256];
+        pcbm_cli_flagify(err->msg, msg, sizeof msg);
+        return cli_usage_error(CMD_SEARCH, "%s", msg);
+    }
     default:
         if (!cs->reported) { /* a failed evaluation that stopped the search is printed already */
             char msg[sizeof err->msg + 256];

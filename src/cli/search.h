@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * search.h — `pcbmerge search`: the command-line front-end of pcbm_search(), scored by a
  * user's evaluation command (src/cli/search.c), and the stop flag of the CLI's signal thread.

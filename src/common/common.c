@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * common.c — error values, logging, checked and aligned allocation, time and byte formatting.
  */
@@ -144,6 +145,8 @@ double pcbm_now(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
+char *pcbm_format_size(uint64_t n, char *buf, size_t len) { return pcbm_fmt_bytes(n, buf, len); }
 
 char *pcbm_fmt_bytes(uint64_t n, char *buf, size_t len)
 {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * common.h — what every module of libpcbmerge shares: error reporting into a pcbm_error,
  * logging to stderr, checked allocation, aligned buffers, small arithmetic helpers, and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * seams.c — the test seams (see seams.h), read from the environment once.
  */

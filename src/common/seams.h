@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * seams.h — the test seams: environment variables through which the test suite injects faults
  * and forces code paths. They are read once per process, here and nowhere else, and are not

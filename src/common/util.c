@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * util.c — file-system and parameter helpers shared by the merge, the split merge and the
  * coefficient search: removing a tree, taking the exclusive lock of a lock file (or directory),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * zjson.c — zstd-compressed, checksummed JSON documents and binary blobs written atomically.
  */

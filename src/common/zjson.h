@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * zjson.h — small JSON documents (and binary blobs) stored zstd-compressed with the frame checksum on (statistics
  * file, journal): written atomically (temporary file, fsync, rename, fsync of the directory),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * dtype.c — the safetensors dtype table (names, element widths, which types merge) and
  * pcbm_parse_size, the byte-count parser shared by the CLI and the library.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * hub.c — where a model argument points. A path on disk is used as it is, except a Hugging Face
  * cache repository folder (models--ORG--NAME, with refs/ and snapshots/), which resolves to the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * model.c — pcbm_model: resolving a model path (directory with model.safetensors, directory with
  * an index and shards, or one file), loading every header, cross-checking index and shards, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * namemap.c — an open-addressing hash map from a name to its index in some array (tensors of a
  * model, entries of an index), hashed with XXH3 and probed linearly.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * safetensors.h — the format layer: reading and validating safetensors checkpoints (single file,
  * or index + shards), dtype tables, and planning/serializing the output files the writer fills.
@@ -44,7 +45,7 @@ struct pcbm_model {
     uint32_t *map;
     size_t map_cap;
     /* __metadata__ of the first file as alternating key/value strings; nmeta counts strings
-     * (2 per pair), so (meta, nmeta) can be passed straight to pcbm_outplan_build */
+     * (2 per pair), so (meta, nmeta) can be passed straight to pcbm_outlayout_build */
     char **meta;
     size_t nmeta;
     uint64_t identity;     /* xxh3-64 over every file's header hash and size: the model's identity */
@@ -64,8 +65,8 @@ typedef struct pcbm_out_tensor {
     unsigned ndim;
     const uint64_t *shape; /* borrowed */
     uint64_t nbytes;
-    unsigned file;         /* filled by pcbm_outplan_build */
-    uint64_t offset;       /* absolute offset in its file; filled by pcbm_outplan_build */
+    unsigned file;         /* filled by pcbm_outlayout_build */
+    uint64_t offset;       /* absolute offset in its file; filled by pcbm_outlayout_build */
 } pcbm_out_tensor;
 
 typedef struct pcbm_out_file {
@@ -76,7 +77,7 @@ typedef struct pcbm_out_file {
     size_t first, count;   /* tensors [first, first+count) of the plan */
 } pcbm_out_file;
 
-typedef struct pcbm_outplan {
+typedef struct pcbm_outlayout {
     pcbm_out_tensor *tensors;
     size_t ntensors;
     pcbm_out_file *files;
@@ -84,16 +85,16 @@ typedef struct pcbm_outplan {
     uint64_t total_bytes;  /* sum of tensor bytes (index metadata.total_size) */
     uint64_t total_file_bytes; /* sum of file sizes */
     char *index_json;      /* NULL when there is a single file */
-} pcbm_outplan;
+} pcbm_outlayout;
 
 /* meta: alternating key/value strings for __metadata__, nmeta = number of strings (even);
  * "format":"pt" is always written first, so a "format" key in meta is skipped, as are repeated
  * keys (the first wins). shard_bytes 0 = everything in one file. The plan borrows `tensors`
  * (it fills their file/offset fields) and checks each nbytes against dtype × shape. */
-pcbm_status pcbm_outplan_build(pcbm_out_tensor *tensors, size_t n, uint64_t shard_bytes,
-                               const char *const *meta, size_t nmeta, pcbm_outplan *plan,
+pcbm_status pcbm_outlayout_build(pcbm_out_tensor *tensors, size_t n, uint64_t shard_bytes,
+                               const char *const *meta, size_t nmeta, pcbm_outlayout *plan,
                                pcbm_error *err);
-void pcbm_outplan_free(pcbm_outplan *plan);
+void pcbm_outlayout_free(pcbm_outlayout *plan);
 
 /* Internal helpers shared with the writer and tests. */
 const pcbm_st_tensor *pcbm_model_tensor_at(const pcbm_model *m, size_t i);

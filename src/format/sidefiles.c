@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * sidefiles.c — small whole-file writes (index JSON, headers, tests) and copying the files users
  * need beside the weights (config, generation config, tokenizer files, chat template) from the

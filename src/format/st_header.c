@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * st_header.c — validation of one safetensors header held in memory: the 8-byte length prefix,
  * the JSON (jansson), every tensor entry, __metadata__, and the tiling of the data buffer.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * st_index.c — validation of model.safetensors.index.json text: a JSON object whose "weight_map"
  * maps tensor names to plain shard file names that exist beside it. Shards are listed in order of

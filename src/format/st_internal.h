@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * st_internal.h — helpers shared by the format layer's own files only: JSON type names for
  * messages and the open-addressing name → index map used for models and indexes.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * st_read.c — reading one safetensors file from disk: size and type checks, the 8-byte prefix
  * and the header bytes (never the data), the header hash, then st_header.c's validation.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * io.c — choosing a backend (io_uring, or the pread pool when io_uring is refused), wrapping it
  * with PCBM_FAULT when set, and opening files with O_DIRECT where the filesystem allows it.
@@ -76,7 +77,7 @@ pcbm_status pcbm_io_open(pcbm_io_kind kind, unsigned depth, pcbm_io **out, char 
                                       sizeof why);
         if (rc < 0 && kind == PCBM_IO_URING)
             return pcbm_fail(err, PCBM_ERR_UNSUPPORTED,
-                             "io_uring unavailable (%s); use --io pread or --io auto", why);
+                             "io_uring unavailable (%s); set `io` to pread or auto", why);
         if (rc < 0 && note && notelen)
             snprintf(note, notelen, "io_uring unavailable (%s); using the pread thread pool", why);
     }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * io.h — the I/O backends behind one small interface (compare fio's ioengines): io_uring and a
  * pread/pwrite thread pool, plus a fault-injecting wrapper for tests. The scheduler queues read

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * io_fault.c — PCBM_FAULT: a wrapper backend that makes chosen requests fail, for tests, plus the
  * parser of the variable (which also carries the start-up hooks read by io.c).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * io_pread.c — the fallback backend: a pool of threads doing pread/pwrite (looping on short
  * transfers and EINTR), fed by a work list and answering through a completion list, both under one

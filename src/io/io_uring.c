@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * io_uring.c — the io_uring backend: one ring, reads and writes prepared with io_uring_prep_read /
  * io_uring_prep_write (reads through the page cache marked IOSQE_ASYNC), short transfers continued

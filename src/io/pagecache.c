@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * pagecache.c — inputs opened for reads and mappings; the mincore probe ("are the inputs
  * cached?"); the per-pass mapping choice; MADV_DONTNEED of the mapped pages a block used,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * pagecache.h — the inputs as files and as mappings: opening them (O_DIRECT when possible, plus a
  * read-only mapping that costs nothing until read), the mincore probe that tells whether they are

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * convert.c — float32 <-> bf16/f16 conversions: the public scalar functions of pcbmerge.h and the
  * array forms of convert.h, with a scalar, an AVX2+F16C and an AVX-512 path chosen at run time

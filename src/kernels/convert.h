@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * convert.h — decoding stored elements (BF16, F16, F32) to float32 exactly and encoding float32
  * back with round-to-nearest-even (NaN stays NaN). Array forms are used by the merge kernels;

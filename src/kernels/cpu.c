@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cpu.c — CPU feature detection (__builtin_cpu_supports, which also checks that the OS saves the
  * YMM/ZMM state) and the process-wide kernel level with its PCBM_CPU environment override.

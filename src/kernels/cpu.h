@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cpu.h — run-time choice of the vector code path (scalar, AVX2+FMA+F16C, AVX-512) for the kernels.
  * Owns CPU feature detection and the PCBM_CPU=scalar|avx2|avx512 override that tests and tools use

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * dmath.c — the one deterministic implementation of expf and tanhf used by every merge, with a
  * scalar path and AVX2 / AVX-512 array paths that perform exactly the same float operations in the

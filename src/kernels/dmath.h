@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * dmath.h — deterministic transcendental functions. One implementation of exp and tanh serves
  * every code path of every merge: fixed polynomials, fixed operation order, no FMA contraction,

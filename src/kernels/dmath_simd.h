@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * dmath_simd.h — the vector forms of pcbm_expf and pcbm_tanhf (dmath.c) as inline functions, so
  * merge kernels can call them on registers without a round trip through memory. dmath.c's array

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * mkern.c — the scalar definitions of the merge kernels (mkern.h) and the run-time dispatch to
  * the AVX2 / AVX-512 forms (mkern_body.inc). The scalar code below is the meaning of every

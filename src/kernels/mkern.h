@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * mkern.h — the element-wise loops of the merge methods (decode and task vectors, PCB scores and
  * weighted average, TIES trim/election/disjoint mean, task arithmetic, linear, histogram and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * mkern_avx512.c — the merge kernels (mkern_body.inc) compiled for AVX-512 (F, BW, DQ, VL).
  * No FMA is ever emitted for a float expression: the build uses -ffp-contract=off and the

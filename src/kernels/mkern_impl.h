@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * mkern_impl.h — how mkern.c dispatches: the list of kernels (an X-macro), the table of one
  * code path's functions, the scalar definitions (which the vector forms also use for the last

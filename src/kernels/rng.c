@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * rng.c — counter-based generator for DARE masks (SplitMix64 keyed per stream) and tensor-name
  * keys (XXH3-64). Everything here is a pure function of its arguments: same bits on every machine.

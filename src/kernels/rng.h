@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * rng.h — the counter-based random numbers behind DARE masks: a pure function of
  * (seed, stream, counter), so a mask never depends on chunking, threads or visiting order, plus

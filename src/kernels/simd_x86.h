@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * simd_x86.h — the small vector vocabulary the merge kernels (mkern_body.inc) are written in,
  * for one instruction set per translation unit: define PCBM_SIMD_AVX2 or PCBM_SIMD_AVX512 before

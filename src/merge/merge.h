@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * merge.h — merge methods on top of the engine: the merge context, decoded tiles, per-task
  * results, and the two entry points run.c and split.c call. A method (method.h) declares its
@@ -38,7 +39,7 @@ typedef void (*pcbm_tile_fn)(pcbm_mctx *mc, unsigned worker, const pcbm_tile *tl
 struct pcbm_mctx {
     /* what methods read */
     const pcbm_merge_opts *o;
-    pcbm_plan *plan;
+    pcbm_layout *layout;
     unsigned ntasks, threads;
     float lam[PCBM_MAX_TASKS];
     int per_task_lambdas;
@@ -60,15 +61,15 @@ struct pcbm_mctx {
     pcbm_status (*stats_done)(void *arg, pcbm_error *err); /* global statistics are known */
     void *stats_done_arg;
     size_t replay_pos;
-    pcbm_split *split;      /* one unit (or the reduce) of a split merge, or NULL */
+    pcbm_split *split;      /* one part (or the reduce) of a split merge, or NULL */
 };
 
 /* How a run of the method ended (PCBM_OK): everything this context does is done, or a split
  * merge's statistics phase stopped at a round boundary. */
 typedef enum pcbm_rounds_end {
     PCBM_ROUNDS_DONE = 0,
-    PCBM_ROUNDS_PART_SAVED,  /* split unit: its part of the first round not reduced is saved */
-    PCBM_ROUNDS_PENDING      /* split reduce: the next round has not run on the units yet */
+    PCBM_ROUNDS_PART_SAVED,  /* split part: its part of the first round not reduced is saved */
+    PCBM_ROUNDS_PENDING      /* split reduce: the next round has not run on the parts yet */
 } pcbm_rounds_end;
 
 /* Run the method of mc->o in the context mc describes (rounds.c): statistics rounds (or their
@@ -77,9 +78,9 @@ pcbm_status pcbm_method_run(pcbm_mctx *mc, pcbm_rounds_end *end, pcbm_error *err
 /* The report's per-task statistics (mc->task) from a global scope record. */
 pcbm_status pcbm_method_report_record(pcbm_mctx *mc, const pcbm_statrec *rec, pcbm_error *err);
 /* Stats bytes the method needs beyond the engine's buffers (histograms etc.). */
-uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_plan *p);
+uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p);
 /* Statistics rounds the method needs at most in a split merge (0: none). */
-unsigned pcbm_method_max_rounds(const pcbm_merge_opts *o, const pcbm_plan *p);
+unsigned pcbm_method_max_rounds(const pcbm_merge_opts *o, const pcbm_layout *p);
 
 /* The tile API (merge_common.c): per-worker kept counters of the apply pass. */
 static inline uint64_t *pcbm_kept_local(pcbm_mctx *mc, unsigned worker)
@@ -97,8 +98,8 @@ pcbm_status pcbm_tiles_pass(pcbm_mctx *mc, pcbm_pass_kind kind, size_t t0, size_
 void pcbm_collect_kept(pcbm_mctx *mc);
 /* For tensor scope: the next range [t0, t1) that holds exactly one MERGE tensor (last in it),
  * or the copy-only tail. Returns false at the end. */
-bool pcbm_next_range(const pcbm_plan *p, size_t *t0, size_t *t1);
+bool pcbm_next_range(const pcbm_layout *p, size_t *t0, size_t *t1);
 /* Merged elements of [t0, t1). */
-uint64_t pcbm_range_elems(const pcbm_plan *p, size_t t0, size_t t1);
+uint64_t pcbm_range_elems(const pcbm_layout *p, size_t t0, size_t t1);
 
 #endif /* PCBM_MERGE_H */

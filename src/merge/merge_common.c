@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * merge_common.c — the tile passes under every method: decoding a block into float32 tiles
  * (base, task values, task vectors), the refusal of non-finite weights, copying and converting
@@ -31,13 +32,13 @@ static long first_nonfinite(const float *x, unsigned n)
     return -1;
 }
 
-static pcbm_status refuse_nonfinite(const pcbm_mctx *mc, const pcbm_tplan *t, unsigned m,
+static pcbm_status refuse_nonfinite(const pcbm_mctx *mc, const pcbm_tlayout *t, unsigned m,
                                     uint64_t elem, const float *v, pcbm_error *err)
 {
     return pcbm_fail(err, PCBM_ERR_NONFINITE,
                      "tensor %s of %s has a non-finite value (%s) at element %llu: the checkpoint "
-                     "is damaged or its training diverged; pass --allow-nonfinite to merge it "
-                     "anyway", t->name, pcbm_model_path(mc->plan->models[m]),
+                     "is damaged or its training diverged; set `allow_nonfinite` to merge it "
+                     "anyway", t->name, pcbm_model_path(mc->layout->models[m]),
                      *v != *v ? "NaN" : "Inf", (unsigned long long)elem);
 }
 
@@ -61,7 +62,7 @@ static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockv
 {
     pcbm_mctx *mc = tp->mc;
     bool need_theta = mc->need_theta;
-    const pcbm_tplan *t = bv->t;
+    const pcbm_tlayout *t = bv->t;
     unsigned N = mc->ntasks;
     float *sc = worker_scratch(mc, worker);
     float *base = sc;
@@ -101,7 +102,7 @@ static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockv
 
 static void convert_block(pcbm_mctx *mc, unsigned worker, const pcbm_blockview *bv)
 {
-    const pcbm_tplan *t = bv->t;
+    const pcbm_tlayout *t = bv->t;
     float *tmp = worker_scratch(mc, worker);
     for (uint32_t k0 = 0; k0 < bv->n; k0 += PCBM_TILE) {
         unsigned n = (unsigned)PCBM_MIN(PCBM_TILE, bv->n - k0);
@@ -152,7 +153,7 @@ void pcbm_collect_kept(pcbm_mctx *mc)
     }
 }
 
-bool pcbm_next_range(const pcbm_plan *p, size_t *t0, size_t *t1)
+bool pcbm_next_range(const pcbm_layout *p, size_t *t0, size_t *t1)
 {
     *t0 = *t1;
     if (*t0 >= p->nt)
@@ -164,7 +165,7 @@ bool pcbm_next_range(const pcbm_plan *p, size_t *t0, size_t *t1)
     return true;
 }
 
-uint64_t pcbm_range_elems(const pcbm_plan *p, size_t t0, size_t t1)
+uint64_t pcbm_range_elems(const pcbm_layout *p, size_t t0, size_t t1)
 {
     uint64_t d = 0;
     for (size_t i = t0; i < t1; i++)

@@ -1,8 +1,9 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * method.h — what a merge method declares, and all it may use: its parameters, its statistics
  * rounds and its apply tile function, as one pcbm_method_def (one entry of the table in
  * methods.c). A round is one statistics pass over a range of tensors: a tile function that fills
- * per-thread accumulators, the layout of those accumulators (pcbm_acc parts that combine by sum,
+ * per-thread accumulators, the layout of those accumulators (pcbm_acc regions that combine by sum,
  * max or set union), and finish(), which reads the combined accumulators and says which round
  * comes next (the next one, another one — PCB streaming's exact fallback — or done). The driver
  * (rounds.c) runs the rounds on one machine, in a split merge's units and reduce, and replays
@@ -15,7 +16,7 @@
 #include "merge.h"
 #include "../stats/qsel.h"
 
-#define PCBM_MAX_PARTS 4u           /* accumulator parts of one round */
+#define PCBM_MAX_REGIONS 4u           /* accumulator regions of one round */
 
 /* A range of tensors whose statistics are computed together: [0, nt) in global scope, one
  * merged tensor (the last of the range) in tensor scope. */
@@ -37,9 +38,9 @@ typedef struct pcbm_round {
     bool check_finite;              /* the pass refuses non-finite inputs (unless allowed) */
     /* Before the pass: clear the accumulators (and allocate what the round needs). */
     pcbm_status (*begin)(void *state, const pcbm_mctx *mc, const pcbm_range *rg, pcbm_error *err);
-    /* The accumulator layout (at most PCBM_MAX_PARTS parts); 0 parts: nothing to combine. */
-    unsigned (*parts)(void *state, const pcbm_mctx *mc, pcbm_acc *part);
-    /* After the parts are combined: the next round (PCBM_ROUND_NEXT, PCBM_ROUND_DONE or an
+    /* The accumulator layout (at most PCBM_MAX_REGIONS regions); 0 regions: nothing to combine. */
+    unsigned (*regions)(void *state, const pcbm_mctx *mc, pcbm_acc *region);
+    /* After the regions are combined: the next round (PCBM_ROUND_NEXT, PCBM_ROUND_DONE or an
      * index into the method's rounds). */
     int (*finish)(void *state, const pcbm_mctx *mc, const pcbm_range *rg);
 } pcbm_round;
@@ -63,7 +64,7 @@ typedef struct pcbm_method_def {
     bool needs_theta;               /* tiles read the decoded task values, not only tau */
     bool apply_checks_finite;       /* no statistics pass checked the inputs before the apply */
     /* Bytes of statistics beyond the engine's buffers (NULL: none). */
-    uint64_t (*stats_bytes)(const pcbm_merge_opts *o, unsigned threads, const pcbm_plan *p);
+    uint64_t (*stats_bytes)(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p);
     /* Private state (NULL init: none; the state pointer is then NULL). */
     pcbm_status (*init)(const pcbm_mctx *mc, void **state, pcbm_error *err);
     void (*free)(void *state);
@@ -71,7 +72,7 @@ typedef struct pcbm_method_def {
     const pcbm_round *const *rounds;
     unsigned nrounds;
     unsigned passes_planned;        /* passes of the usual path (for pass names) */
-    unsigned (*max_rounds)(const pcbm_merge_opts *o, const pcbm_plan *p); /* global scope */
+    unsigned (*max_rounds)(const pcbm_merge_opts *o, const pcbm_layout *p); /* global scope */
     int (*first_round)(void *state, const pcbm_mctx *mc, const pcbm_range *rg);
     /* The statistics of one range as a record (--stats, the split plan's merge_stats). */
     void (*save)(const void *state, unsigned ntasks, pcbm_statrec *rec);
@@ -81,9 +82,9 @@ typedef struct pcbm_method_def {
     pcbm_tile_fn apply;
 } pcbm_method_def;
 
-/* A histogram set (qsel.h) as an accumulator part: the threads' counts summed into the totals
+/* A histogram set (qsel.h) as an accumulator region: the threads' counts summed into the totals
  * (which the round's begin clears with pcbm_hset_clear). */
-static inline pcbm_acc pcbm_hset_part(pcbm_hset *h)
+static inline pcbm_acc pcbm_hset_region(pcbm_hset *h)
 {
     size_t bytes = (size_t)h->streams * PCBM_QBINS * sizeof(uint64_t);
     return (pcbm_acc){h->total, bytes, pcbm_acc_sum_u64, h->per_thread, bytes};

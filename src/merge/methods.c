@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * methods.c — the method table: one line per method (its pcbm_method_def lives in the method's
  * own file), and what is looked up in it: names (public API), statistics bytes, rounds at most.
@@ -37,13 +38,13 @@ pcbm_method pcbm_method_parse(const char *s)
     return PCBM_METHOD_COUNT;
 }
 
-uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_plan *p)
+uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p)
 {
     const pcbm_method_def *m = pcbm_method_find(o->method);
     return m && m->stats_bytes ? m->stats_bytes(o, threads, p) : 0;
 }
 
-unsigned pcbm_method_max_rounds(const pcbm_merge_opts *o, const pcbm_plan *p)
+unsigned pcbm_method_max_rounds(const pcbm_merge_opts *o, const pcbm_layout *p)
 {
     const pcbm_method_def *m = pcbm_method_find(o->method);
     if (!m || m->nrounds == 0 || p->d == 0)

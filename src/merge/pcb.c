@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * pcb.c — PCB-Merging (Parameter Competition Balancing) as the official code defines it
  * (../shared/docs/pcb-spec.md): clamp bounds lo/hi of |tau| per task, intra-balancing
@@ -16,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t pcb_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_plan *p)
+static uint64_t pcb_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p)
 {
     uint64_t b = pcbm_hset_bytes(threads, 2 * o->ntasks) + (uint64_t)threads * o->ntasks * sizeof(float);
     if (pcbm_pcb_stream_will_run(o, p))
@@ -99,9 +100,9 @@ static pcbm_status begin_hist(void *st, const pcbm_mctx *mc, const pcbm_range *r
     return PCBM_OK;
 }
 
-static unsigned parts_hist(void *st, const pcbm_mctx *mc, pcbm_acc *part)
+static unsigned regions_hist(void *st, const pcbm_mctx *mc, pcbm_acc *region)
 {
-    part[0] = pcbm_hset_part(&((pcb_state *)st)->h);
+    region[0] = pcbm_hset_region(&((pcb_state *)st)->h);
     return 1;
 }
 
@@ -148,12 +149,12 @@ static pcbm_status begin_score_coarse(void *st, const pcbm_mctx *mc, const pcbm_
     return PCBM_OK;
 }
 
-static unsigned parts_score_coarse(void *st, const pcbm_mctx *mc, pcbm_acc *part)
+static unsigned regions_score_coarse(void *st, const pcbm_mctx *mc, pcbm_acc *region)
 {
     pcb_state *ps = st;
     size_t bytes = mc->ntasks * sizeof(float);
-    part[0] = pcbm_hset_part(&ps->h);
-    part[1] = (pcbm_acc){ps->m_v, bytes, pcbm_acc_max_f32, ps->max_local, bytes};
+    region[0] = pcbm_hset_region(&ps->h);
+    region[1] = (pcbm_acc){ps->m_v, bytes, pcbm_acc_max_f32, ps->max_local, bytes};
     return 2;
 }
 
@@ -178,16 +179,16 @@ static int finish_score_fine(void *st, const pcbm_mctx *mc, const pcbm_range *rg
 }
 
 static const pcbm_round mag_coarse = {"pcb |tau| coarse", tile_mag_coarse, NULL, true,
-                                      begin_hist, parts_hist, finish_mag_coarse};
+                                      begin_hist, regions_hist, finish_mag_coarse};
 static const pcbm_round mag_coarse_fb = {"pcb |tau| coarse (fallback)", tile_mag_coarse, NULL,
-                                         false, begin_hist, parts_hist, finish_mag_coarse};
+                                         false, begin_hist, regions_hist, finish_mag_coarse};
 static const pcbm_round mag_fine = {"pcb |tau| fine", tile_mag_fine, NULL, false, begin_hist,
-                                    parts_hist, finish_mag_fine};
+                                    regions_hist, finish_mag_fine};
 static const pcbm_round score_coarse = {"pcb score coarse", tile_score_coarse, NULL, false,
-                                        begin_score_coarse, parts_score_coarse,
+                                        begin_score_coarse, regions_score_coarse,
                                         finish_score_coarse};
 static const pcbm_round score_fine = {"pcb score fine", tile_score_fine, NULL, false, begin_hist,
-                                      parts_hist, finish_score_fine};
+                                      regions_hist, finish_score_fine};
 
 static const pcbm_round *const pcb_rounds[PCB_NROUNDS] = {
     [PCB_R_MAG_COARSE] = &mag_coarse,
@@ -226,14 +227,14 @@ static void pcb_free(void *state)
     free(ps);
 }
 
-static unsigned pcb_max_rounds(const pcbm_merge_opts *o, const pcbm_plan *p)
+static unsigned pcb_max_rounds(const pcbm_merge_opts *o, const pcbm_layout *p)
 {
     return pcbm_pcb_stream_will_run(o, p) ? 8 : 4;
 }
 
 static int pcb_first_round(void *state, const pcbm_mctx *mc, const pcbm_range *rg)
 {
-    return pcbm_pcb_stream_will_run(mc->o, mc->plan) ? PCB_R_S1 : PCB_R_MAG_COARSE;
+    return pcbm_pcb_stream_will_run(mc->o, mc->layout) ? PCB_R_S1 : PCB_R_MAG_COARSE;
 }
 
 static void pcb_save(const void *state, unsigned ntasks, pcbm_statrec *r)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * pcb_math.h — what PCB's exact rounds (pcb.c) and streaming rounds (pcb_stream.c) share: the
  * state the rounds decide into, the index of every round in PCB's table (the streaming rounds
@@ -44,7 +45,7 @@ static inline uint64_t pcbm_pcb_rank(double x)
 
 /* Streaming statistics (pcb_stream.c; global scope): whether they run for this merge, their
  * bytes, their rounds (PCB_R_S1 .. PCB_R_FULL) and the release of their state. */
-bool pcbm_pcb_stream_will_run(const pcbm_merge_opts *o, const pcbm_plan *p);
+bool pcbm_pcb_stream_will_run(const pcbm_merge_opts *o, const pcbm_layout *p);
 uint64_t pcbm_pcb_stream_bytes(unsigned ntasks, unsigned threads);
 extern const pcbm_round pcbm_pcb_stream_rounds[PCB_STREAM_ROUNDS];
 void pcbm_pcb_stream_free(pcb_state *ps);

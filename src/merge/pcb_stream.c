@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * pcb_stream.c — PCB's global statistics in about two reads of the inputs (the default).
  *
@@ -167,7 +168,7 @@ struct pcb_stream {
 
 /* Stratified sample: each tensor's sampled elements stand for all of its elements. Integer
  * weights keep the sample histograms exact and mergeable in any order. */
-static uint64_t *sample_weights(const pcbm_plan *p, uint32_t stride, uint64_t *visited)
+static uint64_t *sample_weights(const pcbm_layout *p, uint32_t stride, uint64_t *visited)
 {
     uint64_t *w = pcbm_calloc(p->nt, sizeof *w);
     *visited = 0;
@@ -195,10 +196,10 @@ uint64_t pcbm_pcb_stream_bytes(unsigned ntasks, unsigned threads)
 }
 
 /* Streaming is the default for large merges written in 16-bit floats. An f32 output resolves
- * one part in 2^24: the interpolated threshold (relative error ~1e-6) and a clamp bound read at
+ * one region in 2^24: the interpolated threshold (relative error ~1e-6) and a clamp bound read at
  * fine-bin resolution would move most weighted averages by more than one ulp (measured on a 70M
  * f32 family: 4.9e-3 of elements), so f32 outputs get the exact passes unless --streaming. */
-bool pcbm_pcb_stream_will_run(const pcbm_merge_opts *o, const pcbm_plan *p)
+bool pcbm_pcb_stream_will_run(const pcbm_merge_opts *o, const pcbm_layout *p)
 {
     if (o->scope != PCBM_SCOPE_GLOBAL || o->stats_mode == PCBM_STATS_EXACT || p->d == 0)
         return false;
@@ -330,8 +331,8 @@ static int cmp_run_count(const void *a, const void *b)
 }
 
 /* Atoms of task i: pairs sampled at least HEAVY_MIN_SAMPLES times, the HEAVY_MAX most frequent,
- * the same whatever the threads: pb[i] holds the pairs of every part once the round's
- * parts are combined, and they are sorted. */
+ * the same whatever the threads: pb[i] holds the pairs of every region once the round's
+ * regions are combined, and they are sorted. */
 static bool find_atoms(sstate *ss, unsigned i)
 {
     const pairbuf *pb = &ss->pb[i];
@@ -517,7 +518,7 @@ static float bin_hi_value(uint32_t b) { return pcbm_fkey_value((b << PCBM_QBITS)
 
 static bool plan_bounds(sstate *ss, const pcbm_mctx *mc)
 {
-    double c = mc->o->clamp_ratio, d = (double)mc->plan->d;
+    double c = mc->o->clamp_ratio, d = (double)mc->layout->d;
     double qlo = (double)pcbm_pcb_rank(d * c) / d, qhi = (double)pcbm_pcb_rank(d * (1.0 - c) - 1.0) / d;
     for (unsigned i = 0; i < ss->N; i++) {
         const uint64_t *h = pcbm_hset_total(&ss->ps->h, i);
@@ -539,7 +540,7 @@ static bool plan_bounds(sstate *ss, const pcbm_mctx *mc)
 
 static bool plan_windows(sstate *ss, const pcbm_mctx *mc)
 {
-    double d = (double)mc->plan->d, win_frac = 0.0;
+    double d = (double)mc->layout->d, win_frac = 0.0;
     double q = (double)pcbm_pcb_rank(d * (1.0 - mc->o->density)) / d;
     for (unsigned i = 0; i < ss->N; i++) {
         float lo = INFINITY, hi = -INFINITY;
@@ -603,7 +604,7 @@ static void fcount_merge(fcount *dst, const fcount *src)
         dst->hcnt[h] += src->hcnt[h];
 }
 
-/* The counters of the N tasks: the full pass's accumulator part. */
+/* The counters of the N tasks: the full pass's accumulator region. */
 static void fcounts_combine(void *dst, const void *src, size_t bytes)
 {
     for (size_t k = 0; k < bytes / sizeof(fcount); k++)
@@ -824,10 +825,10 @@ static pcbm_status stream_alloc(pcb_state *ps, const pcbm_mctx *mc, pcbm_error *
     size_t tn = (size_t)mc->threads * mc->ntasks;
     if (ss) {
         *ss = (sstate){.ps = ps, .N = mc->ntasks, .threads = mc->threads};
-        ss->s1 = s1_stride(mc->plan->d, mc->o->clamp_ratio);
+        ss->s1 = s1_stride(mc->layout->d, mc->o->clamp_ratio);
         ss->fc = pcbm_calloc(tn, sizeof(fcount));
-        ss->w1 = sample_weights(mc->plan, ss->s1, &ss->n1);
-        ss->w2 = sample_weights(mc->plan, S2_STRIDE, &ss->n2);
+        ss->w1 = sample_weights(mc->layout, ss->s1, &ss->n1);
+        ss->w2 = sample_weights(mc->layout, S2_STRIDE, &ss->n2);
         ss->pb = pcbm_calloc(tn, sizeof(pairbuf));
         ss->fx = pcbm_malloc((size_t)mc->threads * sizeof(fscratch));
     }
@@ -847,7 +848,7 @@ static pcbm_status begin_s1(void *st, const pcbm_mctx *mc, const pcbm_range *rg,
 {
     pcb_state *ps = st;
     pcbm_status s = ps->ss ? PCBM_OK : stream_alloc(ps, mc, err);
-    ps->d = mc->plan->d;
+    ps->d = mc->layout->d;
     pcbm_hset_clear(&ps->h);
     return s;
 }
@@ -862,25 +863,25 @@ static uint32_t stride_s1(const void *st) { return ((const pcb_state *)st)->ss->
 static uint32_t stride_s2(const void *st) { return S2_STRIDE; }
 static uint32_t stride_s3(const void *st) { return ((const pcb_state *)st)->ss->s3; }
 
-static unsigned parts_hist(void *st, const pcbm_mctx *mc, pcbm_acc *part)
+static unsigned regions_hist(void *st, const pcbm_mctx *mc, pcbm_acc *region)
 {
-    part[0] = pcbm_hset_part(&((pcb_state *)st)->h);
+    region[0] = pcbm_hset_region(&((pcb_state *)st)->h);
     return 1;
 }
 
-static unsigned parts_pairs(void *st, const pcbm_mctx *mc, pcbm_acc *part)
+static unsigned regions_pairs(void *st, const pcbm_mctx *mc, pcbm_acc *region)
 {
     sstate *ss = ((pcb_state *)st)->ss;
     size_t bytes = ss->N * sizeof(pairbuf);
-    part[0] = (pcbm_acc){ss->pb, bytes, pairbufs_combine, ss->pb, bytes};
+    region[0] = (pcbm_acc){ss->pb, bytes, pairbufs_combine, ss->pb, bytes};
     return 1;
 }
 
-static unsigned parts_full(void *st, const pcbm_mctx *mc, pcbm_acc *part)
+static unsigned regions_full(void *st, const pcbm_mctx *mc, pcbm_acc *region)
 {
     sstate *ss = ((pcb_state *)st)->ss;
     size_t bytes = ss->N * sizeof(fcount);
-    part[0] = (pcbm_acc){ss->fc, bytes, fcounts_combine, ss->fc, bytes};
+    region[0] = (pcbm_acc){ss->fc, bytes, fcounts_combine, ss->fc, bytes};
     return 1;
 }
 
@@ -936,8 +937,8 @@ static int finish_full(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
 }
 
 const pcbm_round pcbm_pcb_stream_rounds[PCB_STREAM_ROUNDS] = {
-    {"pcb sample |tau|", tile_sample_mag, stride_s1, false, begin_s1, parts_hist, finish_s1},
-    {"pcb sample scores", tile_sample_scores, stride_s2, false, begin_s2, parts_hist, finish_s2},
-    {"pcb sample pairs", tile_sample_pairs, stride_s3, false, NULL, parts_pairs, finish_s3},
-    {"pcb full pass", tile_full, NULL, true, NULL, parts_full, finish_full},
+    {"pcb sample |tau|", tile_sample_mag, stride_s1, false, begin_s1, regions_hist, finish_s1},
+    {"pcb sample scores", tile_sample_scores, stride_s2, false, begin_s2, regions_hist, finish_s2},
+    {"pcb sample pairs", tile_sample_pairs, stride_s3, false, NULL, regions_pairs, finish_s3},
+    {"pcb full pass", tile_full, NULL, true, NULL, regions_full, finish_full},
 };

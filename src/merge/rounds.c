@@ -1,12 +1,13 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * rounds.c — the rounds driver: runs a method's statistics rounds (method.h) and its apply pass
  * in every context, so no method knows these contexts:
- *   one machine      pass -> reduce the threads' parts -> finish -> ... -> apply
- *   split unit       the first round not reduced yet: pass -> threads' parts -> save, stop
+ *   one machine      pass -> reduce the threads' regions -> finish -> ... -> apply
+ *   split part       the first round not reduced yet: pass -> threads' regions -> save, stop
  *                    (reduced rounds are loaded instead of run); tensor scope: its own tensors
- *   split reduce     no pass: load the units' parts -> combine -> finish -> ...; stops where
- *                    the units have not run the next round yet
- *   replay           --stats (or a split unit's apply): the records instead of the rounds
+ *   split reduce     no pass: load the parts' regions -> combine -> finish -> ...; stops where
+ *                    the parts have not run the next round yet
+ *   replay           --stats (or a split part's apply): the records instead of the rounds
  * The records of every range go to mc->stats_out; global statistics are announced through
  * mc->stats_done (saved by run.c for --resume, by split.c as the split's merge_stats).
  */
@@ -28,30 +29,30 @@ typedef struct drive {
 
 /* ---- the context ---- */
 
-/* Whether this context writes output: one machine, or a split unit's apply. */
+/* Whether this context writes output: one machine, or a split part's apply. */
 static bool writes_output(const pcbm_mctx *mc)
 {
     return !mc->split || mc->split->mode == PCBM_SPLIT_APPLY;
 }
 
-/* Tensor scope of a split merge: whether this unit computes the statistics of tensor t. */
-static bool unit_owns_tensor(const pcbm_mctx *mc, size_t t)
+/* Tensor scope of a split merge: whether this part computes the statistics of tensor t. */
+static bool part_owns_tensor(const pcbm_mctx *mc, size_t t)
 {
     const pcbm_split *sp = mc->split;
     if (!sp || !sp->local)
         return true;
-    unsigned f = mc->plan->t[t].out_file;
+    unsigned f = mc->layout->t[t].out_file;
     return f >= sp->file_lo && f < sp->file_hi;
 }
 
-/* Whether any tensor of [t0, t1) is written by this unit (true outside split merges). */
-static bool unit_touches(const pcbm_mctx *mc, size_t t0, size_t t1)
+/* Whether any tensor of [t0, t1) is written by this part (true outside split merges). */
+static bool part_touches(const pcbm_mctx *mc, size_t t0, size_t t1)
 {
     const pcbm_split *sp = mc->split;
     if (!sp)
         return true;
     for (size_t t = t0; t < t1; t++) {
-        unsigned f = mc->plan->t[t].out_file;
+        unsigned f = mc->layout->t[t].out_file;
         if (f >= sp->file_lo && f < sp->file_hi)
             return true;
     }
@@ -67,8 +68,8 @@ static pcbm_status engine_pass(pcbm_mctx *mc, const pcbm_round *r, void *state,
                            r->tile, state, err);
 }
 
-/* The round's pass, unless a split merge loads the round instead (reduced already, this unit's
- * part saved, or the reduce, which reads no model). */
+/* The round's pass, unless a split merge loads the round instead (reduced already, this part's
+ * region saved, or the reduce, which reads no model). */
 static pcbm_status round_pass(drive *dv, const pcbm_round *r, const pcbm_range *rg,
                               pcbm_error *err)
 {
@@ -83,14 +84,14 @@ static pcbm_status round_pass(drive *dv, const pcbm_round *r, const pcbm_range *
     return st;
 }
 
-/* A split merge's exchange of a round's parts (split_rounds.c): a reduced round is loaded; a
- * unit saves its part and stops; the reduce sums the units' parts, or stops where no unit has
+/* A split merge's exchange of a round's regions (split_rounds.c): a reduced round is loaded; a
+ * part saves its region and stops; the reduce sums the parts' regions, or stops where no part has
  * run the round yet. */
-static pcbm_status split_exchange(drive *dv, const pcbm_acc *part, unsigned n, bool *stop,
+static pcbm_status split_exchange(drive *dv, const pcbm_acc *region, unsigned n, bool *stop,
                                   pcbm_error *err)
 {
     pcbm_exchange_got got;
-    pcbm_status st = pcbm_split_exchange(dv->mc->split, part, n, &got, err);
+    pcbm_status st = pcbm_split_exchange(dv->mc->split, region, n, &got, err);
     if (st == PCBM_OK && got != PCBM_EXCHANGE_TOTAL) {
         dv->end = got == PCBM_EXCHANGE_SAVED ? PCBM_ROUNDS_PART_SAVED : PCBM_ROUNDS_PENDING;
         *stop = true;
@@ -98,19 +99,19 @@ static pcbm_status split_exchange(drive *dv, const pcbm_acc *part, unsigned n, b
     return st;
 }
 
-/* The round's parts: the threads' combined, then (split merge) the units'. *stop when this
+/* The round's regions: the threads' combined, then (split merge) the parts'. *stop when this
  * context ends here. */
 static pcbm_status round_combine(drive *dv, const pcbm_round *r, bool *stop, pcbm_error *err)
 {
     pcbm_mctx *mc = dv->mc;
-    pcbm_acc part[PCBM_MAX_PARTS];
-    memset(part, 0, sizeof part);
-    unsigned n = r->parts ? r->parts(dv->state, mc, part) : 0;
+    pcbm_acc region[PCBM_MAX_REGIONS];
+    memset(region, 0, sizeof region);
+    unsigned n = r->regions ? r->regions(dv->state, mc, region) : 0;
     if (n == 0)
         return PCBM_OK;
     for (unsigned k = 0; k < n; k++)
-        pcbm_acc_reduce_threads(&part[k], mc->threads);
-    return mc->split ? split_exchange(dv, part, n, stop, err) : PCBM_OK;
+        pcbm_acc_reduce_threads(&region[k], mc->threads);
+    return mc->split ? split_exchange(dv, region, n, stop, err) : PCBM_OK;
 }
 
 /* The rounds of one range, from the method's first round to a finish that says done. */
@@ -165,7 +166,7 @@ static pcbm_status replay_range(drive *dv, const pcbm_range *rg, pcbm_error *err
     const pcbm_statset *in = mc->stats_in;
     if (mc->replay_pos >= in->nrec || in->rec[mc->replay_pos].d != rg->d)
         return pcbm_fail(err, PCBM_ERR_STATS, "statistics file %s does not fit this merge (record "
-                         "%zu: %s); run without --stats to recompute them", mc->o->stats_in,
+                         "%zu: %s); recompute them without `stats_in`", mc->o->stats_in,
                          mc->replay_pos, mc->replay_pos >= in->nrec ? "missing"
                                                                     : "different element count");
     dv->m->load(dv->state, mc->ntasks, rg, &in->rec[mc->replay_pos++]);
@@ -219,7 +220,7 @@ static pcbm_status apply_range(drive *dv, const pcbm_range *rg, pcbm_error *err)
 static pcbm_status run_global(drive *dv, pcbm_error *err)
 {
     pcbm_mctx *mc = dv->mc;
-    pcbm_range rg = {0, mc->plan->nt, mc->plan->d};
+    pcbm_range rg = {0, mc->layout->nt, mc->layout->d};
     bool stop = false;
     if (dv->m->nrounds > 0 && rg.d > 0) {
         pcbm_status st = range_stats(dv, &rg, true, &stop, err);
@@ -231,25 +232,25 @@ static pcbm_status run_global(drive *dv, pcbm_error *err)
     return apply_range(dv, &rg, err);
 }
 
-/* Tensor scope: statistics and apply tensor by tensor; a split unit computes the statistics of
+/* Tensor scope: statistics and apply tensor by tensor; a split part computes the statistics of
  * its own tensors, and its apply skips the records of the others. */
 static pcbm_status run_tensors(drive *dv, pcbm_error *err)
 {
     pcbm_mctx *mc = dv->mc;
     pcbm_status st = PCBM_OK;
     size_t t0 = 0, t1 = 0;
-    while (st == PCBM_OK && pcbm_next_range(mc->plan, &t0, &t1)) {
-        pcbm_range rg = {t0, t1, pcbm_range_elems(mc->plan, t0, t1)};
+    while (st == PCBM_OK && pcbm_next_range(mc->layout, &t0, &t1)) {
+        pcbm_range rg = {t0, t1, pcbm_range_elems(mc->layout, t0, t1)};
         bool stop = false;
-        if (rg.d > 0 && !unit_owns_tensor(mc, t1 - 1)) {
+        if (rg.d > 0 && !part_owns_tensor(mc, t1 - 1)) {
             if (mc->stats_in)
-                mc->replay_pos++; /* another unit's record */
+                mc->replay_pos++; /* another part's record */
         } else if (rg.d > 0) {
             st = range_stats(dv, &rg, false, &stop, err);
             if (st != PCBM_OK || stop)
                 return st;
         }
-        if (unit_touches(mc, t0, t1))
+        if (part_touches(mc, t0, t1))
             st = apply_range(dv, &rg, err);
     }
     return st;
@@ -288,7 +289,7 @@ pcbm_status pcbm_method_report_record(pcbm_mctx *mc, const pcbm_statrec *rec, pc
     pcbm_status st = m->init ? m->init(mc, &state, err) : PCBM_OK;
     if (st != PCBM_OK)
         return st;
-    pcbm_range rg = {0, mc->plan->nt, rec->d};
+    pcbm_range rg = {0, mc->layout->nt, rec->d};
     m->load(state, mc->ntasks, &rg, rec);
     m->report(state, mc);
     if (m->free)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * run.c — pcbm_merge(): the whole merge as a user runs it. Validates options, opens and
  * cross-checks every model before any heavy I/O, sizes the engine from --mem, runs the method's
@@ -175,7 +176,7 @@ static json_t *json_num_or_null(double v, bool have)
 char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, double secs)
 {
     const pcbm_merge_opts *o = mc->o;
-    const pcbm_plan *p = mc->plan;
+    const pcbm_layout *p = mc->layout;
     json_t *r = json_object();
     json_object_set_new(r, "tool", json_string("pcbmerge"));
     json_object_set_new(r, "version", json_string(PCBM_VERSION_STRING));
@@ -237,7 +238,7 @@ char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, do
 void pcbm_run_print_summary(const pcbm_mctx *mc, const pcbm_engine_report *er, double secs)
 {
     const pcbm_merge_opts *o = mc->o;
-    const pcbm_plan *p = mc->plan;
+    const pcbm_layout *p = mc->layout;
     char a[32], b[32], c[32];
     pcbm_info("%s merge of %u task model(s): %llu elements in %zu tensors merged, %zu copied",
               pcbm_method_name(o->method), mc->ntasks, (unsigned long long)p->d, p->nmerge,
@@ -284,12 +285,12 @@ static pcbm_status open_models(const pcbm_merge_opts *o, pcbm_model **models, pc
 pcbm_status pcbm_run_write_small_files(const merge_run *r, const pcbm_outdir *od,
                                        const char *report, pcbm_error *err)
 {
-    const pcbm_outplan *op = &r->plan.out;
+    const pcbm_outlayout *op = &r->layout.out;
     pcbm_status st = PCBM_OK;
     if (op->index_json)
         st = pcbm_outdir_write(od, PCBM_INDEX_NAME, op->index_json, strlen(op->index_json), err);
     if (st == PCBM_OK)
-        st = pcbm_copy_side_files(r->plan.models[0], od->partial, err);
+        st = pcbm_copy_side_files(r->layout.models[0], od->partial, err);
     if (st == PCBM_OK && r->o->out_dtype != PCBM_DTYPE_BASE)
         st = pcbm_config_set_dtype(od->partial, r->o->out_dtype, err);
     if (st == PCBM_OK)
@@ -307,7 +308,7 @@ static pcbm_status write_outputs(const merge_run *r, pcbm_mctx *mc, const pcbm_o
                                  char *report, pcbm_error *err)
 {
     pcbm_status st = pcbm_run_write_small_files(r, od, report, err);
-    if (st == PCBM_OK && pcbm_method_has_stats(mc->o->method) && mc->plan->d > 0) {
+    if (st == PCBM_OK && pcbm_method_has_stats(mc->o->method) && mc->layout->d > 0) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", od->partial, PCBM_STATS_NAME);
         snprintf(mc->stats_out->how, sizeof mc->stats_out->how, "%s", mc->stats_how);
@@ -495,10 +496,10 @@ pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err)
     r->params = params_json(o);
     const char *meta[] = {"pcbmerge_version", PCBM_VERSION_STRING, "merge_method",
                           pcbm_method_name(o->method), "merge_params", r->params};
-    pcbm_plan_opts po = {.exclude = o->exclude, .nexclude = o->nexclude,
+    pcbm_layout_opts po = {.exclude = o->exclude, .nexclude = o->nexclude,
                          .allow_extra = o->allow_extra, .out_dtype = o->out_dtype,
                          .shard_bytes = o->shard_bytes, .meta = meta, .nmeta = 6};
-    if ((st = pcbm_plan_build(r->models, o->ntasks + 1, &po, &r->plan, err)) != PCBM_OK)
+    if ((st = pcbm_layout_build(r->models, o->ntasks + 1, &po, &r->layout, err)) != PCBM_OK)
         return st;
     r->plan_ok = true;
     if ((st = fingerprints(o, r->models, r->ids, err)) != PCBM_OK)
@@ -511,7 +512,7 @@ pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err)
     if (pcbm_method_has_stats(o->method) &&
         (st = prepare_stats(o, r->ids, &r->stats_now, &r->stats_in, err)) != PCBM_OK)
         return st;
-    if (r->plan.d == 0)
+    if (r->layout.d == 0)
         pcbm_warn("no tensor is merged (all are excluded, non-float or missing from a task "
                   "model): the output is a copy of the base");
     return PCBM_OK;
@@ -519,14 +520,14 @@ pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err)
 
 uint64_t pcbm_run_space_needed(const merge_run *r)
 {
-    const pcbm_outplan *op = &r->plan.out;
+    const pcbm_outlayout *op = &r->layout.out;
     const uint64_t block = 64 * 1024; /* generous for any filesystem's allocation unit */
     uint64_t need = 0;
     for (unsigned f = 0; f < op->nfiles; f++)
         need += pcbm_align_up(op->files[f].size, block);
     if (op->index_json)
         need += pcbm_align_up(strlen(op->index_json), block);
-    const pcbm_model *base = r->plan.models[0];
+    const pcbm_model *base = r->layout.models[0];
     for (size_t i = 0; base && base->is_dir && pcbm_side_file_name(i); i++) {
         char p[4096];
         struct stat sb;
@@ -537,8 +538,8 @@ uint64_t pcbm_run_space_needed(const merge_run *r)
     /* journal: ~40 bytes per durable segment (64 MiB or more each), statistics: ~128 bytes per
      * task per record (one record per tensor in tensor scope), report and manifest: a few
      * hundred bytes per task and file; each may exist twice while it is rewritten */
-    uint64_t nrec = r->o->scope == PCBM_SCOPE_TENSOR ? r->plan.nmerge + 1 : 1;
-    uint64_t own = 40 * (r->plan.out.total_file_bytes / (1u << 20) + op->nfiles + 16) +
+    uint64_t nrec = r->o->scope == PCBM_SCOPE_TENSOR ? r->layout.nmerge + 1 : 1;
+    uint64_t own = 40 * (r->layout.out.total_file_bytes / (1u << 20) + op->nfiles + 16) +
                    128 * nrec * (r->o->ntasks + 1) + 512 * ((uint64_t)r->o->ntasks + op->nfiles) +
                    4 * block;
     return need + 2 * pcbm_align_up(own, block);
@@ -549,7 +550,7 @@ pcbm_status pcbm_run_setup_ctx(merge_run *r, unsigned threads, pcbm_error *err)
     const pcbm_merge_opts *o = r->o;
     pcbm_mctx *mc = &r->mc;
     mc->o = o;
-    mc->plan = &r->plan;
+    mc->layout = &r->layout;
     mc->ntasks = o->ntasks;
     mc->threads = threads;
     mc->per_task_lambdas = o->lambdas != NULL;
@@ -719,15 +720,15 @@ static pcbm_status setup_output(merge_run *r, unsigned threads, pcbm_error *err)
     if ((st = setup_journal(r, err)) != PCBM_OK || r->publish_only)
         return st;
     r->keep_partial = true; /* from here on, a failure can be resumed */
-    uint64_t reserved = PCBM_RESERVED_MISC + pcbm_method_stats_bytes(o, threads, &r->plan) +
+    uint64_t reserved = PCBM_RESERVED_MISC + pcbm_method_stats_bytes(o, threads, &r->layout) +
                         (uint64_t)threads * r->mc.scratch_floats * sizeof(float);
     pcbm_engine_cfg ec = {.mem_bytes = o->mem_bytes, .reserved_bytes = reserved,
                           .threads = threads, .io = o->io, .block_bytes = o->block_bytes,
                           .out_dir = r->od.partial, .progress = &r->progress,
                           .should_stop = o->should_stop, .user = o->user};
     r->progress.expected = expected_passes(r);
-    r->progress.pass_estimate = r->plan.merge_in_bytes;
-    if ((st = pcbm_engine_create(&r->plan, &ec, &r->eng, err)) != PCBM_OK)
+    r->progress.pass_estimate = r->layout.merge_in_bytes;
+    if ((st = pcbm_engine_create(&r->layout, &ec, &r->eng, err)) != PCBM_OK)
         return st;
     r->mc.eng = r->eng;
     r->mc.stats_done = on_stats;
@@ -743,7 +744,7 @@ static pcbm_status setup_output(merge_run *r, unsigned threads, pcbm_error *err)
         char b[32], t[32];
         pcbm_info("resuming %s: %s of %s of output verified and kept%s", r->od.partial,
                   pcbm_fmt_bytes(bytes, b, sizeof b),
-                  pcbm_fmt_bytes(r->plan.out.total_file_bytes, t, sizeof t),
+                  pcbm_fmt_bytes(r->layout.out.total_file_bytes, t, sizeof t),
                   r->mc.stats_in == &r->stats_saved ? ", statistics reused" : "");
         r->journal.nseg = kept;
         if ((st = pcbm_journal_save(&r->journal, err)) != PCBM_OK)
@@ -763,7 +764,7 @@ void pcbm_run_teardown(merge_run *r, pcbm_status st)
     if (r->od.final || r->od.partial) /* never begun: nothing to close (dirfd is 0) */
         pcbm_outdir_free(&r->od);
     if (r->plan_ok)
-        pcbm_plan_free(&r->plan);
+        pcbm_layout_free(&r->layout);
     for (unsigned i = 0; r->o && i <= r->o->ntasks && i < PCBM_MAX_MODELS; i++)
         pcbm_model_close(r->models[i]);
     pcbm_free_aligned(r->mc.scratch);
@@ -789,7 +790,7 @@ pcbm_status pcbm_run_write_manifest(merge_run *r, const XXH128_hash_t *hashes, p
 {
     json_t *root = json_object(), *files = json_array(), *inputs = json_array();
     char h[40];
-    const pcbm_outplan *op = &r->plan.out;
+    const pcbm_outlayout *op = &r->layout.out;
     for (unsigned f = 0; f < op->nfiles; f++) {
         XXH128_hash_t d = hashes ? hashes[f] : pcbm_engine_file_hash(r->eng, f);
         snprintf(h, sizeof h, "%016llx%016llx", (unsigned long long)d.high64,
@@ -859,10 +860,10 @@ static pcbm_status finalize(merge_run *r, double t0, pcbm_error *err)
 static unsigned expected_passes(const merge_run *r)
 {
     const pcbm_merge_opts *o = r->o;
-    if (r->mc.stats_in || !pcbm_method_has_stats(o->method) || r->plan.d == 0)
+    if (r->mc.stats_in || !pcbm_method_has_stats(o->method) || r->layout.d == 0)
         return 1;
     if (o->scope == PCBM_SCOPE_TENSOR)
-        return 1 + (unsigned)PCBM_MIN(r->plan.nmerge, 1000u);
+        return 1 + (unsigned)PCBM_MIN(r->layout.nmerge, 1000u);
     return o->method == PCBM_METHOD_PCB ? 5 : o->method == PCBM_METHOD_TIES ? 4 : 2;
 }
 
@@ -921,16 +922,30 @@ static pcbm_status merge(const pcbm_merge_opts *o, pcbm_error *err)
     return st;
 }
 
-pcbm_status pcbm_merge(const pcbm_merge_opts *user_opts, pcbm_error *err)
+pcbm_status pcbm_run_call(const pcbm_merge_opts *user_opts, bool optional, pcbm_run_call_fn fn,
+                          void *arg, pcbm_error *err)
 {
     pcbm_error_clear(err);
     pcbm_merge_opts o;
     pcbm_status st = pcbm_merge_opts_import(user_opts, &o, err);
+    if (optional && !user_opts) /* the defaults */
+        st = PCBM_OK, pcbm_error_clear(err);
     if (st != PCBM_OK)
         return st;
     pcbm_log_sink sink = {o.on_message, o.user};
     const pcbm_log_sink *prev = pcbm_log_enter(&sink);
-    st = merge(&o, err);
+    st = fn(user_opts ? &o : NULL, arg, err);
     pcbm_log_leave(prev);
     return st;
+}
+
+static pcbm_status merge_call(const pcbm_merge_opts *o, void *arg, pcbm_error *err)
+{
+    (void)arg;
+    return merge(o, err);
+}
+
+pcbm_status pcbm_merge(const pcbm_merge_opts *user_opts, pcbm_error *err)
+{
+    return pcbm_run_call(user_opts, false, merge_call, NULL, err);
 }

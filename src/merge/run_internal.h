@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * run_internal.h — the pieces of pcbm_merge() (run.c) that the split merge (split.c) reuses:
  * one merge's state, opening and identifying the inputs, the method context, the journal check,
@@ -17,7 +18,7 @@ typedef struct merge_run {
     const pcbm_merge_opts *o;
     pcbm_model *models[PCBM_MAX_MODELS];
     uint64_t ids[PCBM_MAX_MODELS];
-    pcbm_plan plan;
+    pcbm_layout layout;
     bool plan_ok;
     pcbm_engine *eng;
     pcbm_outdir od;
@@ -31,6 +32,12 @@ typedef struct merge_run {
 
 bool pcbm_method_has_stats(pcbm_method m);
 pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err);
+/* A public call taking merge options: the caller's options imported (struct_size; `optional`: NULL
+ * means the defaults), their message sink in force on this thread while fn runs with them (NULL
+ * options when they were NULL). */
+typedef pcbm_status (*pcbm_run_call_fn)(const pcbm_merge_opts *o, void *arg, pcbm_error *err);
+pcbm_status pcbm_run_call(const pcbm_merge_opts *user_opts, bool optional, pcbm_run_call_fn fn,
+                          void *arg, pcbm_error *err);
 unsigned pcbm_run_default_threads(void);
 /* Every parameter that shapes the output bytes, as canonical JSON (malloc'ed). */
 char *pcbm_run_output_params(const pcbm_merge_opts *o);

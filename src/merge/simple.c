@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * simple.c — the methods without statistics, one apply pass each: task arithmetic
  * (θ_pre + λ·Σ τ_i, or Σ λ_i·τ_i with per-task coefficients), linear (Σ α_i θ_i / Σ α_i) and

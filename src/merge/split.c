@@ -1,18 +1,19 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * split.c — one merge split across machines: the phases `plan`, `stats`, `reduce`, `apply` and
  * `finalize` over a shared output directory DIR (see split.h for how statistics travel).
  *
  * Layout of DIR.partial while the merge runs:
- *   .split/plan.json.zst            the merge's parameters, the inputs' identity, the units
- *   .split/round-R.unit-I.zst       unit I's part of statistics round R (global scope)
- *   .split/round-R.zst              round R reduced over all units
- *   .split/stats.unit-I.zst         unit I's statistics (tensor scope: one round)
+ *   .split/plan.json.zst            the merge's parameters, the inputs' identity, the parts
+ *   .split/round-R.part-I.zst       part I's part of statistics round R (global scope)
+ *   .split/round-R.zst              round R reduced over all parts
+ *   .split/stats.part-I.zst         part I's statistics (tensor scope: one round)
  *   .split/stats.complete           the statistics are known (merge_stats.json.zst is written)
- *   .split/unit-I.journal.json.zst  unit I's durable output segments (its apply resumes from it)
- *   .split/unit-I.done.json.zst     unit I's files are written: their xxh3-128, kept counts
+ *   .split/part-I.journal.json.zst  part I's durable output segments (its apply resumes from it)
+ *   .split/part-I.done.json.zst     part I's files are written: their xxh3-128, kept counts
  *   merge_stats.json.zst, model-*.safetensors   what will be published
- * A unit owns a contiguous run of output files (balanced by the bytes it reads and writes), so
- * units never write the same file. finalize writes the index, side files, report and manifest,
+ * A part owns a contiguous run of output files (balanced by the bytes it reads and writes), so
+ * parts never write the same file. finalize writes the index, side files, report and manifest,
  * removes .split and renames DIR.partial to DIR: nothing under DIR is ever partial.
  */
 #include "run_internal.h"
@@ -37,7 +38,7 @@
 #define PLAN_FORMAT "pcbmerge-split-plan"
 #define PLAN_VERSION 1
 #define COMPLETE_NAME "stats.complete"
-#define MAX_UNITS 100000u
+#define MAX_PARTS 100000u
 
 typedef struct split_plan {
     pcbm_merge_opts o;          /* the merge's parameters; strings below own its pointers */
@@ -46,9 +47,9 @@ typedef struct split_plan {
     double *lambdas, *weights;
     char **exclude;
     char *command;              /* how the merge was planned, for the model card */
-    unsigned units;
+    unsigned parts;
     unsigned *file_lo, *file_hi;
-    uint64_t *unit_bytes;
+    uint64_t *part_bytes;
     unsigned nmodels;
     uint64_t ids[PCBM_MAX_MODELS];
     uint64_t plan_id;
@@ -71,7 +72,7 @@ static void plan_free(split_plan *sp)
     free(sp->exclude);
     free(sp->file_lo);
     free(sp->file_hi);
-    free(sp->unit_bytes);
+    free(sp->part_bytes);
     pcbm_outdir_free(&sp->od);
     memset(sp, 0, sizeof *sp);
 }
@@ -213,7 +214,7 @@ static bool opts_from(json_t *j, split_plan *sp)
     return true;
 }
 
-/* The plan's identity: its parameters, inputs and units (round files carry it). */
+/* The plan's identity: its parameters, inputs and parts (round files carry it). */
 static uint64_t plan_identity(json_t *root)
 {
     json_t *copy = json_deep_copy(root);
@@ -227,22 +228,22 @@ static uint64_t plan_identity(json_t *root)
 
 static json_t *plan_json(const split_plan *sp)
 {
-    json_t *root = json_object(), *ids = json_array(), *units = json_array();
+    json_t *root = json_object(), *ids = json_array(), *parts = json_array();
     char h[17];
     for (unsigned m = 0; m < sp->nmodels; m++) {
         snprintf(h, sizeof h, "%016" PRIx64, sp->ids[m]);
         json_array_append_new(ids, json_string(h));
     }
-    for (unsigned u = 0; u < sp->units; u++)
-        json_array_append_new(units, json_pack("{s:i,s:i,s:I}", "file_lo", (int)sp->file_lo[u],
+    for (unsigned u = 0; u < sp->parts; u++)
+        json_array_append_new(parts, json_pack("{s:i,s:i,s:I}", "file_lo", (int)sp->file_lo[u],
                                                "file_hi", (int)sp->file_hi[u], "bytes",
-                                               (json_int_t)sp->unit_bytes[u]));
+                                               (json_int_t)sp->part_bytes[u]));
     json_object_set_new(root, "format", json_string(PLAN_FORMAT));
     json_object_set_new(root, "format_version", json_integer(PLAN_VERSION));
     json_object_set_new(root, "version", json_string(PCBM_VERSION_STRING));
     json_object_set_new(root, "merge", opts_json(&sp->o));
     json_object_set_new(root, "inputs", ids);
-    json_object_set_new(root, "units", units);
+    json_object_set_new(root, "parts", parts);
     json_object_set_new(root, "rounds_max", json_integer(sp->rounds_max));
     uint64_t id = plan_identity(root);
     snprintf(h, sizeof h, "%016" PRIx64, id);
@@ -253,7 +254,7 @@ static json_t *plan_json(const split_plan *sp)
 static pcbm_status plan_damaged(const char *path, pcbm_error *err)
 {
     return pcbm_fail(err, PCBM_ERR_STATS, "the split plan %s is damaged or of another version: "
-                     "plan again with --force", path);
+                     "plan again with `force`", path);
 }
 
 static pcbm_status plan_from_json(json_t *root, const char *path, split_plan *sp, pcbm_error *err)
@@ -261,17 +262,17 @@ static pcbm_status plan_from_json(json_t *root, const char *path, split_plan *sp
     const char *fmt = json_string_value(json_object_get(root, "format"));
     const char *ver = json_string_value(json_object_get(root, "version"));
     const char *pid = json_string_value(json_object_get(root, "plan_id"));
-    json_t *ids = json_object_get(root, "inputs"), *units = json_object_get(root, "units");
+    json_t *ids = json_object_get(root, "inputs"), *parts = json_object_get(root, "parts");
     if (!fmt || strcmp(fmt, PLAN_FORMAT) != 0 ||
         json_integer_value(json_object_get(root, "format_version")) != PLAN_VERSION || !pid ||
-        !json_is_array(ids) || !json_is_array(units) || json_array_size(units) < 1 ||
-        json_array_size(units) > MAX_UNITS || !opts_from(json_object_get(root, "merge"), sp) ||
+        !json_is_array(ids) || !json_is_array(parts) || json_array_size(parts) < 1 ||
+        json_array_size(parts) > MAX_PARTS || !opts_from(json_object_get(root, "merge"), sp) ||
         json_array_size(ids) != sp->o.ntasks + 1 || sp->o.ntasks > PCBM_MAX_TASKS)
         return plan_damaged(path, err);
     if (!ver || strcmp(ver, PCBM_VERSION_STRING) != 0)
         return pcbm_fail(err, PCBM_ERR_STATS, "the split plan %s was made by pcbmerge %s; this is "
                          "%s: every phase of one merge must run the same version (or plan again "
-                         "with --force)", path, ver ? ver : "?", PCBM_VERSION_STRING);
+                         "with `force`)", path, ver ? ver : "?", PCBM_VERSION_STRING);
     sp->plan_id = strtoull(pid, NULL, 16);
     if (sp->plan_id != plan_identity(root))
         return plan_damaged(path, err);
@@ -282,17 +283,17 @@ static pcbm_status plan_from_json(json_t *root, const char *path, split_plan *sp
             return plan_damaged(path, err);
         sp->ids[m] = strtoull(s, NULL, 16);
     }
-    sp->units = (unsigned)json_array_size(units);
-    sp->file_lo = pcbm_calloc(sp->units, sizeof(unsigned));
-    sp->file_hi = pcbm_calloc(sp->units, sizeof(unsigned));
-    sp->unit_bytes = pcbm_calloc(sp->units, sizeof(uint64_t));
-    if (!sp->file_lo || !sp->file_hi || !sp->unit_bytes)
+    sp->parts = (unsigned)json_array_size(parts);
+    sp->file_lo = pcbm_calloc(sp->parts, sizeof(unsigned));
+    sp->file_hi = pcbm_calloc(sp->parts, sizeof(unsigned));
+    sp->part_bytes = pcbm_calloc(sp->parts, sizeof(uint64_t));
+    if (!sp->file_lo || !sp->file_hi || !sp->part_bytes)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-    for (unsigned u = 0; u < sp->units; u++) {
-        json_t *e = json_array_get(units, u);
+    for (unsigned u = 0; u < sp->parts; u++) {
+        json_t *e = json_array_get(parts, u);
         sp->file_lo[u] = (unsigned)json_integer_value(json_object_get(e, "file_lo"));
         sp->file_hi[u] = (unsigned)json_integer_value(json_object_get(e, "file_hi"));
-        sp->unit_bytes[u] = (uint64_t)json_integer_value(json_object_get(e, "bytes"));
+        sp->part_bytes[u] = (uint64_t)json_integer_value(json_object_get(e, "bytes"));
         if (sp->file_hi[u] < sp->file_lo[u] || (u && sp->file_lo[u] != sp->file_hi[u - 1]))
             return plan_damaged(path, err);
     }
@@ -302,13 +303,13 @@ static pcbm_status plan_from_json(json_t *root, const char *path, split_plan *sp
 
 /* ---- planning ----------------------------------------------------------------------------- */
 
-/* Bytes a unit moves for output file f: every input read of its tensors and the output. */
-static uint64_t file_work(const pcbm_plan *p, unsigned f)
+/* Bytes a part moves for output file f: every input read of its tensors and the output. */
+static uint64_t file_work(const pcbm_layout *p, unsigned f)
 {
     const pcbm_out_file *of = &p->out.files[f];
     uint64_t w = of->size;
     for (size_t i = of->first; i < of->first + of->count; i++) {
-        const pcbm_tplan *t = &p->t[i];
+        const pcbm_tlayout *t = &p->t[i];
         unsigned nin = t->kind == PCBM_T_MERGE ? p->nmodels : 1;
         for (unsigned m = 0; m < nin; m++)
             w += t->units * t->in_unit[m];
@@ -317,7 +318,7 @@ static uint64_t file_work(const pcbm_plan *p, unsigned f)
 }
 
 /* Greedy cut of the files into runs of at most `cap` bytes of work, cutting early when the
- * files left are as many as the units left (no unit is empty while there are files for it).
+ * files left are as many as the parts left (no part is empty while there are files for it).
  * Returns the number of runs used (K + 1 when cap is too small). */
 static unsigned cut_runs(const uint64_t *w, unsigned nf, unsigned K, uint64_t cap, unsigned *hi)
 {
@@ -340,13 +341,13 @@ static unsigned cut_runs(const uint64_t *w, unsigned nf, unsigned K, uint64_t ca
 
 /* Contiguous runs of output files, K of them, whose largest work (bytes read and written) is as
  * small as possible: the smallest capacity the greedy cut fits in K runs (binary search). With
- * more units than files, the last units are empty. */
-static void balance(const pcbm_plan *p, split_plan *sp)
+ * more parts than files, the last parts are empty. */
+static void balance(const pcbm_layout *p, split_plan *sp)
 {
-    unsigned nf = p->out.nfiles, K = sp->units;
+    unsigned nf = p->out.nfiles, K = sp->parts;
     uint64_t *w = pcbm_calloc(nf ? nf : 1, sizeof *w), lo = 0, hi = 0;
     unsigned *cut = pcbm_calloc(K, sizeof *cut);
-    if (!w || !cut) { /* out of memory: everything in the first unit (still correct) */
+    if (!w || !cut) { /* out of memory: everything in the first part (still correct) */
         for (unsigned u = 0; u < K; u++)
             sp->file_lo[u] = u ? nf : 0, sp->file_hi[u] = nf;
         free(w);
@@ -370,9 +371,9 @@ static void balance(const pcbm_plan *p, split_plan *sp)
     for (unsigned u = 0; u < K; u++) {
         sp->file_lo[u] = f;
         sp->file_hi[u] = cut[u];
-        sp->unit_bytes[u] = 0;
+        sp->part_bytes[u] = 0;
         for (; f < cut[u]; f++)
-            sp->unit_bytes[u] += w[f];
+            sp->part_bytes[u] += w[f];
     }
     free(w);
     free(cut);
@@ -390,31 +391,27 @@ static pcbm_status read_plan_file(const char *ctl, split_plan *sp, pcbm_error *e
     return st;
 }
 
-static pcbm_status split_plan_run(const pcbm_merge_opts *o, unsigned units, pcbm_error *err);
+static pcbm_status split_plan_run(const pcbm_merge_opts *o, unsigned parts, pcbm_error *err);
 
-pcbm_status pcbm_split_plan(const pcbm_merge_opts *user_opts, unsigned units, pcbm_error *err)
+static pcbm_status plan_call(const pcbm_merge_opts *o, void *arg, pcbm_error *err)
 {
-    pcbm_error_clear(err);
-    pcbm_merge_opts o;
-    pcbm_status st = pcbm_merge_opts_import(user_opts, &o, err);
-    if (st != PCBM_OK)
-        return st;
-    pcbm_log_sink sink = {o.on_message, o.user};
-    const pcbm_log_sink *prev = pcbm_log_enter(&sink);
-    st = split_plan_run(&o, units, err);
-    pcbm_log_leave(prev);
-    return st;
+    return split_plan_run(o, *(const unsigned *)arg, err);
 }
 
-static pcbm_status split_plan_run(const pcbm_merge_opts *o, unsigned units, pcbm_error *err)
+pcbm_status pcbm_split_plan(const pcbm_merge_opts *user_opts, unsigned parts, pcbm_error *err)
+{
+    return pcbm_run_call(user_opts, false, plan_call, &parts, err);
+}
+
+static pcbm_status split_plan_run(const pcbm_merge_opts *o, unsigned parts, pcbm_error *err)
 {
     pcbm_status st = pcbm_run_check_opts(o, err);
     if (st != PCBM_OK)
         return st;
-    if (units < 1 || units > MAX_UNITS)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "--shards must be 1 to %u, got %u", MAX_UNITS, units);
+    if (parts < 1 || parts > MAX_PARTS)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "the number of parts must be 1 to %u, got %u", MAX_PARTS, parts);
     if (o->stats_in || o->resume)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "plan takes neither --stats nor --resume: a split "
+        return pcbm_fail(err, PCBM_ERR_USAGE, "a split plan takes neither `stats_in` nor `resume`: a split "
                          "merge computes its statistics in rounds and every phase resumes by itself");
     merge_run *r = pcbm_calloc(1, sizeof *r);
     split_plan *sp = pcbm_calloc(1, sizeof *sp);
@@ -428,18 +425,18 @@ static pcbm_status split_plan_run(const pcbm_merge_opts *o, unsigned units, pcbm
     st = pcbm_run_setup_inputs(r, err);
     if (st == PCBM_OK) {
         sp->o = *o;
-        sp->units = units;
+        sp->parts = parts;
         sp->nmodels = o->ntasks + 1;
         memcpy(sp->ids, r->ids, sizeof r->ids);
-        sp->file_lo = pcbm_calloc(units, sizeof(unsigned));
-        sp->file_hi = pcbm_calloc(units, sizeof(unsigned));
-        sp->unit_bytes = pcbm_calloc(units, sizeof(uint64_t));
-        if (!sp->file_lo || !sp->file_hi || !sp->unit_bytes)
+        sp->file_lo = pcbm_calloc(parts, sizeof(unsigned));
+        sp->file_hi = pcbm_calloc(parts, sizeof(unsigned));
+        sp->part_bytes = pcbm_calloc(parts, sizeof(uint64_t));
+        if (!sp->file_lo || !sp->file_hi || !sp->part_bytes)
             st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     }
     if (st == PCBM_OK) {
-        balance(&r->plan, sp);
-        sp->rounds_max = pcbm_method_max_rounds(o, &r->plan);
+        balance(&r->layout, sp);
+        sp->rounds_max = pcbm_method_max_rounds(o, &r->layout);
         root = plan_json(sp);
         st = pcbm_outdir_attach(&sp->od, o->out, err);
     }
@@ -448,7 +445,7 @@ static pcbm_status split_plan_run(const pcbm_merge_opts *o, unsigned units, pcbm
         snprintf(ctl, sizeof ctl, "%s/%s", sp->od.partial, PCBM_SPLIT_CTL);
         snprintf(path, sizeof path, "%s/%s", ctl, PLAN_NAME);
         if (exists(sp->od.final)) {
-            st = pcbm_fail(err, PCBM_ERR_EXISTS, "output %s already exists: choose another --out "
+            st = pcbm_fail(err, PCBM_ERR_EXISTS, "output %s already exists: choose another `out` "
                            "or remove it first", sp->od.final);
         } else if (exists(path) && !o->force) {
             /* planned before: the same plan is a no-op, another one needs --force */
@@ -458,8 +455,8 @@ static pcbm_status split_plan_run(const pcbm_merge_opts *o, unsigned units, pcbm
             const char *pid = json_string_value(json_object_get(root, "plan_id"));
             if (read_plan_file(ctl, &old, &e2) == PCBM_OK && pid &&
                 old.plan_id == strtoull(pid, NULL, 16)) {
-                pcbm_info("%s is already planned with these parameters (%u units): nothing to do",
-                          sp->od.final, units);
+                pcbm_info("%s is already planned with these parameters (%u parts): nothing to do",
+                          sp->od.final, parts);
                 plan_free(&old);
                 json_decref(root);
                 pcbm_run_teardown(r, PCBM_OK);
@@ -470,12 +467,12 @@ static pcbm_status split_plan_run(const pcbm_merge_opts *o, unsigned units, pcbm
             }
             plan_free(&old);
             st = pcbm_fail(err, PCBM_ERR_EXISTS, "%s holds another plan (other parameters, inputs "
-                           "or --shards): pass --force to discard it and plan anew",
+                           "or parts): discard it with `force` and plan anew",
                            sp->od.partial);
         }
     }
     if (st == PCBM_OK) {
-        /* a fresh partial directory (an old one only with --force) */
+        /* a fresh partial directory (an old one only with `force`) */
         pcbm_outdir od;
         bool existed = false;
         st = pcbm_outdir_begin(&od, o->out, o->force, 0, &existed, err);
@@ -491,21 +488,21 @@ static pcbm_status split_plan_run(const pcbm_merge_opts *o, unsigned units, pcbm
     }
     if (st == PCBM_OK) {
         char b[32];
-        pcbm_info("planned %s: %s merge of %u task model(s), %u unit(s) over %u output file(s), "
+        pcbm_info("planned %s: %s merge of %u task model(s), %u part(s) over %u output file(s), "
                   "at most %u statistics round(s)", sp->od.final, pcbm_method_name(o->method),
-                  o->ntasks, units, r->plan.out.nfiles, sp->rounds_max);
-        for (unsigned u = 0; u < units; u++) {
+                  o->ntasks, parts, r->layout.out.nfiles, sp->rounds_max);
+        for (unsigned u = 0; u < parts; u++) {
             if (sp->file_lo[u] == sp->file_hi[u])
-                pcbm_info("  unit %u: no output file (nothing to do)", u);
+                pcbm_info("  part %u: no output file (nothing to do)", u);
             else
-                pcbm_info("  unit %u: output files %u-%u, %s to move", u, sp->file_lo[u] + 1,
-                          sp->file_hi[u], pcbm_fmt_bytes(sp->unit_bytes[u], b, sizeof b));
+                pcbm_info("  part %u: output files %u-%u, %s to move", u, sp->file_lo[u] + 1,
+                          sp->file_hi[u], pcbm_fmt_bytes(sp->part_bytes[u], b, sizeof b));
         }
-        for (unsigned u = 0; u < units; u++)
+        for (unsigned u = 0; u < parts; u++)
             if (sp->file_lo[u] == sp->file_hi[u]) {
-                pcbm_warn("%u unit(s) have no output file to write (%u files for %u units): "
-                          "a smaller --shard-size gives every unit work", units - r->plan.out.nfiles,
-                          r->plan.out.nfiles, units);
+                pcbm_warn("%u part(s) have no output file to write (%u files for %u parts): "
+                          "a smaller `shard_bytes` gives every part work", parts - r->layout.out.nfiles,
+                          r->layout.out.nfiles, parts);
                 break;
             }
     }
@@ -536,13 +533,13 @@ static pcbm_status load_plan(const char *dir, split_plan *sp, pcbm_error *err)
             return pcbm_fail(err, PCBM_ERR_EXISTS, "%s is already finalized (published): "
                              "nothing is left to do", sp->od.final);
         return pcbm_fail(err, PCBM_ERR_USAGE, "no split merge is planned for %s (%s is "
-                         "missing): run `pcbmerge plan --out %s --shards K ...` first", dir, path,
+                         "missing): plan the split merge into %s first", dir, path,
                          dir);
     }
     return read_plan_file(sp->ctl, sp, err);
 }
 
-/* One process per unit (batch systems do start a job twice): an flock on a file of .split. */
+/* One process per part (batch systems do start a job twice): an flock on a file of .split. */
 static pcbm_status take_lock(const split_plan *sp, const char *name, const char *who, int *fd,
                              pcbm_error *err)
 {
@@ -578,46 +575,46 @@ static pcbm_status open_run(split_plan *sp, const pcbm_merge_opts *rt, merge_run
     for (unsigned m = 0; st == PCBM_OK && m < sp->nmodels; m++)
         if (r->ids[m] != sp->ids[m])
             st = pcbm_fail(err, PCBM_ERR_STATS, "%s (%s) changed since the merge was planned "
-                           "(headers, sizes or data): plan again with --force",
+                           "(headers, sizes or data): plan again with `force`",
                            m ? "a task model" : "the base", m ? o->tasks[m - 1] : o->base);
     if (st == PCBM_OK)
         st = pcbm_run_setup_ctx(r, o->threads ? o->threads : pcbm_run_default_threads(), err);
     return st;
 }
 
-static pcbm_status create_engine(merge_run *r, const split_plan *sp, unsigned unit,
+static pcbm_status create_engine(merge_run *r, const split_plan *sp, unsigned part,
                                  pcbm_error *err)
 {
     const pcbm_merge_opts *o = r->o;
-    uint64_t reserved = PCBM_RESERVED_MISC + pcbm_method_stats_bytes(o, r->mc.threads, &r->plan) +
+    uint64_t reserved = PCBM_RESERVED_MISC + pcbm_method_stats_bytes(o, r->mc.threads, &r->layout) +
                         (uint64_t)r->mc.threads * r->mc.scratch_floats * sizeof(float);
     pcbm_engine_cfg ec = {.mem_bytes = o->mem_bytes, .reserved_bytes = reserved,
                           .threads = r->mc.threads, .io = o->io, .block_bytes = o->block_bytes,
                           .out_dir = sp->od.partial, .progress = &r->progress,
                           .should_stop = o->should_stop, .user = o->user,
-                          .file_range = 1, .file_lo = sp->file_lo[unit],
-                          .file_hi = sp->file_hi[unit]};
-    pcbm_status st = pcbm_engine_create(&r->plan, &ec, &r->eng, err);
+                          .file_range = 1, .file_lo = sp->file_lo[part],
+                          .file_hi = sp->file_hi[part]};
+    pcbm_status st = pcbm_engine_create(&r->layout, &ec, &r->eng, err);
     r->mc.eng = r->eng;
     return st;
 }
 
-static void init_split(pcbm_split *x, const split_plan *sp, pcbm_split_mode mode, unsigned unit)
+static void init_split(pcbm_split *x, const split_plan *sp, pcbm_split_mode mode, unsigned part)
 {
     memset(x, 0, sizeof *x);
     x->mode = mode;
     snprintf(x->ctl, sizeof x->ctl, "%s", sp->ctl);
-    x->unit = unit;
-    x->units = sp->units;
+    x->part = part;
+    x->parts = sp->parts;
     x->plan_id = sp->plan_id;
     x->local = sp->o.scope == PCBM_SCOPE_TENSOR;
-    x->file_lo = sp->file_lo[unit < sp->units ? unit : 0];
-    x->file_hi = sp->file_hi[unit < sp->units ? unit : 0];
+    x->file_lo = sp->file_lo[part < sp->parts ? part : 0];
+    x->file_hi = sp->file_hi[part < sp->parts ? part : 0];
 }
 
 static bool stats_needed(const split_plan *sp, const merge_run *r)
 {
-    return pcbm_method_has_stats(sp->o.method) && r->plan.d > 0;
+    return pcbm_method_has_stats(sp->o.method) && r->layout.d > 0;
 }
 
 static bool stats_complete(const split_plan *sp)
@@ -661,72 +658,72 @@ static pcbm_status on_stats_reduced(void *arg, pcbm_error *err)
     return mark_complete(rc->sp, r, err);
 }
 
-static pcbm_status phase_stats(split_plan *sp, merge_run *r, unsigned unit, pcbm_error *err)
+static pcbm_status phase_stats(split_plan *sp, merge_run *r, unsigned part, pcbm_error *err)
 {
     if (!stats_needed(sp, r)) {
-        pcbm_info("%s computes no statistics: nothing to do for unit %u (go on with reduce and "
-                  "apply)", pcbm_method_name(sp->o.method), unit);
+        pcbm_info("%s computes no statistics: nothing to do for part %u (go on with reduce and "
+                  "apply)", pcbm_method_name(sp->o.method), part);
         return PCBM_OK;
     }
     if (stats_complete(sp)) {
-        pcbm_info("the statistics are complete: nothing to do for unit %u (go on with apply)", unit);
+        pcbm_info("the statistics are complete: nothing to do for part %u (go on with apply)", part);
         return PCBM_OK;
     }
     char upath[4096];
-    ctl_path(sp, upath, sizeof upath, "stats.unit-%u.zst", unit);
+    ctl_path(sp, upath, sizeof upath, "stats.part-%u.zst", part);
     if (sp->o.scope == PCBM_SCOPE_TENSOR && exists(upath)) {
-        pcbm_info("unit %u: its statistics are already saved (run reduce)", unit);
+        pcbm_info("part %u: its statistics are already saved (run reduce)", part);
         return PCBM_OK;
     }
     pcbm_split x;
-    init_split(&x, sp, PCBM_SPLIT_STATS, unit);
+    init_split(&x, sp, PCBM_SPLIT_STATS, part);
     r->mc.split = &x;
-    pcbm_status st = create_engine(r, sp, unit, err);
+    pcbm_status st = create_engine(r, sp, part, err);
     double t0 = pcbm_now();
     pcbm_rounds_end end = PCBM_ROUNDS_DONE;
     if (st == PCBM_OK)
         st = pcbm_method_run(&r->mc, &end, err);
     if (st == PCBM_OK && end == PCBM_ROUNDS_PART_SAVED) {
-        pcbm_info("unit %u: statistics round %u saved (%.2f s); reduce when every unit has run it",
-                  unit, x.round, pcbm_now() - t0);
+        pcbm_info("part %u: statistics round %u saved (%.2f s); reduce when every part has run it",
+                  part, x.round, pcbm_now() - t0);
         return PCBM_OK;
     }
     if (st == PCBM_OK && x.local) {
         snprintf(r->mc.stats_out->how, sizeof r->mc.stats_out->how, "%s", r->mc.stats_how);
         st = pcbm_statfile_write(upath, r->mc.stats_out, sp->o.ntasks, err);
         if (st == PCBM_OK)
-            pcbm_info("unit %u: statistics of its %zu tensor(s) saved (%.2f s); reduce when every "
-                      "unit has run", unit, r->mc.stats_out->nrec, pcbm_now() - t0);
+            pcbm_info("part %u: statistics of its %zu tensor(s) saved (%.2f s); reduce when every "
+                      "part has run", part, r->mc.stats_out->nrec, pcbm_now() - t0);
         return st;
     }
     if (st == PCBM_OK)
-        pcbm_info("the statistics are complete (every round is reduced): nothing to do for unit %u",
-                  unit);
+        pcbm_info("the statistics are complete (every round is reduced): nothing to do for part %u",
+                  part);
     return st;
 }
 
-/* Tensor scope: the units' statistics, concatenated in unit order (= tensor order). */
+/* Tensor scope: the parts' statistics, concatenated in part order (= tensor order). */
 static pcbm_status reduce_local(split_plan *sp, merge_run *r, pcbm_error *err)
 {
     char list[512];
-    unsigned nmiss = pcbm_split_missing(sp->ctl, sp->units, "stats.unit-%u.zst", list,
+    unsigned nmiss = pcbm_split_missing(sp->ctl, sp->parts, "stats.part-%u.zst", list,
                                         sizeof list);
     if (nmiss)
-        return pcbm_fail(err, PCBM_ERR_STATS, "the statistics of unit%s %s of %u are missing: run "
-                         "`pcbmerge stats` for %s (same --plan, --shard N), then reduce again",
-                         nmiss > 1 ? "s" : "", list, sp->units, nmiss > 1 ? "them" : "it");
+        return pcbm_fail(err, PCBM_ERR_STATS, "the statistics of part%s %s of %u are missing: run "
+                         "the stats phase for %s (the same plan directory and part), then reduce again",
+                         nmiss > 1 ? "s" : "", list, sp->parts, nmiss > 1 ? "them" : "it");
     pcbm_statset *out = r->mc.stats_out;
     pcbm_status st = PCBM_OK;
-    for (unsigned u = 0; u < sp->units && st == PCBM_OK; u++) {
+    for (unsigned u = 0; u < sp->parts && st == PCBM_OK; u++) {
         char p[4096];
-        ctl_path(sp, p, sizeof p, "stats.unit-%u.zst", u);
+        ctl_path(sp, p, sizeof p, "stats.part-%u.zst", u);
         pcbm_statset in;
         if ((st = pcbm_statfile_read(p, &in, err)) != PCBM_OK)
             break;
         if (in.nmodels != out->nmodels || strcmp(in.shape_json, out->shape_json) != 0 ||
             memcmp(in.identity, out->identity, out->nmodels * sizeof out->identity[0]) != 0)
             st = pcbm_fail(err, PCBM_ERR_STATS, "%s was computed for other inputs or parameters: "
-                           "remove it and run `pcbmerge stats` for unit %u again", p, u);
+                           "remove it and run the stats phase of part %u again", p, u);
         for (size_t k = 0; st == PCBM_OK && k < in.nrec; k++) {
             pcbm_statrec *rec = pcbm_statset_add(out);
             if (!rec)
@@ -741,8 +738,8 @@ static pcbm_status reduce_local(split_plan *sp, merge_run *r, pcbm_error *err)
     if (st == PCBM_OK)
         st = mark_complete(sp, r, err);
     if (st == PCBM_OK)
-        pcbm_info("statistics complete: %zu tensor(s) from %u unit(s); go on with apply",
-                  out->nrec, sp->units);
+        pcbm_info("statistics complete: %zu tensor(s) from %u part(s); go on with apply",
+                  out->nrec, sp->parts);
     return st;
 }
 
@@ -768,8 +765,8 @@ static pcbm_status phase_reduce(split_plan *sp, merge_run *r, pcbm_error *err)
     pcbm_rounds_end end = PCBM_ROUNDS_DONE;
     pcbm_status st = pcbm_method_run(&r->mc, &end, err);
     if (st == PCBM_OK && end == PCBM_ROUNDS_PENDING) {
-        pcbm_info("statistics round %u needs every unit: run `pcbmerge stats` for units 0-%u, "
-                  "then reduce again", x.round, sp->units - 1);
+        pcbm_info("statistics round %u needs every part: run the stats phase of parts 0-%u, "
+                  "then reduce again", x.round, sp->parts - 1);
         return PCBM_OK;
     }
     if (st == PCBM_OK)
@@ -778,13 +775,13 @@ static pcbm_status phase_reduce(split_plan *sp, merge_run *r, pcbm_error *err)
     return st;
 }
 
-static pcbm_status write_done(const split_plan *sp, merge_run *r, unsigned unit, double secs,
+static pcbm_status write_done(const split_plan *sp, merge_run *r, unsigned part, double secs,
                               pcbm_error *err)
 {
     json_t *root = json_object(), *files = json_array(), *kept = json_array();
-    const pcbm_outplan *op = &r->plan.out;
+    const pcbm_outlayout *op = &r->layout.out;
     char h[40];
-    for (unsigned f = sp->file_lo[unit]; f < sp->file_hi[unit]; f++) {
+    for (unsigned f = sp->file_lo[part]; f < sp->file_hi[part]; f++) {
         XXH128_hash_t d = pcbm_engine_file_hash(r->eng, f);
         snprintf(h, sizeof h, "%016llx%016llx", (unsigned long long)d.high64,
                  (unsigned long long)d.low64);
@@ -798,7 +795,7 @@ static pcbm_status write_done(const split_plan *sp, merge_run *r, unsigned unit,
     char pid[17];
     snprintf(pid, sizeof pid, "%016" PRIx64, sp->plan_id);
     json_object_set_new(root, "plan_id", json_string(pid));
-    json_object_set_new(root, "unit", json_integer(unit));
+    json_object_set_new(root, "part", json_integer(part));
     json_object_set_new(root, "files", files);
     json_object_set_new(root, "kept", kept);
     json_object_set_new(root, "bytes_read", json_integer((json_int_t)er->bytes_read));
@@ -806,24 +803,24 @@ static pcbm_status write_done(const split_plan *sp, merge_run *r, unsigned unit,
     json_object_set_new(root, "seconds", json_real(secs));
     json_object_set_new(root, "io_backend", json_string(er->backend ? er->backend : ""));
     char p[4096];
-    ctl_path(sp, p, sizeof p, "unit-%u.done.json.zst", unit);
-    pcbm_status st = pcbm_zjson_write(p, root, "unit record", err);
+    ctl_path(sp, p, sizeof p, "part-%u.done.json.zst", part);
+    pcbm_status st = pcbm_zjson_write(p, root, "part record", err);
     json_decref(root);
     return st;
 }
 
-static pcbm_status phase_apply(split_plan *sp, merge_run *r, unsigned unit, pcbm_error *err)
+static pcbm_status phase_apply(split_plan *sp, merge_run *r, unsigned part, pcbm_error *err)
 {
     char done[4096], jpath[4096];
-    ctl_path(sp, done, sizeof done, "unit-%u.done.json.zst", unit);
-    ctl_path(sp, jpath, sizeof jpath, "unit-%u.journal.json.zst", unit);
+    ctl_path(sp, done, sizeof done, "part-%u.done.json.zst", part);
+    ctl_path(sp, jpath, sizeof jpath, "part-%u.journal.json.zst", part);
     if (exists(done)) {
-        pcbm_info("unit %u: its output files are already written: nothing to do", unit);
+        pcbm_info("part %u: its output files are already written: nothing to do", part);
         return PCBM_OK;
     }
     double t0 = pcbm_now();
     pcbm_split x;
-    init_split(&x, sp, PCBM_SPLIT_APPLY, unit);
+    init_split(&x, sp, PCBM_SPLIT_APPLY, part);
     r->mc.split = &x;
     pcbm_status st = PCBM_OK;
     char *params = pcbm_run_output_params(r->o);
@@ -843,7 +840,7 @@ static pcbm_status phase_apply(split_plan *sp, merge_run *r, unsigned unit, pcbm
         st = pcbm_journal_save(&r->journal, err);
     }
     if (st == PCBM_OK)
-        st = create_engine(r, sp, unit, err);
+        st = create_engine(r, sp, part, err);
     if (st == PCBM_OK && resumed) {
         size_t kept = 0;
         st = pcbm_engine_resume_output(r->eng, r->journal.seg, r->journal.nseg, &kept, err);
@@ -852,7 +849,7 @@ static pcbm_status phase_apply(split_plan *sp, merge_run *r, unsigned unit, pcbm
             bytes += r->journal.seg[k].end - r->journal.seg[k].start;
         char b[32];
         if (st == PCBM_OK) {
-            pcbm_info("unit %u: resuming, %s of its output verified and kept", unit,
+            pcbm_info("part %u: resuming, %s of its output verified and kept", part,
                       pcbm_fmt_bytes(bytes, b, sizeof b));
             r->journal.nseg = kept;
             st = pcbm_journal_save(&r->journal, err);
@@ -865,45 +862,45 @@ static pcbm_status phase_apply(split_plan *sp, merge_run *r, unsigned unit, pcbm
     if (st == PCBM_OK)
         st = pcbm_engine_finish_output(r->eng, err);
     if (st == PCBM_OK)
-        st = write_done(sp, r, unit, pcbm_now() - t0, err);
+        st = write_done(sp, r, part, pcbm_now() - t0, err);
     if (st == PCBM_OK) {
         unlink(jpath);
         const pcbm_engine_report *er = pcbm_engine_get_report(r->eng);
         char a[32], b[32];
         double secs = pcbm_now() - t0;
-        pcbm_info("unit %u: wrote output files %u-%u (%s; read %s) in %.2f s", unit,
-                  sp->file_lo[unit] + 1, sp->file_hi[unit],
+        pcbm_info("part %u: wrote output files %u-%u (%s; read %s) in %.2f s", part,
+                  sp->file_lo[part] + 1, sp->file_hi[part],
                   pcbm_fmt_bytes(er->bytes_written, a, sizeof a),
                   pcbm_fmt_bytes(er->bytes_read, b, sizeof b), secs);
     } else if (st == PCBM_ERR_INTERRUPTED || st == PCBM_ERR_IO || st == PCBM_ERR_NOSPACE) {
         size_t n = strlen(err ? err->msg : "");
         if (err)
-            snprintf(err->msg + n, sizeof err->msg - n, "\nunit %u's finished part is kept: run "
-                     "the same command again to continue it", unit);
+            snprintf(err->msg + n, sizeof err->msg - n, "\npart %u's finished part is kept: run "
+                     "the same command again to continue it", part);
     }
     return st;
 }
 
-/* A unit's record: hashes of its files, kept counts, bytes. */
-static pcbm_status read_done(const split_plan *sp, merge_run *r, unsigned unit,
+/* A part's record: hashes of its files, kept counts, bytes. */
+static pcbm_status read_done(const split_plan *sp, merge_run *r, unsigned part,
                              XXH128_hash_t *hashes, uint64_t *kept, uint64_t *rd, uint64_t *wr,
                              pcbm_error *err)
 {
     char p[4096];
-    ctl_path(sp, p, sizeof p, "unit-%u.done.json.zst", unit);
+    ctl_path(sp, p, sizeof p, "part-%u.done.json.zst", part);
     json_t *root = NULL;
-    pcbm_status st = pcbm_zjson_read(p, &root, "unit record", err);
+    pcbm_status st = pcbm_zjson_read(p, &root, "part record", err);
     if (st != PCBM_OK)
         return st;
     json_t *files = json_object_get(root, "files"), *k = json_object_get(root, "kept");
     const char *pid = json_string_value(json_object_get(root, "plan_id"));
     bool ok = pid && strtoull(pid, NULL, 16) == sp->plan_id && json_is_array(files) &&
-              json_array_size(files) == sp->file_hi[unit] - sp->file_lo[unit] &&
+              json_array_size(files) == sp->file_hi[part] - sp->file_lo[part] &&
               json_is_array(k) && json_array_size(k) == r->mc.ntasks;
     for (size_t i = 0; ok && i < json_array_size(files); i++) {
         json_t *f = json_array_get(files, i);
         const char *h = json_string_value(json_object_get(f, "xxh3_128"));
-        unsigned idx = sp->file_lo[unit] + (unsigned)i;
+        unsigned idx = sp->file_lo[part] + (unsigned)i;
         ok = h && strlen(h) == 32 && json_integer_value(json_object_get(f, "index")) == idx;
         if (ok) {
             char hi[17], lo[17];
@@ -921,7 +918,7 @@ static pcbm_status read_done(const split_plan *sp, merge_run *r, unsigned unit,
     json_decref(root);
     if (!ok)
         return pcbm_fail(err, PCBM_ERR_STATS, "%s does not belong to this plan or is damaged: "
-                         "remove it and run `pcbmerge apply` for unit %u again", p, unit);
+                         "remove it and run the apply phase of part %u again", p, part);
     return PCBM_OK;
 }
 
@@ -943,18 +940,18 @@ static void report_stats(merge_run *r, const char *partial)
 static pcbm_status phase_finalize(split_plan *sp, merge_run *r, double t0, pcbm_error *err)
 {
     char list[512];
-    unsigned nmiss = pcbm_split_missing(sp->ctl, sp->units, "unit-%u.done.json.zst", list,
+    unsigned nmiss = pcbm_split_missing(sp->ctl, sp->parts, "part-%u.done.json.zst", list,
                                         sizeof list);
     if (nmiss)
-        return pcbm_fail(err, PCBM_ERR_STATS, "unit%s %s of %u %s not written %s output files: run "
-                         "`pcbmerge apply` for %s (same --plan, --shard N), then finalize again",
-                         nmiss > 1 ? "s" : "", list, sp->units, nmiss > 1 ? "have" : "has",
+        return pcbm_fail(err, PCBM_ERR_STATS, "part%s %s of %u %s not written %s output files: run "
+                         "the apply phase for %s (the same plan directory and part), then finalize again",
+                         nmiss > 1 ? "s" : "", list, sp->parts, nmiss > 1 ? "have" : "has",
                          nmiss > 1 ? "their" : "its", nmiss > 1 ? "them" : "it");
-    const pcbm_outplan *op = &r->plan.out;
+    const pcbm_outlayout *op = &r->layout.out;
     XXH128_hash_t *hashes = pcbm_calloc(op->nfiles ? op->nfiles : 1, sizeof *hashes);
     uint64_t kept[PCBM_MAX_TASKS] = {0}, rd = 0, wr = 0;
     pcbm_status st = hashes ? PCBM_OK : pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-    for (unsigned u = 0; u < sp->units && st == PCBM_OK; u++)
+    for (unsigned u = 0; u < sp->parts && st == PCBM_OK; u++)
         st = read_done(sp, r, u, hashes, kept, &rd, &wr, err);
     for (unsigned i = 0; i < r->mc.ntasks; i++)
         r->mc.task[i].kept = kept[i];
@@ -962,7 +959,7 @@ static pcbm_status phase_finalize(split_plan *sp, merge_run *r, double t0, pcbm_
     pcbm_engine_report er;
     memset(&er, 0, sizeof er);
     char backend[64];
-    snprintf(backend, sizeof backend, "split into %u units", sp->units);
+    snprintf(backend, sizeof backend, "split into %u parts", sp->parts);
     er.backend = backend;
     er.bytes_read = rd;
     er.bytes_written = wr;
@@ -990,7 +987,7 @@ static pcbm_status phase_finalize(split_plan *sp, merge_run *r, double t0, pcbm_
     if (st == PCBM_OK)
         st = pcbm_outdir_publish(&sp->od, err);
     if (st == PCBM_OK)
-        pcbm_info("wrote %s (%u units, %u output files)", sp->od.final, sp->units, op->nfiles);
+        pcbm_info("wrote %s (%u parts, %u output files)", sp->od.final, sp->parts, op->nfiles);
     return st;
 }
 
@@ -1005,7 +1002,7 @@ static pcbm_status finish_publish(const char *dir, pcbm_error *err)
         unsigned bad = 0;
         if (!exists(mpath) || pcbm_verify(od.partial, NULL, NULL, &bad, err) != PCBM_OK || bad)
             st = pcbm_fail(err, PCBM_ERR_STATS, "%s is neither a planned split merge nor a "
-                           "finished one (no plan, no valid manifest): plan again with --force",
+                           "finished one (no plan, no valid manifest): plan again with `force`",
                            od.partial);
     }
     if (st == PCBM_OK)
@@ -1016,31 +1013,33 @@ static pcbm_status finish_publish(const char *dir, pcbm_error *err)
     return st;
 }
 
-static pcbm_status split_run(const char *dir, pcbm_phase phase, unsigned unit,
+static pcbm_status split_run(const char *dir, pcbm_phase phase, unsigned part,
                              const pcbm_merge_opts *rt, pcbm_error *err);
 
-pcbm_status pcbm_split_run(const char *dir, pcbm_phase phase, unsigned unit,
-                           const pcbm_merge_opts *user_rt, pcbm_error *err)
+typedef struct phase_call {
+    const char *dir;
+    pcbm_phase phase;
+    unsigned part;
+} phase_call;
+
+static pcbm_status run_call(const pcbm_merge_opts *rt, void *arg, pcbm_error *err)
 {
-    pcbm_error_clear(err);
-    pcbm_merge_opts rt;
-    pcbm_status st = pcbm_merge_opts_import(user_rt, &rt, err);
-    if (!user_rt) /* run-time settings are optional: defaults */
-        st = PCBM_OK, pcbm_error_clear(err);
-    if (st != PCBM_OK)
-        return st;
-    pcbm_log_sink sink = {rt.on_message, rt.user};
-    const pcbm_log_sink *prev = pcbm_log_enter(&sink);
-    st = split_run(dir, phase, unit, user_rt ? &rt : NULL, err);
-    pcbm_log_leave(prev);
-    return st;
+    const phase_call *pc = arg;
+    return split_run(pc->dir, pc->phase, pc->part, rt, err);
 }
 
-static pcbm_status split_run(const char *dir, pcbm_phase phase, unsigned unit,
+pcbm_status pcbm_split_run(const char *dir, pcbm_phase phase, unsigned part,
+                           const pcbm_merge_opts *user_rt, pcbm_error *err)
+{
+    phase_call pc = {dir, phase, part};
+    return pcbm_run_call(user_rt, true, run_call, &pc, err);
+}
+
+static pcbm_status split_run(const char *dir, pcbm_phase phase, unsigned part,
                              const pcbm_merge_opts *rt, pcbm_error *err)
 {
     if (!dir)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "--plan DIR is required");
+        return pcbm_fail(err, PCBM_ERR_USAGE, "the plan directory is required");
     if ((unsigned)phase > PCBM_PHASE_FINALIZE)
         return pcbm_fail(err, PCBM_ERR_USAGE, "unknown phase");
     double t0 = pcbm_now();
@@ -1073,14 +1072,14 @@ static pcbm_status split_run(const char *dir, pcbm_phase phase, unsigned unit,
         free(r);
         return st;
     }
-    bool per_unit = phase == PCBM_PHASE_STATS || phase == PCBM_PHASE_APPLY;
-    if (st == PCBM_OK && per_unit && unit >= sp->units)
-        st = pcbm_fail(err, PCBM_ERR_USAGE, "unit %u is out of range: the plan of %s has %u "
-                       "units (0-%u)", unit, dir, sp->units, sp->units - 1);
+    bool per_part = phase == PCBM_PHASE_STATS || phase == PCBM_PHASE_APPLY;
+    if (st == PCBM_OK && per_part && part >= sp->parts)
+        st = pcbm_fail(err, PCBM_ERR_USAGE, "part %u is out of range: the plan of %s has %u "
+                       "parts (0-%u)", part, dir, sp->parts, sp->parts - 1);
     int lock = -1;
     char lname[64], who[64];
-    snprintf(lname, sizeof lname, per_unit ? "unit-%u.lock" : "reduce.lock", unit);
-    snprintf(who, sizeof who, per_unit ? "unit %u" : "the reduce or finalize", unit);
+    snprintf(lname, sizeof lname, per_part ? "part-%u.lock" : "reduce.lock", part);
+    snprintf(who, sizeof who, per_part ? "part %u" : "the reduce or finalize", part);
     if (st == PCBM_OK)
         st = take_lock(sp, lname, who, &lock, err);
     char spath[4096];
@@ -1088,15 +1087,15 @@ static pcbm_status split_run(const char *dir, pcbm_phase phase, unsigned unit,
     bool replay = phase == PCBM_PHASE_APPLY || phase == PCBM_PHASE_FINALIZE;
     if (st == PCBM_OK && replay && pcbm_method_has_stats(sp->o.method) && !stats_complete(sp))
         st = pcbm_fail(err, PCBM_ERR_STATS, "the statistics of %s are not complete yet: run the "
-                       "stats phase of every unit and reduce (repeat while reduce asks for another "
+                       "stats phase of every part and reduce (repeat while reduce asks for another "
                        "round) before %s", dir, phase == PCBM_PHASE_APPLY ? "apply" : "finalize");
     if (st == PCBM_OK)
         st = open_run(sp, rt, r, replay && exists(spath) ? spath : NULL, err);
     if (st == PCBM_OK) {
         switch (phase) {
-        case PCBM_PHASE_STATS: st = phase_stats(sp, r, unit, err); break;
+        case PCBM_PHASE_STATS: st = phase_stats(sp, r, part, err); break;
         case PCBM_PHASE_REDUCE: st = phase_reduce(sp, r, err); break;
-        case PCBM_PHASE_APPLY: st = phase_apply(sp, r, unit, err); break;
+        case PCBM_PHASE_APPLY: st = phase_apply(sp, r, part, err); break;
         case PCBM_PHASE_FINALIZE: st = phase_finalize(sp, r, t0, err); break;
         }
     }
@@ -1115,7 +1114,7 @@ static pcbm_status split_run(const char *dir, pcbm_phase phase, unsigned unit,
 /* Where a loaded plan stands. */
 static void plan_status(const split_plan *sp, pcbm_split_info *info)
 {
-    info->units = sp->units;
+    info->parts = sp->parts;
     info->rounds_max = sp->rounds_max;
     info->stats_complete = stats_complete(sp);
     char p[4096];
@@ -1125,9 +1124,9 @@ static void plan_status(const split_plan *sp, pcbm_split_info *info)
             break;
         info->rounds_reduced = k + 1;
     }
-    for (unsigned u = 0; u < sp->units; u++) {
-        ctl_path(sp, p, sizeof p, "unit-%u.done.json.zst", u);
-        info->units_applied += exists(p);
+    for (unsigned u = 0; u < sp->parts; u++) {
+        ctl_path(sp, p, sizeof p, "part-%u.done.json.zst", u);
+        info->parts_applied += exists(p);
     }
 }
 
@@ -1150,13 +1149,13 @@ pcbm_status pcbm_split_status(const char *dir, pcbm_split_info *info, pcbm_error
     return st;
 }
 
-pcbm_status pcbm_split_pending(const char *dir, pcbm_phase phase, unsigned *units, unsigned cap,
+pcbm_status pcbm_split_pending(const char *dir, pcbm_phase phase, unsigned *parts, unsigned cap,
                                unsigned *n, pcbm_error *err)
 {
     pcbm_error_clear(err);
     *n = 0;
     if (phase != PCBM_PHASE_STATS && phase != PCBM_PHASE_APPLY)
-        return PCBM_OK; /* reduce and finalize are not per unit */
+        return PCBM_OK; /* reduce and finalize are not per part */
     split_plan *sp = pcbm_calloc(1, sizeof *sp);
     if (!sp)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
@@ -1170,14 +1169,14 @@ pcbm_status pcbm_split_pending(const char *dir, pcbm_phase phase, unsigned *unit
         pcbm_split x;
         init_split(&x, sp, PCBM_SPLIT_STATS, 0);
         bool stats_done = in.stats_complete;
-        for (unsigned u = 0; u < sp->units && !(phase == PCBM_PHASE_STATS && stats_done); u++) {
+        for (unsigned u = 0; u < sp->parts && !(phase == PCBM_PHASE_STATS && stats_done); u++) {
             char p[4096];
             bool done;
             if (phase == PCBM_PHASE_APPLY) {
-                ctl_path(sp, p, sizeof p, "unit-%u.done.json.zst", u);
+                ctl_path(sp, p, sizeof p, "part-%u.done.json.zst", u);
                 done = exists(p);
             } else if (sp->o.scope == PCBM_SCOPE_TENSOR) {
-                ctl_path(sp, p, sizeof p, "stats.unit-%u.zst", u);
+                ctl_path(sp, p, sizeof p, "stats.part-%u.zst", u);
                 done = exists(p);
             } else {
                 done = pcbm_split_part_saved(&x, in.rounds_reduced, u);
@@ -1185,7 +1184,7 @@ pcbm_status pcbm_split_pending(const char *dir, pcbm_phase phase, unsigned *unit
             if (done)
                 continue;
             if (*n < cap)
-                units[*n] = u;
+                parts[*n] = u;
             (*n)++;
         }
     }

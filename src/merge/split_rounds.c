@@ -1,10 +1,11 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * split_rounds.c — statistics rounds of a split merge. A round is one statistics pass of the
- * method (method.h); each unit saves its part of the pass's accumulators in `.split/round-R.unit-I.zst`,
- * the reduce combines the K parts (in unit order; every combine is order-independent anyway)
+ * method (method.h); each part saves its part of the pass's accumulators in `.split/round-R.part-I.zst`,
+ * the reduce combines the K parts (in part order; every combine is order-independent anyway)
  * into `.split/round-R.zst`, and later runs load that sum instead of running the pass again.
  * Files are zstd frames with their checksum, written atomically, tagged with the plan's id, the
- * round and the unit, and with the size of every region, so a file of another plan, round or
+ * round and the part, and with the size of every region, so a file of another plan, round or
  * method is refused, never silently combined. Also the accumulators' combines (acc.h).
  */
 #include "split.h"
@@ -23,7 +24,7 @@
 
 typedef struct round_hdr {
     char magic[8];
-    uint32_t round, unit;
+    uint32_t round, part;
     uint64_t plan_id;
     uint32_t nacc, pad;
     uint64_t bytes[MAX_ACC];
@@ -62,12 +63,12 @@ void pcbm_acc_reduce_threads(const pcbm_acc *acc, unsigned threads)
         acc->combine(acc->data, l + (size_t)w * acc->stride, acc->bytes);
 }
 
-static void round_path(const pcbm_split *sp, unsigned round, unsigned unit, char *buf, size_t len)
+static void round_path(const pcbm_split *sp, unsigned round, unsigned part, char *buf, size_t len)
 {
-    if (unit == GLOBAL_UNIT)
+    if (part == GLOBAL_UNIT)
         snprintf(buf, len, "%s/round-%u.zst", sp->ctl, round);
     else
-        snprintf(buf, len, "%s/round-%u.unit-%u.zst", sp->ctl, round, unit);
+        snprintf(buf, len, "%s/round-%u.part-%u.zst", sp->ctl, round, part);
 }
 
 bool pcbm_split_skip_stats_pass(const pcbm_split *sp)
@@ -80,18 +81,18 @@ bool pcbm_split_skip_stats_pass(const pcbm_split *sp)
     round_path(sp, sp->round, GLOBAL_UNIT, p, sizeof p);
     if (access(p, F_OK) == 0)
         return true;
-    round_path(sp, sp->round, sp->unit, p, sizeof p);
+    round_path(sp, sp->round, sp->part, p, sizeof p);
     return sp->mode == PCBM_SPLIT_STATS && access(p, F_OK) == 0; /* its part is saved already */
 }
 
-static pcbm_status save(const pcbm_split *sp, unsigned unit, const pcbm_acc *acc, unsigned nacc,
+static pcbm_status save(const pcbm_split *sp, unsigned part, const pcbm_acc *acc, unsigned nacc,
                         pcbm_error *err)
 {
     round_hdr h;
     memset(&h, 0, sizeof h);
     memcpy(h.magic, ROUND_MAGIC, 8);
     h.round = sp->round;
-    h.unit = unit;
+    h.part = part;
     h.plan_id = sp->plan_id;
     h.nacc = nacc;
     const void *parts[MAX_ACC + 1] = {&h};
@@ -102,16 +103,16 @@ static pcbm_status save(const pcbm_split *sp, unsigned unit, const pcbm_acc *acc
         sizes[k + 1] = acc[k].bytes;
     }
     char p[4096];
-    round_path(sp, sp->round, unit, p, sizeof p);
+    round_path(sp, sp->round, part, p, sizeof p);
     return pcbm_zblob_write(p, parts, sizes, nacc + 1, "statistics round file", err);
 }
 
 /* Read a round file and check it belongs here; *data points at the first region. */
-static pcbm_status load(const pcbm_split *sp, unsigned unit, const pcbm_acc *acc, unsigned nacc,
+static pcbm_status load(const pcbm_split *sp, unsigned part, const pcbm_acc *acc, unsigned nacc,
                         void **buf, const uint8_t **data, pcbm_error *err)
 {
     char p[4096];
-    round_path(sp, sp->round, unit, p, sizeof p);
+    round_path(sp, sp->round, part, p, sizeof p);
     size_t len = 0;
     pcbm_status st = pcbm_zblob_read(p, buf, &len, "statistics round file", err);
     if (st != PCBM_OK)
@@ -123,12 +124,12 @@ static pcbm_status load(const pcbm_split *sp, unsigned unit, const pcbm_acc *acc
     bool ok = len >= sizeof h;
     if (ok)
         memcpy(&h, *buf, sizeof h);
-    ok = ok && memcmp(h.magic, ROUND_MAGIC, 8) == 0 && h.round == sp->round && h.unit == unit;
+    ok = ok && memcmp(h.magic, ROUND_MAGIC, 8) == 0 && h.round == sp->round && h.part == part;
     if (ok && h.plan_id != sp->plan_id) {
         free(*buf);
         *buf = NULL;
         return pcbm_fail(err, PCBM_ERR_STATS, "%s belongs to another plan: remove it (and run "
-                         "the round again) or plan anew with --force", p);
+                         "the round again) or plan anew with `force`", p);
     }
     ok = ok && h.nacc == nacc && len == need;
     for (unsigned k = 0; ok && k < nacc; k++)
@@ -144,12 +145,12 @@ static pcbm_status load(const pcbm_split *sp, unsigned unit, const pcbm_acc *acc
     return PCBM_OK;
 }
 
-static pcbm_status load_into(const pcbm_split *sp, unsigned unit, const pcbm_acc *acc,
+static pcbm_status load_into(const pcbm_split *sp, unsigned part, const pcbm_acc *acc,
                              unsigned nacc, bool combine, pcbm_error *err)
 {
     void *buf = NULL;
     const uint8_t *d = NULL;
-    pcbm_status st = load(sp, unit, acc, nacc, &buf, &d, err);
+    pcbm_status st = load(sp, part, acc, nacc, &buf, &d, err);
     if (st != PCBM_OK)
         return st;
     for (unsigned k = 0; k < nacc && st == PCBM_OK; k++) {
@@ -171,13 +172,13 @@ static pcbm_status load_into(const pcbm_split *sp, unsigned unit, const pcbm_acc
     return st;
 }
 
-unsigned pcbm_split_missing(const char *ctl, unsigned units, const char *fmt, char *list,
+unsigned pcbm_split_missing(const char *ctl, unsigned parts, const char *fmt, char *list,
                             size_t len)
 {
     unsigned n = 0;
     size_t used = 0;
     list[0] = '\0';
-    for (unsigned u = 0; u < units; u++) {
+    for (unsigned u = 0; u < parts; u++) {
         char name[256], p[4096];
         snprintf(name, sizeof name, fmt, u);
         snprintf(p, sizeof p, "%s/%s", ctl, name);
@@ -190,10 +191,10 @@ unsigned pcbm_split_missing(const char *ctl, unsigned units, const char *fmt, ch
     return n;
 }
 
-bool pcbm_split_part_saved(const pcbm_split *sp, unsigned round, unsigned unit)
+bool pcbm_split_part_saved(const pcbm_split *sp, unsigned round, unsigned part)
 {
     char p[4096];
-    round_path(sp, round, unit, p, sizeof p);
+    round_path(sp, round, part, p, sizeof p);
     return access(p, F_OK) == 0;
 }
 
@@ -215,31 +216,31 @@ pcbm_status pcbm_split_exchange(pcbm_split *sp, const pcbm_acc *acc, unsigned na
     }
     if (sp->mode != PCBM_SPLIT_REDUCE) {
         char up[4096];
-        round_path(sp, sp->round, sp->unit, up, sizeof up);
+        round_path(sp, sp->round, sp->part, up, sizeof up);
         *got = PCBM_EXCHANGE_SAVED;
         if (access(up, F_OK) == 0) /* saved by an earlier run (the pass was skipped) */
             return PCBM_OK;
-        return save(sp, sp->unit, acc, nacc, err);
+        return save(sp, sp->part, acc, nacc, err);
     }
     char list[512];
     char fmt[64];
-    snprintf(fmt, sizeof fmt, "round-%u.unit-%%u.zst", sp->round); /* round_path's unit files */
-    unsigned nmiss = pcbm_split_missing(sp->ctl, sp->units, fmt, list, sizeof list);
-    if (nmiss == sp->units && sp->reduced > 0) {
+    snprintf(fmt, sizeof fmt, "round-%u.part-%%u.zst", sp->round); /* round_path's part files */
+    unsigned nmiss = pcbm_split_missing(sp->ctl, sp->parts, fmt, list, sizeof list);
+    if (nmiss == sp->parts && sp->reduced > 0) {
         *got = PCBM_EXCHANGE_PENDING;
         return PCBM_OK;
     }
     if (nmiss > 0)
-        return pcbm_fail(err, PCBM_ERR_STATS, "statistics round %u is missing from unit%s %s of "
-                         "%u: run `pcbmerge stats` for %s (same --plan, --shard N), then reduce "
-                         "again", sp->round, nmiss > 1 ? "s" : "", list, sp->units,
+        return pcbm_fail(err, PCBM_ERR_STATS, "statistics round %u is missing from part%s %s of "
+                         "%u: run the stats phase for %s (the same plan directory and part), then reduce "
+                         "again", sp->round, nmiss > 1 ? "s" : "", list, sp->parts,
                          nmiss > 1 ? "them" : "it");
-    for (unsigned u = 0; u < sp->units; u++)
+    for (unsigned u = 0; u < sp->parts; u++)
         if ((st = load_into(sp, u, acc, nacc, u > 0, err)) != PCBM_OK)
             return st;
     if ((st = save(sp, GLOBAL_UNIT, acc, nacc, err)) != PCBM_OK)
         return st;
-    pcbm_info("reduced statistics round %u of %u units", sp->round, sp->units);
+    pcbm_info("reduced statistics round %u of %u parts", sp->round, sp->parts);
     sp->reduced++;
     sp->round++;
     return PCBM_OK;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ties.c — TIES-Merging as the official code defines it (global top-k trim by magnitude per task
  * with ties at the threshold kept, sign election by mass with zero sums taking the majority sign
@@ -27,7 +28,7 @@ typedef struct ties_state {
     bool keep_all;                       /* the trim keeps every element (no threshold) */
 } ties_state;
 
-static uint64_t ties_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_plan *p)
+static uint64_t ties_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p)
 {
     return pcbm_hset_bytes(threads, o->ntasks) + (uint64_t)threads * 2 * sizeof(int64_t);
 }
@@ -106,12 +107,12 @@ static pcbm_status begin_hist(void *st, const pcbm_mctx *mc, const pcbm_range *r
 }
 
 /* Nothing to combine when the trim keeps everything (the pass only checked the inputs). */
-static unsigned parts_hist(void *st, const pcbm_mctx *mc, pcbm_acc *part)
+static unsigned regions_hist(void *st, const pcbm_mctx *mc, pcbm_acc *region)
 {
     ties_state *ts = st;
     if (ts->keep_all)
         return 0;
-    part[0] = pcbm_hset_part(&ts->h);
+    region[0] = pcbm_hset_region(&ts->h);
     return 1;
 }
 
@@ -149,10 +150,10 @@ static pcbm_status begin_votes(void *st, const pcbm_mctx *mc, const pcbm_range *
     return PCBM_OK;
 }
 
-static unsigned parts_votes(void *st, const pcbm_mctx *mc, pcbm_acc *part)
+static unsigned regions_votes(void *st, const pcbm_mctx *mc, pcbm_acc *region)
 {
     ties_state *ts = st;
-    part[0] = (pcbm_acc){ts->pn, sizeof ts->pn, pcbm_acc_sum_i64, ts->votes, sizeof ts->pn};
+    region[0] = (pcbm_acc){ts->pn, sizeof ts->pn, pcbm_acc_sum_i64, ts->votes, sizeof ts->pn};
     return 1;
 }
 
@@ -165,14 +166,14 @@ static int finish_votes(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
 }
 
 static const pcbm_round coarse = {"ties |tau| coarse", tile_coarse, NULL, true, begin_hist,
-                                  parts_hist, finish_coarse};
-static const pcbm_round fine = {"ties |tau| fine", tile_fine, NULL, false, begin_hist, parts_hist,
+                                  regions_hist, finish_coarse};
+static const pcbm_round fine = {"ties |tau| fine", tile_fine, NULL, false, begin_hist, regions_hist,
                                 finish_fine};
-static const pcbm_round votes = {"ties votes", tile_votes, NULL, false, begin_votes, parts_votes,
+static const pcbm_round votes = {"ties votes", tile_votes, NULL, false, begin_votes, regions_votes,
                                  finish_votes};
 /* dare_ties: the votes are the first pass, so they check the inputs */
 static const pcbm_round dare_votes = {"dare_ties votes", tile_votes, NULL, true, begin_votes,
-                                      parts_votes, finish_votes};
+                                      regions_votes, finish_votes};
 
 static const pcbm_round *const ties_rounds[TIES_NROUNDS] = {
     [TIES_R_COARSE] = &coarse, [TIES_R_FINE] = &fine, [TIES_R_VOTES] = &votes};
@@ -203,8 +204,8 @@ static void ties_free(void *state)
     free(ts);
 }
 
-static unsigned ties_max_rounds(const pcbm_merge_opts *o, const pcbm_plan *p) { return 3; }
-static unsigned dare_ties_max_rounds(const pcbm_merge_opts *o, const pcbm_plan *p) { return 1; }
+static unsigned ties_max_rounds(const pcbm_merge_opts *o, const pcbm_layout *p) { return 3; }
+static unsigned dare_ties_max_rounds(const pcbm_merge_opts *o, const pcbm_layout *p) { return 1; }
 
 static void ties_save(const void *state, unsigned ntasks, pcbm_statrec *r)
 {

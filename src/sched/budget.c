@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * budget.c — buffer sizing from --mem: blocks of about TARGET_BLOCK_BYTES per model, halved until
  * a block set per worker thread plus two fit beside the output staging and what the methods
@@ -11,7 +12,7 @@
 #define TARGET_BLOCK_BYTES (4u << 20)  /* per model per block, when memory allows */
 #define MIN_BLOCK_ELEMS 4096u          /* below this, per-block overhead dominates */
 
-static uint64_t max_out_unit(const pcbm_plan *p)
+static uint64_t max_out_unit(const pcbm_layout *p)
 {
     uint64_t u = p->max_in_unit;
     for (size_t i = 0; i < p->nt; i++)
@@ -20,7 +21,7 @@ static uint64_t max_out_unit(const pcbm_plan *p)
     return u;
 }
 
-static uint64_t slot_bytes(const pcbm_plan *p, uint64_t elems, uint64_t *cap_in, uint64_t *cap_out)
+static uint64_t slot_bytes(const pcbm_layout *p, uint64_t elems, uint64_t *cap_in, uint64_t *cap_out)
 {
     uint64_t ci = elems * p->max_in_unit + 2 * PCBM_ALIGN;
     uint64_t co = pcbm_align_up(elems * max_out_unit(p), PCBM_ALIGN);
@@ -33,24 +34,24 @@ static uint64_t slot_bytes(const pcbm_plan *p, uint64_t elems, uint64_t *cap_in,
 
 static uint64_t stage_bytes(uint64_t chunk_size) { return chunk_size * PCBM_OSTREAM_CHUNKS; }
 
-static uint64_t chunk_for(const pcbm_plan *p, uint64_t elems)
+static uint64_t chunk_for(const pcbm_layout *p, uint64_t elems)
 {
     return pcbm_ostream_chunk_size(elems * max_out_unit(p));
 }
 
 /* Memory for nslots block sets of `elems` elements plus the output staging and `reserved`. */
-static uint64_t need_for(const pcbm_plan *p, uint64_t elems, unsigned nslots, uint64_t reserved)
+static uint64_t need_for(const pcbm_layout *p, uint64_t elems, unsigned nslots, uint64_t reserved)
 {
     return reserved + stage_bytes(chunk_for(p, elems)) +
            (uint64_t)nslots * slot_bytes(p, elems, NULL, NULL);
 }
 
-uint64_t pcbm_engine_min_mem(const pcbm_plan *plan, unsigned threads, uint64_t reserved)
+uint64_t pcbm_engine_min_mem(const pcbm_layout *layout, unsigned threads, uint64_t reserved)
 {
-    return need_for(plan, MIN_BLOCK_ELEMS, threads + 2, reserved);
+    return need_for(layout, MIN_BLOCK_ELEMS, threads + 2, reserved);
 }
 
-static pcbm_status too_small(const pcbm_plan *p, const pcbm_engine_cfg *cfg, uint64_t elems,
+static pcbm_status too_small(const pcbm_layout *p, const pcbm_engine_cfg *cfg, uint64_t elems,
                              pcbm_error *err)
 {
     char have[32], need[32];
@@ -59,15 +60,15 @@ static pcbm_status too_small(const pcbm_plan *p, const pcbm_engine_cfg *cfg, uin
     uint64_t min = cfg->block_bytes ? need_for(p, elems, 2, cfg->reserved_bytes)
                                     : pcbm_engine_min_mem(p, cfg->threads, cfg->reserved_bytes);
     return pcbm_fail(err, PCBM_ERR_NOMEM,
-                     "--mem %s is too small for %u models with %u threads: at least %s "
-                     "is needed (%s of it for statistics and working buffers); raise --mem or lower "
-                     "--threads",
+                     "`mem_bytes` %s is too small for %u models with %u threads: at least %s "
+                     "is needed (%s of it for statistics and working buffers); raise `mem_bytes` or lower "
+                     "`threads`",
                      pcbm_fmt_bytes(cfg->mem_bytes, have, sizeof have), p->nmodels, cfg->threads,
                      pcbm_fmt_bytes(min, need, sizeof need),
                      pcbm_fmt_bytes(cfg->reserved_bytes, (char[32]){0}, 32));
 }
 
-pcbm_status pcbm_budget_size(const pcbm_plan *p, const pcbm_engine_cfg *cfg, pcbm_budget *b,
+pcbm_status pcbm_budget_size(const pcbm_layout *p, const pcbm_engine_cfg *cfg, pcbm_budget *b,
                              pcbm_error *err)
 {
     memset(b, 0, sizeof *b);

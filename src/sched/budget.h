@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * budget.h — sizing the engine's buffers from --mem: the block size, the number of block sets in
  * flight (slots) and the output staging buffers. Nothing the engine allocates later grows with
@@ -18,9 +19,9 @@ typedef struct pcbm_budget {
     uint64_t buffer_bytes;     /* slot + staging buffers */
 } pcbm_budget;
 
-/* Size the buffers for plan p under cfg (mem_bytes, reserved_bytes, threads >= 1, block_bytes).
+/* Size the buffers for layout p under cfg (mem_bytes, reserved_bytes, threads >= 1, block_bytes).
  * Fails with PCBM_ERR_NOMEM naming the minimum --mem when the budget is too small. */
-pcbm_status pcbm_budget_size(const pcbm_plan *p, const pcbm_engine_cfg *cfg, pcbm_budget *b,
+pcbm_status pcbm_budget_size(const pcbm_layout *p, const pcbm_engine_cfg *cfg, pcbm_budget *b,
                              pcbm_error *err);
 
 #endif /* PCBM_BUDGET_H */

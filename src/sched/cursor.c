@@ -1,11 +1,12 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * cursor.c — the walk of a pass over the plan: which tensors it visits, the blocks of each (every
+ * cursor.c — the walk of a pass over the layout: which tensors it visits, the blocks of each (every
  * block, or for sample passes only those inside sampled units of PCBM_SAMPLE_UNIT elements), the
  * sample rule itself (pcbm_sample_count), and the blocks an apply pass skips after a resume.
  */
 #include "cursor.h"
 
-bool pcbm_walk_visits(const pcbm_walk *w, const pcbm_tplan *t)
+bool pcbm_walk_visits(const pcbm_walk *w, const pcbm_tlayout *t)
 {
     if (t->out_file < w->file_lo || t->out_file >= w->file_hi)
         return false; /* another unit's tensor */
@@ -14,7 +15,7 @@ bool pcbm_walk_visits(const pcbm_walk *w, const pcbm_tplan *t)
 
 /* Sample units of tensor `ti` are PCBM_SAMPLE_UNIT elements; with stride s, a tensor of more
  * than s units contributes the units u with (u + ti) % s == 0, a smaller tensor its first unit.
- * The rule depends only on the plan and the stride, never on the block size or --mem. */
+ * The rule depends only on the layout and the stride, never on the block size or --mem. */
 static bool unit_sampled(size_t ti, uint64_t nunits, uint64_t u, uint32_t stride)
 {
     if (nunits <= stride)
@@ -22,7 +23,7 @@ static bool unit_sampled(size_t ti, uint64_t nunits, uint64_t u, uint32_t stride
     return (u + ti) % stride == 0;
 }
 
-uint64_t pcbm_sample_count(const pcbm_tplan *t, size_t ti, uint32_t stride)
+uint64_t pcbm_sample_count(const pcbm_tlayout *t, size_t ti, uint32_t stride)
 {
     if (stride <= 1)
         return t->units;
@@ -35,7 +36,7 @@ uint64_t pcbm_sample_count(const pcbm_tplan *t, size_t ti, uint32_t stride)
 
 /* The block after `from` (units) inside tensor c->t: every block, or for sample passes only the
  * blocks inside sampled units. */
-static bool next_in_tensor(const pcbm_pass *ps, const pcbm_tplan *t, pcbm_cursor *c, uint64_t from)
+static bool next_in_tensor(const pcbm_pass *ps, const pcbm_tlayout *t, pcbm_cursor *c, uint64_t from)
 {
     uint32_t stride = ps->sample_stride > 1 ? ps->sample_stride : 1;
     if (stride == 1) {
@@ -61,7 +62,7 @@ static bool next_in_tensor(const pcbm_pass *ps, const pcbm_tplan *t, pcbm_cursor
 }
 
 /* Whether tensor t's output up to unit `end` lies before the resume point (kept). */
-static bool kept(const pcbm_walk *w, const pcbm_tplan *t, uint64_t end)
+static bool kept(const pcbm_walk *w, const pcbm_tlayout *t, uint64_t end)
 {
     return w->kept && w->kept(w->kept_arg, t->out_file, t->out_off + end * t->out_unit);
 }
@@ -73,7 +74,7 @@ static bool advance(const pcbm_walk *w, pcbm_cursor *c, uint64_t from)
     for (;;) {
         if (c->t >= ps->t1)
             return false;
-        const pcbm_tplan *t = &w->plan->t[c->t];
+        const pcbm_tlayout *t = &w->layout->t[c->t];
         if (pcbm_walk_visits(w, t) && next_in_tensor(ps, t, c, from)) {
             if (!(ps->kind == PCBM_PASS_APPLY && kept(w, t, c->start + c->n)))
                 return true;
@@ -98,10 +99,10 @@ uint64_t pcbm_walk_total_bytes(const pcbm_walk *w)
     const pcbm_pass *ps = w->ps;
     uint64_t total = 0;
     for (size_t i = ps->t0; i < ps->t1; i++) {
-        const pcbm_tplan *t = &w->plan->t[i];
+        const pcbm_tlayout *t = &w->layout->t[i];
         if (!pcbm_walk_visits(w, t))
             continue;
-        unsigned nin = t->kind == PCBM_T_MERGE ? w->plan->nmodels : 1;
+        unsigned nin = t->kind == PCBM_T_MERGE ? w->layout->nmodels : 1;
         uint64_t n = pcbm_sample_count(t, i, ps->sample_stride);
         for (unsigned m = 0; m < nin; m++)
             total += n * t->in_unit[m];

@@ -1,7 +1,8 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cursor.h — which blocks a pass visits, in schedule order: the tensors of the pass's range that
  * belong to the engine's output files (MERGE tensors only for statistics passes), cut into the
- * plan's blocks; sample passes visit only the blocks inside sampled units (pcbm_sample_count);
+ * layout's blocks; sample passes visit only the blocks inside sampled units (pcbm_sample_count);
  * apply passes skip the blocks whose output an earlier run left (resume).
  */
 #ifndef PCBM_CURSOR_H
@@ -13,7 +14,7 @@
 typedef bool (*pcbm_kept_fn)(const void *arg, unsigned file, uint64_t end);
 
 typedef struct pcbm_walk {
-    const pcbm_plan *plan;
+    const pcbm_layout *layout;
     const pcbm_pass *ps;
     unsigned file_lo, file_hi;   /* output files whose tensors are visited */
     pcbm_kept_fn kept;           /* apply passes; NULL = nothing kept */
@@ -27,7 +28,7 @@ typedef struct pcbm_cursor {
 } pcbm_cursor;
 
 /* Whether the pass visits tensor t at all. */
-bool pcbm_walk_visits(const pcbm_walk *w, const pcbm_tplan *t);
+bool pcbm_walk_visits(const pcbm_walk *w, const pcbm_tlayout *t);
 /* The first block of the pass; false when it visits none. */
 bool pcbm_cursor_first(const pcbm_walk *w, pcbm_cursor *c);
 /* The block after c; false at the end. */

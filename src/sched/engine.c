@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * engine.c — the chunk scheduler: slots (block sets in flight), the I/O loop on the calling
  * thread (reads of block sets, reaping completions), worker threads running the method's
@@ -42,7 +43,7 @@ typedef struct slot {
 } slot;
 
 struct pcbm_engine {
-    pcbm_plan *plan;
+    pcbm_layout *layout;
     pcbm_engine_cfg cfg;
     pcbm_io *io;
     pcbm_inputs in;
@@ -75,14 +76,14 @@ static unsigned inflight(const pcbm_engine *e) { return e->reads + pcbm_ostream_
 static pcbm_status size_buffers(pcbm_engine *e, pcbm_error *err)
 {
     pcbm_budget b;
-    pcbm_status st = pcbm_budget_size(e->plan, &e->cfg, &b, err);
+    pcbm_status st = pcbm_budget_size(e->layout, &e->cfg, &b, err);
     if (st != PCBM_OK)
         return st;
     e->cap_in = b.cap_in;
     e->cap_out = b.cap_out;
     e->nslots = b.nslots;
     e->chunk_bytes = b.chunk_bytes;
-    pcbm_plan_set_block(e->plan, b.block_elems);
+    pcbm_layout_set_block(e->layout, b.block_elems);
     e->rep.block_elems = b.block_elems;
     e->rep.nslots = b.nslots;
     e->rep.buffer_bytes = b.buffer_bytes;
@@ -120,43 +121,43 @@ static pcbm_status open_backend(pcbm_engine *e, pcbm_error *err)
 
 static pcbm_status open_stream(pcbm_engine *e, pcbm_error *err)
 {
-    pcbm_ostream_cfg oc = {.out = &e->plan->out, .dir = e->cfg.out_dir,
+    pcbm_ostream_cfg oc = {.out = &e->layout->out, .dir = e->cfg.out_dir,
                            .file_lo = e->cfg.file_lo, .file_hi = e->cfg.file_hi,
                            .chunk_bytes = e->chunk_bytes, .io = e->io};
     return pcbm_ostream_create(&oc, &e->os, err);
 }
 
-/* The configuration with its defaults: one thread at least, the file range inside the plan. */
+/* The configuration with its defaults: one thread at least, the file range inside the layout. */
 static void set_cfg(pcbm_engine *e, const pcbm_engine_cfg *cfg)
 {
-    const pcbm_plan *plan = e->plan;
+    const pcbm_layout *layout = e->layout;
     e->cfg = *cfg;
     if (e->cfg.threads == 0)
         e->cfg.threads = 1;
     if (!e->cfg.file_range) {
         e->cfg.file_lo = 0;
-        e->cfg.file_hi = plan->out.nfiles;
+        e->cfg.file_hi = layout->out.nfiles;
     }
-    e->cfg.file_hi = PCBM_MIN(e->cfg.file_hi, plan->out.nfiles);
+    e->cfg.file_hi = PCBM_MIN(e->cfg.file_hi, layout->out.nfiles);
     e->cfg.file_lo = PCBM_MIN(e->cfg.file_lo, e->cfg.file_hi);
 }
 
-pcbm_status pcbm_engine_create(pcbm_plan *plan, const pcbm_engine_cfg *cfg, pcbm_engine **out,
+pcbm_status pcbm_engine_create(pcbm_layout *layout, const pcbm_engine_cfg *cfg, pcbm_engine **out,
                                pcbm_error *err)
 {
     *out = NULL;
     pcbm_engine *e = pcbm_calloc(1, sizeof *e);
     if (!e)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory creating the engine");
-    e->plan = plan;
+    e->layout = layout;
     set_cfg(e, cfg);
-    e->nmodels = plan->nmodels;
+    e->nmodels = layout->nmodels;
     e->rep.threads = e->cfg.threads;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     pcbm_status st = size_buffers(e, err);
     if (st == PCBM_OK)
-        st = pcbm_inputs_open(&e->in, plan->models, plan->nmodels, e->cfg.io, err);
+        st = pcbm_inputs_open(&e->in, layout->models, layout->nmodels, e->cfg.io, err);
     if (st == PCBM_OK)
         st = alloc_slots(e, err);
     if (st == PCBM_OK)
@@ -221,7 +222,7 @@ typedef struct worker_arg {
 /* Run the pass's callback on slot s (worker thread). */
 static void compute(pcbm_engine *e, unsigned worker, slot *s)
 {
-    const pcbm_tplan *t = &e->plan->t[s->tensor];
+    const pcbm_tlayout *t = &e->layout->t[s->tensor];
     pcbm_blockview bv = {.t = t, .tensor = s->tensor, .start = s->start, .n = s->n,
                          .out = s->out};
     unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
@@ -342,7 +343,7 @@ static void drop_done(pcbm_engine *e, slot *s)
 }
 
 /* Mapped passes: the block's data is in the mappings: straight to a worker. */
-static void issue_mapped(run_state *rs, slot *s, const pcbm_tplan *t, unsigned nin)
+static void issue_mapped(run_state *rs, slot *s, const pcbm_tlayout *t, unsigned nin)
 {
     pcbm_engine *e = rs->e;
     for (unsigned m = 0; m < nin; m++) {
@@ -358,7 +359,7 @@ static void issue_mapped(run_state *rs, slot *s, const pcbm_tplan *t, unsigned n
 }
 
 /* Queue the aligned reads of the block's data of every model into the slot's buffers. */
-static void issue_reads(run_state *rs, slot *s, const pcbm_tplan *t, unsigned nin)
+static void issue_reads(run_state *rs, slot *s, const pcbm_tlayout *t, unsigned nin)
 {
     pcbm_engine *e = rs->e;
     e->bufs_touched = true;
@@ -377,7 +378,7 @@ static void issue_reads(run_state *rs, slot *s, const pcbm_tplan *t, unsigned ni
         if (rc < 0) {
             pcbm_error er;
             pcbm_fail(&er, PCBM_ERR_IO, "cannot queue a read of %s at offset %llu: %s",
-                      e->plan->models[m]->files[src->file].path, (unsigned long long)a0,
+                      e->layout->models[m]->files[src->file].path, (unsigned long long)a0,
                       strerror(-rc));
             fail_at(rs, s->seq, PCBM_ERR_IO, &er);
             s->pending--;
@@ -390,7 +391,7 @@ static void issue_reads(run_state *rs, slot *s, const pcbm_tplan *t, unsigned ni
 static void issue_block(run_state *rs, slot *s)
 {
     pcbm_engine *e = rs->e;
-    const pcbm_tplan *t = &e->plan->t[rs->cur.t];
+    const pcbm_tlayout *t = &e->layout->t[rs->cur.t];
     s->seq = rs->seq_next++;
     s->tensor = rs->cur.t;
     s->start = rs->cur.start;
@@ -425,7 +426,7 @@ static void release_slot(run_state *rs, slot *s)
 {
     for (unsigned m = 0; m < PCBM_MAX_MODELS && s->map[m]; m++) {
         /* the block's pages leave the process: what is resident stays bounded */
-        const pcbm_tplan *t = &rs->e->plan->t[s->tensor];
+        const pcbm_tlayout *t = &rs->e->layout->t[s->tensor];
         pcbm_map_release(&rs->e->in.f[m][t->src[m].file], s->map[m], s->need[m]);
         s->map[m] = NULL;
     }
@@ -437,16 +438,16 @@ static void release_slot(run_state *rs, slot *s)
 static const char *req_path(const run_state *rs, const slot *s, const pcbm_io_req *r)
 {
     const pcbm_engine *e = rs->e;
-    const pcbm_tplan *t = &e->plan->t[s->tensor];
+    const pcbm_tlayout *t = &e->layout->t[s->tensor];
     unsigned m = (unsigned)(r - s->req);
-    return e->plan->models[m]->files[t->src[m].file].path;
+    return e->layout->models[m]->files[t->src[m].file].path;
 }
 
 static void on_read_done(run_state *rs, pcbm_io_req *r)
 {
     slot *s = r->user;
     unsigned m = (unsigned)(r - s->req);
-    const pcbm_tplan *t = &rs->e->plan->t[s->tensor];
+    const pcbm_tlayout *t = &rs->e->layout->t[s->tensor];
     if (r->res < 0 || (uint64_t)r->res < s->need[m]) {
         pcbm_error er;
         if (r->res < 0)
@@ -482,7 +483,7 @@ static void on_write_done(run_state *rs, pcbm_io_req *r)
 /* Stage slot s's output into the output stream; true when all of it is staged. */
 static bool emit_slot(pcbm_engine *e, slot *s, pcbm_status *st, pcbm_error *err)
 {
-    const pcbm_tplan *t = &e->plan->t[s->tensor];
+    const pcbm_tlayout *t = &e->layout->t[s->tensor];
     return pcbm_ostream_emit(e->os, t->out_file, t->out_off + s->start * t->out_unit, s->out,
                              (uint64_t)s->n * t->out_unit, &s->emitted, t->name, st, err);
 }
@@ -635,7 +636,7 @@ static void begin_pass(run_state *rs, pcbm_engine *e, const pcbm_pass *ps, doubl
 {
     choose_mapping(e, ps);
     rs->pr->mapped |= e->mapped;
-    rs->walk = (pcbm_walk){.plan = e->plan, .ps = ps, .file_lo = e->cfg.file_lo,
+    rs->walk = (pcbm_walk){.layout = e->layout, .ps = ps, .file_lo = e->cfg.file_lo,
                            .file_hi = e->cfg.file_hi, .kept = kept_output, .kept_arg = e->os};
     rs->more = pcbm_cursor_first(&rs->walk, &rs->cur);
     for (unsigned s = 0; s < e->nslots; s++) {

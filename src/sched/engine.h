@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * engine.h — the chunk scheduler. It walks the plan's blocks in order, reads block k of every
+ * engine.h — the chunk scheduler. It walks the layout's blocks in order, reads block k of every
  * model through the I/O backend into aligned slot buffers, hands complete block sets to worker
  * threads, and (apply passes) streams the finished output blocks, in order, into the output files.
  * A merge method plugs in as a per-block callback; a merge is a sequence of passes over the same
@@ -9,7 +10,7 @@
 #define PCBM_ENGINE_H
 
 #include "../io/io.h"
-#include "plan.h"
+#include "layout.h"
 #include "progress.h"
 #include "../writer/stream.h"
 
@@ -21,8 +22,8 @@ typedef struct pcbm_engine pcbm_engine;
 
 /* One block set as a worker sees it. */
 typedef struct pcbm_blockview {
-    const pcbm_tplan *t;
-    size_t tensor;                     /* index into plan->t */
+    const pcbm_tlayout *t;
+    size_t tensor;                     /* index into layout->t */
     uint64_t start;                    /* first unit (element or byte) of the block */
     uint32_t n;                        /* units in the block */
     const void *in[PCBM_MAX_MODELS];   /* [0] base, [1..N] tasks (MERGE); only [0] otherwise */
@@ -42,7 +43,7 @@ typedef pcbm_status (*pcbm_block_fn)(void *arg, unsigned worker, const pcbm_bloc
 typedef struct pcbm_pass {
     const char *name;          /* for progress and the summary ("stats 1/2", "apply") */
     pcbm_pass_kind kind;
-    size_t t0, t1;             /* tensor range [t0, t1) of the plan */
+    size_t t0, t1;             /* tensor range [t0, t1) of the layout */
     uint32_t sample_stride;    /* stats passes: visit only sampled units of PCBM_SAMPLE_UNIT
                                   elements (see pcbm_sample_count); 1 or 0 = every element */
     pcbm_block_fn fn;
@@ -91,14 +92,14 @@ typedef struct pcbm_engine_report {
 
 /* Elements of tensor `ti` that a sample pass of this stride visits (all of them for stride <= 1;
  * sched/cursor.c). */
-uint64_t pcbm_sample_count(const pcbm_tplan *t, size_t ti, uint32_t stride);
+uint64_t pcbm_sample_count(const pcbm_tlayout *t, size_t ti, uint32_t stride);
 
 /* Size the buffers (and pick the block size) from the budget. Fails with PCBM_ERR_NOMEM naming
- * the minimum --mem when the budget is too small. Sets plan's block cut. */
-pcbm_status pcbm_engine_create(pcbm_plan *plan, const pcbm_engine_cfg *cfg, pcbm_engine **out,
+ * the minimum --mem when the budget is too small. Sets layout's block cut. */
+pcbm_status pcbm_engine_create(pcbm_layout *layout, const pcbm_engine_cfg *cfg, pcbm_engine **out,
                                pcbm_error *err);
-/* Bytes the engine needs at least for this plan and thread count (for error messages). */
-uint64_t pcbm_engine_min_mem(const pcbm_plan *plan, unsigned threads, uint64_t reserved);
+/* Bytes the engine needs at least for this layout and thread count (for error messages). */
+uint64_t pcbm_engine_min_mem(const pcbm_layout *layout, unsigned threads, uint64_t reserved);
 pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *pass, pcbm_error *err);
 /* Durable segments of the output (pcbm_segment, pcbm_segment_fn: writer/stream.h): fn is called
  * on the output's sync thread each time one becomes durable, in stream order (the journal's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * progress.c — progress events (see progress.h): per pass, bytes read against the pass's total,
  * its rate and ETA; for the whole call, the passes ended plus this one against the passes still

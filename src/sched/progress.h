@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * progress.h — progress events of a call (pcbm_merge, a split-merge phase): the scheduler says
  * when a pass begins, how many input bytes it read, and when the pass ends; this module turns

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * stop.c — the stop registry: a flag set by pcbm_request_stop (async-signal context included)
  * and the I/O backends of the engines alive, woken so that a scheduler blocked in a reap sees

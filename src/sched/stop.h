@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * stop.h — the stop registry: pcbm_request_stop (public API, signal handlers) marks a stop and
  * wakes the I/O backend of every running engine, whose scheduler then ends the pass with

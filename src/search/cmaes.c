@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmaes.c — CMA-ES with box constraints by repair and adaptive penalty (see cmaes.h). Follows
  * Hansen's reference implementation cmaes.m (version 3.61) step by step; the comments name the

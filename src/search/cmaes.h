@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmaes.h — CMA-ES (covariance matrix adaptation evolution strategy) with an ask/tell interface,
  * for the coefficient search (pcbmerge search). Internal to libpcbmerge.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * search.c — pcbm_search(): the paper's coefficient search as a library call. The statistics
  * pass runs once; then CMA-ES (cmaes.c) proposes per-task coefficients λ_1..λ_N, the apply pass
@@ -73,7 +74,7 @@ static pcbm_status validate(const pcbm_search_opts *o, pcbm_error *err)
         return pcbm_fail(err, PCBM_ERR_USAGE, "pcbm_search needs merge options and an evaluate "
                          "callback");
     if (!mo->base || !mo->out)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "search needs --base DIR and --out DIR");
+        return pcbm_fail(err, PCBM_ERR_USAGE, "search needs `base` and `out`");
     if (mo->ntasks == 0 || !mo->tasks)
         return pcbm_fail(err, PCBM_ERR_USAGE, "search needs at least one task model after the "
                          "options");
@@ -81,31 +82,31 @@ static pcbm_status validate(const pcbm_search_opts *o, pcbm_error *err)
         return pcbm_fail(err, PCBM_ERR_USAGE, "search takes at most %d task models", PCBM_MAX_TASKS);
     pcbm_method m = mo->method;
     if (m != PCBM_METHOD_PCB && m != PCBM_METHOD_TASK_ARITHMETIC && m != PCBM_METHOD_DARE_LINEAR)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "--method %s cannot be searched: search tunes one λ "
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`method` %s cannot be searched: search tunes one λ "
                          "per task, which only pcb, task_arithmetic and dare_linear take (%s)",
                          pcbm_method_name(m), m == PCBM_METHOD_LINEAR
-                             ? "linear takes --weights" : "ties and dare_ties take one global --lambda");
+                             ? "linear takes `weights`" : "ties and dare_ties take one global `lambda`");
     if (mo->stats_in && !pcbm_search_has_stats(m))
-        return pcbm_fail(err, PCBM_ERR_USAGE, "--stats applies to pcb; %s computes no statistics",
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`stats_in` applies to pcb; %s computes no statistics",
                          pcbm_method_name(m));
     if (o->budget < 1)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "--budget needs at least one evaluation");
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`budget` needs at least one evaluation");
     if (!isfinite(o->lo) || !isfinite(o->hi) || !(o->lo < o->hi))
-        return pcbm_fail(err, PCBM_ERR_USAGE, "--bounds needs LO,HI with LO < HI, got %g,%g",
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`bounds` needs LO,HI with LO < HI, got %g,%g",
                          o->lo, o->hi);
     if (!(o->init >= o->lo && o->init <= o->hi))
-        return pcbm_fail(err, PCBM_ERR_USAGE, "--init %g is outside --bounds %g,%g", o->init,
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`init` %g is outside `bounds` %g,%g", o->init,
                          o->lo, o->hi);
     if (!(o->sigma >= 0) || !isfinite(o->sigma) || o->popsize == 1)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "--sigma needs a positive number and --popsize at "
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`sigma` needs a positive number and `popsize` at "
                          "least 2");
     char partial[PATH_MAX + 16];
     snprintf(partial, sizeof partial, "%s.partial", mo->out);
     if (exists(mo->out))
         return pcbm_fail(err, PCBM_ERR_EXISTS, "%s exists; search writes a new directory: choose "
-                         "another --out or remove it", mo->out);
+                         "another `out` or remove it", mo->out);
     if (exists(partial) && !mo->force && !o->resume)
-        return pcbm_fail(err, PCBM_ERR_EXISTS, "%s holds an unfinished merge into %s; pass --force "
+        return pcbm_fail(err, PCBM_ERR_EXISTS, "%s holds an unfinished merge into %s; set `force` "
                          "to discard it", partial, mo->out);
     return PCBM_OK;
 }
@@ -148,7 +149,7 @@ static pcbm_status replayed(pcbm_search_state *s, unsigned k, const double *lam,
         pcbm_search_fmt_lambdas(lam, s->n, want, sizeof want);
         return pcbm_fail(err, PCBM_ERR_STATS, "cannot resume: evaluation %u of the log (λ %s) is "
                          "not the candidate this search proposes (λ %s): the log comes from "
-                         "another version or other parameters; start over with --force", k, got,
+                         "another version or other parameters; start over with `force`", k, got,
                          want);
     }
     *score = L->score;
@@ -432,7 +433,7 @@ pcbm_status pcbm_search(const pcbm_search_opts *o, pcbm_search_result *res, pcbm
     if (st == PCBM_ERR_INTERRUPTED) {
         pcbm_engine_clear_stop();
         pcbm_fail(err, st, "the search stopped after %u evaluation(s); run it again with resume "
-                  "(--resume) to continue (%s keeps the log)", res->evaluations, s->work);
+                  "(`resume`) to continue (%s keeps the log)", res->evaluations, s->work);
     }
     if (s->lock_fd >= 0)
         close(s->lock_fd);

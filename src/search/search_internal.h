@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * search_internal.h — the state of one coefficient search (pcbm_search), shared by the search
  * loop (search.c) and its files (search_log.c: work directory, parameters, log, summary).

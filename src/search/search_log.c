@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * search_log.c — the files of a coefficient search: the work directory OUT.search/ (created, or
  * taken over and locked), search_params.json (what a resumed search must repeat), the log of
@@ -256,7 +257,7 @@ static pcbm_status take_over(pcbm_search_state *s, const char *dir, bool *resume
     }
     if (has_scored_log(dir) && !s->mo.force)
         return pcbm_fail(err, PCBM_ERR_EXISTS, "%s holds an earlier search that did not finish: "
-                         "pass --resume to continue it, or --force to discard it and start over",
+                         "continue it with `resume`, or discard it and start over with `force`",
                          dir);
     pcbm_search_note(s, "removing %s, left by an earlier search", dir);
     int rc = pcbm_remove_tree(dir);
@@ -273,7 +274,7 @@ static pcbm_status check_resumed(pcbm_search_state *s, const char *dir, const ch
     FILE *pf = fopen(ppath, "r");
     if (!pf)
         return pcbm_fail(err, PCBM_ERR_STATS, "%s has no %s: it cannot be resumed; start over "
-                         "with --force", dir, PCBM_SEARCH_PARAMS_NAME);
+                         "with `force`", dir, PCBM_SEARCH_PARAMS_NAME);
     char *old = pcbm_malloc(65536);
     size_t n = old ? fread(old, 1, 65535, pf) : 0;
     fclose(pf);
@@ -284,8 +285,8 @@ static pcbm_status check_resumed(pcbm_search_state *s, const char *dir, const ch
     pcbm_status st = PCBM_OK;
     if (pcbm_params_differ(old, params, NULL, key, sizeof key, NULL, 0))
         st = pcbm_fail(err, PCBM_ERR_STATS, "cannot resume the search in %s: its parameters "
-                       "differ (%s); run with the same parameters (only --budget and run-time "
-                       "settings may change), or with --force to start over", dir, key);
+                       "differ (%s); run with the same parameters (only `budget` and run-time "
+                       "settings may change), or start over with `force`", dir, key);
     free(old);
     if (st == PCBM_OK)
         st = load_log(s, err);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * qsel.c — radix selection over coarse/fine key histograms, and the per-thread histogram sets.
  */

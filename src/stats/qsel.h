@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * qsel.h — deterministic, exactly mergeable quantile statistics over float32 streams.
  * Floats map to 32-bit keys whose unsigned order is the float order. A coarse histogram counts

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * statfile.c — writing and reading the statistics file: JSON (floats as their exact 32-bit
  * patterns) compressed with zstd, frame checksum on; every field checked on reading.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * statfile.h — the statistics file: what a merge's statistics passes found (PCB's per-task lo,
  * hi, t, m; TIES's thresholds and majority sign), per range (the whole model, or each tensor in

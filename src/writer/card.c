@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * card.c — the model card (README.md) written beside a merged model: Hugging Face model-card
  * front matter (base_model, tags, library_name) and a body that says how the model was made —

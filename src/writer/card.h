@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * card.h — the model card (README.md) of a merged model.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * journal.c — saving and loading the journal (zstd-compressed JSON with checksum, atomic).
  */

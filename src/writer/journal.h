@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * journal.h — the journal of a merge in progress, kept in the partial directory: the identity of
  * the inputs and every parameter that shapes the output, whether the statistics were saved, and

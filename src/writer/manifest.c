@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * manifest.c — file hashes for the manifest, and pcbm_verify(): recompute and compare them.
  */

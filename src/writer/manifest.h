@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * manifest.h — OUT/pcbmerge.manifest.json: the xxh3-128 of every file of a merged model, with the
  * method, parameters, inputs' identity and tool version; and its verification.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * output.c — the output directory is the tool's own and nothing else. OUT.partial is created with
  * a marker, opened once without following links (O_DIRECTORY|O_NOFOLLOW) and flock'ed; every

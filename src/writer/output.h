@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * output.h — the output directory's life: a partial directory beside OUT receives every file,
  * is fsynced, and only an atomic rename makes OUT appear. Also the free-space check and small

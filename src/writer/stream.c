@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * stream.c — the output stream: staging buffers filled in stream order and written through the
  * I/O backend, per-file xxh3-128 and per-segment xxh3-64, the sync thread that makes closed
@@ -56,7 +57,7 @@ typedef struct out_file {
 
 struct pcbm_ostream {
     pcbm_ostream_cfg cfg;
-    const pcbm_outplan *op;
+    const pcbm_outlayout *op;
     chunk chunks[STAGE_CHUNKS];
     unsigned cur_chunk;            /* chunk being filled, or STAGE_CHUNKS */
     unsigned inflight;             /* writes queued and not yet handed back */
@@ -405,7 +406,7 @@ static pcbm_status begin_file(pcbm_ostream *os, unsigned f, pcbm_error *err)
  * header could not be staged for lack of buffers. */
 static bool stream_to_file(pcbm_ostream *os, unsigned f, pcbm_status *st, pcbm_error *err)
 {
-    const pcbm_outplan *op = os->op;
+    const pcbm_outlayout *op = os->op;
     while (os->cur_ofile <= f || !os->output_started) {
         if (!os->output_started) {
             os->output_started = true;
@@ -522,7 +523,7 @@ static bool hash_range(pcbm_ostream *os, unsigned f, uint64_t start, uint64_t en
 static size_t valid_prefix(pcbm_ostream *os, const pcbm_segment *segs, size_t n, XXH3_state_t *save,
                            unsigned *file, uint64_t *pos)
 {
-    const pcbm_outplan *op = os->op;
+    const pcbm_outlayout *op = os->op;
     unsigned f = os->cfg.file_lo, hi = os->cfg.file_hi;
     uint64_t at = 0;
     size_t k = 0;
@@ -550,7 +551,7 @@ static size_t valid_prefix(pcbm_ostream *os, const pcbm_segment *segs, size_t n,
 pcbm_status pcbm_ostream_resume(pcbm_ostream *os, const pcbm_segment *segs, size_t n,
                                 size_t *kept, pcbm_error *err)
 {
-    const pcbm_outplan *op = os->op;
+    const pcbm_outlayout *op = os->op;
     XXH3_state_t *save = XXH3_createState();
     if (!save)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
@@ -634,7 +635,7 @@ static pcbm_status stage_headers(pcbm_ostream *os, uint64_t *written, pcbm_error
 /* Every file complete: truncate (O_DIRECT writes end aligned) and fsync it. */
 static pcbm_status close_files(pcbm_ostream *os, pcbm_status st, pcbm_error *err)
 {
-    const pcbm_outplan *op = os->op;
+    const pcbm_outlayout *op = os->op;
     for (unsigned f = os->cfg.file_lo; st == PCBM_OK && f < os->cfg.file_hi; f++) {
         out_file *of = &os->ofiles[f];
         char p[4096];

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * stream.h — the output stream of an apply pass: the output files' bytes (headers, then every
  * tensor's blocks) arrive in file order and are staged into a few aligned buffers, written
@@ -32,7 +33,7 @@ typedef pcbm_status (*pcbm_segment_fn)(void *arg, const pcbm_segment *seg, pcbm_
 typedef struct pcbm_ostream pcbm_ostream;
 
 typedef struct pcbm_ostream_cfg {
-    const pcbm_outplan *out;   /* the files: names, headers, sizes */
+    const pcbm_outlayout *out;   /* the files: names, headers, sizes */
     const char *dir;           /* where they are created */
     unsigned file_lo, file_hi; /* the stream is files [file_lo, file_hi) */
     uint64_t chunk_bytes;      /* each staging buffer (pcbm_ostream_chunk_size) */

@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz_common.h — checks shared by the header fuzz targets: the invariants of an accepted header
- * and the round trip through the output planner (plan → header bytes → parse → same tensors).
+ * and the round trip through the output layoutner (plan → header bytes → parse → same tensors).
  */
 #ifndef PCBM_FUZZ_COMMON_H
 #define PCBM_FUZZ_COMMON_H
@@ -39,9 +40,9 @@ static void round_trip(const pcbm_st_header *h)
         const pcbm_st_tensor *t = &h->tensors[i];
         ot[i] = (pcbm_out_tensor){t->name, t->dtype, t->ndim, t->shape, t->nbytes, 0, 0};
     }
-    pcbm_outplan p;
+    pcbm_outlayout p;
     pcbm_error err;
-    CHECK(pcbm_outplan_build(ot, h->ntensors, 0, (const char *const *)h->meta, h->nmeta, &p,
+    CHECK(pcbm_outlayout_build(ot, h->ntensors, 0, (const char *const *)h->meta, h->nmeta, &p,
                              &err) == PCBM_OK);
     CHECK(p.nfiles == 1 && p.files[0].data_start % PCBM_ALIGN == 0);
     size_t size = (size_t)p.files[0].size;
@@ -60,7 +61,7 @@ static void round_trip(const pcbm_st_header *h)
     CHECK(h2.nmeta >= 2 && strcmp(h2.meta[0], "format") == 0 && strcmp(h2.meta[1], "pt") == 0);
     pcbm_st_header_free(&h2);
     free(img);
-    pcbm_outplan_free(&p);
+    pcbm_outlayout_free(&p);
     free(ot);
 }
 

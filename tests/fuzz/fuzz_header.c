@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz_header.c — libFuzzer target for the safetensors header parser: the input is a whole file
  * image parsed from memory. Accepted inputs must satisfy the reader's invariants and survive a

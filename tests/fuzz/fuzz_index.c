@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz_index.c — libFuzzer target for model.safetensors.index.json: the input is index text
  * parsed from memory against a fake directory where every shard name exists except those

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz_json.c — libFuzzer target for the header JSON alone: input = 2-byte little-endian data
  * length + header JSON; the file size is built from them so that mutations of the JSON keep a

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # run.sh — build the libFuzzer targets of the format layer (tests/fuzz/fuzz_*.c) with
 # -fsanitize=fuzzer,address,undefined, seed them from tests/corpus, run each for $FUZZ_SECONDS
 # seconds (default 60) with -max_len=65536; FUZZ_ONLY=header|json|index runs one target.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # adversarial.sh — the output directory under hostile and careless conditions: nothing outside OUT
 # is touched, nothing is published that the inputs do not give, and bad coefficients or paths are
 # refused before any work.

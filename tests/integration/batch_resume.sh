@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # batch_resume.sh — merges as preemptible batch jobs: a killed run never leaves OUT; --resume
 # continues from the durable, hash-checked output and the saved statistics and ends with the
 # bytes of an uninterrupted run. SIGKILL at fixed points (before the statistics are done,

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # cli_progress.sh — what a merge prints: --progress json gives JSON lines (pass, bytes, total,
 # rate, eta; pass k of n and the whole merge's bytes and ETA), a final line per pass and a
 # completion record; the summary names every pass with bytes and time, the

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # engine_determinism.sh — how a merge is run never changes its bytes. A ~3M-element bf16 family,
 # sharded (several input shards per model, --shard-size 2MB output shards), is merged by every
 # method — pcb and ties with --scope global and tensor, pcb also with --streaming (the sampled

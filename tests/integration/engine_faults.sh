@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # engine_faults.sh — failures are clean. With PCBM_FAULT (src/io/io_fault.c) read and write
 # requests fail (eio, short, enospc; some only on one task or output shard, some at the last read
 # of a shard, i.e. in PCB's apply pass): the merge must exit non-zero, within a time limit (a hang
@@ -277,7 +278,7 @@ if succeeds extra-allowed "$TMP/extra-ok" --allow-extra --base "$Z/base" "$Z/tas
     succeeds extra-plain "$TMP/plain" --base "$X/base" "$X/task1" "$X/task2"; then
     if "$PCBM_BIN" inspect "$TMP/extra-ok" | grep -q extra_task_head; then
         case_fail extra-allowed "the task-only tensor reached the output"
-    elif ! why=$(same_outputs "$TMP/plain" "$TMP/extra-ok" merge_stats.json.zst pcbmerge.manifest.json); then
+    elif ! why=$(same_outputs "$TMP/plain" "$TMP/extra-ok" merge_stats.json.zst pcbmerge.manifest.json README.md); then
         case_fail extra-allowed "differs from the same merge without the extra tensor: $why"
     else
         case_pass extra-allowed "--allow-extra ignores it: the output equals the family without it"

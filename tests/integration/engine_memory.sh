@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # engine_memory.sh — the memory bound. A family whose inputs are more than 8x the budget (3 tasks
 # of a ~70M-element bf16 model: 4 x 140 MB = 560 MB against --mem 64M = 67 MB) is merged with
 # --mem 64M by task_arithmetic, pcb and ties under tools/peak-rss; the peak RSS must stay within

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # format_roundtrip.sh — files written by the format layer's output plan, checked by an independent
 # reader (tests/reference/st_check.py): single-file and sharded models, dtype variety, exact bytes
 # and decoded values; then both readers on the whole corpus (tests/corpus) must agree: every
@@ -68,9 +69,9 @@ static void fill(size_t t, uint8_t *b, uint64_t n)
 static int do_write(const char *dir, uint64_t shard)
 {
     static const char *const meta[] = {"producer", "format_roundtrip.sh"};
-    pcbm_outplan p;
+    pcbm_outlayout p;
     pcbm_error err;
-    if (pcbm_outplan_build(T, NT, shard, meta, 2, &p, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    if (pcbm_outlayout_build(T, NT, shard, meta, 2, &p, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
     for (unsigned f = 0; f < p.nfiles; f++) {
         const pcbm_out_file *of = &p.files[f];
         uint8_t *buf = calloc(1, (size_t)of->size);
@@ -91,7 +92,7 @@ static int do_write(const char *dir, uint64_t shard)
         if (pcbm_write_file_simple(path, p.index_json, strlen(p.index_json), &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
     }
     fprintf(stderr, "wrote %u file(s)\n", p.nfiles);
-    pcbm_outplan_free(&p);
+    pcbm_outlayout_free(&p);
     return 0;
 }
 

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # hub_inputs.sh — models named the way users have them: hub ids ORG/NAME[@REVISION] and cache
 # repository folders resolve in a Hugging Face cache built here the way huggingface_hub lays it
 # out (blobs/<sha256>, snapshots/<commit>/<file> as relative links into blobs/, refs/<branch>);

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # inspect_cli.sh — `pcbmerge inspect` as a user meets it: it lists a generated Llama-shaped
 # sharded checkpoint (text and --json), accepts every valid corpus file, and refuses every
 # malformed file and index of tests/corpus with exit 1 and one error that names the file and

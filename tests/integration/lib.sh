@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # lib.sh — helpers sourced by the integration scripts (`. "$(dirname "$0")/lib.sh"`): paths from the
 # environment tests/run.sh sets (PCBM_BIN, PCBM_TOOLS, PCBM_ROOT), a private temp dir removed on
 # exit (kept when PCBM_KEEP_TMP=1), skip/fail helpers, family generation and reference comparisons.

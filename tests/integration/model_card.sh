@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # model_card.sh — what a merged model says about itself: README.md with Hugging Face model-card
 # front matter (base_model — the hub id when the base was named by one —, tags merge and
 # pcbmerge, library_name) and a body naming the method, its parameters, every input and the
@@ -61,15 +62,15 @@ check "a base named by hub id is the card's base_model; config.json untouched wi
 
 split_card() {
     local out=$TMP/split
-    "$PCBM_BIN" plan --quiet --shards 2 --base "$F/base" --out "$out" "$F/task1" "$F/task2" || return 1
+    "$PCBM_BIN" plan --quiet --parts 2 --base "$F/base" --out "$out" "$F/task1" "$F/task2" || return 1
     local u
-    for u in 0 1; do "$PCBM_BIN" stats --quiet --plan "$out" --shard $u || return 1; done
+    for u in 0 1; do "$PCBM_BIN" stats --quiet --plan "$out" --part $u || return 1; done
     "$PCBM_BIN" reduce --quiet --plan "$out" || return 1
     while [ "$("$PCBM_BIN" status --plan "$out" --get next 2>/dev/null)" = stats ]; do
-        for u in 0 1; do "$PCBM_BIN" stats --quiet --plan "$out" --shard $u || return 1; done
+        for u in 0 1; do "$PCBM_BIN" stats --quiet --plan "$out" --part $u || return 1; done
         "$PCBM_BIN" reduce --quiet --plan "$out" || return 1
     done
-    for u in 0 1; do "$PCBM_BIN" apply --quiet --plan "$out" --shard $u || return 1; done
+    for u in 0 1; do "$PCBM_BIN" apply --quiet --plan "$out" --part $u || return 1; done
     "$PCBM_BIN" finalize --quiet --plan "$out" || return 1
     [ -f "$out/README.md" ] && grep -q "pcb" "$out/README.md" && "$PCBM_BIN" verify "$out" >/dev/null
 }

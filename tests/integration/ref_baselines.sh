@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # ref_baselines.sh — task arithmetic, linear and dare_linear against the NumPy reference. They have
 # no statistics, so every element must be within 1 ulp of the reference and the kept counts equal
 # (task arithmetic counts every element; DARE counts what its counter-based mask keeps).

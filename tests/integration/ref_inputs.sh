@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # ref_inputs.sh — the generator and unusual inputs: pcbm-gen is deterministic (task i depends only
 # on the seed and i), --identical-task is byte-identical to the base; pcbmerge refuses a NaN
 # (naming the tensor) unless --allow-nonfinite, refuses a task-only tensor unless --allow-extra,

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # ref_pcb.sh — PCB merges of generated families against the NumPy reference (tests/reference):
 # N = 2, 3, 5, 8 tasks; densities 0.05/0.1/0.3; bf16, f16 and f32; global λ and per-task λ;
 # global and tensor scope; bf16 ties at the threshold; tensors whose scales span two orders of

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # ref_pcb_stream.sh — PCB's default two-read streaming statistics where they are the default:
 # a 70M-element family (bf16, and f16), merged without options that force a mode, against the
 # NumPy reference. Criteria (spec): at most 1e-4 of elements more than 1 ulp off; kept count per

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # ref_ties.sh — TIES (official code: global top-k trim with ties at the threshold kept, sign
 # election by mass, zero sums → majority sign, disjoint mean) and dare_ties against the NumPy
 # reference: N = 2, 3, 5, 8; densities 0.05/0.1/0.3; bf16 (many ties at the threshold), f16, f32;

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # search_errors.sh — how pcbmerge search fails: an evaluation command that exits non-zero, is
 # killed, prints nothing or prints no number stops the search with a message that names the
 # command and shows its stderr (or stdout), leaving no OUT and keeping the log of the

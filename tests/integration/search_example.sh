@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # search_example.sh — pcbmerge search on the worked example (really trained models,
 # tools/example/example-train.c, scored by tools/example/example-eval.c on the validation sets): the search
 # improves the validation score over λ = init; OUT holds the merge at the best λ (its score is

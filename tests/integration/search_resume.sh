@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # search_resume.sh — a coefficient search stopped mid-way continues with --resume: SIGTERM
 # (exit 75, a message that says how to resume; the evaluation in flight is not logged) and
 # SIGKILL (a log line may be cut) both end, after --resume, with the log (every λ, generation and

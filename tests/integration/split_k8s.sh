@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # split_k8s.sh — tools/cluster/k8s/pcbmerge-k8s.sh and its Job manifests, without a cluster: the driver
 # runs against a stand-in kubectl that parses every manifest it is given (YAML), checks it is a
 # batch/v1 Job whose name is a DNS label, whose stats/apply phases are Indexed Jobs of K pods,
@@ -16,7 +17,7 @@ F=$TMP/fam
 gen "$F" --tasks 3 --dtype bf16 --preset small --seed 13
 T="$F/task1 $F/task2 $F/task3"
 COMMON="--shard-size 1MB --quiet"
-K8S=$PCBM_ROOT/tools/k8s/pcbmerge-k8s.sh
+K8S=$PCBM_ROOT/tools/cluster/k8s/pcbmerge-k8s.sh
 
 mkdir -p "$TMP/bin" "$TMP/kube"
 ln -s "$PCBM_BIN" "$TMP/bin/pcbmerge"
@@ -82,7 +83,7 @@ export PATH=$TMP/bin:$PATH
 export PCBM_RUN_ARGS="--threads 2 --quiet"
 
 "$PCBM_BIN" merge $COMMON --threads 2 --base "$F/base" --out "$TMP/ref" $T || fail "single merge"
-if "$K8S" --image example/pcbmerge --pvc models -- --shards 3 $COMMON --base "$F/base" \
+if "$K8S" --image example/pcbmerge --pvc models -- --parts 3 $COMMON --base "$F/base" \
     --out "$TMP/out k8s" $T >"$TMP/driver.log" 2>&1 && msg=$(same_outputs "$TMP/ref" "$TMP/out k8s"); then
     case_pass "Jobs run as pods would: the bytes of a single merge" \
         "$(grep -c . "$FAKE_KUBE_DIR/jobs") jobs"
@@ -95,7 +96,7 @@ n_stats=$(grep -c -- '-stats-r[0-9]* Indexed 3$' "$FAKE_KUBE_DIR/jobs")
     case_fail "indexed jobs" "$(cat "$FAKE_KUBE_DIR/jobs")"
 "$K8S" --image example/pcbmerge --pvc models --resume "$TMP/out k8s" >"$TMP/resume.log" 2>&1 &&
     case_pass "--resume after the end is a no-op" || case_fail "resume" "$(tail -n 5 "$TMP/resume.log")"
-"$K8S" --image example/pcbmerge --pvc models --dry-run -- --shards 5 --base /data/base \
+"$K8S" --image example/pcbmerge --pvc models --dry-run -- --parts 5 --base /data/base \
     --out /data/out /data/t1 /data/t2 >"$TMP/dry.yaml" 2>&1 &&
     "$PY" - "$TMP/dry.yaml" <<'EOF' && case_pass "--dry-run prints every phase's manifest" || case_fail "dry-run" "$(head -n 5 "$TMP/dry.yaml")"
 import sys, yaml

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # stats_file.sh — the statistics file (merge_stats.json.zst) saved by pcb, ties and dare_ties:
 # replaying it with --stats skips every statistics pass and gives the same bytes as a full run
 # (same λ, and a changed λ, global and tensor scope); it is refused, with a message that says

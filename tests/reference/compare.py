@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """compare.py — compare a merged model with the reference merge (docs/semantics.md, "Judging a
 merge against the reference").
 

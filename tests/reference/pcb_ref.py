@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """pcb_ref.py — an independent, in-memory NumPy implementation of docs/semantics.md.
 
 It is the yardstick the streaming C implementation is compared with (tests/reference/compare.py).

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """st_check.py — an independent safetensors reader (Python + NumPy) used to check files pcbmerge
 writes. It shares no code with src/format and enforces the same rules as the reference reader.
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_cmaes.c — cmocka tests of the CMA-ES of the coefficient search (src/search/cmaes.c):
  * convergence within a stated budget of evaluations on known functions (sphere, rotated

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_convert.c — cmocka tests of the bf16/f16 <-> f32 conversions (kernels/convert.c) and of the
  * run-time path selection (kernels/cpu.c): exhaustive decoding, special values, an independent

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_dmath.c — cmocka tests of the deterministic expf/tanhf (kernels/dmath.c): special values,
  * range edges, oddness, monotonicity around every branch point, ulp error on samples against

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_io.c — the I/O backends (io_uring and the pread pool) through the pcbm_io interface:
  * chunked reads at several depths, writes read back, O_DIRECT and buffered files, EOF, wake-ups,
@@ -666,7 +667,7 @@ static void test_auto_fallback_fault(void **state)
     assert_int_equal(pcbm_io_open(PCBM_IO_URING, 8, &io, note, sizeof note, &err),
                      PCBM_ERR_UNSUPPORTED);
     assert_null(io);
-    assert_non_null(strstr(err.msg, "--io pread or --io auto"));
+    assert_non_null(strstr(err.msg, "set `io` to pread or auto"));
     unsetenv("PCBM_FAULT"); pcbm_seams_reload();
     close(fd);
     unlink(path);
@@ -734,7 +735,7 @@ static int seccomp_child(const char *path, const uint8_t *data, size_t size)
     io = NULL;
     if (pcbm_io_open(PCBM_IO_URING, 8, &io, NULL, 0, &err) != PCBM_ERR_UNSUPPORTED || io)
         return 15;
-    if (!strstr(err.msg, "Operation not permitted") || !strstr(err.msg, "--io pread"))
+    if (!strstr(err.msg, "Operation not permitted") || !strstr(err.msg, "set `io` to pread"))
         return 16;
     return 0;
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_kernels_gate.c — cmocka tests of the gates of the PCB kernels (kernels/mkern_impl.h): the
  * thresholds are sound (every |tau| of a level and every y at or below its threshold scores at

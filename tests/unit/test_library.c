@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_library.c — libpcbmerge as a program embeds it: pcbm_merge() with default options writes
  * nothing to stdout or stderr; with callbacks the caller gets the messages (the run summary

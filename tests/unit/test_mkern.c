@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_mkern.c — cmocka tests of the merge kernels (kernels/mkern.h): every AVX2 / AVX-512 form
  * against the scalar definition, bit for bit, on random task vectors with exact zeros, ties,

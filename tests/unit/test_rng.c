@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_rng.c — cmocka tests of the DARE random numbers (kernels/rng.c): known answers computed by
  * the Python reference written in rng.c's comment, determinism, independence of the batch form

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_rng.h — the unit tests' random inputs: xorshift64* with a per-file seed (TEST_RNG_SEED),
  * reproducible run to run. Test inputs only.

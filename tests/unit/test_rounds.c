@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_rounds.c — the rounds driver (src/merge/rounds.c) and the methods' rounds (method.h):
- * one machine (any thread count), the units of a split merge (any order) and the split reduce
+ * one machine (any thread count), the parts of a split merge (any order) and the split reduce
  * reach the same statistics, bit for bit, for PCB and TIES over tiles made here; the table holds
  * every method under its own index and name; a finish that asks for a fallback round gets it, in
  * every context; accumulators combine in any order; and each method's finish() decides the right
@@ -21,6 +22,8 @@
 
 #include <cmocka.h>
 
+#include "test_tmpdir.h"
+
 #define NT 3            /* tasks */
 #define D 40000u        /* merged elements */
 
@@ -30,16 +33,13 @@ static float tau_data[NT][D];
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/pcbm-test-rounds.XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return test_tmpdir_make(dir, sizeof dir, "rounds");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd);
+    return test_tmpdir_remove(dir);
 }
 
 /* Task vectors with many exact ties (values on a coarse grid) and a few outliers. */
@@ -69,15 +69,15 @@ static pcbm_merge_opts mk_opts(pcbm_method m)
     return o;
 }
 
-static pcbm_tplan one_tensor = {.kind = PCBM_T_MERGE, .units = D};
-static pcbm_plan plan = {.t = &one_tensor, .nt = 1, .nmerge = 1, .d = D};
+static pcbm_tlayout one_tensor = {.kind = PCBM_T_MERGE, .units = D};
+static pcbm_layout plan = {.t = &one_tensor, .nt = 1, .nmerge = 1, .d = D};
 
 static pcbm_mctx mk_ctx(const pcbm_merge_opts *o, unsigned threads)
 {
     pcbm_mctx mc;
     memset(&mc, 0, sizeof mc);
     mc.o = o;
-    mc.plan = &plan;
+    mc.layout = &plan;
     mc.ntasks = o->ntasks;
     mc.threads = threads;
     for (unsigned i = 0; i < o->ntasks; i++)
@@ -85,7 +85,7 @@ static pcbm_mctx mk_ctx(const pcbm_merge_opts *o, unsigned threads)
     return mc;
 }
 
-/* The pass: this context's elements (a split unit: its share), cut among the threads, in tiles. */
+/* The pass: this context's elements (a split part: its share), cut among the threads, in tiles. */
 static pcbm_status fake_pass(pcbm_mctx *mc, const pcbm_round *r, void *state,
                              const pcbm_range *rg, pcbm_error *err)
 {
@@ -93,8 +93,8 @@ static pcbm_status fake_pass(pcbm_mctx *mc, const pcbm_round *r, void *state,
     static float tau[NT][PCBM_TILE], theta[NT][PCBM_TILE], base[PCBM_TILE], tmp[4 * PCBM_TILE];
     size_t lo = 0, hi = D;
     if (mc->split) {
-        lo = (size_t)D * mc->split->unit / mc->split->units;
-        hi = (size_t)D * (mc->split->unit + 1) / mc->split->units;
+        lo = (size_t)D * mc->split->part / mc->split->parts;
+        hi = (size_t)D * (mc->split->part + 1) / mc->split->parts;
     }
     float *tp[NT], *th[NT];
     for (unsigned i = 0; i < NT; i++)
@@ -165,7 +165,7 @@ static void test_uses(void **state)
     assert_int_equal(pcbm_method_parse("nope"), PCBM_METHOD_COUNT);
 }
 
-/* ---- contexts: one machine, split units, split reduce ---- */
+/* ---- contexts: one machine, split parts, split reduce ---- */
 
 static void run_local(const pcbm_method_def *m, const pcbm_merge_opts *o, unsigned threads,
                       pcbm_statrec *rec)
@@ -183,19 +183,19 @@ static void run_local(const pcbm_method_def *m, const pcbm_merge_opts *o, unsign
     m->free(st);
 }
 
-static pcbm_split mk_split(pcbm_split_mode mode, unsigned unit, unsigned units)
+static pcbm_split mk_split(pcbm_split_mode mode, unsigned part, unsigned parts)
 {
     pcbm_split x;
     memset(&x, 0, sizeof x);
     x.mode = mode;
     snprintf(x.ctl, sizeof x.ctl, "%s", dir);
-    x.unit = unit;
-    x.units = units;
+    x.part = part;
+    x.parts = parts;
     x.plan_id = 77;
     return x;
 }
 
-/* One process of a split merge (a unit's stats phase or the reduce): fresh state, as a process
+/* One process of a split merge (a part's stats phase or the reduce): fresh state, as a process
  * starts; returns how the rounds ended, the record when they are done. */
 static pcbm_rounds_end run_split_phase(const pcbm_method_def *m, const pcbm_merge_opts *o,
                                        pcbm_split *x, unsigned threads, pcbm_statrec *rec)
@@ -216,7 +216,7 @@ static pcbm_rounds_end run_split_phase(const pcbm_method_def *m, const pcbm_merg
     return end;
 }
 
-/* The whole statistics phase of a split merge of K units: every unit, then the reduce, until
+/* The whole statistics phase of a split merge of K parts: every part, then the reduce, until
  * the reduce is done. Returns the number of rounds. */
 static unsigned run_split(const pcbm_method_def *m, const pcbm_merge_opts *o, unsigned K,
                           bool reverse, unsigned threads, pcbm_statrec *rec)
@@ -294,10 +294,10 @@ static pcbm_status fb_begin(void *st, const pcbm_mctx *mc, const pcbm_range *rg,
     return PCBM_OK;
 }
 
-static unsigned fb_parts(void *st, const pcbm_mctx *mc, pcbm_acc *part)
+static unsigned fb_regions(void *st, const pcbm_mctx *mc, pcbm_acc *region)
 {
     fb_state *fs = st;
-    part[0] = (pcbm_acc){fs->total, sizeof fs->total, pcbm_acc_sum_u64, fs->local,
+    region[0] = (pcbm_acc){fs->total, sizeof fs->total, pcbm_acc_sum_u64, fs->local,
                          sizeof fs->total};
     return 1;
 }
@@ -325,9 +325,9 @@ static int fb_finish2(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
     return PCBM_ROUND_DONE;
 }
 
-static const pcbm_round fb_r0 = {"count", fb_tile, NULL, true, fb_begin, fb_parts, fb_finish0};
-static const pcbm_round fb_r1 = {"usual", fb_tile, NULL, false, fb_begin, fb_parts, fb_finish1};
-static const pcbm_round fb_r2 = {"fallback", fb_tile, NULL, false, fb_begin, fb_parts,
+static const pcbm_round fb_r0 = {"count", fb_tile, NULL, true, fb_begin, fb_regions, fb_finish0};
+static const pcbm_round fb_r1 = {"usual", fb_tile, NULL, false, fb_begin, fb_regions, fb_finish1};
+static const pcbm_round fb_r2 = {"fallback", fb_tile, NULL, false, fb_begin, fb_regions,
                                  fb_finish2};
 static const pcbm_round *const fb_rounds[] = {&fb_r0, &fb_r1, &fb_r2};
 
@@ -386,8 +386,8 @@ static void test_fallback(void **state)
  * finish that never says done is stopped. */
 static int bad_finish(void *st, const pcbm_mctx *mc, const pcbm_range *rg) { return 7; }
 static int loop_finish(void *st, const pcbm_mctx *mc, const pcbm_range *rg) { return 0; }
-static const pcbm_round bad_r0 = {"bad", fb_tile, NULL, false, fb_begin, fb_parts, bad_finish};
-static const pcbm_round loop_r0 = {"loop", fb_tile, NULL, false, fb_begin, fb_parts, loop_finish};
+static const pcbm_round bad_r0 = {"bad", fb_tile, NULL, false, fb_begin, fb_regions, bad_finish};
+static const pcbm_round loop_r0 = {"loop", fb_tile, NULL, false, fb_begin, fb_regions, loop_finish};
 static const pcbm_round *const bad_rounds[] = {&bad_r0};
 static const pcbm_round *const loop_rounds[] = {&loop_r0};
 
@@ -421,7 +421,7 @@ static void test_bad_jump(void **state)
 static void test_combine_order(void **state)
 {
     (void)state;
-    /* the threads' parts into a separate total, or into thread 0's part: same sums and maxima
+    /* the threads' regions into a separate total, or into thread 0's region: same sums and maxima
      * whatever the order of the threads */
     uint64_t h[3][4] = {{1, 2, 3, 4}, {10, 0, 5, 7}, {0, 9, 1, 1}}, hr[3][4], t1[4], t2[4];
     for (unsigned w = 0; w < 3; w++)
@@ -457,16 +457,16 @@ static void test_combine_order(void **state)
 static uint32_t coarse_bin(float x) { return pcbm_fkey(x) >> PCBM_QBITS; }
 static uint32_t fine_bin(float x) { return pcbm_fkey(x) & (PCBM_QBINS - 1); }
 
-/* Runs round k's begin and returns its parts (the accumulators to fill by hand). */
-static unsigned begin_parts(const pcbm_method_def *m, unsigned k, void *st, pcbm_mctx *mc,
-                            const pcbm_range *rg, pcbm_acc *part)
+/* Runs round k's begin and returns its regions (the accumulators to fill by hand). */
+static unsigned begin_regions(const pcbm_method_def *m, unsigned k, void *st, pcbm_mctx *mc,
+                            const pcbm_range *rg, pcbm_acc *region)
 {
     pcbm_error err;
     const pcbm_round *r = m->rounds[k];
     if (r->begin)
         assert_int_equal(r->begin(st, mc, rg, &err), PCBM_OK);
-    memset(part, 0, PCBM_MAX_PARTS * sizeof *part);
-    return r->parts ? r->parts(st, mc, part) : 0;
+    memset(region, 0, PCBM_MAX_REGIONS * sizeof *region);
+    return r->regions ? r->regions(st, mc, region) : 0;
 }
 
 static void test_ties_finish(void **state)
@@ -479,36 +479,36 @@ static void test_ties_finish(void **state)
     const pcbm_method_def *m = pcbm_method_find(PCBM_METHOD_TIES);
     pcbm_error err;
     void *st = NULL;
-    pcbm_acc part[PCBM_MAX_PARTS];
+    pcbm_acc region[PCBM_MAX_REGIONS];
     pcbm_statrec rec;
     assert_int_equal(m->init(&mc, &st, &err), PCBM_OK);
     /* 100 elements: 80 with |tau| 0.01, 20 with 0.5; keep 20 -> threshold at rank 79: 0.01 */
     pcbm_range rg = {0, 1, 100};
-    assert_int_equal(begin_parts(m, 0, st, &mc, &rg, part), 1);
-    uint64_t *h = part[0].data;
+    assert_int_equal(begin_regions(m, 0, st, &mc, &rg, region), 1);
+    uint64_t *h = region[0].data;
     h[coarse_bin(0.01f)] = 80;
     h[coarse_bin(0.5f)] = 20;
     assert_int_equal(m->rounds[0]->finish(st, &mc, &rg), PCBM_ROUND_NEXT);
-    assert_int_equal(begin_parts(m, 1, st, &mc, &rg, part), 1);
-    h = part[0].data;
+    assert_int_equal(begin_regions(m, 1, st, &mc, &rg, region), 1);
+    h = region[0].data;
     h[fine_bin(0.01f)] = 80; /* the fine histogram of the selected coarse bin */
     assert_int_equal(m->rounds[1]->finish(st, &mc, &rg), PCBM_ROUND_NEXT);
     /* votes: more negative positions -> majority -1; a tie -> 0 */
-    assert_int_equal(begin_parts(m, 2, st, &mc, &rg, part), 1);
-    ((int64_t *)part[0].data)[0] = 3;
-    ((int64_t *)part[0].data)[1] = 5;
+    assert_int_equal(begin_regions(m, 2, st, &mc, &rg, region), 1);
+    ((int64_t *)region[0].data)[0] = 3;
+    ((int64_t *)region[0].data)[1] = 5;
     assert_int_equal(m->rounds[2]->finish(st, &mc, &rg), PCBM_ROUND_DONE);
     m->save(st, 1, &rec);
     assert_true(rec.v[0][0] == 0.01f);
     assert_true(rec.majority == -1.0f);
-    begin_parts(m, 2, st, &mc, &rg, part);
-    ((int64_t *)part[0].data)[0] = ((int64_t *)part[0].data)[1] = 4;
+    begin_regions(m, 2, st, &mc, &rg, region);
+    ((int64_t *)region[0].data)[0] = ((int64_t *)region[0].data)[1] = 4;
     m->rounds[2]->finish(st, &mc, &rg);
     m->save(st, 1, &rec);
     assert_true(rec.majority == 0.0f);
     /* density 1 keeps everything: no accumulators, threshold 0, straight to the votes */
     o.density = 1.0;
-    assert_int_equal(begin_parts(m, 0, st, &mc, &rg, part), 0);
+    assert_int_equal(begin_regions(m, 0, st, &mc, &rg, region), 0);
     assert_int_equal(m->rounds[0]->finish(st, &mc, &rg), 2);
     m->save(st, 1, &rec);
     assert_true(rec.v[0][0] == 0.0f);
@@ -526,32 +526,32 @@ static void test_pcb_finish(void **state)
     const pcbm_method_def *m = pcbm_method_find(PCBM_METHOD_PCB);
     pcbm_error err;
     void *st = NULL;
-    pcbm_acc part[PCBM_MAX_PARTS];
+    pcbm_acc region[PCBM_MAX_REGIONS];
     pcbm_statrec rec;
     pcbm_range rg = {0, 1, 1000};
     assert_int_equal(m->init(&mc, &st, &err), PCBM_OK);
     assert_int_equal(m->first_round(st, &mc, &rg), PCB_R_MAG_COARSE); /* --exact */
     /* |tau|: 500 at 0.001, 500 at 0.25: lo (rank 100) = 0.001, hi (rank 899) = 0.25 */
-    begin_parts(m, PCB_R_MAG_COARSE, st, &mc, &rg, part);
-    uint64_t *h = part[0].data;
+    begin_regions(m, PCB_R_MAG_COARSE, st, &mc, &rg, region);
+    uint64_t *h = region[0].data;
     h[coarse_bin(0.001f)] = 500;
     h[coarse_bin(0.25f)] = 500;
     assert_int_equal(m->rounds[PCB_R_MAG_COARSE]->finish(st, &mc, &rg), PCB_R_MAG_FINE);
-    begin_parts(m, PCB_R_MAG_FINE, st, &mc, &rg, part);
-    h = part[0].data;
+    begin_regions(m, PCB_R_MAG_FINE, st, &mc, &rg, region);
+    h = region[0].data;
     h[fine_bin(0.001f)] = 500;              /* stream 0: lo's coarse bin */
     h[PCBM_QBINS + fine_bin(0.25f)] = 500;  /* stream 1: hi's coarse bin */
     assert_int_equal(m->rounds[PCB_R_MAG_FINE]->finish(st, &mc, &rg), PCB_R_SCORE_COARSE);
     /* scores: 600 at -1, 400 at 2; t at rank 500 = -1; m = 2 */
-    assert_int_equal(begin_parts(m, PCB_R_SCORE_COARSE, st, &mc, &rg, part), 2);
-    h = part[0].data;
+    assert_int_equal(begin_regions(m, PCB_R_SCORE_COARSE, st, &mc, &rg, region), 2);
+    h = region[0].data;
     h[coarse_bin(-1.0f)] = 600;
     h[coarse_bin(2.0f)] = 400;
-    assert_true(((float *)part[1].data)[0] == -INFINITY); /* the maximum starts empty */
-    ((float *)part[1].data)[0] = 2.0f;
+    assert_true(((float *)region[1].data)[0] == -INFINITY); /* the maximum starts empty */
+    ((float *)region[1].data)[0] = 2.0f;
     assert_int_equal(m->rounds[PCB_R_SCORE_COARSE]->finish(st, &mc, &rg), PCB_R_SCORE_FINE);
-    begin_parts(m, PCB_R_SCORE_FINE, st, &mc, &rg, part);
-    ((uint64_t *)part[0].data)[fine_bin(-1.0f)] = 600;
+    begin_regions(m, PCB_R_SCORE_FINE, st, &mc, &rg, region);
+    ((uint64_t *)region[0].data)[fine_bin(-1.0f)] = 600;
     assert_int_equal(m->rounds[PCB_R_SCORE_FINE]->finish(st, &mc, &rg), PCBM_ROUND_DONE);
     m->save(st, 1, &rec);
     assert_true(rec.v[0][0] == 0.001f && rec.v[0][1] == 0.25f);
@@ -571,11 +571,11 @@ static void test_pcb_stream_fallback(void **state)
     const pcbm_method_def *m = pcbm_method_find(PCBM_METHOD_PCB);
     pcbm_error err;
     void *st = NULL;
-    pcbm_acc part[PCBM_MAX_PARTS];
+    pcbm_acc region[PCBM_MAX_REGIONS];
     pcbm_range rg = {0, 1, D};
     assert_int_equal(m->init(&mc, &st, &err), PCBM_OK);
     assert_int_equal(m->first_round(st, &mc, &rg), PCB_R_S1);
-    assert_int_equal(begin_parts(m, PCB_R_S1, st, &mc, &rg, part), 1); /* an empty sample */
+    assert_int_equal(begin_regions(m, PCB_R_S1, st, &mc, &rg, region), 1); /* an empty sample */
     assert_int_equal(m->rounds[PCB_R_S1]->finish(st, &mc, &rg), PCB_R_MAG_COARSE_FB);
     assert_false(m->rounds[PCB_R_MAG_COARSE_FB]->check_finite);
     assert_non_null(strstr(m->how(st, &o), "streaming estimate missed"));

@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_safetensors.c — the format layer: one test per validation rule of the reader and the index,
- * the committed corpus of malformed files (tests/corpus), output plans written and reopened
+ * the committed corpus of malformed files (tests/corpus), output layouts written and reopened
  * (single file and sharded), side files, dtypes and pcbm_parse_size.
  */
 #include <setjmp.h>
@@ -663,12 +664,12 @@ static void test_corpus(void **state)
     assert_true(good >= 8);
 }
 
-/* ---- output plans --------------------------------------------------------------------------- */
+/* ---- output layouts --------------------------------------------------------------------------- */
 
 static uint8_t pattern(size_t t, uint64_t i) { return (uint8_t)(i * 31 + t * 7 + 1); }
 
 /* Write every file of the plan (headers + pattern data) and the index into dir. */
-static void write_plan(const pcbm_outplan *p, const char *dir)
+static void write_plan(const pcbm_outlayout *p, const char *dir)
 {
     for (unsigned f = 0; f < p->nfiles; f++) {
         const pcbm_out_file *of = &p->files[f];
@@ -688,7 +689,7 @@ static void write_plan(const pcbm_outplan *p, const char *dir)
 }
 
 /* Reopen dir and compare with the plan: names, order, dtypes, shapes, bytes. */
-static void check_reopen(const pcbm_outplan *p, const char *dir)
+static void check_reopen(const pcbm_outlayout *p, const char *dir)
 {
     pcbm_model *m = open_ok(dir);
     assert_int_equal(pcbm_model_num_tensors(m), p->ntensors);
@@ -738,9 +739,9 @@ static void test_roundtrip_single(void **state)
     pcbm_out_tensor t[6];
     size_t n = sample_tensors(t);
     const char *meta[] = {"format", "np", "merged_by", "pcbmerge", "merged_by", "dup"};
-    pcbm_outplan p;
+    pcbm_outlayout p;
     pcbm_error err;
-    assert_int_equal(pcbm_outplan_build(t, n, 5000000000ull, meta, 6, &p, &err), PCBM_OK);
+    assert_int_equal(pcbm_outlayout_build(t, n, 5000000000ull, meta, 6, &p, &err), PCBM_OK);
     assert_int_equal(p.nfiles, 1);
     assert_null(p.index_json);
     assert_string_equal(p.files[0].name, "model.safetensors");
@@ -760,7 +761,7 @@ static void test_roundtrip_single(void **state)
     assert_string_equal(m->meta[1], "pt");
     assert_string_equal(m->meta[3], "pcbmerge");
     pcbm_model_close(m);
-    pcbm_outplan_free(&p);
+    pcbm_outlayout_free(&p);
 }
 
 static void test_roundtrip_sharded(void **state)
@@ -768,10 +769,10 @@ static void test_roundtrip_sharded(void **state)
     (void)state;
     pcbm_out_tensor t[6];
     size_t n = sample_tensors(t);
-    pcbm_outplan p;
+    pcbm_outlayout p;
     pcbm_error err;
     /* 50-byte shards: [w, b], [scalar, cube], [big] alone (larger than a shard), [nib] */
-    assert_int_equal(pcbm_outplan_build(t, n, 50, NULL, 0, &p, &err), PCBM_OK);
+    assert_int_equal(pcbm_outlayout_build(t, n, 50, NULL, 0, &p, &err), PCBM_OK);
     assert_int_equal(p.nfiles, 4);
     assert_string_equal(p.files[0].name, "model-00001-of-00004.safetensors");
     assert_string_equal(p.files[3].name, "model-00004-of-00004.safetensors");
@@ -787,38 +788,38 @@ static void test_roundtrip_sharded(void **state)
     new_dir(dir, sizeof dir);
     write_plan(&p, dir);
     check_reopen(&p, dir);
-    pcbm_outplan_free(&p);
+    pcbm_outlayout_free(&p);
 }
 
 static void test_plan_empty_and_errors(void **state)
 {
     (void)state;
-    pcbm_outplan p;
+    pcbm_outlayout p;
     pcbm_error err;
-    assert_int_equal(pcbm_outplan_build(NULL, 0, 0, NULL, 0, &p, &err), PCBM_OK);
+    assert_int_equal(pcbm_outlayout_build(NULL, 0, 0, NULL, 0, &p, &err), PCBM_OK);
     assert_int_equal(p.nfiles, 1);
     assert_int_equal(p.files[0].size, 4096);
     char dir[PATH_MAX];
     new_dir(dir, sizeof dir);
     write_plan(&p, dir);
     check_reopen(&p, dir);
-    pcbm_outplan_free(&p);
+    pcbm_outlayout_free(&p);
 
     pcbm_out_tensor t[6];
     size_t n = sample_tensors(t);
     t[1].name = "cube";
-    assert_int_equal(pcbm_outplan_build(t, n, 0, NULL, 0, &p, &err), PCBM_ERR_INTERNAL);
+    assert_int_equal(pcbm_outlayout_build(t, n, 0, NULL, 0, &p, &err), PCBM_ERR_INTERNAL);
     assert_non_null(strstr(err.msg, "'cube' appears twice"));
     n = sample_tensors(t);
     t[0].nbytes = 23;
-    assert_int_equal(pcbm_outplan_build(t, n, 0, NULL, 0, &p, &err), PCBM_ERR_INTERNAL);
+    assert_int_equal(pcbm_outlayout_build(t, n, 0, NULL, 0, &p, &err), PCBM_ERR_INTERNAL);
     assert_non_null(strstr(err.msg, "'layer.0.w'"));
     n = sample_tensors(t);
     t[0].name = "bad\xff";
-    assert_int_equal(pcbm_outplan_build(t, n, 0, NULL, 0, &p, &err), PCBM_ERR_USAGE);
+    assert_int_equal(pcbm_outlayout_build(t, n, 0, NULL, 0, &p, &err), PCBM_ERR_USAGE);
     const char *odd[] = {"k"};
     n = sample_tensors(t);
-    assert_int_equal(pcbm_outplan_build(t, n, 0, odd, 1, &p, &err), PCBM_ERR_INTERNAL);
+    assert_int_equal(pcbm_outlayout_build(t, n, 0, odd, 1, &p, &err), PCBM_ERR_INTERNAL);
     assert_null(p.files);
 }
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_sched.c — the scheduler (src/sched): sizing from a budget (what fits stays inside --mem;
  * below the minimum it is refused and the minimum is named), sample cursors (a pass of stride s
@@ -27,7 +28,7 @@
 /* ---- sizing ------------------------------------------------------------------------------ */
 
 /* A plan with only what sizing and cursors read: nt tensors of `units` elements. */
-static void fake_plan(pcbm_plan *p, pcbm_tplan *t, size_t nt, const uint64_t *units,
+static void fake_plan(pcbm_layout *p, pcbm_tlayout *t, size_t nt, const uint64_t *units,
                       unsigned nmodels, unsigned unit)
 {
     memset(p, 0, sizeof *p);
@@ -53,8 +54,8 @@ static void fake_plan(pcbm_plan *p, pcbm_tplan *t, size_t nt, const uint64_t *un
 static void test_budget(void **state)
 {
     (void)state;
-    pcbm_plan p;
-    pcbm_tplan t[1];
+    pcbm_layout p;
+    pcbm_tlayout t[1];
     uint64_t units[1] = {1u << 20};
     fake_plan(&p, t, 1, units, 4, 2);
     for (unsigned threads = 1; threads <= 8; threads *= 2) {
@@ -106,17 +107,17 @@ static void test_sample_cursors(void **state)
     enum { NT = sizeof units / sizeof units[0] };
     const uint64_t blocks[] = {4096, 5000, PCBM_SAMPLE_UNIT, 3 * PCBM_SAMPLE_UNIT};
     const uint32_t strides[] = {0, 1, 2, 3, 7, 64, 1000};
-    pcbm_plan p;
-    pcbm_tplan t[NT];
+    pcbm_layout p;
+    pcbm_tlayout t[NT];
     fake_plan(&p, t, NT, units, 2, 2);
     t[6].kind = PCBM_T_RAW; /* not visited by statistics passes */
     for (size_t bi = 0; bi < sizeof blocks / sizeof blocks[0]; bi++) {
-        pcbm_plan_set_block(&p, blocks[bi]);
+        pcbm_layout_set_block(&p, blocks[bi]);
         for (size_t si = 0; si < sizeof strides / sizeof strides[0]; si++) {
             uint32_t stride = strides[si];
             pcbm_pass ps = {.name = "stats", .kind = PCBM_PASS_STATS, .t0 = 0, .t1 = NT,
                             .sample_stride = stride};
-            pcbm_walk w = {.plan = &p, .ps = &ps, .file_lo = 0, .file_hi = 1};
+            pcbm_walk w = {.layout = &p, .ps = &ps, .file_lo = 0, .file_hi = 1};
             uint64_t seen[NT] = {0}, next[NT] = {0}, total = 0;
             pcbm_cursor c;
             size_t last_t = 0;
@@ -208,7 +209,7 @@ static void write_model(unsigned m, const char *path)
 }
 
 static pcbm_model *models[NMODELS];
-static pcbm_plan plan;
+static pcbm_layout plan;
 
 static int setup_files(void **state)
 {
@@ -226,8 +227,8 @@ static int setup_files(void **state)
             return -1;
         }
     }
-    pcbm_plan_opts po = {.out_dtype = PCBM_DTYPE_BASE, .shard_bytes = 60000};
-    if (pcbm_plan_build(models, NMODELS, &po, &plan, &err) != PCBM_OK) {
+    pcbm_layout_opts po = {.out_dtype = PCBM_DTYPE_BASE, .shard_bytes = 60000};
+    if (pcbm_layout_build(models, NMODELS, &po, &plan, &err) != PCBM_OK) {
         fprintf(stderr, "%s\n", err.msg);
         return -1;
     }
@@ -237,7 +238,7 @@ static int setup_files(void **state)
 static int teardown_files(void **state)
 {
     (void)state;
-    pcbm_plan_free(&plan);
+    pcbm_layout_free(&plan);
     for (unsigned m = 0; m < NMODELS; m++)
         pcbm_model_close(models[m]);
     char cmd[512];
@@ -303,7 +304,7 @@ static void check_output(const pcbm_engine *e, const char *out)
         close(fd);
         assert_memory_equal(b, plan.out.files[f].header, plan.out.files[f].data_start);
         for (size_t ti = 0; ti < plan.nt; ti++) {
-            const pcbm_tplan *tp = &plan.t[ti];
+            const pcbm_tlayout *tp = &plan.t[ti];
             if (tp->out_file != f)
                 continue;
             size_t t = tidx(ti);
@@ -338,7 +339,7 @@ static void run_passes(pcbm_io_kind io, uint32_t stride, const char *out)
                     .sample_stride = stride, .fn = visit, .arg = &v};
     assert_int_equal(pcbm_engine_run(e, &st, &err), PCBM_OK);
     for (size_t ti = 0; ti < NTEN; ti++) {
-        const pcbm_tplan *tp = &plan.t[ti];
+        const pcbm_tlayout *tp = &plan.t[ti];
         uint64_t n = 0;
         for (uint64_t i = 0; i < tp->units; i++) {
             assert_true(v.count[ti][i] <= 1);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_search.c — pcbm_search() driven in process: a tiny generated family (one F32 tensor, two
  * task models moving disjoint halves of it) merged by task arithmetic, scored by a callback that

@@ -1,7 +1,8 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * test_split.c — statistics rounds of split merges (src/merge/split_rounds.c): a unit saves its
- * part and stops; the reduce sums the units' parts whatever order the units ran in, names the
- * units that are missing, says a round is pending only after reducing one; a reduced round is
+ * test_split.c — statistics rounds of split merges (src/merge/split_rounds.c): a part saves its
+ * part and stops; the reduce sums the parts' parts whatever order the parts ran in, names the
+ * parts that are missing, says a round is pending only after reducing one; a reduced round is
  * loaded by later runs; files of another plan, another round layout or damaged are refused.
  */
 #include "merge/split.h"
@@ -17,7 +18,9 @@
 
 #include <cmocka.h>
 
-#define UNITS 3
+#include "test_tmpdir.h"
+
+#define PARTS 3
 #define N 64
 
 static char dir[256];
@@ -25,31 +28,28 @@ static char dir[256];
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/pcbm-test-split.XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return test_tmpdir_make(dir, sizeof dir, "split");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd);
+    return test_tmpdir_remove(dir);
 }
 
-static pcbm_split mk(pcbm_split_mode mode, unsigned unit, uint64_t plan_id)
+static pcbm_split mk(pcbm_split_mode mode, unsigned part, uint64_t plan_id)
 {
     pcbm_split s;
     memset(&s, 0, sizeof s);
     s.mode = mode;
     snprintf(s.ctl, sizeof s.ctl, "%s", dir);
-    s.unit = unit;
-    s.units = UNITS;
+    s.part = part;
+    s.parts = PARTS;
     s.plan_id = plan_id;
     return s;
 }
 
-/* What unit u contributes to round r: counts and a maximum. */
+/* What part u contributes to round r: counts and a maximum. */
 static void part(unsigned u, unsigned r, uint64_t *h, float *mx)
 {
     for (unsigned k = 0; k < N; k++)
@@ -58,8 +58,8 @@ static void part(unsigned u, unsigned r, uint64_t *h, float *mx)
     mx[1] = -(float)u;
 }
 
-/* Unit u runs round r: every earlier round is loaded, round r is saved. */
-static void unit_runs(unsigned u, unsigned r)
+/* Part u runs round r: every earlier round is loaded, round r is saved. */
+static void part_runs(unsigned u, unsigned r)
 {
     pcbm_split s = mk(PCBM_SPLIT_STATS, u, 42);
     pcbm_error err;
@@ -86,19 +86,19 @@ static void test_rounds(void **state)
                        {.data = mx, .bytes = sizeof mx, .combine = pcbm_acc_max_f32}};
     pcbm_exchange_got got;
 
-    /* round 0: nobody has run it: the reduce names every unit */
+    /* round 0: nobody has run it: the reduce names every part */
     pcbm_split red = mk(PCBM_SPLIT_REDUCE, 0, 42);
     assert_int_equal(pcbm_split_exchange(&red, acc, 2, &got, &err), PCBM_ERR_STATS);
-    assert_non_null(strstr(err.msg, "units 0, 1, 2 of 3"));
+    assert_non_null(strstr(err.msg, "parts 0, 1, 2 of 3"));
 
-    /* units in reverse order, one missing */
-    unit_runs(2, 0);
-    unit_runs(0, 0);
+    /* parts in reverse order, one missing */
+    part_runs(2, 0);
+    part_runs(0, 0);
     red = mk(PCBM_SPLIT_REDUCE, 0, 42);
     assert_int_equal(pcbm_split_exchange(&red, acc, 2, &got, &err), PCBM_ERR_STATS);
-    assert_non_null(strstr(err.msg, "unit 1 of 3"));
+    assert_non_null(strstr(err.msg, "part 1 of 3"));
 
-    unit_runs(1, 0);
+    part_runs(1, 0);
     red = mk(PCBM_SPLIT_REDUCE, 0, 42);
     memset(h, 0xff, sizeof h); /* whatever the reduce starts from, the sums replace it */
     assert_int_equal(pcbm_split_exchange(&red, acc, 2, &got, &err), PCBM_OK);
@@ -110,9 +110,9 @@ static void test_rounds(void **state)
     assert_int_equal(pcbm_split_exchange(&red, acc, 2, &got, &err), PCBM_OK);
     assert_int_equal(got, PCBM_EXCHANGE_PENDING);
 
-    /* round 1: units see round 0 reduced (loaded, not recomputed) and save their part */
-    for (unsigned u = 0; u < UNITS; u++)
-        unit_runs(u, 1);
+    /* round 1: parts see round 0 reduced (loaded, not recomputed) and save their part */
+    for (unsigned u = 0; u < PARTS; u++)
+        part_runs(u, 1);
     red = mk(PCBM_SPLIT_REDUCE, 0, 42);
     assert_int_equal(pcbm_split_exchange(&red, acc, 2, &got, &err), PCBM_OK); /* round 0: loaded */
     assert_int_equal(red.reduced, 0u);
@@ -122,10 +122,10 @@ static void test_rounds(void **state)
         assert_int_equal(h[k], (uint64_t)6 * (k + 2));
     assert_true(mx[0] == 19.0f);
 
-    /* a unit that saved its part already skips the pass and does not overwrite it */
+    /* a part that saved its part already skips the pass and does not overwrite it */
     pcbm_split s = mk(PCBM_SPLIT_STATS, 1, 42);
     s.round = 2;
-    unit_runs(1, 2);
+    part_runs(1, 2);
     assert_true(pcbm_split_skip_stats_pass(&s));
     assert_true(pcbm_split_part_saved(&s, 2, 1));
     assert_false(pcbm_split_part_saved(&s, 2, 0));
@@ -137,8 +137,8 @@ static void test_refusals(void **state)
     pcbm_error err;
     uint64_t h[N];
     float mx[2];
-    for (unsigned u = 0; u < UNITS; u++)
-        unit_runs(u, 0);
+    for (unsigned u = 0; u < PARTS; u++)
+        part_runs(u, 0);
     /* another plan's reduce refuses the files */
     pcbm_acc acc[2] = {{.data = h, .bytes = sizeof h, .combine = pcbm_acc_sum_u64},
                        {.data = mx, .bytes = sizeof mx, .combine = pcbm_acc_max_f32}};
@@ -152,7 +152,7 @@ static void test_refusals(void **state)
     assert_non_null(strstr(err.msg, "does not fit round 0"));
     /* a damaged file */
     char p[512];
-    snprintf(p, sizeof p, "%s/round-0.unit-1.zst", dir);
+    snprintf(p, sizeof p, "%s/round-0.part-1.zst", dir);
     FILE *f = fopen(p, "r+b");
     assert_non_null(f);
     fseek(f, 20, SEEK_SET);
@@ -160,13 +160,13 @@ static void test_refusals(void **state)
     fclose(f);
     red = mk(PCBM_SPLIT_REDUCE, 0, 42);
     assert_int_equal(pcbm_split_exchange(&red, acc, 2, &got, &err), PCBM_ERR_STATS);
-    assert_non_null(strstr(err.msg, "round-0.unit-1.zst"));
+    assert_non_null(strstr(err.msg, "round-0.part-1.zst"));
 }
 
 static void test_combines(void **state)
 {
     (void)state;
-    /* max: -0 < +0 canonically, a NaN part never wins (a unit's maximum itself never is NaN:
+    /* max: -0 < +0 canonically, a NaN part never wins (a part's maximum itself never is NaN:
      * it starts at -inf and skips NaN), either order gives the same bits */
     float a[3] = {-0.0f, 1.0f, -INFINITY}, b[3] = {0.0f, NAN, -5.0f};
     float c[3] = {0.0f, -1.0f, -5.0f}, d[3] = {-0.0f, 1.0f, -INFINITY};

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_stream.c — the output stream (src/writer/stream.c) on its own: blocks emitted in stream
  * order become the planned files (headers included); durable segments are reported in order,
@@ -31,7 +32,7 @@ static char g_dir[256];
 static const uint64_t sizes[NT] = {20000, 50000, 12345, 30001, 4096};
 static uint64_t shapes[NT][1];
 static pcbm_out_tensor tens[NT];
-static pcbm_outplan op;
+static pcbm_outlayout op;
 
 /* Segments reported by the stream's hook (on its sync thread). */
 static pthread_mutex_t seg_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -68,7 +69,7 @@ static int setup(void **state)
     }
     pcbm_error err;
     /* three files: {a}, {b}, {c, d, e} */
-    if (pcbm_outplan_build(tens, NT, 50000, NULL, 0, &op, &err) != PCBM_OK)
+    if (pcbm_outlayout_build(tens, NT, 50000, NULL, 0, &op, &err) != PCBM_OK)
         return -1;
     return op.nfiles >= 2 ? 0 : -1;
 }
@@ -76,7 +77,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    pcbm_outplan_free(&op);
+    pcbm_outlayout_free(&op);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
     return system(cmd);

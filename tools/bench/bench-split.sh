@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # bench-split.sh — `make bench`, split merges: wall time of the apply phase of one merge split into
 # K units that run at once on this machine (one process per unit, cores/K threads each), inputs
 # in the page cache, for K = 1 and K = the core count (and K = 4 beside it when there are fewer
@@ -49,13 +50,13 @@ pipeline() {
     local out=$1 K=$2 threads=$3 i p t0 t1 t2
     local RT=(--threads "$threads" --mem "$MEM" --quiet --progress none)
     "$BIN" plan --quiet --method "$METHOD" --shard-size 256MB --base "$FAM/base" --out "$out" \
-        --shards "$K" "$FAM/task1" "$FAM/task2" "$FAM/task3"
+        --parts "$K" "$FAM/task1" "$FAM/task2" "$FAM/task3"
     t0=$(now)
     ROUNDS=0
     while [ "$("$BIN" status --plan "$out" --get next)" = stats ]; do
         local pids=()
         for ((i = 0; i < K; i++)); do
-            PCBM_BUFFERED=1 "$BIN" stats --plan "$out" --shard $i "${RT[@]}" & pids+=($!)
+            PCBM_BUFFERED=1 "$BIN" stats --plan "$out" --part $i "${RT[@]}" & pids+=($!)
         done
         for p in "${pids[@]}"; do wait "$p"; done
         "$BIN" reduce --plan "$out" "${RT[@]}"
@@ -64,7 +65,7 @@ pipeline() {
     t1=$(now)
     local pids=()
     for ((i = 0; i < K; i++)); do
-        PCBM_BUFFERED=1 "$BIN" apply --plan "$out" --shard $i "${RT[@]}" & pids+=($!)
+        PCBM_BUFFERED=1 "$BIN" apply --plan "$out" --part $i "${RT[@]}" & pids+=($!)
     done
     for p in "${pids[@]}"; do wait "$p"; done
     t2=$(now)

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # bench.sh — `make bench`: is a merge bound by the disk? On one generated family (a base and 3 task
 # models, bf16, >= 1 GB each, generated once and cached in bench-data/), in one run:
 #   1. the disk's floor: raw sequential O_DIRECT read of every input, raw O_DIRECT write of an

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * pcbm-bench — the measurements behind `make bench` (tools/bench/bench.sh) that the pcbmerge CLI cannot
  * make itself:

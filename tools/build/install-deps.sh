@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # install-deps.sh — make sure the Debian packages a target needs are installed.
 # Usage: tools/build/install-deps.sh build|test|fuzz|bench
 # (test: munge and Slurm's daemons run a single-node cluster for tests/integration/split_slurm.sh)

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # demo.sh — `make demo`: generate a small deterministic Llama-shaped family (a base and three
 # fine-tunes, bf16, sharded), inspect it, merge it with PCB and the baselines, and show what each
 # merge did, and the same merge split into 3 units (plan, stats rounds, reduce, apply,
@@ -36,9 +37,9 @@ echo
 echo "== 4b. the same pcb merge split into 3 units, as a job array would run it (one process each)"
 # shellcheck disable=SC2086
 "$BIN" plan --base "$DEMO/family/base" --out "$DEMO/split-pcb" --mem 64M --shard-size 2MB \
-    --shards 3 $T
+    --parts 3 $T
 while [ "$("$BIN" status --plan "$DEMO/split-pcb" --get next)" = stats ]; do
-    for i in 0 1 2; do "$BIN" stats --plan "$DEMO/split-pcb" --shard $i --quiet; done
+    for i in 0 1 2; do "$BIN" stats --plan "$DEMO/split-pcb" --part $i --quiet; done
     "$BIN" reduce --plan "$DEMO/split-pcb" --quiet
 done
 for i in 0 1 2; do SLURM_ARRAY_TASK_ID=$i "$BIN" apply --plan "$DEMO/split-pcb"; done

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * example-eval — the evaluator of the worked example (see example-train.c): loads a model's
  * body (body.0, body.1) with libpcbmerge's reader, puts each task's own classification head on

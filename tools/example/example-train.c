@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * example-train — the worked example of `make demo`: a small multi-task problem, a "pre-trained"
  * MLP and task models fine-tuned from it, written as safetensors model directories that
@@ -417,7 +418,7 @@ typedef struct wtensor {
     const void *data;
 } wtensor;
 
-/* One safetensors file through the library's output plan (header, alignment, offsets). */
+/* One safetensors file through the library's output layout (header, alignment, offsets). */
 static int write_st(const char *path, const wtensor *t, size_t n, const char *kind)
 {
     pcbm_out_tensor ot[8];
@@ -427,16 +428,16 @@ static int write_st(const char *path, const wtensor *t, size_t n, const char *ki
                                   .shape = t[i].shape, .nbytes = numel * (pcbm_dtype_bits(t[i].dtype) / 8)};
     }
     const char *const meta[] = {"generator", "example-train", "content", kind};
-    pcbm_outplan plan;
+    pcbm_outlayout plan;
     pcbm_error err;
     memset(&plan, 0, sizeof plan);
-    if (pcbm_outplan_build(ot, n, 0, meta, 4, &plan, &err) != PCBM_OK)
+    if (pcbm_outlayout_build(ot, n, 0, meta, 4, &plan, &err) != PCBM_OK)
         return errmsg("cannot plan %s: %s", path, err.msg);
     int rc = 0;
     const pcbm_out_file *of = &plan.files[0];
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        pcbm_outplan_free(&plan);
+        pcbm_outlayout_free(&plan);
         return errmsg("cannot create %s: %s", path, strerror(errno));
     }
     if (ftruncate(fd, (off_t)of->size) != 0 || pwrite(fd, of->header, of->data_start, 0) != (ssize_t)of->data_start)
@@ -446,7 +447,7 @@ static int write_st(const char *path, const wtensor *t, size_t n, const char *ki
             rc = errmsg("cannot write %s: %s", path, strerror(errno));
     if (close(fd) != 0 && !rc)
         rc = errmsg("cannot close %s: %s", path, strerror(errno));
-    pcbm_outplan_free(&plan);
+    pcbm_outlayout_free(&plan);
     return rc;
 }
 

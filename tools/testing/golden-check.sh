@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # golden-check.sh — byte-for-byte comparison of two pcbmerge binaries over every method, scope and
 # mode on generated families (bf16, f16, f32; N = 2, 3, 5, 8), with the new binary run under each
 # kernel level (PCBM_CPU=scalar|avx2|avx512, clamped to the CPU). Used before every change to a
@@ -12,6 +13,8 @@
 # Families and the golden outputs are cached in WORKDIR (default /tmp/pcbm-golden), keyed by the
 # golden binary's checksum.
 # Environment: GC_LEVELS (default "scalar avx2 avx512"), GC_PARAMS (family size, default 300K),
+# GC_SKIP="NAME..." leaves out more files, ones the two binaries are meant to write differently
+# (config.json across the change that made its torch_dtype follow --dtype).
 # GC_LARGE=DIR also compares pcb/ties/task_arithmetic on an existing large family DIR (base, task1..).
 set -u
 if [ $# -lt 2 ]; then
@@ -72,7 +75,10 @@ run_merge() {
 # (a manifest, say) are not outputs of the merge and are ignored.
 compare_dirs() {
     local a=$1 b=$2 f rc=0
-    for f in $(cd "$a" && find . -type f ! -name merge_report.json ! -name pcbmerge.manifest.json | sort); do
+    local skip=() x
+    for x in ${GC_SKIP:-}; do skip+=(! -name "$x"); done
+    for f in $(cd "$a" && find . -type f ! -name merge_report.json ! -name pcbmerge.manifest.json \
+        "${skip[@]}" | sort); do
         if [ ! -f "$b/$f" ]; then
             echo "    $f is missing"
             rc=1

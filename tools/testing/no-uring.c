@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * no-uring — run a command where io_uring is refused, as under Docker's default seccomp profile
  * (or gVisor, or kernel.io_uring_disabled=2): installs a seccomp filter that makes io_uring_setup,

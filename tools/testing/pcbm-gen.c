@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * pcbm-gen — deterministic generator of synthetic Llama-shaped model families (a base model and N
  * fine-tuned task models) for tests and benchmarks. Every element is a pure function of
@@ -381,10 +382,10 @@ static int write_model(const gen_opts *o, unsigned task, const char *dir, float 
                                   .shape = t[i].shape, .nbytes = t[i].numel * (pcbm_dtype_bits(t[i].dtype) / 8)};
     }
     static const char *const meta[] = {"generator", "pcbm-gen"};
-    pcbm_outplan plan;
+    pcbm_outlayout plan;
     pcbm_error err;
     memset(&plan, 0, sizeof plan);
-    if (pcbm_outplan_build(ot, n, o->shard_bytes, meta, 2, &plan, &err) != PCBM_OK)
+    if (pcbm_outlayout_build(ot, n, o->shard_bytes, meta, 2, &plan, &err) != PCBM_OK)
         return errmsg(1, "cannot plan %s: %s", dir, err.msg);
     int rc = mkdir_p(dir);
     for (unsigned f = 0; !rc && f < plan.nfiles; f++) {
@@ -401,7 +402,7 @@ static int write_model(const gen_opts *o, unsigned task, const char *dir, float 
     }
     if (!rc && plan.index_json) rc = write_text(dir, PCBM_INDEX_NAME, plan.index_json);
     if (!rc) rc = write_side_files(o, dir);
-    pcbm_outplan_free(&plan);
+    pcbm_outlayout_free(&plan);
     return rc;
 }
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * peak-rss — run a command and report its peak resident set size (the memory figure of the tests
  * and of the benchmark).

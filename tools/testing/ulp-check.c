@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ulp-check — measures the accuracy of pcbm_expf / pcbm_tanhf against a correctly rounded reference
  * over every float32 of their ranges, on every dispatch path this CPU has, checks that all paths

@@ -1,13 +1,14 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # pcbmerge-k8s.sh — one merge split across a Kubernetes cluster: every phase a Job (job.yaml.in
 # beside this script), stats and apply as Indexed Jobs of K pods (JOB_COMPLETION_INDEX is the
-# unit), all on one ReadWriteMany volume holding the models and the output directory:
+# part), all on one ReadWriteMany volume holding the models and the output directory:
 #
 #   plan -> [stats (Indexed, K) -> reduce] until reduce says the statistics are complete
 #        -> apply (Indexed, K) -> finalize
 #
 # Usage:
-#   pcbmerge-k8s.sh --image IMAGE --pvc CLAIM [options] -- --shards K --base BASE --out DIR
+#   pcbmerge-k8s.sh --image IMAGE --pvc CLAIM [options] -- --parts K --base BASE --out DIR
 #                   [merge options] TASK...          paths as the pods see them (under --mount)
 #   pcbmerge-k8s.sh --image IMAGE --pvc CLAIM [options] --resume DIR
 #                                                    continue after a failure: the phases that are
@@ -55,12 +56,12 @@ for ((i = 0; i < ${#PLAN_ARGS[@]}; i++)); do
     case ${PLAN_ARGS[i]} in
     --out) DIR=${PLAN_ARGS[i + 1]:-} ;;
     --out=*) DIR=${PLAN_ARGS[i]#--out=} ;;
-    --shards) K=${PLAN_ARGS[i + 1]:-} ;;
-    --shards=*) K=${PLAN_ARGS[i]#--shards=} ;;
+    --parts) K=${PLAN_ARGS[i + 1]:-} ;;
+    --parts=*) K=${PLAN_ARGS[i]#--parts=} ;;
     esac
 done
-[ -n "$DIR" ] || die "give the plan's arguments after -- (with --out DIR and --shards K), or --resume DIR"
-[ -n "$RESUME" ] || [ -n "$K" ] || die "the plan's arguments need --shards K"
+[ -n "$DIR" ] || die "give the plan's arguments after -- (with --out DIR and --parts K), or --resume DIR"
+[ -n "$RESUME" ] || [ -n "$K" ] || die "the plan's arguments need --parts K"
 
 # Job names: DNS labels, unique per output directory.
 base=$(basename "$DIR" | tr 'A-Z_.' 'a-z--' | tr -cd 'a-z0-9-' | cut -c1-30)
@@ -102,12 +103,12 @@ exec 3>&1
 PB=pcbmerge
 RT=$(q $RUN_ARGS)
 if [ -z "$RESUME" ]; then
-    run plan "" NonIndexed 1 "$PB plan $(q "${PLAN_ARGS[@]}") && $PB status --plan $(q "$DIR") --get units" >/dev/null
+    run plan "" NonIndexed 1 "$PB plan $(q "${PLAN_ARGS[@]}") && $PB status --plan $(q "$DIR") --get parts" >/dev/null
 fi
 if [ $DRY = 1 ]; then
     K=${K:-K}
 else
-    K=$(run status "" NonIndexed 1 "$PB status --plan $(q "$DIR") --get units")
+    K=$(run status "" NonIndexed 1 "$PB status --plan $(q "$DIR") --get parts")
     [[ $K =~ ^[0-9]+$ ]] || die "cannot read the plan of $DIR (got '$K')"
 fi
 NEXT=stats

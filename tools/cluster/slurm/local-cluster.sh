@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # local-cluster.sh — a single-node Slurm cluster on localhost, for tests and for trying the split
 # merge on one machine: Debian's munge and slurm-wlm daemons, every file (key, sockets, state,
 # logs, slurm.conf) inside one private directory, nothing in /etc touched, ports 16817/16818.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # pcbmerge-slurm.sh — one merge split across a Slurm cluster, as job arrays chained with
 # --dependency=afterok over a shared output directory:
 #
@@ -8,11 +9,11 @@
 #   -> apply array (K tasks) -> finalize
 #
 # Usage:
-#   pcbmerge-slurm.sh --shards K --base BASE --out DIR [merge options] TASK...
+#   pcbmerge-slurm.sh --parts K --base BASE --out DIR [merge options] TASK...
 #       plan the merge into DIR (the options of `pcbmerge plan`) and submit the whole pipeline
 #   pcbmerge-slurm.sh --resume DIR
-#       after a failure (a unit crashed, was preempted or cancelled): cancel this merge's jobs that
-#       still wait, and submit only what is left: the units whose part of the pending statistics
+#       after a failure (a part crashed, was preempted or cancelled): cancel this merge's jobs that
+#       still wait, and submit only what is left: the parts whose part of the pending statistics
 #       round or whose output files are missing, the rounds after it, finalize
 #
 # Environment:
@@ -46,7 +47,7 @@ else
         [ "${args[i]}" = --out ] && [ $((i + 1)) -lt ${#args[@]} ] && DIR=${args[i + 1]}
         case ${args[i]} in --out=*) DIR=${args[i]#--out=} ;; esac
     done
-    [ -n "$DIR" ] || die "usage: $0 --shards K --base BASE --out DIR [merge options] TASK... (or --resume DIR)"
+    [ -n "$DIR" ] || die "usage: $0 --parts K --base BASE --out DIR [merge options] TASK... (or --resume DIR)"
     "$PCBMERGE" plan "$@" || die "the plan failed (see above): nothing was submitted"
 fi
 DIR=$(cd "$(dirname "$DIR")" && pwd)/$(basename "$DIR")
@@ -54,7 +55,7 @@ NAME=pcbmerge:$(basename "$DIR")
 LOGS=${PCBM_LOGS:-$DIR.slurm-logs}
 mkdir -p "$LOGS"
 status() { "$PCBMERGE" status --plan "$DIR" --get "$1"; }
-K=$(status units)
+K=$(status parts)
 NEXT=$(status next)
 [ "$NEXT" = done ] && { echo "pcbmerge-slurm: $DIR is already published" >&2; exit 0; }
 
@@ -89,19 +90,19 @@ if [ "$NEXT" = stats ]; then
     ROUNDS=$(status rounds_left)
     ALL="0-$((K - 1))"
     for ((r = 0; r < ROUNDS; r++)); do
-        units=$ALL
+        parts=$ALL
         if [ $r = 0 ] && [ $resume = 1 ]; then
-            units=$(status pending_stats)
+            parts=$(status pending_stats)
         fi
-        [ -n "$units" ] && submit stats "$units"
+        [ -n "$parts" ] && submit stats "$parts"
         submit reduce ""
     done
     NEXT=apply
 fi
 if [ "$NEXT" = apply ]; then
-    units="0-$((K - 1))"
-    [ $resume = 1 ] && units=$(status pending_apply)
-    [ -n "$units" ] && submit apply "$units"
+    parts="0-$((K - 1))"
+    [ $resume = 1 ] && parts=$(status pending_apply)
+    [ -n "$parts" ] && submit apply "$parts"
 fi
 submit finalize ""
 echo "pcbmerge-slurm: submitted; follow with: $PCBMERGE status --plan $DIR (logs in $LOGS)" >&2

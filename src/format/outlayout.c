@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * outplan.c — planning the output files of a merge: splitting tensors into shards, each file's
+ * outlayout.c — the layout of the output files of a merge: splitting tensors into shards, each file's
  * header (8-byte length + JSON + space padding to a PCBM_ALIGN boundary), absolute data offsets,
  * and the index JSON when there are several shards. The engine streams the data itself.
  */
@@ -16,16 +17,16 @@
 static pcbm_status check_tensor(const pcbm_out_tensor *t, size_t i, pcbm_error *err)
 {
     if (!t->name || strcmp(t->name, "__metadata__") == 0 || (unsigned)t->dtype >= PCBM_DT_COUNT)
-        return pcbm_fail(err, PCBM_ERR_INTERNAL, "output plan: tensor %zu has no name, the name "
+        return pcbm_fail(err, PCBM_ERR_INTERNAL, "output layout: tensor %zu has no name, the name "
                          "__metadata__, or an invalid dtype; please report this bug", i);
     uint64_t numel = 1, bits;
     for (unsigned d = 0; d < t->ndim; d++)
         if (t->shape[d] > (uint64_t)INT64_MAX || !pcbm_mul_u64(numel, t->shape[d], &numel))
-            return pcbm_fail(err, PCBM_ERR_INTERNAL, "output plan: tensor '%.200s' has a shape "
+            return pcbm_fail(err, PCBM_ERR_INTERNAL, "output layout: tensor '%.200s' has a shape "
                              "too large to write; please report this bug", t->name);
     if (!pcbm_mul_u64(numel, pcbm_dtype_bits(t->dtype), &bits) || bits % 8 ||
         bits / 8 != t->nbytes)
-        return pcbm_fail(err, PCBM_ERR_INTERNAL, "output plan: tensor '%.200s' has %llu bytes, "
+        return pcbm_fail(err, PCBM_ERR_INTERNAL, "output layout: tensor '%.200s' has %llu bytes, "
                          "which does not match its %s shape; please report this bug", t->name,
                          (unsigned long long)t->nbytes, pcbm_dtype_name(t->dtype));
     return PCBM_OK;
@@ -54,7 +55,7 @@ static unsigned assign_shards(pcbm_out_tensor *t, size_t n, uint64_t shard_bytes
     return file + 1;
 }
 
-static pcbm_status name_files(pcbm_outplan *p, pcbm_error *err)
+static pcbm_status name_files(pcbm_outlayout *p, pcbm_error *err)
 {
     for (unsigned f = 0; f < p->nfiles; f++) {
         char name[64];
@@ -63,7 +64,7 @@ static pcbm_status name_files(pcbm_outplan *p, pcbm_error *err)
         else
             snprintf(name, sizeof name, "model-%05u-of-%05u.safetensors", f + 1, p->nfiles);
         if (!(p->files[f].name = pcbm_strdup(name)))
-            return pcbm_fail(err, PCBM_ERR_NOMEM, "output plan: out of memory");
+            return pcbm_fail(err, PCBM_ERR_NOMEM, "output layout: out of memory");
     }
     for (size_t i = 0; i < p->ntensors; i++) {
         pcbm_out_file *f = &p->files[p->tensors[i].file];
@@ -126,14 +127,14 @@ static pcbm_status pad_header(json_t *root, pcbm_out_file *f, pcbm_error *err)
 {
     char *text = json_dumps(root, JSON_COMPACT);
     if (!text)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "output plan: cannot serialize the header of %s",
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "output layout: cannot serialize the header of %s",
                          f->name);
     size_t len = strlen(text);
     f->data_start = pcbm_align_up(8 + (uint64_t)len, PCBM_ALIGN);
     f->header = pcbm_malloc((size_t)f->data_start);
     if (!f->header) {
         free(text);
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "output plan: out of memory for a header");
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "output layout: out of memory for a header");
     }
     uint64_t n = f->data_start - 8;
     for (int b = 0; b < 8; b++)
@@ -144,13 +145,13 @@ static pcbm_status pad_header(json_t *root, pcbm_out_file *f, pcbm_error *err)
     return PCBM_OK;
 }
 
-static pcbm_status build_header(pcbm_outplan *p, pcbm_out_file *f, const char *const *meta,
+static pcbm_status build_header(pcbm_outlayout *p, pcbm_out_file *f, const char *const *meta,
                                 size_t nmeta, pcbm_error *err)
 {
     json_t *root = json_object();
     if (set_new(root, "__metadata__", meta_object(meta, nmeta))) {
         json_decref(root);
-        return pcbm_fail(err, PCBM_ERR_USAGE, "output plan for %s: __metadata__ keys and values "
+        return pcbm_fail(err, PCBM_ERR_USAGE, "output layout for %s: __metadata__ keys and values "
                          "must be valid UTF-8 strings (or memory ran out)", f->name);
     }
     uint64_t data = 0;
@@ -158,7 +159,7 @@ static pcbm_status build_header(pcbm_outplan *p, pcbm_out_file *f, const char *c
         const pcbm_out_tensor *t = &p->tensors[i];
         if (set_new(root, t->name, tensor_entry(t))) {
             json_decref(root);
-            return pcbm_fail(err, PCBM_ERR_USAGE, "output plan for %s: tensor name '%.200s' is "
+            return pcbm_fail(err, PCBM_ERR_USAGE, "output layout for %s: tensor name '%.200s' is "
                              "not valid UTF-8 (or memory ran out)", f->name, t->name);
         }
         data += t->nbytes;
@@ -171,7 +172,7 @@ static pcbm_status build_header(pcbm_outplan *p, pcbm_out_file *f, const char *c
 
 /* ---- index ---------------------------------------------------------------------------------- */
 
-static pcbm_status build_index(pcbm_outplan *p, pcbm_error *err)
+static pcbm_status build_index(pcbm_outlayout *p, pcbm_error *err)
 {
     json_t *root = json_object(), *md = json_object(), *wm = json_object();
     int bad = set_new(md, "total_size", json_integer((json_int_t)p->total_bytes));
@@ -187,7 +188,7 @@ static pcbm_status build_index(pcbm_outplan *p, pcbm_error *err)
         snprintf(p->index_json, len + 2, "%s\n", text);
     free(text);
     if (!p->index_json)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "output plan: cannot build the index JSON");
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "output layout: cannot build the index JSON");
     return PCBM_OK;
 }
 
@@ -202,28 +203,28 @@ static pcbm_status check_all(const pcbm_out_tensor *t, size_t n, const char *con
                              size_t nmeta, uint64_t *total, pcbm_error *err)
 {
     if (nmeta % 2 || (nmeta && !meta))
-        return pcbm_fail(err, PCBM_ERR_INTERNAL, "output plan: metadata must be key/value "
+        return pcbm_fail(err, PCBM_ERR_INTERNAL, "output layout: metadata must be key/value "
                          "pairs (got %zu strings); please report this bug", nmeta);
     pcbm_namemap nm;
     if (!pcbm_namemap_init(&nm, n, out_name_at, t))
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "output plan: out of memory for %zu names", n);
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "output layout: out of memory for %zu names", n);
     pcbm_status st = PCBM_OK;
     *total = 0;
     for (size_t i = 0; i < n && !st; i++) {
         st = check_tensor(&t[i], i, err);
         if (!st && pcbm_namemap_insert(&nm, i) >= 0)
-            st = pcbm_fail(err, PCBM_ERR_INTERNAL, "output plan: tensor '%.200s' appears twice; "
+            st = pcbm_fail(err, PCBM_ERR_INTERNAL, "output layout: tensor '%.200s' appears twice; "
                            "please report this bug", t[i].name);
         if (!st && (!pcbm_add_u64(*total, t[i].nbytes, total) || *total > (uint64_t)INT64_MAX))
-            st = pcbm_fail(err, PCBM_ERR_USAGE, "output plan: the tensors add up to more than "
+            st = pcbm_fail(err, PCBM_ERR_USAGE, "output layout: the tensors add up to more than "
                            "2^63 bytes");
     }
     pcbm_namemap_free(&nm);
     return st;
 }
 
-pcbm_status pcbm_outplan_build(pcbm_out_tensor *tensors, size_t n, uint64_t shard_bytes,
-                               const char *const *meta, size_t nmeta, pcbm_outplan *plan,
+pcbm_status pcbm_outlayout_build(pcbm_out_tensor *tensors, size_t n, uint64_t shard_bytes,
+                               const char *const *meta, size_t nmeta, pcbm_outlayout *plan,
                                pcbm_error *err)
 {
     memset(plan, 0, sizeof *plan);
@@ -239,7 +240,7 @@ pcbm_status pcbm_outplan_build(pcbm_out_tensor *tensors, size_t n, uint64_t shar
                          MAX_SHARDS);
     plan->files = pcbm_calloc(plan->nfiles, sizeof *plan->files);
     if (!plan->files)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "output plan: out of memory");
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "output layout: out of memory");
     st = name_files(plan, err);
     for (unsigned f = 0; f < plan->nfiles && !st; f++)
         st = build_header(plan, &plan->files[f], meta, nmeta, err);
@@ -250,11 +251,11 @@ pcbm_status pcbm_outplan_build(pcbm_out_tensor *tensors, size_t n, uint64_t shar
     if (!st && plan->nfiles > 1)
         st = build_index(plan, err);
     if (st)
-        pcbm_outplan_free(plan);
+        pcbm_outlayout_free(plan);
     return st;
 }
 
-void pcbm_outplan_free(pcbm_outplan *plan)
+void pcbm_outlayout_free(pcbm_outlayout *plan)
 {
     if (!plan)
         return;

@@ -1,8 +1,9 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * plan.c — builds the chunk map: which tensors are merged and which are copied, the byte
+ * layout.c — builds the chunk map: which tensors are merged and which are copied, the byte
  * location of every tensor in every model, the output layout, and the block cut.
  */
-#include "plan.h"
+#include "layout.h"
 
 #include <regex.h>
 #include <stdio.h>
@@ -54,12 +55,12 @@ typedef struct regex_set {
     unsigned n;
 } regex_set;
 
-static pcbm_status compile_excludes(const pcbm_plan_opts *o, regex_set *rs, pcbm_error *err)
+static pcbm_status compile_excludes(const pcbm_layout_opts *o, regex_set *rs, pcbm_error *err)
 {
     rs->n = 0;
     rs->re = pcbm_calloc(o->nexclude, sizeof(regex_t));
     if (!rs->re)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory compiling --exclude patterns");
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory compiling the `exclude` patterns");
     for (unsigned i = 0; i < o->nexclude; i++) {
         int rc = regcomp(&rs->re[i], o->exclude[i], REG_EXTENDED | REG_NOSUB);
         if (rc != 0) {
@@ -70,7 +71,7 @@ static pcbm_status compile_excludes(const pcbm_plan_opts *o, regex_set *rs, pcbm
             free(rs->re);
             rs->re = NULL;
             return pcbm_fail(err, PCBM_ERR_USAGE,
-                             "--exclude '%s' is not a valid POSIX extended regular expression: %s",
+                             "`exclude` '%s' is not a valid POSIX extended regular expression: %s",
                              o->exclude[i], why);
         }
         rs->n = i + 1;
@@ -113,20 +114,20 @@ static pcbm_status check_extra(pcbm_model *const *models, unsigned nmodels, int 
     if (count == 0)
         return PCBM_OK;
     if (allow_extra) {
-        pcbm_warn("ignoring %llu tensor(s) found only in task models (--allow-extra)",
+        pcbm_warn("ignoring %llu tensor(s) found only in task models (`allow_extra`)",
                   (unsigned long long)count);
         return PCBM_OK;
     }
     return pcbm_fail(err, PCBM_ERR_MISMATCH,
                      "%llu tensor(s) exist only in task models, not in the base %s:%s\n"
-                     "check that every model is a fine-tune of this base, or pass --allow-extra "
+                     "check that every model is a fine-tune of this base, or set `allow_extra` "
                      "to ignore them",
                      (unsigned long long)count, models[0]->path, msg);
 }
 
 /* Decide the kind of base tensor `bt`; fills src[] for merged tensors. */
 static pcbm_status classify(pcbm_model *const *models, unsigned nmodels, const regex_set *rs,
-                            const pcbm_st_tensor *bt, pcbm_tplan *tp, char *mism, size_t mlen,
+                            const pcbm_st_tensor *bt, pcbm_tlayout *tp, char *mism, size_t mlen,
                             unsigned *nmism, uint64_t *nbaseonly)
 {
     tp->src[0] = (pcbm_tsrc){bt->file, bt->offset, bt->dtype};
@@ -168,7 +169,7 @@ static pcbm_status classify(pcbm_model *const *models, unsigned nmodels, const r
     return PCBM_OK;
 }
 
-static void set_units(pcbm_plan *p, pcbm_tplan *tp, const pcbm_st_tensor *bt, pcbm_dtype want)
+static void set_units(pcbm_layout *p, pcbm_tlayout *tp, const pcbm_st_tensor *bt, pcbm_dtype want)
 {
     if (tp->kind == PCBM_T_RAW) {
         tp->out_dt = bt->dtype;
@@ -195,10 +196,10 @@ static void set_units(pcbm_plan *p, pcbm_tplan *tp, const pcbm_st_tensor *bt, pc
     }
 }
 
-static uint64_t out_bytes(const pcbm_tplan *tp) { return tp->units * tp->out_unit; }
+static uint64_t out_bytes(const pcbm_tlayout *tp) { return tp->units * tp->out_unit; }
 
-pcbm_status pcbm_plan_build(pcbm_model *const *models, unsigned nmodels, const pcbm_plan_opts *o,
-                            pcbm_plan *p, pcbm_error *err)
+pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const pcbm_layout_opts *o,
+                            pcbm_layout *p, pcbm_error *err)
 {
     memset(p, 0, sizeof *p);
     if (nmodels < 2 || nmodels > PCBM_MAX_MODELS)
@@ -220,7 +221,7 @@ pcbm_status pcbm_plan_build(pcbm_model *const *models, unsigned nmodels, const p
     p->unit_pool = pcbm_calloc(p->nt * nmodels, sizeof *p->unit_pool);
     if (!p->t || !p->out_tensors || !p->src_pool || !p->unit_pool) {
         free_excludes(&rs);
-        pcbm_plan_free(p);
+        pcbm_layout_free(p);
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory planning %zu tensors", p->nt);
     }
     char mism[900] = "";
@@ -228,7 +229,7 @@ pcbm_status pcbm_plan_build(pcbm_model *const *models, unsigned nmodels, const p
     uint64_t nbaseonly = 0;
     for (size_t i = 0; i < p->nt; i++) {
         const pcbm_st_tensor *bt = &base->tensors[i];
-        pcbm_tplan *tp = &p->t[i];
+        pcbm_tlayout *tp = &p->t[i];
         tp->name = bt->name;
         tp->pidx = -1;
         tp->src = p->src_pool + i * nmodels;
@@ -255,19 +256,19 @@ pcbm_status pcbm_plan_build(pcbm_model *const *models, unsigned nmodels, const p
                   (unsigned long long)nbaseonly);
     /* shapes first: a model of another architecture is best described by its shapes */
     if (!nmism && (st = check_extra(models, nmodels, o->allow_extra, err)) != PCBM_OK) {
-        pcbm_plan_free(p);
+        pcbm_layout_free(p);
         return st;
     }
     if (nmism) {
-        pcbm_plan_free(p);
+        pcbm_layout_free(p);
         return pcbm_fail(err, PCBM_ERR_MISMATCH,
                          "%u tensor(s) differ in shape or type between the base and task models "
                          "(first %u listed):%s\nall task models must be fine-tunes of the same base",
                          nmism, nmism < MAX_LISTED ? nmism : MAX_LISTED, mism);
     }
-    st = pcbm_outplan_build(p->out_tensors, p->nt, o->shard_bytes, o->meta, o->nmeta, &p->out, err);
+    st = pcbm_outlayout_build(p->out_tensors, p->nt, o->shard_bytes, o->meta, o->nmeta, &p->out, err);
     if (st != PCBM_OK) {
-        pcbm_plan_free(p);
+        pcbm_layout_free(p);
         return st;
     }
     for (size_t i = 0; i < p->nt; i++) {
@@ -277,19 +278,19 @@ pcbm_status pcbm_plan_build(pcbm_model *const *models, unsigned nmodels, const p
     return PCBM_OK;
 }
 
-void pcbm_plan_set_block(pcbm_plan *p, uint64_t elems)
+void pcbm_layout_set_block(pcbm_layout *p, uint64_t elems)
 {
     p->block_elems = elems;
     for (size_t i = 0; i < p->nt; i++) {
-        pcbm_tplan *tp = &p->t[i];
+        pcbm_tlayout *tp = &p->t[i];
         tp->block_units = tp->kind == PCBM_T_RAW ? elems * p->max_in_unit : elems;
         tp->nblocks = (tp->units + tp->block_units - 1) / tp->block_units;
     }
 }
 
-void pcbm_plan_free(pcbm_plan *p)
+void pcbm_layout_free(pcbm_layout *p)
 {
-    pcbm_outplan_free(&p->out);
+    pcbm_outlayout_free(&p->out);
     free(p->t);
     free(p->out_tensors);
     free(p->src_pool);

@@ -1,11 +1,12 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * plan.h — the chunk map. From the opened base and task models and the user's selection it
- * decides, per output tensor (in the base's order), whether it is merged or copied from the base,
+ * layout.h — the layout (the chunk map). From the opened base and task models and the user's
+ * selection it decides, per output tensor (in the base's order), whether it is merged or copied from the base,
  * where each model's bytes live, where the output bytes go, and how the tensor is cut into blocks
  * that the scheduler walks pass after pass.
  */
-#ifndef PCBM_PLAN_H
-#define PCBM_PLAN_H
+#ifndef PCBM_LAYOUT_H
+#define PCBM_LAYOUT_H
 
 #include "../format/safetensors.h"
 
@@ -23,13 +24,13 @@ typedef struct pcbm_tsrc {
     pcbm_dtype dt;
 } pcbm_tsrc;
 
-typedef struct pcbm_tplan {
+typedef struct pcbm_tlayout {
     const char *name;       /* borrowed from the base model */
     pcbm_tkind kind;
     pcbm_dtype out_dt;
     uint64_t units;         /* elements (MERGE/CONVERT) or bytes (RAW) */
     unsigned *in_unit;      /* [nmodels] bytes per unit of each source (RAW: 1); points into
-                               the plan's pool, so a tensor costs the same for 1 or 64 tasks */
+                               the layout's pool, so a tensor costs the same for 1 or 64 tasks */
     unsigned out_unit;
     pcbm_tsrc *src;         /* [nmodels]: [0] = base, [1..N] = tasks (MERGE only) */
     unsigned out_file;
@@ -38,9 +39,9 @@ typedef struct pcbm_tplan {
     uint64_t nblocks;
     long pidx;              /* index among merged tensors, -1 otherwise */
     uint64_t elem0;         /* MERGE: index of its first element in the global flattening */
-} pcbm_tplan;
+} pcbm_tlayout;
 
-typedef struct pcbm_plan_opts {
+typedef struct pcbm_layout_opts {
     const char *const *exclude;
     unsigned nexclude;
     int allow_extra;
@@ -48,12 +49,12 @@ typedef struct pcbm_plan_opts {
     uint64_t shard_bytes;
     const char *const *meta; /* provenance for __metadata__: key/value pairs */
     size_t nmeta;
-} pcbm_plan_opts;
+} pcbm_layout_opts;
 
-typedef struct pcbm_plan {
+typedef struct pcbm_layout {
     unsigned nmodels;                   /* 1 + ntasks */
     pcbm_model *models[PCBM_MAX_MODELS];/* borrowed */
-    pcbm_tplan *t;
+    pcbm_tlayout *t;
     size_t nt;
     pcbm_tsrc *src_pool;                /* nt * nmodels: every tensor's sources */
     unsigned *unit_pool;                /* nt * nmodels: every tensor's in_unit */
@@ -62,16 +63,16 @@ typedef struct pcbm_plan {
     unsigned max_in_unit;               /* largest element size of any merged input */
     uint64_t merge_in_bytes;            /* bytes of merged tensors, all models */
     uint64_t copy_in_bytes;             /* bytes of copied tensors (base) */
-    uint64_t block_elems;               /* set by pcbm_plan_set_block */
-    pcbm_outplan out;
+    uint64_t block_elems;               /* set by pcbm_layout_set_block */
+    pcbm_outlayout out;
     pcbm_out_tensor *out_tensors;
-} pcbm_plan;
+} pcbm_layout;
 
-/* Cross-check models and build the plan (no block size yet). Errors name tensors and shapes. */
-pcbm_status pcbm_plan_build(pcbm_model *const *models, unsigned nmodels, const pcbm_plan_opts *o,
-                            pcbm_plan *p, pcbm_error *err);
+/* Cross-check models and build the layout (no block size yet). Errors name tensors and shapes. */
+pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const pcbm_layout_opts *o,
+                            pcbm_layout *p, pcbm_error *err);
 /* Cut every tensor into blocks of `elems` elements (RAW: elems * max_in_unit bytes). */
-void pcbm_plan_set_block(pcbm_plan *p, uint64_t elems);
-void pcbm_plan_free(pcbm_plan *p);
+void pcbm_layout_set_block(pcbm_layout *p, uint64_t elems);
+void pcbm_layout_free(pcbm_layout *p);
 
-#endif /* PCBM_PLAN_H */
+#endif /* PCBM_LAYOUT_H */
