@@ -12,6 +12,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 typedef struct tile_pass {
@@ -40,6 +41,33 @@ static pcbm_status refuse_nonfinite(const pcbm_mctx *mc, const pcbm_tlayout *t, 
                      "is damaged or its training diverged; set `allow_nonfinite` to merge it "
                      "anyway", t->name, pcbm_model_path(mc->layout->models[m]),
                      *v != *v ? "NaN" : "Inf", (unsigned long long)elem);
+}
+
+/* The first merged value that the output dtype cannot hold: NaN or Inf, or a finite float32 that
+ * rounds to Inf in F16 (|x| >= 65520) or BF16 (|x| > the largest BF16 rounding boundary). -1 when
+ * every value fits. */
+static long first_overflow(const float *x, unsigned n, pcbm_dtype dt)
+{
+    uint32_t lim = dt == PCBM_DT_F16 ? 0x477ff000u    /* 65520: rounds to F16 Inf */
+                   : dt == PCBM_DT_BF16 ? 0x7f7f8000u /* halfway to BF16's Inf */
+                   : 0x7f800000u;                    /* F32: Inf and NaN */
+    for (unsigned k = 0; k < n; k++) {
+        uint32_t u;
+        memcpy(&u, &x[k], 4);
+        if ((u & 0x7fffffffu) >= lim)
+            return (long)k;
+    }
+    return -1;
+}
+
+static pcbm_status refuse_overflow(const pcbm_tlayout *t, uint64_t elem, float v, pcbm_error *err)
+{
+    return pcbm_fail(err, PCBM_ERR_NONFINITE,
+                     "the merged value of tensor %s at element %llu is %s%s: the coefficients "
+                     "(`lambda`, `lambdas`, `weights`) make it overflow; lower them, or set "
+                     "`allow_nonfinite` to write it anyway", t->name, (unsigned long long)elem,
+                     v != v ? "NaN" : isinf(v) ? "Inf" : "too large for ",
+                     v != v || isinf(v) ? "" : pcbm_dtype_name(t->out_dt));
 }
 
 static float *worker_scratch(pcbm_mctx *mc, unsigned worker)
@@ -94,8 +122,19 @@ static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockv
         pcbm_tile tl = {.bv = bv, .start = bv->start + k0, .n = n, .base = base,
                         .theta = theta, .tau = tau, .tmp = tmp};
         tp->fn(mc, worker, &tl, tp->arg);
-        if (tp->kind == PCBM_PASS_APPLY)
-            pcbm_encode_f32(t->out_dt, tmp, (uint8_t *)bv->out + (uint64_t)k0 * t->out_unit, n);
+        if (tp->kind != PCBM_PASS_APPLY)
+            continue;
+        long over = mc->o->allow_nonfinite ? -1 : first_overflow(tmp, n, t->out_dt);
+        if (over >= 0) { /* an input was not finite (not checked: --stats), or the merge overflows */
+            uint64_t at = bv->start + k0 + (uint64_t)over;
+            if (!isfinite(base[over]))
+                return refuse_nonfinite(mc, t, 0, at, &base[over], err);
+            for (unsigned i = 0; i < N; i++)
+                if (!isfinite(tau[i][over]))
+                    return refuse_nonfinite(mc, t, i + 1, at, &tau[i][over], err);
+            return refuse_overflow(t, at, tmp[over], err);
+        }
+        pcbm_encode_f32(t->out_dt, tmp, (uint8_t *)bv->out + (uint64_t)k0 * t->out_unit, n);
     }
     return PCBM_OK;
 }

@@ -207,7 +207,9 @@ static pcbm_status apply_range(drive *dv, const pcbm_range *rg, pcbm_error *err)
     if (!writes_output(mc))
         return PCBM_OK;
     mc->pass_no++;
-    mc->check_finite = dv->m->apply_checks_finite && !mc->o->allow_nonfinite;
+    /* inputs are refused here when no statistics pass read them in this run (methods without
+     * statistics, --stats, a resume or a split part's apply that loads the statistics) */
+    mc->check_finite = (dv->m->apply_checks_finite || mc->stats_in) && !mc->o->allow_nonfinite;
     pcbm_status st = pcbm_tiles_pass(mc, PCBM_PASS_APPLY, rg->t0, rg->t1, 1, dv->m->apply,
                                      dv->state, err);
     mc->check_finite = 0;

@@ -252,4 +252,36 @@ tight_disk() {
     [ -z "$left" ] || { echo "    left behind: $left"; return 1; }
 }
 check "free space counts every file the run writes" tight_disk
+# Overflow: finite inputs whose merge the output dtype cannot hold are refused naming the tensor
+# (F32 Inf from huge coefficients, F16 beyond 65504), unless --allow-nonfinite; a NaN input can
+# no longer reach the output through --stats (which skips the passes that check the inputs).
+overflow() {
+    local m=$TMP/big
+    [ -d "$m" ] || "$PCBM_TOOLS/pcbm-gen" --quiet --out "$m" --tasks 2 --dtype f32 --preset tiny \
+        --seed 9 --delta-scale 100 || return 1
+    local log
+    log=$(merge --method task_arithmetic --lambda 3e38 --base "$m/base" --out "$m/o1" "$m/task1" \
+        "$m/task2" 2>&1) && { echo "    f32 overflow published"; return 1; }
+    grep -q "the merged value of tensor .* is Inf" <<<"$log" || { echo "    $log"; return 1; }
+    log=$(merge --method task_arithmetic --lambda 1e7 --dtype f16 --base "$m/base" --out "$m/o2" \
+        "$m/task1" "$m/task2" 2>&1) && { echo "    f16 overflow published"; return 1; }
+    grep -q "too large for F16" <<<"$log" || { echo "    $log"; return 1; }
+    [ ! -e "$m/o1" ] && [ ! -e "$m/o2" ] || { echo "    an output appeared"; return 1; }
+    merge --method task_arithmetic --lambda 3e38 --allow-nonfinite --base "$m/base" --out "$m/o3" \
+        "$m/task1" "$m/task2" 2>/dev/null || { echo "    --allow-nonfinite refused"; return 1; }
+}
+check "overflowing merges are refused naming the tensor" overflow
+
+nan_through_stats() {
+    local m=$TMP/nanfam
+    "$PCBM_TOOLS/pcbm-gen" --quiet --out "$m" --tasks 2 --preset tiny --seed 10 \
+        --nonfinite model.layers.0.mlp.up_proj.weight || return 1
+    merge --method pcb --allow-nonfinite --base "$m/base" --out "$m/a" "$m/task1" "$m/task2" \
+        2>/dev/null || { echo "    the merge with --allow-nonfinite failed"; return 1; }
+    local log
+    log=$(merge --method pcb --lambda 0.5 --stats "$m/a/merge_stats.json.zst" --base "$m/base" \
+        --out "$m/b" "$m/task1" "$m/task2" 2>&1) && { echo "    NaN published through --stats"; return 1; }
+    grep -q "has a non-finite value (NaN)" <<<"$log" || { echo "    $log"; return 1; }
+}
+check "a NaN input is refused with --stats too" nan_through_stats
 finish
