@@ -60,7 +60,7 @@ else
     case_fail "SIGTERM" "exit $rc, $logged logged: $(cat "$TMP/term.err")"
 fi
 msg=$(search "$TMP/term" 2>&1)
-[ $? -ne 0 ] && grep -q "pass --resume to continue it, or --force" <<<"$msg" &&
+[ $? -ne 0 ] && grep -q "continue it with --resume, or discard it and start over with --force" <<<"$msg" &&
     case_pass "a plain re-run does not discard the stopped search" || case_fail "re-run" "$msg"
 msg=$(search "$TMP/term" --resume --seed 3 2>&1)
 [ $? -ne 0 ] && grep -q "parameters differ (seed)" <<<"$msg" &&
