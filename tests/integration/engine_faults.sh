@@ -197,8 +197,8 @@ uring_refused() {
     rc=$?
     if [ $rc -eq 0 ] || [ $rc -eq 124 ]; then
         case_fail "$name" "exit $rc, expected a failure"
-    elif ! grep -q -- '--io pread' "$log"; then
-        case_fail "$name" "the message does not mention --io pread: $(tr '\n' ' ' <"$log")"
+    elif ! grep -q -- '--io to pread' "$log"; then
+        case_fail "$name" "the message does not say to set --io to pread: $(tr '\n' ' ' <"$log")"
     elif ! no_output "$out"; then
         case_fail "$name" "left $(ls -d "$out"* | tr '\n' ' ')"
     else
