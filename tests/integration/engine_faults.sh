@@ -321,9 +321,11 @@ else
 fi
 rm -rf "$TMP/ref-out"
 
-# a stale OUT.partial: refused (naming --force) and kept; --force discards it and merges
+# a stale OUT.partial of an earlier pcbmerge run (its marker): refused (naming --force) and kept;
+# --force discards it and merges (a directory without the marker is adversarial.sh's case)
 P=$TMP/stale
-mkdir -p "$P.partial" && echo old >"$P.partial/model-00001-of-00009.safetensors"
+mkdir -p "$P.partial" && echo old >"$P.partial/model-00001-of-00009.safetensors" &&
+    echo "pcbmerge partial output" >"$P.partial/.pcbmerge-partial"
 msg=$(timeout "$TO" env $NOREAD "$PCBM_BIN" merge --quiet --base "$F/base" --out "$P" \
     --shard-size $OUTSHARD $TASKS 2>&1)
 rc=$?
