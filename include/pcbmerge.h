@@ -317,8 +317,9 @@ PCBM_API pcbm_status pcbm_split_pending(const char *dir, pcbm_phase phase, unsig
                                         unsigned cap, unsigned *n, pcbm_error *err);
 
 /* Verify a merged model against its manifest (OUT/pcbmerge.manifest.json): recompute the
- * xxh3-128 of every file; `report` is called once per mismatch (file, expected, found) and *bad
- * counts them. Returns an error only when the manifest itself cannot be used. */
+ * xxh3-128 of every file; `report` (may be NULL) is called once per mismatch (file, expected,
+ * found) and per file the manifest does not list, and *bad counts them. Returns an error only
+ * when the manifest itself cannot be used (unreadable, malformed, or listing no file). */
 typedef void (*pcbm_verify_fn)(void *arg, const char *file, const char *expected, const char *found);
 PCBM_API pcbm_status pcbm_verify(const char *out_dir, pcbm_verify_fn report, void *arg,
                                  unsigned *bad, pcbm_error *err);

@@ -937,6 +937,30 @@ static void report_stats(merge_run *r, const char *partial)
     pcbm_statset_free(&s);
 }
 
+/* Once the manifest is written, the control directory leaves in two steps that a kill can
+ * interrupt anywhere: an atomic rename to RETIRED_CTL (from then on the directory is a finished
+ * merge waiting for publication: a re-run of finalize publishes it) and its removal. */
+#define RETIRED_CTL ".split-retired"
+
+static pcbm_status retire_ctl(const char *partial, pcbm_error *err)
+{
+    char from[4096], to[4096];
+    snprintf(from, sizeof from, "%s/%s", partial, PCBM_SPLIT_CTL);
+    snprintf(to, sizeof to, "%s/%s", partial, RETIRED_CTL);
+    int rc = pcbm_remove_tree(to); /* an earlier finalize's, killed during the removal */
+    if (rc == 0 && rename(from, to) != 0 && errno != ENOENT)
+        rc = -errno;
+    return rc ? pcbm_fail(err, PCBM_ERR_IO, "cannot retire %s: %s", from, strerror(-rc)) : PCBM_OK;
+}
+
+static pcbm_status remove_retired(const char *partial, pcbm_error *err)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", partial, RETIRED_CTL);
+    int rc = pcbm_remove_tree(p);
+    return rc ? pcbm_fail(err, PCBM_ERR_IO, "cannot remove %s: %s", p, strerror(-rc)) : PCBM_OK;
+}
+
 static pcbm_status phase_finalize(split_plan *sp, merge_run *r, double t0, pcbm_error *err)
 {
     char list[512];
@@ -979,11 +1003,11 @@ static pcbm_status phase_finalize(split_plan *sp, merge_run *r, double t0, pcbm_
     }
     free(hashes);
     pcbm_test_point("finalize");
-    if (st == PCBM_OK) {
-        int rc = pcbm_remove_tree(sp->ctl);
-        if (rc)
-            st = pcbm_fail(err, PCBM_ERR_IO, "cannot remove %s: %s", sp->ctl, strerror(-rc));
-    }
+    if (st == PCBM_OK)
+        st = retire_ctl(sp->od.partial, err);
+    pcbm_test_point("finalize-cleanup");
+    if (st == PCBM_OK)
+        st = remove_retired(sp->od.partial, err);
     if (st == PCBM_OK)
         st = pcbm_outdir_publish(&sp->od, err);
     if (st == PCBM_OK)
@@ -991,16 +1015,28 @@ static pcbm_status phase_finalize(split_plan *sp, merge_run *r, double t0, pcbm_
     return st;
 }
 
-/* finalize after .split is gone: the manifest was written, only the rename is left. */
+/* Counts what does not match the manifest, the partial directory's marker aside. */
+static void count_bad(void *arg, const char *file, const char *expected, const char *found)
+{
+    (void)expected, (void)found;
+    if (strcmp(file, PCBM_PARTIAL_MARKER) != 0)
+        (*(unsigned *)arg)++;
+}
+
+/* finalize after .split is retired: the manifest was written, the retired control directory
+ * (when a kill interrupted its removal) and the rename are left. */
 static pcbm_status finish_publish(const char *dir, pcbm_error *err)
 {
     pcbm_outdir od;
     pcbm_status st = pcbm_outdir_attach(&od, dir, err);
     char mpath[4096];
+    if (st == PCBM_OK)
+        st = remove_retired(od.partial, err);
     if (st == PCBM_OK) {
         snprintf(mpath, sizeof mpath, "%s/%s", od.partial, PCBM_MANIFEST_NAME);
-        unsigned bad = 0;
-        if (!exists(mpath) || pcbm_verify(od.partial, NULL, NULL, &bad, err) != PCBM_OK || bad)
+        unsigned bad = 0, counted = 0;
+        if (!exists(mpath) || pcbm_verify(od.partial, count_bad, &counted, &bad, err) != PCBM_OK ||
+            counted)
             st = pcbm_fail(err, PCBM_ERR_STATS, "%s is neither a planned split merge nor a "
                            "finished one (no plan, no valid manifest): plan again with `force`",
                            od.partial);
@@ -1138,11 +1174,22 @@ pcbm_status pcbm_split_status(const char *dir, pcbm_split_info *info, pcbm_error
     if (!sp)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     pcbm_status st = load_plan(dir, sp, err);
+    pcbm_outdir od;
+    char mpath[4096] = "";
+    if (st != PCBM_OK && pcbm_outdir_attach(&od, dir, NULL) == PCBM_OK) {
+        snprintf(mpath, sizeof mpath, "%s/%s", od.partial, PCBM_MANIFEST_NAME);
+        pcbm_outdir_free(&od);
+    }
     if (st == PCBM_ERR_EXISTS && sp->od.final && exists(sp->od.final)) {
         info->published = 1;
         st = PCBM_OK;
     } else if (st == PCBM_OK) {
         plan_status(sp, info);
+    } else if (mpath[0] && exists(mpath)) {
+        /* finalize retired the control directory: only the publication is left */
+        info->stats_complete = 1;
+        pcbm_error_clear(err);
+        st = PCBM_OK;
     }
     plan_free(sp);
     free(sp);

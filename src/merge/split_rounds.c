@@ -191,11 +191,36 @@ unsigned pcbm_split_missing(const char *ctl, unsigned parts, const char *fmt, ch
     return n;
 }
 
-bool pcbm_split_part_saved(const pcbm_split *sp, unsigned round, unsigned part)
+/* Whether round `round`'s file of `part` is there and whole: its zstd frame and checksum read
+ * back, and its header names this plan, round and part. A damaged file is removed, so that the
+ * part's next stats run writes it again instead of saying it is saved. */
+static bool part_intact(const pcbm_split *sp, unsigned round, unsigned part)
 {
     char p[4096];
     round_path(sp, round, part, p, sizeof p);
-    return access(p, F_OK) == 0;
+    if (access(p, F_OK) != 0)
+        return false;
+    void *buf = NULL;
+    size_t len = 0;
+    pcbm_error e;
+    bool ok = pcbm_zblob_read(p, &buf, &len, "statistics round file", &e) == PCBM_OK &&
+              len >= sizeof(round_hdr);
+    round_hdr h;
+    if (ok)
+        memcpy(&h, buf, sizeof h);
+    ok = ok && memcmp(h.magic, ROUND_MAGIC, 8) == 0 && h.round == round && h.part == part &&
+         h.plan_id == sp->plan_id && h.nacc <= MAX_ACC;
+    free(buf);
+    if (!ok) {
+        pcbm_warn("%s is damaged or not this plan's: removed; this part's round is run again", p);
+        unlink(p);
+    }
+    return ok;
+}
+
+bool pcbm_split_part_saved(const pcbm_split *sp, unsigned round, unsigned part)
+{
+    return part_intact(sp, round, part);
 }
 
 pcbm_status pcbm_split_exchange(pcbm_split *sp, const pcbm_acc *acc, unsigned nacc,
@@ -215,10 +240,8 @@ pcbm_status pcbm_split_exchange(pcbm_split *sp, const pcbm_acc *acc, unsigned na
         return st;
     }
     if (sp->mode != PCBM_SPLIT_REDUCE) {
-        char up[4096];
-        round_path(sp, sp->round, sp->part, up, sizeof up);
         *got = PCBM_EXCHANGE_SAVED;
-        if (access(up, F_OK) == 0) /* saved by an earlier run (the pass was skipped) */
+        if (part_intact(sp, sp->round, sp->part)) /* saved by an earlier run (pass skipped) */
             return PCBM_OK;
         return save(sp, sp->part, acc, nacc, err);
     }
