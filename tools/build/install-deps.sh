@@ -3,6 +3,7 @@
 # install-deps.sh — make sure the Debian packages a target needs are installed.
 # Usage: tools/build/install-deps.sh build|test|fuzz|bench
 # (test: munge and Slurm's daemons run a single-node cluster for tests/integration/split_slurm.sh)
+# (strace: the kill-at-every-syscall cases of tests/integration/adversarial.sh)
 # Installs what is missing with apt-get when root (or through sudo when available); otherwise
 # prints the exact command to run and exits 1, which stops make.
 set -eu
@@ -10,7 +11,7 @@ set -eu
 build="gcc make pkg-config liburing-dev libzstd-dev libxxhash-dev libjansson-dev libgsl-dev"
 case "${1:-build}" in
 build) want="$build" ;;
-test) want="$build libcmocka-dev python3-numpy python3-yaml gettext-base munge slurmctld slurmd slurm-client" ;;
+test) want="$build libcmocka-dev python3-numpy python3-yaml gettext-base munge slurmctld slurmd slurm-client strace" ;;
 fuzz) want="$build clang libclang-rt-14-dev" ;;
 bench) want="$build python3-numpy" ;;
 *) echo "install-deps.sh: unknown set '$1' (build|test|fuzz|bench)" >&2; exit 2 ;;
