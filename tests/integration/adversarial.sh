@@ -150,7 +150,7 @@ else echo "ok   refusals leave nothing behind"; fi
 fifo_stats() {
     mkfifo "$TMP/fifo"
     local log rc
-    log=$(timeout 20 "$PCBM_BIN" merge $OPTS --base "$F/base" --stats "$TMP/fifo" --out "$TMP/ff" $T 2>&1)
+    log=$(timeout -k 5 20 "$PCBM_BIN" merge $OPTS --base "$F/base" --stats "$TMP/fifo" --out "$TMP/ff" $T 2>&1)
     rc=$?
     [ $rc -ne 124 ] || { echo "    blocked on the FIFO"; return 1; }
     [ $rc -ne 0 ] && grep -q "not a regular file" <<<"$log" || { echo "    rc $rc: $log"; return 1; }
@@ -171,7 +171,7 @@ odd_shard() {
     device) ln -s /dev/zero "$m/task1/$shard" ;;
     esac
     local log rc
-    log=$(timeout 20 "$PCBM_BIN" merge $OPTS --base "$m/base" --out "$m/out" "$m/task1" 2>&1)
+    log=$(timeout -k 5 20 "$PCBM_BIN" merge $OPTS --base "$m/base" --out "$m/out" "$m/task1" 2>&1)
     rc=$?
     [ $rc -eq 1 ] || { echo "    exit $rc: $log"; return 1; }
     grep -q "$shard" <<<"$log" && grep -q "not a regular file" <<<"$log" &&
