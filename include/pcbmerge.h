@@ -266,6 +266,8 @@ typedef struct pcbm_merge_opts {
 
     const char *command;            /* how the caller ran the merge (a shell command line), for
                                        the model card; NULL: none recorded */
+    int dry_run;                    /* check everything and report, as notes, what the merge
+                                       would do; create and write nothing */
 } pcbm_merge_opts;
 
 /* Fill `o` with the defaults listed above. */

@@ -618,7 +618,6 @@ static pcbm_status on_stats(void *arg, pcbm_error *err)
 }
 
 static void add_hint(pcbm_error *err, const char *hint);
-static unsigned expected_passes(const merge_run *r);
 
 /* Counts the files that do not match the manifest, the partial directory's marker aside. */
 static void count_mismatch(void *arg, const char *file, const char *expected, const char *found)
@@ -726,7 +725,7 @@ static pcbm_status setup_output(merge_run *r, unsigned threads, pcbm_error *err)
                           .threads = threads, .io = o->io, .block_bytes = o->block_bytes,
                           .out_dir = r->od.partial, .progress = &r->progress,
                           .should_stop = o->should_stop, .user = o->user};
-    r->progress.expected = expected_passes(r);
+    r->progress.expected = pcbm_run_expected_passes(r);
     r->progress.pass_estimate = r->layout.merge_in_bytes;
     if ((st = pcbm_engine_create(&r->layout, &ec, &r->eng, err)) != PCBM_OK)
         return st;
@@ -857,7 +856,7 @@ static pcbm_status finalize(merge_run *r, double t0, pcbm_error *err)
 
 /* Passes a merge usually runs (the progress's "pass k of n"; a streaming fallback or tensor
  * scope adds more as they come). */
-static unsigned expected_passes(const merge_run *r)
+unsigned pcbm_run_expected_passes(const merge_run *r)
 {
     const pcbm_merge_opts *o = r->o;
     if (r->mc.stats_in || !pcbm_method_has_stats(o->method) || r->layout.d == 0)
@@ -881,6 +880,8 @@ static pcbm_status run_merge(merge_run *r, unsigned threads, double t0, pcbm_err
     pcbm_status st = pcbm_run_setup_inputs(r, err);
     if (st == PCBM_OK)
         st = pcbm_run_setup_ctx(r, threads, err);
+    if (st == PCBM_OK && r->o->dry_run)
+        return pcbm_run_dry(r, pcbm_run_expected_passes(r), err);
     if (st == PCBM_OK)
         st = setup_output(r, threads, err);
     if (st == PCBM_OK && r->publish_only)

@@ -47,6 +47,10 @@ pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err);
  * filesystem blocks, the index, the side files copied from the base, and the run's own files
  * (journal, statistics file, report, manifest) with room to rewrite them atomically. */
 uint64_t pcbm_run_space_needed(const merge_run *r);
+/* dry_run.c: report what the merge of r (inputs set up) would do, expecting `passes` passes. */
+pcbm_status pcbm_run_dry(merge_run *r, unsigned passes, pcbm_error *err);
+/* Passes a merge usually runs (the progress's "pass k of n"). */
+unsigned pcbm_run_expected_passes(const merge_run *r);
 /* The output's files besides the weights and the statistics: index, side files (config.json
  * told the output dtype), merge_report.json and the model card. */
 pcbm_status pcbm_run_write_small_files(const merge_run *r, const pcbm_outdir *od,

@@ -410,6 +410,9 @@ static pcbm_status split_plan_run(const pcbm_merge_opts *o, unsigned parts, pcbm
         return st;
     if (parts < 1 || parts > MAX_PARTS)
         return pcbm_fail(err, PCBM_ERR_USAGE, "the number of parts must be 1 to %u, got %u", MAX_PARTS, parts);
+    if (o->dry_run)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "a split merge is planned for real: check it first "
+                         "with a merge's `dry_run`");
     if (o->stats_in || o->resume)
         return pcbm_fail(err, PCBM_ERR_USAGE, "a split plan takes neither `stats_in` nor `resume`: a split "
                          "merge computes its statistics in rounds and every phase resumes by itself");
