@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # demo.sh — `make demo`: generate a small deterministic Llama-shaped family (a base and three
 # fine-tunes, bf16, sharded), inspect it, merge it with PCB and the baselines, and show what each
-# merge did, and the same merge split into 3 units (plan, stats rounds, reduce, apply,
+# merge did, and the same merge split into 3 parts (plan, stats rounds, reduce, apply,
 # finalize: the phases a Slurm array or a Kubernetes Indexed Job runs). Then the worked example on really trained models: train a small multi-task problem
 # (a pre-trained MLP and four fine-tuned task models, tools/example/example-train.c), merge it with
 # linear, task_arithmetic, ties and pcb, score every merge (tools/example/example-eval.c) in one table,
@@ -34,7 +34,7 @@ echo "== 4. the merged PCB model"
 "$BIN" inspect "$DEMO/merged-pcb" | tail -n 1
 ls -l "$DEMO/merged-pcb"
 echo
-echo "== 4b. the same pcb merge split into 3 units, as a job array would run it (one process each)"
+echo "== 4b. the same pcb merge split into 3 parts, as a job array would run it (one process each)"
 # shellcheck disable=SC2086
 "$BIN" plan --base "$DEMO/family/base" --out "$DEMO/split-pcb" --mem 64M --shard-size 2MB \
     --parts 3 $T
