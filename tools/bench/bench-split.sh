@@ -1,17 +1,17 @@
 #!/bin/bash
 # SPDX-License-Identifier: Apache-2.0
 # bench-split.sh — `make bench`, split merges: wall time of the apply phase of one merge split into
-# K units that run at once on this machine (one process per unit, cores/K threads each), inputs
+# K parts that run at once on this machine (one process per part, cores/K threads each), inputs
 # in the page cache, for K = 1 and K = the core count (and K = 4 beside it when there are fewer
-# cores: more units than cores shows the cost of over-subscription). Also the statistics phase
-# (every round: the units' stats at once, then reduce) and checks that every K gives the bytes
+# cores: more parts than cores shows the cost of over-subscription). Also the statistics phase
+# (every round: the parts' stats at once, then reduce) and checks that every K gives the bytes
 # of K = 1. The family is bench.sh's (bench-data/family-bf16-n3-540M: a base + 3 tasks, 540M bf16
-# elements each), its output cut into 256 MB shards so that units have whole files to own, written
+# elements each), its output cut into 256 MB shards so that parts have whole files to own, written
 # to tmpfs (/dev/shm; BENCH_SPLIT_OUT) so that the disk's write speed of the minute stays out.
 # Prints a table; writes bench-data/bench-split.json (BENCH_SPLIT_JSON).
 # Each K runs BENCH_SPLIT_REPS times (default 2); the table gives the best time of each phase.
 # Environment: BUILD, BENCH_DATA, BENCH_PARAMS (540M), BENCH_METHOD (pcb), BENCH_MEM (1G per
-# unit), BENCH_SPLIT_K ("1 NPROC 4"), BENCH_SPLIT_REPS (2).
+# part), BENCH_SPLIT_K ("1 NPROC 4"), BENCH_SPLIT_REPS (2).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-build}
@@ -44,7 +44,7 @@ cat "$FAM"/base/*.safetensors "$FAM"/task?/*.safetensors >/dev/null   # page cac
 now() { date +%s.%N; }
 results=()
 ref=
-# pipeline OUT K THREADS: plan, statistics rounds (units at once, then reduce), apply (units at
+# pipeline OUT K THREADS: plan, statistics rounds (parts at once, then reduce), apply (parts at
 # once), finalize; sets STATS_S, APPLY_S, ROUNDS
 pipeline() {
     local out=$1 K=$2 threads=$3 i p t0 t1 t2
@@ -96,7 +96,7 @@ for K in $KS; do
     done
     stats_s=$(printf '%.4f' "$best_stats") apply_s=$(printf '%.4f' "$best_apply") rounds=$ROUNDS
     say "K=$K: statistics $rounds round(s) $(printf %.2f "$stats_s") s, apply $(printf %.2f "$apply_s") s (best of $REPS), same bytes as K=1: $same"
-    results+=("{\"units\": $K, \"threads_per_unit\": $threads, \"stats_rounds\": $rounds, \"stats_seconds\": $stats_s, \"apply_seconds\": $apply_s, \"same_bytes_as_k1\": $same}")
+    results+=("{\"parts\": $K, \"threads_per_part\": $threads, \"stats_rounds\": $rounds, \"stats_seconds\": $stats_s, \"apply_seconds\": $apply_s, \"same_bytes_as_k1\": $same}")
 done
 input=$(cat "$FAM"/base/*.safetensors "$FAM"/task?/*.safetensors | wc -c)
 {
@@ -108,10 +108,10 @@ input=$(cat "$FAM"/base/*.safetensors "$FAM"/task?/*.safetensors | wc -c)
 import json, sys
 r = json.load(open(sys.argv[1]))
 base = r["runs"][0]
-print(f"split merge ({r['method']}, {r['input_bytes'] / 1e9:.2f} GB of inputs in the page cache, {r['cores']} cores): K units at once, cores/K threads each, best of {r['reps']}")
+print(f"split merge ({r['method']}, {r['input_bytes'] / 1e9:.2f} GB of inputs in the page cache, {r['cores']} cores): K parts at once, cores/K threads each, best of {r['reps']}")
 print(f"{'K':>3} {'threads':>7} {'stats s':>8} {'apply s':>8} {'apply GB/s':>10} {'apply vs K=1':>12} {'bytes = K=1':>11}")
 for x in r["runs"]:
-    print(f"{x['units']:>3} {x['threads_per_unit']:>7} {x['stats_seconds']:8.2f} {x['apply_seconds']:8.2f} "
+    print(f"{x['parts']:>3} {x['threads_per_part']:>7} {x['stats_seconds']:8.2f} {x['apply_seconds']:8.2f} "
           f"{r['input_bytes'] / x['apply_seconds'] / 1e9:10.2f} {base['apply_seconds'] / x['apply_seconds']:11.2f}x "
           f"{'yes' if x['same_bytes_as_k1'] else 'NO':>11}")
 EOF
