@@ -268,6 +268,8 @@ typedef struct pcbm_merge_opts {
                                        the model card; NULL: none recorded */
     int dry_run;                    /* check everything and report, as notes, what the merge
                                        would do; create and write nothing */
+    int require_all;                /* a tensor missing from a task model is an error (by
+                                       default it is copied from the base, with a warning) */
 } pcbm_merge_opts;
 
 /* Fill `o` with the defaults listed above. */

@@ -60,7 +60,8 @@ enum {
     O_SCOPE, O_EXACT, O_STREAMING, O_SEED, O_DTYPE, O_EXCLUDE, O_ALLOW_EXTRA, O_ALLOW_NONFINITE,
     O_STATS, O_SHARD_SIZE, O_FORCE, O_RESUME, O_MEM, O_THREADS, O_IO, O_BLOCK, O_PROGRESS,
     O_QUIET, O_PARTS, O_PLAN, O_PART_INDEX, O_JSON, O_GET, O_EVAL, O_BUDGET, O_BOUNDS, O_INIT,
-    O_SIGMA, O_POPSIZE, O_SEARCH_SEED, O_ON_ERROR, O_SEARCH_FORCE, O_SEARCH_RESUME, O_DRY_RUN
+    O_SIGMA, O_POPSIZE, O_SEARCH_SEED, O_ON_ERROR, O_SEARCH_FORCE, O_SEARCH_RESUME, O_DRY_RUN,
+    O_REQUIRE_ALL
 };
 
 enum { G_MERGE, G_RUN, G_PLAN, G_PHASE, G_SEARCH, G_COUNT };
@@ -127,6 +128,9 @@ static const cli_opt table[] = {
      "command otherwise; without OUT.partial it simply starts)"},
     {"force", NULL, NULL, O_FORCE, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "discard an unfinished earlier merge into OUT (OUT.partial)"},
+    {"require-all", NULL, NULL, O_REQUIRE_ALL, M_MERGE, G_MERGE,
+     "refuse a merge in which a tensor is missing from a task model\n"
+     "(by default it is copied from the base, with a warning naming the task)"},
     {"dry-run", NULL, NULL, O_DRY_RUN, B(CMD_MERGE), G_MERGE,
      "check everything and say what the merge would do (tensors merged and\n"
      "copied, bytes to read and write, free space needed); write nothing"},
@@ -319,6 +323,7 @@ static int set_merge_value(cli_cmd c, cli_args *a, int id, const char *opt, cons
     case O_FORCE: case O_SEARCH_FORCE: o->force = 1; break;
     case O_RESUME: o->resume = 1; break;
     case O_DRY_RUN: o->dry_run = 1; break;
+    case O_REQUIRE_ALL: o->require_all = 1; break;
     default: return -1;
     }
     return 0;

@@ -30,7 +30,7 @@ static const struct {
     {"budget", "--budget"},       {"bounds", "--bounds"},
     {"init", "--init"},           {"sigma", "--sigma"},
     {"popsize", "--popsize"},     {"stats_mode", "--exact/--streaming"},
-    {"dry_run", "--dry-run"},
+    {"dry_run", "--dry-run"},     {"require_all", "--require-all"},
 };
 
 void pcbm_cli_flagify(const char *in, char *out, size_t len)

@@ -33,9 +33,9 @@ static void say_tensors(const merge_run *r)
         const pcbm_tlayout *t = &l->t[i];
         if (t->kind == PCBM_T_MERGE || listed++ >= LISTED)
             continue;
-        pcbm_info("  copied: %s (%s: %s)", t->name, pcbm_dtype_name(t->src[0].dt),
-                  pcbm_dtype_is_mergeable(t->src[0].dt) ? "excluded, or missing from a task model"
-                                                        : "not a merged dtype");
+        char why[4200];
+        pcbm_run_copy_reason(r, t, why, sizeof why);
+        pcbm_info("  copied: %s (%s: %s)", t->name, pcbm_dtype_name(t->src[0].dt), why);
     }
     if (listed > LISTED)
         pcbm_info("  ... and %zu more copied tensor(s)", listed - LISTED);

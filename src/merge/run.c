@@ -173,6 +173,53 @@ static json_t *json_num_or_null(double v, bool have)
     return have && isfinite(v) ? json_real(v) : json_null();
 }
 
+void pcbm_run_copy_reason(const merge_run *r, const pcbm_tlayout *t, char *buf, size_t len)
+{
+    switch ((pcbm_copy_why)t->why) {
+    case PCBM_WHY_NOT_FLOAT:
+        snprintf(buf, len, "not a merged dtype");
+        break;
+    case PCBM_WHY_EXCLUDED:
+        snprintf(buf, len, "excluded");
+        break;
+    case PCBM_WHY_MISSING:
+        snprintf(buf, len, "missing from task model %u (%s)%s", t->why_task,
+                 r->o->tasks[t->why_task - 1], t->why_count > 1 ? " and others" : "");
+        break;
+    default:
+        snprintf(buf, len, "merged");
+    }
+}
+
+#define REPORT_COPIED_MAX 1000 /* copied tensors listed one by one in the report */
+
+/* merge_report.json "copied": every tensor copied from the base and why (the first
+ * REPORT_COPIED_MAX; "copied_listed" says how many are listed). */
+static void report_copied(json_t *rep, const pcbm_mctx *mc)
+{
+    const pcbm_layout *p = mc->layout;
+    const char *const *tasks = mc->o->tasks;
+    json_t *a = json_array();
+    size_t n = 0;
+    for (size_t i = 0; i < p->nt && n < REPORT_COPIED_MAX; i++) {
+        const pcbm_tlayout *t = &p->t[i];
+        if (t->kind == PCBM_T_MERGE)
+            continue;
+        n++;
+        const char *why = t->why == PCBM_WHY_NOT_FLOAT ? "not a merged dtype"
+                          : t->why == PCBM_WHY_EXCLUDED ? "excluded" : "missing from a task model";
+        json_t *e = json_pack("{s:s,s:s}", "tensor", t->name, "reason", why);
+        if (t->why == PCBM_WHY_MISSING) {
+            json_object_set_new(e, "task", json_integer(t->why_task));
+            json_object_set_new(e, "task_path", json_string(tasks[t->why_task - 1]));
+            json_object_set_new(e, "tasks_missing_it", json_integer(t->why_count));
+        }
+        json_array_append_new(a, e);
+    }
+    json_object_set_new(rep, "copied", a);
+    json_object_set_new(rep, "copied_listed", json_integer((json_int_t)n));
+}
+
 char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, double secs)
 {
     const pcbm_merge_opts *o = mc->o;
@@ -189,6 +236,7 @@ char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, do
     json_object_set_new(r, "stats", json_string(mc->stats_how[0] ? mc->stats_how : "none"));
     json_object_set_new(r, "tensors_merged", json_integer((json_int_t)p->nmerge));
     json_object_set_new(r, "tensors_copied", json_integer((json_int_t)(p->nt - p->nmerge)));
+    report_copied(r, mc);
     bool global_stats = o->scope == PCBM_SCOPE_GLOBAL;
     bool is_pcb = o->method == PCBM_METHOD_PCB, is_ties = o->method == PCBM_METHOD_TIES;
     json_t *tasks = json_array();
@@ -497,7 +545,8 @@ pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err)
     const char *meta[] = {"pcbmerge_version", PCBM_VERSION_STRING, "merge_method",
                           pcbm_method_name(o->method), "merge_params", r->params};
     pcbm_layout_opts po = {.exclude = o->exclude, .nexclude = o->nexclude,
-                         .allow_extra = o->allow_extra, .out_dtype = o->out_dtype,
+                         .allow_extra = o->allow_extra, .require_all = o->require_all,
+                         .out_dtype = o->out_dtype,
                          .shard_bytes = o->shard_bytes, .meta = meta, .nmeta = 6};
     if ((st = pcbm_layout_build(r->models, o->ntasks + 1, &po, &r->layout, err)) != PCBM_OK)
         return st;

@@ -133,12 +133,16 @@ static pcbm_status classify(pcbm_model *const *models, unsigned nmodels, const r
     tp->src[0] = (pcbm_tsrc){bt->file, bt->offset, bt->dtype};
     if (!is_float(bt->dtype)) {
         tp->kind = PCBM_T_RAW;
+        tp->why = PCBM_WHY_NOT_FLOAT;
         return PCBM_OK;
     }
     bool missing = false, bad = false;
     for (unsigned m = 1; m < nmodels; m++) {
         long j = pcbm_model_find(models[m], bt->name);
         if (j < 0) {
+            if (!missing)
+                tp->why_task = (uint16_t)m;
+            tp->why_count++;
             missing = true;
             continue;
         }
@@ -158,11 +162,14 @@ static pcbm_status classify(pcbm_model *const *models, unsigned nmodels, const r
         return PCBM_ERR_MISMATCH;
     if (missing) {
         if ((*nbaseonly)++ < MAX_LISTED)
-            pcbm_warn("tensor %s is missing from some task models: copied from the base",
-                      bt->name);
+            pcbm_warn("tensor %s is missing from task model %u (%s)%s: copied from the base, so "
+                      "no task's change to it is merged", bt->name, tp->why_task,
+                      models[tp->why_task]->path, tp->why_count > 1 ? " and others" : "");
         tp->kind = PCBM_T_CONVERT;
+        tp->why = PCBM_WHY_MISSING;
     } else if (excluded(rs, bt->name)) {
         tp->kind = PCBM_T_CONVERT;
+        tp->why = PCBM_WHY_EXCLUDED;
     } else {
         tp->kind = PCBM_T_MERGE;
     }
@@ -254,6 +261,18 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
     if (nbaseonly > MAX_LISTED)
         pcbm_warn("%llu tensors in all are missing from some task models and copied from the base",
                   (unsigned long long)nbaseonly);
+    if (nbaseonly && o->require_all && !nmism) {
+        size_t first = 0;
+        while (p->t[first].why != PCBM_WHY_MISSING)
+            first++;
+        const pcbm_tlayout *t = &p->t[first];
+        st = pcbm_fail(err, PCBM_ERR_MISMATCH, "%llu tensor(s) are missing from some task model "
+                       "(the first: %s, from task model %u, %s); `require_all` refuses a merge "
+                       "that copies them from the base", (unsigned long long)nbaseonly, t->name,
+                       t->why_task, models[t->why_task]->path);
+        pcbm_layout_free(p);
+        return st;
+    }
     /* shapes first: a model of another architecture is best described by its shapes */
     if (!nmism && (st = check_extra(models, nmodels, o->allow_extra, err)) != PCBM_OK) {
         pcbm_layout_free(p);

@@ -24,9 +24,20 @@ typedef struct pcbm_tsrc {
     pcbm_dtype dt;
 } pcbm_tsrc;
 
+/* Why a tensor is copied from the base instead of merged (PCBM_WHY_MERGED when it is merged). */
+typedef enum pcbm_copy_why {
+    PCBM_WHY_MERGED = 0,
+    PCBM_WHY_NOT_FLOAT,     /* not an F32/F16/BF16 tensor in the base */
+    PCBM_WHY_EXCLUDED,      /* matches an `exclude` pattern */
+    PCBM_WHY_MISSING        /* missing from task model why_task (and maybe others) */
+} pcbm_copy_why;
+
 typedef struct pcbm_tlayout {
     const char *name;       /* borrowed from the base model */
     pcbm_tkind kind;
+    uint8_t why;            /* pcbm_copy_why */
+    uint16_t why_task;      /* PCBM_WHY_MISSING: the first task (1-based) that lacks it */
+    uint16_t why_count;     /* PCBM_WHY_MISSING: how many tasks lack it */
     pcbm_dtype out_dt;
     uint64_t units;         /* elements (MERGE/CONVERT) or bytes (RAW) */
     unsigned *in_unit;      /* [nmodels] bytes per unit of each source (RAW: 1); points into
@@ -45,6 +56,7 @@ typedef struct pcbm_layout_opts {
     const char *const *exclude;
     unsigned nexclude;
     int allow_extra;
+    int require_all;        /* a tensor missing from a task model is an error, not a copy */
     pcbm_dtype out_dtype;   /* PCBM_DTYPE_BASE or a float dtype */
     uint64_t shard_bytes;
     const char *const *meta; /* provenance for __metadata__: key/value pairs */
