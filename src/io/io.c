@@ -133,7 +133,9 @@ int pcbm_open_write(const char *path, bool want_direct, bool *direct)
 
 int pcbm_open_write_mode(const char *path, bool want_direct, bool existing, bool *direct)
 {
-    int fd = open(path, existing ? (O_WRONLY | O_CREAT | O_CLOEXEC) : (O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC),
+    /* O_NOFOLLOW: an output file is never written through a link planted in its place */
+    int fd = open(path, existing ? (O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC)
+                                 : (O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC),
                   0644);
     if (fd < 0)
         return -errno;

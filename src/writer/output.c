@@ -232,24 +232,17 @@ static int partial_fd(const pcbm_outdir *od, int *tmp)
     return *tmp;
 }
 
-int pcbm_outdir_open(const pcbm_outdir *od, const char *name, bool keep)
+/* Create file `name` of the partial directory anew (an earlier entry of that name removed, a link
+ * never followed) for writing; the fd, or -errno. */
+static int create_in_partial(const pcbm_outdir *od, const char *name)
 {
     int tmp, dfd = partial_fd(od, &tmp);
     if (dfd < 0)
         return -errno;
-    int fd = -1;
-    if (keep) {
-        fd = openat(dfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-        struct stat sb;
-        if (fd >= 0 && (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_nlink != 1)) {
-            close(fd); /* not a plain file of ours: replaced below */
-            fd = -1;
-        }
-    }
-    if (fd < 0) {
-        int rc = pcbm_remove_at(dfd, name);
-        fd = rc ? rc : openat(dfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-        if (fd < 0 && !rc)
+    int fd = pcbm_remove_at(dfd, name);
+    if (fd == 0) {
+        fd = openat(dfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0)
             fd = -errno;
     }
     if (tmp >= 0)
@@ -260,7 +253,7 @@ int pcbm_outdir_open(const pcbm_outdir *od, const char *name, bool keep)
 pcbm_status pcbm_outdir_write(const pcbm_outdir *od, const char *name, const void *buf, size_t len,
                               pcbm_error *err)
 {
-    int fd = pcbm_outdir_open(od, name, false);
+    int fd = create_in_partial(od, name);
     if (fd < 0)
         return pcbm_fail(err, fd == -ENOSPC ? PCBM_ERR_NOSPACE : PCBM_ERR_IO,
                          "cannot create %s/%s: %s", od->partial, name, strerror(-fd));

@@ -36,10 +36,6 @@ pcbm_status pcbm_outdir_check_space(const pcbm_outdir *od, uint64_t need, pcbm_e
  * name is replaced, never written through. */
 pcbm_status pcbm_outdir_write(const pcbm_outdir *od, const char *name, const void *buf, size_t len,
                               pcbm_error *err);
-/* Open file `name` of the partial directory for writing without following a link: a fresh file
- * (an earlier entry of that name removed) unless keep, then an existing plain file with no other
- * hard link is opened as it is. Returns the fd or -errno. */
-int pcbm_outdir_open(const pcbm_outdir *od, const char *name, bool keep);
 /* Remove the marker, fsync the partial directory, rename it to OUT, fsync the parent. */
 pcbm_status pcbm_outdir_publish(pcbm_outdir *od, pcbm_error *err);
 /* Remove the partial directory (after a failure that cannot be resumed). */
