@@ -24,12 +24,6 @@ T="$F/task1 $F/task2"
 export PCBM_SEGMENT_BYTES=256K
 OPTS="--threads 1 --quiet"
 merge() { "$PCBM_BIN" merge $OPTS --base "$F/base" "$@"; }
-check() { # NAME COMMAND...: a case that passes when the command succeeds
-    local name=$1
-    shift
-    CASES=$((CASES + 1))
-    if "$@"; then echo "ok   $name"; else echo "FAIL $name"; FAILED+=("$name"); fi
-}
 tree_sum() { (cd "$1" && find . -printf '%p %y %s\n' | LC_ALL=C sort && find . -type f -exec sha256sum {} + | LC_ALL=C sort); }
 
 merge --method pcb --out "$TMP/ref" $T || fail "reference merge failed"

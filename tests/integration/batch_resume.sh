@@ -26,12 +26,6 @@ same_as() { # REF OUT: every file identical except the run's own report and mani
     [ -e "$2/pcbmerge.manifest.json" ] || { echo "    no manifest"; ok=1; }
     return $ok
 }
-check() { # NAME COMMAND...: a case that passes when the command succeeds
-    local name=$1
-    shift
-    CASES=$((CASES + 1))
-    if "$@"; then echo "ok   $name"; else echo "FAIL $name"; FAILED+=("$name"); fi
-}
 
 declare -A MS # milliseconds an uninterrupted merge takes, per method
 for m in pcb ties task_arithmetic; do

@@ -13,12 +13,6 @@ need_numpy
 F=$TMP/fam
 gen "$F" --tasks 2 --dtype bf16 --preset small --seed 61
 T="$F/task1 $F/task2"
-check() {
-    local name=$1
-    shift
-    CASES=$((CASES + 1))
-    if "$@"; then echo "ok   $name"; else echo "FAIL $name"; FAILED+=("$name"); fi
-}
 json_lines() {
     # shellcheck disable=SC2086
     "$PCBM_BIN" merge --progress json --base "$F/base" --out "$TMP/j" $T 2>"$TMP/j.err" || return 1

@@ -11,12 +11,6 @@ need_gen
 
 F=$TMP/fam
 gen "$F" --tasks 2 --dtype bf16 --preset tiny --seed 31
-check() { # NAME COMMAND...
-    local name=$1
-    shift
-    CASES=$((CASES + 1))
-    if "$@"; then echo "ok   $name"; else echo "FAIL $name"; FAILED+=("$name"); fi
-}
 
 says_and_writes_nothing() {
     local log

@@ -12,12 +12,6 @@ need_gen
 F=$TMP/fam
 gen "$F" --tasks 2 --dtype bf16 --preset tiny --seed 17 --shard-size 200K
 export HF_HUB_CACHE=$TMP/hub
-check() { # NAME COMMAND...
-    local name=$1
-    shift
-    CASES=$((CASES + 1))
-    if "$@"; then echo "ok   $name"; else echo "FAIL $name"; FAILED+=("$name"); fi
-}
 
 # cache_model SRC_DIR ORG NAME COMMIT [REF]: lay SRC_DIR out as a cached repository
 cache_model() {

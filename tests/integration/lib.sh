@@ -113,6 +113,14 @@ ref_case() {
     fi
 }
 
+# check NAME COMMAND...: one case that passes when the command succeeds.
+check() {
+    local name=$1
+    shift
+    CASES=$((CASES + 1))
+    if "$@"; then echo "ok   $name"; else echo "FAIL $name"; FAILED+=("$name"); fi
+}
+
 # expect_fail NAME EXPECTED_REGEX COMMAND...: the command must fail with a message matching REGEX.
 expect_fail() {
     local name=$1 re=$2

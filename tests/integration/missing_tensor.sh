@@ -32,12 +32,6 @@ h = json.dumps(out).encode()
 h += b" " * (-len(h) % 8)
 open(path, "wb").write(struct.pack("<Q", len(h)) + h + blob)
 EOF
-check() { # NAME COMMAND...
-    local name=$1
-    shift
-    CASES=$((CASES + 1))
-    if "$@"; then echo "ok   $name"; else echo "FAIL $name"; FAILED+=("$name"); fi
-}
 
 named_everywhere() {
     local log

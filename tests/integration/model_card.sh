@@ -13,12 +13,6 @@ need_numpy
 
 F=$TMP/fam
 gen "$F" --tasks 2 --dtype bf16 --preset tiny --seed 23
-check() { # NAME COMMAND...
-    local name=$1
-    shift
-    CASES=$((CASES + 1))
-    if "$@"; then echo "ok   $name"; else echo "FAIL $name"; FAILED+=("$name"); fi
-}
 
 card_and_config() {
     local out=$TMP/f32
