@@ -41,7 +41,8 @@ import tempfile
 
 import numpy as np
 
-F32 = np.float32
+F32 = np.float32      # the arithmetic's type: float32, or float64 under --math f64 (set_math)
+REAL32 = np.float32   # bit-level float32 (decoding, encoding), whatever the arithmetic
 FLOAT_DTYPES = ("F32", "F16", "BF16")
 ELEM_SIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
              "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8,
@@ -64,13 +65,13 @@ def decode(dtype, raw):
         return np.frombuffer(raw.tobytes(), dtype="<f2").astype(F32)
     if dtype == "BF16":
         u = np.frombuffer(raw.tobytes(), dtype="<u2").astype(np.uint32) << np.uint32(16)
-        return u.view(F32)
+        return u.view(REAL32).astype(F32)
     raise RefError("not a float dtype: %s" % dtype)
 
 
 def f32_to_bf16_bits(x):
     """float32 array -> uint16 bf16 bits, round to nearest even, NaN stays NaN (quieted)."""
-    u = np.ascontiguousarray(x, dtype=F32).view(np.uint32)
+    u = np.ascontiguousarray(x, dtype=REAL32).view(np.uint32)
     nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
     r = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
     r = np.where(nan, (u >> np.uint32(16)) | np.uint32(0x40), r)
@@ -78,8 +79,9 @@ def f32_to_bf16_bits(x):
 
 
 def encode(dtype, x):
-    """float32 array -> little-endian bytes of dtype (round to nearest even)."""
-    x = np.ascontiguousarray(x, dtype=F32)
+    """float32 array -> little-endian bytes of dtype (round to nearest even; under --math f64 the
+    float64 result is rounded once to float32 here)."""
+    x = np.ascontiguousarray(x, dtype=REAL32)
     if dtype == "F32":
         return x.astype("<f4").tobytes()
     if dtype == "F16":
@@ -181,11 +183,17 @@ def _cr(fn):
 
 
 MATH_MODES = {"f32": {"exp": np.exp, "tanh": np.tanh},
-              "cr": {"exp": _cr(np.exp), "tanh": _cr(np.tanh)}}
+              "cr": {"exp": _cr(np.exp), "tanh": _cr(np.tanh)},
+              "f64": {"exp": np.exp, "tanh": np.tanh}}
 MATH = dict(MATH_MODES["cr"])
 
 
 def set_math(mode):
+    """"f64" is not pcbmerge's semantics but the yardstick for its float32 arithmetic: every
+    operation in float64 (statistics too), one rounding to the output dtype at the end — the
+    correctly rounded result of the same formula, up to float64's own error."""
+    global F32
+    F32 = np.float64 if mode == "f64" else np.float32
     MATH.update(MATH_MODES[mode])
 
 
@@ -876,9 +884,11 @@ def main(argv):
     m.add_argument("--exclude", action="append", default=[])
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--allow-nonfinite", action="store_true")
-    m.add_argument("--math", choices=["cr", "f32"], default="cr",
+    m.add_argument("--math", choices=["cr", "f32", "f64"], default="cr",
                    help="exp/tanh: float64 rounded to float32 (default: correctly rounded, the "
-                        "same on every CPU) or NumPy's float32 functions (CPU-dependent last bits)")
+                        "same on every CPU), NumPy's float32 functions (CPU-dependent last bits), or "
+                        "f64: every operation in float64, rounded once at the end (the yardstick "
+                        "for float32 arithmetic, not pcbmerge's semantics)")
     m.add_argument("--report", default=None, help="JSON report path (default OUT/ref_report.json)")
     m.add_argument("tasks", nargs="+")
     sub.add_parser("selftest")
