@@ -102,10 +102,11 @@ const pcbm_st_tensor *pcbm_model_tensor_at(const pcbm_model *m, size_t i);
 /* Copy the non-weight files users need beside the weights (config.json, generation_config.json,
  * tokenizer files, ...) from the base model directory into out_dir. */
 pcbm_status pcbm_copy_side_files(const pcbm_model *base, const char *out_dir, pcbm_error *err);
-/* config.json of out_dir (when there is one) says the weights' dtype is dt: every "torch_dtype"
- * in it, nested configurations included, is set to torch's name of dt. Nothing else changes but
- * the layout (two-space indent, key order kept). */
-pcbm_status pcbm_config_set_dtype(const char *out_dir, pcbm_dtype dt, pcbm_error *err);
+/* config.json of out_dir (when there is one) describes the output: with a float dt, every
+ * "torch_dtype" in it, nested configurations included, is set to torch's name of dt; with
+ * `untied`, "tie_word_embeddings" is false (top level, and nested configurations that have the
+ * key). Nothing else changes but the layout (two-space indent, key order kept). */
+pcbm_status pcbm_config_update(const char *out_dir, pcbm_dtype dt, bool untied, pcbm_error *err);
 /* Name of side file i (0, 1, ...), NULL past the last: the files pcbm_copy_side_files may copy. */
 const char *pcbm_side_file_name(size_t i);
 

@@ -173,7 +173,18 @@ static void set_torch_dtype(json_t *obj, const char *name)
     }
 }
 
-pcbm_status pcbm_config_set_dtype(const char *out_dir, pcbm_dtype dt, pcbm_error *err)
+/* key = v (borrowed) in obj and in every nested configuration that already has the key. */
+static void set_key(json_t *obj, const char *name, json_t *v)
+{
+    const char *key;
+    json_t *sub;
+    json_object_foreach(obj, key, sub)
+        if (json_is_object(sub) && json_object_get(sub, name))
+            set_key(sub, name, v);
+    json_object_set(obj, name, v);
+}
+
+pcbm_status pcbm_config_update(const char *out_dir, pcbm_dtype dt, bool untied, pcbm_error *err)
 {
     const char *name = dt == PCBM_DT_F32 ? "float32" : dt == PCBM_DT_F16 ? "float16"
                        : dt == PCBM_DT_BF16 ? "bfloat16" : NULL;
@@ -181,10 +192,13 @@ pcbm_status pcbm_config_set_dtype(const char *out_dir, pcbm_dtype dt, pcbm_error
     if (!path)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     json_error_t je;
-    json_t *cfg = name ? json_load_file(path, 0, &je) : NULL;
+    json_t *cfg = name || untied ? json_load_file(path, 0, &je) : NULL;
     pcbm_status st = PCBM_OK;
     if (cfg && json_is_object(cfg)) {
-        set_torch_dtype(cfg, name);
+        if (name)
+            set_torch_dtype(cfg, name);
+        if (untied)
+            set_key(cfg, "tie_word_embeddings", json_false());
         /* 16 significant digits: the decimal literals of a config come back as written */
         char *txt = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(16));
         size_t n = txt ? strlen(txt) : 0;

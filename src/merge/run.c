@@ -339,8 +339,8 @@ pcbm_status pcbm_run_write_small_files(const merge_run *r, const pcbm_outdir *od
         st = pcbm_outdir_write(od, PCBM_INDEX_NAME, op->index_json, strlen(op->index_json), err);
     if (st == PCBM_OK)
         st = pcbm_copy_side_files(r->layout.models[0], od->partial, err);
-    if (st == PCBM_OK && r->o->out_dtype != PCBM_DTYPE_BASE)
-        st = pcbm_config_set_dtype(od->partial, r->o->out_dtype, err);
+    if (st == PCBM_OK && (r->o->out_dtype != PCBM_DTYPE_BASE || r->layout.untied_head))
+        st = pcbm_config_update(od->partial, r->o->out_dtype, r->layout.untied_head != NULL, err);
     if (st == PCBM_OK)
         st = pcbm_outdir_write(od, "merge_report.json", report, strlen(report), err);
     if (st == PCBM_OK) {

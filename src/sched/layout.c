@@ -94,9 +94,71 @@ static bool excluded(const regex_set *rs, const char *name)
     return false;
 }
 
+/*
+ * Tied heads: an output head that a model may leave out because it reuses its input embedding
+ * (tie_word_embeddings). The names are those mergekit's architecture definitions mark as tied.
+ * A model without the head supplies the first of these embeddings it has, of the head's shape.
+ */
+static const struct tied_head {
+    const char *head;
+    const char *embed[6];
+} tied_heads[] = {
+    {"lm_head.weight", {"model.embed_tokens.weight", "model.language_model.embed_tokens.weight",
+                        "transformer.wte.weight", "wte.weight", "backbone.embeddings.weight",
+                        "shared.weight"}},
+    {"output.weight", {"model.tok_embeddings.weight"}},
+};
+
+static const struct tied_head *tied_head_of(const char *name)
+{
+    for (size_t i = 0; i < sizeof tied_heads / sizeof tied_heads[0]; i++)
+        if (!strcmp(tied_heads[i].head, name))
+            return &tied_heads[i];
+    return NULL;
+}
+
+/* The embedding model m would use as head `th` (-1: none). */
+static long tied_embed(const pcbm_model *m, const struct tied_head *th)
+{
+    for (size_t k = 0; k < sizeof th->embed / sizeof th->embed[0] && th->embed[k]; k++) {
+        long j = pcbm_model_find(m, th->embed[k]);
+        if (j >= 0)
+            return j;
+    }
+    return -1;
+}
+
+/* Tensor `name` of model m, or for a tied head that m lacks, the embedding standing in for it. */
+static long find_tied(const pcbm_model *m, const char *name, bool *tied)
+{
+    long j = pcbm_model_find(m, name);
+    *tied = false;
+    const struct tied_head *th;
+    if (j < 0 && (th = tied_head_of(name)) != NULL && (j = tied_embed(m, th)) >= 0)
+        *tied = true;
+    return j;
+}
+
+/* A head the base ties (leaves out) while some task model stores it: the output gets the head
+ * (the tasks' changes to it would otherwise be lost), with the base's embedding as its θ_pre.
+ * Returns the head's table entry and the base embedding's index, or NULL. */
+static const struct tied_head *untied_by_tasks(pcbm_model *const *models, unsigned nmodels,
+                                               long *base_embed)
+{
+    for (size_t i = 0; i < sizeof tied_heads / sizeof tied_heads[0]; i++) {
+        const struct tied_head *th = &tied_heads[i];
+        if (pcbm_model_find(models[0], th->head) >= 0 || (*base_embed = tied_embed(models[0], th)) < 0)
+            continue;
+        for (unsigned m = 1; m < nmodels; m++)
+            if (pcbm_model_find(models[m], th->head) >= 0)
+                return th;
+    }
+    return NULL;
+}
+
 /* Tensors present in a task model but not in the base: an error unless allow_extra. */
 static pcbm_status check_extra(pcbm_model *const *models, unsigned nmodels, int allow_extra,
-                               pcbm_error *err)
+                               const char *added, pcbm_error *err)
 {
     char msg[900] = "";
     unsigned listed = 0;
@@ -104,7 +166,7 @@ static pcbm_status check_extra(pcbm_model *const *models, unsigned nmodels, int 
     for (unsigned m = 1; m < nmodels; m++) {
         for (size_t i = 0; i < models[m]->ntensors; i++) {
             const char *name = models[m]->tensors[i].name;
-            if (pcbm_model_find(models[0], name) >= 0)
+            if (pcbm_model_find(models[0], name) >= 0 || (added && !strcmp(name, added)))
                 continue;
             count++;
             if (listed++ < MAX_LISTED)
@@ -138,7 +200,8 @@ static pcbm_status classify(pcbm_model *const *models, unsigned nmodels, const r
     }
     bool missing = false, bad = false;
     for (unsigned m = 1; m < nmodels; m++) {
-        long j = pcbm_model_find(models[m], bt->name);
+        bool tied;
+        long j = find_tied(models[m], bt->name, &tied);
         if (j < 0) {
             if (!missing)
                 tp->why_task = (uint16_t)m;
@@ -157,6 +220,9 @@ static pcbm_status classify(pcbm_model *const *models, unsigned nmodels, const r
             continue;
         }
         tp->src[m] = (pcbm_tsrc){tt->file, tt->offset, tt->dtype};
+        if (tied)
+            pcbm_info("task model %u (%s) ties its embeddings: %s stands in for %s", m,
+                      models[m]->path, tt->name, bt->name);
     }
     if (bad)
         return PCBM_ERR_MISMATCH;
@@ -221,7 +287,18 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
         return st;
 
     const pcbm_model *base = models[0];
-    p->nt = base->ntensors;
+    long base_embed = -1;
+    const struct tied_head *untie = untied_by_tasks(models, nmodels, &base_embed);
+    pcbm_st_tensor head;    /* the added head: the base's embedding under the head's name */
+    if (untie) {
+        head = base->tensors[base_embed];
+        head.name = (char *)untie->head;
+        p->untied_head = untie->head;
+        pcbm_info("the base ties %s to %s but task models store it: the output stores it "
+                  "(tie_word_embeddings false), with the base's %s as its starting point",
+                  untie->head, base->tensors[base_embed].name, base->tensors[base_embed].name);
+    }
+    p->nt = base->ntensors + (untie ? 1 : 0);
     p->t = pcbm_calloc(p->nt, sizeof *p->t);
     p->out_tensors = pcbm_calloc(p->nt, sizeof *p->out_tensors);
     p->src_pool = pcbm_calloc(p->nt * nmodels, sizeof *p->src_pool);
@@ -235,7 +312,7 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
     unsigned nmism = 0;
     uint64_t nbaseonly = 0;
     for (size_t i = 0; i < p->nt; i++) {
-        const pcbm_st_tensor *bt = &base->tensors[i];
+        const pcbm_st_tensor *bt = i < base->ntensors ? &base->tensors[i] : &head;
         pcbm_tlayout *tp = &p->t[i];
         tp->name = bt->name;
         tp->pidx = -1;
@@ -274,7 +351,8 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
         return st;
     }
     /* shapes first: a model of another architecture is best described by its shapes */
-    if (!nmism && (st = check_extra(models, nmodels, o->allow_extra, err)) != PCBM_OK) {
+    if (!nmism && (st = check_extra(models, nmodels, o->allow_extra,
+                                      p->untied_head, err)) != PCBM_OK) {
         pcbm_layout_free(p);
         return st;
     }

@@ -78,6 +78,9 @@ typedef struct pcbm_layout {
     uint64_t block_elems;               /* set by pcbm_layout_set_block */
     pcbm_outlayout out;
     pcbm_out_tensor *out_tensors;
+    const char *untied_head;            /* a head the base ties but task models store: added as
+                                           the last tensor (the base's embedding is its θ_pre),
+                                           and the output config unties it; NULL otherwise */
 } pcbm_layout;
 
 /* Cross-check models and build the layout (no block size yet). Errors name tensors and shapes. */
