@@ -49,7 +49,8 @@ typedef enum pcbm_status {
     PCBM_ERR_STATS,        /* a statistics file does not match these inputs or parameters */
     PCBM_ERR_EXISTS,       /* the output exists and would be overwritten */
     PCBM_ERR_INTERRUPTED,  /* stopped by a signal; resumable */
-    PCBM_ERR_UNSUPPORTED,  /* a feature the platform or build lacks */
+    PCBM_ERR_UNSUPPORTED,  /* a feature the platform or build lacks, or an input pcbmerge does
+                              not merge (quantized checkpoints) */
     PCBM_ERR_INTERNAL,     /* a bug: please report it */
     PCBM_STATUS_COUNT
 } pcbm_status;
@@ -270,6 +271,9 @@ typedef struct pcbm_merge_opts {
                                        would do; create and write nothing */
     int require_all;                /* a tensor missing from a task model is an error (by
                                        default it is copied from the base, with a warning) */
+    int take_nonfloat_base;         /* integer and bool tensors that differ between the models:
+                                       copy the base's, with a warning (by default the merge is
+                                       refused, naming tensor and models) */
 } pcbm_merge_opts;
 
 /* Fill `o` with the defaults listed above. */

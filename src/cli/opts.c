@@ -61,7 +61,7 @@ enum {
     O_STATS, O_SHARD_SIZE, O_FORCE, O_RESUME, O_MEM, O_THREADS, O_IO, O_BLOCK, O_PROGRESS,
     O_QUIET, O_PARTS, O_PLAN, O_PART_INDEX, O_JSON, O_GET, O_EVAL, O_BUDGET, O_BOUNDS, O_INIT,
     O_SIGMA, O_POPSIZE, O_SEARCH_SEED, O_ON_ERROR, O_SEARCH_FORCE, O_SEARCH_RESUME, O_DRY_RUN,
-    O_REQUIRE_ALL
+    O_REQUIRE_ALL, O_TAKE_NONFLOAT
 };
 
 enum { G_MERGE, G_RUN, G_PLAN, G_PHASE, G_SEARCH, G_COUNT };
@@ -131,6 +131,9 @@ static const cli_opt table[] = {
     {"require-all", NULL, NULL, O_REQUIRE_ALL, M_MERGE, G_MERGE,
      "refuse a merge in which a tensor is missing from a task model\n"
      "(by default it is copied from the base, with a warning naming the task)"},
+    {"take-nonfloat", NULL, "base", O_TAKE_NONFLOAT, M_MERGE, G_MERGE,
+     "integer and bool tensors that differ between the models: copy the\n"
+     "base's, with a warning (by default such a merge is refused)"},
     {"dry-run", NULL, NULL, O_DRY_RUN, B(CMD_MERGE), G_MERGE,
      "check everything and say what the merge would do (tensors merged and\n"
      "copied, bytes to read and write, free space needed); write nothing"},
@@ -324,6 +327,11 @@ static int set_merge_value(cli_cmd c, cli_args *a, int id, const char *opt, cons
     case O_RESUME: o->resume = 1; break;
     case O_DRY_RUN: o->dry_run = 1; break;
     case O_REQUIRE_ALL: o->require_all = 1; break;
+    case O_TAKE_NONFLOAT:
+        if (strcmp(v, "base") != 0)
+            return ERR("--take-nonfloat takes 'base' (copy the base's tensor), got %s", v);
+        o->take_nonfloat_base = 1;
+        break;
     default: return -1;
     }
     return 0;

@@ -31,6 +31,7 @@ static const struct {
     {"init", "--init"},           {"sigma", "--sigma"},
     {"popsize", "--popsize"},     {"stats_mode", "--exact/--streaming"},
     {"dry_run", "--dry-run"},     {"require_all", "--require-all"},
+    {"take_nonfloat_base", "--take-nonfloat base"},
 };
 
 void pcbm_cli_flagify(const char *in, char *out, size_t len)

@@ -546,12 +546,14 @@ pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err)
                           pcbm_method_name(o->method), "merge_params", r->params};
     pcbm_layout_opts po = {.exclude = o->exclude, .nexclude = o->nexclude,
                          .allow_extra = o->allow_extra, .require_all = o->require_all,
+                         .take_nonfloat_base = o->take_nonfloat_base,
                          .out_dtype = o->out_dtype,
                          .shard_bytes = o->shard_bytes, .meta = meta, .nmeta = 6};
     if ((st = pcbm_layout_build(r->models, o->ntasks + 1, &po, &r->layout, err)) != PCBM_OK)
         return st;
     r->plan_ok = true;
-    if ((st = fingerprints(o, r->models, r->ids, err)) != PCBM_OK)
+    if ((st = pcbm_run_check_nonfloat(r, err)) != PCBM_OK ||
+        (st = fingerprints(o, r->models, r->ids, err)) != PCBM_OK)
         return st;
     warn_duplicates(o, r->ids);
     if (!r->models[0]->is_dir)

@@ -43,6 +43,9 @@ unsigned pcbm_run_default_threads(void);
 char *pcbm_run_output_params(const pcbm_merge_opts *o);
 /* Open, cross-check and identify every input (r->o set); with o->stats_in, read and check it. */
 pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err);
+/* nonfloat.c: integer and bool tensors equal in every model that has them, or (with
+ * take_nonfloat_base) a warning per difference; otherwise PCBM_ERR_MISMATCH naming the first. */
+pcbm_status pcbm_run_check_nonfloat(merge_run *r, pcbm_error *err);
 /* Bytes the output directory needs at most: the weight files, each rounded up to whole
  * filesystem blocks, the index, the side files copied from the base, and the run's own files
  * (journal, statistics file, report, manifest) with room to rewrite them atomically. */

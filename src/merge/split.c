@@ -130,6 +130,8 @@ static json_t *opts_json(const pcbm_merge_opts *o)
     json_object_set_new(j, "exclude", ex);
     json_object_set_new(j, "allow_extra", json_boolean(o->allow_extra));
     json_object_set_new(j, "allow_nonfinite", json_boolean(o->allow_nonfinite));
+    json_object_set_new(j, "require_all", json_boolean(o->require_all));
+    json_object_set_new(j, "take_nonfloat_base", json_boolean(o->take_nonfloat_base));
     if (o->command)
         json_object_set_new(j, "command", json_string(o->command));
     return j;
@@ -202,6 +204,8 @@ static bool opts_from(json_t *j, split_plan *sp)
     o->shard_bytes = (uint64_t)json_integer_value(json_object_get(j, "shard_bytes"));
     o->allow_extra = json_is_true(json_object_get(j, "allow_extra"));
     o->allow_nonfinite = json_is_true(json_object_get(j, "allow_nonfinite"));
+    o->require_all = json_is_true(json_object_get(j, "require_all"));
+    o->take_nonfloat_base = json_is_true(json_object_get(j, "take_nonfloat_base"));
     if (!doubles_from(json_object_get(j, "lambdas"), nt, &sp->lambdas) ||
         !doubles_from(json_object_get(j, "weights"), nt, &sp->weights))
         return false;

@@ -156,6 +156,67 @@ static const struct tied_head *untied_by_tasks(pcbm_model *const *models, unsign
     return NULL;
 }
 
+/*
+ * Quantized checkpoints. Packed integer formats (GPTQ/AWQ, bitsandbytes) and narrow float formats
+ * (FP8, FP6, FP4, with their scale tensors) store values that only mean something together with
+ * per-group scales and zero points; merging their bytes, or copying them beside merged scales,
+ * gives a broken model. They are refused, naming what was recognized.
+ */
+static const struct packed_rule {
+    const char *suffix;   /* tensor name suffix */
+    const char *format;
+} packed_rules[] = {
+    {".qweight", "GPTQ/AWQ"},          {".qzeros", "GPTQ/AWQ"},
+    {".g_idx", "GPTQ"},                {".absmax", "bitsandbytes"},
+    {".quant_map", "bitsandbytes"},    {".nested_absmax", "bitsandbytes"},
+    {".SCB", "bitsandbytes int8"},     {".weight_format", "bitsandbytes int8"},
+    {".quant_state.bitsandbytes__nf4", "bitsandbytes 4-bit"},
+    {".quant_state.bitsandbytes__fp4", "bitsandbytes 4-bit"},
+};
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !memcmp(s + n - k, suffix, k);
+}
+
+static bool narrow_float(pcbm_dtype dt)
+{
+    return dt == PCBM_DT_F8_E4M3 || dt == PCBM_DT_F8_E5M2 || dt == PCBM_DT_F8_E4M3FNUZ ||
+           dt == PCBM_DT_F8_E5M2FNUZ || dt == PCBM_DT_F8_E8M0 || dt == PCBM_DT_F4 ||
+           dt == PCBM_DT_F6_E2M3 || dt == PCBM_DT_F6_E3M2;
+}
+
+static pcbm_status check_quantized(pcbm_model *const *models, unsigned nmodels, pcbm_error *err)
+{
+    for (unsigned m = 0; m < nmodels; m++) {
+        const pcbm_model *md = models[m];
+        char who[64];
+        if (m == 0)
+            snprintf(who, sizeof who, "the base");
+        else
+            snprintf(who, sizeof who, "task model %u", m);
+        for (size_t i = 0; i < md->ntensors; i++) {
+            const pcbm_st_tensor *t = &md->tensors[i];
+            if (narrow_float(t->dtype))
+                return pcbm_fail(err, PCBM_ERR_UNSUPPORTED,
+                                 "%s (%s) is quantized: tensor %s is %s; FP8/FP6/FP4 checkpoints "
+                                 "are not merged yet (their block scales would be merged while "
+                                 "the weights were copied); merge the model's BF16/F16/F32 "
+                                 "release instead", who, md->path, t->name,
+                                 pcbm_dtype_name(t->dtype));
+            for (size_t k = 0; k < sizeof packed_rules / sizeof packed_rules[0]; k++)
+                if (ends_with(t->name, packed_rules[k].suffix))
+                    return pcbm_fail(err, PCBM_ERR_UNSUPPORTED,
+                                     "%s (%s) is a %s-quantized checkpoint (tensor %s): packed "
+                                     "quantized weights cannot be merged; merge the unquantized "
+                                     "(BF16/F16/F32) checkpoints and quantize the result",
+                                     who, md->path, packed_rules[k].format, t->name);
+        }
+    }
+    return PCBM_OK;
+}
+
 /* Tensors present in a task model but not in the base: an error unless allow_extra. */
 static pcbm_status check_extra(pcbm_model *const *models, unsigned nmodels, int allow_extra,
                                const char *added, pcbm_error *err)
@@ -188,16 +249,46 @@ static pcbm_status check_extra(pcbm_model *const *models, unsigned nmodels, int 
 }
 
 /* Decide the kind of base tensor `bt`; fills src[] for merged tensors. */
+/* A non-float base tensor is copied; every task that has it must agree on dtype and shape (its
+ * bytes are compared before the merge, merge/nonfloat.c). */
+static pcbm_status classify_nonfloat(pcbm_model *const *models, unsigned nmodels, int take_base,
+                                     const pcbm_st_tensor *bt, pcbm_tlayout *tp, char *mism,
+                                     size_t mlen, unsigned *nmism)
+{
+    tp->kind = PCBM_T_RAW;
+    tp->why = PCBM_WHY_NOT_FLOAT;
+    pcbm_status st = PCBM_OK;
+    for (unsigned m = 1; m < nmodels; m++) {
+        long j = pcbm_model_find(models[m], bt->name);
+        if (j < 0)
+            continue;
+        const pcbm_st_tensor *tt = &models[m]->tensors[j];
+        if (same_shape(bt, tt) && tt->dtype == bt->dtype)
+            continue;
+        char a[128], b[128];
+        fmt_shape(bt, a, sizeof a);
+        fmt_shape(tt, b, sizeof b);
+        if (take_base) {
+            pcbm_warn("tensor %s: base %s, task model %u (%s) %s; the base's is copied "
+                      "(`take_nonfloat_base`)", bt->name, a, m, models[m]->path, b);
+            continue;
+        }
+        if ((*nmism)++ < MAX_LISTED)
+            note_line(mism, mlen, "\n  %s: base %s, %s %s (not a float tensor: it is copied, "
+                      "not merged; set `take_nonfloat_base` to copy the base's)", bt->name, a,
+                      models[m]->path, b);
+        st = PCBM_ERR_MISMATCH;
+    }
+    return st;
+}
+
 static pcbm_status classify(pcbm_model *const *models, unsigned nmodels, const regex_set *rs,
-                            const pcbm_st_tensor *bt, pcbm_tlayout *tp, char *mism, size_t mlen,
-                            unsigned *nmism, uint64_t *nbaseonly)
+                            int take_base, const pcbm_st_tensor *bt, pcbm_tlayout *tp, char *mism,
+                            size_t mlen, unsigned *nmism, uint64_t *nbaseonly)
 {
     tp->src[0] = (pcbm_tsrc){bt->file, bt->offset, bt->dtype};
-    if (!is_float(bt->dtype)) {
-        tp->kind = PCBM_T_RAW;
-        tp->why = PCBM_WHY_NOT_FLOAT;
-        return PCBM_OK;
-    }
+    if (!is_float(bt->dtype))
+        return classify_nonfloat(models, nmodels, take_base, bt, tp, mism, mlen, nmism);
     bool missing = false, bad = false;
     for (unsigned m = 1; m < nmodels; m++) {
         bool tied;
@@ -286,6 +377,10 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
     if (st != PCBM_OK)
         return st;
 
+    if ((st = check_quantized(models, nmodels, err)) != PCBM_OK) {
+        free_excludes(&rs);
+        return st;
+    }
     const pcbm_model *base = models[0];
     long base_embed = -1;
     const struct tied_head *untie = untied_by_tasks(models, nmodels, &base_embed);
@@ -318,7 +413,8 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
         tp->pidx = -1;
         tp->src = p->src_pool + i * nmodels;
         tp->in_unit = p->unit_pool + i * nmodels;
-        if (classify(models, nmodels, &rs, bt, tp, mism, sizeof mism, &nmism, &nbaseonly) != PCBM_OK)
+        if (classify(models, nmodels, &rs, o->take_nonfloat_base, bt, tp, mism, sizeof mism,
+                     &nmism, &nbaseonly) != PCBM_OK)
             continue;
         set_units(p, tp, bt, o->out_dtype);
         if (tp->kind == PCBM_T_MERGE) {

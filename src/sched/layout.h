@@ -57,6 +57,8 @@ typedef struct pcbm_layout_opts {
     unsigned nexclude;
     int allow_extra;
     int require_all;        /* a tensor missing from a task model is an error, not a copy */
+    int take_nonfloat_base; /* non-float tensors of another dtype or shape in a task: copy the
+                               base's with a warning instead of refusing */
     pcbm_dtype out_dtype;   /* PCBM_DTYPE_BASE or a float dtype */
     uint64_t shard_bytes;
     const char *const *meta; /* provenance for __metadata__: key/value pairs */
