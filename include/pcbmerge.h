@@ -98,7 +98,8 @@ PCBM_API const char *pcbm_dtype_name(pcbm_dtype dt);
 PCBM_API pcbm_dtype pcbm_dtype_parse(const char *s);
 /* Size of one element in bits (4 for F4, 6 for F6_*, 8..128 otherwise). */
 PCBM_API unsigned pcbm_dtype_bits(pcbm_dtype dt);
-/* 1 if the dtype is one of the merged floating-point types (F32, F16, BF16). */
+/* 1 if the dtype is one of the merged floating-point types (F32, F16, BF16, F64; F64 is computed
+ * in float32 like the others). FP8 weights are merged too, dequantized with their block scales. */
 PCBM_API int pcbm_dtype_is_mergeable(pcbm_dtype dt);
 
 /* ---------------------------------------------------------------------------------------------

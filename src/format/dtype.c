@@ -50,7 +50,7 @@ unsigned pcbm_dtype_bits(pcbm_dtype dt)
 
 int pcbm_dtype_is_mergeable(pcbm_dtype dt)
 {
-    return dt == PCBM_DT_F32 || dt == PCBM_DT_F16 || dt == PCBM_DT_BF16;
+    return dt == PCBM_DT_F32 || dt == PCBM_DT_F16 || dt == PCBM_DT_BF16 || dt == PCBM_DT_F64;
 }
 
 /* ---- sizes ---------------------------------------------------------------------------------- */

@@ -105,8 +105,11 @@ pcbm_status pcbm_copy_side_files(const pcbm_model *base, const char *out_dir, pc
 /* config.json of out_dir (when there is one) describes the output: with a float dt, every
  * "torch_dtype" in it, nested configurations included, is set to torch's name of dt; with
  * `untied`, "tie_word_embeddings" is false (top level, and nested configurations that have the
- * key). Nothing else changes but the layout (two-space indent, key order kept). */
-pcbm_status pcbm_config_update(const char *out_dir, pcbm_dtype dt, bool untied, pcbm_error *err);
+ * key); with `dequantized` (FP8 weights of the base written as floats), "quantization_config"
+ * is removed and a base dtype means BF16. Nothing else changes but the layout (two-space indent,
+ * key order kept). */
+pcbm_status pcbm_config_update(const char *out_dir, pcbm_dtype dt, bool untied, bool dequantized,
+                               pcbm_error *err);
 /* Name of side file i (0, 1, ...), NULL past the last: the files pcbm_copy_side_files may copy. */
 const char *pcbm_side_file_name(size_t i);
 

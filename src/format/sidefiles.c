@@ -184,21 +184,26 @@ static void set_key(json_t *obj, const char *name, json_t *v)
     json_object_set(obj, name, v);
 }
 
-pcbm_status pcbm_config_update(const char *out_dir, pcbm_dtype dt, bool untied, pcbm_error *err)
+pcbm_status pcbm_config_update(const char *out_dir, pcbm_dtype dt, bool untied, bool dequantized,
+                               pcbm_error *err)
 {
+    if (dequantized && dt == PCBM_DTYPE_BASE)
+        dt = PCBM_DT_BF16; /* the FP8 weights were written as BF16 */
     const char *name = dt == PCBM_DT_F32 ? "float32" : dt == PCBM_DT_F16 ? "float16"
-                       : dt == PCBM_DT_BF16 ? "bfloat16" : NULL;
+                       : dt == PCBM_DT_BF16 ? "bfloat16" : dt == PCBM_DT_F64 ? "float64" : NULL;
     char *path = join(out_dir, "config.json");
     if (!path)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     json_error_t je;
-    json_t *cfg = name || untied ? json_load_file(path, 0, &je) : NULL;
+    json_t *cfg = name || untied || dequantized ? json_load_file(path, 0, &je) : NULL;
     pcbm_status st = PCBM_OK;
     if (cfg && json_is_object(cfg)) {
         if (name)
             set_torch_dtype(cfg, name);
         if (untied)
             set_key(cfg, "tie_word_embeddings", json_false());
+        if (dequantized)
+            json_object_del(cfg, "quantization_config");
         /* 16 significant digits: the decimal literals of a config come back as written */
         char *txt = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(16));
         size_t n = txt ? strlen(txt) : 0;

@@ -18,6 +18,7 @@
 #include "convert.h"
 
 #include "cpu.h"
+#include "fp8.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -255,8 +256,8 @@ T_AVX512 static void enc_f16_avx512(const float *s, unsigned char *d, size_t n)
  * ---------------------------------------------------------------------------------------------- */
 static void bad_dtype(const char *what, pcbm_dtype dt)
 {
-    /* A caller bug: only F32/F16/BF16 reach the kernels (pcbm_dtype_is_mergeable). */
-    fprintf(stderr, "pcbmerge: internal error: %s called with dtype %d (not F32/F16/BF16)\n", what,
+    /* A caller bug: only mergeable dtypes (and FP8 sources being dequantized) reach the kernels. */
+    fprintf(stderr, "pcbmerge: internal error: %s called with dtype %d (not a float dtype)\n", what,
             (int)dt);
     abort();
 }
@@ -268,6 +269,18 @@ void pcbm_decode_f32(pcbm_dtype dt, const void *src, float *dst, size_t n)
         return;
     if (dt == PCBM_DT_F32) {
         memcpy(dst, src, n * 4);
+        return;
+    }
+    if (dt == PCBM_DT_F64) { /* round to nearest float32 (C's conversion, default rounding) */
+        for (size_t k = 0; k < n; k++) {
+            double v;
+            memcpy(&v, s + 8 * k, 8);
+            dst[k] = (float)v;
+        }
+        return;
+    }
+    if (dt == PCBM_DT_F8_E4M3 || dt == PCBM_DT_F8_E5M2) {
+        pcbm_fp8_decode(dt, src, dst, n);
         return;
     }
     if (dt != PCBM_DT_BF16 && dt != PCBM_DT_F16)
@@ -294,6 +307,13 @@ void pcbm_encode_f32(pcbm_dtype dt, const float *src, void *dst, size_t n)
         return;
     if (dt == PCBM_DT_F32) {
         memmove(dst, src, n * 4); /* dst == src allowed */
+        return;
+    }
+    if (dt == PCBM_DT_F64) { /* exact; backwards, so that dst == src works */
+        for (size_t k = n; k-- > 0;) {
+            double v = (double)src[k];
+            memcpy(d + 8 * k, &v, 8);
+        }
         return;
     }
     if (dt != PCBM_DT_BF16 && dt != PCBM_DT_F16)

@@ -39,6 +39,29 @@ static void say_tensors(const merge_run *r)
     }
     if (listed > LISTED)
         pcbm_info("  ... and %zu more copied tensor(s)", listed - LISTED);
+    if (!l->ndequant)
+        return;
+    pcbm_info("  dequantized: %zu FP8 tensor(s) with block scales%s (scale tensors are not "
+              "written)", l->ndequant, l->base_dequantized ? "; the base's come out as BF16 unless "
+              "`out_dtype` says otherwise, and config.json loses quantization_config" : "");
+    listed = 0;
+    for (size_t i = 0; i < l->nt && listed < LISTED; i++) {
+        const pcbm_tlayout *t = &l->t[i];
+        if (!t->q)
+            continue;
+        listed++;
+        char who[200] = "";
+        const pcbm_tquant *q0 = NULL;
+        for (unsigned m = 0; m < l->nmodels; m++) {
+            if (!t->q[m].on)
+                continue;
+            size_t u = strlen(who);
+            snprintf(who + u, sizeof who - u, m ? "%stask %u" : "%sbase", u ? ", " : "", m);
+            if (!q0)
+                q0 = &t->q[m];
+        }
+        pcbm_info("  dequantized: %s (FP8 in %s; %u x %u blocks)", t->name, who, q0->br, q0->bc);
+    }
 }
 
 static void say_bytes(const merge_run *r, unsigned passes)

@@ -47,8 +47,10 @@ struct pcbm_mctx {
     /* the tile passes' (merge_common.c) */
     pcbm_engine *eng;
     uint64_t *kept_local;   /* [threads][ntasks] counters of the apply pass */
-    float *scratch;         /* per worker: (1 + 2N + 4) * PCBM_TILE floats */
+    float *scratch;         /* per worker: tile_floats, then 2 * qcap floats per model */
     size_t scratch_floats;
+    size_t tile_floats;     /* (1 + 2N + 4) * PCBM_TILE: base, theta, tau, kernel scratch */
+    uint64_t qcap;          /* block scales one block of an FP8 source needs at most (0: none) */
     int check_finite;       /* the current pass refuses NaN/Inf inputs */
     int need_theta;         /* the current method's tiles read theta */
     unsigned pass_no;       /* passes run so far (for names) */

@@ -7,6 +7,8 @@
  */
 #include "merge.h"
 
+#include "dequant.h"
+
 #include "../kernels/convert.h"
 #include "../kernels/mkern.h"
 
@@ -75,6 +77,44 @@ static float *worker_scratch(pcbm_mctx *mc, unsigned worker)
     return mc->scratch + (size_t)worker * mc->scratch_floats;
 }
 
+/* FP8 sources: worker `worker`'s scale buffer for model m (2 * qcap floats, after the tiles). */
+static float *scale_buf(pcbm_mctx *mc, unsigned worker, unsigned m)
+{
+    return worker_scratch(mc, worker) + mc->tile_floats + (size_t)m * 2 * mc->qcap;
+}
+
+/* The block scales of every FP8 source among the first nsrc models of the block. */
+typedef struct block_scales {
+    const float *v[PCBM_MAX_MODELS];
+    uint64_t row0[PCBM_MAX_MODELS];
+} block_scales;
+
+static pcbm_status load_scales(pcbm_mctx *mc, unsigned worker, const pcbm_blockview *bv,
+                               unsigned nsrc, block_scales *bs, pcbm_error *err)
+{
+    const pcbm_tlayout *t = bv->t;
+    for (unsigned m = 0; t->q && m < nsrc; m++) {
+        if (!t->q[m].on)
+            continue;
+        float *buf = scale_buf(mc, worker, m);
+        pcbm_status st = pcbm_dequant_load(mc->layout, t, m, bv->start, bv->n, buf, mc->qcap,
+                                           &bs->row0[m], err);
+        if (st != PCBM_OK)
+            return st;
+        bs->v[m] = buf;
+    }
+    return PCBM_OK;
+}
+
+/* Decode n values of model m's source at element `start` (FP8: with its block scales). */
+static void decode_src(const pcbm_tlayout *t, unsigned m, const block_scales *bs, const void *src,
+                       uint64_t start, float *dst, unsigned n)
+{
+    pcbm_decode_f32(t->src[m].dt, src, dst, n);
+    if (t->q && t->q[m].on)
+        pcbm_dequant_apply(&t->q[m], bs->v[m], bs->row0[m], start, dst, n);
+}
+
 /* Task i's data of the tile at k0 of a block. */
 static const void *task_src(const pcbm_blockview *bv, unsigned i, uint32_t k0)
 {
@@ -100,17 +140,29 @@ static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockv
         tau[i] = sc + (1 + N + i) * PCBM_TILE;
     }
     float *tmp = sc + (1 + 2 * N) * PCBM_TILE;
+    block_scales bs;
+    pcbm_status st = load_scales(mc, worker, bv, N + 1, &bs, err);
+    if (st != PCBM_OK)
+        return st;
     for (uint32_t k0 = 0; k0 < bv->n; k0 += PCBM_TILE) {
         unsigned n = (unsigned)PCBM_MIN(PCBM_TILE, bv->n - k0);
-        pcbm_decode_f32(t->src[0].dt, (const uint8_t *)bv->in[0] + (uint64_t)k0 * t->in_unit[0],
-                        base, n);
+        uint64_t e0 = bv->start + k0;
+        decode_src(t, 0, &bs, (const uint8_t *)bv->in[0] + (uint64_t)k0 * t->in_unit[0], e0,
+                   base, n);
         bool bad_any = mc->check_finite && pcbm_k_nonfinite(base, n);
-        for (unsigned i = 0; i < N; i++)
-            bad_any |= pcbm_k_tau(t->src[i + 1].dt, task_src(bv, i, k0), base,
-                                  need_theta ? theta[i] : NULL, tau[i], n);
+        for (unsigned i = 0; i < N; i++) {
+            if (t->q && t->q[i + 1].on) { /* dequantized into tmp (free until the kernel) */
+                decode_src(t, i + 1, &bs, task_src(bv, i, k0), e0, tmp, n);
+                bad_any |= pcbm_k_tau(PCBM_DT_F32, tmp, base, need_theta ? theta[i] : NULL,
+                                      tau[i], n);
+            } else {
+                bad_any |= pcbm_k_tau(t->src[i + 1].dt, task_src(bv, i, k0), base,
+                                      need_theta ? theta[i] : NULL, tau[i], n);
+            }
+        }
         if (mc->check_finite && bad_any) {
             for (unsigned i = 0; i < N && !need_theta; i++)
-                pcbm_decode_f32(t->src[i + 1].dt, task_src(bv, i, k0), theta[i], n);
+                decode_src(t, i + 1, &bs, task_src(bv, i, k0), e0, theta[i], n);
             long bad = first_nonfinite(base, n);
             if (bad >= 0)
                 return refuse_nonfinite(mc, t, 0, bv->start + k0 + (uint64_t)bad, &base[bad], err);
@@ -139,16 +191,20 @@ static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockv
     return PCBM_OK;
 }
 
-static void convert_block(pcbm_mctx *mc, unsigned worker, const pcbm_blockview *bv)
+static pcbm_status convert_block(pcbm_mctx *mc, unsigned worker, const pcbm_blockview *bv,
+                                 pcbm_error *err)
 {
     const pcbm_tlayout *t = bv->t;
     float *tmp = worker_scratch(mc, worker);
-    for (uint32_t k0 = 0; k0 < bv->n; k0 += PCBM_TILE) {
+    block_scales bs;
+    pcbm_status st = load_scales(mc, worker, bv, 1, &bs, err);
+    for (uint32_t k0 = 0; k0 < bv->n && st == PCBM_OK; k0 += PCBM_TILE) {
         unsigned n = (unsigned)PCBM_MIN(PCBM_TILE, bv->n - k0);
-        pcbm_decode_f32(t->src[0].dt, (const uint8_t *)bv->in[0] + (uint64_t)k0 * t->in_unit[0],
-                        tmp, n);
+        decode_src(t, 0, &bs, (const uint8_t *)bv->in[0] + (uint64_t)k0 * t->in_unit[0],
+                   bv->start + k0, tmp, n);
         pcbm_encode_f32(t->out_dt, tmp, (uint8_t *)bv->out + (uint64_t)k0 * t->out_unit, n);
     }
+    return st;
 }
 
 static pcbm_status block_cb(void *arg, unsigned worker, const pcbm_blockview *bv, pcbm_error *err)
@@ -159,8 +215,7 @@ static pcbm_status block_cb(void *arg, unsigned worker, const pcbm_blockview *bv
         memcpy(bv->out, bv->in[0], bv->n);
         return PCBM_OK;
     case PCBM_T_CONVERT:
-        convert_block(tp->mc, worker, bv);
-        return PCBM_OK;
+        return convert_block(tp->mc, worker, bv, err);
     case PCBM_T_MERGE:
         return merge_block(tp, worker, bv, err);
     }

@@ -208,7 +208,8 @@ bool pcbm_pcb_stream_will_run(const pcbm_merge_opts *o, const pcbm_layout *p)
     if (p->d < STREAM_MIN_D)
         return false;
     for (size_t i = 0; i < p->nt; i++)
-        if (p->t[i].kind == PCBM_T_MERGE && p->t[i].out_dt == PCBM_DT_F32)
+        if (p->t[i].kind == PCBM_T_MERGE &&
+            (p->t[i].out_dt == PCBM_DT_F32 || p->t[i].out_dt == PCBM_DT_F64))
             return false;
     return true;
 }

@@ -8,6 +8,7 @@
 #include "method.h"
 #include "run_internal.h"
 
+#include "../sched/budget.h"
 #include "../writer/card.h"
 #include "../writer/manifest.h"
 
@@ -195,6 +196,15 @@ void pcbm_run_copy_reason(const merge_run *r, const pcbm_tlayout *t, char *buf, 
 
 /* merge_report.json "copied": every tensor copied from the base and why (the first
  * REPORT_COPIED_MAX; "copied_listed" says how many are listed). */
+/* The first FP8 source of a dequantized tensor. */
+static const pcbm_tquant *first_q(const pcbm_tlayout *t, unsigned nmodels)
+{
+    for (unsigned m = 0; m < nmodels; m++)
+        if (t->q[m].on)
+            return &t->q[m];
+    return &t->q[0];
+}
+
 static void report_copied(json_t *rep, const pcbm_mctx *mc)
 {
     const pcbm_layout *p = mc->layout;
@@ -218,6 +228,24 @@ static void report_copied(json_t *rep, const pcbm_mctx *mc)
     }
     json_object_set_new(rep, "copied", a);
     json_object_set_new(rep, "copied_listed", json_integer((json_int_t)n));
+    /* FP8 tensors dequantized with their block scales, and from which models */
+    a = json_array();
+    n = 0;
+    for (size_t i = 0; i < p->nt && n < REPORT_COPIED_MAX; i++) {
+        const pcbm_tlayout *t = &p->t[i];
+        if (!t->q)
+            continue;
+        n++;
+        json_t *models = json_array();
+        for (unsigned m = 0; m < p->nmodels; m++)
+            if (t->q[m].on)
+                json_array_append_new(models, json_integer(m));
+        json_array_append_new(a, json_pack("{s:s,s:o,s:[i,i]}", "tensor", t->name,
+                                           "models", models, "block", (int)first_q(t, p->nmodels)->br,
+                                           (int)first_q(t, p->nmodels)->bc));
+    }
+    json_object_set_new(rep, "dequantized", a);
+    json_object_set_new(rep, "tensors_dequantized", json_integer((json_int_t)p->ndequant));
 }
 
 char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, double secs)
@@ -339,8 +367,11 @@ pcbm_status pcbm_run_write_small_files(const merge_run *r, const pcbm_outdir *od
         st = pcbm_outdir_write(od, PCBM_INDEX_NAME, op->index_json, strlen(op->index_json), err);
     if (st == PCBM_OK)
         st = pcbm_copy_side_files(r->layout.models[0], od->partial, err);
-    if (st == PCBM_OK && (r->o->out_dtype != PCBM_DTYPE_BASE || r->layout.untied_head))
-        st = pcbm_config_update(od->partial, r->o->out_dtype, r->layout.untied_head != NULL, err);
+    const pcbm_layout *p = &r->layout;
+    if (st == PCBM_OK &&
+        (r->o->out_dtype != PCBM_DTYPE_BASE || p->untied_head || p->base_dequantized))
+        st = pcbm_config_update(od->partial, r->o->out_dtype, p->untied_head != NULL,
+                                p->base_dequantized, err);
     if (st == PCBM_OK)
         st = pcbm_outdir_write(od, "merge_report.json", report, strlen(report), err);
     if (st == PCBM_OK) {
@@ -609,7 +640,12 @@ pcbm_status pcbm_run_setup_ctx(merge_run *r, unsigned threads, pcbm_error *err)
     mc->stats_in = o->stats_in ? &r->stats_in : NULL;
     for (unsigned i = 0; i < o->ntasks; i++)
         mc->lam[i] = (float)(o->lambdas ? o->lambdas[i] : o->lambda);
-    mc->scratch_floats = (size_t)(1 + 2 * o->ntasks + 4) * PCBM_TILE;
+    mc->tile_floats = (size_t)(1 + 2 * o->ntasks + 4) * PCBM_TILE;
+    mc->qcap = r->layout.ndequant
+                   ? pcbm_quant_scale_cap(&r->layout,
+                                          pcbm_budget_max_block_elems(&r->layout, o->block_bytes))
+                   : 0;
+    mc->scratch_floats = mc->tile_floats + (size_t)(o->ntasks + 1) * 2 * mc->qcap;
     mc->scratch = pcbm_alloc_aligned((size_t)threads * mc->scratch_floats * sizeof(float));
     mc->kept_local = pcbm_calloc((size_t)threads * o->ntasks, sizeof(uint64_t));
     if (!mc->scratch || !mc->kept_local)

@@ -68,6 +68,12 @@ static pcbm_status too_small(const pcbm_layout *p, const pcbm_engine_cfg *cfg, u
                      pcbm_fmt_bytes(cfg->reserved_bytes, (char[32]){0}, 32));
 }
 
+uint64_t pcbm_budget_max_block_elems(const pcbm_layout *p, uint64_t block_bytes)
+{
+    uint64_t elems = (block_bytes ? block_bytes : TARGET_BLOCK_BYTES) / p->max_in_unit;
+    return PCBM_MAX(elems, MIN_BLOCK_ELEMS);
+}
+
 pcbm_status pcbm_budget_size(const pcbm_layout *p, const pcbm_engine_cfg *cfg, pcbm_budget *b,
                              pcbm_error *err)
 {

@@ -24,4 +24,8 @@ typedef struct pcbm_budget {
 pcbm_status pcbm_budget_size(const pcbm_layout *p, const pcbm_engine_cfg *cfg, pcbm_budget *b,
                              pcbm_error *err);
 
+/* The most elements a block of layout p can have with this --block-size (0: automatic), before
+ * the budget is known: what buffers sized per block must allow for. */
+uint64_t pcbm_budget_max_block_elems(const pcbm_layout *p, uint64_t block_bytes);
+
 #endif /* PCBM_BUDGET_H */

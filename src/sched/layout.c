@@ -35,7 +35,13 @@ static bool same_shape(const pcbm_st_tensor *a, const pcbm_st_tensor *b)
 
 static bool is_float(pcbm_dtype dt) { return pcbm_dtype_is_mergeable(dt) != 0; }
 
-static unsigned float_size(pcbm_dtype dt) { return dt == PCBM_DT_F32 ? 4u : 2u; }
+static unsigned float_size(pcbm_dtype dt) { return pcbm_dtype_bits(dt) / 8; }
+
+/* A tensor the layout merges or converts: a float, or an FP8 weight with block scales. */
+static bool takes_part(const pcbm_model *m, const pcbm_st_tensor *t)
+{
+    return is_float(t->dtype) || (pcbm_quant_is_fp8(t->dtype) && pcbm_quant_has_scale(m, t->name));
+}
 
 /* Append "  name: base X vs taskN Y" lines to a growing message. */
 static void note_line(char *msg, size_t len, const char *fmt, ...) PCBM_PRINTF(3, 4);
@@ -198,13 +204,18 @@ static pcbm_status check_quantized(pcbm_model *const *models, unsigned nmodels, 
             snprintf(who, sizeof who, "task model %u", m);
         for (size_t i = 0; i < md->ntensors; i++) {
             const pcbm_st_tensor *t = &md->tensors[i];
-            if (narrow_float(t->dtype))
+            if (pcbm_quant_is_fp8(t->dtype)) {
+                pcbm_tquant q;
+                pcbm_status st = pcbm_quant_describe(md, who, t, &q, err);
+                if (st != PCBM_OK)
+                    return st;
+            } else if (narrow_float(t->dtype)) {
                 return pcbm_fail(err, PCBM_ERR_UNSUPPORTED,
-                                 "%s (%s) is quantized: tensor %s is %s; FP8/FP6/FP4 checkpoints "
-                                 "are not merged yet (their block scales would be merged while "
-                                 "the weights were copied); merge the model's BF16/F16/F32 "
-                                 "release instead", who, md->path, t->name,
-                                 pcbm_dtype_name(t->dtype));
+                                 "%s (%s) is quantized: tensor %s is %s; FP6/FP4 checkpoints "
+                                 "and FP8 variants other than F8_E4M3/F8_E5M2 with block scales "
+                                 "are not merged; merge the model's BF16/F16/F32 release "
+                                 "instead", who, md->path, t->name, pcbm_dtype_name(t->dtype));
+            }
             for (size_t k = 0; k < sizeof packed_rules / sizeof packed_rules[0]; k++)
                 if (ends_with(t->name, packed_rules[k].suffix))
                     return pcbm_fail(err, PCBM_ERR_UNSUPPORTED,
@@ -227,7 +238,8 @@ static pcbm_status check_extra(pcbm_model *const *models, unsigned nmodels, int 
     for (unsigned m = 1; m < nmodels; m++) {
         for (size_t i = 0; i < models[m]->ntensors; i++) {
             const char *name = models[m]->tensors[i].name;
-            if (pcbm_model_find(models[0], name) >= 0 || (added && !strcmp(name, added)))
+            if (pcbm_model_find(models[0], name) >= 0 || (added && !strcmp(name, added)) ||
+                pcbm_quant_consumed(models[m], name))
                 continue;
             count++;
             if (listed++ < MAX_LISTED)
@@ -282,12 +294,30 @@ static pcbm_status classify_nonfloat(pcbm_model *const *models, unsigned nmodels
     return st;
 }
 
+/* Model m's tensor t is FP8: its block scales go to the tensor's quant entries (allocated for the
+ * whole layout on first use). */
+static pcbm_status note_fp8(pcbm_layout *p, size_t i, unsigned m, const pcbm_st_tensor *t,
+                            pcbm_error *err)
+{
+    if (!p->q_pool && !(p->q_pool = pcbm_calloc(p->nt * p->nmodels, sizeof *p->q_pool)))
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory planning %zu tensors", p->nt);
+    pcbm_tquant *q = p->q_pool + i * p->nmodels;
+    char who[32];
+    snprintf(who, sizeof who, m ? "task model %u" : "the base", m);
+    pcbm_status st = pcbm_quant_describe(p->models[m], who, t, &q[m], err);
+    if (st == PCBM_OK && !p->t[i].q) {
+        p->t[i].q = q;
+        p->ndequant++;
+    }
+    return st;
+}
+
 static pcbm_status classify(pcbm_model *const *models, unsigned nmodels, const regex_set *rs,
                             int take_base, const pcbm_st_tensor *bt, pcbm_tlayout *tp, char *mism,
                             size_t mlen, unsigned *nmism, uint64_t *nbaseonly)
 {
     tp->src[0] = (pcbm_tsrc){bt->file, bt->offset, bt->dtype};
-    if (!is_float(bt->dtype))
+    if (!takes_part(models[0], bt))
         return classify_nonfloat(models, nmodels, take_base, bt, tp, mism, mlen, nmism);
     bool missing = false, bad = false;
     for (unsigned m = 1; m < nmodels; m++) {
@@ -301,7 +331,7 @@ static pcbm_status classify(pcbm_model *const *models, unsigned nmodels, const r
             continue;
         }
         const pcbm_st_tensor *tt = &models[m]->tensors[j];
-        if (!same_shape(bt, tt) || !is_float(tt->dtype)) {
+        if (!same_shape(bt, tt) || !takes_part(models[m], tt)) {
             char a[128], b[128];
             fmt_shape(bt, a, sizeof a);
             fmt_shape(tt, b, sizeof b);
@@ -333,6 +363,26 @@ static pcbm_status classify(pcbm_model *const *models, unsigned nmodels, const r
     return PCBM_OK;
 }
 
+/* The FP8 sources of tensor i (the base's for a converted tensor, every model's for a merged one). */
+static pcbm_status dequant_sources(pcbm_layout *p, size_t i, const pcbm_st_tensor *bt,
+                                   pcbm_error *err)
+{
+    const pcbm_tlayout *tp = &p->t[i];
+    unsigned nsrc = tp->kind == PCBM_T_MERGE ? p->nmodels : tp->kind == PCBM_T_CONVERT ? 1 : 0;
+    pcbm_status st = PCBM_OK;
+    for (unsigned m = 0; m < nsrc && st == PCBM_OK; m++) {
+        if (!pcbm_quant_is_fp8(tp->src[m].dt))
+            continue;
+        bool tied;
+        const pcbm_st_tensor *t = m == 0 ? bt
+                                  : &p->models[m]->tensors[find_tied(p->models[m], bt->name, &tied)];
+        st = note_fp8(p, i, m, t, err);
+        if (m == 0)
+            p->base_dequantized = true;
+    }
+    return st;
+}
+
 static void set_units(pcbm_layout *p, pcbm_tlayout *tp, const pcbm_st_tensor *bt, pcbm_dtype want)
 {
     if (tp->kind == PCBM_T_RAW) {
@@ -342,7 +392,9 @@ static void set_units(pcbm_layout *p, pcbm_tlayout *tp, const pcbm_st_tensor *bt
         tp->out_unit = 1;
         return;
     }
-    tp->out_dt = want == PCBM_DTYPE_BASE ? bt->dtype : want;
+    tp->out_dt = want != PCBM_DTYPE_BASE ? want
+                 : pcbm_quant_is_fp8(bt->dtype) ? PCBM_DT_BF16 /* dequantized */
+                 : bt->dtype;
     tp->units = bt->numel;
     tp->out_unit = float_size(tp->out_dt);
     unsigned nsrc = tp->kind == PCBM_T_MERGE ? p->nmodels : 1;
@@ -393,7 +445,10 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
                   "(tie_word_embeddings false), with the base's %s as its starting point",
                   untie->head, base->tensors[base_embed].name, base->tensors[base_embed].name);
     }
-    p->nt = base->ntensors + (untie ? 1 : 0);
+    size_t nbase = 0;  /* base tensors in the output: all but the FP8 weights' block scales */
+    for (size_t k = 0; k < base->ntensors; k++)
+        nbase += !pcbm_quant_consumed(base, base->tensors[k].name);
+    p->nt = nbase + (untie ? 1 : 0);
     p->t = pcbm_calloc(p->nt, sizeof *p->t);
     p->out_tensors = pcbm_calloc(p->nt, sizeof *p->out_tensors);
     p->src_pool = pcbm_calloc(p->nt * nmodels, sizeof *p->src_pool);
@@ -406,8 +461,13 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
     char mism[900] = "";
     unsigned nmism = 0;
     uint64_t nbaseonly = 0;
-    for (size_t i = 0; i < p->nt; i++) {
-        const pcbm_st_tensor *bt = i < base->ntensors ? &base->tensors[i] : &head;
+    for (size_t i = 0, k = 0; i < p->nt; i++) {
+        const pcbm_st_tensor *bt = &head;
+        if (i < nbase) {
+            while (pcbm_quant_consumed(base, base->tensors[k].name))
+                k++;
+            bt = &base->tensors[k++];
+        }
         pcbm_tlayout *tp = &p->t[i];
         tp->name = bt->name;
         tp->pidx = -1;
@@ -416,6 +476,11 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
         if (classify(models, nmodels, &rs, o->take_nonfloat_base, bt, tp, mism, sizeof mism,
                      &nmism, &nbaseonly) != PCBM_OK)
             continue;
+        if ((st = dequant_sources(p, i, bt, err)) != PCBM_OK) {
+            free_excludes(&rs);
+            pcbm_layout_free(p);
+            return st;
+        }
         set_units(p, tp, bt, o->out_dtype);
         if (tp->kind == PCBM_T_MERGE) {
             tp->pidx = (long)p->nmerge++;
@@ -468,6 +533,10 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
         p->t[i].out_file = p->out.tensors[i].file;
         p->t[i].out_off = p->out.tensors[i].offset;
     }
+    if (p->ndequant && (st = pcbm_quant_open(p, err)) != PCBM_OK) {
+        pcbm_layout_free(p);
+        return st;
+    }
     return PCBM_OK;
 }
 
@@ -488,5 +557,7 @@ void pcbm_layout_free(pcbm_layout *p)
     free(p->out_tensors);
     free(p->src_pool);
     free(p->unit_pool);
+    pcbm_quant_close(p);
+    free(p->q_pool);
     memset(p, 0, sizeof *p);
 }

@@ -32,6 +32,17 @@ typedef enum pcbm_copy_why {
     PCBM_WHY_MISSING        /* missing from task model why_task (and maybe others) */
 } pcbm_copy_why;
 
+/* An FP8 source and its block scales (sched/quant.c). */
+typedef struct pcbm_tquant {
+    bool on;                /* this model's tensor is FP8, dequantized with its block scales */
+    pcbm_dtype scale_dt;    /* F32 or BF16 */
+    unsigned scale_file;    /* the scale tensor's file (index into the model's files) */
+    uint64_t scale_off;     /* absolute offset of the scale tensor */
+    uint32_t br, bc;        /* block rows and columns */
+    uint64_t cols;          /* the weight's columns */
+    uint64_t srows, scols;  /* the scale tensor's shape */
+} pcbm_tquant;
+
 typedef struct pcbm_tlayout {
     const char *name;       /* borrowed from the base model */
     pcbm_tkind kind;
@@ -48,6 +59,7 @@ typedef struct pcbm_tlayout {
     uint64_t out_off;
     uint64_t block_units;   /* units per block */
     uint64_t nblocks;
+    const pcbm_tquant *q;   /* [nmodels] when some source is FP8 (dequantized), else NULL */
     long pidx;              /* index among merged tensors, -1 otherwise */
     uint64_t elem0;         /* MERGE: index of its first element in the global flattening */
 } pcbm_tlayout;
@@ -80,6 +92,11 @@ typedef struct pcbm_layout {
     uint64_t block_elems;               /* set by pcbm_layout_set_block */
     pcbm_outlayout out;
     pcbm_out_tensor *out_tensors;
+    pcbm_tquant *q_pool;                /* nt * nmodels, when some tensor is FP8 */
+    size_t ndequant;                    /* tensors with an FP8 source */
+    bool base_dequantized;              /* some base tensor was FP8: the output is not */
+    int *qfd[PCBM_MAX_MODELS];          /* per model, per file: descriptors of the files that
+                                           hold scale tensors (-1: none), for the workers */
     const char *untied_head;            /* a head the base ties but task models store: added as
                                            the last tensor (the base's embedding is its θ_pre),
                                            and the output config unties it; NULL otherwise */
@@ -88,6 +105,21 @@ typedef struct pcbm_layout {
 /* Cross-check models and build the layout (no block size yet). Errors name tensors and shapes. */
 pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const pcbm_layout_opts *o,
                             pcbm_layout *p, pcbm_error *err);
+/* quant.c: FP8 sources. */
+bool pcbm_quant_is_fp8(pcbm_dtype dt);
+/* Model m stores block scales for weight `name`. */
+bool pcbm_quant_has_scale(const pcbm_model *m, const char *name);
+/* `name` is the block-scale tensor of one of m's FP8 weights (consumed, never output). */
+bool pcbm_quant_consumed(const pcbm_model *m, const char *name);
+/* Describe FP8 weight w of m (`who`: "the base", "task model 2") with its scales, or refuse. */
+pcbm_status pcbm_quant_describe(const pcbm_model *m, const char *who, const pcbm_st_tensor *w,
+                                pcbm_tquant *q, pcbm_error *err);
+/* Open the files holding scale tensors (p->qfd); closed by pcbm_layout_free. */
+pcbm_status pcbm_quant_open(pcbm_layout *p, pcbm_error *err);
+void pcbm_quant_close(pcbm_layout *p);
+/* Scale values a block of at most max_elems elements needs at most, over every FP8 source. */
+uint64_t pcbm_quant_scale_cap(const pcbm_layout *p, uint64_t max_elems);
+
 /* Cut every tensor into blocks of `elems` elements (RAW: elems * max_in_unit bytes). */
 void pcbm_layout_set_block(pcbm_layout *p, uint64_t elems);
 void pcbm_layout_free(pcbm_layout *p);

@@ -30,7 +30,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pcb_ref import read_model, decode, FLOAT_DTYPES, RefError  # noqa: E402
 
-MANT = {"F32": (23, -126), "F16": (10, -14), "BF16": (7, -126)}  # mantissa bits, min normal exponent
+MANT = {"F32": (23, -126), "F16": (10, -14), "BF16": (7, -126),  # mantissa bits, min normal exponent
+        "F64": (23, -126)}                                        # F64 outputs: float32 values
 BITS = {"F32": (np.uint32, 0x7FFFFFFF, 0x80000000),
         "F16": (np.uint16, 0x7FFF, 0x8000),
         "BF16": (np.uint16, 0x7FFF, 0x8000)}
@@ -44,7 +45,14 @@ def keys(dtype, raw):
     return np.where((b & sign) != 0, -m, m)
 
 
+def f64_as_f32(raw):
+    """F64 outputs hold float32 values (pcbmerge computes in float32): compared as F32."""
+    return np.frombuffer(raw.tobytes(), "<f8").astype("<f4").view(np.uint8)
+
+
 def ulp_diff(dtype, raw_a, raw_b):
+    if dtype == "F64":
+        dtype, raw_a, raw_b = "F32", f64_as_f32(raw_a), f64_as_f32(raw_b)
     fa, fb = decode(dtype, raw_a), decode(dtype, raw_b)
     d = np.abs(keys(dtype, raw_a) - keys(dtype, raw_b))
     na, nb = np.isnan(fa), np.isnan(fb)

@@ -43,7 +43,7 @@ import numpy as np
 
 F32 = np.float32      # the arithmetic's type: float32, or float64 under --math f64 (set_math)
 REAL32 = np.float32   # bit-level float32 (decoding, encoding), whatever the arithmetic
-FLOAT_DTYPES = ("F32", "F16", "BF16")
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")   # F64 is computed in float32 like the others
 ELEM_SIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
              "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8,
              "F8_E8M0": 1, "F8_E4M3FNUZ": 1, "F8_E5M2FNUZ": 1, "C64": 8}
@@ -63,6 +63,8 @@ def decode(dtype, raw):
         return np.frombuffer(raw.tobytes(), dtype="<f4").astype(F32)
     if dtype == "F16":
         return np.frombuffer(raw.tobytes(), dtype="<f2").astype(F32)
+    if dtype == "F64":   # rounded to the nearest float32 (the arithmetic's type)
+        return np.frombuffer(raw.tobytes(), dtype="<f8").astype(REAL32).astype(F32)
     if dtype == "BF16":
         u = np.frombuffer(raw.tobytes(), dtype="<u2").astype(np.uint32) << np.uint32(16)
         return u.view(REAL32).astype(F32)
@@ -86,6 +88,8 @@ def encode(dtype, x):
         return x.astype("<f4").tobytes()
     if dtype == "F16":
         return x.astype("<f2").tobytes()  # IEEE round-to-nearest-even, NaN kept
+    if dtype == "F64":
+        return x.astype("<f8").tobytes()  # exact
     if dtype == "BF16":
         return f32_to_bf16_bits(x).astype("<u2").tobytes()
     raise RefError("cannot encode to %s" % dtype)

@@ -267,6 +267,44 @@ static void check_against_ref(uint32_t u)
         fail_msg("0x%08x: bf16 0x%04x ref 0x%04x, f16 0x%04x ref 0x%04x", u, b, rb, h, rh);
 }
 
+/* FP8 bytes decode to the values of their formats (e4m3fn: bias 7, no infinities, S.1111.111 is
+ * NaN; e5m2: bias 15, IEEE specials); F64 decodes rounded to nearest and encodes exactly. */
+static void test_fp8_f64(void **state)
+{
+    (void)state;
+    static const struct { pcbm_dtype dt; uint8_t b; float v; } cases[] = {
+        {PCBM_DT_F8_E4M3, 0x38, 1.0f},        {PCBM_DT_F8_E4M3, 0x7e, 448.0f},
+        {PCBM_DT_F8_E4M3, 0x01, 0x1p-9f},     {PCBM_DT_F8_E4M3, 0x08, 0x1p-6f},
+        {PCBM_DT_F8_E4M3, 0xb9, -1.125f},     {PCBM_DT_F8_E4M3, 0x80, -0.0f},
+        {PCBM_DT_F8_E5M2, 0x3c, 1.0f},        {PCBM_DT_F8_E5M2, 0x7b, 57344.0f},
+        {PCBM_DT_F8_E5M2, 0x01, 0x1p-16f},    {PCBM_DT_F8_E5M2, 0xfc, -INFINITY},
+        {PCBM_DT_F8_E5M2, 0x3d, 1.25f},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float v;
+        pcbm_decode_f32(cases[i].dt, &cases[i].b, &v, 1);
+        assert_memory_equal(&v, &cases[i].v, 4);
+    }
+    uint8_t nan_bytes[] = {0x7f, 0xff};
+    float nans[2];
+    pcbm_decode_f32(PCBM_DT_F8_E4M3, nan_bytes, nans, 2);
+    assert_true(isnan(nans[0]) && isnan(nans[1]));
+    /* every e4m3 byte but the NaNs is finite, and decoding is monotonic on the positive half */
+    for (unsigned b = 1; b < 0x7f; b++) {
+        uint8_t x[2] = {(uint8_t)(b - 1), (uint8_t)b};
+        float y[2];
+        pcbm_decode_f32(PCBM_DT_F8_E4M3, x, y, 2);
+        assert_true(isfinite(y[1]) && y[1] > y[0]);
+    }
+    double d[3] = {1.0 + 0x1p-30, -3.0e38, 0.1}, back[3];
+    float f[3];
+    pcbm_decode_f32(PCBM_DT_F64, d, f, 3);
+    assert_true(f[0] == 1.0f && f[1] == -3.0e38f && f[2] == 0.1f);
+    pcbm_encode_f32(PCBM_DT_F64, f, back, 3);
+    for (int i = 0; i < 3; i++)
+        assert_true(back[i] == (double)f[i]);
+}
+
 static void test_random_vs_reference(void **state)
 {
     (void)state;
@@ -414,6 +452,7 @@ int main(void)
         cmocka_unit_test(test_f16_decode_all),
         cmocka_unit_test(test_roundtrip_all),
         cmocka_unit_test(test_specials),
+        cmocka_unit_test(test_fp8_f64),
         cmocka_unit_test(test_random_vs_reference),
         cmocka_unit_test(test_paths_lengths_alignment),
         cmocka_unit_test(test_paths_bulk_and_in_place),

@@ -927,7 +927,8 @@ static void test_dtypes(void **state)
     assert_true(pcbm_dtype_is_mergeable(PCBM_DT_BF16));
     assert_true(pcbm_dtype_is_mergeable(PCBM_DT_F16));
     assert_true(pcbm_dtype_is_mergeable(PCBM_DT_F32));
-    assert_false(pcbm_dtype_is_mergeable(PCBM_DT_F64));
+    assert_true(pcbm_dtype_is_mergeable(PCBM_DT_F64));
+    assert_false(pcbm_dtype_is_mergeable(PCBM_DT_F8_E4M3)); /* dequantized, not merged as is */
     assert_false(pcbm_dtype_is_mergeable(PCBM_DT_I32));
 }
 
