@@ -193,10 +193,12 @@ static bool narrow_float(pcbm_dtype dt)
            dt == PCBM_DT_F6_E2M3 || dt == PCBM_DT_F6_E3M2;
 }
 
-static pcbm_status check_quantized(pcbm_model *const *models, unsigned nmodels, pcbm_error *err)
+static pcbm_status check_quantized(pcbm_model *const *models, unsigned nmodels,
+                                   uint32_t qblock[][2], pcbm_error *err)
 {
     for (unsigned m = 0; m < nmodels; m++) {
         const pcbm_model *md = models[m];
+        bool block_known = false;
         char who[64];
         if (m == 0)
             snprintf(who, sizeof who, "the base");
@@ -206,7 +208,10 @@ static pcbm_status check_quantized(pcbm_model *const *models, unsigned nmodels, 
             const pcbm_st_tensor *t = &md->tensors[i];
             if (pcbm_quant_is_fp8(t->dtype)) {
                 pcbm_tquant q;
-                pcbm_status st = pcbm_quant_describe(md, who, t, &q, err);
+                pcbm_status st = block_known ? PCBM_OK : pcbm_quant_block(md, qblock[m], err);
+                block_known = true;
+                if (st == PCBM_OK)
+                    st = pcbm_quant_describe(md, qblock[m], who, t, &q, err);
                 if (st != PCBM_OK)
                     return st;
             } else if (narrow_float(t->dtype)) {
@@ -304,7 +309,7 @@ static pcbm_status note_fp8(pcbm_layout *p, size_t i, unsigned m, const pcbm_st_
     pcbm_tquant *q = p->q_pool + i * p->nmodels;
     char who[32];
     snprintf(who, sizeof who, m ? "task model %u" : "the base", m);
-    pcbm_status st = pcbm_quant_describe(p->models[m], who, t, &q[m], err);
+    pcbm_status st = pcbm_quant_describe(p->models[m], p->qblock[m], who, t, &q[m], err);
     if (st == PCBM_OK && !p->t[i].q) {
         p->t[i].q = q;
         p->ndequant++;
@@ -429,7 +434,7 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
     if (st != PCBM_OK)
         return st;
 
-    if ((st = check_quantized(models, nmodels, err)) != PCBM_OK) {
+    if ((st = check_quantized(models, nmodels, p->qblock, err)) != PCBM_OK) {
         free_excludes(&rs);
         return st;
     }

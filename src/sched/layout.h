@@ -93,6 +93,7 @@ typedef struct pcbm_layout {
     pcbm_outlayout out;
     pcbm_out_tensor *out_tensors;
     pcbm_tquant *q_pool;                /* nt * nmodels, when some tensor is FP8 */
+    uint32_t qblock[PCBM_MAX_MODELS][2];/* each FP8 model's block size (config.json) */
     size_t ndequant;                    /* tensors with an FP8 source */
     bool base_dequantized;              /* some base tensor was FP8: the output is not */
     int *qfd[PCBM_MAX_MODELS];          /* per model, per file: descriptors of the files that
@@ -111,9 +112,11 @@ bool pcbm_quant_is_fp8(pcbm_dtype dt);
 bool pcbm_quant_has_scale(const pcbm_model *m, const char *name);
 /* `name` is the block-scale tensor of one of m's FP8 weights (consumed, never output). */
 bool pcbm_quant_consumed(const pcbm_model *m, const char *name);
+/* Model m's FP8 block size (rows, cols) from its config.json (128 x 128 when it has none). */
+pcbm_status pcbm_quant_block(const pcbm_model *m, uint32_t block[2], pcbm_error *err);
 /* Describe FP8 weight w of m (`who`: "the base", "task model 2") with its scales, or refuse. */
-pcbm_status pcbm_quant_describe(const pcbm_model *m, const char *who, const pcbm_st_tensor *w,
-                                pcbm_tquant *q, pcbm_error *err);
+pcbm_status pcbm_quant_describe(const pcbm_model *m, const uint32_t block[2], const char *who,
+                                const pcbm_st_tensor *w, pcbm_tquant *q, pcbm_error *err);
 /* Open the files holding scale tensors (p->qfd); closed by pcbm_layout_free. */
 pcbm_status pcbm_quant_open(pcbm_layout *p, pcbm_error *err);
 void pcbm_quant_close(pcbm_layout *p);

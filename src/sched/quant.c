@@ -75,8 +75,17 @@ static int config_block(const pcbm_model *m, uint32_t *br, uint32_t *bc)
     return rc;
 }
 
-pcbm_status pcbm_quant_describe(const pcbm_model *m, const char *who, const pcbm_st_tensor *w,
-                                pcbm_tquant *q, pcbm_error *err)
+pcbm_status pcbm_quant_block(const pcbm_model *m, uint32_t block[2], pcbm_error *err)
+{
+    block[0] = block[1] = DEFAULT_BLOCK;
+    if (config_block(m, &block[0], &block[1]) < 0)
+        return pcbm_fail(err, PCBM_ERR_FORMAT, "%s/config.json: quantization_config."
+                         "weight_block_size must be two positive integers [rows, cols]", m->dir);
+    return PCBM_OK;
+}
+
+pcbm_status pcbm_quant_describe(const pcbm_model *m, const uint32_t block[2], const char *who,
+                                const pcbm_st_tensor *w, pcbm_tquant *q, pcbm_error *err)
 {
     long j = scale_of(m, w->name);
     if (j < 0)
@@ -86,10 +95,7 @@ pcbm_status pcbm_quant_describe(const pcbm_model *m, const char *who, const pcbm
                          "them) is dequantized; merge the model's BF16 release instead",
                          who, m->path, w->name, pcbm_dtype_name(w->dtype), w->name, SCALE_SUFFIX);
     const pcbm_st_tensor *s = pcbm_model_tensor_at(m, (size_t)j);
-    uint32_t br = DEFAULT_BLOCK, bc = DEFAULT_BLOCK;
-    if (config_block(m, &br, &bc) < 0)
-        return pcbm_fail(err, PCBM_ERR_FORMAT, "%s/config.json: quantization_config."
-                         "weight_block_size must be two positive integers [rows, cols]", m->dir);
+    uint32_t br = block[0], bc = block[1];
     if (w->ndim != 2 || s->ndim != 2 || (s->dtype != PCBM_DT_F32 && s->dtype != PCBM_DT_BF16) ||
         s->shape[0] != (w->shape[0] + br - 1) / br || s->shape[1] != (w->shape[1] + bc - 1) / bc)
         return pcbm_fail(err, PCBM_ERR_FORMAT,
