@@ -171,6 +171,37 @@ same_bytes() {
 }
 check same-bytes-threads-mem-blocks same_bytes
 
+# A split merge into 2 parts (small shards: each part owns its own files) and a resumed merge
+# give the same bytes as one merge.
+split_same() {
+    local fam=$TMP/fp8-tasks P=$PCBM_BIN one=$TMP/split-one two=$TMP/split-two
+    "$P" merge --quiet --shard-size 200K --base "$fam/q/base" --out "$one" "$fam/q/task1" "$fam/q/task2" || return 1
+    "$P" plan --quiet --shard-size 200K --parts 2 --base "$fam/q/base" --out "$two" \
+        "$fam/q/task1" "$fam/q/task2" || return 1
+    local k
+    for ((k = 0; k < 8; k++)); do
+        "$P" status --plan "$two" --json | grep -q '"stats_complete":true' && break
+        "$P" stats --quiet --plan "$two" --part 0 && "$P" stats --quiet --plan "$two" --part 1 &&
+            "$P" reduce --quiet --plan "$two" || return 1
+    done
+    "$P" apply --quiet --plan "$two" --part 0 && "$P" apply --quiet --plan "$two" --part 1 &&
+        "$P" finalize --quiet --plan "$two" || return 1
+    for f in "$one"/model-*.safetensors; do cmp -s "$f" "$two/$(basename "$f")" || return 1; done
+    ls "$one"/model-*.safetensors >/dev/null 2>&1
+}
+check split-merge-same-bytes split_same
+resume_same() {
+    local fam=$TMP/fp8-tasks P=$PCBM_BIN a=$TMP/res-a b=$TMP/res-b
+    "$P" merge --quiet --shard-size 200K --base "$fam/q/base" --out "$a" "$fam/q/task1" "$fam/q/task2" || return 1
+    PCBM_TEST_KILL=apply:2 "$P" merge --quiet --shard-size 200K --block-size 16K --base "$fam/q/base" \
+        --out "$b" "$fam/q/task1" "$fam/q/task2" >/dev/null 2>&1
+    [ -d "$b.partial" ] || return 1
+    "$P" merge --quiet --resume --shard-size 200K --block-size 16K --base "$fam/q/base" --out "$b" \
+        "$fam/q/task1" "$fam/q/task2" || return 1
+    for f in "$a"/model-*.safetensors; do cmp -s "$f" "$b/$(basename "$f")" || return 1; done
+}
+check resume-same-bytes resume_same
+
 m() { local fam=$TMP/$1; shift; "$PCBM_BIN" merge --base "$fam/q/base" "$@" "$fam/q/task1" "$fam/q/task2"; }
 expect_fail fp8-without-scales-refused \
     "the base \(.*\): tensor model.layers.0.mlp.down_proj.weight is F8_E4M3 without a block scale tensor model.layers.0.mlp.down_proj.weight_scale_inv" \
