@@ -58,27 +58,53 @@ void pcbm_error_clear(pcbm_error *err)
     }
 }
 
-static _Thread_local const pcbm_log_sink *log_sink;
+static _Thread_local pcbm_log_sink *log_sink;
 
-const pcbm_log_sink *pcbm_log_enter(const pcbm_log_sink *sink)
+pcbm_log_sink *pcbm_log_enter(pcbm_log_sink *sink)
 {
-    const pcbm_log_sink *prev = log_sink;
+    pcbm_log_sink *prev = log_sink;
     log_sink = sink;
     return prev;
 }
 
-void pcbm_log_leave(const pcbm_log_sink *prev) { log_sink = prev; }
+void pcbm_log_leave(pcbm_log_sink *sink, pcbm_log_sink *prev)
+{
+    for (unsigned i = 0; sink && i < sink->nwarnings; i++)
+        free(sink->warnings[i]);
+    if (sink) {
+        free(sink->warnings);
+        sink->warnings = NULL;
+        sink->nwarnings = sink->dropped = 0;
+    }
+    log_sink = prev;
+}
 
 const pcbm_log_sink *pcbm_log_current(void) { return log_sink; }
 
+static void keep_warning(pcbm_log_sink *s, const char *line)
+{
+    char *copy = s->nwarnings < PCBM_LOG_KEEP ? strdup(line) : NULL;
+    if (copy && !s->warnings && !(s->warnings = calloc(PCBM_LOG_KEEP, sizeof(char *)))) {
+        free(copy);
+        copy = NULL;
+    }
+    if (copy)
+        s->warnings[s->nwarnings++] = copy;
+    else
+        s->dropped++;
+}
+
 static void vlog(pcbm_level level, const char *fmt, va_list ap)
 {
-    const pcbm_log_sink *s = log_sink;
-    if (!s || !s->fn)
+    pcbm_log_sink *s = log_sink;
+    if (!s)
         return;
     char line[2048];
     vsnprintf(line, sizeof line, fmt, ap);
-    s->fn(s->user, level, line);
+    if (level == PCBM_LEVEL_WARNING)
+        keep_warning(s, line);
+    if (s->fn)
+        s->fn(s->user, level, line);
 }
 
 void pcbm_warn(const char *fmt, ...)

@@ -39,11 +39,16 @@ void pcbm_error_clear(pcbm_error *err);
 typedef struct pcbm_log_sink {
     pcbm_message_fn fn;
     void *user;
+    /* the warnings said so far (for the call's report): at most PCBM_LOG_KEEP, then counted */
+    char **warnings;
+    unsigned nwarnings, dropped;
 } pcbm_log_sink;
+#define PCBM_LOG_KEEP 256u
 /* Make `sink` (may be NULL: silent) this thread's sink; returns the previous one, for leave. */
-const pcbm_log_sink *pcbm_log_enter(const pcbm_log_sink *sink);
-void pcbm_log_leave(const pcbm_log_sink *prev);
-/* The sink in force on this thread (to hand to threads a call starts), or NULL. */
+pcbm_log_sink *pcbm_log_enter(pcbm_log_sink *sink);
+/* Restore `prev`; the warnings `sink` kept are freed. */
+void pcbm_log_leave(pcbm_log_sink *sink, pcbm_log_sink *prev);
+/* The sink in force on this thread, or NULL. Only this thread may use it. */
 const pcbm_log_sink *pcbm_log_current(void);
 void pcbm_warn(const char *fmt, ...) PCBM_PRINTF(1, 2);   /* PCBM_LEVEL_WARNING */
 void pcbm_info(const char *fmt, ...) PCBM_PRINTF(1, 2);   /* PCBM_LEVEL_NOTE */

@@ -265,6 +265,14 @@ char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, do
     json_object_set_new(r, "tensors_merged", json_integer((json_int_t)p->nmerge));
     json_object_set_new(r, "tensors_copied", json_integer((json_int_t)(p->nt - p->nmerge)));
     report_copied(r, mc);
+    /* every warning said so far in this call (inputs, layout, statistics) */
+    const pcbm_log_sink *sink = pcbm_log_current();
+    json_t *warn = json_array();
+    for (unsigned i = 0; sink && i < sink->nwarnings; i++)
+        json_array_append_new(warn, json_string(sink->warnings[i]));
+    json_object_set_new(r, "warnings", warn);
+    if (sink && sink->dropped)
+        json_object_set_new(r, "warnings_not_listed", json_integer(sink->dropped));
     bool global_stats = o->scope == PCBM_SCOPE_GLOBAL;
     bool is_pcb = o->method == PCBM_METHOD_PCB, is_ties = o->method == PCBM_METHOD_TIES;
     json_t *tasks = json_array();
@@ -1020,10 +1028,10 @@ pcbm_status pcbm_run_call(const pcbm_merge_opts *user_opts, bool optional, pcbm_
         st = PCBM_OK, pcbm_error_clear(err);
     if (st != PCBM_OK)
         return st;
-    pcbm_log_sink sink = {o.on_message, o.user};
-    const pcbm_log_sink *prev = pcbm_log_enter(&sink);
+    pcbm_log_sink sink = {.fn = o.on_message, .user = o.user};
+    pcbm_log_sink *prev = pcbm_log_enter(&sink);
     st = fn(user_opts ? &o : NULL, arg, err);
-    pcbm_log_leave(prev);
+    pcbm_log_leave(&sink, prev);
     return st;
 }
 

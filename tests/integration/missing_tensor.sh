@@ -45,6 +45,7 @@ rep, gone, task = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
 e = [c for c in rep["copied"] if c["tensor"] == gone]
 assert e and e[0]["reason"] == "missing from a task model" and e[0]["task"] == 2, rep["copied"]
 assert e[0]["task_path"] == task and rep["copied_listed"] == rep["tensors_copied"], e
+assert [w for w in rep["warnings"] if gone in w and "missing from task model 2" in w], rep["warnings"]
 EOF
     log=$("$PCBM_BIN" merge --dry-run --base "$F/base" --out "$TMP/d" "$F/task1" "$F/task2" 2>&1)
     grep -q "copied: $GONE (BF16: missing from task model 2" <<<"$log" || { echo "    $log"; return 1; }
