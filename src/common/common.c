@@ -123,25 +123,6 @@ void pcbm_info(const char *fmt, ...)
     va_end(ap);
 }
 
-/* The size of the first published pcbm_merge_opts with struct_size: callers built against it
- * (or later) are accepted. */
-#define MERGE_OPTS_V1_SIZE (offsetof(pcbm_merge_opts, user) + sizeof(void *))
-
-pcbm_status pcbm_merge_opts_import(const pcbm_merge_opts *in, pcbm_merge_opts *out,
-                                   pcbm_error *err)
-{
-    pcbm_merge_opts_init(out);
-    if (!in)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "no merge options given");
-    if (in->struct_size < MERGE_OPTS_V1_SIZE)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "the merge options' struct_size is %u, which no "
-                         "version of libpcbmerge has used: set them up with pcbm_merge_opts_init()",
-                         (unsigned)in->struct_size);
-    memcpy(out, in, PCBM_MIN((size_t)in->struct_size, sizeof *out));
-    out->struct_size = (uint32_t)sizeof *out;
-    return PCBM_OK;
-}
-
 void *pcbm_malloc(size_t n) { return malloc(n ? n : 1); }
 void *pcbm_calloc(size_t n, size_t size) { return calloc(n ? n : 1, size ? size : 1); }
 void *pcbm_realloc(void *p, size_t n) { return realloc(p, n ? n : 1); }

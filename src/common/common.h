@@ -53,12 +53,6 @@ const pcbm_log_sink *pcbm_log_current(void);
 void pcbm_warn(const char *fmt, ...) PCBM_PRINTF(1, 2);   /* PCBM_LEVEL_WARNING */
 void pcbm_info(const char *fmt, ...) PCBM_PRINTF(1, 2);   /* PCBM_LEVEL_NOTE */
 
-/* The caller's options as this library version knows them: fields the caller's struct_size does
- * not cover take their defaults. PCBM_ERR_USAGE when struct_size is not one this library knows
- * (options not set up with pcbm_merge_opts_init). */
-pcbm_status pcbm_merge_opts_import(const pcbm_merge_opts *in, pcbm_merge_opts *out,
-                                   pcbm_error *err);
-
 /* Allocation that never returns NULL silently: on failure they return NULL and the caller
  * reports PCBM_ERR_NOMEM. Aligned buffers are PCBM_ALIGN-aligned and freed with pcbm_free_aligned. */
 void *pcbm_malloc(size_t n);

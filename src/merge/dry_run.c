@@ -39,6 +39,15 @@ static void say_tensors(const merge_run *r)
     }
     if (listed > LISTED)
         pcbm_info("  ... and %zu more copied tensor(s)", listed - LISTED);
+    for (size_t i = 0, k = 0; i < l->nt && k < LISTED; i++) {
+        const pcbm_tlayout *t = &l->t[i];
+        for (unsigned m = 1; t->aligned && m < l->nmodels; m++)
+            if (t->aligned >> (m - 1) & 1 && k++ < LISTED)
+                pcbm_info("  aligned: %s: task %u has more rows (appended tokens); its first %s "
+                          "rows take part, matched by %s", t->name, m,
+                          "base-vocabulary", l->rows_how[m] == PCBM_ROWS_BY_TOKEN ? "token"
+                          : "position");
+    }
     if (!l->ndequant)
         return;
     pcbm_info("  dequantized: %zu FP8 tensor(s) with block scales%s (scale tensors are not "

@@ -245,6 +245,18 @@ static void report_copied(json_t *rep, const pcbm_mctx *mc)
                                            (int)first_q(t, p->nmodels)->bc));
     }
     json_object_set_new(rep, "dequantized", a);
+    /* tensors indexed by token where tasks appended rows: which tasks, and how rows were matched */
+    a = json_array();
+    for (size_t i = 0; i < p->nt; i++) {
+        const pcbm_tlayout *t = &p->t[i];
+        for (unsigned m = 1; t->aligned && m < p->nmodels; m++)
+            if (t->aligned >> (m - 1) & 1)
+                json_array_append_new(a, json_pack("{s:s,s:i,s:s}", "tensor", t->name, "task",
+                                                   (int)m, "rows_matched_by",
+                                                   p->rows_how[m] == PCBM_ROWS_BY_TOKEN
+                                                       ? "token" : "position"));
+    }
+    json_object_set_new(rep, "aligned", a);
     json_object_set_new(rep, "tensors_dequantized", json_integer((json_int_t)p->ndequant));
 }
 
@@ -1018,12 +1030,34 @@ static pcbm_status merge(const pcbm_merge_opts *o, pcbm_error *err)
     return st;
 }
 
+/* The size of the first published pcbm_merge_opts with struct_size: callers built against it
+ * (or later) are accepted. */
+#define MERGE_OPTS_V1_SIZE (offsetof(pcbm_merge_opts, user) + sizeof(void *))
+
+/* The caller's options as this library version knows them: fields the caller's struct_size does
+ * not cover take their defaults. PCBM_ERR_USAGE when struct_size is not one this library knows
+ * (options not set up with pcbm_merge_opts_init). */
+static pcbm_status merge_opts_import(const pcbm_merge_opts *in, pcbm_merge_opts *out,
+                                     pcbm_error *err)
+{
+    pcbm_merge_opts_init(out);
+    if (!in)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "no merge options given");
+    if (in->struct_size < MERGE_OPTS_V1_SIZE)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "the merge options' struct_size is %u, which no "
+                         "version of libpcbmerge has used: set them up with pcbm_merge_opts_init()",
+                         (unsigned)in->struct_size);
+    memcpy(out, in, PCBM_MIN((size_t)in->struct_size, sizeof *out));
+    out->struct_size = (uint32_t)sizeof *out;
+    return PCBM_OK;
+}
+
 pcbm_status pcbm_run_call(const pcbm_merge_opts *user_opts, bool optional, pcbm_run_call_fn fn,
                           void *arg, pcbm_error *err)
 {
     pcbm_error_clear(err);
     pcbm_merge_opts o;
-    pcbm_status st = pcbm_merge_opts_import(user_opts, &o, err);
+    pcbm_status st = merge_opts_import(user_opts, &o, err);
     if (optional && !user_opts) /* the defaults */
         st = PCBM_OK, pcbm_error_clear(err);
     if (st != PCBM_OK)

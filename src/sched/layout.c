@@ -317,13 +317,36 @@ static pcbm_status note_fp8(pcbm_layout *p, size_t i, unsigned m, const pcbm_st_
     return st;
 }
 
-static pcbm_status classify(pcbm_model *const *models, unsigned nmodels, const regex_set *rs,
-                            int take_base, const pcbm_st_tensor *bt, pcbm_tlayout *tp, char *mism,
-                            size_t mlen, unsigned *nmism, uint64_t *nbaseonly)
+/* Task m's tensor tt has more rows than the base's bt (an embedding with appended tokens) and
+ * they align: its first rows take part. A failed vocabulary check is a hard error (*fatal). */
+static bool appended_rows(pcbm_layout *p, unsigned m, const pcbm_st_tensor *bt,
+                          const pcbm_st_tensor *tt, pcbm_status *fatal, pcbm_error *err)
 {
+    if (bt->ndim != 2 || tt->ndim != 2 || tt->shape[1] != bt->shape[1] ||
+        tt->shape[0] <= bt->shape[0] || !pcbm_vocab_indexed(bt->name) ||
+        !takes_part(p->models[m], tt))
+        return false;
+    if (p->rows_how[m] == PCBM_ROWS_UNCHECKED)
+        *fatal = pcbm_vocab_check_task(p->models[0], p->models[m], m, bt->shape[0],
+                                       &p->rows_how[m], err);
+    return *fatal == PCBM_OK;
+}
+
+static pcbm_status classify(pcbm_layout *p, const regex_set *rs, int take_base,
+                            const pcbm_st_tensor *bt, pcbm_tlayout *tp, char *mism, size_t mlen,
+                            unsigned *nmism, uint64_t *nbaseonly, pcbm_error *err)
+{
+    pcbm_model *const *models = p->models;
+    unsigned nmodels = p->nmodels;
+    pcbm_status fatal = PCBM_OK;
     tp->src[0] = (pcbm_tsrc){bt->file, bt->offset, bt->dtype};
     if (!takes_part(models[0], bt))
         return classify_nonfloat(models, nmodels, take_base, bt, tp, mism, mlen, nmism);
+    if (excluded(rs, bt->name)) { /* the base's, whatever the task models hold */
+        tp->kind = PCBM_T_CONVERT;
+        tp->why = PCBM_WHY_EXCLUDED;
+        return PCBM_OK;
+    }
     bool missing = false, bad = false;
     for (unsigned m = 1; m < nmodels; m++) {
         bool tied;
@@ -336,7 +359,11 @@ static pcbm_status classify(pcbm_model *const *models, unsigned nmodels, const r
             continue;
         }
         const pcbm_st_tensor *tt = &models[m]->tensors[j];
-        if (!same_shape(bt, tt) || !takes_part(models[m], tt)) {
+        if (!same_shape(bt, tt) && appended_rows(p, m, bt, tt, &fatal, err)) {
+            tp->aligned |= 1ull << (m - 1);
+        } else if (fatal != PCBM_OK) {
+            return fatal;
+        } else if (!same_shape(bt, tt) || !takes_part(models[m], tt)) {
             char a[128], b[128];
             fmt_shape(bt, a, sizeof a);
             fmt_shape(tt, b, sizeof b);
@@ -359,9 +386,6 @@ static pcbm_status classify(pcbm_model *const *models, unsigned nmodels, const r
                       models[tp->why_task]->path, tp->why_count > 1 ? " and others" : "");
         tp->kind = PCBM_T_CONVERT;
         tp->why = PCBM_WHY_MISSING;
-    } else if (excluded(rs, bt->name)) {
-        tp->kind = PCBM_T_CONVERT;
-        tp->why = PCBM_WHY_EXCLUDED;
     } else {
         tp->kind = PCBM_T_MERGE;
     }
@@ -478,9 +502,17 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
         tp->pidx = -1;
         tp->src = p->src_pool + i * nmodels;
         tp->in_unit = p->unit_pool + i * nmodels;
-        if (classify(models, nmodels, &rs, o->take_nonfloat_base, bt, tp, mism, sizeof mism,
-                     &nmism, &nbaseonly) != PCBM_OK)
-            continue;
+        unsigned listed = nmism;
+        st = classify(p, &rs, o->take_nonfloat_base, bt, tp, mism, sizeof mism, &nmism,
+                      &nbaseonly, err);
+        if (st != PCBM_OK && nmism > listed)
+            continue; /* a shape or dtype difference, listed in mism */
+        if (st != PCBM_OK) {
+            free_excludes(&rs);
+            pcbm_layout_free(p);
+            return st;
+        }
+        p->naligned += tp->aligned != 0;
         if ((st = dequant_sources(p, i, bt, err)) != PCBM_OK) {
             free_excludes(&rs);
             pcbm_layout_free(p);

@@ -60,6 +60,8 @@ typedef struct pcbm_tlayout {
     uint64_t block_units;   /* units per block */
     uint64_t nblocks;
     const pcbm_tquant *q;   /* [nmodels] when some source is FP8 (dequantized), else NULL */
+    uint64_t aligned;       /* bit m-1: task m has more rows (appended tokens), of which the
+                               base's rows take part (sched/vocab.c) */
     long pidx;              /* index among merged tensors, -1 otherwise */
     uint64_t elem0;         /* MERGE: index of its first element in the global flattening */
 } pcbm_tlayout;
@@ -98,6 +100,8 @@ typedef struct pcbm_layout {
     bool base_dequantized;              /* some base tensor was FP8: the output is not */
     int *qfd[PCBM_MAX_MODELS];          /* per model, per file: descriptors of the files that
                                            hold scale tensors (-1: none), for the workers */
+    int rows_how[PCBM_MAX_MODELS];      /* per task with appended rows: PCBM_ROWS_BY_* */
+    size_t naligned;                    /* tensors with rows aligned for some task */
     const char *untied_head;            /* a head the base ties but task models store: added as
                                            the last tensor (the base's embedding is its θ_pre),
                                            and the output config unties it; NULL otherwise */
@@ -106,6 +110,17 @@ typedef struct pcbm_layout {
 /* Cross-check models and build the layout (no block size yet). Errors name tensors and shapes. */
 pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const pcbm_layout_opts *o,
                             pcbm_layout *p, pcbm_error *err);
+/* vocab.c: tensors indexed by token whose rows differ between models. */
+enum { PCBM_ROWS_UNCHECKED = 0, PCBM_ROWS_BY_TOKEN, PCBM_ROWS_BY_POSITION };
+/* Is `name` a tensor indexed by token (an input embedding or an output head)? */
+bool pcbm_vocab_indexed(const char *name);
+/* Task m has more embedding rows than the base's base_rows: check that its first rows are the
+ * base's tokens (tokenizer.json of both; by position, with a warning, without them). *how is
+ * PCBM_ROWS_BY_TOKEN or PCBM_ROWS_BY_POSITION; PCBM_ERR_MISMATCH names the first token that
+ * differs. */
+pcbm_status pcbm_vocab_check_task(const pcbm_model *base, const pcbm_model *task, unsigned m,
+                                  uint64_t base_rows, int *how, pcbm_error *err);
+
 /* quant.c: FP8 sources. */
 bool pcbm_quant_is_fp8(pcbm_dtype dt);
 /* Model m stores block scales for weight `name`. */

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # run.sh — build the libFuzzer targets of the format layer (tests/fuzz/fuzz_*.c) with
 # -fsanitize=fuzzer,address,undefined, seed them from tests/corpus, run each for $FUZZ_SECONDS
-# seconds (default 60) with -max_len=65536; FUZZ_ONLY=header|json|index runs one target.
+# seconds (default 60) with -max_len=65536; FUZZ_ONLY=header|json|index|tokenizer runs one target.
 # Exits non-zero on a finding (the input is kept in build-fuzz/artifacts/). Grown corpora live
 # in build-fuzz/corpus-NAME, never in tests/corpus.
 set -euo pipefail
@@ -15,7 +15,7 @@ if ! command -v "$CC_FUZZ" >/dev/null 2>&1; then
     echo "fuzz: $CC_FUZZ not found; install clang and libclang-rt-14-dev (tools/build/install-deps.sh fuzz)" >&2
     exit 2
 fi
-pkgs="jansson libxxhash libzstd"
+pkgs="jansson yajl libxxhash libzstd"
 cflags="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Wshadow \
     -Wstrict-prototypes -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
     -Iinclude -Isrc $(pkg-config --cflags $pkgs)"
@@ -32,6 +32,7 @@ seed() { # seed NAME FILES...: copy seeds into the target's working corpus
 }
 seed header tests/corpus/bad/* tests/corpus/good/* tests/corpus/index/*/*.safetensors
 seed index tests/corpus/index/*/model.safetensors.index.json
+seed tokenizer tests/corpus/tokenizer/*.json
 # fuzz_json seeds: 2-byte data length + the header JSON of every corpus file
 mkdir -p "$OUT/corpus-json"
 if [ -x /usr/bin/python3 ]; then

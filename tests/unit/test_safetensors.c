@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "format/safetensors.h"
+#include "format/tokenizer.h"
 
 static char tmp_root[PATH_MAX / 2];
 static char corpus_dir[PATH_MAX];
@@ -932,6 +933,43 @@ static void test_dtypes(void **state)
     assert_false(pcbm_dtype_is_mergeable(PCBM_DT_I32));
 }
 
+/* tokenizer.json vocabularies: BPE objects, Unigram arrays (id = position), added tokens winning
+ * over the model's id, texts with NUL bytes, and refusals. */
+static void test_vocab(void **state)
+{
+    (void)state;
+    static const char bpe[] =
+        "{\"added_tokens\":[{\"id\":7,\"content\":\"<s>\"},{\"id\":1,\"content\":\"b\"}],"
+        "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":3,\"x\\u0000y\":2},"
+        "\"merges\":[\"a b\"]}}";
+    pcbm_vocab v;
+    pcbm_error err;
+    assert_int_equal(pcbm_vocab_parse(bpe, sizeof bpe - 1, "t.json", &v, &err), PCBM_OK);
+    assert_int_equal(v.nids, 8);
+    assert_int_equal(pcbm_vocab_find(&v, "a", 1), 0);
+    assert_int_equal(pcbm_vocab_find(&v, "b", 1), 1); /* the added token's id */
+    assert_int_equal(pcbm_vocab_find(&v, "x\0y", 3), 2);
+    assert_int_equal(pcbm_vocab_find(&v, "<s>", 3), 7);
+    assert_int_equal(pcbm_vocab_find(&v, "c", 1), -1);
+    size_t n;
+    assert_null(pcbm_vocab_token(&v, 5, &n));
+    pcbm_vocab_free(&v);
+    static const char uni[] = "{\"model\":{\"type\":\"Unigram\",\"vocab\":[[\"<pad>\",0.0],"
+                              "[\"\u2581a\",-1.5],[\"b\",-2]]}}";
+    assert_int_equal(pcbm_vocab_parse(uni, sizeof uni - 1, "u.json", &v, &err), PCBM_OK);
+    assert_int_equal(pcbm_vocab_find(&v, "\xe2\x96\x81" "a", 4), 1);
+    assert_int_equal(pcbm_vocab_find(&v, "b", 1), 2);
+    pcbm_vocab_free(&v);
+    static const char *const bad[] = {"{\"model\":{\"vocab\":{\"a\":-1}}}",
+                                      "{\"model\":{\"vocab\":{\"a\":\"x\"}}}", "{\"model\":{}}",
+                                      "{\"model\":{\"vocab\":{\"a\":99999999}}}", "[1,2", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(pcbm_vocab_parse(bad[i], strlen(bad[i]), "b.json", &v, &err),
+                         PCBM_ERR_FORMAT);
+        assert_non_null(strstr(err.msg, "b.json"));
+    }
+}
+
 static void test_parse_size(void **state)
 {
     (void)state;
@@ -1010,6 +1048,7 @@ int main(void)
         cmocka_unit_test(test_identity),
         cmocka_unit_test(test_copy_side_files),
         cmocka_unit_test(test_dtypes),
+        cmocka_unit_test(test_vocab),
         cmocka_unit_test(test_parse_size),
     };
     return cmocka_run_group_tests_name("safetensors", tests, setup_all, teardown_all);
