@@ -5,7 +5,7 @@
 BUILD    ?= build
 PREFIX   ?= /usr/local
 CC       ?= cc
-PKGS     := liburing libzstd libxxhash jansson gsl
+PKGS     := liburing libzstd libxxhash jansson yajl gsl
 VERSION  := $(shell sed -n 's/^\#define PCBM_VERSION_STRING "\(.*\)"/\1/p' include/pcbmerge.h)
 
 # Deterministic floating point: no contraction into FMA, no fast-math, baseline x86-64 code;

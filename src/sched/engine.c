@@ -587,7 +587,8 @@ static void collect_done(run_state *rs)
         s->collected = 1; /* emission below trusts only results seen here */
         if (s->st != PCBM_OK)
             fail_at(rs, s->seq, s->st, &s->err);
-        pcbm_test_point(rs->ps->kind == PCBM_PASS_APPLY ? "apply" : "stats");
+        for (size_t i = s->tensor; i < s->tensor_end; i++) /* one point per tensor's block */
+            pcbm_test_point(rs->ps->kind == PCBM_PASS_APPLY ? "apply" : "stats");
         if (rs->ps->kind != PCBM_PASS_APPLY)
             release_slot(rs, s);
     }
