@@ -15,7 +15,7 @@ if ! command -v "$CC_FUZZ" >/dev/null 2>&1; then
     echo "fuzz: $CC_FUZZ not found; install clang and libclang-rt-14-dev (tools/build/install-deps.sh fuzz)" >&2
     exit 2
 fi
-pkgs="jansson libxxhash libzstd"
+pkgs="jansson yajl libxxhash libzstd"
 cflags="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Wshadow \
     -Wstrict-prototypes -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
     -Iinclude -Isrc $(pkg-config --cflags $pkgs)"
