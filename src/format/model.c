@@ -413,6 +413,29 @@ pcbm_status pcbm_model_tensor(const pcbm_model *m, size_t i, pcbm_tensor_info *o
     return PCBM_OK;
 }
 
+uint64_t pcbm_model_table_bytes(const pcbm_model *m)
+{
+    if (!m)
+        return 0;
+    return (uint64_t)m->ntensors * sizeof *m->tensors + m->arena.bytes +
+           (uint64_t)m->map_cap * sizeof *m->map + (uint64_t)m->nmeta * sizeof *m->meta +
+           (uint64_t)m->nfiles * sizeof *m->files;
+}
+
+void pcbm_model_drop_tensors(pcbm_model *m)
+{
+    free(m->tensors);
+    free(m->map);
+    free(m->meta);
+    pcbm_arena_free(&m->arena);
+    m->tensors = NULL;
+    m->ntensors = 0;
+    m->map = NULL;
+    m->map_cap = 0;
+    m->meta = NULL;
+    m->nmeta = 0;
+}
+
 long pcbm_model_find(const pcbm_model *m, const char *name)
 {
     if (!m)

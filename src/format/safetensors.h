@@ -101,6 +101,12 @@ void pcbm_outlayout_free(pcbm_outlayout *plan);
 
 /* Internal helpers shared with the writer and tests. */
 const pcbm_st_tensor *pcbm_model_tensor_at(const pcbm_model *m, size_t i);
+/* Bytes the model's tables hold: tensor table, arena (names, shapes, metadata), name map; about
+ * 56 + name length + 8 x dims + 4-8 bytes per tensor. A merge charges them to its budget. */
+uint64_t pcbm_model_table_bytes(const pcbm_model *m);
+/* Free the tensor table, names, shapes, metadata and name map of m, keeping its files and
+ * identity: a task model once the layout holds where its bytes are. */
+void pcbm_model_drop_tensors(pcbm_model *m);
 
 /* Copy the non-weight files users need beside the weights (config.json, generation_config.json,
  * tokenizer files, ...) from the base model directory into out_dir. */

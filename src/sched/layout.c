@@ -130,7 +130,7 @@ static pcbm_status classify(pcbm_model *const *models, unsigned nmodels, const r
                             const pcbm_st_tensor *bt, pcbm_tlayout *tp, char *mism, size_t mlen,
                             unsigned *nmism, uint64_t *nbaseonly)
 {
-    tp->src[0] = (pcbm_tsrc){bt->file, bt->offset, bt->dtype};
+    tp->src[0] = (pcbm_tsrc){.file = bt->file, .off = bt->offset, .dt = bt->dtype};
     if (!is_float(bt->dtype)) {
         tp->kind = PCBM_T_RAW;
         tp->why = PCBM_WHY_NOT_FLOAT;
@@ -156,7 +156,7 @@ static pcbm_status classify(pcbm_model *const *models, unsigned nmodels, const r
             bad = true;
             continue;
         }
-        tp->src[m] = (pcbm_tsrc){tt->file, tt->offset, tt->dtype};
+        tp->src[m] = (pcbm_tsrc){.file = tt->file, .off = tt->offset, .dt = tt->dtype};
     }
     if (bad)
         return PCBM_ERR_MISMATCH;
@@ -305,6 +305,20 @@ void pcbm_layout_set_block(pcbm_layout *p, uint64_t elems)
         tp->block_units = tp->kind == PCBM_T_RAW ? elems * p->max_in_unit : elems;
         tp->nblocks = (tp->units + tp->block_units - 1) / tp->block_units;
     }
+}
+
+uint64_t pcbm_layout_table_bytes(const pcbm_layout *p)
+{
+    uint64_t per = sizeof *p->t + sizeof *p->out_tensors +
+                   p->nmodels * (sizeof *p->src_pool + sizeof *p->unit_pool);
+    uint64_t b = (uint64_t)p->nt * per + (uint64_t)p->out.nfiles * sizeof *p->out.files;
+    for (unsigned f = 0; f < p->out.nfiles; f++)
+        b += p->out.files[f].data_start;
+    if (p->out.index_json)
+        b += strlen(p->out.index_json) + 1;
+    for (unsigned m = 0; m < p->nmodels; m++)
+        b += pcbm_model_table_bytes(p->models[m]);
+    return b;
 }
 
 void pcbm_layout_free(pcbm_layout *p)
