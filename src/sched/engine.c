@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A slot holds one block set: one block of one tensor, or a run of whole tensors [tensor,
+/* A slot holds one block set: one block of one tensor, or a run of whole tiny tensors [tensor,
  * tensor_end) whose bytes follow each other in every input file and in the output (MoE
  * checkpoints carry ~100k tiny tensors: one read and one work item for the run instead of one
  * per tensor). The method's callback still sees each tensor as a block of its own. */
@@ -406,14 +406,20 @@ static void issue_reads(run_state *rs, slot *s, const pcbm_tlayout *t, unsigned 
     }
 }
 
-/* Whether the cursor's block c, a whole tensor, continues slot s's run of whole tensors: the
- * next tensor, its bytes right after the run's in every input file and in the output, and the
- * run still fitting the slot's buffers. */
+/* Tensors of at most 1/64 of a block are tiny: only they are gathered into runs, so a model of
+ * ordinary tensors is cut into blocks exactly as before. */
+#define TINY_PER_BLOCK 64
+
+static bool tiny(const pcbm_tlayout *t) { return t->units * TINY_PER_BLOCK <= t->block_units; }
+
+/* Whether the cursor's block c, a whole tiny tensor, continues slot s's run of whole tiny
+ * tensors: the next tensor, its bytes right after the run's in every input file and in the
+ * output, and the run still fitting the slot's buffers. */
 static bool extends_run(const pcbm_engine *e, const slot *s, const pcbm_cursor *c, unsigned nin)
 {
     const pcbm_tlayout *last = &e->layout->t[s->tensor_end - 1];
     const pcbm_tlayout *t = &e->layout->t[c->t];
-    if (c->t != s->tensor_end || c->start != 0 || c->n != t->units ||
+    if (c->t != s->tensor_end || c->start != 0 || c->n != t->units || !tiny(t) ||
         (t->kind == PCBM_T_MERGE) != (last->kind == PCBM_T_MERGE))
         return false;
     if (t->out_file != last->out_file || t->out_off != last->out_off + last->units * last->out_unit ||
@@ -440,7 +446,7 @@ static void take_blocks(run_state *rs, slot *s, unsigned nin)
     for (unsigned m = 0; m < nin; m++)
         s->len[m] = (uint64_t)s->n * t->in_unit[m];
     s->out_len = (uint64_t)s->n * t->out_unit;
-    bool whole = s->start == 0 && s->n == t->units;
+    bool whole = s->start == 0 && s->n == t->units && tiny(t);
     rs->more = pcbm_cursor_next(&rs->walk, &rs->cur);
     while (whole && rs->more && extends_run(e, s, &rs->cur, nin)) {
         t = &e->layout->t[rs->cur.t];
