@@ -542,7 +542,7 @@ static int ev_start_map(void *c) { return open_container(c, K_OBJECT); }
 static int ev_start_array(void *c) { return open_container(c, K_ARRAY); }
 static int ev_end(void *c) { return close_container(c); }
 static int ev_null(void *c) { return on_value(c, K_NULL, NULL, 0, 0); }
-static int ev_bool(void *c, int b) { return on_value(c, K_BOOL, NULL, 0, 0); }
+static int ev_bool(void *c, int b) { (void)b; return on_value(c, K_BOOL, NULL, 0, 0); }
 
 static int ev_string(void *c, const unsigned char *s, size_t len)
 {
@@ -855,7 +855,8 @@ pcbm_status pcbm_st_parser_finish(pcbm_st_parser *x, pcbm_error *err)
     else if (x->sem_set)
         st = pcbm_fail(err, x->sem_st, "%s", x->sem_err.msg);
     if (!st) {
-        qsort(out->tensors, out->ntensors, sizeof *out->tensors, by_offset);
+        if (out->ntensors)
+            qsort(out->tensors, out->ntensors, sizeof *out->tensors, by_offset);
         st = check_tiling(out, x->label, err);
     }
     if (st) {
