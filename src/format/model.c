@@ -40,14 +40,24 @@ static pcbm_status append_tensors(pcbm_model *m, pcbm_st_header *h, unsigned fi,
     if (h->ntensors > (size_t)UINT32_MAX - 1 - m->ntensors)
         return pcbm_fail(err, PCBM_ERR_FORMAT, "%s: more than 4 billion tensors in one model",
                          m->path);
-    pcbm_st_tensor *t = pcbm_realloc(m->tensors, (m->ntensors + h->ntensors) * sizeof *t);
+    pcbm_arena_adopt(&m->arena, &h->arena);
+    if (h->ntensors == 0)
+        return PCBM_OK;
+    pcbm_st_tensor *t;
+    if (m->ntensors == 0) { /* the first file's table becomes the model's, trimmed */
+        t = pcbm_realloc(h->tensors, h->ntensors * sizeof *t);
+        if (t)
+            h->tensors = NULL;
+    } else {
+        t = pcbm_realloc(m->tensors, (m->ntensors + h->ntensors) * sizeof *t);
+        if (t)
+            memcpy(t + m->ntensors, h->tensors, h->ntensors * sizeof *t);
+    }
     if (!t)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "%s: out of memory for the tensor list", m->path);
     m->tensors = t;
-    for (size_t i = 0; i < h->ntensors; i++) {
-        t[m->ntensors] = h->tensors[i];
+    for (size_t i = 0; i < h->ntensors; i++)
         t[m->ntensors++].file = fi;
-    }
     h->ntensors = 0; /* ownership moved */
     return PCBM_OK;
 }
@@ -365,10 +375,7 @@ void pcbm_model_close(pcbm_model *m)
         return;
     for (unsigned i = 0; i < m->nfiles; i++)
         pcbm_st_file_free(&m->files[i]);
-    for (size_t i = 0; i < m->ntensors; i++)
-        pcbm_st_tensor_free(&m->tensors[i]);
-    for (size_t i = 0; i < m->nmeta; i++)
-        free(m->meta[i]);
+    pcbm_arena_free(&m->arena);
     free(m->files);
     free(m->tensors);
     free(m->meta);
@@ -404,6 +411,29 @@ pcbm_status pcbm_model_tensor(const pcbm_model *m, size_t i, pcbm_tensor_info *o
     out->file = m->files[t->file].path;
     out->offset = t->offset;
     return PCBM_OK;
+}
+
+uint64_t pcbm_model_table_bytes(const pcbm_model *m)
+{
+    if (!m)
+        return 0;
+    return (uint64_t)m->ntensors * sizeof *m->tensors + m->arena.bytes +
+           (uint64_t)m->map_cap * sizeof *m->map + (uint64_t)m->nmeta * sizeof *m->meta +
+           (uint64_t)m->nfiles * sizeof *m->files;
+}
+
+void pcbm_model_drop_tensors(pcbm_model *m)
+{
+    free(m->tensors);
+    free(m->map);
+    free(m->meta);
+    pcbm_arena_free(&m->arena);
+    m->tensors = NULL;
+    m->ntensors = 0;
+    m->map = NULL;
+    m->map_cap = 0;
+    m->meta = NULL;
+    m->nmeta = 0;
 }
 
 long pcbm_model_find(const pcbm_model *m, const char *name)

@@ -26,6 +26,28 @@ bool pcbm_namemap_init(pcbm_namemap *m, size_t n, pcbm_name_at_fn at, const void
     return true;
 }
 
+static size_t slot_of(const pcbm_namemap *m, const char *name);
+
+bool pcbm_namemap_grow(pcbm_namemap *m, size_t cap)
+{
+    uint32_t *s = pcbm_calloc(cap, sizeof *s), *old = m->slots;
+    if (!s)
+        return false;
+    size_t ocap = m->cap;
+    m->slots = s;
+    m->cap = cap;
+    for (size_t k = 0; k < ocap; k++) {
+        if (!old[k])
+            continue;
+        size_t j = slot_of(m, m->at(m->ctx, old[k] - 1));
+        while (s[j])
+            j = (j + 1) & (cap - 1);
+        s[j] = old[k];
+    }
+    free(old);
+    return true;
+}
+
 static size_t slot_of(const pcbm_namemap *m, const char *name)
 {
     return (size_t)XXH3_64bits(name, strlen(name)) & (m->cap - 1);

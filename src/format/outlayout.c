@@ -74,121 +74,202 @@ static pcbm_status name_files(pcbm_outlayout *p, pcbm_error *err)
     return PCBM_OK;
 }
 
-/* ---- headers -------------------------------------------------------------------------------- */
+/* ---- JSON text -------------------------------------------------------------------------------
+ * Headers and the index are written as text directly, byte for byte what jansson's json_dumps
+ * wrote from a tree (insertion order; compact for headers, 2-space indent for the index; '"',
+ * '\\' and control characters escaped, as \u00XX when there is no short form; '/' and non-ASCII
+ * kept): a 100k-tensor header costs its ~10 MB of text, not a tree of 10x that. */
 
-static json_t *meta_object(const char *const *meta, size_t nmeta)
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n)
 {
-    json_t *o = json_object();
-    if (!o || json_object_set_new(o, "format", json_string("pt"))) {
-        json_decref(o);
-        return NULL;
+    if (b->oom)
+        return;
+    if (b->len + n > b->cap) {
+        size_t cap = PCBM_MAX(2 * b->cap, b->len + n + 4096);
+        char *p = pcbm_realloc(b->p, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
     }
-    for (size_t i = 0; i + 1 < nmeta; i += 2) {
-        if (!meta[i] || !meta[i + 1] || json_object_get(o, meta[i]))
-            continue; /* "format" and repeated keys: the first wins */
-        json_t *v = json_string(meta[i + 1]);
-        if (!v || json_object_set_new(o, meta[i], v)) {
-            json_decref(o);
-            return NULL;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void sb_cstr(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+static void sb_u64(sbuf *b, uint64_t v)
+{
+    char t[24];
+    sb_put(b, t, (size_t)snprintf(t, sizeof t, "%llu", (unsigned long long)v));
+}
+
+/* Valid UTF-8 as jansson requires of a string (no overlong forms, surrogates or > U+10FFFF). */
+static bool utf8_ok(const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    while (*s) {
+        unsigned c = *s++, need;
+        uint32_t cp, min;
+        if (c < 0x80)
+            continue;
+        if (c >= 0xC2 && c <= 0xDF)
+            need = 1, cp = c & 0x1F, min = 0x80;
+        else if (c >= 0xE0 && c <= 0xEF)
+            need = 2, cp = c & 0x0F, min = 0x800;
+        else if (c >= 0xF0 && c <= 0xF4)
+            need = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return false;
+        for (; need; need--, s++) {
+            if ((*s & 0xC0) != 0x80)
+                return false;
+            cp = cp << 6 | (*s & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+    }
+    return true;
+}
+
+static void sb_str(sbuf *b, const char *s)
+{
+    sb_put(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        sb_put(b, run, (size_t)(s - run));
+        run = s + 1;
+        char t[8];
+        switch (c) {
+        case '"': sb_put(b, "\\\"", 2); break;
+        case '\\': sb_put(b, "\\\\", 2); break;
+        case '\b': sb_put(b, "\\b", 2); break;
+        case '\f': sb_put(b, "\\f", 2); break;
+        case '\n': sb_put(b, "\\n", 2); break;
+        case '\r': sb_put(b, "\\r", 2); break;
+        case '\t': sb_put(b, "\\t", 2); break;
+        default: sb_put(b, t, (size_t)snprintf(t, sizeof t, "\\u%04X", c));
         }
     }
-    return o;
+    sb_put(b, run, (size_t)(s - run));
+    sb_put(b, "\"", 1);
 }
 
-/* Set key to a new value (stolen, also on failure); returns 0 on success. */
-static int set_new(json_t *o, const char *key, json_t *v)
+/* ---- headers -------------------------------------------------------------------------------- */
+
+/* "format":"pt", then the pairs of meta ("format" and repeated keys skipped: the first wins). */
+static bool meta_object(sbuf *b, const char *const *meta, size_t nmeta)
 {
-    if (!o || !v) {
-        json_decref(v);
-        return -1;
+    sb_cstr(b, "{\"format\":\"pt\"");
+    for (size_t i = 0; i + 1 < nmeta; i += 2) {
+        if (!meta[i] || !meta[i + 1] || strcmp(meta[i], "format") == 0)
+            continue;
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j += 2)
+            seen = meta[j] && meta[j + 1] && strcmp(meta[j], meta[i]) == 0;
+        if (seen)
+            continue;
+        if (!utf8_ok(meta[i]) || !utf8_ok(meta[i + 1]))
+            return false;
+        sb_put(b, ",", 1);
+        sb_str(b, meta[i]);
+        sb_put(b, ":", 1);
+        sb_str(b, meta[i + 1]);
     }
-    return json_object_set_new(o, key, v);
+    sb_put(b, "}", 1);
+    return true;
 }
 
-static json_t *tensor_entry(const pcbm_out_tensor *t)
+static void tensor_entry(sbuf *b, const pcbm_out_tensor *t)
 {
-    json_t *e = json_object(), *shape = json_array(), *offs = json_array();
-    for (unsigned d = 0; shape && d < t->ndim; d++)
-        json_array_append_new(shape, json_integer((json_int_t)t->shape[d]));
-    json_array_append_new(offs, json_integer((json_int_t)t->offset));
-    json_array_append_new(offs, json_integer((json_int_t)(t->offset + t->nbytes)));
-    int bad = set_new(e, "dtype", json_string(pcbm_dtype_name(t->dtype)));
-    bad |= set_new(e, "shape", shape);
-    bad |= set_new(e, "data_offsets", offs);
-    if (bad || json_array_size(shape) != t->ndim || json_array_size(offs) != 2) {
-        json_decref(e);
-        return NULL;
+    sb_cstr(b, "{\"dtype\":");
+    sb_str(b, pcbm_dtype_name(t->dtype));
+    sb_cstr(b, ",\"shape\":[");
+    for (unsigned d = 0; d < t->ndim; d++) {
+        if (d)
+            sb_put(b, ",", 1);
+        sb_u64(b, t->shape[d]);
     }
-    return e;
+    sb_cstr(b, "],\"data_offsets\":[");
+    sb_u64(b, t->offset);
+    sb_put(b, ",", 1);
+    sb_u64(b, t->offset + t->nbytes);
+    sb_cstr(b, "]}");
 }
 
-/* Serialize `root`, pad with spaces to a PCBM_ALIGN boundary after the 8-byte length. */
-static pcbm_status pad_header(json_t *root, pcbm_out_file *f, pcbm_error *err)
-{
-    char *text = json_dumps(root, JSON_COMPACT);
-    if (!text)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "output layout: cannot serialize the header of %s",
-                         f->name);
-    size_t len = strlen(text);
-    f->data_start = pcbm_align_up(8 + (uint64_t)len, PCBM_ALIGN);
-    f->header = pcbm_malloc((size_t)f->data_start);
-    if (!f->header) {
-        free(text);
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "output layout: out of memory for a header");
-    }
-    uint64_t n = f->data_start - 8;
-    for (int b = 0; b < 8; b++)
-        f->header[b] = (char)(uint8_t)(n >> (8 * b));
-    memcpy(f->header + 8, text, len);
-    memset(f->header + 8 + len, ' ', (size_t)(n - len));
-    free(text);
-    return PCBM_OK;
-}
-
+/* The 8-byte length, the JSON, spaces up to a PCBM_ALIGN boundary: built in place. */
 static pcbm_status build_header(pcbm_outlayout *p, pcbm_out_file *f, const char *const *meta,
                                 size_t nmeta, pcbm_error *err)
 {
-    json_t *root = json_object();
-    if (set_new(root, "__metadata__", meta_object(meta, nmeta))) {
-        json_decref(root);
+    sbuf b = {0};
+    sb_put(&b, "\0\0\0\0\0\0\0\0{\"__metadata__\":", 24);
+    if (!meta_object(&b, meta, nmeta)) {
+        free(b.p);
         return pcbm_fail(err, PCBM_ERR_USAGE, "output layout for %s: __metadata__ keys and values "
                          "must be valid UTF-8 strings (or memory ran out)", f->name);
     }
     uint64_t data = 0;
     for (size_t i = f->first; i < f->first + f->count; i++) {
         const pcbm_out_tensor *t = &p->tensors[i];
-        if (set_new(root, t->name, tensor_entry(t))) {
-            json_decref(root);
+        if (!utf8_ok(t->name)) {
+            free(b.p);
             return pcbm_fail(err, PCBM_ERR_USAGE, "output layout for %s: tensor name '%.200s' is "
                              "not valid UTF-8 (or memory ran out)", f->name, t->name);
         }
+        sb_put(&b, ",", 1);
+        sb_str(&b, t->name);
+        sb_put(&b, ":", 1);
+        tensor_entry(&b, t);
         data += t->nbytes;
     }
-    pcbm_status st = pad_header(root, f, err);
-    json_decref(root);
+    sb_put(&b, "}", 1);
+    f->data_start = pcbm_align_up(b.len, PCBM_ALIGN);
+    char *h = b.oom ? NULL : pcbm_realloc(b.p, (size_t)f->data_start);
+    if (!h) {
+        free(b.p);
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "output layout: out of memory for a header");
+    }
+    memset(h + b.len, ' ', (size_t)(f->data_start - b.len));
+    uint64_t n = f->data_start - 8;
+    for (int k = 0; k < 8; k++)
+        h[k] = (char)(uint8_t)(n >> (8 * k));
+    f->header = h;
     f->size = f->data_start + data;
-    return st;
+    return PCBM_OK;
 }
 
 /* ---- index ---------------------------------------------------------------------------------- */
 
 static pcbm_status build_index(pcbm_outlayout *p, pcbm_error *err)
 {
-    json_t *root = json_object(), *md = json_object(), *wm = json_object();
-    int bad = set_new(md, "total_size", json_integer((json_int_t)p->total_bytes));
-    for (size_t i = 0; i < p->ntensors; i++)
-        bad |= set_new(wm, p->tensors[i].name, json_string(p->files[p->tensors[i].file].name));
-    bad |= set_new(root, "metadata", md);
-    bad |= set_new(root, "weight_map", wm);
-    char *text = bad ? NULL : json_dumps(root, JSON_INDENT(2));
-    json_decref(root);
-    size_t len = text ? strlen(text) : 0;
-    p->index_json = text ? pcbm_malloc(len + 2) : NULL;
-    if (p->index_json)
-        snprintf(p->index_json, len + 2, "%s\n", text);
-    free(text);
-    if (!p->index_json)
+    sbuf b = {0};
+    sb_cstr(&b, "{\n  \"metadata\": {\n    \"total_size\": ");
+    sb_u64(&b, p->total_bytes);
+    sb_cstr(&b, "\n  },\n  \"weight_map\": {");
+    for (size_t i = 0; i < p->ntensors; i++) {
+        sb_cstr(&b, i ? ",\n    " : "\n    ");
+        sb_str(&b, p->tensors[i].name);
+        sb_cstr(&b, ": ");
+        sb_str(&b, p->files[p->tensors[i].file].name);
+    }
+    sb_cstr(&b, p->ntensors ? "\n  }\n}\n" : "}\n}\n");
+    sb_put(&b, "", 1);
+    if (b.oom) {
+        free(b.p);
         return pcbm_fail(err, PCBM_ERR_NOMEM, "output layout: cannot build the index JSON");
+    }
+    p->index_json = b.p;
     return PCBM_OK;
 }
 

@@ -7,6 +7,7 @@
 #ifndef PCBM_SAFETENSORS_H
 #define PCBM_SAFETENSORS_H
 
+#include "../common/arena.h"
 #include "../common/common.h"
 
 #define PCBM_ST_MAX_HEADER 100000000ull  /* the reference reader's limit on the header length */
@@ -21,11 +22,12 @@ typedef struct pcbm_st_file {
     uint64_t header_hash;  /* xxh3-64 of the 8-byte length + header bytes */
 } pcbm_st_file;
 
+/* 56 bytes per tensor; its name and shape live in the arena of the header (then of the model). */
 typedef struct pcbm_st_tensor {
-    char *name;
+    char *name;            /* in the arena */
     pcbm_dtype dtype;
     unsigned ndim;
-    uint64_t *shape;       /* ndim entries (NULL when ndim == 0) */
+    uint64_t *shape;       /* ndim entries in the arena (NULL when ndim == 0) */
     uint64_t numel;
     uint64_t nbytes;
     unsigned file;         /* index into files[] */
@@ -46,8 +48,9 @@ struct pcbm_model {
     size_t map_cap;
     /* __metadata__ of the first file as alternating key/value strings; nmeta counts strings
      * (2 per pair), so (meta, nmeta) can be passed straight to pcbm_outlayout_build */
-    char **meta;
+    char **meta;           /* strings in the arena */
     size_t nmeta;
+    pcbm_arena arena;      /* tensor names and shapes, __metadata__ strings: no malloc each */
     uint64_t identity;     /* xxh3-64 over every file's header hash and size: the model's identity */
     bool is_dir;           /* opened as a model directory (side files live in dir) */
 };
@@ -98,6 +101,12 @@ void pcbm_outlayout_free(pcbm_outlayout *plan);
 
 /* Internal helpers shared with the writer and tests. */
 const pcbm_st_tensor *pcbm_model_tensor_at(const pcbm_model *m, size_t i);
+/* Bytes the model's tables hold: tensor table, arena (names, shapes, metadata), name map; about
+ * 56 + name length + 8 x dims + 4-8 bytes per tensor. A merge charges them to its budget. */
+uint64_t pcbm_model_table_bytes(const pcbm_model *m);
+/* Free the tensor table, names, shapes, metadata and name map of m, keeping its files and
+ * identity: a task model once the layout holds where its bytes are. */
+void pcbm_model_drop_tensors(pcbm_model *m);
 
 /* Copy the non-weight files users need beside the weights (config.json, generation_config.json,
  * tokenizer files, ...) from the base model directory into out_dir. */
@@ -128,6 +137,7 @@ typedef struct pcbm_st_header {
     size_t ntensors;
     char **meta;           /* __metadata__ as alternating key/value strings (nmeta strings) */
     size_t nmeta;
+    pcbm_arena arena;      /* names, shapes and __metadata__ strings */
     uint64_t header_len;   /* N, the JSON length from the first 8 bytes */
     uint64_t data_start;   /* 8 + N */
     uint64_t data_bytes;   /* file size - data_start = sum of tensor bytes */
@@ -140,6 +150,15 @@ pcbm_status pcbm_st_check_prefix(const uint8_t prefix[8], uint64_t file_size, co
 /* Validate the N header bytes `json` of a file of `file_size` bytes and fill `out`. */
 pcbm_status pcbm_st_parse_json(const char *json, size_t n, uint64_t file_size, const char *label,
                                pcbm_st_header *out, pcbm_error *err);
+/* The same, fed in pieces (the reader streams a file's header through it in chunks): new, feed
+ * as often as needed, finish. On an error (returned by feed or finish) the parser and `out` are
+ * freed; abort frees both without finishing. `label` must outlive the parser. */
+typedef struct pcbm_st_parser pcbm_st_parser;
+pcbm_status pcbm_st_parser_new(uint64_t header_len, uint64_t file_size, const char *label,
+                               pcbm_st_header *out, pcbm_st_parser **p, pcbm_error *err);
+pcbm_status pcbm_st_parser_feed(pcbm_st_parser *p, const void *buf, size_t len, pcbm_error *err);
+pcbm_status pcbm_st_parser_finish(pcbm_st_parser *p, pcbm_error *err);
+void pcbm_st_parser_abort(pcbm_st_parser *p);
 /* A whole file image in memory (file size = len): prefix + header + every rule. */
 pcbm_status pcbm_st_parse_mem(const void *buf, size_t len, const char *label,
                               pcbm_st_header *out, pcbm_error *err);
@@ -149,7 +168,6 @@ pcbm_status pcbm_st_read_file(const char *path, const char *name, pcbm_st_file *
                               pcbm_st_header *out, pcbm_error *err);
 void pcbm_st_header_free(pcbm_st_header *h);
 void pcbm_st_file_free(pcbm_st_file *f);
-void pcbm_st_tensor_free(pcbm_st_tensor *t);
 
 /* A parsed model.safetensors.index.json: shards in order of first appearance in weight_map,
  * entries in weight_map order. */

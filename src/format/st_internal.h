@@ -31,6 +31,8 @@ typedef struct pcbm_namemap {
 
 /* Allocate for n names (n < UINT32_MAX); returns false when out of memory. */
 bool pcbm_namemap_init(pcbm_namemap *m, size_t n, pcbm_name_at_fn at, const void *ctx);
+/* Rehash into cap slots (a power of two > 2 x the names inserted); false when out of memory. */
+bool pcbm_namemap_grow(pcbm_namemap *m, size_t cap);
 /* Insert name i; returns -1 when inserted, else the index already holding that name. */
 long pcbm_namemap_insert(pcbm_namemap *m, size_t i);
 /* Index of `name`, or -1. */

@@ -64,9 +64,12 @@ static pcbm_status open_regular(const char *path, int *fd, uint64_t *size, pcbm_
     return PCBM_OK;
 }
 
-/* Read prefix + header into a fresh buffer of 8 + N bytes. */
-static pcbm_status read_header_bytes(int fd, const char *path, uint64_t size, uint8_t **out,
-                                     uint64_t *n, pcbm_error *err)
+#define HEADER_CHUNK (256u << 10) /* header bytes read and parsed at a time */
+
+/* Read the prefix, then stream the N header bytes through the parser in chunks, hashing them:
+ * a 10 MB header of an MoE checkpoint is never held whole. */
+static pcbm_status read_header(int fd, const char *path, uint64_t size, pcbm_st_header *out,
+                               uint64_t *n, uint64_t *hash, pcbm_error *err)
 {
     uint8_t prefix[8] = {0};
     int rc = size >= 8 ? pread_full(fd, prefix, 8, 0) : 0;
@@ -75,13 +78,35 @@ static pcbm_status read_header_bytes(int fd, const char *path, uint64_t size, ui
     pcbm_status st = pcbm_st_check_prefix(prefix, size, path, n, err);
     if (st)
         return st;
-    *out = pcbm_malloc((size_t)(8 + *n));
-    if (!*out)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "%s: out of memory for a %llu-byte header", path,
-                         (unsigned long long)*n);
-    memcpy(*out, prefix, 8);
-    rc = pread_full(fd, *out + 8, (size_t)*n, 8);
-    return rc ? read_fail(path, rc, 8, err) : PCBM_OK;
+    uint8_t *buf = pcbm_malloc((size_t)PCBM_MIN(*n, HEADER_CHUNK) + 1);
+    XXH3_state_t *xs = XXH3_createState();
+    pcbm_st_parser *p = NULL;
+    if (!buf || !xs)
+        st = pcbm_fail(err, PCBM_ERR_NOMEM, "%s: out of memory reading the header", path);
+    if (!st)
+        st = pcbm_st_parser_new(*n, size, path, out, &p, err);
+    if (!st) {
+        XXH3_64bits_reset(xs);
+        XXH3_64bits_update(xs, prefix, 8);
+    }
+    for (uint64_t at = 0; !st && at < *n;) {
+        size_t len = (size_t)PCBM_MIN(*n - at, HEADER_CHUNK);
+        if ((rc = pread_full(fd, buf, len, 8 + at)) != 0) {
+            pcbm_st_parser_abort(p);
+            st = read_fail(path, rc, 8 + at, err);
+            break;
+        }
+        XXH3_64bits_update(xs, buf, len);
+        st = pcbm_st_parser_feed(p, buf, len, err);
+        at += len;
+    }
+    if (!st)
+        st = pcbm_st_parser_finish(p, err);
+    if (!st)
+        *hash = XXH3_64bits_digest(xs);
+    XXH3_freeState(xs);
+    free(buf);
+    return st;
 }
 
 pcbm_status pcbm_st_read_file(const char *path, const char *name, pcbm_st_file *file,
@@ -90,25 +115,21 @@ pcbm_status pcbm_st_read_file(const char *path, const char *name, pcbm_st_file *
     memset(file, 0, sizeof *file);
     memset(out, 0, sizeof *out);
     int fd = -1;
-    uint64_t size = 0, n = 0;
-    uint8_t *buf = NULL;
+    uint64_t size = 0, n = 0, hash = 0;
     pcbm_status st = open_regular(path, &fd, &size, err);
     if (!st)
-        st = read_header_bytes(fd, path, size, &buf, &n, err);
+        st = read_header(fd, path, size, out, &n, &hash, err);
     if (fd >= 0)
         close(fd);
-    if (!st)
-        st = pcbm_st_parse_json((const char *)buf + 8, (size_t)n, size, path, out, err);
     if (!st) {
         file->path = pcbm_strdup(path);
         file->name = pcbm_strdup(name);
         file->size = size;
         file->data_start = 8 + n;
-        file->header_hash = XXH3_64bits(buf, (size_t)(8 + n));
+        file->header_hash = hash;
         if (!file->path || !file->name)
             st = pcbm_fail(err, PCBM_ERR_NOMEM, "%s: out of memory", path);
     }
-    free(buf);
     if (st) {
         pcbm_st_file_free(file);
         pcbm_st_header_free(out);

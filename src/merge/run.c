@@ -603,8 +603,11 @@ pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err)
     if ((st = pcbm_layout_build(r->models, o->ntasks + 1, &po, &r->layout, err)) != PCBM_OK)
         return st;
     r->plan_ok = true;
-    if ((st = pcbm_run_check_nonfloat(r, err)) != PCBM_OK ||
-        (st = fingerprints(o, r->models, r->ids, err)) != PCBM_OK)
+    if ((st = pcbm_run_check_nonfloat(r, err)) != PCBM_OK)
+        return st;
+    for (unsigned i = 1; i <= o->ntasks; i++) /* the layout says where their bytes are */
+        pcbm_model_drop_tensors(r->models[i]);
+    if ((st = fingerprints(o, r->models, r->ids, err)) != PCBM_OK)
         return st;
     warn_duplicates(o, r->ids);
     if (!r->models[0]->is_dir)
@@ -826,7 +829,8 @@ static pcbm_status setup_output(merge_run *r, unsigned threads, pcbm_error *err)
     if ((st = setup_journal(r, err)) != PCBM_OK || r->publish_only)
         return st;
     r->keep_partial = true; /* from here on, a failure can be resumed */
-    uint64_t reserved = PCBM_RESERVED_MISC + pcbm_method_stats_bytes(o, threads, &r->layout) +
+    uint64_t reserved = PCBM_RESERVED_MISC + pcbm_layout_table_bytes(&r->layout) +
+                        pcbm_method_stats_bytes(o, threads, &r->layout) +
                         (uint64_t)threads * r->mc.scratch_floats * sizeof(float);
     pcbm_engine_cfg ec = {.mem_bytes = o->mem_bytes, .reserved_bytes = reserved,
                           .threads = threads, .io = o->io, .block_bytes = o->block_bytes,

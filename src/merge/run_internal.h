@@ -12,7 +12,8 @@
 #include "../writer/journal.h"
 #include "../writer/output.h"
 
-#define PCBM_RESERVED_MISC (4u << 20) /* model tables, rings and other small allocations */
+#define PCBM_RESERVED_MISC (4u << 20) /* rings and other small allocations (the tensor tables
+                                         are counted: pcbm_layout_table_bytes) */
 
 typedef struct merge_run {
     const pcbm_merge_opts *o;

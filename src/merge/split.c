@@ -593,7 +593,8 @@ static pcbm_status create_engine(merge_run *r, const split_plan *sp, unsigned pa
                                  pcbm_error *err)
 {
     const pcbm_merge_opts *o = r->o;
-    uint64_t reserved = PCBM_RESERVED_MISC + pcbm_method_stats_bytes(o, r->mc.threads, &r->layout) +
+    uint64_t reserved = PCBM_RESERVED_MISC + pcbm_layout_table_bytes(&r->layout) +
+                        pcbm_method_stats_bytes(o, r->mc.threads, &r->layout) +
                         (uint64_t)r->mc.threads * r->mc.scratch_floats * sizeof(float);
     pcbm_engine_cfg ec = {.mem_bytes = o->mem_bytes, .reserved_bytes = reserved,
                           .threads = r->mc.threads, .io = o->io, .block_bytes = o->block_bytes,

@@ -61,7 +61,8 @@ static pcbm_status too_small(const pcbm_layout *p, const pcbm_engine_cfg *cfg, u
                                     : pcbm_engine_min_mem(p, cfg->threads, cfg->reserved_bytes);
     return pcbm_fail(err, PCBM_ERR_NOMEM,
                      "`mem_bytes` %s is too small for %u models with %u threads: at least %s "
-                     "is needed (%s of it for statistics and working buffers); raise `mem_bytes` or lower "
+                     "is needed (%s of it for statistics, tensor tables and working buffers); raise "
+                     "`mem_bytes` or lower "
                      "`threads`",
                      pcbm_fmt_bytes(cfg->mem_bytes, have, sizeof have), p->nmodels, cfg->threads,
                      pcbm_fmt_bytes(min, need, sizeof need),

@@ -22,11 +22,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A slot holds one block set: one block of one tensor, or a run of whole tiny tensors [tensor,
+ * tensor_end) whose bytes follow each other in every input file and in the output (MoE
+ * checkpoints carry ~100k tiny tensors: one read and one work item for the run instead of one
+ * per tensor). The method's callback still sees each tensor as a block of its own. */
 typedef struct slot {
     uint64_t seq;
-    size_t tensor;
-    uint64_t start;
-    uint32_t n;
+    size_t tensor, tensor_end;     /* tensors [tensor, tensor_end) */
+    uint64_t start;                /* first unit of the first tensor's block */
+    uint32_t n;                    /* units of the first tensor's block */
+    uint64_t len[PCBM_MAX_MODELS]; /* input bytes of the block set per model */
+    uint64_t out_len;              /* output bytes */
     unsigned pending;              /* reads outstanding */
     uint8_t *in[PCBM_MAX_MODELS];  /* aligned buffers */
     uint32_t skew[PCBM_MAX_MODELS];/* data starts at in[m] + skew[m] */
@@ -219,17 +225,29 @@ typedef struct worker_arg {
     unsigned id;
 } worker_arg;
 
-/* Run the pass's callback on slot s (worker thread). */
+/* Run the pass's callback on slot s (worker thread): once per tensor of the slot, in order. */
 static void compute(pcbm_engine *e, unsigned worker, slot *s)
 {
     const pcbm_tlayout *t = &e->layout->t[s->tensor];
-    pcbm_blockview bv = {.t = t, .tensor = s->tensor, .start = s->start, .n = s->n,
-                         .out = s->out};
     unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
+    const uint8_t *in[PCBM_MAX_MODELS];
     for (unsigned m = 0; m < nin; m++)
-        bv.in[m] = s->map[m] ? s->map[m] : s->in[m] + s->skew[m];
+        in[m] = s->map[m] ? s->map[m] : s->in[m] + s->skew[m];
+    uint8_t *out = s->out;
     pcbm_error_clear(&s->err);
-    s->st = e->pass->fn(e->pass->arg, worker, &bv, &s->err);
+    s->st = PCBM_OK;
+    for (size_t i = s->tensor; i < s->tensor_end && s->st == PCBM_OK; i++) {
+        t = &e->layout->t[i];
+        bool first = i == s->tensor;
+        pcbm_blockview bv = {.t = t, .tensor = i, .start = first ? s->start : 0,
+                             .n = first ? s->n : (uint32_t)t->units, .out = out};
+        for (unsigned m = 0; m < nin; m++) {
+            bv.in[m] = in[m];
+            in[m] += (uint64_t)bv.n * t->in_unit[m];
+        }
+        out += (uint64_t)bv.n * t->out_unit;
+        s->st = e->pass->fn(e->pass->arg, worker, &bv, &s->err);
+    }
 }
 
 static void *worker_main(void *p)
@@ -348,7 +366,7 @@ static void issue_mapped(run_state *rs, slot *s, const pcbm_tlayout *t, unsigned
     pcbm_engine *e = rs->e;
     for (unsigned m = 0; m < nin; m++) {
         const pcbm_tsrc *src = &t->src[m];
-        uint64_t len = (uint64_t)s->n * t->in_unit[m];
+        uint64_t len = s->len[m];
         s->map[m] = e->in.f[m][src->file].map + src->off + s->start * t->in_unit[m];
         s->need[m] = len;
         rs->pr->bytes_read += len;
@@ -366,7 +384,7 @@ static void issue_reads(run_state *rs, slot *s, const pcbm_tlayout *t, unsigned 
     for (unsigned m = 0; m < nin; m++) {
         const pcbm_tsrc *src = &t->src[m];
         uint64_t off = src->off + s->start * t->in_unit[m];
-        uint64_t len = (uint64_t)s->n * t->in_unit[m];
+        uint64_t len = s->len[m];
         uint64_t a0 = pcbm_align_down(off, PCBM_ALIGN);
         uint64_t a1 = pcbm_align_up(off + len, PCBM_ALIGN);
         s->skew[m] = (uint32_t)(off - a0);
@@ -388,17 +406,67 @@ static void issue_reads(run_state *rs, slot *s, const pcbm_tlayout *t, unsigned 
     }
 }
 
+/* Tensors of at most 1/64 of a block are tiny: only they are gathered into runs, so a model of
+ * ordinary tensors is cut into blocks exactly as before. */
+#define TINY_PER_BLOCK 64
+
+static bool tiny(const pcbm_tlayout *t) { return t->units * TINY_PER_BLOCK <= t->block_units; }
+
+/* Whether the cursor's block c, a whole tiny tensor, continues slot s's run of whole tiny
+ * tensors: the next tensor, its bytes right after the run's in every input file and in the
+ * output, and the run still fitting the slot's buffers. */
+static bool extends_run(const pcbm_engine *e, const slot *s, const pcbm_cursor *c, unsigned nin)
+{
+    const pcbm_tlayout *last = &e->layout->t[s->tensor_end - 1];
+    const pcbm_tlayout *t = &e->layout->t[c->t];
+    if (c->t != s->tensor_end || c->start != 0 || c->n != t->units || !tiny(t) ||
+        (t->kind == PCBM_T_MERGE) != (last->kind == PCBM_T_MERGE))
+        return false;
+    if (t->out_file != last->out_file || t->out_off != last->out_off + last->units * last->out_unit ||
+        s->out_len + t->units * t->out_unit > e->cap_out)
+        return false;
+    for (unsigned m = 0; m < nin; m++)
+        if (t->src[m].file != last->src[m].file ||
+            t->src[m].off != last->src[m].off + last->units * last->in_unit[m] ||
+            s->len[m] + t->units * t->in_unit[m] > e->cap_in - 2 * PCBM_ALIGN)
+            return false;
+    return true;
+}
+
+/* Take the cursor's block into slot s, with the whole tensors after it that extend the run;
+ * advance the cursor past them. */
+static void take_blocks(run_state *rs, slot *s, unsigned nin)
+{
+    const pcbm_engine *e = rs->e;
+    const pcbm_tlayout *t = &e->layout->t[rs->cur.t];
+    s->tensor = rs->cur.t;
+    s->tensor_end = rs->cur.t + 1;
+    s->start = rs->cur.start;
+    s->n = (uint32_t)rs->cur.n;
+    for (unsigned m = 0; m < nin; m++)
+        s->len[m] = (uint64_t)s->n * t->in_unit[m];
+    s->out_len = (uint64_t)s->n * t->out_unit;
+    bool whole = s->start == 0 && s->n == t->units && tiny(t);
+    rs->more = pcbm_cursor_next(&rs->walk, &rs->cur);
+    while (whole && rs->more && extends_run(e, s, &rs->cur, nin)) {
+        t = &e->layout->t[rs->cur.t];
+        for (unsigned m = 0; m < nin; m++)
+            s->len[m] += t->units * t->in_unit[m];
+        s->out_len += t->units * t->out_unit;
+        s->tensor_end++;
+        rs->more = pcbm_cursor_next(&rs->walk, &rs->cur);
+    }
+}
+
 static void issue_block(run_state *rs, slot *s)
 {
     pcbm_engine *e = rs->e;
     const pcbm_tlayout *t = &e->layout->t[rs->cur.t];
+    unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
     s->seq = rs->seq_next++;
-    s->tensor = rs->cur.t;
-    s->start = rs->cur.start;
-    s->n = (uint32_t)rs->cur.n;
+    take_blocks(rs, s, nin);
     s->emitted = 0;
     s->collected = 0;
-    unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
     s->pending = nin;
     memset(s->map, 0, sizeof s->map);
     if (e->mapped)
@@ -416,7 +484,6 @@ static void fill_slots(run_state *rs)
         issue_block(rs, s);
         if (rs->ps->kind == PCBM_PASS_APPLY)
             rs->ring[s->seq % rs->e->nslots] = s;
-        rs->more = pcbm_cursor_next(&rs->walk, &rs->cur);
         if (s->pending == 0 && !s->map[0] && rs->st == PCBM_OK)
             rs->st = PCBM_ERR_INTERNAL; /* unreachable: every block reads at least the base */
     }
@@ -461,7 +528,7 @@ static void on_read_done(run_state *rs, pcbm_io_req *r)
                       (unsigned long long)(r->off + (uint64_t)r->res), t->name);
         fail_at(rs, s->seq, PCBM_ERR_IO, &er);
     }
-    pcbm_progress_add(&rs->pg, (uint64_t)s->n * t->in_unit[m]);
+    pcbm_progress_add(&rs->pg, s->len[m]);
     if (--s->pending == 0) {
         /* a pass that is stopping drops the block: not an error of its own (a read error of
          * its own was recorded above) */
@@ -485,7 +552,7 @@ static bool emit_slot(pcbm_engine *e, slot *s, pcbm_status *st, pcbm_error *err)
 {
     const pcbm_tlayout *t = &e->layout->t[s->tensor];
     return pcbm_ostream_emit(e->os, t->out_file, t->out_off + s->start * t->out_unit, s->out,
-                             (uint64_t)s->n * t->out_unit, &s->emitted, t->name, st, err);
+                             s->out_len, &s->emitted, t->name, st, err);
 }
 
 /* Apply passes: emit the collected blocks in schedule order, as far as staging buffers allow. */
@@ -526,7 +593,8 @@ static void collect_done(run_state *rs)
         s->collected = 1; /* emission below trusts only results seen here */
         if (s->st != PCBM_OK)
             fail_at(rs, s->seq, s->st, &s->err);
-        pcbm_test_point(rs->ps->kind == PCBM_PASS_APPLY ? "apply" : "stats");
+        for (size_t i = s->tensor; i < s->tensor_end; i++) /* one point per tensor's block */
+            pcbm_test_point(rs->ps->kind == PCBM_PASS_APPLY ? "apply" : "stats");
         if (rs->ps->kind != PCBM_PASS_APPLY)
             release_slot(rs, s);
     }

@@ -339,7 +339,7 @@ static pcbm_status classify(pcbm_layout *p, const regex_set *rs, int take_base,
     pcbm_model *const *models = p->models;
     unsigned nmodels = p->nmodels;
     pcbm_status fatal = PCBM_OK;
-    tp->src[0] = (pcbm_tsrc){bt->file, bt->offset, bt->dtype};
+    tp->src[0] = (pcbm_tsrc){.file = bt->file, .off = bt->offset, .dt = bt->dtype};
     if (!takes_part(models[0], bt))
         return classify_nonfloat(models, nmodels, take_base, bt, tp, mism, mlen, nmism);
     if (excluded(rs, bt->name)) { /* the base's, whatever the task models hold */
@@ -372,7 +372,7 @@ static pcbm_status classify(pcbm_layout *p, const regex_set *rs, int take_base,
             bad = true;
             continue;
         }
-        tp->src[m] = (pcbm_tsrc){tt->file, tt->offset, tt->dtype};
+        tp->src[m] = (pcbm_tsrc){.file = tt->file, .off = tt->offset, .dt = tt->dtype};
         if (tied)
             pcbm_info("task model %u (%s) ties its embeddings: %s stands in for %s", m,
                       models[m]->path, tt->name, bt->name);
@@ -585,6 +585,22 @@ void pcbm_layout_set_block(pcbm_layout *p, uint64_t elems)
         tp->block_units = tp->kind == PCBM_T_RAW ? elems * p->max_in_unit : elems;
         tp->nblocks = (tp->units + tp->block_units - 1) / tp->block_units;
     }
+}
+
+uint64_t pcbm_layout_table_bytes(const pcbm_layout *p)
+{
+    uint64_t per = sizeof *p->t + sizeof *p->out_tensors +
+                   p->nmodels * (sizeof *p->src_pool + sizeof *p->unit_pool);
+    uint64_t b = (uint64_t)p->nt * per + (uint64_t)p->out.nfiles * sizeof *p->out.files;
+    for (unsigned f = 0; f < p->out.nfiles; f++)
+        b += p->out.files[f].data_start;
+    if (p->out.index_json)
+        b += strlen(p->out.index_json) + 1;
+    for (unsigned m = 0; m < p->nmodels; m++)
+        b += pcbm_model_table_bytes(p->models[m]);
+    if (p->q_pool)
+        b += (uint64_t)p->nt * p->nmodels * sizeof *p->q_pool;
+    return b;
 }
 
 void pcbm_layout_free(pcbm_layout *p)

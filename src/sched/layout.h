@@ -18,9 +18,9 @@ typedef enum pcbm_tkind {
     PCBM_T_RAW          /* copied from the base byte for byte */
 } pcbm_tkind;
 
-typedef struct pcbm_tsrc {
-    unsigned file;      /* index into the model's files */
+typedef struct pcbm_tsrc {  /* 16 bytes: one per tensor per model */
     uint64_t off;       /* absolute offset of the tensor's first byte */
+    unsigned file;      /* index into the model's files */
     pcbm_dtype dt;
 } pcbm_tsrc;
 
@@ -53,8 +53,8 @@ typedef struct pcbm_tlayout {
     uint64_t units;         /* elements (MERGE/CONVERT) or bytes (RAW) */
     unsigned *in_unit;      /* [nmodels] bytes per unit of each source (RAW: 1); points into
                                the layout's pool, so a tensor costs the same for 1 or 64 tasks */
-    unsigned out_unit;
     pcbm_tsrc *src;         /* [nmodels]: [0] = base, [1..N] = tasks (MERGE only) */
+    unsigned out_unit;
     unsigned out_file;
     uint64_t out_off;
     uint64_t block_units;   /* units per block */
@@ -140,6 +140,9 @@ uint64_t pcbm_quant_scale_cap(const pcbm_layout *p, uint64_t max_elems);
 
 /* Cut every tensor into blocks of `elems` elements (RAW: elems * max_in_unit bytes). */
 void pcbm_layout_set_block(pcbm_layout *p, uint64_t elems);
+/* Bytes of the merge's tables: every model's (pcbm_model_table_bytes) and the layout's own
+ * (per tensor: its entry, output entry, sources and units; the output headers and index). */
+uint64_t pcbm_layout_table_bytes(const pcbm_layout *p);
 void pcbm_layout_free(pcbm_layout *p);
 
 #endif /* PCBM_LAYOUT_H */

@@ -130,8 +130,10 @@ for c in "${CONFIGS[@]}"; do
     nout=$(ls "$base" | grep -vc '^merge_report.json$')
     declare -A MINS=()
     for th in 1 2 4; do
+        # the same --shard-size as merge(): the output's headers and index count in the minimum
         # shellcheck disable=SC2086
         MINS[$th]=$(min_mem_bytes --base "$fam/base" --out "$TMP/$cname.min" --threads $th $opts \
+            --shard-size 2MB \
             $(task_dirs "$fam" "$n"))
     done
     min=${MINS[2]}

@@ -13,7 +13,7 @@ skip() { echo "skip: $*"; exit 77; }
 [ -x "$PY" ] || skip "$PY not found (install python3)"
 "$PY" -c "import numpy" 2>/dev/null || skip "python3-numpy missing for $PY (apt-get install python3-numpy)"
 command -v gcc >/dev/null || skip "gcc not found"
-pkg-config --exists jansson libxxhash 2>/dev/null || skip "jansson/xxhash development files missing"
+pkg-config --exists jansson yajl libxxhash 2>/dev/null || skip "jansson/yajl/xxhash development files missing"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pcbm-fmt-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
@@ -129,9 +129,9 @@ LIB=${BUILD:-build}/libpcbmerge.a
 SAN=""
 case "$LIB" in *asan*) SAN="-fsanitize=address,undefined" ;; esac
 # shellcheck disable=SC2046,SC2086
-gcc -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra $SAN -Iinclude -Isrc $(pkg-config --cflags jansson libxxhash) \
+gcc -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra $SAN -Iinclude -Isrc $(pkg-config --cflags jansson yajl libxxhash) \
     -o "$TMP/st_tool" "$TMP/st_tool.c" "$LIB" \
-    $(pkg-config --libs liburing libzstd libxxhash jansson) -lm -pthread
+    $(pkg-config --libs liburing libzstd libxxhash jansson yajl) -lm -pthread
 CHECK="$PY tests/reference/st_check.py"
 fail() { echo "FAIL: $*"; exit 1; }
 

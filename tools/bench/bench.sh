@@ -11,6 +11,9 @@
 #      per pass GB/s and elements per second per thread, against twice what keeping up with
 #      2 GB/s of input takes (4 GB/s; for bf16, 1e9 input elements per second per thread);
 #   4. tests/reference/pcb_ref.py (in-memory NumPy) and pcbmerge on a family that fits in memory.
+#   5. MoE tensor counts: tools/bench/moe-family.py (base + 2 tasks of BENCH_MOE_TENSORS = 100,000
+#      tiny tensors each, ~10 MB of header per model), pcb and task_arithmetic merged with
+#      --mem 64M: wall time and peak RSS against --mem + 48 MiB (per-tensor costs, not bandwidth).
 # Prints a table; writes bench-data/bench.json (BENCH_JSON). The acceptance targets are in
 # README.md ("Performance").
 # Environment: BUILD (build), BENCH_DATA (bench-data), BENCH_PARAMS (540M elements per model),
@@ -165,6 +168,30 @@ else
     REF_TIMES=null
 fi
 
+# MoE tensor counts: planning, headers and scheduling of ~100k tiny tensors per model.
+MOE_N=${BENCH_MOE_TENSORS:-100000}
+MOE=$DATA/moe-$MOE_N
+if [ ! -f "$MOE/.done" ]; then
+    say "generating $MOE ($MOE_N tensors per model; once, then cached)"
+    rm -rf "$MOE"
+    "$PY" "$ROOT/tools/bench/moe-family.py" "$MOE_N" "$MOE" && touch "$MOE/.done"
+fi
+MOE_JSON=$WORK/moe.json
+echo "{\"tensors\": $MOE_N, \"mem\": \"64M\", \"methods\": {" >"$MOE_JSON"
+sep=""
+for m in pcb task_arithmetic; do
+    say "$m: $MOE_N tensors per model, --mem 64M"
+    rm -rf "$WORK/moe-$m"
+    s0=$(date +%s.%N)
+    peak "$WORK/moe-$m.rss" "$BIN" merge --base "$MOE/base" --out "$WORK/moe-$m" --method "$m" \
+        --mem 64M --threads "$THREADS" --progress none --quiet "$MOE/task1" "$MOE/task2"
+    s1=$(date +%s.%N)
+    echo "$sep\"$m\": {\"seconds\": $(awk "BEGIN{print $s1 - $s0}"), \"rss\": $(cat "$WORK/moe-$m.rss")}" >>"$MOE_JSON"
+    sep=","
+    rm -rf "$WORK/moe-$m"
+done
+echo "}}" >>"$MOE_JSON"
+
 "$PY" - "$WORK" "$JSON" "$IN_BYTES" "$OUT_BYTES" "$MEM" "$THREADS" "$DROP" "$REF_TIMES" "$PARAMS" \
     $METHODS <<'EOF'
 import json, sys, os
@@ -219,6 +246,7 @@ for m in methods:
          "hot_gbps_per_cpu_second": cold["bytes_read"] / cpu / 1e9 if cpu else None,
          "compute_vs_need": worst * 1e9 / NEED, "passes": passes}
     res["methods"][m] = r
+res["moe"] = json.load(open(f"{work}/moe.json"))
 json.dump(res, open(out, "w"), indent=1)
 
 gb = lambda b: b / 1e9
@@ -262,6 +290,14 @@ if res["numpy"]:
     print(f"NumPy reference (tests/reference/pcb_ref.py, pcb, {n['params']} elements per model): "
           f"--math f32 {n['f32']:.1f} s, --math cr {n['cr']:.1f} s; pcbmerge {n['ours']:.2f} s: "
           f"{n['f32'] / n['ours']:.0f}x / {n['cr'] / n['ours']:.0f}x faster")
+moe = res["moe"]
+print()
+print(f"MoE tensor counts: base + 2 tasks of {moe['tensors']:,} tensors each, --mem {moe['mem']}, "
+      f"{threads} threads")
+for m, r in moe["methods"].items():
+    peak = r["rss"].get("peak_rss_bytes") or 0
+    print(f"  {m:17} {r['seconds']:6.2f} s   peak RSS {peak / 2**20:6.1f} MiB   "
+          f"limit (--mem + 48 MiB) {(64 + 48):4d} MiB")
 print()
 print(f"JSON: {out}")
 EOF

@@ -22,7 +22,7 @@
 #   --dry-run          print the manifests of every phase instead of applying them
 # Environment: PCBM_RUN_ARGS (run-time options of every phase, default "--mem 1G"), KUBECTL.
 # Images: any image with pcbmerge on PATH (make install PREFIX=/usr/local in a Debian image with
-# liburing2, libzstd1, libxxhash0, libjansson4, libgsl27).
+# liburing2, libzstd1, libxxhash0, libjansson4, libyajl2, libgsl27).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
