@@ -6,7 +6,8 @@
 # mid-apply, during finalization) and at 6 random moments in a row; SIGTERM (exit 75, message
 # that says how to resume); ENOSPC during writes (resumable once space is back); a read-only
 # output location; changed inputs or parameters (resume refused, saying which); an existing
-# partial directory without --resume; pcbmerge verify (ok, then a damaged file named).
+# partial directory without --resume; pcbmerge verify (ok, then a damaged file named); a quirky
+# family (FP8, tied head, appended tokens) killed and resumed.
 . "$(dirname "$0")/lib.sh"
 need_bin
 need_gen
@@ -186,5 +187,25 @@ verify_cases() {
     grep -q "MISMATCH model-0000" <<<"$msg" || { echo "$msg"; return 1; }
 }
 check "verify passes, then names a damaged file" verify_cases
+
+# A quirky family (FP8 base with block scales and a tied head, a BF16 task with appended tokens
+# that unties the head, an FP8 task): killed mid-statistics and mid-apply, resumed, the same bytes.
+quirky_resume() { # METHOD POINT
+    local Q=$TMP/quirky out=$TMP/qk-$1-${2%%:*} qt
+    [ -d "$Q" ] || "$PY" "$PCBM_ROOT/tools/testing/quirky-family.py" "$Q" --params 3M || return 1
+    qt="$Q/task1 $Q/task2"
+    [ -d "$TMP/qref-$1" ] || "$PCBM_BIN" merge $OPTS --method "$1" --base "$Q/base" \
+        --out "$TMP/qref-$1" $qt || return 1
+    PCBM_TEST_KILL=$2 "$PCBM_BIN" merge $OPTS --method "$1" --base "$Q/base" --out "$out" $qt \
+        2>/dev/null
+    [ $? -eq 137 ] && [ -d "$out.partial" ] || { echo "    not killed at $2"; return 1; }
+    "$PCBM_BIN" merge $OPTS --resume --method "$1" --base "$Q/base" --out "$out" $qt &&
+        same_as "$TMP/qref-$1" "$out"
+}
+if "$PY" -c 'import numpy' 2>/dev/null; then
+    check "quirky family: pcb killed mid-statistics, resumed" quirky_resume pcb stats:3
+    check "quirky family: pcb killed mid-apply, resumed" quirky_resume pcb apply:12
+    check "quirky family: task_arithmetic killed mid-apply, resumed" quirky_resume task_arithmetic apply:8
+fi
 
 finish

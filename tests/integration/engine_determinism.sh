@@ -14,15 +14,19 @@
 # covering array; the minimum --mem goes with automatic block sizes only). Every output file (shards,
 # index, statistics, side files) must be byte-identical to the baseline's; merge_report.json
 # (timings) is left out, and pcbmerge.manifest.json is compared without its hash of that report.
-# A bf16 -> f32 merge and an f16 family add the other decode/encode paths. PCBM_DET_FULL=1 runs the
+# A bf16 -> f32 merge and an f16 family add the other decode/encode paths; a quirky family
+# (tools/testing/quirky-family.py: FP8 dequantization, a tied head, appended tokens) adds theirs. PCBM_DET_FULL=1 runs the
 # whole cross product of the axes for pcb and ties (global) instead (a few minutes).
 . "$(dirname "$0")/lib.sh"
 need_bin
 need_gen
+need_numpy
 
 F=$TMP/fam H=$TMP/f16
 gen "$F" --preset custom --params 3M --tasks 3 --dtype bf16 --seed 51 --shard-size 2M
 gen "$H" --preset custom --params 1M --tasks 2 --dtype f16 --seed 52 --shard-size 1M
+Q=$TMP/quirky # FP8 base with block scales and a tied head, a BF16 task with appended tokens
+"$PY" "$PCBM_ROOT/tools/testing/quirky-family.py" "$Q" --params 3M || fail "quirky-family.py"
 nshards=$(ls "$F"/base/*.safetensors | wc -l)
 [ "$nshards" -ge 3 ] || fail "expected several input shards, got $nshards"
 [ -f "$F/base/model.safetensors.index.json" ] || fail "the generated base has no index"
@@ -53,6 +57,8 @@ CONFIGS=(
     "ta-to-f32|$F|3|--method task_arithmetic --dtype f32"
     "pcb-f16|$H|2|--method pcb --density 0.1"
     "ties-f16-tensor|$H|2|--method ties --scope tensor --density 0.3"
+    "quirky-pcb|$Q|2|--method pcb --density 0.2"
+    "quirky-ta|$Q|2|--method task_arithmetic --lambda 0.9"
 )
 [ -n "$STREAMING" ] && CONFIGS+=("pcb-streaming|$F|3|--method pcb --streaming --density 0.1")
 

@@ -20,6 +20,10 @@
 #   --io mmap        pcb and task_arithmetic (64K blocks) with the inputs read through their
 #                    mappings: the same bound, the same bytes.
 #
+# A quirky family (FP8 base with block scales and a tied head, a BF16 task with appended tokens
+# that unties the head, an FP8 task) at 10x --mem 16M: pcb, ties and task_arithmetic within
+# 16 MiB + 48 MiB, byte-identical to --mem 1G.
+#
 # Also: --mem 1M is refused before any merging with a message naming the minimum, exit 1 (or 2),
 # and leaves no output directory; the minimum it names is enough (a task_arithmetic merge at that
 # budget succeeds, within its own bound) and 64 KiB less is refused; with --block-size 1M the
@@ -234,4 +238,19 @@ else
     echo "    (pcbmerge named $minb bytes as the minimum for --block-size 1M, then refused that budget)"
 fi
 rm -rf "$out" "$out.partial"
+
+# ---- a quirky family (tools/testing/quirky-family.py: an FP8 base with block scales and a tied
+# head, a BF16 task that unties the head and appended tokens, an FP8 task), 10x the budget ----------
+F=$TMP/quirky
+"$PY" "$PCBM_ROOT/tools/testing/quirky-family.py" "$F" --params 64M || fail "quirky-family.py"
+TASKS="$F/task1 $F/task2"
+q_bytes=$(du -cb "$F"/*/model.safetensors | tail -n 1 | cut -f1)
+echo "quirky family: 3 models, $q_bytes bytes of safetensors ($((q_bytes / (16 << 20)))x --mem 16M)"
+[ "$q_bytes" -ge $((8 * (16 << 20))) ] || fail "the quirky family is smaller than 8x --mem 16M"
+for m in pcb ties task_arithmetic; do
+    bounded "quirky-$m-16M" $(((16 << 20) + SLACK)) --method "$m" --mem 16M
+    bounded "quirky-$m-1G" $(((1 << 30) + SLACK)) --method "$m" --mem 1G
+    same_as "quirky-$m-same-bytes" "quirky-$m-16M" "quirky-$m-1G"
+    rm -rf "$TMP/quirky-$m-1G"
+done
 finish

@@ -91,6 +91,24 @@ pcb_exact_f32|3|--method pcb --exact --dtype f32
 pcb_many|15|--method pcb
 EOF
 
+# ---- a quirky family (tools/testing/quirky-family.py: FP8 base with block scales and a tied
+# head, a BF16 task with appended tokens that unties the head, an FP8 task) --------------------
+if "$PY" -c 'import numpy' 2>/dev/null; then
+    Q=$TMP/quirky
+    "$PY" "$PCBM_ROOT/tools/testing/quirky-family.py" "$Q" --params 3M || fail "quirky-family.py"
+    saved_F=$F saved_T=$T
+    F=$Q T="$Q/task1 $Q/task2"
+    for m in pcb ties; do
+        single "$TMP/ref-quirky-$m" --method $m || fail "single merge (quirky, $m)"
+        if split "$TMP/split-quirky-$m" 3 rev --method $m >"$TMP/log" 2>&1; then
+            same_case "quirky family, $m, K=3" "$TMP/ref-quirky-$m" "$TMP/split-quirky-$m"
+        else
+            case_fail "quirky family, $m, K=3" "$(tail -n 3 "$TMP/log")"
+        fi
+    done
+    F=$saved_F T=$saved_T
+fi
+
 # ---- refusals until every part has run; a killed part is re-run --------------------------------
 D=$TMP/steps
 "$P" plan $COMMON --base "$F/base" --out "$D" --parts 3 --method ties $T || fail "plan"

@@ -118,7 +118,8 @@ def main():
                     s = (s * own.uniform(0.99, 1.01, shape)).astype(np.float32)
                 data = s.astype("<f4").tobytes()
             else:
-                base_rows = V if len(shape) == 2 and shape[0] > V else shape[0]
+                vocab_rows = tname in ("model.embed_tokens.weight", "lm_head.weight")
+                base_rows = V if vocab_rows else shape[0]
                 full = (base_rows,) + tuple(shape[1:])
                 x = g.normal(0, 0.02, full).astype(np.float32)
                 if tname == "model.norm.weight":
