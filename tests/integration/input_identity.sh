@@ -6,7 +6,8 @@
 # mix of both versions.
 #   * edited between a kill and --resume: pcb (statistics saved) is refused, linear (no
 #     statistics) merges again from the start;
-#   * edited between `stats` and `apply` of a split merge: apply refuses, naming file and bytes;
+#   * edited between `stats` and `apply` of a split merge (global and tensor scope): apply
+#     refuses, naming file and bytes;
 #   * edited between a merge that saved its statistics and a merge that reuses them (--stats);
 #   * edited during one run, between the statistics pass and the apply pass (PCBM_TEST_PAUSE).
 . "$(dirname "$0")/lib.sh"
@@ -88,8 +89,8 @@ check "linear: an input edited between a kill and --resume is refused or merged 
 
 split_edit() {
     restore
-    local d=$TMP/split log off
-    "$PCBM_BIN" plan --quiet --out "$d" --parts 2 --method pcb --base "$F/base" $T ||
+    local d=$TMP/split-$1 log off
+    "$PCBM_BIN" plan --quiet --out "$d" --parts 2 --shard-size 3MB --method pcb --scope "$1" --base "$F/base" $T ||
         { echo "    plan failed"; return 1; }
     for p in 0 1; do "$PCBM_BIN" stats --quiet --plan "$d" --part $p || return 1; done
     for _ in 1 2 3 4 5 6 7 8; do
@@ -104,7 +105,9 @@ split_edit() {
     grep -q "changed" <<<"$log" || { echo "    apply accepted the edited input: $log"; return 1; }
     names_range "$log" "$F/task1/model.safetensors" "$off"
 }
-check "split: an input edited between stats and apply is refused, naming file and bytes" split_edit
+check "split: an input edited between stats and apply is refused, naming file and bytes" \
+    split_edit global
+check "split, tensor scope: an input edited between stats and apply is refused" split_edit tensor
 
 stats_reuse_edit() {
     restore
