@@ -39,7 +39,9 @@ uint64_t pcbm_ident_granules(const pcbm_layout *p)
 
 uint64_t pcbm_ident_bytes(const pcbm_layout *p)
 {
-    return pcbm_ident_granules(p) * (p->nmodels * 3 * sizeof(uint64_t) + sizeof(uint32_t)) +
+    /* reference and current sums, the copy a statistics file is read into and the one it is
+     * written from, the countdowns, each tensor's first granule */
+    return pcbm_ident_granules(p) * (p->nmodels * 4 * sizeof(uint64_t) + sizeof(uint32_t)) +
            p->nt * sizeof(uint64_t);
 }
 

@@ -21,7 +21,7 @@ typedef struct pcbm_ident pcbm_ident;
 
 /* Granules of one model for this layout (every merged tensor's). */
 uint64_t pcbm_ident_granules(const pcbm_layout *p);
-/* Bytes the table and one exported copy take (counted against --mem). */
+/* Bytes the table and its copies in statistics files take (counted against --mem). */
 uint64_t pcbm_ident_bytes(const pcbm_layout *p);
 
 pcbm_status pcbm_ident_create(const pcbm_layout *p, pcbm_ident **out, pcbm_error *err);
