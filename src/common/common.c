@@ -171,18 +171,26 @@ char *pcbm_fmt_bytes(uint64_t n, char *buf, size_t len)
     return buf;
 }
 
-void pcbm_test_point(const char *point)
+/* Whether spec ("POINT[:N]") names point and this is its N-th hit (counted in *hits). */
+static bool test_point_hit(const char *spec, const char *point, atomic_ulong *hits)
 {
-    static atomic_ulong hits;
-    const char *spec = pcbm_seams_get()->test_kill;
     if (!spec)
-        return;
+        return false;
     size_t n = strlen(point);
     if (strncmp(spec, point, n) != 0 || (spec[n] != ':' && spec[n] != '\0'))
-        return;
+        return false;
     unsigned long want = spec[n] == ':' ? strtoul(spec + n + 1, NULL, 10) : 1;
-    if (atomic_fetch_add(&hits, 1) + 1 == want)
+    return atomic_fetch_add(hits, 1) + 1 == want;
+}
+
+void pcbm_test_point(const char *point)
+{
+    static atomic_ulong kills, pauses;
+    const pcbm_seams *sm = pcbm_seams_get();
+    if (test_point_hit(sm->test_kill, point, &kills))
         raise(SIGKILL);
+    if (test_point_hit(sm->test_pause, point, &pauses))
+        raise(SIGSTOP);
 }
 
 bool pcbm_grow(void **arr, size_t *cap, size_t n, size_t size)

@@ -96,8 +96,9 @@ static inline bool pcbm_add_u64(uint64_t a, uint64_t b, uint64_t *out)
     return !__builtin_add_overflow(a, b, out);
 }
 
-/* Test hook: PCBM_TEST_KILL=POINT:N raises SIGKILL the N-th time pcbm_test_point(POINT) is
- * reached (points: "stats" and "apply" per block set, "finalize" before publication). */
+/* Test hook: PCBM_TEST_KILL=POINT:N raises SIGKILL (PCBM_TEST_PAUSE: SIGSTOP) the N-th time
+ * pcbm_test_point(POINT) is reached (points: "stats" and "apply" per block set, "stats-begin" and "apply-begin" when a
+ * pass starts, "finalize" before publication). */
 void pcbm_test_point(const char *point);
 
 /* Monotonic clock in seconds. */

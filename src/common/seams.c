@@ -10,7 +10,7 @@
 #include <string.h>
 
 static pcbm_seams seams;
-static char *owned[4];
+static char *owned[5];
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -29,6 +29,7 @@ static void load(void)
     seams.io_threads = keep(1, "PCBM_IO_THREADS");
     seams.cpu = keep(2, "PCBM_CPU");
     seams.test_kill = keep(3, "PCBM_TEST_KILL");
+    seams.test_pause = keep(4, "PCBM_TEST_PAUSE");
     const char *b = getenv("PCBM_BUFFERED");
     seams.buffered = b && *b && strcmp(b, "0") != 0;
     const char *sb = getenv("PCBM_SEGMENT_BYTES");

@@ -9,6 +9,8 @@
  *   PCBM_SEGMENT_BYTES  durable output segments of this size (small: many journal entries)
  *   PCBM_CPU            kernel level: scalar, avx2, avx512 or auto (clamped to the CPU)
  *   PCBM_TEST_KILL      POINT[:N]: SIGKILL the N-th time pcbm_test_point(POINT) is reached
+ *   PCBM_TEST_PAUSE     POINT[:N]: SIGSTOP the N-th time it is reached (the test edits an
+ *                       input, then sends SIGCONT)
  */
 #ifndef PCBM_SEAMS_H
 #define PCBM_SEAMS_H
@@ -23,6 +25,7 @@ typedef struct pcbm_seams {
     uint64_t segment_bytes;     /* 0: unset or not a size of at least 4096 */
     const char *cpu;
     const char *test_kill;
+    const char *test_pause;
 } pcbm_seams;
 
 /* The seams as the environment set them when first asked. */

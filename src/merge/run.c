@@ -9,6 +9,7 @@
 #include "run_internal.h"
 
 #include "../sched/budget.h"
+#include "../sched/ident.h"
 #include "../writer/card.h"
 #include "../writer/manifest.h"
 
@@ -403,12 +404,14 @@ pcbm_status pcbm_run_write_small_files(const merge_run *r, const pcbm_outdir *od
     return st;
 }
 
-static pcbm_status write_outputs(const merge_run *r, pcbm_mctx *mc, const pcbm_outdir *od,
+static pcbm_status write_outputs(merge_run *r, pcbm_mctx *mc, const pcbm_outdir *od,
                                  char *report, pcbm_error *err)
 {
     pcbm_status st = pcbm_run_write_small_files(r, od, report, err);
     if (st == PCBM_OK && pcbm_method_has_stats(mc->o->method) && mc->layout->d > 0) {
         char path[4096];
+        if ((st = pcbm_run_export_ident(r, err)) != PCBM_OK)
+            return st;
         snprintf(path, sizeof path, "%s/%s", od->partial, PCBM_STATS_NAME);
         snprintf(mc->stats_out->how, sizeof mc->stats_out->how, "%s", mc->stats_how);
         st = pcbm_statfile_write(path, mc->stats_out, mc->ntasks, err);
@@ -565,6 +568,139 @@ char *pcbm_run_output_params(const pcbm_merge_opts *o)
 }
 
 
+/* ---- stat identity of the input files ---- */
+
+/* xxh3 of what the file system says identifies a file's version: device, inode, size and the
+ * modification and change times in nanoseconds (the change time cannot be set by a user). */
+static pcbm_status stat_id(const char *path, uint64_t *id, pcbm_error *err)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return pcbm_fail(err, PCBM_ERR_IO, "cannot stat %s: %s", path, strerror(errno));
+    uint64_t f[7] = {(uint64_t)sb.st_dev, (uint64_t)sb.st_ino, (uint64_t)sb.st_size,
+                     (uint64_t)sb.st_mtim.tv_sec, (uint64_t)sb.st_mtim.tv_nsec,
+                     (uint64_t)sb.st_ctim.tv_sec, (uint64_t)sb.st_ctim.tv_nsec};
+    *id = XXH3_64bits(f, sizeof f);
+    return PCBM_OK;
+}
+
+/* Every input file's stat identity, model after model, files in model order. */
+static pcbm_status stat_inputs(const merge_run *r, uint64_t **ids, size_t *n, pcbm_error *err)
+{
+    size_t total = 0;
+    for (unsigned m = 0; m <= r->o->ntasks; m++)
+        total += r->models[m]->nfiles;
+    *ids = pcbm_calloc(total + 1, sizeof **ids);
+    *n = total;
+    if (!*ids)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    size_t k = 0;
+    for (unsigned m = 0; m <= r->o->ntasks; m++)
+        for (unsigned f = 0; f < r->models[m]->nfiles; f++) {
+            pcbm_status st = stat_id(r->models[m]->files[f].path, &(*ids)[k++], err);
+            if (st != PCBM_OK)
+                return st;
+        }
+    return PCBM_OK;
+}
+
+/* The path of input file k (stat_inputs' order). */
+static const char *input_file(const merge_run *r, size_t k)
+{
+    for (unsigned m = 0; m <= r->o->ntasks; m++) {
+        if (k < r->models[m]->nfiles)
+            return r->models[m]->files[k].path;
+        k -= r->models[m]->nfiles;
+    }
+    return "?";
+}
+
+/* The first input file whose identity differs between a and b (-1: none). */
+static long first_changed(const uint64_t *a, size_t na, const uint64_t *b, size_t nb)
+{
+    if (!a || na != nb)
+        return 0;
+    for (size_t k = 0; k < na; k++)
+        if (a[k] != b[k])
+            return (long)k;
+    return -1;
+}
+
+void pcbm_run_resume_files(merge_run *r, bool table)
+{
+    pcbm_journal *j = &r->journal;
+    long k = first_changed(j->fstat, j->nfstat, r->fstat, r->nfstat);
+    if (k < 0)
+        return;
+    if (table)
+        pcbm_warn("%s changed since the interrupted run began (inode, size, modification or "
+                  "change time differ): the output kept so far is discarded, and the apply pass "
+                  "runs again over everything, checking every input against the saved "
+                  "statistics", j->fstat ? input_file(r, (size_t)k) : "an input file");
+    else
+        pcbm_warn("%s changed since the interrupted run began (inode, size, modification or "
+                  "change time differ): the output kept so far is discarded and the merge "
+                  "starts over", j->fstat ? input_file(r, (size_t)k) : "an input file");
+    j->nseg = 0;
+    if (table && j->fstat)
+        return;
+    free(j->fstat);
+    j->fstat = pcbm_calloc(r->nfstat + 1, sizeof *j->fstat);
+    j->nfstat = j->fstat ? r->nfstat : 0;
+    if (j->fstat)
+        memcpy(j->fstat, r->fstat, r->nfstat * sizeof *j->fstat);
+}
+
+pcbm_status pcbm_run_recheck_files(const merge_run *r, pcbm_error *err)
+{
+    uint64_t *now = NULL;
+    size_t n = 0;
+    pcbm_status st = stat_inputs(r, &now, &n, err);
+    long k = st == PCBM_OK ? first_changed(r->fstat, r->nfstat, now, n) : -1;
+    free(now);
+    if (k >= 0)
+        st = pcbm_fail(err, PCBM_ERR_STATS, "%s changed while the merge ran (inode, size, "
+                       "modification or change time differ): the output is not published, "
+                       "since it may mix two versions of the file; once the inputs are final, "
+                       "run the merge again from the start (with `force`)", input_file(r, (size_t)k));
+    return st;
+}
+
+uint64_t pcbm_run_reserved_bytes(const merge_run *r, unsigned threads)
+{
+    return PCBM_RESERVED_MISC + pcbm_layout_table_bytes(&r->layout) +
+           pcbm_method_stats_bytes(r->o, threads, &r->layout) +
+           (uint64_t)threads * r->mc.scratch_floats * sizeof(float) +
+           pcbm_ident_bytes(&r->layout);
+}
+
+pcbm_status pcbm_run_load_ident(merge_run *r, pcbm_error *err)
+{
+    const pcbm_statset *in = r->mc.stats_in;
+    if (!in || !in->ident)
+        return PCBM_OK;
+    char origin[4200];
+    if (in == &r->stats_saved)
+        snprintf(origin, sizeof origin, "the interrupted run's statistics pass read (saved in %s)",
+                 r->od.partial);
+    else
+        snprintf(origin, sizeof origin, "the statistics in %s were computed from",
+                 r->o->stats_in ? r->o->stats_in : "the saved statistics file");
+    return pcbm_ident_load(pcbm_engine_ident(r->eng), in->ident, in->nmodels, in->ident_ngran,
+                           origin, err);
+}
+
+pcbm_status pcbm_run_export_ident(merge_run *r, pcbm_error *err)
+{
+    uint64_t ngran = 0;
+    const uint64_t *ref = r->eng ? pcbm_ident_ref(pcbm_engine_ident(r->eng), &ngran) : NULL;
+    if (!ref || !pcbm_ident_any(pcbm_engine_ident(r->eng)))
+        return PCBM_OK;
+    if (!pcbm_statset_set_ident(r->mc.stats_out, ref, ngran))
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    return PCBM_OK;
+}
+
 /* Open, cross-check and identify every input; nothing is written yet. */
 /* A task that looks identical to the base (its task vector is zero) or to another task (it
  * counts twice) is almost always a wrong path: say so, naming both. */
@@ -607,6 +743,8 @@ pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err)
         return st;
     for (unsigned i = 1; i <= o->ntasks; i++) /* the layout says where their bytes are */
         pcbm_model_drop_tensors(r->models[i]);
+    if ((st = stat_inputs(r, &r->fstat, &r->nfstat, err)) != PCBM_OK)
+        return st;
     if ((st = fingerprints(o, r->models, r->ids, err)) != PCBM_OK)
         return st;
     warn_duplicates(o, r->ids);
@@ -719,7 +857,9 @@ static pcbm_status on_stats(void *arg, pcbm_error *err)
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", r->od.partial, PCBM_STATS_NAME);
     snprintf(r->mc.stats_out->how, sizeof r->mc.stats_out->how, "%s", r->mc.stats_how);
-    pcbm_status st = pcbm_statfile_write(path, r->mc.stats_out, r->o->ntasks, err);
+    pcbm_status st = pcbm_run_export_ident(r, err);
+    if (st == PCBM_OK)
+        st = pcbm_statfile_write(path, r->mc.stats_out, r->o->ntasks, err);
     if (st == PCBM_OK) {
         r->journal.stats_saved = true;
         st = pcbm_journal_save(&r->journal, err);
@@ -797,6 +937,8 @@ static pcbm_status setup_journal(merge_run *r, pcbm_error *err)
         if (st == PCBM_OK)
             st = pcbm_run_check_journal(r, params, err);
         free(params);
+        if (st == PCBM_OK)
+            pcbm_run_resume_files(r, r->journal.stats_saved || r->o->stats_in);
         if (st == PCBM_OK && r->journal.stats_saved && !r->o->stats_in) {
             snprintf(path, sizeof path, "%s/%s", r->od.partial, PCBM_STATS_NAME);
             st = pcbm_statfile_read(path, &r->stats_saved, err);
@@ -812,6 +954,10 @@ static pcbm_status setup_journal(merge_run *r, pcbm_error *err)
     r->journal.params = params;
     r->journal.ninputs = r->o->ntasks + 1;
     memcpy(r->journal.inputs, r->ids, r->journal.ninputs * sizeof r->ids[0]);
+    if (!(r->journal.fstat = pcbm_calloc(r->nfstat + 1, sizeof *r->fstat)))
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    memcpy(r->journal.fstat, r->fstat, r->nfstat * sizeof *r->fstat);
+    r->journal.nfstat = r->nfstat;
     return pcbm_journal_save(&r->journal, err);
 }
 
@@ -829,9 +975,7 @@ static pcbm_status setup_output(merge_run *r, unsigned threads, pcbm_error *err)
     if ((st = setup_journal(r, err)) != PCBM_OK || r->publish_only)
         return st;
     r->keep_partial = true; /* from here on, a failure can be resumed */
-    uint64_t reserved = PCBM_RESERVED_MISC + pcbm_layout_table_bytes(&r->layout) +
-                        pcbm_method_stats_bytes(o, threads, &r->layout) +
-                        (uint64_t)threads * r->mc.scratch_floats * sizeof(float);
+    uint64_t reserved = pcbm_run_reserved_bytes(r, threads);
     pcbm_engine_cfg ec = {.mem_bytes = o->mem_bytes, .reserved_bytes = reserved,
                           .threads = threads, .io = o->io, .block_bytes = o->block_bytes,
                           .out_dir = r->od.partial, .progress = &r->progress,
@@ -841,6 +985,8 @@ static pcbm_status setup_output(merge_run *r, unsigned threads, pcbm_error *err)
     if ((st = pcbm_engine_create(&r->layout, &ec, &r->eng, err)) != PCBM_OK)
         return st;
     r->mc.eng = r->eng;
+    if ((st = pcbm_run_load_ident(r, err)) != PCBM_OK)
+        return st;
     r->mc.stats_done = on_stats;
     r->mc.stats_done_arg = r;
     if (r->resumed) {
@@ -884,6 +1030,7 @@ void pcbm_run_teardown(merge_run *r, pcbm_status st)
     pcbm_statset_free(&r->stats_in);
     pcbm_statset_free(&r->stats_saved);
     pcbm_journal_free(&r->journal);
+    free(r->fstat);
 }
 
 /* Append to err's message (the caller's hint on what to do next). */
@@ -940,6 +1087,8 @@ pcbm_status pcbm_run_write_manifest(merge_run *r, const XXH128_hash_t *hashes, p
 static pcbm_status finalize(merge_run *r, double t0, pcbm_error *err)
 {
     pcbm_status st = pcbm_engine_finish_output(r->eng, err);
+    if (st == PCBM_OK)
+        st = pcbm_run_recheck_files(r, err);
     if (st != PCBM_OK)
         return st;
     double secs = pcbm_now() - t0;

@@ -28,6 +28,8 @@ typedef struct merge_run {
     pcbm_mctx mc;
     char *params;
     pcbm_statset stats_now, stats_in, stats_saved;
+    uint64_t *fstat;              /* stat identity of every input file when this run began */
+    size_t nfstat;
     pcbm_progress_ctx progress;   /* the call's progress events */
 } merge_run;
 
@@ -70,5 +72,21 @@ void pcbm_run_print_summary(const pcbm_mctx *mc, const pcbm_engine_report *er, d
 /* The manifest of r->od.partial; output files hashed by the engine, or given (hashes). */
 pcbm_status pcbm_run_write_manifest(merge_run *r, const XXH128_hash_t *hashes, pcbm_error *err);
 void pcbm_run_teardown(merge_run *r, pcbm_status st);
+/* Bytes reserved besides the engine's buffers: small tables, statistics, scratch, the input
+ * identity table. */
+uint64_t pcbm_run_reserved_bytes(const merge_run *r, unsigned threads);
+/* Input files that changed: a resumed run compares the journal's stat identity of the inputs with
+ * this run's. Any change drops the output kept so far (a warning names the file); with a table of
+ * what the inputs held (`table`: statistics saved or given) the journal keeps the old identity,
+ * so that every later resume checks everything against that table again, otherwise it takes the
+ * new one (the merge starts over). */
+void pcbm_run_resume_files(merge_run *r, bool table);
+/* Before the output is published: the inputs are still the files this run began with. */
+pcbm_status pcbm_run_recheck_files(const merge_run *r, pcbm_error *err);
+/* The engine's input identity table takes the reference values of the statistics being replayed
+ * (mc.stats_in), if they have one. */
+pcbm_status pcbm_run_load_ident(merge_run *r, pcbm_error *err);
+/* The engine's input identity table into the statistics about to be saved. */
+pcbm_status pcbm_run_export_ident(merge_run *r, pcbm_error *err);
 
 #endif /* PCBM_RUN_INTERNAL_H */

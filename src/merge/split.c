@@ -8,6 +8,8 @@
  *   .split/round-R.part-I.zst       part I's part of statistics round R (global scope)
  *   .split/round-R.zst              round R reduced over all parts
  *   .split/stats.part-I.zst         part I's statistics (tensor scope: one round)
+ *   .split/ident.part-I.zst         part I's input identity table (what its first full statistics
+ *                                   pass read of its tensors; its later passes check against it)
  *   .split/stats.complete           the statistics are known (merge_stats.json.zst is written)
  *   .split/part-I.journal.json.zst  part I's durable output segments (its apply resumes from it)
  *   .split/part-I.done.json.zst     part I's files are written: their xxh3-128, kept counts
@@ -20,6 +22,7 @@
 #include "split.h"
 
 #include "../common/zjson.h"
+#include "../sched/ident.h"
 #include "../writer/manifest.h"
 
 #include <errno.h>
@@ -593,9 +596,7 @@ static pcbm_status create_engine(merge_run *r, const split_plan *sp, unsigned pa
                                  pcbm_error *err)
 {
     const pcbm_merge_opts *o = r->o;
-    uint64_t reserved = PCBM_RESERVED_MISC + pcbm_layout_table_bytes(&r->layout) +
-                        pcbm_method_stats_bytes(o, r->mc.threads, &r->layout) +
-                        (uint64_t)r->mc.threads * r->mc.scratch_floats * sizeof(float);
+    uint64_t reserved = pcbm_run_reserved_bytes(r, r->mc.threads);
     pcbm_engine_cfg ec = {.mem_bytes = o->mem_bytes, .reserved_bytes = reserved,
                           .threads = r->mc.threads, .io = o->io, .block_bytes = o->block_bytes,
                           .out_dir = sp->od.partial, .progress = &r->progress,
@@ -604,6 +605,8 @@ static pcbm_status create_engine(merge_run *r, const split_plan *sp, unsigned pa
                           .file_hi = sp->file_hi[part]};
     pcbm_status st = pcbm_engine_create(&r->layout, &ec, &r->eng, err);
     r->mc.eng = r->eng;
+    if (st == PCBM_OK)
+        st = pcbm_run_load_ident(r, err);
     return st;
 }
 
@@ -634,6 +637,98 @@ static bool stats_complete(const split_plan *sp)
     return exists(p);
 }
 
+/* ---- input identity tables of the parts (sched/ident.h) ---- */
+
+#define IDENT_FORMAT "pcbmerge-split-ident"
+
+/* Part `part`'s table, read (*v NULL when it has none). */
+static pcbm_status read_part_ident(const split_plan *sp, unsigned part, uint64_t **v,
+                                   uint64_t *ngran, pcbm_error *err)
+{
+    char p[4096];
+    ctl_path(sp, p, sizeof p, "ident.part-%u.zst", part);
+    *v = NULL;
+    if (!exists(p))
+        return PCBM_OK;
+    json_t *root = NULL;
+    pcbm_status st = pcbm_zjson_read(p, &root, "input identity table", err);
+    if (st != PCBM_OK)
+        return st;
+    const char *pid = json_string_value(json_object_get(root, "plan_id"));
+    bool ok = pid && strtoull(pid, NULL, 16) == sp->plan_id &&
+              pcbm_ident_parse(json_object_get(root, "ident"), sp->nmodels, v, ngran);
+    json_decref(root);
+    if (!ok)
+        return pcbm_fail(err, PCBM_ERR_STATS, "%s does not belong to this plan or is damaged: "
+                         "remove it and run the stats phase of part %u again", p, part);
+    return PCBM_OK;
+}
+
+/* A stats phase checks what it reads against the table of the part's first full pass (an
+ * earlier round), or saves the table its first full pass recorded. */
+static pcbm_status load_part_ident(const split_plan *sp, merge_run *r, unsigned part,
+                                   bool *had, pcbm_error *err)
+{
+    uint64_t *v = NULL, ngran = 0;
+    pcbm_status st = read_part_ident(sp, part, &v, &ngran, err);
+    *had = v != NULL;
+    if (st == PCBM_OK && v) {
+        char origin[256];
+        snprintf(origin, sizeof origin, "the statistics phase of part %u read (an earlier "
+                 "round)", part);
+        st = pcbm_ident_load(pcbm_engine_ident(r->eng), v, sp->nmodels, ngran, origin, err);
+    }
+    free(v);
+    return st;
+}
+
+static pcbm_status save_part_ident(const split_plan *sp, merge_run *r, unsigned part,
+                                   pcbm_error *err)
+{
+    const pcbm_ident *id = pcbm_engine_ident(r->eng);
+    if (!pcbm_ident_any(id))
+        return PCBM_OK;
+    uint64_t ngran = 0;
+    const uint64_t *ref = pcbm_ident_ref(id, &ngran);
+    char p[4096], pid[17];
+    ctl_path(sp, p, sizeof p, "ident.part-%u.zst", part);
+    snprintf(pid, sizeof pid, "%016" PRIx64, sp->plan_id);
+    json_t *root = json_pack("{s:s,s:s,s:i}", "format", IDENT_FORMAT, "plan_id", pid, "part",
+                             (int)part);
+    json_object_set_new(root, "ident", pcbm_ident_json(ref, sp->nmodels, ngran));
+    pcbm_status st = pcbm_zjson_write(p, root, "input identity table", err);
+    json_decref(root);
+    return st;
+}
+
+/* The reduce: the parts' tables (disjoint: each holds its own tensors) summed into the
+ * statistics, so that apply checks every part's inputs against what its statistics read. */
+static pcbm_status combine_idents(const split_plan *sp, const merge_run *r, pcbm_error *err)
+{
+    uint64_t *sum = NULL, nsum = 0;
+    pcbm_status st = PCBM_OK;
+    for (unsigned u = 0; u < sp->parts && st == PCBM_OK; u++) {
+        uint64_t *v = NULL, ngran = 0;
+        if ((st = read_part_ident(sp, u, &v, &ngran, err)) != PCBM_OK || !v)
+            continue;
+        if (!sum) {
+            sum = v;
+            nsum = ngran;
+            continue;
+        }
+        if (ngran != nsum)
+            st = pcbm_fail(err, PCBM_ERR_STATS, "the input identity tables of the parts do not "
+                           "fit together: plan again with `force`");
+        for (uint64_t k = 0; st == PCBM_OK && k < ngran * sp->nmodels; k++)
+            sum[k] += v[k];
+        free(v);
+    }
+    if (st == PCBM_OK && sum && !pcbm_statset_set_ident(r->mc.stats_out, sum, nsum))
+        st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    free(sum);
+    return st;
+}
+
 /* The statistics are known: merge_stats.json.zst, then the marker that says so. */
 static pcbm_status mark_complete(const split_plan *sp, const merge_run *r, pcbm_error *err)
 {
@@ -641,7 +736,9 @@ static pcbm_status mark_complete(const split_plan *sp, const merge_run *r, pcbm_
     pcbm_status st = PCBM_OK;
     if (stats_needed(sp, r)) {
         snprintf(p, sizeof p, "%s/%s", sp->od.partial, PCBM_STATS_NAME);
-        st = pcbm_statfile_write(p, r->mc.stats_out, sp->o.ntasks, err);
+        st = combine_idents(sp, r, err);
+        if (st == PCBM_OK)
+            st = pcbm_statfile_write(p, r->mc.stats_out, sp->o.ntasks, err);
     }
     if (st != PCBM_OK)
         return st;
@@ -689,8 +786,13 @@ static pcbm_status phase_stats(split_plan *sp, merge_run *r, unsigned part, pcbm
     pcbm_status st = create_engine(r, sp, part, err);
     double t0 = pcbm_now();
     pcbm_rounds_end end = PCBM_ROUNDS_DONE;
+    bool had_ident = false;
+    if (st == PCBM_OK)
+        st = load_part_ident(sp, r, part, &had_ident, err);
     if (st == PCBM_OK)
         st = pcbm_method_run(&r->mc, &end, err);
+    if (st == PCBM_OK && !had_ident)
+        st = save_part_ident(sp, r, part, err);
     if (st == PCBM_OK && end == PCBM_ROUNDS_PART_SAVED) {
         pcbm_info("part %u: statistics round %u saved (%.2f s); reduce when every part has run it",
                   part, x.round, pcbm_now() - t0);
@@ -840,11 +942,18 @@ static pcbm_status phase_apply(split_plan *sp, merge_run *r, unsigned part, pcbm
         if (st == PCBM_OK)
             st = pcbm_run_check_journal(r, params, err);
         free(params);
+        if (st == PCBM_OK)
+            pcbm_run_resume_files(r, r->mc.stats_in != NULL);
     } else {
         r->journal.path = pcbm_strdup(jpath);
         r->journal.params = params;
         r->journal.ninputs = sp->nmodels;
         memcpy(r->journal.inputs, r->ids, sp->nmodels * sizeof r->ids[0]);
+        r->journal.fstat = pcbm_calloc(r->nfstat + 1, sizeof *r->fstat);
+        if (!r->journal.fstat)
+            return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+        memcpy(r->journal.fstat, r->fstat, r->nfstat * sizeof *r->fstat);
+        r->journal.nfstat = r->nfstat;
         st = pcbm_journal_save(&r->journal, err);
     }
     if (st == PCBM_OK)
@@ -869,6 +978,8 @@ static pcbm_status phase_apply(split_plan *sp, merge_run *r, unsigned part, pcbm
     }
     if (st == PCBM_OK)
         st = pcbm_engine_finish_output(r->eng, err);
+    if (st == PCBM_OK)
+        st = pcbm_run_recheck_files(r, err);
     if (st == PCBM_OK)
         st = write_done(sp, r, part, pcbm_now() - t0, err);
     if (st == PCBM_OK) {

@@ -5,6 +5,7 @@
  * reserved (statistics, scratch); pcbm_engine_min_mem is the smallest budget that works.
  */
 #include "budget.h"
+#include "ident.h"
 #include "../writer/stream.h"
 
 #include <string.h>
@@ -72,7 +73,9 @@ static pcbm_status too_small(const pcbm_layout *p, const pcbm_engine_cfg *cfg, u
 uint64_t pcbm_budget_max_block_elems(const pcbm_layout *p, uint64_t block_bytes)
 {
     uint64_t elems = (block_bytes ? block_bytes : TARGET_BLOCK_BYTES) / p->max_in_unit;
-    return PCBM_MAX(elems, MIN_BLOCK_ELEMS);
+    /* whole leaves of the input identity table (sched/ident.h); the automatic size is a power of
+     * two, halved below, so it stays a multiple */
+    return PCBM_MAX(elems / PCBM_IDENT_LEAF * PCBM_IDENT_LEAF, MIN_BLOCK_ELEMS);
 }
 
 pcbm_status pcbm_budget_size(const pcbm_layout *p, const pcbm_engine_cfg *cfg, pcbm_budget *b,
@@ -80,9 +83,7 @@ pcbm_status pcbm_budget_size(const pcbm_layout *p, const pcbm_engine_cfg *cfg, p
 {
     memset(b, 0, sizeof *b);
     unsigned want_min = cfg->threads + 2;
-    uint64_t elems = cfg->block_bytes ? cfg->block_bytes / p->max_in_unit
-                                      : TARGET_BLOCK_BYTES / p->max_in_unit;
-    elems = PCBM_MAX(elems, MIN_BLOCK_ELEMS);
+    uint64_t elems = pcbm_budget_max_block_elems(p, cfg->block_bytes);
     uint64_t avail = cfg->mem_bytes > cfg->reserved_bytes ? cfg->mem_bytes - cfg->reserved_bytes
                                                           : 0;
     for (;;) {

@@ -13,6 +13,7 @@
 #include "engine.h"
 #include "budget.h"
 #include "cursor.h"
+#include "ident.h"
 #include "progress.h"
 #include "stop.h"
 #include "../io/pagecache.h"
@@ -62,6 +63,7 @@ struct pcbm_engine {
     pcbm_ostream *os;
     bool mapped;                   /* this pass reads the inputs through their mappings */
     bool bufs_touched;             /* the slots' read buffers hold pages (a pass read into them) */
+    pcbm_ident *ident;             /* what full passes read of the merged tensors (ident.h) */
 
     /* pass state shared with workers */
     pthread_mutex_t mu;
@@ -170,6 +172,8 @@ pcbm_status pcbm_engine_create(pcbm_layout *layout, const pcbm_engine_cfg *cfg, 
         st = open_backend(e, err);
     if (st == PCBM_OK)
         st = open_stream(e, err);
+    if (st == PCBM_OK)
+        st = pcbm_ident_create(layout, &e->ident, err);
     if (st != PCBM_OK) {
         pcbm_engine_destroy(e);
         return st;
@@ -188,6 +192,7 @@ void pcbm_engine_destroy(pcbm_engine *e)
     }
     pcbm_ostream_destroy(e->os);
     pcbm_inputs_close(&e->in);
+    pcbm_ident_free(e->ident);
     if (e->slots) {
         for (unsigned s = 0; s < e->nslots; s++) {
             for (unsigned m = 0; m < e->nmodels; m++)
@@ -202,6 +207,8 @@ void pcbm_engine_destroy(pcbm_engine *e)
 }
 
 const pcbm_engine_report *pcbm_engine_get_report(const pcbm_engine *e) { return &e->rep; }
+
+pcbm_ident *pcbm_engine_ident(pcbm_engine *e) { return e->ident; }
 
 /* Choose, at the start of a pass, between reading into the slots' buffers and reading through
  * the mappings (io/pagecache.c). Mapped pages a block used are dropped from the process when its
@@ -246,7 +253,12 @@ static void compute(pcbm_engine *e, unsigned worker, slot *s)
             in[m] += (uint64_t)bv.n * t->in_unit[m];
         }
         out += (uint64_t)bv.n * t->out_unit;
-        s->st = e->pass->fn(e->pass->arg, worker, &bv, &s->err);
+        /* every full pass checks what it read of a merged tensor against the first one
+         * (ident.h) before anything is computed from it */
+        if (t->kind == PCBM_T_MERGE && e->pass->sample_stride <= 1)
+            s->st = pcbm_ident_block(e->ident, &bv, &s->err);
+        if (s->st == PCBM_OK)
+            s->st = e->pass->fn(e->pass->arg, worker, &bv, &s->err);
     }
 }
 
@@ -707,6 +719,7 @@ static void begin_pass(run_state *rs, pcbm_engine *e, const pcbm_pass *ps, doubl
     rs->walk = (pcbm_walk){.layout = e->layout, .ps = ps, .file_lo = e->cfg.file_lo,
                            .file_hi = e->cfg.file_hi, .kept = kept_output, .kept_arg = e->os};
     rs->more = pcbm_cursor_first(&rs->walk, &rs->cur);
+    pcbm_test_point(ps->kind == PCBM_PASS_APPLY ? "apply-begin" : "stats-begin");
     for (unsigned s = 0; s < e->nslots; s++) {
         e->slots[s].next = rs->free_list;
         rs->free_list = &e->slots[s];

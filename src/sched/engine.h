@@ -119,6 +119,8 @@ const pcbm_engine_report *pcbm_engine_get_report(const pcbm_engine *e);
 void pcbm_engine_clear_stop(void);
 /* xxh3-128 of output file f (valid after pcbm_engine_finish_output). */
 XXH128_hash_t pcbm_engine_file_hash(const pcbm_engine *e, unsigned f);
+/* The input identity table of the merged tensors (ident.h): full passes record, then check. */
+struct pcbm_ident *pcbm_engine_ident(pcbm_engine *e);
 void pcbm_engine_destroy(pcbm_engine *e);
 
 #endif /* PCBM_ENGINE_H */

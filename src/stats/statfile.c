@@ -6,6 +6,7 @@
 #include "statfile.h"
 
 #include "../common/zjson.h"
+#include "../sched/ident.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -25,8 +26,112 @@ pcbm_statrec *pcbm_statset_add(pcbm_statset *s)
     return r;
 }
 
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static char *b64_encode(const uint8_t *p, size_t n)
+{
+    char *o = pcbm_malloc(4 * ((n + 2) / 3) + 1), *q = o;
+    if (!o)
+        return NULL;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
+                     (i + 2 < n ? p[i + 2] : 0);
+        *q++ = B64[v >> 18 & 63];
+        *q++ = B64[v >> 12 & 63];
+        *q++ = i + 1 < n ? B64[v >> 6 & 63] : '=';
+        *q++ = i + 2 < n ? B64[v & 63] : '=';
+    }
+    *q = '\0';
+    return o;
+}
+
+/* Decode exactly n bytes; false when the text is not their base64. */
+static bool b64_decode(const char *s, uint8_t *out, size_t n)
+{
+    if (strlen(s) != 4 * ((n + 2) / 3))
+        return false;
+    size_t o = 0;
+    for (size_t i = 0; s[i]; i += 4) {
+        uint32_t v = 0;
+        for (unsigned k = 0; k < 4; k++) {
+            const char *c = s[i + k] == '=' ? NULL : strchr(B64, s[i + k]);
+            if (!c && s[i + k] != '=')
+                return false;
+            v = v << 6 | (c ? (uint32_t)(c - B64) : 0);
+        }
+        for (unsigned k = 0; k < 3 && o < n; k++)
+            out[o++] = (uint8_t)(v >> (16 - 8 * k));
+    }
+    return o == n;
+}
+
+json_t *pcbm_ident_json(const uint64_t *v, unsigned nmodels, uint64_t ngran)
+{
+    json_t *j = json_object(), *models = json_array();
+    uint8_t *buf = pcbm_malloc(ngran * 8 + 1);
+    for (unsigned m = 0; buf && m < nmodels; m++) {
+        for (uint64_t g = 0; g < ngran; g++)
+            for (unsigned b = 0; b < 8; b++)
+                buf[8 * g + b] = (uint8_t)(v[m * ngran + g] >> (8 * b));
+        char *txt = b64_encode(buf, (size_t)ngran * 8);
+        json_array_append_new(models, txt ? json_string(txt) : json_null());
+        free(txt);
+    }
+    free(buf);
+    json_object_set_new(j, "leaf", json_integer(PCBM_IDENT_LEAF));
+    json_object_set_new(j, "granule", json_integer(PCBM_IDENT_GRANULE));
+    json_object_set_new(j, "granules", json_integer((json_int_t)ngran));
+    json_object_set_new(j, "models", models);
+    return j;
+}
+
+bool pcbm_ident_parse(const json_t *j, unsigned nmodels, uint64_t **v, uint64_t *ngran)
+{
+    *v = NULL;
+    json_t *models = json_object_get(j, "models"), *n = json_object_get(j, "granules");
+    if (json_integer_value(json_object_get(j, "leaf")) != PCBM_IDENT_LEAF ||
+        json_integer_value(json_object_get(j, "granule")) != PCBM_IDENT_GRANULE ||
+        !json_is_integer(n) || json_integer_value(n) < 0 || !json_is_array(models) ||
+        json_array_size(models) != nmodels)
+        return false;
+    *ngran = (uint64_t)json_integer_value(n);
+    uint64_t *out = pcbm_calloc((size_t)(*ngran * nmodels) + 1, sizeof *out);
+    uint8_t *buf = pcbm_malloc((size_t)*ngran * 8 + 1);
+    bool ok = out && buf;
+    for (unsigned m = 0; ok && m < nmodels; m++) {
+        const char *txt = json_string_value(json_array_get(models, m));
+        ok = txt && b64_decode(txt, buf, (size_t)*ngran * 8);
+        for (uint64_t g = 0; ok && g < *ngran; g++)
+            for (unsigned b = 0; b < 8; b++)
+                out[m * *ngran + g] |= (uint64_t)buf[8 * g + b] << (8 * b);
+    }
+    free(buf);
+    if (!ok) {
+        free(out);
+        return false;
+    }
+    *v = out;
+    return true;
+}
+
+bool pcbm_statset_set_ident(pcbm_statset *s, const uint64_t *v, uint64_t ngran)
+{
+    free(s->ident);
+    s->ident = NULL;
+    s->ident_ngran = 0;
+    if (!v)
+        return true;
+    size_t n = (size_t)(ngran * s->nmodels);
+    if (!(s->ident = pcbm_malloc(n * sizeof *v + 1)))
+        return false;
+    memcpy(s->ident, v, n * sizeof *v);
+    s->ident_ngran = ngran;
+    return true;
+}
+
 void pcbm_statset_free(pcbm_statset *s)
 {
+    free(s->ident);
     free(s->rec);
     free(s->shape_json);
     memset(s, 0, sizeof *s);
@@ -61,6 +166,8 @@ static json_t *to_json(const pcbm_statset *s, unsigned ntasks)
         json_array_append_new(recs, jr);
     }
     json_object_set_new(root, "records", recs);
+    if (s->ident)
+        json_object_set_new(root, "ident", pcbm_ident_json(s->ident, s->nmodels, s->ident_ngran));
     return root;
 }
 
@@ -100,6 +207,9 @@ static pcbm_status parse(const char *path, json_t *root, pcbm_statset *s, pcbm_e
     }
     s->shape_json = json_dumps(shape, JSON_COMPACT | JSON_SORT_KEYS);
     snprintf(s->how, sizeof s->how, "%s", json_string_value(how));
+    json_t *ident = json_object_get(root, "ident");
+    if (ident && !pcbm_ident_parse(ident, s->nmodels, &s->ident, &s->ident_ngran))
+        return bad(path, "input identity table", err);
     unsigned ntasks = s->nmodels - 1;
     for (size_t k = 0; k < json_array_size(recs); k++) {
         json_t *jr = json_array_get(recs, k), *d = json_object_get(jr, "d");

@@ -11,6 +11,8 @@
 
 #include "../common/common.h"
 
+#include <jansson.h>
+
 #define PCBM_STATS_NAME "merge_stats.json.zst"
 
 typedef struct pcbm_statrec {
@@ -26,7 +28,19 @@ typedef struct pcbm_statset {
     char how[192];
     pcbm_statrec *rec;
     size_t nrec, cap;
+    uint64_t *ident;                 /* the input identity table (sched/ident.h) the statistics
+                                        were computed from: nmodels * ident_ngran values, model
+                                        after model, 0 = not recorded; NULL when absent */
+    uint64_t ident_ngran;
 } pcbm_statset;
+
+/* The "ident" member of statistics files and split part tables: {"leaf", "granule",
+ * "granules", "models": [base64 of little-endian u64 per granule, one string per model]}. */
+json_t *pcbm_ident_json(const uint64_t *v, unsigned nmodels, uint64_t ngran);
+/* Parse it (*v malloc'ed); false when malformed or cut with another leaf or granule size. */
+bool pcbm_ident_parse(const json_t *j, unsigned nmodels, uint64_t **v, uint64_t *ngran);
+/* Copy a table into s (replacing its own); false when out of memory. */
+bool pcbm_statset_set_ident(pcbm_statset *s, const uint64_t *v, uint64_t ngran);
 
 /* Append a record; returns NULL when out of memory. */
 pcbm_statrec *pcbm_statset_add(pcbm_statset *s);

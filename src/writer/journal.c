@@ -26,6 +26,12 @@ pcbm_status pcbm_journal_save(const pcbm_journal *j, pcbm_error *err)
     }
     json_object_set_new(root, "inputs", in);
     json_object_set_new(root, "stats_saved", json_boolean(j->stats_saved));
+    json_t *fs = json_array();
+    for (size_t k = 0; k < j->nfstat; k++) {
+        snprintf(h, sizeof h, "%016llx", (unsigned long long)j->fstat[k]);
+        json_array_append_new(fs, json_string(h));
+    }
+    json_object_set_new(root, "input_files", fs);
     for (size_t k = 0; k < j->nseg; k++) {
         const pcbm_segment *s = &j->seg[k];
         snprintf(h, sizeof h, "%016llx", (unsigned long long)s->hash);
@@ -79,6 +85,14 @@ pcbm_status pcbm_journal_load(const char *path, pcbm_journal *j, pcbm_error *err
     j->ninputs = (unsigned)json_array_size(in);
     for (unsigned i = 0; i < j->ninputs; i++)
         j->inputs[i] = strtoull(json_string_value(json_array_get(in, i)) ? json_string_value(json_array_get(in, i)) : "0", NULL, 16);
+    json_t *fs = json_object_get(root, "input_files");
+    if (json_array_size(fs) > 0 && (j->fstat = pcbm_calloc(json_array_size(fs), 8)) != NULL) {
+        j->nfstat = json_array_size(fs);
+        for (size_t k = 0; k < j->nfstat; k++) {
+            const char *v = json_string_value(json_array_get(fs, k));
+            j->fstat[k] = v ? strtoull(v, NULL, 16) : 0;
+        }
+    }
     for (size_t k = 0; k < json_array_size(segs) && st == PCBM_OK; k++) {
         json_int_t f, a, b;
         const char *h;
@@ -104,6 +118,7 @@ void pcbm_journal_free(pcbm_journal *j)
 {
     free(j->path);
     free(j->params);
+    free(j->fstat);
     free(j->seg);
     memset(j, 0, sizeof *j);
 }

@@ -2,7 +2,7 @@
 /*
  * journal.h — the journal of a merge in progress, kept in the partial directory: the identity of
  * the inputs and every parameter that shapes the output, whether the statistics were saved, and
- * the durable output segments (file, range, xxh3-64). Rewritten atomically after each change, so
+ * the stat identity of every input file, the durable output segments (file, range, xxh3-64). Rewritten atomically after each change, so
  * a crash at any moment leaves either the old or the new journal, both consistent.
  */
 #ifndef PCBM_JOURNAL_H
@@ -18,6 +18,10 @@ typedef struct pcbm_journal {
     unsigned ninputs;
     uint64_t inputs[PCBM_MAX_TASKS + 1];
     bool stats_saved;
+    uint64_t *fstat;         /* stat identity of every input file when the merge began (device,
+                                inode, size, modification and change times; model after model,
+                                files in model order); NULL in a journal without them */
+    size_t nfstat;
     pcbm_segment *seg;
     size_t nseg, cap;
 } pcbm_journal;
