@@ -701,6 +701,20 @@ static pcbm_status save_part_ident(const split_plan *sp, merge_run *r, unsigned 
     return st;
 }
 
+typedef struct ident_ctx {
+    const split_plan *sp;
+    merge_run *r;
+    unsigned part;
+} ident_ctx;
+
+/* A part's round file is about to be saved: its identity table first (when its first full pass
+ * has recorded one), so that no later run can skip that pass without the table. */
+static pcbm_status ident_before_round(void *arg, pcbm_error *err)
+{
+    ident_ctx *ic = arg;
+    return save_part_ident(ic->sp, ic->r, ic->part, err);
+}
+
 /* The reduce: the parts' tables (disjoint: each holds its own tensors) summed into the
  * statistics, so that apply checks every part's inputs against what its statistics read. */
 static pcbm_status combine_idents(const split_plan *sp, const merge_run *r, pcbm_error *err)
@@ -789,6 +803,11 @@ static pcbm_status phase_stats(split_plan *sp, merge_run *r, unsigned part, pcbm
     bool had_ident = false;
     if (st == PCBM_OK)
         st = load_part_ident(sp, r, part, &had_ident, err);
+    ident_ctx ic = {sp, r, part};
+    if (!had_ident) { /* the table is durable before the round that read it */
+        x.before_save = ident_before_round;
+        x.before_save_arg = &ic;
+    }
     if (st == PCBM_OK)
         st = pcbm_method_run(&r->mc, &end, err);
     if (st == PCBM_OK && !had_ident)

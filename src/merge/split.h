@@ -33,6 +33,10 @@ typedef struct pcbm_split {
     unsigned reduced;       /* rounds this reduce combined */
     bool local;             /* tensor scope: a part's statistics are its own (no exchange) */
     unsigned file_lo, file_hi; /* the part's output files */
+    /* called by a part before it saves a round file (NULL: nothing): what must be durable
+     * before the round is (its input identity table), or a later run skips the pass */
+    pcbm_status (*before_save)(void *arg, pcbm_error *err);
+    void *before_save_arg;
 } pcbm_split;
 
 /* What an exchange did with a round's accumulators. */

@@ -243,6 +243,8 @@ pcbm_status pcbm_split_exchange(pcbm_split *sp, const pcbm_acc *acc, unsigned na
         *got = PCBM_EXCHANGE_SAVED;
         if (part_intact(sp, sp->round, sp->part)) /* saved by an earlier run (pass skipped) */
             return PCBM_OK;
+        if (sp->before_save && (st = sp->before_save(sp->before_save_arg, err)) != PCBM_OK)
+            return st;
         return save(sp, sp->part, acc, nacc, err);
     }
     char list[512];
