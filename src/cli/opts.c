@@ -105,11 +105,11 @@ static const cli_opt table[] = {
      "excludes --lambdas"},
     {"normalize", NULL, NULL, O_NORMALIZE, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "divide by the summed weights (ties, dare_ties: of the tasks that agree\n"
-     "with the elected sign): the default of ties and dare_ties; also\n"
-     "task_arithmetic and dare_linear"},
+     "with the elected sign): the default of linear, ties and dare_ties;\n"
+     "also task_arithmetic and dare_linear"},
     {"no-normalize", NULL, NULL, O_NO_NORMALIZE, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "do not divide (the default of task_arithmetic and dare_linear, and\n"
-     "mergekit's of dare_ties)"},
+     "mergekit's of dare_ties; linear: Σ w_i θ_i)"},
     {"rescale", NULL, NULL, O_RESCALE, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "DARE: divide the kept values by their task's density (the default)"},
     {"no-rescale", NULL, NULL, O_NO_RESCALE, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,

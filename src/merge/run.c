@@ -75,11 +75,10 @@ static pcbm_status check_coefficients(const pcbm_merge_opts *o, pcbm_error *err)
         if (!(o->densities[i] > 0.0 && o->densities[i] <= 1.0))
             st = pcbm_fail(err, PCBM_ERR_USAGE, "`densities` value %u is %g: every density must "
                            "be in (0, 1]", i + 1, o->densities[i]);
-    /* the summed weights divide every element of linear, and of task_arithmetic and
-     * dare_linear with `normalize` (ties and dare_ties divide by the agreeing ones' sum, or 1) */
-    bool divides = o->method == PCBM_METHOD_LINEAR ||
-                   ((o->method == PCBM_METHOD_TASK_ARITHMETIC ||
-                     o->method == PCBM_METHOD_DARE_LINEAR) && pcbm_method_normalizes(o));
+    /* with `normalize`, the summed weights divide every element of linear, task_arithmetic
+     * and dare_linear (ties and dare_ties divide by the agreeing ones' sum, or 1) */
+    bool divides = (o->method == PCBM_METHOD_LINEAR || o->method == PCBM_METHOD_TASK_ARITHMETIC ||
+                    o->method == PCBM_METHOD_DARE_LINEAR) && pcbm_method_normalizes(o);
     if (st != PCBM_OK || !o->weights || !divides)
         return st;
     double s = 0;

@@ -2,7 +2,7 @@
 /*
  * simple.c — the methods without statistics, one apply pass each: task arithmetic
  * (θ_pre + λ·Σ w_i·τ_i, divided by Σ w_i with `normalize`, or Σ λ_i·τ_i with per-task
- * coefficients), linear (Σ α_i θ_i / Σ α_i) and dare_linear (task arithmetic over DARE-dropped
+ * coefficients), linear (Σ α_i θ_i / Σ α_i, or not divided) and dare_linear (task arithmetic over DARE-dropped
  * task vectors, rescaled by 1/d_i unless `rescale` is off). No statistics rounds: three table
  * entries with an apply tile each (the apply pass checks the inputs).
  */
@@ -67,7 +67,8 @@ static void tile_dare_linear(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, voi
     task_sum(mc, tl);
 }
 
-/* Σ α_i θ_i / Σ α_i with the --weights (equal weights without them). */
+/* Σ α_i θ_i / Σ α_i with the --weights (equal weights without them); Σ α_i θ_i with
+ * `normalize` off (a division by 1, exact). */
 static void tile_linear(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     const double *wts = mc->o->weights;
@@ -80,6 +81,8 @@ static void tile_linear(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *ar
         wf[i] = wts ? (float)wts[i] : 1.0f;
         wsum += wf[i];
     }
+    if (!pcbm_method_normalizes(mc->o))
+        wsum = 1.0f;
     pcbm_k_linear((const float *const *)tl->theta, N, wf, wsum, tl->tmp, tl->n);
 }
 
@@ -94,7 +97,8 @@ const pcbm_method_def pcbm_method_task_arithmetic = {
 const pcbm_method_def pcbm_method_linear = {
     .id = PCBM_METHOD_LINEAR,
     .name = "linear",
-    .uses = PCBM_USES_WEIGHTS,
+    .uses = PCBM_USES_WEIGHTS | PCBM_USES_NORMALIZE,
+    .normalizes = true,
     .needs_theta = true,
     .apply_checks_finite = true,
     .apply = tile_linear,

@@ -39,6 +39,8 @@ ref_case dt-weights            "$F" 3 --cmp "$cmp_opts" --method dare_ties --den
 ref_case dt-densities          "$G" 3 --cmp "$cmp_opts" --method dare_ties --densities $DD --seed 6
 ref_case dt-both-no-normalize  "$F" 3 --cmp "$cmp_opts" --method dare_ties --densities $DD --weights $W --no-normalize
 ref_case dt-normalize-explicit "$F" 3 --cmp "$cmp_opts" --method dare_ties --densities $DD --weights $W --normalize
+ref_case linear-no-normalize   "$F" 3 --cmp "$cmp_opts" --method linear --weights $W --no-normalize
+ref_case linear-no-normalize-neg "$G" 3 --cmp "$cmp_opts" --method linear --weights 1,-1,0.5 --no-normalize
 ref_case dt-no-rescale         "$G" 3 --cmp "$cmp_opts" --method dare_ties --densities $DD --weights $WN --no-rescale
 
 # ---- bytes: threads, memory, --stats, split; the unweighted merge at weights 1 ----------------
@@ -139,7 +141,7 @@ usage "--densities with a negative"        "--densities value 1 is -0.1" --metho
 usage "--densities above 1"                "--densities value 3 is 1.5" --method dare_linear --densities 0.1,0.2,1.5
 usage "--weights with pcb"                 "--weights does not apply to the pcb method" --method pcb --weights 1,2,3
 usage "--densities with task_arithmetic"   "--densities does not apply to the task_arithmetic method" --method task_arithmetic --densities 0.1,0.2,0.3
-usage "--normalize with linear"            "--normalize/--no-normalize does not apply to the linear method" --method linear --normalize
+usage "--densities with linear"            "--densities does not apply to the linear method" --method linear --densities 0.1,0.2,0.3
 usage "--no-normalize with pcb"            "--normalize/--no-normalize does not apply to the pcb method" --no-normalize
 usage "--rescale with ties"                "--rescale/--no-rescale does not apply to the ties method" --method ties --no-rescale
 usage "--weights with --lambdas"           "--lambdas.*excludes.*--weights" --method task_arithmetic --weights 1,2,3 --lambdas 1,1,1

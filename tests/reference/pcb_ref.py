@@ -561,8 +561,8 @@ def merge(base_dir, task_dirs, out_dir, method="pcb", density=0.1, lam=1.0, lamb
     densities = [float(x) for x in densities] if densities else [float(density)] * n
     if len(densities) != n:
         raise RefError("%d densities for %d tasks" % (len(densities), n))
-    if normalize is None:        # ties: mergekit's default; dare_ties: pcbmerge's (mergekit: off)
-        normalize = method in ("ties", "dare_ties")
+    if normalize is None:  # linear, ties: mergekit's default; dare_ties: pcbmerge's (mergekit: off)
+        normalize = method in ("linear", "ties", "dare_ties")
     if rescale is None:
         rescale = True
     names = participating(base, tasks, excludes)
@@ -634,7 +634,7 @@ def merge(base_dir, task_dirs, out_dir, method="pcb", density=0.1, lam=1.0, lamb
                 for w in weights:
                     wsum = F32(wsum + F32(w))
                 acc = seq_sum([F32(w) * TH[i, g0:g1] for i, w in enumerate(weights)])
-                OUT[g0:g1] = acc / wsum
+                OUT[g0:g1] = acc / wsum if normalize else acc   # mergekit's linear normalize
                 stats = [{"lo": None, "hi": None, "threshold": None, "max": None, "kept": g1 - g0}
                          for _ in range(n)]
             else:
