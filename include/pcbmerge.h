@@ -237,10 +237,12 @@ typedef struct pcbm_merge_opts {
     const char *out;                /* output directory (must not exist) */
 
     pcbm_method method;             /* default PCB */
-    double density;                 /* fraction kept (PCB mask ratio r, TIES k, DARE 1-p); 0.1 */
+    double density;                 /* fraction kept (PCB mask ratio r, TIES k, DARE 1-p); 0.1;
+                                       `densities` gives one per task */
     double lambda;                  /* global coefficient; 1.0 */
     const double *lambdas;          /* per-task coefficients (ntasks) or NULL */
-    const double *weights;          /* linear: per-task weights (ntasks) or NULL = equal */
+    const double *weights;          /* per-task weights (ntasks) or NULL = 1 each: linear,
+                                       task_arithmetic, dare_linear, ties, dare_ties */
     double clamp_ratio;             /* PCB outlier clamp ratio c; 1e-4 */
     pcbm_scope scope;               /* global (paper) or per tensor */
     pcbm_stats_mode stats_mode;     /* how PCB's global statistics are found; AUTO */
@@ -275,7 +277,19 @@ typedef struct pcbm_merge_opts {
     int take_nonfloat_base;         /* integer and bool tensors that differ between the models:
                                        copy the base's, with a warning (by default the merge is
                                        refused, naming tensor and models) */
+    /* mergekit's per-model parameters (ties, dare_ties, dare_linear; task_arithmetic takes
+     * `normalize`): docs/semantics.md */
+    const double *densities;        /* per-task densities in (0, 1] (ntasks) or NULL = `density`
+                                       for every task: ties, dare_ties, dare_linear */
+    int normalize;                  /* PCBM_DEFAULT: the method's (on for ties, off otherwise);
+                                       PCBM_ON: divide by the summed weights (of the agreeing
+                                       tasks with ties/dare_ties); PCBM_OFF: do not */
+    int rescale;                    /* DARE: PCBM_DEFAULT or PCBM_ON divide the survivors by
+                                       their task's density; PCBM_OFF keeps them as they are */
 } pcbm_merge_opts;
+
+/* The values of a pcbm_merge_opts switch whose default depends on the method. */
+enum { PCBM_DEFAULT = 0, PCBM_ON = 1, PCBM_OFF = 2 };
 
 /* Fill `o` with the defaults listed above. */
 PCBM_API void pcbm_merge_opts_init(pcbm_merge_opts *o);
@@ -386,8 +400,9 @@ typedef void (*pcbm_search_note_fn)(void *user, const char *msg);
 
 typedef struct pcbm_search_opts {
     uint32_t struct_size;          /* sizeof(pcbm_search_opts): set by pcbm_search_opts_init */
-    const pcbm_merge_opts *merge;  /* base, tasks, out, method and every merge parameter (lambda,
-                                      lambdas and weights are ignored); stats_in: statistics of an
+    const pcbm_merge_opts *merge;  /* base, tasks, out, method and every merge parameter (lambda
+                                      and lambdas are ignored; weights, densities, normalize and
+                                      rescale are refused); stats_in: statistics of an
                                       earlier merge of these inputs; force: discard an earlier
                                       search or partial output; resume: see below */
     pcbm_search_eval_fn evaluate;  /* required */

@@ -248,13 +248,22 @@ static int cmd_merge(int argc, char **argv, cli_cmd c)
         else if (a->nlambdas && (unsigned)a->nlambdas != a->o.ntasks)
             rc = cli_usage_error(c, "--lambdas needs one value per task model (count differs)");
         else if (a->nweights && (unsigned)a->nweights != a->o.ntasks)
-            rc = cli_usage_error(c, "--weights needs one value per task model (count differs)");
+            rc = cli_usage_error(c, "--weights needs one value per task model (%d for %u task "
+                                 "models)", a->nweights, a->o.ntasks);
+        else if (a->ndensities && (unsigned)a->ndensities != a->o.ntasks)
+            rc = cli_usage_error(c, "--densities needs one value per task model (%d for %u task "
+                                 "models)", a->ndensities, a->o.ntasks);
+        else if (a->ndensities && a->density_given)
+            rc = cli_usage_error(c, "--density and --densities exclude each other: give one "
+                                 "density for every task or one per task");
     }
     if (rc == 0) {
         if (a->nlambdas)
             a->o.lambdas = a->lambdas;
         if (a->nweights)
             a->o.weights = a->weights;
+        if (a->ndensities)
+            a->o.densities = a->densities;
         pcbm_error err;
         pcbm_cli_attach_printers(&a->o, a->progress, a->quiet);
         char *cmdline = pcbm_cli_command_line(&a->o);

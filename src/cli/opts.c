@@ -61,7 +61,8 @@ enum {
     O_STATS, O_SHARD_SIZE, O_FORCE, O_RESUME, O_MEM, O_THREADS, O_IO, O_BLOCK, O_PROGRESS,
     O_QUIET, O_PARTS, O_PLAN, O_PART_INDEX, O_JSON, O_GET, O_EVAL, O_BUDGET, O_BOUNDS, O_INIT,
     O_SIGMA, O_POPSIZE, O_SEARCH_SEED, O_ON_ERROR, O_SEARCH_FORCE, O_SEARCH_RESUME, O_DRY_RUN,
-    O_REQUIRE_ALL, O_TAKE_NONFLOAT
+    O_REQUIRE_ALL, O_TAKE_NONFLOAT, O_DENSITIES, O_NORMALIZE, O_NO_NORMALIZE, O_RESCALE,
+    O_NO_RESCALE
 };
 
 enum { G_MERGE, G_RUN, G_PLAN, G_PHASE, G_SEARCH, G_COUNT };
@@ -91,12 +92,28 @@ static const cli_opt table[] = {
      "(search: pcb, task_arithmetic or dare_linear, the methods with one λ per task)"},
     {"density", NULL, "R", O_DENSITY, M_MERGE, G_MERGE,
      "fraction kept: PCB mask ratio r, TIES top-k, DARE 1-p (default 0.1)"},
+    {"densities", NULL, "D1,...", O_DENSITIES, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
+     "one density per task, each in (0, 1] (ties, dare_ties, dare_linear;\n"
+     "mergekit's per-model density); excludes --density"},
     {"lambda", NULL, "L", O_LAMBDA, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "coefficient of the merged task vector (default 1)"},
     {"lambdas", NULL, "L1,...", O_LAMBDAS, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "one coefficient per task (pcb, task_arithmetic, dare_linear)"},
     {"weights", NULL, "W1,...", O_WEIGHTS, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
-     "linear: weight per task model (default equal)"},
+     "one weight per task model (default 1 each; mergekit's per-model\n"
+     "weight): linear, task_arithmetic, dare_linear, ties, dare_ties;\n"
+     "excludes --lambdas"},
+    {"normalize", NULL, NULL, O_NORMALIZE, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
+     "divide by the summed weights (ties, dare_ties: of the tasks that agree\n"
+     "with the elected sign): the default of linear, ties and dare_ties;\n"
+     "also task_arithmetic and dare_linear"},
+    {"no-normalize", NULL, NULL, O_NO_NORMALIZE, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
+     "do not divide (the default of task_arithmetic and dare_linear, and\n"
+     "mergekit's of dare_ties; linear: Σ w_i θ_i)"},
+    {"rescale", NULL, NULL, O_RESCALE, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
+     "DARE: divide the kept values by their task's density (the default)"},
+    {"no-rescale", NULL, NULL, O_NO_RESCALE, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
+     "DARE: keep the kept values as they are (dare_linear, dare_ties)"},
     {"clamp-ratio", NULL, "C", O_CLAMP, M_MERGE, G_MERGE, "PCB outlier clamp ratio (default 1e-4)"},
     {"scope", NULL, "S", O_SCOPE, M_MERGE, G_MERGE,
      "global (the paper: statistics over the whole model, default) or\n"
@@ -120,7 +137,8 @@ static const cli_opt table[] = {
      "merge NaN/Inf weights instead of refusing"},
     {"stats", NULL, "FILE", O_STATS, M_MERGE, G_MERGE,
      "reuse the statistics of an earlier merge of these inputs and\n"
-     "parameters (its merge_stats.json.zst): only --lambda/--lambdas may change"},
+     "parameters (its merge_stats.json.zst): only --lambda/--lambdas and\n"
+     "--normalize may change"},
     {"shard-size", NULL, "SIZE", O_SHARD_SIZE, M_MERGE, G_MERGE,
      "maximum bytes per output file (default 5GB; KB/MB/GB = powers of 1000)"},
     {"resume", NULL, NULL, O_RESUME, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
@@ -279,7 +297,25 @@ static int set_merge_value(cli_cmd c, cli_args *a, int id, const char *opt, cons
         break;
     case O_DENSITY:
         if (!num(v, &o->density)) return ERR("--density needs a number, got %s", v);
+        a->density_given = true;
         break;
+    case O_DENSITIES:
+        if ((a->ndensities = num_list(v, a->densities, PCBM_MAX_TASKS)) <= 0)
+            return ERR("--densities needs comma-separated numbers, got %s", v);
+        break;
+    case O_NORMALIZE:
+    case O_NO_NORMALIZE:
+    case O_RESCALE:
+    case O_NO_RESCALE: {
+        bool norm = id == O_NORMALIZE || id == O_NO_NORMALIZE;
+        int *sw = norm ? &o->normalize : &o->rescale;
+        int want = id == O_NORMALIZE || id == O_RESCALE ? PCBM_ON : PCBM_OFF;
+        if (*sw != PCBM_DEFAULT && *sw != want)
+            return ERR(norm ? "--normalize and --no-normalize exclude each other"
+                            : "--rescale and --no-rescale exclude each other");
+        *sw = want;
+        break;
+    }
     case O_LAMBDA:
         if (!num(v, &o->lambda)) return ERR("--lambda needs a number, got %s", v);
         break;
@@ -458,7 +494,9 @@ static const cli_opt *find_opt(cli_cmd c, const char *name, const cli_opt **any)
 static int refuse(cli_cmd c, const char *name, const cli_opt *any)
 {
     int id = any ? any->id : 0;
-    if (c == CMD_SEARCH && (id == O_LAMBDA || id == O_LAMBDAS || id == O_WEIGHTS))
+    if (c == CMD_SEARCH && (id == O_LAMBDA || id == O_LAMBDAS || id == O_WEIGHTS ||
+                            id == O_DENSITIES || id == O_NORMALIZE || id == O_NO_NORMALIZE ||
+                            id == O_RESCALE || id == O_NO_RESCALE))
         return ERR("--%s does not apply to search: it chooses the per-task λ itself (see --init "
                    "and --bounds)", name);
     if (B(c) & M_PHASES) {

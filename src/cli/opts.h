@@ -26,8 +26,9 @@ typedef enum cli_cmd {
 /* What the options of any command set. */
 typedef struct cli_args {
     pcbm_merge_opts o;                 /* merge parameters and run-time settings */
-    double lambdas[PCBM_MAX_TASKS], weights[PCBM_MAX_TASKS];
-    int nlambdas, nweights;
+    double lambdas[PCBM_MAX_TASKS], weights[PCBM_MAX_TASKS], densities[PCBM_MAX_TASKS];
+    int nlambdas, nweights, ndensities;
+    bool density_given;                /* --density (excludes --densities) */
     const char *exclude[CLI_MAX_EXCLUDE];
     unsigned parts;                    /* plan: --parts K */
     const char *plan, *part, *get;     /* phases: --plan DIR, --part I, status --get KEY */

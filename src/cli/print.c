@@ -32,6 +32,8 @@ static const struct {
     {"popsize", "--popsize"},     {"stats_mode", "--exact/--streaming"},
     {"dry_run", "--dry-run"},     {"require_all", "--require-all"},
     {"take_nonfloat_base", "--take-nonfloat base"},
+    {"densities", "--densities"}, {"normalize", "--normalize/--no-normalize"},
+    {"rescale", "--rescale/--no-rescale"},
 };
 
 void pcbm_cli_flagify(const char *in, char *out, size_t len)
@@ -145,6 +147,12 @@ char *pcbm_cli_command_line(const pcbm_merge_opts *o)
         put_opt(&c, "--lambda", o->lambda);
     if (o->weights)
         put_list(&c, "--weights", o->weights, o->ntasks);
+    if (o->densities)
+        put_list(&c, "--densities", o->densities, o->ntasks);
+    if (o->normalize != PCBM_DEFAULT)
+        put(&c, o->normalize == PCBM_ON ? "--normalize" : "--no-normalize", false);
+    if (o->rescale != PCBM_DEFAULT)
+        put(&c, o->rescale == PCBM_ON ? "--rescale" : "--no-rescale", false);
     if (o->clamp_ratio != d.clamp_ratio)
         put_opt(&c, "--clamp-ratio", o->clamp_ratio);
     if (o->scope == PCBM_SCOPE_TENSOR)

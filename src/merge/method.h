@@ -55,12 +55,16 @@ enum {
     PCBM_USES_CLAMP = 1u << 5,      /* --clamp-ratio */
     PCBM_USES_SCOPE = 1u << 6,      /* --scope tensor */
     PCBM_USES_STREAMING = 1u << 7,  /* --exact / --streaming */
+    PCBM_USES_DENSITIES = 1u << 8,  /* --densities (one per task) */
+    PCBM_USES_NORMALIZE = 1u << 9,  /* --normalize / --no-normalize */
+    PCBM_USES_RESCALE = 1u << 10,   /* --rescale / --no-rescale (DARE) */
 };
 
 typedef struct pcbm_method_def {
     pcbm_method id;
     const char *name;
     unsigned uses;                  /* PCBM_USES_* */
+    bool normalizes, rescales;      /* what `normalize` / `rescale` default to (mergekit's) */
     bool needs_theta;               /* tiles read the decoded task values, not only tau */
     bool apply_checks_finite;       /* no statistics pass checked the inputs before the apply */
     /* Bytes of statistics beyond the engine's buffers (NULL: none). */
@@ -92,6 +96,20 @@ static inline pcbm_acc pcbm_hset_region(pcbm_hset *h)
 
 /* The table (methods.c); NULL for an unknown method. */
 const pcbm_method_def *pcbm_method_find(pcbm_method m);
+
+/* The per-task parameters as the methods read them: task i's density (`densities`, else
+ * `density`) and weight (`weights` as float32, else 1); whether this merge normalizes by the
+ * summed weights and rescales DARE's survivors (the switch, else the method's default). */
+static inline double pcbm_task_density(const pcbm_merge_opts *o, unsigned i)
+{
+    return o->densities ? o->densities[i] : o->density;
+}
+static inline float pcbm_task_weight(const pcbm_merge_opts *o, unsigned i)
+{
+    return o->weights ? (float)o->weights[i] : 1.0f;
+}
+bool pcbm_method_normalizes(const pcbm_merge_opts *o);
+bool pcbm_method_rescales(const pcbm_merge_opts *o);
 
 /* The driver's loop over one range's rounds (rounds.c), with the pass given: pcbm_method_run
  * gives the engine's; tests give tiles of their own. state comes from m->init. */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * methods.c — the method table: one line per method (its pcbm_method_def lives in the method's
- * own file), and what is looked up in it: names (public API), statistics bytes, rounds at most.
+ * own file), and what is looked up in it: names (public API), statistics bytes, rounds at most,
+ * the defaults of the switches.
  */
 #include "method.h"
 
@@ -52,4 +53,21 @@ unsigned pcbm_method_max_rounds(const pcbm_merge_opts *o, const pcbm_layout *p)
     if (o->scope == PCBM_SCOPE_TENSOR)
         return 1; /* a unit's statistics are its own tensors' (no exchange) */
     return m->max_rounds ? m->max_rounds(o, p) : m->nrounds;
+}
+
+static bool switch_on(int v, bool dflt)
+{
+    return v == PCBM_ON || (v != PCBM_OFF && dflt);
+}
+
+bool pcbm_method_normalizes(const pcbm_merge_opts *o)
+{
+    const pcbm_method_def *m = pcbm_method_find(o->method);
+    return m && (m->uses & PCBM_USES_NORMALIZE) && switch_on(o->normalize, m->normalizes);
+}
+
+bool pcbm_method_rescales(const pcbm_merge_opts *o)
+{
+    const pcbm_method_def *m = pcbm_method_find(o->method);
+    return m && (m->uses & PCBM_USES_RESCALE) && switch_on(o->rescale, m->rescales);
 }

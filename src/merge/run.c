@@ -73,14 +73,74 @@ static pcbm_status check_coefficients(const pcbm_merge_opts *o, pcbm_error *err)
     pcbm_status st = check_coefs("lambdas", o->lambdas, o->ntasks, err);
     if (st == PCBM_OK)
         st = check_coefs("weights", o->weights, o->ntasks, err);
-    if (st != PCBM_OK || !o->weights)
+    for (unsigned i = 0; st == PCBM_OK && o->densities && i < o->ntasks; i++)
+        if (!(o->densities[i] > 0.0 && o->densities[i] <= 1.0))
+            st = pcbm_fail(err, PCBM_ERR_USAGE, "`densities` value %u is %g: every density must "
+                           "be in (0, 1]", i + 1, o->densities[i]);
+    /* with `normalize`, the summed weights divide every element of linear, task_arithmetic
+     * and dare_linear (ties and dare_ties divide by the agreeing ones' sum, or 1) */
+    bool divides = (o->method == PCBM_METHOD_LINEAR || o->method == PCBM_METHOD_TASK_ARITHMETIC ||
+                    o->method == PCBM_METHOD_DARE_LINEAR) && pcbm_method_normalizes(o);
+    if (st != PCBM_OK || !o->weights || !divides)
         return st;
     double s = 0;
     for (unsigned i = 0; i < o->ntasks; i++)
         s += o->weights[i];
     if (!(s != 0.0) || !usable_coef(s))
         return pcbm_fail(err, PCBM_ERR_USAGE, "`weights` must have a non-zero sum that is a "
-                         "finite float32 (got %g)", s);
+                         "finite float32 (got %g): %s divides by it", s,
+                         pcbm_method_name(o->method));
+    return PCBM_OK;
+}
+
+/* The options one method or another reads: given to a method that does not read it, each is
+ * refused, naming the methods that do (method.h's `uses`). */
+static const struct {
+    unsigned use;
+    const char *field;
+} method_params[] = {
+    {PCBM_USES_LAMBDAS, "lambdas"},     {PCBM_USES_WEIGHTS, "weights"},
+    {PCBM_USES_DENSITIES, "densities"}, {PCBM_USES_NORMALIZE, "normalize"},
+    {PCBM_USES_RESCALE, "rescale"},
+};
+
+static bool param_given(const pcbm_merge_opts *o, unsigned use)
+{
+    switch (use) {
+    case PCBM_USES_LAMBDAS: return o->lambdas != NULL;
+    case PCBM_USES_WEIGHTS: return o->weights != NULL;
+    case PCBM_USES_DENSITIES: return o->densities != NULL;
+    case PCBM_USES_NORMALIZE: return o->normalize != PCBM_DEFAULT;
+    case PCBM_USES_RESCALE: return o->rescale != PCBM_DEFAULT;
+    default: return false;
+    }
+}
+
+static pcbm_status check_method_params(const pcbm_merge_opts *o, pcbm_error *err)
+{
+    const pcbm_method_def *m = pcbm_method_find(o->method);
+    if ((o->normalize != PCBM_DEFAULT && o->normalize != PCBM_ON && o->normalize != PCBM_OFF) ||
+        (o->rescale != PCBM_DEFAULT && o->rescale != PCBM_ON && o->rescale != PCBM_OFF))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`normalize` and `rescale` are PCBM_DEFAULT, "
+                         "PCBM_ON or PCBM_OFF");
+    for (size_t k = 0; k < sizeof method_params / sizeof *method_params; k++) {
+        unsigned use = method_params[k].use;
+        if (!param_given(o, use) || (m->uses & use))
+            continue;
+        char who[160] = "";
+        size_t u = 0;
+        for (unsigned x = 0; x < PCBM_METHOD_COUNT; x++) {
+            const pcbm_method_def *d = pcbm_method_find((pcbm_method)x);
+            if (d && (d->uses & use) && u < sizeof who)
+                u += (size_t)snprintf(who + u, sizeof who - u, "%s%s", u ? ", " : "", d->name);
+        }
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`%s` does not apply to the %s method (methods "
+                         "that take it: %s)", method_params[k].field, m->name, who);
+    }
+    if (o->lambdas && (o->weights || o->normalize != PCBM_DEFAULT))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`lambdas` (pcbmerge's per-task coefficients) "
+                         "excludes mergekit's `%s`: give `weights` (and `lambda`, which scales "
+                         "the weighted sum) or `lambdas`", o->weights ? "weights" : "normalize");
     return PCBM_OK;
 }
 
@@ -100,16 +160,11 @@ pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err)
     if (!(o->clamp_ratio >= 0.0 && o->clamp_ratio < 0.5))
         return pcbm_fail(err, PCBM_ERR_USAGE, "`clamp_ratio` must be in [0, 0.5), got %g",
                          o->clamp_ratio);
-    pcbm_status st = check_coefficients(o, err);
+    pcbm_status st = check_method_params(o, err);
+    if (st == PCBM_OK)
+        st = check_coefficients(o, err);
     if (st != PCBM_OK)
         return st;
-    if (o->lambdas && (o->method == PCBM_METHOD_TIES || o->method == PCBM_METHOD_DARE_TIES ||
-                       o->method == PCBM_METHOD_LINEAR))
-        return pcbm_fail(err, PCBM_ERR_USAGE,
-                         "`lambdas` applies to pcb, task_arithmetic and dare_linear; %s takes one "
-                         "`lambda` (linear takes `weights`)", pcbm_method_name(o->method));
-    if (o->weights && o->method != PCBM_METHOD_LINEAR)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "`weights` applies to the linear method only");
     if (o->out_dtype != PCBM_DTYPE_BASE && !pcbm_dtype_is_mergeable(o->out_dtype))
         return pcbm_fail(err, PCBM_ERR_USAGE, "`out_dtype` must be bf16, f16, f32 or base");
     if (o->shard_bytes == 0)
@@ -126,6 +181,23 @@ unsigned pcbm_run_default_threads(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (unsigned)n : 1;
+}
+
+/* The per-task densities when given, and `normalize` / `rescale` when they differ from the
+ * method's default (a merge at the defaults records what it always did). */
+static void add_switches(json_t *p, const pcbm_merge_opts *o)
+{
+    const pcbm_method_def *m = pcbm_method_find(o->method);
+    if (o->densities) {
+        json_t *a = json_array();
+        for (unsigned i = 0; i < o->ntasks; i++)
+            json_array_append_new(a, json_real(o->densities[i]));
+        json_object_set_new(p, "densities", a);
+    }
+    if (pcbm_method_normalizes(o) != m->normalizes)
+        json_object_set_new(p, "normalize", json_boolean(pcbm_method_normalizes(o)));
+    if (pcbm_method_rescales(o) != m->rescales)
+        json_object_set_new(p, "rescale", json_boolean(pcbm_method_rescales(o)));
 }
 
 static char *params_json(const pcbm_merge_opts *o)
@@ -146,6 +218,7 @@ static char *params_json(const pcbm_merge_opts *o)
             json_array_append_new(a, json_real(o->weights[i]));
         json_object_set_new(p, "weights", a);
     }
+    add_switches(p, o);
     json_object_set_new(p, "clamp_ratio", json_real(o->clamp_ratio));
     json_object_set_new(p, "scope", json_string(o->scope == PCBM_SCOPE_GLOBAL ? "global" : "tensor"));
     json_object_set_new(p, "exact", json_boolean(o->stats_mode == PCBM_STATS_EXACT));
@@ -288,12 +361,18 @@ char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, do
         json_object_set_new(r, "warnings_not_listed", json_integer(sink->dropped));
     bool global_stats = o->scope == PCBM_SCOPE_GLOBAL;
     bool is_pcb = o->method == PCBM_METHOD_PCB, is_ties = o->method == PCBM_METHOD_TIES;
+    const pcbm_method_def *m = pcbm_method_find(o->method);
     json_t *tasks = json_array();
     for (unsigned i = 0; i < mc->ntasks; i++) {
         const pcbm_task_stats *ts = &mc->task[i];
         json_t *t = json_object();
         json_object_set_new(t, "path", json_string(o->tasks[i]));
         json_object_set_new(t, "lambda", json_real(mc->lam[i]));
+        json_object_set_new(t, "weight", (m->uses & PCBM_USES_WEIGHTS)
+                                             ? json_real(o->weights ? o->weights[i] : 1.0)
+                                             : json_null());
+        json_object_set_new(t, "density", (m->uses & PCBM_USES_DENSITY)
+                                              ? json_real(pcbm_task_density(o, i)) : json_null());
         json_object_set_new(t, "lo", json_num_or_null(ts->lo, is_pcb && global_stats));
         json_object_set_new(t, "hi", json_num_or_null(ts->hi, is_pcb && global_stats));
         json_object_set_new(t, "threshold",
@@ -485,6 +564,20 @@ static char *shape_json(const pcbm_merge_opts *o)
     }
     if (o->method == PCBM_METHOD_DARE_TIES)
         json_object_set_new(p, "seed", json_integer((json_int_t)o->seed));
+    /* per-task densities, the weights (they scale the values the signs are elected on) and
+     * dare_ties' rescale shape the statistics; `normalize` only divides afterwards. Nothing is
+     * added at the defaults. */
+    json_t *q = json_object();
+    add_switches(q, o);
+    json_object_del(q, "normalize");
+    if (o->weights) {
+        json_t *a = json_array();
+        for (unsigned i = 0; i < o->ntasks; i++)
+            json_array_append_new(a, json_real(o->weights[i]));
+        json_object_set_new(q, "weights", a);
+    }
+    json_object_update(p, q);
+    json_decref(q);
     char *str = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(p);
     return str;
@@ -514,8 +607,9 @@ static pcbm_status check_stats_file(const pcbm_merge_opts *o, const pcbm_statset
         char diff[256];
         pcbm_params_differ(in->shape_json, now->shape_json, "method", NULL, 0, diff, sizeof diff);
         return pcbm_fail(err, PCBM_ERR_STATS, "statistics file %s was computed with other "
-                         "parameters (%s); only `lambda`/`lambdas` may change with `stats_in`; "
-                         "recompute them without `stats_in`", o->stats_in, diff);
+                         "parameters (%s); only `lambda`/`lambdas` and `normalize` may "
+                         "change with `stats_in`; recompute them without `stats_in`",
+                         o->stats_in, diff);
     }
     return PCBM_OK;
 }

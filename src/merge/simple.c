@@ -1,17 +1,44 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * simple.c — the methods without statistics, one apply pass each: task arithmetic
- * (θ_pre + λ·Σ τ_i, or Σ λ_i·τ_i with per-task coefficients), linear (Σ α_i θ_i / Σ α_i) and
- * dare_linear (task arithmetic over DARE-dropped, rescaled task vectors). No statistics
- * rounds: three table entries with an apply tile each (the apply pass checks the inputs).
+ * (θ_pre + λ·Σ w_i·τ_i, divided by Σ w_i with `normalize`, or Σ λ_i·τ_i with per-task
+ * coefficients), linear (Σ α_i θ_i / Σ α_i, or not divided) and dare_linear (task arithmetic over DARE-dropped
+ * task vectors, rescaled by 1/d_i unless `rescale` is off). No statistics rounds: three table
+ * entries with an apply tile each (the apply pass checks the inputs).
  */
 #include "method.h"
 #include "../kernels/mkern.h"
 #include "../kernels/rng.h"
 
-/* tmp[k] = base + λ·Σ τ_i (one λ) or base + Σ λ_i·τ_i (per-task λ). */
+/* mergekit's weighted sum: acc = ((0 + w_1·τ_1) + w_2·τ_2) + …, acc / W with `normalize`
+ * (W = ((0 + w_1) + w_2) + …, non-zero: the option checks refuse 0), tmp[k] = base + λ·acc. */
+static void weighted_sum(const pcbm_mctx *mc, const pcbm_tile *tl)
+{
+    const pcbm_merge_opts *o = mc->o;
+    unsigned N = mc->ntasks;
+    float w[PCBM_MAX_TASKS], wsum = 0.0f, lam = mc->lam[0];
+    for (unsigned i = 0; i < N; i++) {
+        w[i] = pcbm_task_weight(o, i);
+        wsum += w[i];
+    }
+    bool norm = pcbm_method_normalizes(o);
+    for (unsigned k = 0; k < tl->n; k++) {
+        float acc = 0.0f;
+        for (unsigned i = 0; i < N; i++)
+            acc += w[i] * tl->tau[i][k];
+        if (norm)
+            acc = acc / wsum;
+        tl->tmp[k] = tl->base[k] + lam * acc;
+    }
+}
+
+/* tmp[k] = base + λ·Σ τ_i (one λ), base + Σ λ_i·τ_i (per-task λ), or the weighted sum. */
 static void task_sum(const pcbm_mctx *mc, const pcbm_tile *tl)
 {
+    if (mc->o->weights || pcbm_method_normalizes(mc->o)) {
+        weighted_sum(mc, tl);
+        return;
+    }
     pcbm_k_task_sum((const float *const *)tl->tau, mc->ntasks,
                     mc->per_task_lambdas ? mc->lam : NULL, mc->lam[0], tl->base, tl->tmp, tl->n);
 }
@@ -26,19 +53,22 @@ static void tile_task_arithmetic(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl,
 
 static void tile_dare_linear(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
+    const pcbm_merge_opts *o = mc->o;
     unsigned N = mc->ntasks;
     uint64_t key = pcbm_name_key(tl->bv->t->name);
     uint64_t *kept = pcbm_kept_local(mc, w);
     uint8_t keep[PCBM_TILE];
-    float dens = (float)mc->o->density;
+    bool rescale = pcbm_method_rescales(o);
     for (unsigned i = 0; i < N; i++) {
-        kept[i] += pcbm_dare_mask(mc->o->seed, i, key, tl->start, tl->n, mc->o->density, keep);
-        pcbm_k_dare_scale(tl->tau[i], keep, dens, tl->tau[i], tl->n);
+        double d = pcbm_task_density(o, i);
+        kept[i] += pcbm_dare_mask(o->seed, i, key, tl->start, tl->n, d, keep);
+        pcbm_k_dare_scale(tl->tau[i], keep, rescale ? (float)d : 1.0f, tl->tau[i], tl->n);
     }
     task_sum(mc, tl);
 }
 
-/* Σ α_i θ_i / Σ α_i with the --weights (equal weights without them). */
+/* Σ α_i θ_i / Σ α_i with the --weights (equal weights without them); Σ α_i θ_i with
+ * `normalize` off (a division by 1, exact). */
 static void tile_linear(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     const double *wts = mc->o->weights;
@@ -51,13 +81,15 @@ static void tile_linear(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *ar
         wf[i] = wts ? (float)wts[i] : 1.0f;
         wsum += wf[i];
     }
+    if (!pcbm_method_normalizes(mc->o))
+        wsum = 1.0f;
     pcbm_k_linear((const float *const *)tl->theta, N, wf, wsum, tl->tmp, tl->n);
 }
 
 const pcbm_method_def pcbm_method_task_arithmetic = {
     .id = PCBM_METHOD_TASK_ARITHMETIC,
     .name = "task_arithmetic",
-    .uses = PCBM_USES_LAMBDA | PCBM_USES_LAMBDAS,
+    .uses = PCBM_USES_LAMBDA | PCBM_USES_LAMBDAS | PCBM_USES_WEIGHTS | PCBM_USES_NORMALIZE,
     .apply_checks_finite = true,
     .apply = tile_task_arithmetic,
 };
@@ -65,7 +97,8 @@ const pcbm_method_def pcbm_method_task_arithmetic = {
 const pcbm_method_def pcbm_method_linear = {
     .id = PCBM_METHOD_LINEAR,
     .name = "linear",
-    .uses = PCBM_USES_WEIGHTS,
+    .uses = PCBM_USES_WEIGHTS | PCBM_USES_NORMALIZE,
+    .normalizes = true,
     .needs_theta = true,
     .apply_checks_finite = true,
     .apply = tile_linear,
@@ -74,7 +107,9 @@ const pcbm_method_def pcbm_method_linear = {
 const pcbm_method_def pcbm_method_dare_linear = {
     .id = PCBM_METHOD_DARE_LINEAR,
     .name = "dare_linear",
-    .uses = PCBM_USES_LAMBDA | PCBM_USES_LAMBDAS | PCBM_USES_DENSITY | PCBM_USES_SEED,
+    .uses = PCBM_USES_LAMBDA | PCBM_USES_LAMBDAS | PCBM_USES_WEIGHTS | PCBM_USES_DENSITY |
+            PCBM_USES_DENSITIES | PCBM_USES_SEED | PCBM_USES_NORMALIZE | PCBM_USES_RESCALE,
+    .rescales = true,
     .apply_checks_finite = true,
     .apply = tile_dare_linear,
 };

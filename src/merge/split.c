@@ -47,7 +47,7 @@ typedef struct split_plan {
     pcbm_merge_opts o;          /* the merge's parameters; strings below own its pointers */
     char *base;
     char **tasks;
-    double *lambdas, *weights;
+    double *lambdas, *weights, *densities;
     char **exclude;
     char *command;              /* how the merge was planned, for the model card */
     unsigned parts;
@@ -70,6 +70,7 @@ static void plan_free(split_plan *sp)
     free(sp->tasks);
     free(sp->lambdas);
     free(sp->weights);
+    free(sp->densities);
     for (unsigned i = 0; sp->exclude && i < sp->o.nexclude; i++)
         free(sp->exclude[i]);
     free(sp->exclude);
@@ -122,6 +123,9 @@ static json_t *opts_json(const pcbm_merge_opts *o)
     json_object_set_new(j, "lambda", json_real(o->lambda));
     json_object_set_new(j, "lambdas", doubles_json(o->lambdas, o->ntasks));
     json_object_set_new(j, "weights", doubles_json(o->weights, o->ntasks));
+    json_object_set_new(j, "densities", doubles_json(o->densities, o->ntasks));
+    json_object_set_new(j, "normalize", json_integer(o->normalize));
+    json_object_set_new(j, "rescale", json_integer(o->rescale));
     json_object_set_new(j, "clamp_ratio", json_real(o->clamp_ratio));
     json_object_set_new(j, "scope", json_string(o->scope == PCBM_SCOPE_GLOBAL ? "global" : "tensor"));
     json_object_set_new(j, "exact", json_boolean(o->stats_mode == PCBM_STATS_EXACT));
@@ -209,11 +213,16 @@ static bool opts_from(json_t *j, split_plan *sp)
     o->allow_nonfinite = json_is_true(json_object_get(j, "allow_nonfinite"));
     o->require_all = json_is_true(json_object_get(j, "require_all"));
     o->take_nonfloat_base = json_is_true(json_object_get(j, "take_nonfloat_base"));
+    json_t *dens = json_object_get(j, "densities"); /* absent from older plans: none */
     if (!doubles_from(json_object_get(j, "lambdas"), nt, &sp->lambdas) ||
-        !doubles_from(json_object_get(j, "weights"), nt, &sp->weights))
+        !doubles_from(json_object_get(j, "weights"), nt, &sp->weights) ||
+        !doubles_from(dens ? dens : json_null(), nt, &sp->densities))
         return false;
     o->lambdas = sp->lambdas;
     o->weights = sp->weights;
+    o->densities = sp->densities;
+    o->normalize = (int)json_integer_value(json_object_get(j, "normalize"));
+    o->rescale = (int)json_integer_value(json_object_get(j, "rescale"));
     const char *cmd = json_string_value(json_object_get(j, "command"));
     if (cmd && !(sp->command = pcbm_strdup(cmd)))
         return false;

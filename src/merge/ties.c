@@ -4,6 +4,10 @@
  * with ties at the threshold kept, sign election by mass with zero sums taking the majority sign
  * of the elected vector, disjoint mean), and dare_ties (DARE's random drop and rescale in place of
  * the trim, then the same election and disjoint mean). Thresholds are exact (radix select).
+ * mergekit's per-model parameters: a density per task (its own top-k fraction or drop rate), a
+ * weight per task multiplying its trimmed vector before the election, and the disjoint mean as
+ * the sum of the agreeing weighted values divided by the sum of their weights (`normalize`, on
+ * by default for ties) or not divided (off).
  * Rounds: ties — |tau| coarse, |tau| fine (the trim thresholds), votes (the majority sign);
  * dare_ties — votes only. Two table entries share the tiles and the record.
  */
@@ -33,28 +37,67 @@ static uint64_t ties_stats_bytes(const pcbm_merge_opts *o, unsigned threads, con
     return pcbm_hset_bytes(threads, o->ntasks) + (uint64_t)threads * 2 * sizeof(int64_t);
 }
 
-/* Trimmed (or DARE-dropped) task vectors of a tile into tl->theta[i]; counts what each task
- * keeps into kept[] when kept is not NULL. */
+/* The weighted task vectors: v[k] = w · v[k] (mergekit weights the sparsified deltas). */
+static void weigh(float *v, float w, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        v[k] = w * v[k];
+}
+
+/* Trimmed (or DARE-dropped) task vectors of a tile, times their weights, into tl->theta[i];
+ * counts what each task keeps into kept[] when kept is not NULL. */
 static void trimmed(pcbm_mctx *mc, const ties_state *ts, const pcbm_tile *tl, uint64_t *kept)
 {
+    const pcbm_merge_opts *o = mc->o;
     unsigned N = mc->ntasks;
-    if (ts->dare) {
-        uint64_t key = pcbm_name_key(tl->bv->t->name);
-        uint8_t keep[PCBM_TILE];
-        float dens = (float)mc->o->density;
-        for (unsigned i = 0; i < N; i++) {
-            uint64_t k = pcbm_dare_mask(mc->o->seed, i, key, tl->start, tl->n, mc->o->density,
-                                        keep);
-            pcbm_k_dare_scale(tl->tau[i], keep, dens, tl->theta[i], tl->n);
-            if (kept)
-                kept[i] += k;
-        }
-        return;
-    }
+    uint64_t key = ts->dare ? pcbm_name_key(tl->bv->t->name) : 0;
+    bool rescale = ts->dare && pcbm_method_rescales(o);
     for (unsigned i = 0; i < N; i++) {
-        uint64_t k = pcbm_k_trim(tl->tau[i], ts->thr[i], tl->theta[i], tl->n);
+        uint64_t k;
+        if (ts->dare) {
+            uint8_t keep[PCBM_TILE];
+            double d = pcbm_task_density(o, i);
+            k = pcbm_dare_mask(o->seed, i, key, tl->start, tl->n, d, keep);
+            pcbm_k_dare_scale(tl->tau[i], keep, rescale ? (float)d : 1.0f, tl->theta[i], tl->n);
+        } else {
+            k = pcbm_k_trim(tl->tau[i], ts->thr[i], tl->theta[i], tl->n);
+        }
+        if (o->weights)
+            weigh(tl->theta[i], pcbm_task_weight(o, i), tl->n);
         if (kept)
             kept[i] += k;
+    }
+}
+
+/* The disjoint mean with weights (mergekit): s = Σ v_i, the elected sign as in
+ * pcbm_k_ties_apply; over the tasks in order, the values on its side add into acc and their
+ * weights into wsum; out[k] = base[k] + λ·(normalize ? acc / (wsum == 0 ? 1 : wsum) : acc).
+ * With every weight 1 and normalize, the bits of pcbm_k_ties_apply. */
+static void ties_apply_weighted(const pcbm_mctx *mc, const ties_state *ts, const pcbm_tile *tl)
+{
+    const pcbm_merge_opts *o = mc->o;
+    unsigned N = mc->ntasks;
+    float w[PCBM_MAX_TASKS], lam = mc->lam[0];
+    for (unsigned i = 0; i < N; i++)
+        w[i] = pcbm_task_weight(o, i);
+    bool norm = pcbm_method_normalizes(o);
+    const float *const *v = (const float *const *)tl->theta;
+    for (unsigned k = 0; k < tl->n; k++) {
+        float s = 0.0f;
+        for (unsigned i = 0; i < N; i++)
+            s += v[i][k];
+        float sign = s > 0.0f ? 1.0f : (s < 0.0f ? -1.0f : ts->majority);
+        float acc = 0.0f, wsum = 0.0f;
+        for (unsigned i = 0; i < N; i++) {
+            float x = v[i][k];
+            if (sign > 0.0f ? x > 0.0f : x < 0.0f) {
+                acc += x;
+                wsum += w[i];
+            }
+        }
+        if (norm)
+            acc = acc / (wsum == 0.0f ? 1.0f : wsum);
+        tl->tmp[k] = tl->base[k] + lam * acc;
     }
 }
 
@@ -85,6 +128,10 @@ static void tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg
 {
     ties_state *ts = arg;
     trimmed(mc, ts, tl, pcbm_kept_local(mc, w));
+    if (mc->o->weights || !pcbm_method_normalizes(mc->o)) {
+        ties_apply_weighted(mc, ts, tl);
+        return;
+    }
     pcbm_k_ties_apply((const float *const *)tl->theta, mc->ntasks, tl->base, ts->majority,
                       mc->lam[0], tl->tmp, tl->n);
 }
@@ -93,16 +140,24 @@ static void tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg
 
 enum { TIES_R_COARSE, TIES_R_FINE, TIES_R_VOTES, TIES_NROUNDS };
 
-static uint64_t keep_count(const pcbm_mctx *mc, uint64_t d)
+/* K_i = ⌊d · r_i⌋: task i's top-k; K_i ≥ d keeps every element (threshold 0). */
+static uint64_t keep_count(const pcbm_mctx *mc, unsigned i, uint64_t d)
 {
-    return d == 0 ? 0 : (uint64_t)((double)d * mc->o->density);
+    return d == 0 ? 0 : (uint64_t)((double)d * pcbm_task_density(mc->o, i));
+}
+
+static bool keeps_all(const pcbm_mctx *mc, unsigned i, uint64_t d)
+{
+    return keep_count(mc, i, d) >= d;
 }
 
 static pcbm_status begin_hist(void *st, const pcbm_mctx *mc, const pcbm_range *rg, pcbm_error *err)
 {
     ties_state *ts = st;
     pcbm_hset_clear(&ts->h);
-    ts->keep_all = keep_count(mc, rg->d) >= rg->d;
+    ts->keep_all = true;
+    for (unsigned i = 0; i < mc->ntasks; i++)
+        ts->keep_all = ts->keep_all && keeps_all(mc, i, rg->d);
     return PCBM_OK;
 }
 
@@ -124,8 +179,9 @@ static int finish_coarse(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
             ts->thr[i] = 0.0f;
         return TIES_R_VOTES;
     }
-    for (unsigned i = 0; i < mc->ntasks; i++) {
-        pcbm_sel_init(&ts->sel[i], rg->d - keep_count(mc, rg->d) - 1);
+    for (unsigned i = 0; i < mc->ntasks; i++) { /* a task that keeps all: any rank, unused */
+        bool all = keeps_all(mc, i, rg->d);
+        pcbm_sel_init(&ts->sel[i], all ? 0 : rg->d - keep_count(mc, i, rg->d) - 1);
         pcbm_sel_coarse(&ts->sel[i], pcbm_hset_total(&ts->h, i));
     }
     return PCBM_ROUND_NEXT;
@@ -136,7 +192,7 @@ static int finish_fine(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
     ties_state *ts = st;
     for (unsigned i = 0; i < mc->ntasks; i++) {
         pcbm_sel_fine(&ts->sel[i], pcbm_hset_total(&ts->h, i));
-        ts->thr[i] = pcbm_fkey_value(ts->sel[i].key);
+        ts->thr[i] = keeps_all(mc, i, rg->d) ? 0.0f : pcbm_fkey_value(ts->sel[i].key);
     }
     return PCBM_ROUND_NEXT;
 }
@@ -243,7 +299,9 @@ static void ties_report(const void *state, pcbm_mctx *mc)
 const pcbm_method_def pcbm_method_ties = {
     .id = PCBM_METHOD_TIES,
     .name = "ties",
-    .uses = PCBM_USES_LAMBDA | PCBM_USES_DENSITY | PCBM_USES_SCOPE,
+    .uses = PCBM_USES_LAMBDA | PCBM_USES_DENSITY | PCBM_USES_SCOPE | PCBM_USES_WEIGHTS |
+            PCBM_USES_DENSITIES | PCBM_USES_NORMALIZE,
+    .normalizes = true,
     .stats_bytes = ties_stats_bytes,
     .init = ties_init,
     .free = ties_free,
@@ -261,7 +319,10 @@ const pcbm_method_def pcbm_method_ties = {
 const pcbm_method_def pcbm_method_dare_ties = {
     .id = PCBM_METHOD_DARE_TIES,
     .name = "dare_ties",
-    .uses = PCBM_USES_LAMBDA | PCBM_USES_DENSITY | PCBM_USES_SEED | PCBM_USES_SCOPE,
+    .uses = PCBM_USES_LAMBDA | PCBM_USES_DENSITY | PCBM_USES_SEED | PCBM_USES_SCOPE |
+            PCBM_USES_WEIGHTS | PCBM_USES_DENSITIES | PCBM_USES_NORMALIZE | PCBM_USES_RESCALE,
+    .normalizes = true, /* the disjoint mean, as ties (mergekit's dare_ties does not normalize) */
+    .rescales = true,
     .stats_bytes = ties_stats_bytes,
     .init = ties_init,
     .free = ties_free,

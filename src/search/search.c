@@ -86,6 +86,11 @@ static pcbm_status validate(const pcbm_search_opts *o, pcbm_error *err)
                          "per task, which only pcb, task_arithmetic and dare_linear take (%s)",
                          pcbm_method_name(m), m == PCBM_METHOD_LINEAR
                              ? "linear takes `weights`" : "ties and dare_ties take one global `lambda`");
+    if (mo->weights || mo->densities || mo->normalize != PCBM_DEFAULT ||
+        mo->rescale != PCBM_DEFAULT)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "search takes none of mergekit's `%s`: it tunes "
+                         "one λ per task itself", mo->weights ? "weights" : mo->densities
+                         ? "densities" : mo->normalize != PCBM_DEFAULT ? "normalize" : "rescale");
     if (mo->stats_in && !pcbm_search_has_stats(m))
         return pcbm_fail(err, PCBM_ERR_USAGE, "`stats_in` applies to pcb; %s computes no statistics",
                          pcbm_method_name(m));

@@ -108,10 +108,16 @@ static void add_summary(text *t, const json_t *rep)
     /* the report's kept counts and timings describe one run (a resumed run counts only what it
      * wrote): the card keeps to what the inputs and parameters decide */
     size_t i;
-    json_t *task;
+    json_t *task, *params = json_object_get(rep, "params");
+    bool weights = json_object_get(params, "weights") != NULL;
+    bool densities = json_object_get(params, "densities") != NULL;
     json_array_foreach(json_object_get(rep, "tasks"), i, task) {
         json_t *thr = json_object_get(task, "threshold");
         add(t, "- task %zu: λ %.6g", i + 1, json_real_value(json_object_get(task, "lambda")));
+        if (weights && json_is_number(json_object_get(task, "weight")))
+            add(t, ", weight %.6g", json_number_value(json_object_get(task, "weight")));
+        if (densities && json_is_number(json_object_get(task, "density")))
+            add(t, ", density %.6g", json_number_value(json_object_get(task, "density")));
         if (json_is_number(thr))
             add(t, ", threshold %.6g", json_number_value(thr));
         add(t, "\n");

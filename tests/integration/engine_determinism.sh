@@ -2,10 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 # engine_determinism.sh — how a merge is run never changes its bytes. A ~3M-element bf16 family,
 # sharded (several input shards per model, --shard-size 2MB output shards), is merged by every
-# method — pcb and ties with --scope global and tensor, pcb also with --streaming (the sampled
-# statistics large models use by default) — once as a baseline (--threads 2 --mem 1G --io uring,
-# automatic block size, the best vector kernels of this CPU) and then with one setting changed at a
-# time:
+# method — pcb and ties with --scope global and tensor, ties and dare_ties with per-model weights
+# and densities, pcb also with --streaming (the sampled statistics large models use by default)
+# — once as a baseline (--threads 2 --mem 1G --io uring, automatic block size, the best vector
+# kernels of this CPU) and then with one setting changed at a time:
 #   --threads 1 | 4,  --mem 64M | the minimum pcbmerge names (smallest blocks),  --io pread,
 #   --io mmap | auto (the inputs, just generated, are cached: read through their mappings),
 #   --block-size 64K | 1M,  PCBM_CPU=scalar | avx2 (vector paths vs scalar),
@@ -52,6 +52,8 @@ CONFIGS=(
     "ties-tensor|$F|3|--method ties --scope tensor --density 0.1"
     "dare_linear|$F|3|--method dare_linear --density 0.3 --seed 7 --lambdas 1,0.5,1.5"
     "dare_ties|$F|3|--method dare_ties --density 0.3 --seed 9"
+    "ties-weighted|$F|3|--method ties --densities 0.1,0.3,0.2 --weights 0.7,1.3,-0.4"
+    "dare_ties-weighted|$F|3|--method dare_ties --densities 0.3,0.6,0.5 --weights 0.7,1.3,0.4 --seed 9 --no-normalize"
     "task_arithmetic|$F|3|--method task_arithmetic --lambda 0.7"
     "linear|$F|3|--method linear --weights 1,2,3"
     "ta-to-f32|$F|3|--method task_arithmetic --dtype f32"

@@ -11,6 +11,7 @@ library are used (run it with /usr/bin/python3).
 
   pcb_ref.py merge --base DIR --out DIR --method pcb|ties|task_arithmetic|linear|dare_linear|dare_ties
                    [--density R] [--lambda L] [--lambdas L1,L2,...] [--weights W1,W2,...]
+                   [--densities D1,D2,...] [--normalize|--no-normalize] [--rescale|--no-rescale]
                    [--clamp-ratio C] [--scope global|tensor] [--dtype base|bf16|f16|f32]
                    [--exclude REGEX ...] [--seed S] [--allow-nonfinite] [--math cr|f32]
                    [--report FILE] TASK...
@@ -29,6 +30,19 @@ Choices the paper leaves open (docs/semantics.md records them; they match src/me
   Σ λ_i·selected_i / count (pcbmerge defines TIES with one λ only).
 - Float order: sums over tasks run i = 1..N, one float32 rounding per operation.
 - --dtype applies to every float tensor of the output, copied (excluded) ones included.
+
+mergekit's per-model parameters (--weights, --densities, --normalize, --rescale with
+task_arithmetic, ties, dare_linear, dare_ties) follow mergekit's generalized task arithmetic as
+its source reads (merge_methods/generalized_task_arithmetic.py, sparsify.py), in gta_group():
+each task vector is sparsified with its own density, multiplied by its weight, the signs are
+elected on the sum of the weighted deltas (ties, dare_ties), the agreeing weighted deltas are
+summed and, when normalizing, divided by the sum of the agreeing tasks' weights (a zero divisor
+counts as 1; without election: by the sum of all weights), and the result times λ is added to the
+base. Where pcbmerge defines the steps otherwise, on purpose, this follows pcbmerge: the top-k is
+global with ties at the threshold kept (mergekit: int(density·n) per tensor), a zero elected sum
+takes the majority sign (mergekit: +1), dare_ties normalizes by default as ties does (mergekit:
+not), the DARE mask is rng.c's and its rescale is 1/density (mergekit: a Bernoulli mask from
+torch's generator, rescaled to the masked tensor's L1 norm).
 """
 import argparse
 import json
@@ -297,6 +311,55 @@ def ties_group(T, density, lambdas, trim=True, dare_kept=None):
 
 
 # ------------------------------------------------------------------------------------------------
+# mergekit's generalized task arithmetic with per-model weights and densities.
+#   T (N, d) float32 task vectors, already DARE-dropped (dare_*) or to be trimmed (ties: trim).
+#   consensus: ties / dare_ties elect signs; task_arithmetic / dare_linear sum everything.
+# ------------------------------------------------------------------------------------------------
+def gta_group(T, densities, weights, lam, normalize, consensus, trim, dare_kept=None):
+    n, d = T.shape
+    w = [F32(x) for x in weights]
+    deltas, stats = [], []
+    for i in range(n):
+        thr = None
+        if trim:                                       # magnitude sparsification, global top-k
+            a = np.abs(T[i])
+            k = int(d * densities[i])
+            if k >= d:
+                thr = F32(0)
+            else:
+                thr = kth(a, d - k - 1)
+            keep = a >= thr
+            delta = np.where(keep, T[i], F32(0)).astype(F32)
+            kept = int(np.count_nonzero(keep))
+        else:
+            delta = T[i]
+            kept = dare_kept[i] if dare_kept is not None else d
+        deltas.append(delta)
+        stats.append({"lo": None, "hi": None, "threshold": None if thr is None else float(thr),
+                      "max": None, "kept": kept})
+    wd = [(w[i] * deltas[i]).astype(F32) for i in range(n)]   # weighted deltas
+    if consensus:
+        mass = seq_sum(wd)                              # sign election on the weighted sum
+        sign = np.sign(mass)
+        majority = np.sign(np.sum(sign.astype(np.int64)))
+        sign[sign == 0] = F32(majority)
+        agree = [np.where(sign > 0, x > 0, x < 0) for x in wd]
+        mixed = seq_sum([np.where(m, x, F32(0)).astype(F32) for m, x in zip(agree, wd)])
+        div = seq_sum([np.where(m, w[i], F32(0)).astype(F32) for i, m in enumerate(agree)])
+        div = np.where(div == 0, F32(1), div).astype(F32)
+    else:
+        mixed = seq_sum(wd)
+        div = F32(0)
+        for x in w:
+            div = F32(div + x)
+        if normalize and div == 0:
+            raise RefError("the weights sum to 0: nothing to normalize by")
+    if normalize:
+        mixed = (mixed / div).astype(F32)
+    return (F32(lam) * mixed).astype(F32), stats
+
+
+# ------------------------------------------------------------------------------------------------
 # DARE: the counter-based drop mask documented in src/kernels/rng.c, re-implemented from that text:
 #   key(seed, stream) = mix(mix(seed ^ 0x6A09E667F3BCC909) ^ stream)
 #   r = mix(key + (index + 1) * 0x9E3779B97F4A7C15), stream = name_key + (task + 1) * 0xD1B54A32D192ED03
@@ -443,18 +506,20 @@ def dare_keep(seed, task, name, numel, density):
     return u < density
 
 
-def dare_group(T, names_sizes, seed, density):
-    """Drop with p = 1 - density, rescale survivors (τ / float32(density)); returns the new task
-    vectors and, per task, how many elements the mask kept."""
+def dare_group(T, names_sizes, seed, density, rescale=True):
+    """Drop with p = 1 - density, rescale survivors (τ / float32(density), unless rescale is
+    off); density: one number, or one per task. Returns the new task vectors and, per task, how
+    many elements the mask kept."""
     out = np.empty_like(T)
     kept = []
     for i in range(T.shape[0]):
         off = 0
         k = 0
+        di = density[i] if isinstance(density, (list, tuple)) else density
         for name, size in names_sizes:
-            keep = dare_keep(seed, i, name, size, density)
+            keep = dare_keep(seed, i, name, size, di)
             seg = T[i, off:off + size]
-            out[i, off:off + size] = np.where(keep, seg / F32(density), F32(0))
+            out[i, off:off + size] = np.where(keep, seg / F32(di) if rescale else seg, F32(0))
             k += int(np.count_nonzero(keep))
             off += size
         kept.append(k)
@@ -481,7 +546,7 @@ def participating(base, tasks, excludes):
 
 def merge(base_dir, task_dirs, out_dir, method="pcb", density=0.1, lam=1.0, lambdas=None,
           weights=None, clamp_ratio=1e-4, scope="global", out_dtype="base", excludes=(),
-          seed=0, allow_nonfinite=False):
+          seed=0, allow_nonfinite=False, densities=None, normalize=None, rescale=None):
     base = read_model(base_dir)
     tasks = [read_model(p) for p in task_dirs]
     n = len(tasks)
@@ -490,9 +555,20 @@ def merge(base_dir, task_dirs, out_dir, method="pcb", density=0.1, lam=1.0, lamb
     lambdas = [float(x) for x in lambdas] if lambdas else [float(lam)] * n
     if len(lambdas) != n:
         raise RefError("%d lambdas for %d tasks" % (len(lambdas), n))
+    # mergekit's parameters: any of them given selects gta_group for the methods that take them
+    gta = method in ("task_arithmetic", "ties", "dare_linear", "dare_ties") and (
+        weights is not None or densities is not None or normalize is not None or
+        rescale is not None)
     weights = [float(x) for x in weights] if weights else [1.0] * n
     if len(weights) != n:
         raise RefError("%d weights for %d tasks" % (len(weights), n))
+    densities = [float(x) for x in densities] if densities else [float(density)] * n
+    if len(densities) != n:
+        raise RefError("%d densities for %d tasks" % (len(densities), n))
+    if normalize is None:  # linear, ties: mergekit's default; dare_ties: pcbmerge's (mergekit: off)
+        normalize = method in ("linear", "ties", "dare_ties")
+    if rescale is None:
+        rescale = True
     names = participating(base, tasks, excludes)
     sizes = [base[nm].numel for nm in names]
     d = int(sum(sizes))
@@ -528,7 +604,15 @@ def merge(base_dir, task_dirs, out_dir, method="pcb", density=0.1, lam=1.0, lamb
             g0, g1 = int(g0), int(g1)
             Tg = T[:, g0:g1]
             stats = [{"lo": None, "hi": None, "threshold": None, "max": None, "kept": 0}] * n
-            if method == "pcb":
+            if gta:
+                consensus = method in ("ties", "dare_ties")
+                dk = None
+                if method.startswith("dare"):
+                    Tg, dk = dare_group(Tg, list(zip(gnames, gsizes)), seed, densities, rescale)
+                tau_m, stats = gta_group(Tg, densities, weights, lam, normalize, consensus,
+                                         trim=method == "ties", dare_kept=dk)
+                OUT[g0:g1] = B[g0:g1] + tau_m
+            elif method == "pcb":
                 tau_m, stats = pcb_group(Tg, density, clamp_ratio, lambdas)
                 OUT[g0:g1] = B[g0:g1] + tau_m
             elif method == "ties":
@@ -554,7 +638,7 @@ def merge(base_dir, task_dirs, out_dir, method="pcb", density=0.1, lam=1.0, lamb
                 for w in weights:
                     wsum = F32(wsum + F32(w))
                 acc = seq_sum([F32(w) * TH[i, g0:g1] for i, w in enumerate(weights)])
-                OUT[g0:g1] = acc / wsum
+                OUT[g0:g1] = acc / wsum if normalize else acc   # mergekit's linear normalize
                 stats = [{"lo": None, "hi": None, "threshold": None, "max": None, "kept": g1 - g0}
                          for _ in range(n)]
             else:
@@ -881,7 +965,14 @@ def main(argv):
     m.add_argument("--lambda", dest="lam", type=float, default=1.0)
     m.add_argument("--lambdas", action="append", default=None,
                    help="per-task coefficients L1,L2,... (comma separated, or the option repeated)")
-    m.add_argument("--weights", action="append", default=None, help="linear weights W1,W2,...")
+    m.add_argument("--weights", action="append", default=None,
+                   help="per-model weights W1,W2,... (linear; mergekit's for the task methods)")
+    m.add_argument("--densities", action="append", default=None,
+                   help="per-model densities D1,D2,... (ties, dare_ties, dare_linear)")
+    m.add_argument("--normalize", dest="normalize", action="store_const", const=True, default=None)
+    m.add_argument("--no-normalize", dest="normalize", action="store_const", const=False)
+    m.add_argument("--rescale", dest="rescale", action="store_const", const=True, default=None)
+    m.add_argument("--no-rescale", dest="rescale", action="store_const", const=False)
     m.add_argument("--clamp-ratio", type=float, default=1e-4)
     m.add_argument("--scope", choices=["global", "tensor"], default="global")
     m.add_argument("--dtype", choices=["base", "bf16", "f16", "f32"], default="base")
@@ -908,7 +999,7 @@ def main(argv):
     try:
         rep = merge(a.base, a.tasks, a.out, a.method, a.density, a.lam, floats(a.lambdas),
                     floats(a.weights), a.clamp_ratio, a.scope, a.dtype, a.exclude, a.seed,
-                    a.allow_nonfinite)
+                    a.allow_nonfinite, floats(a.densities), a.normalize, a.rescale)
     except RefError as e:
         print("pcb_ref.py: " + str(e), file=sys.stderr)
         return 1

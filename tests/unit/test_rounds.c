@@ -158,6 +158,30 @@ static void test_uses(void **state)
         assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK,
                          (m->uses & PCBM_USES_WEIGHTS) != 0);
         o.weights = NULL;
+        double dens[NT] = {0.1, 0.5, 1.0};
+        o.densities = dens;
+        assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK,
+                         (m->uses & PCBM_USES_DENSITIES) != 0);
+        o.densities = NULL;
+        for (int v = PCBM_ON; v <= PCBM_OFF; v++) {
+            o.normalize = v;
+            assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK,
+                             (m->uses & PCBM_USES_NORMALIZE) != 0);
+            o.normalize = PCBM_DEFAULT;
+            o.rescale = v;
+            assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK,
+                             (m->uses & PCBM_USES_RESCALE) != 0);
+            o.rescale = PCBM_DEFAULT;
+        }
+        /* a method that takes densities reads them, and a density of 0 is refused */
+        assert_true(!(m->uses & PCBM_USES_DENSITIES) || (m->uses & PCBM_USES_DENSITY));
+        if (m->uses & PCBM_USES_DENSITIES) {
+            dens[1] = 0.0;
+            o.densities = dens;
+            assert_int_equal(pcbm_run_check_opts(&o, &err), PCBM_ERR_USAGE);
+            assert_non_null(strstr(err.msg, "`densities` value 2"));
+            o.densities = NULL;
+        }
         o.stats_in = "stats";
         assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK, m->nrounds > 0);
     }
@@ -240,10 +264,11 @@ static unsigned run_split(const pcbm_method_def *m, const pcbm_merge_opts *o, un
     return 0;
 }
 
-static void contexts_agree(pcbm_method meth, unsigned rounds)
+static void contexts_agree_opts(const pcbm_merge_opts *op, unsigned rounds)
 {
     make_data(11);
-    pcbm_merge_opts o = mk_opts(meth);
+    pcbm_merge_opts o = *op;
+    pcbm_method meth = o.method;
     const pcbm_method_def *m = pcbm_method_find(meth);
     assert_non_null(m);
     pcbm_statrec one, two, split3, split2;
@@ -259,6 +284,12 @@ static void contexts_agree(pcbm_method meth, unsigned rounds)
         assert_true(one.v[i][0] != 0.0f);
 }
 
+static void contexts_agree(pcbm_method meth, unsigned rounds)
+{
+    pcbm_merge_opts o = mk_opts(meth);
+    contexts_agree_opts(&o, rounds);
+}
+
 static void test_pcb_contexts(void **state)
 {
     (void)state;
@@ -269,6 +300,18 @@ static void test_ties_contexts(void **state)
 {
     (void)state;
     contexts_agree(PCBM_METHOD_TIES, 3);
+}
+
+/* Per-task densities and weights (the weights scale the values the signs are elected on). */
+static void test_ties_weighted_contexts(void **state)
+{
+    (void)state;
+    static const double w[PCBM_MAX_TASKS] = {0.5, 2.0, -0.75, 1.0, 3.0, 0.25};
+    static const double d[PCBM_MAX_TASKS] = {0.05, 0.3, 0.2, 0.5, 0.1, 0.15};
+    pcbm_merge_opts o = mk_opts(PCBM_METHOD_TIES);
+    o.weights = w;
+    o.densities = d;
+    contexts_agree_opts(&o, 3);
 }
 
 /* ---- a method with a data-dependent fallback ---- */
@@ -515,6 +558,42 @@ static void test_ties_finish(void **state)
     m->free(st);
 }
 
+/* Each task's own top-k: a task at density 1 keeps everything (threshold 0) while the others
+ * still get their thresholds from the histograms. */
+static void test_ties_densities_finish(void **state)
+{
+    (void)state;
+    pcbm_merge_opts o = mk_opts(PCBM_METHOD_TIES);
+    double dens[2] = {1.0, 0.2};
+    o.ntasks = 2;
+    o.densities = dens;
+    pcbm_mctx mc = mk_ctx(&o, 1);
+    const pcbm_method_def *m = pcbm_method_find(PCBM_METHOD_TIES);
+    pcbm_error err;
+    void *st = NULL;
+    pcbm_acc region[PCBM_MAX_REGIONS];
+    pcbm_statrec rec;
+    assert_int_equal(m->init(&mc, &st, &err), PCBM_OK);
+    pcbm_range rg = {0, 1, 100};
+    assert_int_equal(begin_regions(m, 0, st, &mc, &rg, region), 1);
+    uint64_t *h = region[0].data; /* stream 0, then stream 1 */
+    h[coarse_bin(0.25f)] = 100;
+    h[PCBM_QBINS + coarse_bin(0.01f)] = 80;
+    h[PCBM_QBINS + coarse_bin(0.5f)] = 20;
+    assert_int_equal(m->rounds[0]->finish(st, &mc, &rg), PCBM_ROUND_NEXT);
+    assert_int_equal(begin_regions(m, 1, st, &mc, &rg, region), 1);
+    h = region[0].data;
+    h[fine_bin(0.25f)] = 100;
+    h[PCBM_QBINS + fine_bin(0.01f)] = 80;
+    assert_int_equal(m->rounds[1]->finish(st, &mc, &rg), PCBM_ROUND_NEXT);
+    assert_int_equal(begin_regions(m, 2, st, &mc, &rg, region), 1);
+    assert_int_equal(m->rounds[2]->finish(st, &mc, &rg), PCBM_ROUND_DONE);
+    m->save(st, 2, &rec);
+    assert_true(rec.v[0][0] == 0.0f);
+    assert_true(rec.v[1][0] == 0.01f);
+    m->free(st);
+}
+
 static void test_pcb_finish(void **state)
 {
     (void)state;
@@ -590,6 +669,8 @@ int main(void)
         cmocka_unit_test(test_uses),
         cmocka_unit_test_setup_teardown(test_pcb_contexts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ties_contexts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ties_weighted_contexts, setup, teardown),
+        cmocka_unit_test(test_ties_densities_finish),
         cmocka_unit_test_setup_teardown(test_fallback, setup, teardown),
         cmocka_unit_test(test_bad_jump),
         cmocka_unit_test(test_combine_order),
