@@ -367,6 +367,11 @@ static void issue_mapped(run_state *rs, slot *s, const pcbm_tlayout *t, unsigned
     for (unsigned m = 0; m < nin; m++) {
         const pcbm_tsrc *src = &t->src[m];
         uint64_t len = s->len[m];
+        if (src->file == PCBM_SRC_NONE) { /* no bytes (an adapter's source): nothing mapped */
+            s->skew[m] = 0;
+            s->need[m] = 0;
+            continue;
+        }
         s->map[m] = e->in.f[m][src->file].map + src->off + s->start * t->in_unit[m];
         s->need[m] = len;
         rs->pr->bytes_read += len;
@@ -383,6 +388,12 @@ static void issue_reads(run_state *rs, slot *s, const pcbm_tlayout *t, unsigned 
     e->bufs_touched = true;
     for (unsigned m = 0; m < nin; m++) {
         const pcbm_tsrc *src = &t->src[m];
+        if (src->file == PCBM_SRC_NONE) { /* no bytes (an adapter's source): no read */
+            s->skew[m] = 0;
+            s->need[m] = 0;
+            s->pending--;
+            continue;
+        }
         uint64_t off = src->off + s->start * t->in_unit[m];
         uint64_t len = s->len[m];
         uint64_t a0 = pcbm_align_down(off, PCBM_ALIGN);
@@ -414,7 +425,8 @@ static bool tiny(const pcbm_tlayout *t) { return t->units * TINY_PER_BLOCK <= t-
 
 /* Whether the cursor's block c, a whole tiny tensor, continues slot s's run of whole tiny
  * tensors: the next tensor, its bytes right after the run's in every input file and in the
- * output, and the run still fitting the slot's buffers. */
+ * output, and the run still fitting the slot's buffers. Sources with no bytes (PCBM_SRC_NONE,
+ * offset 0, in_unit 0) continue each other and nothing else. */
 static bool extends_run(const pcbm_engine *e, const slot *s, const pcbm_cursor *c, unsigned nin)
 {
     const pcbm_tlayout *last = &e->layout->t[s->tensor_end - 1];
@@ -491,7 +503,9 @@ static void fill_slots(run_state *rs)
 
 static void release_slot(run_state *rs, slot *s)
 {
-    for (unsigned m = 0; m < PCBM_MAX_MODELS && s->map[m]; m++) {
+    for (unsigned m = 0; m < PCBM_MAX_MODELS; m++) {
+        if (!s->map[m]) /* not mapped, or a source with no bytes */
+            continue;
         /* the block's pages leave the process: what is resident stays bounded */
         const pcbm_tlayout *t = &rs->e->layout->t[s->tensor];
         pcbm_map_release(&rs->e->in.f[m][t->src[m].file], s->map[m], s->need[m]);
