@@ -103,7 +103,7 @@ static pcbm_status alloc_slots(pcbm_engine *e, pcbm_error *err)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory allocating slots");
     for (unsigned s = 0; s < e->nslots; s++) {
         for (unsigned m = 0; m < e->nmodels; m++)
-            if (!(e->slots[s].in[m] = pcbm_alloc_aligned(e->cap_in)))
+            if (!e->layout->no_bytes[m] && !(e->slots[s].in[m] = pcbm_alloc_aligned(e->cap_in)))
                 return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory allocating read buffers");
         if (!(e->slots[s].out = pcbm_alloc_aligned(e->cap_out)))
             return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory allocating output buffers");
@@ -213,7 +213,8 @@ static void choose_mapping(pcbm_engine *e, const pcbm_pass *ps)
     if (e->mapped && e->bufs_touched) {
         for (unsigned s = 0; s < e->nslots; s++)
             for (unsigned m = 0; m < e->nmodels; m++)
-                pcbm_pages_drop(e->slots[s].in[m], (size_t)e->cap_in);
+                if (e->slots[s].in[m]) /* none for a model that reads nothing */
+                    pcbm_pages_drop(e->slots[s].in[m], (size_t)e->cap_in);
         e->bufs_touched = false;
     }
 }
@@ -231,8 +232,8 @@ static void compute(pcbm_engine *e, unsigned worker, slot *s)
     const pcbm_tlayout *t = &e->layout->t[s->tensor];
     unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
     const uint8_t *in[PCBM_MAX_MODELS];
-    for (unsigned m = 0; m < nin; m++)
-        in[m] = s->map[m] ? s->map[m] : s->in[m] + s->skew[m];
+    for (unsigned m = 0; m < nin; m++) /* NULL: a source with no bytes in a model with no buffer */
+        in[m] = s->map[m] ? s->map[m] : s->in[m] ? s->in[m] + s->skew[m] : NULL;
     uint8_t *out = s->out;
     pcbm_error_clear(&s->err);
     s->st = PCBM_OK;
@@ -243,7 +244,8 @@ static void compute(pcbm_engine *e, unsigned worker, slot *s)
                              .n = first ? s->n : (uint32_t)t->units, .out = out};
         for (unsigned m = 0; m < nin; m++) {
             bv.in[m] = in[m];
-            in[m] += (uint64_t)bv.n * t->in_unit[m];
+            if (in[m])
+                in[m] += (uint64_t)bv.n * t->in_unit[m];
         }
         out += (uint64_t)bv.n * t->out_unit;
         s->st = e->pass->fn(e->pass->arg, worker, &bv, &s->err);

@@ -133,6 +133,8 @@ typedef struct pcbm_layout {
     pcbm_adapter_use lora_use[PCBM_MAX_MODELS];
     int lfd[PCBM_MAX_MODELS];           /* adapters: their weights file, for the workers */
     bool lfd_open;                      /* lfd[] of the adapters are open */
+    bool no_bytes[PCBM_MAX_MODELS];     /* model m reads nothing (an adapter without
+                                           modules_to_save): no read buffers for it */
     uint32_t *lora_keys[PCBM_MAX_MODELS];/* while building: per base tensor, the adapter's
                                            lora_A, lora_B, whole tensor (index + 1) and flags */
     const char *untied_head;            /* a head the base ties but task models store: added as
@@ -181,6 +183,9 @@ pcbm_status pcbm_lora_source(pcbm_layout *p, size_t i, unsigned m, const pcbm_st
 /* Open the adapters' weights files for the workers (p->lfd); closed by pcbm_layout_free. */
 pcbm_status pcbm_lora_open(pcbm_layout *p, pcbm_error *err);
 void pcbm_lora_free(pcbm_layout *p);
+
+/* Models whose bytes are read (every model but adapters without modules_to_save). */
+unsigned pcbm_layout_reading_models(const pcbm_layout *p);
 
 /* Cut every tensor into blocks of `elems` elements (RAW: elems * max_in_unit bytes). */
 void pcbm_layout_set_block(pcbm_layout *p, uint64_t elems);

@@ -225,11 +225,21 @@ pcbm_status pcbm_lora_source(pcbm_layout *p, size_t i, unsigned m, const pcbm_st
     return PCBM_OK;
 }
 
+unsigned pcbm_layout_reading_models(const pcbm_layout *p)
+{
+    unsigned n = 0;
+    for (unsigned m = 0; m < p->nmodels; m++)
+        n += !p->no_bytes[m];
+    return n;
+}
+
 pcbm_status pcbm_lora_open(pcbm_layout *p, pcbm_error *err)
 {
     for (unsigned m = 0; m < p->nmodels; m++)
         p->lfd[m] = -1;
     p->lfd_open = true;
+    for (unsigned m = 1; m < p->nmodels; m++) /* its sources all have no bytes */
+        p->no_bytes[m] = p->models[m]->adapter && !p->lora_use[m].saved;
     for (unsigned m = 1; m < p->nmodels; m++) {
         if (!p->models[m]->adapter || !p->lora_use[m].targeted)
             continue;

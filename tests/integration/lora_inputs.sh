@@ -87,6 +87,37 @@ PYEOF
 }
 check same-bytes-and-report same_bytes
 
+# A split merge into 2 parts and a merge killed and resumed give the same bytes as one merge;
+# an adapter's config is part of its identity (a changed alpha refuses the resume).
+split_resume_same() {
+    local fam=$TMP/F32 P=$PCBM_BIN one=$TMP/sp-one two=$TMP/sp-two res=$TMP/sp-res f k
+    local tasks=("$fam/plain" "$fam/rslora" "$fam/saved" "$fam/ft")
+    "$P" merge --quiet --shard-size 300K --base "$fam/base" --out "$one" "${tasks[@]}" || return 1
+    "$P" plan --quiet --shard-size 300K --parts 2 --base "$fam/base" --out "$two" "${tasks[@]}" || return 1
+    for ((k = 0; k < 8; k++)); do
+        "$P" status --plan "$two" --json | grep -q '"stats_complete":true' && break
+        "$P" stats --quiet --plan "$two" --part 0 && "$P" stats --quiet --plan "$two" --part 1 &&
+            "$P" reduce --quiet --plan "$two" || return 1
+    done
+    "$P" apply --quiet --plan "$two" --part 0 && "$P" apply --quiet --plan "$two" --part 1 &&
+        "$P" finalize --quiet --plan "$two" || return 1
+    (PCBM_TEST_KILL=apply:2 "$P" merge --quiet --shard-size 300K --block-size 16K --base "$fam/base" \
+        --out "$res" "${tasks[@]}") >/dev/null 2>&1
+    [ -d "$res.partial" ] || { echo "    the kill left no partial output"; return 1; }
+    cp -r "$fam/plain" "$TMP/plain-alpha"
+    sed -i 's/"lora_alpha": 16/"lora_alpha": 17/' "$TMP/plain-alpha/adapter_config.json"
+    "$P" merge --quiet --resume --shard-size 300K --block-size 16K --base "$fam/base" --out "$res" \
+        "$TMP/plain-alpha" "${tasks[@]:1}" >/dev/null 2>&1 && { echo "    resumed with another alpha"; return 1; }
+    "$P" merge --quiet --resume --shard-size 300K --block-size 16K --base "$fam/base" --out "$res" \
+        "${tasks[@]}" || return 1
+    ls "$one"/model-*.safetensors >/dev/null 2>&1 || return 1
+    for f in "$one"/model-*.safetensors; do
+        cmp -s "$f" "$two/$(basename "$f")" || { echo "    split differs: $f"; return 1; }
+        cmp -s "$f" "$res/$(basename "$f")" || { echo "    resume differs: $f"; return 1; }
+    done
+}
+check split-and-resume-same-bytes split_resume_same
+
 inspect_adapter() {
     local out
     out=$("$PCBM_BIN" inspect "$TMP/F32/rslora") || return 1
