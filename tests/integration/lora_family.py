@@ -62,7 +62,8 @@ def pattern_match(patterns, module):
 
 
 def adapter(name, r, alpha, targets, fdt, rslora=False, rank_pattern=None, alpha_pattern=None,
-            save=(), fan_in_fan_out=False, extra_cfg=None, extra_keys=None, bad_b=None):
+            save=(), fan_in_fan_out=False, extra_cfg=None, extra_keys=None, bad_b=None,
+            embed=False):
     """Write OUT/NAME (the adapter) and OUT/NAME.full (the materialized fine-tune, F32)."""
     rank_pattern, alpha_pattern = rank_pattern or {}, alpha_pattern or {}
     tensors, full = [], {n: v.copy() for n, v in base.items()}
@@ -84,6 +85,14 @@ def adapter(name, r, alpha, targets, fdt, rslora=False, rank_pattern=None, alpha
         if bad_b != module:
             delta = (B @ A).T if fan_in_fan_out else B @ A
             full[n] = (base[n] + delta * scale).astype(np.float32)
+    if embed:   # LoRA on the input embedding: lora_embedding_A [r, V], _B [H, r], ΔW = (B A)^T
+        n = "model.embed_tokens.weight"
+        A = as_dtype(rng.normal(0, 0.3, (r, V)).astype(np.float32), fdt)
+        B = as_dtype(rng.normal(0, 0.02, (H, r)).astype(np.float32), fdt)
+        key = "base_model.model.model.embed_tokens"
+        tensors.append((key + ".lora_embedding_A", fdt, A.shape, encode(fdt, A.ravel())))
+        tensors.append((key + ".lora_embedding_B", fdt, B.shape, encode(fdt, B.ravel())))
+        full[n] = (base[n] + (B @ A).T * np.float32(alpha / r)).astype(np.float32)
     for n in save:   # modules_to_save: stored whole, as PEFT saves it
         v = as_dtype((base[n] + rng.laplace(0, 2e-3, base[n].shape)).astype(np.float32), base_dt)
         tensors.append(("base_model.model." + n, base_dt, v.shape, encode(base_dt, v.ravel())))
@@ -108,7 +117,7 @@ def adapter(name, r, alpha, targets, fdt, rslora=False, rank_pattern=None, alpha
 
 attn = {"q_proj", "v_proj"}
 every = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-adapter("plain", 8, 16, attn, "F32")
+adapter("plain", 8, 16, attn, "F32", embed=True)
 adapter("rslora", 4, 8, every, "BF16", rslora=True,
         rank_pattern={"layers.1.mlp.down_proj": 2, "k_proj": 6}, alpha_pattern={"o_proj": 3})
 adapter("saved", 6, 12, {"up_proj", "down_proj"}, "F32", save=("lm_head.weight",))
