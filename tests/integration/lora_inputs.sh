@@ -126,6 +126,11 @@ inspect_adapter() {
         grep -q "ranks stored 2..6" <<<"$out" && grep -q "base_model_name_or_path: test/base" <<<"$out"
 }
 check inspect-adapter inspect_adapter
+dry_run_adapter() {
+    "$PCBM_BIN" merge --dry-run --base "$TMP/F32/base" --out "$TMP/o-dry" "$TMP/F32/saved" \
+        "$TMP/F32/ft" 2>&1 | grep -q "adapter: task 1 (.*saved) is a LoRA adapter: r 6, scale 2; 4 tensor(s) with factors (rank up to 6), 1 replaced whole"
+}
+check dry-run-says-adapter dry_run_adapter
 
 m() { "$PCBM_BIN" merge --quiet --base "$TMP/F32/base" --out "$TMP/o-$RANDOM" "$TMP/F32/plain" "$@"; }
 expect_fail dora-refused "dora/adapter_config.json: DoRA \(use_dora" m "$TMP/F32/dora"
