@@ -137,6 +137,26 @@ PCBM_API pcbm_status pcbm_model_tensor(const pcbm_model *m, size_t i, pcbm_tenso
 /* Index of the tensor named `name`, or -1. */
 PCBM_API long pcbm_model_find(const pcbm_model *m, const char *name);
 
+/*
+ * A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors, peft_type LORA)
+ * opens as a model whose tensors are the adapter's; it is accepted wherever a task model is.
+ * pcbm_model_adapter describes it: PCBM_OK for an adapter, PCBM_ERR_USAGE for any other model.
+ */
+typedef struct pcbm_adapter_info {
+    unsigned r;                 /* the config's rank (rank_pattern may override it per module) */
+    double lora_alpha;
+    double scale;               /* lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora */
+    int use_rslora, fan_in_fan_out;
+    size_t rank_patterns, alpha_patterns; /* entries of rank_pattern / alpha_pattern */
+    size_t lora_modules;        /* modules with lora_A / lora_B (or lora_embedding_A / B) */
+    size_t saved_tensors;       /* other tensors: stored whole (modules_to_save) */
+    unsigned min_rank, max_rank;/* of the stored factors */
+    const char *target_modules; /* as the config writes it (names joined by ','), or NULL */
+    const char *base_model;     /* base_model_name_or_path, or NULL */
+    const char *config_path;
+} pcbm_adapter_info;
+PCBM_API pcbm_status pcbm_model_adapter(const pcbm_model *m, pcbm_adapter_info *out);
+
 /* ---------------------------------------------------------------------------------------------
  * Number formats: exact decoding, round-to-nearest-even encoding, NaN stays NaN.
  * ------------------------------------------------------------------------------------------- */

@@ -47,6 +47,43 @@ static const char *base_name(const char *p)
     return s ? s + 1 : p;
 }
 
+/* A LoRA adapter: what its config and factors say. */
+static json_t *adapter_json(const pcbm_adapter_info *a)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "peft_type", json_string("LORA"));
+    json_object_set_new(j, "r", json_integer(a->r));
+    json_object_set_new(j, "lora_alpha", json_real(a->lora_alpha));
+    json_object_set_new(j, "use_rslora", json_boolean(a->use_rslora));
+    json_object_set_new(j, "scale", json_real(a->scale));
+    json_object_set_new(j, "fan_in_fan_out", json_boolean(a->fan_in_fan_out));
+    json_object_set_new(j, "rank_pattern_entries", json_integer((json_int_t)a->rank_patterns));
+    json_object_set_new(j, "alpha_pattern_entries", json_integer((json_int_t)a->alpha_patterns));
+    json_object_set_new(j, "min_rank", json_integer(a->min_rank));
+    json_object_set_new(j, "max_rank", json_integer(a->max_rank));
+    json_object_set_new(j, "lora_modules", json_integer((json_int_t)a->lora_modules));
+    json_object_set_new(j, "saved_tensors", json_integer((json_int_t)a->saved_tensors));
+    json_object_set_new(j, "target_modules",
+                        a->target_modules ? json_string(a->target_modules) : json_null());
+    json_object_set_new(j, "base_model_name_or_path",
+                        a->base_model ? json_string(a->base_model) : json_null());
+    json_object_set_new(j, "config", json_string(a->config_path));
+    return j;
+}
+
+static void adapter_text(const pcbm_adapter_info *a)
+{
+    printf("LoRA adapter (%s): r %u, lora_alpha %g, scale %g%s%s; ranks stored %u..%u "
+           "(rank_pattern %zu, alpha_pattern %zu entries)\n", a->config_path, a->r, a->lora_alpha,
+           a->scale, a->use_rslora ? " (rsLoRA: alpha / sqrt(r))" : " (alpha / r)",
+           a->fan_in_fan_out ? ", fan_in_fan_out" : "", a->min_rank, a->max_rank,
+           a->rank_patterns, a->alpha_patterns);
+    printf("  targets: %s; %zu modules with LoRA factors, %zu tensors stored whole "
+           "(modules_to_save)\n", a->target_modules ? a->target_modules : "(not in the config)",
+           a->lora_modules, a->saved_tensors);
+    printf("  base_model_name_or_path: %s\n", a->base_model ? a->base_model : "(not in the config)");
+}
+
 static int inspect_json(const pcbm_model *m)
 {
     json_t *root = json_object(), *arr = json_array();
@@ -70,6 +107,9 @@ static int inspect_json(const pcbm_model *m)
     json_object_set_new(root, "num_tensors", json_integer((json_int_t)pcbm_model_num_tensors(m)));
     json_object_set_new(root, "num_files", json_integer((json_int_t)pcbm_model_num_files(m)));
     json_object_set_new(root, "total_bytes", json_integer((json_int_t)pcbm_model_total_bytes(m)));
+    pcbm_adapter_info ai;
+    if (pcbm_model_adapter(m, &ai) == PCBM_OK)
+        json_object_set_new(root, "adapter", adapter_json(&ai));
     char *s = json_dumps(root, JSON_INDENT(2));
     puts(s);
     free(s);
@@ -93,6 +133,9 @@ static int inspect_text(const pcbm_model *m)
     printf("%zu tensors in %zu file(s), %llu elements, %llu bytes of tensor data; valid\n",
            pcbm_model_num_tensors(m), pcbm_model_num_files(m), (unsigned long long)params,
            (unsigned long long)pcbm_model_total_bytes(m));
+    pcbm_adapter_info ai;
+    if (pcbm_model_adapter(m, &ai) == PCBM_OK)
+        adapter_text(&ai);
     return 0;
 }
 

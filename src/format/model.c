@@ -5,6 +5,7 @@
  * name map, the model identity and the public accessors.
  */
 #include "st_internal.h"
+#include "adapter.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -245,6 +246,8 @@ static void finish(pcbm_model *m)
             buf[16 * f + 8 + b] = (uint8_t)(m->files[f].size >> (8 * b));
         }
     m->identity = buf ? XXH3_64bits(buf, 16 * (size_t)m->nfiles) : 0;
+    if (m->adapter) /* rank, alpha and patterns are part of what the adapter means */
+        m->identity ^= m->adapter->config_hash;
     free(buf);
     m->total_bytes = 0;
     for (size_t i = 0; i < m->ntensors; i++)
@@ -283,6 +286,22 @@ static pcbm_status no_weights(const pcbm_model *m, pcbm_error *err)
                      m->path);
 }
 
+/* A PEFT adapter folder: adapter_config.json (checked) and adapter_model.safetensors. */
+static pcbm_status open_adapter(pcbm_model *m, pcbm_error *err)
+{
+    pcbm_status st = pcbm_adapter_load_config(m->dir, &m->adapter, err);
+    if (st != PCBM_OK)
+        return st;
+    char *w = path_join(m->dir, PCBM_ADAPTER_WEIGHTS);
+    bool found = w && is_regular(w);
+    free(w);
+    if (!found)
+        return pcbm_fail(err, PCBM_ERR_FORMAT, "%s holds %s but no " PCBM_ADAPTER_WEIGHTS " "
+                         "(adapter_model.bin pickles are never loaded: save the adapter with "
+                         "safe_serialization=True)", m->path, PCBM_ADAPTER_CONFIG);
+    return open_single(m, PCBM_ADAPTER_WEIGHTS, err);
+}
+
 static pcbm_status open_dir(pcbm_model *m, pcbm_error *err)
 {
     char *single = path_join(m->dir, PCBM_SINGLE_NAME);
@@ -300,6 +319,8 @@ static pcbm_status open_dir(pcbm_model *m, pcbm_error *err)
         st = open_single(m, PCBM_SINGLE_NAME, err);
     else if (is_regular(index))
         st = open_index(m, PCBM_INDEX_NAME, err);
+    else if (pcbm_adapter_present(m->dir))
+        st = open_adapter(m, err);
     else
         st = no_weights(m, err);
     free(single);
@@ -320,6 +341,10 @@ static pcbm_status open_file_path(pcbm_model *m, pcbm_error *err)
     }
     if (!m->dir)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    if (!strcmp(name, PCBM_ADAPTER_WEIGHTS)) { /* the weights of an adapter folder */
+        m->is_dir = true;
+        return open_adapter(m, err);
+    }
     if (ends_with(name, ".index.json")) {
         m->is_dir = true; /* shards and side files live beside the index */
         return open_index(m, name, err);
@@ -376,6 +401,7 @@ void pcbm_model_close(pcbm_model *m)
     for (unsigned i = 0; i < m->nfiles; i++)
         pcbm_st_file_free(&m->files[i]);
     pcbm_arena_free(&m->arena);
+    pcbm_adapter_free(m->adapter);
     free(m->files);
     free(m->tensors);
     free(m->meta);

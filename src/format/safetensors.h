@@ -34,6 +34,8 @@ typedef struct pcbm_st_tensor {
     uint64_t offset;       /* absolute offset in the file = data_start + begin */
 } pcbm_st_tensor;
 
+typedef struct pcbm_adapter pcbm_adapter; /* format/adapter.h */
+
 struct pcbm_model {
     char *path;            /* as given */
     char *dir;             /* directory holding the files */
@@ -53,6 +55,7 @@ struct pcbm_model {
     pcbm_arena arena;      /* tensor names and shapes, __metadata__ strings: no malloc each */
     uint64_t identity;     /* xxh3-64 over every file's header hash and size: the model's identity */
     bool is_dir;           /* opened as a model directory (side files live in dir) */
+    pcbm_adapter *adapter; /* a PEFT LoRA adapter folder (its tensors are the adapter's), or NULL */
 };
 
 /*

@@ -8,6 +8,7 @@
 #include "run_internal.h"
 
 #include "../writer/output.h"
+#include "../format/adapter.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -73,6 +74,25 @@ static void say_tensors(const merge_run *r)
     }
 }
 
+/* LoRA adapter tasks: what each one changes, and the factor cache its workers hold. */
+static void say_adapters(const merge_run *r)
+{
+    const pcbm_layout *l = &r->layout;
+    for (unsigned m = 1; m < l->nmodels; m++) {
+        const pcbm_adapter *a = l->models[m]->adapter;
+        if (!a)
+            continue;
+        const pcbm_adapter_use *u = &l->lora_use[m];
+        char c[32];
+        pcbm_info("  adapter: task %u (%s) is a LoRA adapter: r %u, scale %g%s; %llu tensor(s) "
+                  "with factors (rank up to %u), %llu replaced whole (modules_to_save), the "
+                  "rest unchanged (τ = 0); factor cache %s per thread", m, l->models[m]->path,
+                  a->r, pcbm_adapter_scale(a, a->r, a->alpha), a->rslora ? " (rsLoRA)" : "",
+                  (unsigned long long)u->targeted, u->max_r, (unsigned long long)u->saved,
+                  pcbm_fmt_bytes(u->cache_floats * sizeof(float), c, sizeof c));
+    }
+}
+
 static void say_bytes(const merge_run *r, unsigned passes)
 {
     const pcbm_layout *l = &r->layout;
@@ -135,6 +155,7 @@ static pcbm_status say_output(const merge_run *r, pcbm_error *err)
 pcbm_status pcbm_run_dry(merge_run *r, unsigned passes, pcbm_error *err)
 {
     say_tensors(r);
+    say_adapters(r);
     say_bytes(r, passes);
     pcbm_status st = say_output(r, err);
     if (st == PCBM_OK)

@@ -51,6 +51,9 @@ struct pcbm_mctx {
     size_t scratch_floats;
     size_t tile_floats;     /* (1 + 2N + 4) * PCBM_TILE: base, theta, tau, kernel scratch */
     uint64_t qcap;          /* block scales one block of an FP8 source needs at most (0: none) */
+    size_t lora_off[PCBM_MAX_MODELS]; /* LoRA adapter m: its factor cache in a worker's scratch */
+    size_t lora_raw_off;    /* LoRA adapters: the worker's read buffer (lora_delta.c) */
+    size_t *lora_cached;    /* [threads][nmodels]: tensor index + 1 whose factors the cache holds */
     int check_finite;       /* the current pass refuses NaN/Inf inputs */
     int need_theta;         /* the current method's tiles read theta */
     unsigned pass_no;       /* passes run so far (for names) */

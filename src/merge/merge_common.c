@@ -8,6 +8,7 @@
 #include "merge.h"
 
 #include "dequant.h"
+#include "lora_delta.h"
 
 #include "../kernels/convert.h"
 #include "../kernels/mkern.h"
@@ -115,6 +116,37 @@ static void decode_src(const pcbm_tlayout *t, unsigned m, const block_scales *bs
         pcbm_dequant_apply(&t->q[m], bs->v[m], bs->row0[m], start, dst, n);
 }
 
+/* Task i of tensor t is a LoRA adapter's: no bytes, its τ is formed from the factors. */
+static bool lora_task(const pcbm_tlayout *t, unsigned i)
+{
+    return t->lora && t->src[i + 1].file == PCBM_SRC_NONE;
+}
+
+/* The factor caches of the block's adapter tasks: worker `worker`'s cache of each adapter holds
+ * the factors of the tensor it last read; read them when the block is of another tensor. */
+static pcbm_status load_factors(pcbm_mctx *mc, unsigned worker, const pcbm_blockview *bv,
+                                const float **cache, pcbm_error *err)
+{
+    const pcbm_tlayout *t = bv->t;
+    unsigned nm = mc->layout->nmodels;
+    for (unsigned i = 0; i < mc->ntasks; i++) {
+        if (!lora_task(t, i) || !t->lora[i + 1].r)
+            continue;
+        float *c = worker_scratch(mc, worker) + mc->lora_off[i + 1];
+        size_t *key = &mc->lora_cached[(size_t)worker * nm + i + 1];
+        if (*key != bv->tensor + 1) {
+            *key = 0;
+            pcbm_status st = pcbm_lora_load(mc->layout, t, i + 1, c,
+                                            worker_scratch(mc, worker) + mc->lora_raw_off, err);
+            if (st != PCBM_OK)
+                return st;
+            *key = bv->tensor + 1;
+        }
+        cache[i] = c;
+    }
+    return PCBM_OK;
+}
+
 /* Task i's data of the tile at k0 of a block. */
 static const void *task_src(const pcbm_blockview *bv, unsigned i, uint32_t k0)
 {
@@ -142,6 +174,9 @@ static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockv
     float *tmp = sc + (1 + 2 * N) * PCBM_TILE;
     block_scales bs;
     pcbm_status st = load_scales(mc, worker, bv, N + 1, &bs, err);
+    const float *lcache[PCBM_MAX_TASKS] = {0};
+    if (st == PCBM_OK && t->lora)
+        st = load_factors(mc, worker, bv, lcache, err);
     if (st != PCBM_OK)
         return st;
     for (uint32_t k0 = 0; k0 < bv->n; k0 += PCBM_TILE) {
@@ -151,7 +186,12 @@ static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockv
                    base, n);
         bool bad_any = mc->check_finite && pcbm_k_nonfinite(base, n);
         for (unsigned i = 0; i < N; i++) {
-            if (t->q && t->q[i + 1].on) { /* dequantized into tmp (free until the kernel) */
+            if (lora_task(t, i)) { /* τ = ΔW exactly; θ = base + τ */
+                pcbm_lora_delta(&t->lora[i + 1], lcache[i], e0, tau[i], n);
+                for (unsigned k = 0; need_theta && k < n; k++)
+                    theta[i][k] = base[k] + tau[i][k];
+                bad_any |= mc->check_finite && pcbm_k_nonfinite(tau[i], n);
+            } else if (t->q && t->q[i + 1].on) { /* dequantized into tmp (free until the kernel) */
                 decode_src(t, i + 1, &bs, task_src(bv, i, k0), e0, tmp, n);
                 bad_any |= pcbm_k_tau(PCBM_DT_F32, tmp, base, need_theta ? theta[i] : NULL,
                                       tau[i], n);
@@ -161,8 +201,14 @@ static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockv
             }
         }
         if (mc->check_finite && bad_any) {
-            for (unsigned i = 0; i < N && !need_theta; i++)
+            for (unsigned i = 0; i < N && !need_theta; i++) {
+                if (lora_task(t, i)) {
+                    for (unsigned k = 0; k < n; k++)
+                        theta[i][k] = base[k] + tau[i][k];
+                    continue;
+                }
                 decode_src(t, i + 1, &bs, task_src(bv, i, k0), e0, theta[i], n);
+            }
             long bad = first_nonfinite(base, n);
             if (bad >= 0)
                 return refuse_nonfinite(mc, t, 0, bv->start + k0 + (uint64_t)bad, &base[bad], err);

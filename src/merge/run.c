@@ -7,6 +7,8 @@
  */
 #include "method.h"
 #include "run_internal.h"
+#include "lora_delta.h"
+#include "../format/adapter.h"
 
 #include "../sched/budget.h"
 #include "../sched/ident.h"
@@ -270,6 +272,27 @@ void pcbm_run_copy_reason(const merge_run *r, const pcbm_tlayout *t, char *buf, 
 
 /* merge_report.json "copied": every tensor copied from the base and why (the first
  * REPORT_COPIED_MAX; "copied_listed" says how many are listed). */
+/* A LoRA adapter task: its config's rank, alpha and scale, and what it changes. */
+static json_t *adapter_json(const pcbm_layout *p, unsigned m)
+{
+    const pcbm_adapter *a = p->models[m]->adapter;
+    const pcbm_adapter_use *u = &p->lora_use[m];
+    json_t *j = json_object();
+    json_object_set_new(j, "peft_type", json_string("LORA"));
+    json_object_set_new(j, "rank", json_integer(a->r));
+    json_object_set_new(j, "max_rank", json_integer(u->max_r));
+    json_object_set_new(j, "lora_alpha", json_real(a->alpha));
+    json_object_set_new(j, "use_rslora", json_boolean(a->rslora));
+    json_object_set_new(j, "scale", json_real(pcbm_adapter_scale(a, a->r, a->alpha)));
+    json_object_set_new(j, "rank_pattern", json_integer((json_int_t)a->nrank));
+    json_object_set_new(j, "alpha_pattern", json_integer((json_int_t)a->nalpha));
+    json_object_set_new(j, "targeted_tensors", json_integer((json_int_t)u->targeted));
+    json_object_set_new(j, "saved_tensors", json_integer((json_int_t)u->saved));
+    json_object_set_new(j, "base_model_name_or_path",
+                        a->base_model ? json_string(a->base_model) : json_null());
+    return j;
+}
+
 /* The first FP8 source of a dequantized tensor. */
 static const pcbm_tquant *first_q(const pcbm_tlayout *t, unsigned nmodels)
 {
@@ -380,6 +403,8 @@ char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, do
         json_object_set_new(t, "max", json_num_or_null(ts->max, is_pcb && global_stats));
         json_object_set_new(t, "kept", json_integer((json_int_t)ts->kept));
         json_object_set_new(t, "kept_fraction", json_real(p->d ? (double)ts->kept / (double)p->d : 0));
+        if (p->models[i + 1]->adapter)
+            json_object_set_new(t, "adapter", adapter_json(p, i + 1));
         json_array_append_new(tasks, t);
     }
     json_object_set_new(r, "tasks", tasks);
@@ -901,6 +926,17 @@ pcbm_status pcbm_run_setup_ctx(merge_run *r, unsigned threads, pcbm_error *err)
                                           pcbm_budget_max_block_elems(&r->layout, o->block_bytes))
                    : 0;
     mc->scratch_floats = mc->tile_floats + (size_t)(o->ntasks + 1) * 2 * mc->qcap;
+    if (r->layout.nadapters) { /* LoRA factor caches, one per adapter, and a read buffer */
+        for (unsigned m = 1; m <= o->ntasks; m++) {
+            mc->lora_off[m] = mc->scratch_floats;
+            mc->scratch_floats += pcbm_align_up(r->layout.lora_use[m].cache_floats, 16);
+        }
+        mc->lora_raw_off = mc->scratch_floats;
+        mc->scratch_floats += PCBM_LORA_RAW_FLOATS;
+        mc->lora_cached = pcbm_calloc((size_t)threads * (o->ntasks + 1), sizeof(size_t));
+        if (!mc->lora_cached)
+            return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    }
     mc->scratch = pcbm_alloc_aligned((size_t)threads * mc->scratch_floats * sizeof(float));
     mc->kept_local = pcbm_calloc((size_t)threads * o->ntasks, sizeof(uint64_t));
     if (!mc->scratch || !mc->kept_local)
@@ -1119,6 +1155,7 @@ void pcbm_run_teardown(merge_run *r, pcbm_status st)
         pcbm_model_close(r->models[i]);
     pcbm_free_aligned(r->mc.scratch);
     free(r->mc.kept_local);
+    free(r->mc.lora_cached);
     free(r->params);
     pcbm_statset_free(&r->stats_now);
     pcbm_statset_free(&r->stats_in);

@@ -30,7 +30,7 @@ static uint64_t slot_bytes(const pcbm_layout *p, uint64_t elems, uint64_t *cap_i
         *cap_in = ci;
     if (cap_out)
         *cap_out = co;
-    return ci * p->nmodels + co;
+    return ci * pcbm_layout_reading_models(p) + co; /* adapters' task tensors read nothing */
 }
 
 static uint64_t stage_bytes(uint64_t chunk_size) { return chunk_size * PCBM_OSTREAM_CHUNKS; }

@@ -105,7 +105,7 @@ static pcbm_status alloc_slots(pcbm_engine *e, pcbm_error *err)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory allocating slots");
     for (unsigned s = 0; s < e->nslots; s++) {
         for (unsigned m = 0; m < e->nmodels; m++)
-            if (!(e->slots[s].in[m] = pcbm_alloc_aligned(e->cap_in)))
+            if (!e->layout->no_bytes[m] && !(e->slots[s].in[m] = pcbm_alloc_aligned(e->cap_in)))
                 return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory allocating read buffers");
         if (!(e->slots[s].out = pcbm_alloc_aligned(e->cap_out)))
             return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory allocating output buffers");
@@ -220,7 +220,8 @@ static void choose_mapping(pcbm_engine *e, const pcbm_pass *ps)
     if (e->mapped && e->bufs_touched) {
         for (unsigned s = 0; s < e->nslots; s++)
             for (unsigned m = 0; m < e->nmodels; m++)
-                pcbm_pages_drop(e->slots[s].in[m], (size_t)e->cap_in);
+                if (e->slots[s].in[m]) /* none for a model that reads nothing */
+                    pcbm_pages_drop(e->slots[s].in[m], (size_t)e->cap_in);
         e->bufs_touched = false;
     }
 }
@@ -238,8 +239,8 @@ static void compute(pcbm_engine *e, unsigned worker, slot *s)
     const pcbm_tlayout *t = &e->layout->t[s->tensor];
     unsigned nin = t->kind == PCBM_T_MERGE ? e->nmodels : 1;
     const uint8_t *in[PCBM_MAX_MODELS];
-    for (unsigned m = 0; m < nin; m++)
-        in[m] = s->map[m] ? s->map[m] : s->in[m] + s->skew[m];
+    for (unsigned m = 0; m < nin; m++) /* NULL: a source with no bytes in a model with no buffer */
+        in[m] = s->map[m] ? s->map[m] : s->in[m] ? s->in[m] + s->skew[m] : NULL;
     uint8_t *out = s->out;
     pcbm_error_clear(&s->err);
     s->st = PCBM_OK;
@@ -250,7 +251,8 @@ static void compute(pcbm_engine *e, unsigned worker, slot *s)
                              .n = first ? s->n : (uint32_t)t->units, .out = out};
         for (unsigned m = 0; m < nin; m++) {
             bv.in[m] = in[m];
-            in[m] += (uint64_t)bv.n * t->in_unit[m];
+            if (in[m])
+                in[m] += (uint64_t)bv.n * t->in_unit[m];
         }
         out += (uint64_t)bv.n * t->out_unit;
         /* every full pass checks what it read of a merged tensor against the first one
@@ -379,6 +381,11 @@ static void issue_mapped(run_state *rs, slot *s, const pcbm_tlayout *t, unsigned
     for (unsigned m = 0; m < nin; m++) {
         const pcbm_tsrc *src = &t->src[m];
         uint64_t len = s->len[m];
+        if (src->file == PCBM_SRC_NONE) { /* no bytes (an adapter's source): nothing mapped */
+            s->skew[m] = 0;
+            s->need[m] = 0;
+            continue;
+        }
         s->map[m] = e->in.f[m][src->file].map + src->off + s->start * t->in_unit[m];
         s->need[m] = len;
         rs->pr->bytes_read += len;
@@ -395,6 +402,12 @@ static void issue_reads(run_state *rs, slot *s, const pcbm_tlayout *t, unsigned 
     e->bufs_touched = true;
     for (unsigned m = 0; m < nin; m++) {
         const pcbm_tsrc *src = &t->src[m];
+        if (src->file == PCBM_SRC_NONE) { /* no bytes (an adapter's source): no read */
+            s->skew[m] = 0;
+            s->need[m] = 0;
+            s->pending--;
+            continue;
+        }
         uint64_t off = src->off + s->start * t->in_unit[m];
         uint64_t len = s->len[m];
         uint64_t a0 = pcbm_align_down(off, PCBM_ALIGN);
@@ -426,7 +439,8 @@ static bool tiny(const pcbm_tlayout *t) { return t->units * TINY_PER_BLOCK <= t-
 
 /* Whether the cursor's block c, a whole tiny tensor, continues slot s's run of whole tiny
  * tensors: the next tensor, its bytes right after the run's in every input file and in the
- * output, and the run still fitting the slot's buffers. */
+ * output, and the run still fitting the slot's buffers. Sources with no bytes (PCBM_SRC_NONE,
+ * offset 0, in_unit 0) continue each other and nothing else. */
 static bool extends_run(const pcbm_engine *e, const slot *s, const pcbm_cursor *c, unsigned nin)
 {
     const pcbm_tlayout *last = &e->layout->t[s->tensor_end - 1];
@@ -503,7 +517,9 @@ static void fill_slots(run_state *rs)
 
 static void release_slot(run_state *rs, slot *s)
 {
-    for (unsigned m = 0; m < PCBM_MAX_MODELS && s->map[m]; m++) {
+    for (unsigned m = 0; m < PCBM_MAX_MODELS; m++) {
+        if (!s->map[m]) /* not mapped, or a source with no bytes */
+            continue;
         /* the block's pages leave the process: what is resident stays bounded */
         const pcbm_tlayout *t = &rs->e->layout->t[s->tensor];
         pcbm_map_release(&rs->e->in.f[m][t->src[m].file], s->map[m], s->need[m]);

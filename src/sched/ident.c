@@ -152,6 +152,8 @@ pcbm_status pcbm_ident_block(pcbm_ident *id, const pcbm_blockview *bv, pcbm_erro
         for (unsigned m = 0; m < id->nmodels; m++) {
             const uint8_t *base = (const uint8_t *)bv->in[m];
             unsigned u = t->in_unit[m];
+            if (!base || !u) /* a source without bytes (an adapter's ΔW, PCBM_SRC_NONE) */
+                continue;
             uint64_t sum = 0;
             for (uint64_t e = a; e < b; e += PCBM_IDENT_LEAF) {
                 uint64_t n = PCBM_MIN(PCBM_IDENT_LEAF, b - e);

@@ -241,7 +241,7 @@ static pcbm_status check_extra(pcbm_model *const *models, unsigned nmodels, int 
     unsigned listed = 0;
     uint64_t count = 0;
     for (unsigned m = 1; m < nmodels; m++) {
-        for (size_t i = 0; i < models[m]->ntensors; i++) {
+        for (size_t i = 0; i < models[m]->ntensors && !models[m]->adapter; i++) {
             const char *name = models[m]->tensors[i].name;
             if (pcbm_model_find(models[0], name) >= 0 || (added && !strcmp(name, added)) ||
                 pcbm_quant_consumed(models[m], name))
@@ -348,7 +348,15 @@ static pcbm_status classify(pcbm_layout *p, const regex_set *rs, int take_base,
         return PCBM_OK;
     }
     bool missing = false, bad = false;
+    const pcbm_model *base = models[0];
+    long bi = bt >= base->tensors && bt < base->tensors + base->ntensors ? bt - base->tensors : -1;
     for (unsigned m = 1; m < nmodels; m++) {
+        if (models[m]->adapter) { /* factors, a whole tensor (modules_to_save) or τ = 0 */
+            pcbm_status lst = pcbm_lora_source(p, (size_t)(tp - p->t), m, bt, bi, err);
+            if (lst != PCBM_OK)
+                return lst;
+            continue;
+        }
         bool tied;
         long j = find_tied(models[m], bt->name, &tied);
         if (j < 0) {
@@ -428,7 +436,8 @@ static void set_units(pcbm_layout *p, pcbm_tlayout *tp, const pcbm_st_tensor *bt
     tp->out_unit = float_size(tp->out_dt);
     unsigned nsrc = tp->kind == PCBM_T_MERGE ? p->nmodels : 1;
     for (unsigned m = 0; m < nsrc; m++) {
-        tp->in_unit[m] = float_size(tp->src[m].dt);
+        /* a source with no bytes (an adapter's) reads nothing */
+        tp->in_unit[m] = tp->src[m].file == PCBM_SRC_NONE ? 0 : float_size(tp->src[m].dt);
         if (tp->in_unit[m] > p->max_in_unit)
             p->max_in_unit = tp->in_unit[m];
     }
@@ -486,6 +495,11 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
         free_excludes(&rs);
         pcbm_layout_free(p);
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory planning %zu tensors", p->nt);
+    }
+    if ((st = pcbm_lora_prepare(p, err)) != PCBM_OK) {
+        free_excludes(&rs);
+        pcbm_layout_free(p);
+        return st;
     }
     char mism[900] = "";
     unsigned nmism = 0;
@@ -574,6 +588,14 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
         pcbm_layout_free(p);
         return st;
     }
+    for (unsigned m = 0; m < nmodels; m++) { /* the keys served the classification */
+        free(p->lora_keys[m]);
+        p->lora_keys[m] = NULL;
+    }
+    if (p->nadapters && (st = pcbm_lora_open(p, err)) != PCBM_OK) {
+        pcbm_layout_free(p);
+        return st;
+    }
     return PCBM_OK;
 }
 
@@ -600,6 +622,8 @@ uint64_t pcbm_layout_table_bytes(const pcbm_layout *p)
         b += pcbm_model_table_bytes(p->models[m]);
     if (p->q_pool)
         b += (uint64_t)p->nt * p->nmodels * sizeof *p->q_pool;
+    if (p->lora_pool)
+        b += (uint64_t)p->nt * p->nmodels * sizeof *p->lora_pool;
     return b;
 }
 
@@ -612,5 +636,6 @@ void pcbm_layout_free(pcbm_layout *p)
     free(p->unit_pool);
     pcbm_quant_close(p);
     free(p->q_pool);
+    pcbm_lora_free(p);
     memset(p, 0, sizeof *p);
 }

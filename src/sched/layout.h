@@ -43,6 +43,31 @@ typedef struct pcbm_tquant {
     uint64_t srows, scols;  /* the scale tensor's shape */
 } pcbm_tquant;
 
+/* A source with no bytes to read (sched/lora.c): a LoRA adapter's task tensor, formed from its
+ * factors in the tile passes (or zero when the adapter does not target it). Its file is this
+ * sentinel, its offset 0 and its in_unit 0: the engine issues no read and maps nothing for it. */
+#define PCBM_SRC_NONE UINT32_MAX
+
+/* A LoRA adapter's factors for one base tensor [rows, cols]: ΔW = scale · P · Q with P [rows, r]
+ * and Q [r, cols]; P = B and Q = A, or, transposed (fan_in_fan_out, lora_embedding_*),
+ * P = Aᵀ and Q = Bᵀ. r == 0: the adapter does not target the tensor (ΔW = 0). */
+typedef struct pcbm_tlora {
+    uint32_t r;
+    bool transposed;
+    pcbm_dtype a_dt, b_dt;
+    uint64_t a_off, b_off;  /* absolute offsets in the adapter's weights file */
+    uint64_t rows, cols;
+    float scale;
+} pcbm_tlora;
+
+/* Per adapter task: what the report and inspect say about it. */
+typedef struct pcbm_adapter_use {
+    uint64_t targeted;      /* base tensors with LoRA factors */
+    uint64_t saved;         /* base tensors replaced whole (modules_to_save) */
+    uint64_t cache_floats;  /* largest r · (rows + cols) over its targeted tensors */
+    uint32_t max_r;
+} pcbm_adapter_use;
+
 typedef struct pcbm_tlayout {
     const char *name;       /* borrowed from the base model */
     pcbm_tkind kind;
@@ -60,6 +85,7 @@ typedef struct pcbm_tlayout {
     uint64_t block_units;   /* units per block */
     uint64_t nblocks;
     const pcbm_tquant *q;   /* [nmodels] when some source is FP8 (dequantized), else NULL */
+    const pcbm_tlora *lora; /* [nmodels] when some task is a LoRA adapter (MERGE only), else NULL */
     uint64_t aligned;       /* bit m-1: task m has more rows (appended tokens), of which the
                                base's rows take part (sched/vocab.c) */
     long pidx;              /* index among merged tensors, -1 otherwise */
@@ -102,6 +128,15 @@ typedef struct pcbm_layout {
                                            hold scale tensors (-1: none), for the workers */
     int rows_how[PCBM_MAX_MODELS];      /* per task with appended rows: PCBM_ROWS_BY_* */
     size_t naligned;                    /* tensors with rows aligned for some task */
+    unsigned nadapters;                 /* task models that are LoRA adapters */
+    pcbm_tlora *lora_pool;              /* nt * nmodels, when some task is an adapter */
+    pcbm_adapter_use lora_use[PCBM_MAX_MODELS];
+    int lfd[PCBM_MAX_MODELS];           /* adapters: their weights file, for the workers */
+    bool lfd_open;                      /* lfd[] of the adapters are open */
+    bool no_bytes[PCBM_MAX_MODELS];     /* model m reads nothing (an adapter without
+                                           modules_to_save): no read buffers for it */
+    uint32_t *lora_keys[PCBM_MAX_MODELS];/* while building: per base tensor, the adapter's
+                                           lora_A, lora_B, whole tensor (index + 1) and flags */
     const char *untied_head;            /* a head the base ties but task models store: added as
                                            the last tensor (the base's embedding is its θ_pre),
                                            and the output config unties it; NULL otherwise */
@@ -137,6 +172,20 @@ pcbm_status pcbm_quant_open(pcbm_layout *p, pcbm_error *err);
 void pcbm_quant_close(pcbm_layout *p);
 /* Scale values a block of at most max_elems elements needs at most, over every FP8 source. */
 uint64_t pcbm_quant_scale_cap(const pcbm_layout *p, uint64_t max_elems);
+
+/* lora.c: LoRA adapter tasks. Match every adapter's keys to base tensors (refusing keys that
+ * name none, and factors whose shapes or ranks do not fit), before the tensors are classified. */
+pcbm_status pcbm_lora_prepare(pcbm_layout *p, pcbm_error *err);
+/* Tensor i's source for adapter m (base tensor index bi, -1 for an added head): its full tensor
+ * (modules_to_save), or no bytes with its factors. *bad: a shape mismatch was listed in mism. */
+pcbm_status pcbm_lora_source(pcbm_layout *p, size_t i, unsigned m, const pcbm_st_tensor *bt,
+                             long bi, pcbm_error *err);
+/* Open the adapters' weights files for the workers (p->lfd); closed by pcbm_layout_free. */
+pcbm_status pcbm_lora_open(pcbm_layout *p, pcbm_error *err);
+void pcbm_lora_free(pcbm_layout *p);
+
+/* Models whose bytes are read (every model but adapters without modules_to_save). */
+unsigned pcbm_layout_reading_models(const pcbm_layout *p);
 
 /* Cut every tensor into blocks of `elems` elements (RAW: elems * max_in_unit bytes). */
 void pcbm_layout_set_block(pcbm_layout *p, uint64_t elems);
