@@ -21,7 +21,8 @@ static inline uint64_t pcbm_lora_cache_floats(const pcbm_tlora *L)
  * through raw (PCBM_LORA_RAW_FLOATS floats). */
 pcbm_status pcbm_lora_load(const pcbm_layout *p, const pcbm_tlayout *t, unsigned m, float *cache,
                            float *raw, pcbm_error *err);
-/* tau[k] = ΔW at element start + k, for n elements: scale · Σ_{j=0..r-1} P[row][j] · Q[j][col],
+/* tau[k] = ΔW at element start + k (the tile pass adds θ_pre and subtracts it again: a task's
+ * τ is its materialized float32 fine-tune's), for n elements: scale · Σ_{j=0..r-1} P[row][j] · Q[j][col],
  * summed in float32 in that order (0 when L->r == 0). */
 void pcbm_lora_delta(const pcbm_tlora *L, const float *cache, uint64_t start, float *tau,
                      unsigned n);

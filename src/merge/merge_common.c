@@ -186,11 +186,12 @@ static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockv
                    base, n);
         bool bad_any = mc->check_finite && pcbm_k_nonfinite(base, n);
         for (unsigned i = 0; i < N; i++) {
-            if (lora_task(t, i)) { /* τ = ΔW exactly; θ = base + τ */
-                pcbm_lora_delta(&t->lora[i + 1], lcache[i], e0, tau[i], n);
-                for (unsigned k = 0; need_theta && k < n; k++)
-                    theta[i][k] = base[k] + tau[i][k];
-                bad_any |= mc->check_finite && pcbm_k_nonfinite(tau[i], n);
+            if (lora_task(t, i)) { /* the materialized fine-tune in float32: θ = base + ΔW */
+                pcbm_lora_delta(&t->lora[i + 1], lcache[i], e0, tmp, n);
+                for (unsigned k = 0; k < n; k++)
+                    tmp[k] = base[k] + tmp[k];
+                bad_any |= pcbm_k_tau(PCBM_DT_F32, tmp, base, need_theta ? theta[i] : NULL,
+                                      tau[i], n);
             } else if (t->q && t->q[i + 1].on) { /* dequantized into tmp (free until the kernel) */
                 decode_src(t, i + 1, &bs, task_src(bv, i, k0), e0, tmp, n);
                 bad_any |= pcbm_k_tau(PCBM_DT_F32, tmp, base, need_theta ? theta[i] : NULL,
@@ -203,8 +204,9 @@ static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockv
         if (mc->check_finite && bad_any) {
             for (unsigned i = 0; i < N && !need_theta; i++) {
                 if (lora_task(t, i)) {
+                    pcbm_lora_delta(&t->lora[i + 1], lcache[i], e0, theta[i], n);
                     for (unsigned k = 0; k < n; k++)
-                        theta[i][k] = base[k] + tau[i][k];
+                        theta[i][k] = base[k] + theta[i][k];
                     continue;
                 }
                 decode_src(t, i + 1, &bs, task_src(bv, i, k0), e0, theta[i], n);

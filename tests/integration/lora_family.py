@@ -29,6 +29,18 @@ for l in range(L):
 shapes.update({"model.norm.weight": (H,), "lm_head.weight": (V, H)})
 
 
+
+def seq_matmul(B, A):
+    """B @ A in float32 with the documented summation order (docs/semantics.md): for every
+    element, k = 0 .. r-1 in turn from +0, one rounding per product and per sum, no FMA —
+    the order that makes an adapter's ΔW the same on every machine."""
+    B = B.astype(np.float32)
+    A = A.astype(np.float32)
+    acc = np.zeros((B.shape[0], A.shape[1]), np.float32)
+    for k in range(B.shape[1]):
+        acc = acc + B[:, k:k + 1] * A[k:k + 1, :]
+    return acc
+
 def as_dtype(x, dt):
     """float32 values as stored in dt (so the materialized models start from the same base)."""
     raw = np.frombuffer(encode(dt, x.ravel()), dtype="<u2" if dt == "BF16" else "<f4")
@@ -83,7 +95,7 @@ def adapter(name, r, alpha, targets, fdt, rslora=False, rank_pattern=None, alpha
         tensors.append((key + ".lora_A.weight", fdt, A.shape, encode(fdt, A.ravel())))
         tensors.append((key + ".lora_B.weight", fdt, B.shape, encode(fdt, B.ravel())))
         if bad_b != module:
-            delta = (B @ A).T if fan_in_fan_out else B @ A
+            delta = seq_matmul(B, A).T if fan_in_fan_out else seq_matmul(B, A)
             full[n] = (base[n] + delta * scale).astype(np.float32)
     if embed:   # LoRA on the input embedding: lora_embedding_A [r, V], _B [H, r], ΔW = (B A)^T
         n = "model.embed_tokens.weight"
@@ -92,7 +104,7 @@ def adapter(name, r, alpha, targets, fdt, rslora=False, rank_pattern=None, alpha
         key = "base_model.model.model.embed_tokens"
         tensors.append((key + ".lora_embedding_A", fdt, A.shape, encode(fdt, A.ravel())))
         tensors.append((key + ".lora_embedding_B", fdt, B.shape, encode(fdt, B.ravel())))
-        full[n] = (base[n] + (B @ A).T * np.float32(alpha / r)).astype(np.float32)
+        full[n] = (base[n] + seq_matmul(B, A).T * np.float32(alpha / r)).astype(np.float32)
     for n in save:   # modules_to_save: stored whole, as PEFT saves it
         v = as_dtype((base[n] + rng.laplace(0, 2e-3, base[n].shape)).astype(np.float32), base_dt)
         tensors.append(("base_model.model." + n, base_dt, v.shape, encode(base_dt, v.ravel())))
