@@ -14,6 +14,9 @@
 #   5. MoE tensor counts: tools/bench/moe-family.py (base + 2 tasks of BENCH_MOE_TENSORS = 100,000
 #      tiny tensors each, ~10 MB of header per model), pcb and task_arithmetic merged with
 #      --mem 64M: wall time and peak RSS against --mem + 48 MiB (per-tensor costs, not bandwidth).
+#   6. LoRA adapters: the base + BENCH_LORA_ADAPTERS (2) adapters of rank BENCH_LORA_RANK (16) on
+#      every layer weight (tools/bench/lora-adapters.py), task_arithmetic and pcb: cold time against
+#      the floor (the base's reads + the write) and the CPU time forming ΔW costs per element.
 # Prints a table; writes bench-data/bench.json (BENCH_JSON). The acceptance targets are in
 # README.md ("Performance").
 # Environment: BUILD (build), BENCH_DATA (bench-data), BENCH_PARAMS (540M elements per model),
@@ -192,6 +195,40 @@ for m in pcb task_arithmetic; do
 done
 echo "}}" >>"$MOE_JSON"
 
+# LoRA adapters: the base read once per pass, each adapter's task vector formed from its factors.
+LORA_N=${BENCH_LORA_ADAPTERS:-2}
+LORA_R=${BENCH_LORA_RANK:-16}
+LORA=$DATA/lora-$PARAMS-n$LORA_N-r$LORA_R
+if [ ! -f "$LORA/.done" ]; then
+    say "generating $LORA_N rank-$LORA_R adapters of $FAM/base (once, then cached)"
+    rm -rf "$LORA"
+    mkdir -p "$LORA"
+    "$PY" "$ROOT/tools/bench/lora-adapters.py" "$FAM/base" "$LORA" "$LORA_N" "$LORA_R" \
+        >"$LORA/targeted" && touch "$LORA/.done"
+fi
+LORA_JSON=$WORK/lora.json
+echo "{\"adapters\": $LORA_N, \"rank\": $LORA_R, \"targeted\": $(cat "$LORA/targeted"), \"methods\": {" >"$LORA_JSON"
+sep=""
+for m in task_arithmetic pcb; do
+    say "$m: base + $LORA_N rank-$LORA_R adapters, cold cache"
+    drop_caches
+    rm -rf "$WORK/lora-$m"
+    peak "$WORK/lora-$m.rss" "$BIN" merge --base "$FAM/base" --out "$WORK/lora-$m" --method "$m" \
+        --mem "$MEM" --threads "$THREADS" --progress none --quiet "$LORA"/adapter*
+    cp "$WORK/lora-$m/merge_report.json" "$WORK/lora-$m.cold.json"
+    rm -rf "$WORK/lora-$m"
+    say "$m: base + adapters, the base in the page cache"
+    cat $(find "$FAM/base" -name '*.safetensors') "$LORA"/adapter*/*.safetensors >/dev/null
+    PCBM_BUFFERED=1 peak "$WORK/lora-$m-hot.rss" "$BIN" merge --base "$FAM/base" \
+        --out "$HOTDIR/lora-$m" --method "$m" --mem "$MEM" --threads "$THREADS" --progress none \
+        --quiet "$LORA"/adapter*
+    cp "$HOTDIR/lora-$m/merge_report.json" "$WORK/lora-$m.hot.json"
+    rm -rf "$HOTDIR/lora-$m"
+    echo "$sep\"$m\": {\"cold\": $(cat "$WORK/lora-$m.cold.json"), \"hot\": $(cat "$WORK/lora-$m.hot.json"), \"rss\": $(cat "$WORK/lora-$m.rss"), \"hot_rss\": $(cat "$WORK/lora-$m-hot.rss")}" >>"$LORA_JSON"
+    sep=","
+done
+echo "}}" >>"$LORA_JSON"
+
 "$PY" - "$WORK" "$JSON" "$IN_BYTES" "$OUT_BYTES" "$MEM" "$THREADS" "$DROP" "$REF_TIMES" "$PARAMS" \
     $METHODS <<'EOF'
 import json, sys, os
@@ -247,6 +284,19 @@ for m in methods:
          "compute_vs_need": worst * 1e9 / NEED, "passes": passes}
     res["methods"][m] = r
 res["moe"] = json.load(open(f"{work}/moe.json"))
+lora = json.load(open(f"{work}/lora.json"))
+for m, r in lora["methods"].items():
+    cold, hot, hrss = r["cold"], r["hot"], r["hot_rss"]
+    reads = cold["bytes_read"] / out_bytes             # the base (and the factors) per pass
+    r["floor_s"] = reads * out_bytes / (rd["gbps"] * 1e9) + \
+        wr["seconds"] * cold["bytes_written"] / max(wr["bytes"], 1)
+    r["floor_over_merge"] = r["floor_s"] / cold["seconds"]
+    cpu = (hrss.get("user_seconds") or 0) + (hrss.get("sys_seconds") or 0)
+    per = lora["targeted"] * lora["adapters"] * len(hot["passes"])
+    r["hot_cpu_ns_per_elem_adapter_pass"] = cpu * 1e9 / per if per else None
+    del r["cold"]["tasks"], r["hot"]["tasks"]          # keep the JSON small
+    r["seconds"], r["hot_seconds"] = cold["seconds"], hot["seconds"]
+res["lora"] = lora
 json.dump(res, open(out, "w"), indent=1)
 
 gb = lambda b: b / 1e9
@@ -298,6 +348,18 @@ for m, r in moe["methods"].items():
     peak = r["rss"].get("peak_rss_bytes") or 0
     print(f"  {m:17} {r['seconds']:6.2f} s   peak RSS {peak / 2**20:6.1f} MiB   "
           f"limit (--mem + 48 MiB) {(64 + 48):4d} MiB")
+lo = res["lora"]
+print()
+print(f"LoRA adapters: base + {lo['adapters']} rank-{lo['rank']} adapters targeting "
+      f"{lo['targeted'] / 1e6:.0f}M base elements, --mem {mem}, {threads} threads")
+for m, r in lo["methods"].items():
+    peak = r["rss"].get("peak_rss_bytes") or 0
+    print(f"  {m:17} cold {r['seconds']:6.2f} s  floor {r['floor_s']:6.2f} s  "
+          f"floor/merge {r['floor_over_merge']:5.2f}  hot {r['hot_seconds']:6.2f} s  "
+          f"{r['hot_cpu_ns_per_elem_adapter_pass'] or 0:5.1f} CPU-ns per element per adapter per pass"
+          f"  peak RSS {peak / 2**20:5.0f} MiB")
+print("  floor = the base's reads at the raw read rate + the raw write; CPU-ns = CPU time (every")
+print("  thread) of the cached run per targeted element, adapter and pass: what forming ΔW costs")
 print()
 print(f"JSON: {out}")
 EOF
