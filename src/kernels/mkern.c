@@ -367,6 +367,12 @@ void pcbm_ks_linear(const float *const *theta, unsigned N, const float *w, float
     }
 }
 
+void pcbm_ks_axpy(float *acc, float p, const float *q, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        acc[k] = acc[k] + p * q[k];
+}
+
 /* ---- dispatch ---------------------------------------------------------------------------- */
 
 static const pcbm_kern_table kern_scalar = {

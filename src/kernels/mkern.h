@@ -110,6 +110,9 @@ void pcbm_k_ties_apply(const float *const *v, unsigned N, const float *base, flo
  * order) when lam is given, else acc = lam0 * (pcbm_k_sum of tau). */
 void pcbm_k_task_sum(const float *const *tau, unsigned N, const float *lam, float lam0,
                      const float *base, float *out, size_t n);
+/* acc[k] = acc[k] + p * q[k]: one rounding for the product and one for the sum (a LoRA factor
+ * row, merge/lora_delta.c) */
+void pcbm_k_axpy(float *acc, float p, const float *q, size_t n);
 /* Linear: out[k] = (sum of w[i] * theta[i][k], from 0 in task order) / wsum */
 void pcbm_k_linear(const float *const *theta, unsigned N, const float *w, float wsum, float *out,
                    size_t n);

@@ -67,7 +67,9 @@
       (tau, N, lam, lam0, base, out, n)) \
     X(void, linear, (const float *const *theta, unsigned N, const float *w, float wsum, float \
       *out, size_t n), \
-      (theta, N, w, wsum, out, n))
+      (theta, N, w, wsum, out, n)) \
+    X(void, axpy, (float *acc, float p, const float *q, size_t n), \
+      (acc, p, q, n))
 
 typedef struct pcbm_kern_table {
 #define PCBM_K_FIELD(r, name, params, args) r(*name) params;

@@ -10,6 +10,7 @@
 #include "lora_delta.h"
 
 #include "../kernels/convert.h"
+#include "../kernels/mkern.h"
 
 #include <errno.h>
 #include <string.h>
@@ -97,12 +98,8 @@ void pcbm_lora_delta(const pcbm_tlora *L, const float *cache, uint64_t start, fl
         for (unsigned j = 0; j < run; j++)
             acc[j] = 0.0f;
         /* element by element the sum runs j = 0 .. r-1; vectorizing across columns keeps it */
-        for (uint32_t q = 0; q < r; q++) {
-            const float pq = prow[q];
-            const float *qrow = Q + (uint64_t)q * L->cols + c;
-            for (unsigned j = 0; j < run; j++)
-                acc[j] += pq * qrow[j];
-        }
+        for (uint32_t q = 0; q < r; q++) /* element-wise: the same bits for any vector width */
+            pcbm_k_axpy(acc, prow[q], Q + (uint64_t)q * L->cols + c, run);
         for (unsigned j = 0; j < run; j++)
             acc[j] *= L->scale;
         k += run;

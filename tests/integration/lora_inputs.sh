@@ -89,6 +89,13 @@ same_bytes() {
         cmp -s "$a/model.safetensors" "$b/model.safetensors" || { echo "    differs with $opt"; return 1; }
         rm -rf "$b"
     done
+    for lv in scalar avx2; do # ΔW's vector and scalar forms give the same bits
+        b=$TMP/det-$lv
+        PCBM_CPU=$lv "$PCBM_BIN" merge --quiet --base "$fam/base" --out "$b" --threads 1 \
+            "${tasks[@]}" || return 1
+        cmp -s "$a/model.safetensors" "$b/model.safetensors" || { echo "    differs with PCBM_CPU=$lv"; return 1; }
+        rm -rf "$b"
+    done
     "$PY" - "$a/merge_report.json" <<'PYEOF'
 import json, sys
 t = json.load(open(sys.argv[1]))["tasks"]

@@ -47,7 +47,7 @@ static float value(bool special)
 }
 
 static float tau[NT][CAP], theta[NT][CAP], base[CAP], sum[CAP];
-static float a_out[4][CAP], b_out[4][CAP];
+static float a_out[5][CAP], b_out[5][CAP];
 static uint8_t keep[CAP];
 
 /* round 0: small task vectors as in real checkpoints (products of two below 2^-13, the
@@ -166,6 +166,27 @@ static void c_sums(int lv, size_t n, size_t off)
         same_bits(a_out[1], b_out[1], n, "task_sum", lv);
         same_bits(a_out[2], b_out[2], n, "task_sum lambdas", lv);
         same_bits(a_out[3], b_out[3], n, "linear", lv);
+    }
+    /* axpy (LoRA's ΔW rows): several updates in turn, as the rank loop does */
+    at(PCBM_CPU_SCALAR);
+    memcpy(a_out[4], base + off, n * sizeof(float));
+    for (int i = 0; i < NT; i++)
+        pcbm_k_axpy(a_out[4], lam[i], p[i], n);
+    at(lv);
+    memcpy(b_out[4], base + off, n * sizeof(float));
+    for (int i = 0; i < NT; i++)
+        pcbm_k_axpy(b_out[4], lam[i], p[i], n);
+    same_bits(a_out[4], b_out[4], n, "axpy", lv);
+    for (size_t k = 0; k < n; k++) { /* one rounding per product and per sum, no FMA */
+        float want = base[off + k];
+        for (int i = 0; i < NT; i++) {
+            volatile float prod = lam[i] * p[i][k];
+            want = want + prod;
+        }
+        if (want != want) /* which NaN comes out depends on the compiler's operand order */
+            assert_true(a_out[4][k] != a_out[4][k]);
+        else
+            assert_memory_equal(&want, &a_out[4][k], sizeof want);
     }
 }
 
