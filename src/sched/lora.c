@@ -84,6 +84,14 @@ static pcbm_status match_key(const pcbm_model *base, const pcbm_model *m, const 
                  "adapter trained on this base?", base->path, name);
         return refuse_key(m, key, why, err);
     }
+    const pcbm_st_tensor *bt = pcbm_model_tensor_at(base, (size_t)*bi);
+    if (!pcbm_dtype_is_mergeable(bt->dtype) && !pcbm_quant_is_fp8(bt->dtype)) {
+        char why[1400];
+        snprintf(why, sizeof why, "names the base's %s, which is %s, not a float weight: only "
+                 "float weights take LoRA factors or modules_to_save", bt->name,
+                 pcbm_dtype_name(bt->dtype));
+        return refuse_key(m, key, why, err);
+    }
     return PCBM_OK;
 }
 

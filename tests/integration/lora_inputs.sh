@@ -166,4 +166,37 @@ expect_fail unknown-key-refused \
     m "$TMP/F32/nokey"
 expect_fail adapter-as-base-refused "the base .* is a LoRA adapter" \
     "$PCBM_BIN" merge --quiet --base "$TMP/F32/plain" --out "$TMP/o-base" "$TMP/F32/ft"
+# a key naming an integer tensor of the base (a base with an I64 buffer, an adapter that saves it)
+"$PY" - "$TMP/F32" "$TMP/int" <<'PYEOF' || fail "cannot build the integer-buffer case"
+import os, shutil, sys
+import numpy as np
+sys.path.insert(0, os.environ["PCBM_ROOT"] + "/tests/reference")
+from pcb_ref import read_model, write_model
+src, out = sys.argv[1], sys.argv[2]
+base = read_model(src + "/base")
+ids = np.arange(16, dtype="<i8").tobytes()
+write_model(out + "/base", [(t.name, t.dtype, t.shape, t.raw.tobytes()) for t in base.values()]
+            + [("model.position_ids", "I64", (16,), ids)])
+shutil.copytree(src + "/plain", out + "/ad")
+PYEOF
+int_key_case() {
+    "$PY" - "$TMP/int/ad" <<'PYEOF' || return 1
+import json, os, struct, sys
+d = sys.argv[1]
+p = d + "/adapter_model.safetensors"
+b = open(p, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+hdr = json.loads(b[8:8 + n])
+data = b[8 + n:]
+off = len(data)
+hdr["base_model.model.model.position_ids"] = {"dtype": "I64", "shape": [16],
+                                              "data_offsets": [off, off + 128]}
+js = json.dumps(hdr).encode()
+js += b" " * ((8 - len(js) % 8) % 8)
+open(p, "wb").write(struct.pack("<Q", len(js)) + js + data + bytes(128))
+PYEOF
+    "$PCBM_BIN" merge --quiet --base "$TMP/int/base" --out "$TMP/o-int" "$TMP/int/ad" 2>&1 |
+        grep -q "key base_model.model.model.position_ids names the base's model.position_ids, which is I64, not a float weight"
+}
+check integer-key-refused int_key_case
 finish
