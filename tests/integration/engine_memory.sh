@@ -33,6 +33,7 @@ need_numpy
 need_bin
 need_gen
 need_tool peak-rss
+need_plain_rss
 PEAK=$PCBM_TOOLS/peak-rss
 
 MEM=64M

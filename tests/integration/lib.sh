@@ -173,6 +173,13 @@ case_fail() {
 
 # need_tool NAME: skip unless $PCBM_TOOLS/NAME is built (make all builds every tools/*.c).
 need_tool() { [ -x "$PCBM_TOOLS/$1" ] || skip "$1 is not built ($PCBM_TOOLS/$1; run make all)"; }
+# need_plain_rss: the peak-RSS bounds mean nothing under AddressSanitizer (shadow memory, redzones,
+# quarantine), so the memory suites skip a sanitizer build (make asan) instead of failing it.
+need_plain_rss() {
+    if grep -q "__asan_init" "$PCBM_BIN" 2>/dev/null; then
+        skip "$PCBM_BIN is built with AddressSanitizer: peak RSS bounds do not apply"
+    fi
+}
 
 # same_outputs DIR_A DIR_B [NAME...]: the same file names and every file byte-identical, except
 # merge_report.json (timings) and the NAMEs given. pcbmerge.manifest.json, which lists a hash of

@@ -11,6 +11,7 @@
 need_numpy
 need_bin
 need_tool peak-rss
+need_plain_rss
 PEAK=$PCBM_TOOLS/peak-rss
 N=${PCBM_MANY_TENSORS:-50000}
 LIMIT=$(((64 + 48) << 20))
