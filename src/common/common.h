@@ -109,6 +109,10 @@ char *pcbm_fmt_bytes(uint64_t n, char *buf, size_t len);
 
 /* ---- util.c: shared by merge, split merge and search ---- */
 
+/* pread exactly len bytes at off (EINTR retried): 0, an errno, or -1 when the file ends first;
+ * *done (may be NULL) receives the bytes read before it stopped. */
+int pcbm_pread_full(int fd, void *buf, size_t len, uint64_t off, uint64_t *done);
+
 /* Removal never follows a symbolic link: a link is removed, never its target. */
 /* Remove a file or a directory tree (0 or -errno; a missing path is not an error). */
 int pcbm_remove_tree(const char *path);

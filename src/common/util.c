@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * util.c — file-system and parameter helpers shared by the merge, the split merge and the
- * coefficient search: removing a tree, taking the exclusive lock of a lock file (or directory),
- * and naming the first parameter that differs between two canonical JSON parameter objects.
+ * coefficient search: reading exactly n bytes at an offset, removing a tree, taking the exclusive
+ * lock of a lock file (or directory), and naming the first parameter that differs between two
+ * canonical JSON parameter objects.
  */
 #include "common.h"
 
@@ -16,6 +17,25 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+int pcbm_pread_full(int fd, void *buf, size_t len, uint64_t off, uint64_t *done)
+{
+    size_t got = 0;
+    int rc = 0;
+    while (got < len) {
+        ssize_t r = pread(fd, (char *)buf + got, len - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            rc = r < 0 ? errno : -1;
+            break;
+        }
+        got += (size_t)r;
+    }
+    if (done)
+        *done = got;
+    return rc;
+}
 
 int pcbm_empty_dirfd(int fd, const char *keep)
 {

@@ -13,25 +13,6 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-/* pread exactly len bytes at off; returns 0, an errno, or -1 at an early end of file. */
-static int pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-    char *p = buf;
-    while (len) {
-        ssize_t r = pread(fd, p, len, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return errno;
-        if (r == 0)
-            return -1;
-        p += r;
-        len -= (size_t)r;
-        off += (uint64_t)r;
-    }
-    return 0;
-}
-
 static pcbm_status read_fail(const char *path, int rc, uint64_t off, pcbm_error *err)
 {
     if (rc < 0)
@@ -72,7 +53,7 @@ static pcbm_status read_header(int fd, const char *path, uint64_t size, pcbm_st_
                                uint64_t *n, uint64_t *hash, pcbm_error *err)
 {
     uint8_t prefix[8] = {0};
-    int rc = size >= 8 ? pread_full(fd, prefix, 8, 0) : 0;
+    int rc = size >= 8 ? pcbm_pread_full(fd, prefix, 8, 0, NULL) : 0;
     if (rc)
         return read_fail(path, rc, 0, err);
     pcbm_status st = pcbm_st_check_prefix(prefix, size, path, n, err);
@@ -91,7 +72,7 @@ static pcbm_status read_header(int fd, const char *path, uint64_t size, pcbm_st_
     }
     for (uint64_t at = 0; !st && at < *n;) {
         size_t len = (size_t)PCBM_MIN(*n - at, HEADER_CHUNK);
-        if ((rc = pread_full(fd, buf, len, 8 + at)) != 0) {
+        if ((rc = pcbm_pread_full(fd, buf, len, 8 + at, NULL)) != 0) {
             pcbm_st_parser_abort(p);
             st = read_fail(path, rc, 8 + at, err);
             break;

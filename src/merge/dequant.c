@@ -10,9 +10,7 @@
 
 #include "../kernels/convert.h"
 
-#include <errno.h>
 #include <string.h>
-#include <unistd.h>
 
 pcbm_status pcbm_dequant_load(const pcbm_layout *p, const pcbm_tlayout *t, unsigned m,
                               uint64_t start, uint64_t n, float *buf, uint64_t cap,
@@ -24,22 +22,16 @@ pcbm_status pcbm_dequant_load(const pcbm_layout *p, const pcbm_tlayout *t, unsig
     if (cnt > cap)
         return pcbm_fail(err, PCBM_ERR_INTERNAL, "tensor %s: %llu block scales for one block, "
                          "room for %llu", t->name, (unsigned long long)cnt, (unsigned long long)cap);
-    unsigned es = q->scale_dt == PCBM_DT_F32 ? 4 : 2;
+    unsigned es = pcbm_dtype_bits(q->scale_dt) / 8;
     /* raw bytes after the cnt floats (the scratch holds 2 * cap floats), then decoded in front */
     unsigned char *raw = (unsigned char *)(buf + cap);
-    uint64_t off = q->scale_off + s0 * q->scols * es, len = cnt * es, done = 0;
-    const pcbm_model *md = p->models[m];
-    while (done < len) {
-        ssize_t r = pread(p->qfd[m][q->scale_file], raw + done, len - done, (off_t)(off + done));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return pcbm_fail(err, PCBM_ERR_IO, "%s: reading the block scales of %s at byte %llu "
-                             "failed: %s; check the file", md->files[q->scale_file].path,
-                             t->name, (unsigned long long)(off + done),
-                             r < 0 ? strerror(errno) : "the file is shorter than its header says");
-        done += (uint64_t)r;
-    }
+    uint64_t off = q->scale_off + s0 * q->scols * es, len = cnt * es, done;
+    int rc = pcbm_pread_full(p->qfd[m][q->scale_file], raw, len, off, &done);
+    if (rc != 0)
+        return pcbm_fail(err, PCBM_ERR_IO, "%s: reading the block scales of %s at byte %llu "
+                         "failed: %s; check the file", p->models[m]->files[q->scale_file].path,
+                         t->name, (unsigned long long)(off + done),
+                         rc > 0 ? strerror(rc) : "the file is shorter than its header says");
     pcbm_decode_f32(q->scale_dt, raw, buf, cnt);
     *srow0 = s0;
     return PCBM_OK;

@@ -12,27 +12,20 @@
 #include "../kernels/convert.h"
 #include "../kernels/mkern.h"
 
-#include <errno.h>
 #include <string.h>
-#include <unistd.h>
 
-static unsigned elem_size(pcbm_dtype dt) { return dt == PCBM_DT_F32 ? 4 : 2; }
+static unsigned elem_size(pcbm_dtype dt) { return pcbm_dtype_bits(dt) / 8; }
 
 static pcbm_status read_all(const pcbm_layout *p, unsigned m, const char *name, void *buf,
                             uint64_t len, uint64_t off, pcbm_error *err)
 {
-    uint64_t done = 0;
-    while (done < len) {
-        ssize_t r = pread(p->lfd[m], (uint8_t *)buf + done, len - done, (off_t)(off + done));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return pcbm_fail(err, PCBM_ERR_IO, "%s: reading the LoRA factors of %s at byte %llu "
-                             "failed: %s; check the file", p->models[m]->files[0].path, name,
-                             (unsigned long long)(off + done),
-                             r < 0 ? strerror(errno) : "the file is shorter than its header says");
-        done += (uint64_t)r;
-    }
+    uint64_t done;
+    int rc = pcbm_pread_full(p->lfd[m], buf, len, off, &done);
+    if (rc != 0)
+        return pcbm_fail(err, PCBM_ERR_IO, "%s: reading the LoRA factors of %s at byte %llu "
+                         "failed: %s; check the file", p->models[m]->files[0].path, name,
+                         (unsigned long long)(off + done),
+                         rc > 0 ? strerror(rc) : "the file is shorter than its header says");
     return PCBM_OK;
 }
 

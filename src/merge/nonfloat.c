@@ -17,23 +17,6 @@
 
 #define CMP_CHUNK (256u << 10)
 
-/* Read exactly n bytes at off; 0 or an errno. */
-static int read_at(int fd, void *buf, size_t n, uint64_t off)
-{
-    size_t done = 0;
-    while (done < n) {
-        ssize_t r = pread(fd, (char *)buf + done, n - done, (off_t)(off + done));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return errno;
-        if (r == 0)
-            return EIO; /* shorter than its header says: the model was validated, so it changed */
-        done += (size_t)r;
-    }
-    return 0;
-}
-
 /* First differing byte of two tensors (UINT64_MAX when equal). */
 static pcbm_status first_difference(const char *pa, uint64_t oa, const char *pb, uint64_t ob,
                                     uint64_t n, unsigned char *buf, uint64_t *at, pcbm_error *err)
@@ -49,17 +32,18 @@ static pcbm_status first_difference(const char *pa, uint64_t oa, const char *pb,
     pcbm_status st = PCBM_OK;
     for (uint64_t done = 0; done < n && *at == UINT64_MAX;) {
         size_t k = (size_t)PCBM_MIN(n - done, (uint64_t)CMP_CHUNK);
-        int e = read_at(fa, buf, k, oa + done);
+        /* an early end: shorter than its header says, so the file changed after it was checked */
+        int e = pcbm_pread_full(fa, buf, k, oa + done, NULL);
         const char *bad = pa;
         uint64_t boff = oa + done;
         if (!e) {
-            e = read_at(fb, buf + CMP_CHUNK, k, ob + done);
+            e = pcbm_pread_full(fb, buf + CMP_CHUNK, k, ob + done, NULL);
             bad = pb;
             boff = ob + done;
         }
         if (e) {
             st = pcbm_fail(err, PCBM_ERR_IO, "%s: read failed at byte %llu: %s; check the file",
-                           bad, (unsigned long long)boff, strerror(e));
+                           bad, (unsigned long long)boff, e < 0 ? "unexpected end of file" : strerror(e));
             break;
         }
         if (memcmp(buf, buf + CMP_CHUNK, k) != 0) {
