@@ -330,32 +330,64 @@ uint64_t pcbm_vocab_bytes(const pcbm_vocab *v)
     return v->arena_cap + v->ids_cap * (2 * sizeof(uint32_t) + 1) + v->map_cap * sizeof(uint32_t);
 }
 
-pcbm_status pcbm_vocab_parse(const char *json, size_t n, const char *label, pcbm_vocab *v,
-                             pcbm_error *err)
+/* One parse, fed in pieces: the file in chunks, or a buffer at once. */
+typedef struct vocab_parse {
+    reader r;
+    yajl_handle h;
+    yajl_status ys;
+    uint64_t done;         /* bytes accepted so far (where a syntax error was found) */
+} vocab_parse;
+
+static bool parse_begin(vocab_parse *vp, pcbm_vocab *v)
 {
     memset(v, 0, sizeof *v);
-    reader r = {.v = v, .added_id = -1};
-    yajl_handle h = yajl_alloc(&callbacks, NULL, &r);
-    if (!h)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory reading %s", label);
-    yajl_status ys = yajl_parse(h, (const unsigned char *)json, n);
-    if (ys == yajl_status_ok)
-        ys = yajl_complete_parse(h);
-    pcbm_status st = PCBM_OK;
-    if (ys != yajl_status_ok) {
-        size_t at = yajl_get_bytes_consumed(h);
-        st = pcbm_fail(err, PCBM_ERR_FORMAT, "%s: %s near byte %zu; the tokenizer file is "
+    *vp = (vocab_parse){.r = {.v = v, .added_id = -1}, .ys = yajl_status_ok};
+    vp->h = yajl_alloc(&callbacks, NULL, &vp->r);
+    return vp->h != NULL;
+}
+
+/* Feed n bytes; n == 0 ends the input. False once the JSON or a rule is broken. */
+static bool parse_feed(vocab_parse *vp, const void *buf, size_t n)
+{
+    if (n == 0)
+        vp->ys = yajl_complete_parse(vp->h);
+    else if ((vp->ys = yajl_parse(vp->h, buf, n)) == yajl_status_ok)
+        vp->done += n;
+    else
+        vp->done += yajl_get_bytes_consumed(vp->h);
+    return vp->ys == yajl_status_ok;
+}
+
+/* The verdict (st: an error met outside the parser, e.g. a failed read), then everything freed
+ * but an accepted vocabulary. */
+static pcbm_status parse_end(vocab_parse *vp, const char *label, pcbm_status st, pcbm_error *err)
+{
+    pcbm_vocab *v = vp->r.v;
+    if (st == PCBM_OK && vp->ys != yajl_status_ok)
+        st = pcbm_fail(err, PCBM_ERR_FORMAT, "%s: %s near byte %llu; the tokenizer file is "
                        "damaged: download it again", label,
-                       r.bad ? r.bad : "not valid JSON", at);
-    } else if (v->ntokens == 0) {
+                       vp->r.bad ? vp->r.bad : "not valid JSON", (unsigned long long)vp->done);
+    else if (st == PCBM_OK && v->ntokens == 0)
         st = pcbm_fail(err, PCBM_ERR_FORMAT, "%s: no tokens (no model.vocab or added_tokens); "
                        "is it a Hugging Face tokenizer.json?", label);
-    }
-    yajl_free(h);
-    free(r.pending);
+    if (vp->h)
+        yajl_free(vp->h);
+    free(vp->r.pending);
     if (st != PCBM_OK)
         pcbm_vocab_free(v);
     return st;
+}
+
+pcbm_status pcbm_vocab_parse(const char *json, size_t n, const char *label, pcbm_vocab *v,
+                             pcbm_error *err)
+{
+    vocab_parse vp;
+    if (!parse_begin(&vp, v))
+        return parse_end(&vp, label, pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory reading %s",
+                                               label), err);
+    if (parse_feed(&vp, json, n))
+        parse_feed(&vp, NULL, 0);
+    return parse_end(&vp, label, PCBM_OK, err);
 }
 
 pcbm_status pcbm_vocab_read(const char *path, pcbm_vocab *v, pcbm_error *err)
@@ -369,46 +401,23 @@ pcbm_status pcbm_vocab_read(const char *path, pcbm_vocab *v, pcbm_error *err)
         close(fd);
         return pcbm_fail(err, PCBM_ERR_FORMAT, "%s is not a regular file", path);
     }
-    reader r = {.v = v, .added_id = -1};
-    yajl_handle h = yajl_alloc(&callbacks, NULL, &r);
+    vocab_parse vp;
     unsigned char *buf = malloc(READ_CHUNK);
     pcbm_status st = PCBM_OK;
-    if (!h || !buf)
+    if (!parse_begin(&vp, v) || !buf)
         st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory reading %s", path);
-    uint64_t done = 0;
-    yajl_status ys = yajl_status_ok;
-    while (st == PCBM_OK && ys == yajl_status_ok) {
+    for (bool more = st == PCBM_OK; more;) {
         ssize_t k = read(fd, buf, READ_CHUNK);
         if (k < 0 && errno == EINTR)
             continue;
         if (k < 0) {
             st = pcbm_fail(err, PCBM_ERR_IO, "%s: read failed at byte %llu: %s", path,
-                           (unsigned long long)done, strerror(errno));
+                           (unsigned long long)vp.done, strerror(errno));
             break;
         }
-        if (k == 0) {
-            ys = yajl_complete_parse(h);
-            break;
-        }
-        ys = yajl_parse(h, buf, (size_t)k);
-        if (ys == yajl_status_ok)
-            done += (uint64_t)k;
-        else
-            done += yajl_get_bytes_consumed(h);
+        more = parse_feed(&vp, buf, (size_t)k) && k > 0;
     }
-    if (st == PCBM_OK && ys != yajl_status_ok)
-        st = pcbm_fail(err, PCBM_ERR_FORMAT, "%s: %s near byte %llu; the tokenizer file is "
-                       "damaged: download it again", path, r.bad ? r.bad : "not valid JSON",
-                       (unsigned long long)done);
-    else if (st == PCBM_OK && v->ntokens == 0)
-        st = pcbm_fail(err, PCBM_ERR_FORMAT, "%s: no tokens (no model.vocab or added_tokens); "
-                       "is it a Hugging Face tokenizer.json?", path);
-    if (h)
-        yajl_free(h);
     free(buf);
-    free(r.pending);
     close(fd);
-    if (st != PCBM_OK)
-        pcbm_vocab_free(v);
-    return st;
+    return parse_end(&vp, path, st, err);
 }
