@@ -182,6 +182,12 @@ PCBM_API const char *pcbm_method_name(pcbm_method m);
 PCBM_API pcbm_method pcbm_method_parse(const char *s); /* PCBM_METHOD_COUNT if unknown */
 
 typedef enum pcbm_scope { PCBM_SCOPE_GLOBAL = 0, PCBM_SCOPE_TENSOR } pcbm_scope;
+/* Whose semantics a method follows where the paper's official code and mergekit differ
+ * (docs/semantics.md lists every difference); recipes (--config) use MERGEKIT. */
+typedef enum pcbm_semantics { PCBM_SEMANTICS_OFFICIAL = 0, PCBM_SEMANTICS_MERGEKIT } pcbm_semantics;
+/* Per-tensor parameters: a mergekit recipe's parameters (scalars, gradients over layers, filters
+ * on tensor names) for the whole merge and per model (pcbm_params_* below). */
+typedef struct pcbm_params pcbm_params;
 /* I/O: auto = io_uring (a pread pool where it is blocked), and inputs found in the page cache at
  * the start of a pass are read through a read-only mapping instead of copied; uring / pread force
  * that backend for every read; mmap maps the inputs whether cached or not. */
@@ -306,6 +312,18 @@ typedef struct pcbm_merge_opts {
                                        tasks with ties/dare_ties); PCBM_OFF: do not */
     int rescale;                    /* DARE: PCBM_DEFAULT or PCBM_ON divide the survivors by
                                        their task's density; PCBM_OFF keeps them as they are */
+    /* mergekit's methods and recipes (docs/semantics.md) */
+    pcbm_semantics semantics;       /* PCBM_SEMANTICS_OFFICIAL (default): ties, dare_* as the
+                                       papers' code; MERGEKIT: as mergekit computes them */
+    double t;                       /* slerp: interpolation factor in [0, 1]; NAN = not given */
+    double gamma;                   /* breadcrumbs: fraction of the largest |tau| removed; 0.01 */
+    double epsilon;                 /* della: spread of the keep probabilities; 0.15 */
+    double select_topk;             /* sce: fraction of elements kept by variance; 1.0 */
+    int nuslerp_flatten;            /* nuslerp: PCBM_DEFAULT (on) / PCBM_ON / PCBM_OFF */
+    int nuslerp_row_wise;           /* nuslerp: PCBM_DEFAULT (off) / PCBM_ON / PCBM_OFF */
+    int filter_wise;                /* model_stock: PCBM_DEFAULT (off) / PCBM_ON / PCBM_OFF */
+    const pcbm_params *params;      /* per-tensor parameters (a recipe's gradients and filters),
+                                       or NULL: the scalars above for every tensor */
 } pcbm_merge_opts;
 
 /* The values of a pcbm_merge_opts switch whose default depends on the method. */

@@ -111,6 +111,32 @@ static inline float pcbm_task_weight(const pcbm_merge_opts *o, unsigned i)
 bool pcbm_method_normalizes(const pcbm_merge_opts *o);
 bool pcbm_method_rescales(const pcbm_merge_opts *o);
 
+/* ---- parameters per tensor (params.c) ----
+ * mergekit's parameters by its names: per model (weight, density, gamma, epsilon) or for the
+ * whole merge (the rest), each possibly different per tensor in a recipe (gradients over the
+ * layers, filters on tensor names; o->params). Switches read as 0 or 1. */
+typedef enum pcbm_param_id {
+    PCBM_P_WEIGHT = 0,      /* per model */
+    PCBM_P_DENSITY,
+    PCBM_P_GAMMA,
+    PCBM_P_EPSILON,
+    PCBM_P_LAMBDA,          /* whole merge */
+    PCBM_P_T,
+    PCBM_P_SELECT_TOPK,
+    PCBM_P_NORMALIZE,
+    PCBM_P_RESCALE,
+    PCBM_P_NUSLERP_FLATTEN,
+    PCBM_P_NUSLERP_ROW_WISE,
+    PCBM_P_FILTER_WISE,
+    PCBM_P_COUNT
+} pcbm_param_id;
+
+/* mergekit's name of a parameter ("weight", "density", ...). */
+const char *pcbm_param_name(pcbm_param_id p);
+/* Parameter p of task `task` (0-based; ignored for whole-merge parameters) for layout tensor
+ * `tensor` (an index into mc->layout->t). Cheap enough to call once per tile. */
+double pcbm_tparam(const pcbm_mctx *mc, size_t tensor, unsigned task, pcbm_param_id p);
+
 /* The driver's loop over one range's rounds (rounds.c), with the pass given: pcbm_method_run
  * gives the engine's; tests give tiles of their own. state comes from m->init. */
 typedef pcbm_status (*pcbm_round_pass_fn)(pcbm_mctx *mc, const pcbm_round *r, void *state,

@@ -43,6 +43,10 @@ void pcbm_merge_opts_init(pcbm_merge_opts *o)
     o->io = PCBM_IO_AUTO;
     o->shard_bytes = 5000000000ull;
     o->out_dtype = PCBM_DTYPE_BASE;
+    o->t = NAN;
+    o->gamma = 0.01;
+    o->epsilon = 0.15;
+    o->select_topk = 1.0;
 }
 
 bool pcbm_method_has_stats(pcbm_method m)
