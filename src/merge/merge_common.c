@@ -12,11 +12,16 @@
 
 #include "../kernels/convert.h"
 #include "../kernels/mkern.h"
+#include "../sched/ident.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <math.h>
 #include <string.h>
+
+/* Blocks are whole identity leaves, so tiles sit on a fixed grid of PCBM_TILE elements from each
+ * tensor's start whatever the budget: a per-tile partial (stats/xsum.h) is a function of the data. */
+_Static_assert(PCBM_IDENT_LEAF % PCBM_TILE == 0, "tiles must not straddle blocks");
 
 typedef struct tile_pass {
     pcbm_mctx *mc;
