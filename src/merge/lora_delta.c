@@ -57,7 +57,7 @@ static pcbm_status load_factor(const pcbm_layout *p, const pcbm_tlayout *t, unsi
 }
 
 pcbm_status pcbm_lora_load(const pcbm_layout *p, const pcbm_tlayout *t, unsigned m, float *cache,
-                           float *raw, pcbm_error *err)
+                           float *raw, uint64_t *bytes, pcbm_error *err)
 {
     const pcbm_tlora *L = &t->lora[m];
     float *P = cache, *Q = cache + L->rows * L->r;
@@ -71,6 +71,10 @@ pcbm_status pcbm_lora_load(const pcbm_layout *p, const pcbm_tlayout *t, unsigned
         if (st == PCBM_OK)
             st = load_factor(p, t, m, L->b_dt, L->b_off, L->cols, L->r, true, Q, raw, err);
     }
+    /* both factors, whichever way they are stored: r * (rows + cols) elements */
+    unsigned pe = elem_size(L->transposed ? L->a_dt : L->b_dt),
+             qe = elem_size(L->transposed ? L->b_dt : L->a_dt);
+    *bytes = st == PCBM_OK ? L->r * (L->rows * pe + L->cols * qe) : 0;
     return st;
 }
 

@@ -18,9 +18,9 @@ static inline uint64_t pcbm_lora_cache_floats(const pcbm_tlora *L)
     return (uint64_t)L->r * (L->rows + L->cols);
 }
 /* Read adapter m's factors of tensor t into cache (decoded to float32, transposed where needed),
- * through raw (PCBM_LORA_RAW_FLOATS floats). */
+ * through raw (PCBM_LORA_RAW_FLOATS floats); *bytes: what was read from the file. */
 pcbm_status pcbm_lora_load(const pcbm_layout *p, const pcbm_tlayout *t, unsigned m, float *cache,
-                           float *raw, pcbm_error *err);
+                           float *raw, uint64_t *bytes, pcbm_error *err);
 /* tau[k] = ΔW at element start + k (the tile pass adds θ_pre and subtracts it again: a task's
  * τ is its materialized float32 fine-tune's), for n elements: scale · Σ_{j=0..r-1} P[row][j] · Q[j][col],
  * summed in float32 in that order (0 when L->r == 0). */

@@ -141,10 +141,13 @@ static pcbm_status load_factors(pcbm_mctx *mc, unsigned worker, const pcbm_block
         size_t *key = &mc->lora_cached[(size_t)worker * nm + i + 1];
         if (*key != bv->tensor + 1) {
             *key = 0;
+            uint64_t bytes;
             pcbm_status st = pcbm_lora_load(mc->layout, t, i + 1, c,
-                                            worker_scratch(mc, worker) + mc->lora_raw_off, err);
+                                            worker_scratch(mc, worker) + mc->lora_raw_off, &bytes,
+                                            err);
             if (st != PCBM_OK)
                 return st;
+            pcbm_engine_count_read(mc->eng, bytes);
             *key = bv->tensor + 1;
         }
         cache[i] = c;

@@ -72,6 +72,7 @@ struct pcbm_engine {
     slot *done_head;
     bool stop;
     const pcbm_pass *pass;
+    uint64_t side_read;            /* bytes workers read themselves this pass (atomic) */
 
     pcbm_engine_report rep;
 };
@@ -776,10 +777,16 @@ pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *ps, pcbm_error *err
         }
     }
     pr->seconds += pcbm_now() - t0;
+    pr->bytes_read += __atomic_exchange_n(&e->side_read, 0, __ATOMIC_RELAXED);
     e->rep.bytes_read += pr->bytes_read - read0;
     e->rep.bytes_written += pr->bytes_written - written0;
     pcbm_progress_end(&rs.pg, rs.st == PCBM_OK);
     return rs.st;
+}
+
+void pcbm_engine_count_read(pcbm_engine *e, uint64_t bytes)
+{
+    __atomic_fetch_add(&e->side_read, bytes, __ATOMIC_RELAXED);
 }
 
 /* ---- the output stream ------------------------------------------------------------------ */

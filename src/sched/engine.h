@@ -101,6 +101,8 @@ pcbm_status pcbm_engine_create(pcbm_layout *layout, const pcbm_engine_cfg *cfg, 
 /* Bytes the engine needs at least for this layout and thread count (for error messages). */
 uint64_t pcbm_engine_min_mem(const pcbm_layout *layout, unsigned threads, uint64_t reserved);
 pcbm_status pcbm_engine_run(pcbm_engine *e, const pcbm_pass *pass, pcbm_error *err);
+/* Bytes a worker read outside the block's reads (LoRA factors): counted in the pass's bytes_read. */
+void pcbm_engine_count_read(pcbm_engine *e, uint64_t bytes);
 /* Durable segments of the output (pcbm_segment, pcbm_segment_fn: writer/stream.h): fn is called
  * on the output's sync thread each time one becomes durable, in stream order (the journal's
  * hook). */

@@ -96,9 +96,16 @@ same_bytes() {
         cmp -s "$a/model.safetensors" "$b/model.safetensors" || { echo "    differs with PCBM_CPU=$lv"; return 1; }
         rm -rf "$b"
     done
-    "$PY" - "$a/merge_report.json" <<'PYEOF'
-import json, sys
-t = json.load(open(sys.argv[1]))["tasks"]
+    "$PY" - "$a/merge_report.json" "$fam" <<'PYEOF'
+import json, os, sys
+rep = json.load(open(sys.argv[1]))
+t = rep["tasks"]
+# bytes_read counts the factors the workers read (at least once each) besides the blocks
+fam = sys.argv[2]
+size = lambda d: sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".safetensors"))
+blocks = size(fam + "/base") + size(fam + "/ft")
+factors = sum(size(fam + "/" + a) for a in ("plain", "rslora", "saved", "fifo"))
+assert rep["bytes_read"] >= blocks + 0.9 * factors, (rep["bytes_read"], blocks, factors)
 want = [(8, 2.0, 5, 0), (4, 4.0, 14, 0), (6, 2.0, 4, 1), (5, 1.4, 4, 0)]
 for task, (r, scale, targeted, saved) in zip(t, want):
     a = task["adapter"]
