@@ -44,6 +44,81 @@ void pcbm_adapter_free(pcbm_adapter *a)
     free(a);
 }
 
+/* PEFT matches a rank_pattern / alpha_pattern key as a Python regular expression against the
+ * module name: `(.*\.)?(KEY)$`. The POSIX extended expression of that match, with Python's
+ * shorthands rewritten (\d \w \s and their negations, (?: groups, lazy quantifiers, escaped
+ * punctuation in brackets); NULL with the construct in *bad when the key uses one POSIX lacks
+ * (look-arounds, named groups, \b, backreferences). Freed by the caller. */
+static char *pattern_regex(const char *key, const char **bad)
+{
+    static const struct { char c; const char *out, *in_bracket; } shorthand[] = {
+        {'d', "[0-9]", "0-9"}, {'D', "[^0-9]", NULL}, {'w', "[A-Za-z0-9_]", "A-Za-z0-9_"},
+        {'W', "[^A-Za-z0-9_]", NULL}, {'s', "[[:space:]]", "[:space:]"},
+        {'S', "[^[:space:]]", NULL},
+    };
+    size_t n = strlen(key), cap = 16 + 16 * n;
+    char *rx = pcbm_malloc(cap), *o = rx;
+    if (!rx)
+        return NULL;
+    o += sprintf(o, "^(.*\\.)?(");
+    bool bracket = false;
+    *bad = NULL;
+    for (size_t i = 0; i < n && !*bad; i++) {
+        char c = key[i];
+        if (c == '\\' && i + 1 < n) {
+            char e = key[++i];
+            size_t k = 0;
+            while (k < sizeof shorthand / sizeof shorthand[0] && shorthand[k].c != e)
+                k++;
+            if (k < sizeof shorthand / sizeof shorthand[0]) {
+                const char *s = bracket ? shorthand[k].in_bracket : shorthand[k].out;
+                if (!s)
+                    *bad = "a negated class (\\D \\W \\S) inside brackets";
+                else
+                    o += sprintf(o, "%s", s);
+            } else if ((e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z') || (e >= '0' && e <= '9')) {
+                *bad = "an escape (\\b, \\A, a backreference, ...) POSIX expressions lack";
+            } else if (bracket) {
+                *o++ = e; /* in brackets a backslash is literal in POSIX: the character alone */
+            } else {
+                *o++ = '\\', *o++ = e;
+            }
+            continue;
+        }
+        if (!bracket && c == '(' && key[i + 1] == '?') {
+            if (key[i + 2] != ':') {
+                *bad = "a (?...) group other than (?:...) (look-around, named group, flags)";
+                continue;
+            }
+            *o++ = '(';
+            i += 2;
+            continue;
+        }
+        if (!bracket && c == '?' && i > 0 && strchr("*+?}", key[i - 1]) &&
+            !(i >= 2 && key[i - 2] == '\\')) {
+            continue; /* lazy quantifier: whether a match exists does not depend on it */
+        }
+        if (c == '[' && !bracket) {
+            bracket = true;
+            *o++ = c;
+            if (key[i + 1] == '^')
+                *o++ = key[++i];
+            if (key[i + 1] == ']')
+                *o++ = key[++i];
+            continue;
+        }
+        if (c == ']' && bracket)
+            bracket = false;
+        *o++ = c;
+    }
+    o += sprintf(o, ")$");
+    if (*bad) {
+        free(rx);
+        return NULL;
+    }
+    return rx;
+}
+
 static pcbm_status bad_field(const pcbm_adapter *a, const char *field, const char *want,
                              const json_t *v, pcbm_error *err)
 {
@@ -77,16 +152,17 @@ static pcbm_status load_pattern(pcbm_adapter *a, const json_t *root, const char 
                              "number, found %s", a->config_path, field, key,
                              pcbm_st_json_kind(v));
         regex_t re;
-        char *rx = pcbm_malloc(strlen(key) + 16);
-        if (!rx)
+        const char *bad = NULL;
+        char *rx = pattern_regex(key, &bad);
+        if (!rx && !bad)
             return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory reading %s", a->config_path);
-        sprintf(rx, "^(.*\\.)?(%s)$", key);
-        int rc = regcomp(&re, rx, REG_EXTENDED | REG_NOSUB);
+        int rc = rx ? regcomp(&re, rx, REG_EXTENDED | REG_NOSUB) : -1;
         free(rx);
         if (rc != 0)
             return pcbm_fail(err, PCBM_ERR_FORMAT, "%s: `%s` key '%s' is not a regular "
-                             "expression pcbmerge can match (POSIX extended)", a->config_path,
-                             field, key);
+                             "expression pcbmerge can match%s%s: write it with plain names, "
+                             "alternatives (a|b), classes and \\d", a->config_path, field, key,
+                             bad ? ": it uses " : "", bad ? bad : "");
         regfree(&re);
         (*out)[*n].key = pcbm_strdup(key);
         (*out)[*n].value = json_number_value(v);
@@ -219,10 +295,10 @@ pcbm_status pcbm_adapter_load_config(const char *dir, pcbm_adapter **out, pcbm_e
 static bool pattern_match(const char *key, const char *module)
 {
     regex_t re;
-    char *rx = pcbm_malloc(strlen(key) + 16);
+    const char *bad;
+    char *rx = pattern_regex(key, &bad);
     if (!rx)
         return false;
-    sprintf(rx, "^(.*\\.)?(%s)$", key);
     bool ok = regcomp(&re, rx, REG_EXTENDED | REG_NOSUB) == 0;
     free(rx);
     if (!ok)

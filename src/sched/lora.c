@@ -38,9 +38,47 @@ static pcbm_status refuse_key(const pcbm_model *m, const char *key, const char *
     return pcbm_fail(err, PCBM_ERR_MISMATCH, "%s: key %s %s", weights_path(m), key, why);
 }
 
+/* A factor key with PEFT's adapter name in it, as a model's state_dict() has it
+ * (`<module>.lora_A.<adapter>.weight`, `<module>.lora_embedding_A.<adapter>`), rewritten in place
+ * to the saved form (`<module>.lora_A.weight`, `<module>.lora_embedding_A`); the adapter's name
+ * into `adapter` (the first one seen; a key of another adapter is refused). */
+static pcbm_status strip_adapter_name(const pcbm_model *m, const char *key, char *rest,
+                                      char *adapter, size_t adapter_cap, pcbm_error *err)
+{
+    static const char *const marks[] = {".lora_A.", ".lora_B.", ".lora_embedding_A.",
+                                        ".lora_embedding_B."};
+    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) {
+        char *at = strstr(rest, marks[i]);
+        if (!at)
+            continue;
+        char *name = at + strlen(marks[i]);
+        char *end = strchr(name, '.');
+        bool embed = i >= 2;
+        /* lora_A.<name>.weight, or lora_embedding_A.<name> at the end of the key */
+        if (embed ? end != NULL : (!end || strcmp(end, ".weight") != 0 || end == name))
+            continue;
+        size_t len = embed ? strlen(name) : (size_t)(end - name);
+        if (len == 0 || strcmp(name, "weight") == 0)
+            continue;
+        if (!adapter[0])
+            snprintf(adapter, adapter_cap, "%.*s", (int)len, name);
+        else if (strlen(adapter) != len || strncmp(adapter, name, len) != 0) {
+            char why[256];
+            snprintf(why, sizeof why, "belongs to adapter '%.*s' while other keys belong to '%s': "
+                     "the file holds several adapters; save one (PEFT's save_pretrained)",
+                     (int)len, name, adapter);
+            return refuse_key(m, key, why, err);
+        }
+        memmove(name - 1, name + len, strlen(name + len) + 1); /* drop ".<name>" */
+        return PCBM_OK;
+    }
+    return PCBM_OK;
+}
+
 /* Match one adapter key to its base tensor: slot (KEY_A, KEY_B, KEY_FULL) and base index. */
 static pcbm_status match_key(const pcbm_model *base, const pcbm_model *m, const char *key,
-                             int *slot, bool *embed, long *bi, pcbm_error *err)
+                             char *adapter, size_t adapter_cap, int *slot, bool *embed, long *bi,
+                             pcbm_error *err)
 {
     static const struct { const char *suffix; int slot; bool embed; } factors[] = {
         {".lora_A.weight", KEY_A, false}, {".lora_B.weight", KEY_B, false},
@@ -50,7 +88,14 @@ static pcbm_status match_key(const pcbm_model *base, const pcbm_model *m, const 
     if (strncmp(key, PCBM_ADAPTER_PREFIX, plen) != 0)
         return refuse_key(m, key, "does not start with " PCBM_ADAPTER_PREFIX ": not a PEFT "
                           "adapter key", err);
-    const char *rest = key + plen;
+    char restbuf[1024];
+    if (strlen(key + plen) >= sizeof restbuf)
+        return refuse_key(m, key, "is longer than 1023 bytes", err);
+    strcpy(restbuf, key + plen);
+    const char *rest = restbuf;
+    pcbm_status sst = strip_adapter_name(m, key, restbuf, adapter, adapter_cap, err);
+    if (sst != PCBM_OK)
+        return sst;
     if (strstr(rest, ".lora_magnitude_vector"))
         return refuse_key(m, key, "is a DoRA magnitude vector: DoRA adapters are not "
                           "supported; merge the adapter into its base with PEFT's "
@@ -109,12 +154,13 @@ pcbm_status pcbm_lora_prepare(pcbm_layout *p, pcbm_error *err)
         uint32_t *k = p->lora_keys[m] = pcbm_calloc(base->ntensors * KEY_SLOTS, sizeof *k);
         if (!k)
             return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory matching %s", md->path);
+        char adapter[128] = "";
         for (size_t j = 0; j < md->ntensors; j++) {
             int slot;
             bool embed;
             long bi;
             const char *key = md->tensors[j].name;
-            pcbm_status st = match_key(base, md, key, &slot, &embed, &bi, err);
+            pcbm_status st = match_key(base, md, key, adapter, sizeof adapter, &slot, &embed, &bi, err);
             if (st != PCBM_OK)
                 return st;
             uint32_t *e = k + (size_t)bi * KEY_SLOTS;

@@ -145,3 +145,8 @@ os.remove(out + "/noconfig/adapter_config.json")
 adapter("badb", 4, 8, attn, "F32", bad_b="model.layers.1.self_attn.v_proj")
 adapter("nokey", 4, 8, attn, "F32",
         extra_keys={"base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight": ("F32", (4, H))})
+# rank/alpha patterns in Python's regular-expression syntax (PEFT matches them with `re`)
+adapter("pyre", 4, 8, every, "F32",
+        rank_pattern={r"layers\.\d+\.mlp\.(?:down|up)_proj": 3, r"k_pro[j]": 5},
+        alpha_pattern={r"self_attn\.[oq]_proj": 2.5, r"layers\.1\.mlp\.gate_proj$": 12})
+adapter("lookahead", 4, 8, attn, "F32", rank_pattern={r"q_proj(?=x)": 2})

@@ -74,6 +74,7 @@ for dt in F32 BF16; do
     lora_case "$dt-fan-in-fan-out-ties" "$dt" "fifo ft" --method ties --density 0.3
 done
 lora_case "F32-linear-theta" F32 "plain saved ft" --method linear --weights 0.5,0.3,0.2
+lora_case "F32-python-patterns-ta" F32 "pyre ft" --method task_arithmetic
 
 # The same bytes for any thread count, budget, backend and block cut; nothing about adapters
 # in the report is missing.
@@ -162,6 +163,9 @@ check dry-run-says-adapter dry_run_adapter
 
 m() { "$PCBM_BIN" merge --quiet --base "$TMP/F32/base" --out "$TMP/o-$RANDOM" "$TMP/F32/plain" "$@"; }
 expect_fail dora-refused "dora/adapter_config.json: DoRA \(use_dora" m "$TMP/F32/dora"
+expect_fail lookahead-pattern-refused \
+    "lookahead/adapter_config.json: \`rank_pattern\` key 'q_proj\(\?=x\)' is not a regular expression pcbmerge can match: it uses a \(\?...\) group" \
+    m "$TMP/F32/lookahead"
 expect_fail loha-refused "loha/adapter_config.json: peft_type LOHA is not supported" m "$TMP/F32/loha"
 expect_fail missing-config-refused \
     "noconfig/adapter_model.safetensors has no adapter_config.json beside it" m "$TMP/F32/noconfig"
@@ -206,4 +210,42 @@ PYEOF
         grep -q "key base_model.model.model.position_ids names the base's model.position_ids, which is I64, not a float weight"
 }
 check integer-key-refused int_key_case
+# Keys as a model's state_dict() has them, with PEFT's adapter name (`lora_A.default.weight`,
+# `lora_embedding_A.default`): the same merge as the saved form; two adapters in one file refused.
+# rename_keys SRC DST SUFFIX_OF_SECOND: DST = SRC with ".default" inserted after lora_A/lora_B/
+# lora_embedding_A/B (and, with a second argument, "other" for the keys of one module).
+rename_keys() {
+    "$PY" - "$@" <<'PYEOF'
+import json, re, shutil, struct, sys
+src, dst = sys.argv[1], sys.argv[2]
+other = sys.argv[3] if len(sys.argv) > 3 else None
+shutil.copytree(src, dst)
+p = dst + "/adapter_model.safetensors"
+b = open(p, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+hdr = json.loads(b[8:8 + n])
+out, renamed = {}, 0
+for k, v in hdr.items():
+    name = "other" if other and other in k else "default"
+    k2 = re.sub(r"\.(lora_[AB])\.weight$", r".\1.%s.weight" % name, k)
+    k2 = re.sub(r"\.(lora_embedding_[AB])$", r".\1.%s" % name, k2)
+    renamed += k2 != k
+    out[k2] = v
+assert renamed >= 4, renamed
+js = json.dumps(out).encode()
+js += b" " * ((8 - len(js) % 8) % 8)
+open(p, "wb").write(struct.pack("<Q", len(js)) + js + b[8 + n:])
+PYEOF
+}
+default_keys_case() {
+    rename_keys "$TMP/F32/plain" "$TMP/named" || return 1
+    "$PCBM_BIN" merge --quiet --base "$TMP/F32/base" --out "$TMP/o-saved" "$TMP/F32/plain" &&
+        "$PCBM_BIN" merge --quiet --base "$TMP/F32/base" --out "$TMP/o-named" "$TMP/named" &&
+        cmp -s "$TMP/o-saved/model.safetensors" "$TMP/o-named/model.safetensors"
+}
+check state-dict-keys-same-merge default_keys_case
+rename_keys "$TMP/F32/plain" "$TMP/two" "layers.1." || fail "cannot build the two-adapter case"
+expect_fail two-adapters-refused \
+    "two/adapter_model.safetensors: key .*lora_[AB]\.(other|default)\.weight belongs to adapter '(other|default)' while other keys belong to '(default|other)': the file holds several adapters" \
+    m "$TMP/two"
 finish
