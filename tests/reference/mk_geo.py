@@ -22,9 +22,11 @@ default. nuslerp with one task is mergekit's form without base_model (base and t
 interpolated at gparams['t']).
 
     mk_geo.py merge --base DIR --out DIR --method slerp|nuslerp|model_stock|sce
-                    [--t T] [--weights W1,W2] [--select-topk R] TASK_DIR...
+                    [--t T] [--weights W1,W2] [--select-topk R] [--nuslerp-no-flatten]
+                    [--nuslerp-row-wise] [--filter-wise] TASK_DIR...
 """
 import argparse
+import json
 import math
 import os
 import sys
@@ -171,7 +173,7 @@ def sce(name, base, tasks, tparams, gparams, ctx):
 METHODS = {"slerp": slerp, "nuslerp": nuslerp, "model_stock": model_stock, "sce": sce}
 
 
-def merge(base_dir, task_dirs, out_dir, method, gparams, weights):
+def merge(base_dir, task_dirs, out_dir, method, gparams, weights, report=None):
     base = read_model(base_dir)
     tasks = [read_model(p) for p in task_dirs]
     names = set(participating(base, tasks, []))
@@ -188,6 +190,10 @@ def merge(base_dir, task_dirs, out_dir, method, gparams, weights):
         r = fn(name, b, xs, tparams, gparams, ctx) if b.size else b
         out.append((name, t.dtype, t.shape, encode(t.dtype, np.asarray(r, F32).ravel())))
     write_model(out_dir, out)
+    if report:
+        with open(report, "w") as f:
+            json.dump({"method": method, "d": int(sum(base[n].numel for n in names)),
+                       "tasks": []}, f)
 
 
 def main(argv):
@@ -200,6 +206,10 @@ def main(argv):
     m.add_argument("--t", type=float)
     m.add_argument("--weights")
     m.add_argument("--select-topk", type=float)
+    m.add_argument("--nuslerp-no-flatten", action="store_true")
+    m.add_argument("--nuslerp-row-wise", action="store_true")
+    m.add_argument("--filter-wise", action="store_true")
+    m.add_argument("--report", help="a JSON report (method, d): for compare.py --ref-report")
     m.add_argument("tasks", nargs="+")
     a = ap.parse_args(argv)
     g = {}
@@ -207,8 +217,11 @@ def main(argv):
         g["t"] = a.t
     if a.select_topk is not None:
         g["select_topk"] = a.select_topk
+    g["nuslerp_flatten"] = not a.nuslerp_no_flatten
+    g["nuslerp_row_wise"] = a.nuslerp_row_wise
+    g["filter_wise"] = a.filter_wise
     w = [float(x) for x in a.weights.split(",")] if a.weights else None
-    merge(a.base, a.tasks, a.out, a.method, g, w)
+    merge(a.base, a.tasks, a.out, a.method, g, w, a.report)
     return 0
 
 
