@@ -249,8 +249,9 @@ pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err)
     if ((unsigned)o->stats_mode > PCBM_STATS_STREAMING)
         return pcbm_fail(err, PCBM_ERR_USAGE, "unknown `stats_mode`");
     if (o->stats_in && !pcbm_method_has_stats(o->method))
-        return pcbm_fail(err, PCBM_ERR_USAGE, "`stats_in` applies to pcb, ties and dare_ties; %s "
-                         "computes no statistics", pcbm_method_name(o->method));
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`stats_in` applies to the methods with "
+                         "statistics (pcb, ties, dare_ties, slerp, nuslerp, model_stock, sce); "
+                         "%s computes no statistics", pcbm_method_name(o->method));
     return PCBM_OK;
 }
 

@@ -93,6 +93,10 @@ static pcbm_status begin_sums(void *st, const pcbm_mctx *mc, const pcbm_range *r
         return pcbm_fail(err, PCBM_ERR_USAGE, "nuslerp: tensor %s: nuslerp_flatten false (one "
                          "interpolation per row or column) is not supported yet; merge it with "
                          "nuslerp_flatten true (the default)", mc->layout->t[t].name);
+    if (!on_tasks(mc, s) && !isfinite(pcbm_tparam(mc, t, 0, PCBM_P_T)))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "%s: tensor %s has no finite `t` (got %g): give t "
+                         "for every tensor", pcbm_method_name(mc->o->method), mc->layout->t[t].name,
+                         pcbm_tparam(mc, t, 0, PCBM_P_T));
     for (unsigned k = 0; k < S_NSUMS; k++)
         pcbm_xsum_clear(&s->tot[k]);
     for (size_t k = 0; k < (size_t)mc->threads * S_NSUMS; k++)
