@@ -5,7 +5,8 @@
 # docs/semantics.md defines them): every method and option on generated F32 families (and a BF16
 # family full of equal variances for sce's cut), at most 1e-5 of elements more than 1 ulp apart
 # (they are in fact bit-identical). Then: the same bytes for --threads 1/2, --mem 64M/1G,
-# --io pread/uring and a split merge into K = 3 parts; every method at --mem 64M on a family more
+# --io pread/uring, --block-size, a split merge into K = 3 parts, a --stats replay and a merge
+# killed (SIGKILL) in a statistics pass or in the apply and resumed; every method at --mem 64M on a family more
 # than 8x the budget, peak RSS ≤ 64 MiB + 48 MiB; the option checks (model counts, options a
 # method does not read, the forms not supported yet) refused with exit 2.
 . "$(dirname "$0")/lib.sh"
@@ -95,6 +96,25 @@ for m in slerp nuslerp model_stock sce; do
     else
         case_fail "$m: --stats replay" "$why"
     fi
+done
+
+# ---- SIGKILL mid-statistics and mid-apply, then --resume: the same bytes -----------------------
+for m in slerp nuslerp model_stock sce; do
+    fam=$G
+    [ $m = sce ] && fam=$Z
+    for pt in stats:3 apply:3; do
+        out=$TMP/kill-$m-${pt%%:*}
+        PCBM_TEST_KILL=$pt one "$out" $fam $m --threads 2 --block-size 64K --shard-size 100KB \
+            2>/dev/null
+        rc=$?
+        if [ $rc -ne 137 ] || [ -e "$out" ]; then
+            case_fail "$m killed at $pt" "exit $rc (expected 137), output present: $([ -e "$out" ] && echo yes || echo no)"
+        elif one "$out" $fam $m --resume --threads 2 --block-size 64K --shard-size 100KB; then
+            same "$m killed at $pt, resumed" "$TMP/det-$m-a" "$out"
+        else
+            case_fail "$m killed at $pt" "the resumed merge failed"
+        fi
+    done
 done
 
 # ---- option checks ------------------------------------------------------------------------------
