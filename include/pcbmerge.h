@@ -175,11 +175,18 @@ typedef enum pcbm_method {
     PCBM_METHOD_DARE_TIES,
     PCBM_METHOD_TASK_ARITHMETIC,
     PCBM_METHOD_LINEAR,
+    PCBM_METHOD_SLERP,          /* mergekit's geometric and statistical methods (per tensor) */
+    PCBM_METHOD_NUSLERP,
+    PCBM_METHOD_MODEL_STOCK,
+    PCBM_METHOD_SCE,
     PCBM_METHOD_COUNT
 } pcbm_method;
 
 PCBM_API const char *pcbm_method_name(pcbm_method m);
 PCBM_API pcbm_method pcbm_method_parse(const char *s); /* PCBM_METHOD_COUNT if unknown */
+/* Whether the method's statistics are per tensor by definition (slerp, nuslerp, model_stock,
+ * sce), 0 otherwise: its merges need scope PCBM_SCOPE_TENSOR (the command line sets it). */
+PCBM_API int pcbm_method_per_tensor(pcbm_method m);
 
 typedef enum pcbm_scope { PCBM_SCOPE_GLOBAL = 0, PCBM_SCOPE_TENSOR } pcbm_scope;
 /* Whose semantics a method follows where the paper's official code and mergekit differ

@@ -62,7 +62,7 @@ enum {
     O_QUIET, O_PARTS, O_PLAN, O_PART_INDEX, O_JSON, O_GET, O_EVAL, O_BUDGET, O_BOUNDS, O_INIT,
     O_SIGMA, O_POPSIZE, O_SEARCH_SEED, O_ON_ERROR, O_SEARCH_FORCE, O_SEARCH_RESUME, O_DRY_RUN,
     O_REQUIRE_ALL, O_TAKE_NONFLOAT, O_DENSITIES, O_NORMALIZE, O_NO_NORMALIZE, O_RESCALE,
-    O_NO_RESCALE
+    O_NO_RESCALE, O_T, O_SELECT_TOPK, O_NUSLERP_NO_FLATTEN, O_NUSLERP_ROW_WISE, O_FILTER_WISE
 };
 
 enum { G_MERGE, G_RUN, G_PLAN, G_PHASE, G_SEARCH, G_COUNT };
@@ -88,7 +88,8 @@ static const cli_opt table[] = {
     {"base", NULL, "DIR", O_BASE, M_MERGE, G_MERGE, "the base model (directory or .safetensors file)"},
     {"out", NULL, "DIR", O_OUT, M_MERGE, G_MERGE, "the output directory (must not exist)"},
     {"method", NULL, "M", O_METHOD, M_MERGE, G_MERGE,
-     "pcb (default), ties, dare_linear, dare_ties, task_arithmetic, linear\n"
+     "pcb (default), ties, dare_linear, dare_ties, task_arithmetic, linear,\n"
+     "slerp, nuslerp, model_stock, sce (mergekit's; per tensor)\n"
      "(search: pcb, task_arithmetic or dare_linear, the methods with one λ per task)"},
     {"density", NULL, "R", O_DENSITY, M_MERGE, G_MERGE,
      "fraction kept: PCB mask ratio r, TIES top-k, DARE 1-p (default 0.1)"},
@@ -114,6 +115,17 @@ static const cli_opt table[] = {
      "DARE: divide the kept values by their task's density (the default)"},
     {"no-rescale", NULL, NULL, O_NO_RESCALE, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "DARE: keep the kept values as they are (dare_linear, dare_ties)"},
+    {"t", NULL, "T", O_T, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
+     "slerp (required): 0 gives the base, 1 the task model; nuslerp with one\n"
+     "task model: mergekit's w_B/(w_A+w_B) for A = the base, B = the task"},
+    {"select-topk", NULL, "R", O_SELECT_TOPK, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
+     "sce: fraction of the elements of non-zero variance kept (default 1: all)"},
+    {"nuslerp-no-flatten", NULL, NULL, O_NUSLERP_NO_FLATTEN, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
+     "nuslerp: one interpolation per row (not supported yet)"},
+    {"nuslerp-row-wise", NULL, NULL, O_NUSLERP_ROW_WISE, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
+     "nuslerp: with --nuslerp-no-flatten, per column (mergekit's row_wise)"},
+    {"filter-wise", NULL, NULL, O_FILTER_WISE, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
+     "model_stock: one t per row (not supported yet)"},
     {"clamp-ratio", NULL, "C", O_CLAMP, M_MERGE, G_MERGE, "PCB outlier clamp ratio (default 1e-4)"},
     {"scope", NULL, "S", O_SCOPE, M_MERGE, G_MERGE,
      "global (the paper: statistics over the whole model, default) or\n"
@@ -293,8 +305,19 @@ static int set_merge_value(cli_cmd c, cli_args *a, int id, const char *opt, cons
     case O_METHOD:
         if ((o->method = pcbm_method_parse(v)) == PCBM_METHOD_COUNT)
             return ERR("unknown --method %s (pcb, ties, dare_linear, dare_ties, task_arithmetic, "
-                       "linear)", v);
+                       "linear, slerp, nuslerp, model_stock, sce)", v);
+        if (pcbm_method_per_tensor(o->method) && !a->scope_given)
+            o->scope = PCBM_SCOPE_TENSOR;
         break;
+    case O_T:
+        if (!num(v, &o->t)) return ERR("--t needs a number, got %s", v);
+        break;
+    case O_SELECT_TOPK:
+        if (!num(v, &o->select_topk)) return ERR("--select-topk needs a number, got %s", v);
+        break;
+    case O_NUSLERP_NO_FLATTEN: o->nuslerp_flatten = PCBM_OFF; break;
+    case O_NUSLERP_ROW_WISE: o->nuslerp_row_wise = PCBM_ON; break;
+    case O_FILTER_WISE: o->filter_wise = PCBM_ON; break;
     case O_DENSITY:
         if (!num(v, &o->density)) return ERR("--density needs a number, got %s", v);
         a->density_given = true;
@@ -333,6 +356,7 @@ static int set_merge_value(cli_cmd c, cli_args *a, int id, const char *opt, cons
     case O_SCOPE:
         if ((k = pick(v, scopes)) < 0) return ERR("--scope is global or tensor, got %s", v);
         o->scope = k ? PCBM_SCOPE_TENSOR : PCBM_SCOPE_GLOBAL;
+        a->scope_given = true;
         break;
     case O_EXACT:
     case O_STREAMING:

@@ -29,6 +29,7 @@ typedef struct cli_args {
     double lambdas[PCBM_MAX_TASKS], weights[PCBM_MAX_TASKS], densities[PCBM_MAX_TASKS];
     int nlambdas, nweights, ndensities;
     bool density_given;                /* --density (excludes --densities) */
+    bool scope_given;                  /* --scope (per-tensor methods default to tensor) */
     const char *exclude[CLI_MAX_EXCLUDE];
     unsigned parts;                    /* plan: --parts K */
     const char *plan, *part, *get;     /* phases: --plan DIR, --part I, status --get KEY */

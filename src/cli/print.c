@@ -4,6 +4,7 @@
  */
 #include "print.h"
 
+#include <math.h>
 #include <stdbool.h>
 
 #include <stdio.h>
@@ -34,6 +35,9 @@ static const struct {
     {"take_nonfloat_base", "--take-nonfloat base"},
     {"densities", "--densities"}, {"normalize", "--normalize/--no-normalize"},
     {"rescale", "--rescale/--no-rescale"},
+    {"t", "--t"},                 {"select_topk", "--select-topk"},
+    {"filter_wise", "--filter-wise"},
+    {"nuslerp_flatten/nuslerp_row_wise", "--nuslerp-no-flatten/--nuslerp-row-wise"},
 };
 
 void pcbm_cli_flagify(const char *in, char *out, size_t len)
@@ -155,7 +159,17 @@ char *pcbm_cli_command_line(const pcbm_merge_opts *o)
         put(&c, o->rescale == PCBM_ON ? "--rescale" : "--no-rescale", false);
     if (o->clamp_ratio != d.clamp_ratio)
         put_opt(&c, "--clamp-ratio", o->clamp_ratio);
-    if (o->scope == PCBM_SCOPE_TENSOR)
+    if (!isnan(o->t))
+        put_opt(&c, "--t", o->t);
+    if (o->select_topk != d.select_topk)
+        put_opt(&c, "--select-topk", o->select_topk);
+    if (o->nuslerp_flatten == PCBM_OFF)
+        put(&c, "--nuslerp-no-flatten", false);
+    if (o->nuslerp_row_wise == PCBM_ON)
+        put(&c, "--nuslerp-row-wise", false);
+    if (o->filter_wise == PCBM_ON)
+        put(&c, "--filter-wise", false);
+    if (o->scope == PCBM_SCOPE_TENSOR && !pcbm_method_per_tensor(o->method))
         put(&c, "--scope tensor", false);
     if (o->stats_mode == PCBM_STATS_EXACT)
         put(&c, "--exact", false);

@@ -58,6 +58,10 @@ enum {
     PCBM_USES_DENSITIES = 1u << 8,  /* --densities (one per task) */
     PCBM_USES_NORMALIZE = 1u << 9,  /* --normalize / --no-normalize */
     PCBM_USES_RESCALE = 1u << 10,   /* --rescale / --no-rescale (DARE) */
+    PCBM_USES_T = 1u << 11,         /* --t (slerp; nuslerp with one task model) */
+    PCBM_USES_SELECT_TOPK = 1u << 12, /* --select-topk (sce) */
+    PCBM_USES_NUSLERP = 1u << 13,   /* --nuslerp-no-flatten / --nuslerp-row-wise */
+    PCBM_USES_FILTER_WISE = 1u << 14, /* --filter-wise (model_stock) */
 };
 
 typedef struct pcbm_method_def {
@@ -67,6 +71,7 @@ typedef struct pcbm_method_def {
     bool normalizes, rescales;      /* what `normalize` / `rescale` default to (mergekit's) */
     bool needs_theta;               /* tiles read the decoded task values, not only tau */
     bool apply_checks_finite;       /* no statistics pass checked the inputs before the apply */
+    bool per_tensor;                /* statistics per tensor only (scope tensor required) */
     /* Bytes of statistics beyond the engine's buffers (NULL: none). */
     uint64_t (*stats_bytes)(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p);
     /* Private state (NULL init: none; the state pointer is then NULL). */

@@ -10,6 +10,8 @@
 
 extern const pcbm_method_def pcbm_method_pcb, pcbm_method_ties, pcbm_method_dare_ties,
     pcbm_method_task_arithmetic, pcbm_method_linear, pcbm_method_dare_linear;
+extern const pcbm_method_def pcbm_method_slerp, pcbm_method_nuslerp, pcbm_method_model_stock,
+    pcbm_method_sce;
 
 static const pcbm_method_def *const methods[PCBM_METHOD_COUNT] = {
     [PCBM_METHOD_PCB] = &pcbm_method_pcb,
@@ -18,6 +20,10 @@ static const pcbm_method_def *const methods[PCBM_METHOD_COUNT] = {
     [PCBM_METHOD_TASK_ARITHMETIC] = &pcbm_method_task_arithmetic,
     [PCBM_METHOD_LINEAR] = &pcbm_method_linear,
     [PCBM_METHOD_DARE_LINEAR] = &pcbm_method_dare_linear,
+    [PCBM_METHOD_SLERP] = &pcbm_method_slerp,
+    [PCBM_METHOD_NUSLERP] = &pcbm_method_nuslerp,
+    [PCBM_METHOD_MODEL_STOCK] = &pcbm_method_model_stock,
+    [PCBM_METHOD_SCE] = &pcbm_method_sce,
 };
 
 const pcbm_method_def *pcbm_method_find(pcbm_method m)
@@ -37,6 +43,12 @@ pcbm_method pcbm_method_parse(const char *s)
         if (methods[m] && strcmp(s, methods[m]->name) == 0)
             return (pcbm_method)m;
     return PCBM_METHOD_COUNT;
+}
+
+int pcbm_method_per_tensor(pcbm_method m)
+{
+    const pcbm_method_def *d = pcbm_method_find(m);
+    return d && d->per_tensor;
 }
 
 uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p)

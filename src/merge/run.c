@@ -107,7 +107,9 @@ static const struct {
 } method_params[] = {
     {PCBM_USES_LAMBDAS, "lambdas"},     {PCBM_USES_WEIGHTS, "weights"},
     {PCBM_USES_DENSITIES, "densities"}, {PCBM_USES_NORMALIZE, "normalize"},
-    {PCBM_USES_RESCALE, "rescale"},
+    {PCBM_USES_RESCALE, "rescale"},     {PCBM_USES_T, "t"},
+    {PCBM_USES_SELECT_TOPK, "select_topk"}, {PCBM_USES_NUSLERP, "nuslerp_flatten/nuslerp_row_wise"},
+    {PCBM_USES_FILTER_WISE, "filter_wise"},
 };
 
 static bool param_given(const pcbm_merge_opts *o, unsigned use)
@@ -118,6 +120,11 @@ static bool param_given(const pcbm_merge_opts *o, unsigned use)
     case PCBM_USES_DENSITIES: return o->densities != NULL;
     case PCBM_USES_NORMALIZE: return o->normalize != PCBM_DEFAULT;
     case PCBM_USES_RESCALE: return o->rescale != PCBM_DEFAULT;
+    case PCBM_USES_T: return !isnan(o->t);
+    case PCBM_USES_SELECT_TOPK: return o->select_topk != 1.0;
+    case PCBM_USES_NUSLERP:
+        return o->nuslerp_flatten != PCBM_DEFAULT || o->nuslerp_row_wise != PCBM_DEFAULT;
+    case PCBM_USES_FILTER_WISE: return o->filter_wise != PCBM_DEFAULT;
     default: return false;
     }
 }
@@ -150,6 +157,68 @@ static pcbm_status check_method_params(const pcbm_merge_opts *o, pcbm_error *err
     return PCBM_OK;
 }
 
+/* slerp, nuslerp, model_stock, sce: model counts, their parameters, tensor scope. */
+static pcbm_status check_geo(const pcbm_merge_opts *o, pcbm_error *err)
+{
+    const char *name = pcbm_method_name(o->method);
+    bool recipe = o->params != NULL; /* a recipe may give t per tensor */
+    if (!pcbm_method_per_tensor(o->method))
+        return PCBM_OK;
+    if (o->scope != PCBM_SCOPE_TENSOR)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "%s computes its statistics per tensor: set `scope` "
+                         "to tensor (the command line does so by itself; --scope global does not "
+                         "apply)", name);
+    if (!isnan(o->t) && !isfinite(o->t))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`t` must be a finite number, got %g", o->t);
+    switch (o->method) {
+    case PCBM_METHOD_SLERP:
+        if (o->ntasks != 1)
+            return pcbm_fail(err, PCBM_ERR_USAGE, "slerp interpolates the base and exactly one task "
+                             "model (got %u task models): give one task model (mergekit: "
+                             "base_model plus one other model)", o->ntasks);
+        if (isnan(o->t) && !recipe)
+            return pcbm_fail(err, PCBM_ERR_USAGE, "slerp needs `t` (--t, in [0, 1]: 0 gives the "
+                             "base, 1 the task model)");
+        break;
+    case PCBM_METHOD_NUSLERP:
+        if (o->ntasks != 1 && o->ntasks != 2)
+            return pcbm_fail(err, PCBM_ERR_USAGE, "nuslerp interpolates exactly two task models' "
+                             "task vectors (got %u task models); with one task model it "
+                             "interpolates the base and that model at --t", o->ntasks);
+        if (o->ntasks == 2 && !isnan(o->t))
+            return pcbm_fail(err, PCBM_ERR_USAGE, "nuslerp with two task models takes t = "
+                             "w_2/(w_1 + w_2) from --weights W1,W2 (mergekit's weights), not --t");
+        if (o->ntasks == 1 && o->weights)
+            return pcbm_fail(err, PCBM_ERR_USAGE, "nuslerp with one task model (mergekit's form "
+                             "without base_model, of the base and the task model) takes --t = "
+                             "w_B/(w_A + w_B), not --weights");
+        if (o->ntasks == 1 && isnan(o->t) && !recipe)
+            return pcbm_fail(err, PCBM_ERR_USAGE, "nuslerp with one task model needs `t` (--t: "
+                             "mergekit's w_B/(w_A + w_B) for models A = base, B = the task)");
+        if (o->nuslerp_flatten == PCBM_OFF)
+            return pcbm_fail(err, PCBM_ERR_USAGE, "nuslerp_flatten false (one interpolation per "
+                             "row or column) is not supported yet: use the default (flatten)");
+        break;
+    case PCBM_METHOD_MODEL_STOCK:
+        if (o->ntasks < 2)
+            return pcbm_fail(err, PCBM_ERR_USAGE, "model_stock needs at least two task models "
+                             "(got %u): it averages them by the angle between their task vectors",
+                             o->ntasks);
+        if (o->filter_wise == PCBM_ON)
+            return pcbm_fail(err, PCBM_ERR_USAGE, "filter_wise (one t per row) is not supported "
+                             "yet: use the default (one t per tensor)");
+        break;
+    case PCBM_METHOD_SCE:
+        if (!isfinite(o->select_topk))
+            return pcbm_fail(err, PCBM_ERR_USAGE, "`select_topk` must be a finite number, got %g",
+                             o->select_topk);
+        break;
+    default:
+        break;
+    }
+    return PCBM_OK;
+}
+
 pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err)
 {
     if (!o->base || !o->out)
@@ -169,6 +238,8 @@ pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err)
     pcbm_status st = check_method_params(o, err);
     if (st == PCBM_OK)
         st = check_coefficients(o, err);
+    if (st == PCBM_OK)
+        st = check_geo(o, err);
     if (st != PCBM_OK)
         return st;
     if (o->out_dtype != PCBM_DTYPE_BASE && !pcbm_dtype_is_mergeable(o->out_dtype))
@@ -178,8 +249,9 @@ pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err)
     if ((unsigned)o->stats_mode > PCBM_STATS_STREAMING)
         return pcbm_fail(err, PCBM_ERR_USAGE, "unknown `stats_mode`");
     if (o->stats_in && !pcbm_method_has_stats(o->method))
-        return pcbm_fail(err, PCBM_ERR_USAGE, "`stats_in` applies to pcb, ties and dare_ties; %s "
-                         "computes no statistics", pcbm_method_name(o->method));
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`stats_in` applies to the methods with "
+                         "statistics (pcb, ties, dare_ties, slerp, nuslerp, model_stock, sce); "
+                         "%s computes no statistics", pcbm_method_name(o->method));
     return PCBM_OK;
 }
 
@@ -206,6 +278,22 @@ static void add_switches(json_t *p, const pcbm_merge_opts *o)
         json_object_set_new(p, "rescale", json_boolean(pcbm_method_rescales(o)));
 }
 
+/* slerp, nuslerp, model_stock, sce: the parameters they read (the statistics depend on them). */
+static void add_geo(json_t *p, const pcbm_merge_opts *o)
+{
+    const pcbm_method_def *m = pcbm_method_find(o->method);
+    if ((m->uses & PCBM_USES_T) && !isnan(o->t))
+        json_object_set_new(p, "t", json_real(o->t));
+    if (m->uses & PCBM_USES_SELECT_TOPK)
+        json_object_set_new(p, "select_topk", json_real(o->select_topk));
+    if (m->uses & PCBM_USES_NUSLERP) {
+        json_object_set_new(p, "nuslerp_flatten", json_boolean(o->nuslerp_flatten != PCBM_OFF));
+        json_object_set_new(p, "nuslerp_row_wise", json_boolean(o->nuslerp_row_wise == PCBM_ON));
+    }
+    if (m->uses & PCBM_USES_FILTER_WISE)
+        json_object_set_new(p, "filter_wise", json_boolean(o->filter_wise == PCBM_ON));
+}
+
 static char *params_json(const pcbm_merge_opts *o)
 {
     json_t *p = json_object();
@@ -225,6 +313,7 @@ static char *params_json(const pcbm_merge_opts *o)
         json_object_set_new(p, "weights", a);
     }
     add_switches(p, o);
+    add_geo(p, o);
     json_object_set_new(p, "clamp_ratio", json_real(o->clamp_ratio));
     json_object_set_new(p, "scope", json_string(o->scope == PCBM_SCOPE_GLOBAL ? "global" : "tensor"));
     json_object_set_new(p, "exact", json_boolean(o->stats_mode == PCBM_STATS_EXACT));
@@ -607,6 +696,7 @@ static char *shape_json(const pcbm_merge_opts *o)
     }
     json_object_update(p, q);
     json_decref(q);
+    add_geo(p, o); /* slerp's t, sce's select_topk, ...: the records hold their coefficients */
     char *str = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(p);
     return str;

@@ -139,6 +139,13 @@ static json_t *opts_json(const pcbm_merge_opts *o)
     json_object_set_new(j, "allow_nonfinite", json_boolean(o->allow_nonfinite));
     json_object_set_new(j, "require_all", json_boolean(o->require_all));
     json_object_set_new(j, "take_nonfloat_base", json_boolean(o->take_nonfloat_base));
+    /* slerp, nuslerp, model_stock, sce (absent from older plans: the defaults) */
+    if (!isnan(o->t))
+        json_object_set_new(j, "t", json_real(o->t));
+    json_object_set_new(j, "select_topk", json_real(o->select_topk));
+    json_object_set_new(j, "nuslerp_flatten", json_integer(o->nuslerp_flatten));
+    json_object_set_new(j, "nuslerp_row_wise", json_integer(o->nuslerp_row_wise));
+    json_object_set_new(j, "filter_wise", json_integer(o->filter_wise));
     if (o->command)
         json_object_set_new(j, "command", json_string(o->command));
     return j;
@@ -213,6 +220,14 @@ static bool opts_from(json_t *j, split_plan *sp)
     o->allow_nonfinite = json_is_true(json_object_get(j, "allow_nonfinite"));
     o->require_all = json_is_true(json_object_get(j, "require_all"));
     o->take_nonfloat_base = json_is_true(json_object_get(j, "take_nonfloat_base"));
+    json_t *t = json_object_get(j, "t"), *topk = json_object_get(j, "select_topk");
+    if (json_is_number(t))
+        o->t = json_number_value(t);
+    if (json_is_number(topk))
+        o->select_topk = json_number_value(topk);
+    o->nuslerp_flatten = (int)json_integer_value(json_object_get(j, "nuslerp_flatten"));
+    o->nuslerp_row_wise = (int)json_integer_value(json_object_get(j, "nuslerp_row_wise"));
+    o->filter_wise = (int)json_integer_value(json_object_get(j, "filter_wise"));
     json_t *dens = json_object_get(j, "densities"); /* absent from older plans: none */
     if (!doubles_from(json_object_get(j, "lambdas"), nt, &sp->lambdas) ||
         !doubles_from(json_object_get(j, "weights"), nt, &sp->weights) ||

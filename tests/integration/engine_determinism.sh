@@ -3,7 +3,7 @@
 # engine_determinism.sh — how a merge is run never changes its bytes. A ~3M-element bf16 family,
 # sharded (several input shards per model, --shard-size 2MB output shards), is merged by every
 # method — pcb and ties with --scope global and tensor, ties and dare_ties with per-model weights
-# and densities, pcb also with --streaming (the sampled statistics large models use by default)
+# and densities, mergekit's slerp, nuslerp, model_stock and sce (per tensor, exact sums), pcb also with --streaming (the sampled statistics large models use by default)
 # — once as a baseline (--threads 2 --mem 1G --io uring, automatic block size, the best vector
 # kernels of this CPU) and then with one setting changed at a time:
 #   --threads 1 | 4,  --mem 64M | the minimum pcbmerge names (smallest blocks),  --io pread,
@@ -61,6 +61,11 @@ CONFIGS=(
     "ties-f16-tensor|$H|2|--method ties --scope tensor --density 0.3"
     "quirky-pcb|$Q|2|--method pcb --density 0.2"
     "quirky-ta|$Q|2|--method task_arithmetic --lambda 0.9"
+    "slerp|$F|1|--method slerp --t 0.35"
+    "nuslerp|$F|2|--method nuslerp --weights 1,3"
+    "model_stock|$F|3|--method model_stock"
+    "sce|$F|3|--method sce --select-topk 0.3"
+    "quirky-slerp|$Q|1|--method slerp --t 0.6"
 )
 [ -n "$STREAMING" ] && CONFIGS+=("pcb-streaming|$F|3|--method pcb --streaming --density 0.1")
 

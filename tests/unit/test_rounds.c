@@ -10,6 +10,7 @@
 #include "merge/pcb_math.h"
 #include "merge/run_internal.h"
 #include "merge/split.h"
+#include "stats/xsum.h"
 
 #include <math.h>
 #include <setjmp.h>
@@ -132,7 +133,14 @@ static void test_table(void **state)
         assert_true(m->nrounds == 0 || !m->apply_checks_finite);
         with_rounds += m->nrounds > 0;
     }
-    assert_int_equal(with_rounds, 3); /* pcb, ties, dare_ties */
+    assert_int_equal(with_rounds, 7); /* pcb, ties, dare_ties, slerp, nuslerp, model_stock, sce */
+    for (unsigned k = 0; k < PCBM_METHOD_COUNT; k++) { /* per-tensor methods: tensor scope */
+        const pcbm_method_def *m = pcbm_method_find((pcbm_method)k);
+        assert_int_equal(pcbm_method_per_tensor((pcbm_method)k), m->per_tensor);
+        assert_true(!m->per_tensor || (m->nrounds > 0 && (m->uses & PCBM_USES_SCOPE)));
+    }
+    assert_true(pcbm_method_per_tensor(PCBM_METHOD_SLERP) && pcbm_method_per_tensor(PCBM_METHOD_SCE));
+    assert_false(pcbm_method_per_tensor(PCBM_METHOD_TIES));
 }
 
 /* The parameters a method declares are the ones the option checks let through to it. */
@@ -149,7 +157,40 @@ static void test_uses(void **state)
         o.out = "out";
         o.tasks = tasks;
         o.stats_mode = PCBM_STATS_AUTO;
+        bool slerp = k == PCBM_METHOD_SLERP, nuslerp = k == PCBM_METHOD_NUSLERP;
+        if (m->per_tensor)
+            o.scope = PCBM_SCOPE_TENSOR;
+        if (slerp) {
+            o.ntasks = 1;
+            o.t = 0.5;
+        }
+        if (nuslerp)
+            o.ntasks = 2;
         assert_int_equal(pcbm_run_check_opts(&o, &err), PCBM_OK);
+        if (!slerp && !nuslerp) { /* (nuslerp takes t with one task model only) */
+            o.t = 0.5;
+            assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK,
+                             (m->uses & PCBM_USES_T) != 0);
+            o.t = NAN;
+        }
+        o.select_topk = 0.5;
+        assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK,
+                         (m->uses & PCBM_USES_SELECT_TOPK) != 0);
+        o.select_topk = 1.0;
+        o.nuslerp_row_wise = PCBM_ON;
+        assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK,
+                         (m->uses & PCBM_USES_NUSLERP) != 0);
+        o.nuslerp_row_wise = PCBM_DEFAULT;
+        o.filter_wise = PCBM_OFF;
+        assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK,
+                         (m->uses & PCBM_USES_FILTER_WISE) != 0);
+        o.filter_wise = PCBM_DEFAULT;
+        if (m->per_tensor) { /* global scope is refused */
+            o.scope = PCBM_SCOPE_GLOBAL;
+            assert_int_equal(pcbm_run_check_opts(&o, &err), PCBM_ERR_USAGE);
+            assert_non_null(strstr(err.msg, "per tensor"));
+            o.scope = PCBM_SCOPE_TENSOR;
+        }
         o.lambdas = per_task;
         assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK,
                          (m->uses & PCBM_USES_LAMBDAS) != 0);
@@ -594,6 +635,80 @@ static void test_ties_densities_finish(void **state)
     m->free(st);
 }
 
+/* sce: the cut falls among equal variances; the index rounds find the last index kept (ties
+ * in index order), the record carries it; then the weights from the exact sums of squares. */
+static void test_sce_finish(void **state)
+{
+    (void)state;
+    pcbm_merge_opts o = mk_opts(PCBM_METHOD_SCE);
+    o.ntasks = 2;
+    o.scope = PCBM_SCOPE_TENSOR;
+    o.select_topk = 0.3;
+    pcbm_mctx mc = mk_ctx(&o, 1);
+    const pcbm_method_def *m = pcbm_method_find(PCBM_METHOD_SCE);
+    pcbm_error err;
+    void *st = NULL;
+    pcbm_acc region[PCBM_MAX_REGIONS];
+    pcbm_statrec rec;
+    memset(&rec, 0, sizeof rec);
+    assert_int_equal(m->init(&mc, &st, &err), PCBM_OK);
+    /* 100 elements, every variance non-zero: 50 at 0.1 (indices 0..49), 50 at 0.5 (50..99);
+     * k = 30 -> the cut at 0.5 keeps indices 50..79 */
+    pcbm_range rg = {0, 1, 100};
+    int r = m->first_round(st, &mc, &rg);
+    assert_int_equal(r, 0);
+    assert_int_equal(begin_regions(m, 0, st, &mc, &rg, region), 2);
+    uint64_t *h = region[0].data;
+    h[coarse_bin(0.1f)] += 50;
+    h[coarse_bin(0.5f)] += 50;
+    *(int64_t *)region[1].data = 100;
+    assert_int_equal(m->rounds[0]->finish(st, &mc, &rg), PCBM_ROUND_NEXT);
+    begin_regions(m, 1, st, &mc, &rg, region);
+    h = region[0].data;
+    h[fine_bin(0.5f)] = 50;
+    assert_int_equal(m->rounds[1]->finish(st, &mc, &rg), PCBM_ROUND_NEXT);
+    begin_regions(m, 2, st, &mc, &rg, region);
+    h = region[0].data;
+    h[0] = 50;                                  /* indices 50..99: top half 0 */
+    assert_int_equal(m->rounds[2]->finish(st, &mc, &rg), PCBM_ROUND_NEXT);
+    begin_regions(m, 3, st, &mc, &rg, region);
+    h = region[0].data;
+    for (unsigned i = 50; i < 100; i++)
+        h[i] = 1;
+    assert_int_equal(m->rounds[3]->finish(st, &mc, &rg), PCBM_ROUND_NEXT);
+    /* weights: mean squares 0.03 and 0.01 -> 0.75, 0.25 */
+    assert_int_equal(begin_regions(m, 4, st, &mc, &rg, region), 1);
+    pcbm_xsum *x = region[0].data;
+    pcbm_xsum_add(&x[0], 3.0);
+    pcbm_xsum_add(&x[1], 1.0);
+    assert_int_equal(m->rounds[4]->finish(st, &mc, &rg), PCBM_ROUND_DONE);
+    m->save(st, 2, &rec);
+    uint32_t cut;
+    memcpy(&cut, &rec.v[0][2], sizeof cut);
+    assert_true(rec.v[0][1] == 0.5f);
+    assert_int_equal(cut, 79);
+    assert_true(rec.majority == 1.0f);
+    assert_true(rec.v[0][3] == 0.75f && rec.v[1][3] == 0.25f);
+    /* every equal value kept: no index rounds, no cut */
+    o.select_topk = 0.5;
+    assert_int_equal(m->first_round(st, &mc, &rg), 0);
+    begin_regions(m, 0, st, &mc, &rg, region);
+    h = region[0].data;
+    h[coarse_bin(0.1f)] += 50;
+    h[coarse_bin(0.5f)] += 50;
+    *(int64_t *)region[1].data = 100;
+    m->rounds[0]->finish(st, &mc, &rg);
+    begin_regions(m, 1, st, &mc, &rg, region);
+    ((uint64_t *)region[0].data)[fine_bin(0.5f)] = 50;
+    assert_int_equal(m->rounds[1]->finish(st, &mc, &rg), 4);
+    /* select_topk 1 and 0: straight to the weights */
+    o.select_topk = 1.0;
+    assert_int_equal(m->first_round(st, &mc, &rg), 4);
+    o.select_topk = 0.0;
+    assert_int_equal(m->first_round(st, &mc, &rg), 4);
+    m->free(st);
+}
+
 static void test_pcb_finish(void **state)
 {
     (void)state;
@@ -676,6 +791,7 @@ int main(void)
         cmocka_unit_test(test_combine_order),
         cmocka_unit_test(test_ties_finish),
         cmocka_unit_test(test_pcb_finish),
+        cmocka_unit_test(test_sce_finish),
         cmocka_unit_test(test_pcb_stream_fallback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

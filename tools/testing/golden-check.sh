@@ -144,6 +144,10 @@ cases_for() { # cases_for FAMILY N DTYPE
     check_case ta-lambdas "$fam" "$n" --method task_arithmetic --lambdas "$L"
     check_case linear "$fam" "$n" --method linear
     check_case linear-w "$fam" "$n" --method linear --weights "$L"
+    check_case slerp "$fam" 1 --method slerp --t 0.3
+    check_case nuslerp "$fam" 2 --method nuslerp --weights 1,2
+    check_case model-stock "$fam" "$n" --method model_stock
+    check_case sce "$fam" "$n" --method sce --select-topk 0.3
     case $dt in
     bf16)
         check_case pcb-f32 "$fam" "$n" --dtype f32

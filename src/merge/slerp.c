@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * slerp.c — mergekit's slerp and nuslerp, per tensor: spherical interpolation between two
+ * vectors a and b (the whole tensor flattened). One statistics round per tensor sums |a|², |b|²
+ * and a·b exactly (xsum: per tile a double partial in element order, then one exact addition),
+ * so the coefficients are the same numbers for any threads, --mem or split; finish() turns them
+ * into float32 coefficients c0, c1, div and the apply writes (c0·a + c1·b) / div (plus the base
+ * for nuslerp on task vectors).
+ *   slerp    a = base, b = the one task model; t per tensor (mergekit's `t`); |cos| > 0.9995:
+ *            lerp; norms ≤ 1e-8 leave a vector unnormalized (mergekit's `normalize`).
+ *   nuslerp  two task models: a, b = their task vectors, t = w_1/(w_0 + w_1) (|Σw| < 1e-6: 0.5),
+ *            result base + nuslerp(a, b); one task model: mergekit's form without base_model,
+ *            a = base, b = the task model, t from `t`. Norms clamped at 1e-7, cos clamped to
+ *            [-1, 1], |sin θ| < 1e-8: lerp.
+ * Per-row interpolation (nuslerp_flatten false) is refused for now.
+ */
+#include "method.h"
+#include "../stats/xsum.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { S_AA, S_BB, S_AB, S_NSUMS };
+
+typedef struct slerp_state {
+    pcbm_xsum *loc;                     /* [threads][S_NSUMS] */
+    pcbm_xsum tot[S_NSUMS];
+    float c0, c1, div;                  /* the tensor's coefficients */
+    float lerp;                         /* 1 when the lerp branch was taken (report) */
+    bool nuslerp;
+} slerp_state;
+
+static uint64_t slerp_stats_bytes(const pcbm_merge_opts *o, unsigned threads,
+                                  const pcbm_layout *p)
+{
+    return ((uint64_t)threads + 1) * S_NSUMS * sizeof(pcbm_xsum);
+}
+
+/* nuslerp on the task vectors (two task models), or on the models themselves. */
+static bool on_tasks(const pcbm_mctx *mc, const slerp_state *s)
+{
+    return s->nuslerp && mc->ntasks == 2;
+}
+
+/* The two vectors of a tile. */
+static void vectors(const pcbm_mctx *mc, const slerp_state *s, const pcbm_tile *tl,
+                    const float **a, const float **b)
+{
+    if (on_tasks(mc, s)) {
+        *a = tl->tau[0];
+        *b = tl->tau[1];
+    } else {
+        *a = tl->base;
+        *b = tl->theta[0];
+    }
+}
+
+static void tile_sums(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+{
+    slerp_state *s = arg;
+    const float *a, *b;
+    vectors(mc, s, tl, &a, &b);
+    pcbm_xsum *x = s->loc + (size_t)w * S_NSUMS;
+    pcbm_xsum_add(&x[S_AA], pcbm_xsum_dot_f32(a, a, tl->n));
+    pcbm_xsum_add(&x[S_BB], pcbm_xsum_dot_f32(b, b, tl->n));
+    pcbm_xsum_add(&x[S_AB], pcbm_xsum_dot_f32(a, b, tl->n));
+}
+
+static void tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+{
+    const slerp_state *s = arg;
+    const float *a, *b;
+    vectors(mc, s, tl, &a, &b);
+    float c0 = s->c0, c1 = s->c1, div = s->div;
+    if (on_tasks(mc, s)) {
+        for (unsigned k = 0; k < tl->n; k++)
+            tl->tmp[k] = tl->base[k] + (c0 * a[k] + c1 * b[k]) / div;
+    } else {
+        for (unsigned k = 0; k < tl->n; k++)
+            tl->tmp[k] = (c0 * a[k] + c1 * b[k]) / div;
+    }
+}
+
+/* ---- the round ---- */
+
+static pcbm_status begin_sums(void *st, const pcbm_mctx *mc, const pcbm_range *rg,
+                              pcbm_error *err)
+{
+    slerp_state *s = st;
+    size_t t = rg->t1 - 1;
+    if (s->nuslerp && pcbm_tparam(mc, t, 0, PCBM_P_NUSLERP_FLATTEN) == 0.0)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "nuslerp: tensor %s: nuslerp_flatten false (one "
+                         "interpolation per row or column) is not supported yet; merge it with "
+                         "nuslerp_flatten true (the default)", mc->layout->t[t].name);
+    if (!on_tasks(mc, s) && !isfinite(pcbm_tparam(mc, t, 0, PCBM_P_T)))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "%s: tensor %s has no finite `t` (got %g): give t "
+                         "for every tensor", pcbm_method_name(mc->o->method), mc->layout->t[t].name,
+                         pcbm_tparam(mc, t, 0, PCBM_P_T));
+    for (unsigned k = 0; k < S_NSUMS; k++)
+        pcbm_xsum_clear(&s->tot[k]);
+    for (size_t k = 0; k < (size_t)mc->threads * S_NSUMS; k++)
+        pcbm_xsum_clear(&s->loc[k]);
+    return PCBM_OK;
+}
+
+static unsigned regions_sums(void *st, const pcbm_mctx *mc, pcbm_acc *region)
+{
+    slerp_state *s = st;
+    region[0] = (pcbm_acc){s->tot, sizeof s->tot, pcbm_xsum_combine, s->loc, sizeof s->tot};
+    return 1;
+}
+
+/* The coefficients: double arithmetic on the exact sums, rounded to float32 once each. */
+static void slerp_coefs(slerp_state *s, double t, double aa, double bb, double ab)
+{
+    double n0 = sqrt(aa), n1 = sqrt(bb);
+    double d0 = n0 > 1e-8 ? n0 : 1.0, d1 = n1 > 1e-8 ? n1 : 1.0;
+    double dot = ab / (d0 * d1);
+    s->div = 1.0f;
+    if (fabs(dot) > 0.9995) {
+        s->c0 = (float)(1.0 - t);
+        s->c1 = (float)t;
+        s->lerp = 1.0f;
+        return;
+    }
+    double th0 = acos(dot), sin0 = sin(th0), tht = th0 * t;
+    s->c0 = (float)(sin(th0 - tht) / sin0);
+    s->c1 = (float)(sin(tht) / sin0);
+    s->lerp = 0.0f;
+}
+
+static void nuslerp_coefs(slerp_state *s, double t, double aa, double bb, double ab)
+{
+    double d0 = fmax(sqrt(aa), 1e-7), d1 = fmax(sqrt(bb), 1e-7);
+    double cs = fmin(fmax(ab / (d0 * d1), -1.0), 1.0);
+    double th = acos(cs), sn = sin(th);
+    if (fabs(sn) < 1e-8) {
+        s->c0 = (float)(1.0 - t);
+        s->c1 = (float)t;
+        s->div = 1.0f;
+        s->lerp = 1.0f;
+        return;
+    }
+    s->c0 = (float)sin((1.0 - t) * th);
+    s->c1 = (float)sin(t * th);
+    s->div = (float)sn;
+    s->lerp = 0.0f;
+}
+
+/* nuslerp's t: w_1 / (w_0 + w_1) (mergekit), or `t` for the form without a base. */
+static double interp_t(const pcbm_mctx *mc, const slerp_state *s, size_t tensor)
+{
+    if (!on_tasks(mc, s))
+        return pcbm_tparam(mc, tensor, 0, PCBM_P_T);
+    double w0 = pcbm_tparam(mc, tensor, 0, PCBM_P_WEIGHT);
+    double w1 = pcbm_tparam(mc, tensor, 1, PCBM_P_WEIGHT);
+    return fabs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1);
+}
+
+static int finish_sums(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
+{
+    slerp_state *s = st;
+    double aa = pcbm_xsum_value(&s->tot[S_AA]), bb = pcbm_xsum_value(&s->tot[S_BB]);
+    double ab = pcbm_xsum_value(&s->tot[S_AB]);
+    double t = interp_t(mc, s, rg->t1 - 1);
+    if (s->nuslerp)
+        nuslerp_coefs(s, t, aa, bb, ab);
+    else
+        slerp_coefs(s, t, aa, bb, ab);
+    return PCBM_ROUND_DONE;
+}
+
+static const pcbm_round sums = {"slerp norms and dot", tile_sums, NULL, true, begin_sums,
+                                regions_sums, finish_sums};
+static const pcbm_round nusums = {"nuslerp norms and dot", tile_sums, NULL, true, begin_sums,
+                                  regions_sums, finish_sums};
+static const pcbm_round *const slerp_rounds[] = {&sums};
+static const pcbm_round *const nuslerp_rounds[] = {&nusums};
+
+/* ---- the methods ---- */
+
+static pcbm_status slerp_init(const pcbm_mctx *mc, void **state, pcbm_error *err)
+{
+    slerp_state *s = pcbm_calloc(1, sizeof *s);
+    if (!s || !(s->loc = pcbm_calloc((size_t)mc->threads * S_NSUMS, sizeof(pcbm_xsum)))) {
+        free(s);
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory for %s statistics",
+                         pcbm_method_name(mc->o->method));
+    }
+    s->nuslerp = mc->o->method == PCBM_METHOD_NUSLERP;
+    *state = s;
+    return PCBM_OK;
+}
+
+static void slerp_free(void *state)
+{
+    slerp_state *s = state;
+    free(s->loc);
+    free(s);
+}
+
+static void slerp_save(const void *state, unsigned ntasks, pcbm_statrec *r)
+{
+    const slerp_state *s = state;
+    r->v[0][0] = s->c0;
+    r->v[0][1] = s->c1;
+    r->v[0][2] = s->div;
+    r->v[0][3] = s->lerp;
+}
+
+static void slerp_load(void *state, unsigned ntasks, const pcbm_range *rg, const pcbm_statrec *r)
+{
+    slerp_state *s = state;
+    s->c0 = r->v[0][0];
+    s->c1 = r->v[0][1];
+    s->div = r->v[0][2];
+    s->lerp = r->v[0][3];
+}
+
+static const char *slerp_how(const void *state, const pcbm_merge_opts *o)
+{
+    return "exact norms and dot product per tensor (one pass)";
+}
+
+const pcbm_method_def pcbm_method_slerp = {
+    .id = PCBM_METHOD_SLERP,
+    .name = "slerp",
+    .uses = PCBM_USES_T | PCBM_USES_SCOPE,
+    .needs_theta = true,
+    .per_tensor = true,
+    .stats_bytes = slerp_stats_bytes,
+    .init = slerp_init,
+    .free = slerp_free,
+    .rounds = slerp_rounds,
+    .nrounds = 1,
+    .passes_planned = 1,
+    .save = slerp_save,
+    .load = slerp_load,
+    .how = slerp_how,
+    .apply = tile_apply,
+};
+
+const pcbm_method_def pcbm_method_nuslerp = {
+    .id = PCBM_METHOD_NUSLERP,
+    .name = "nuslerp",
+    .uses = PCBM_USES_T | PCBM_USES_WEIGHTS | PCBM_USES_NUSLERP | PCBM_USES_SCOPE,
+    .needs_theta = true,
+    .per_tensor = true,
+    .stats_bytes = slerp_stats_bytes,
+    .init = slerp_init,
+    .free = slerp_free,
+    .rounds = nuslerp_rounds,
+    .nrounds = 1,
+    .passes_planned = 1,
+    .save = slerp_save,
+    .load = slerp_load,
+    .how = slerp_how,
+    .apply = tile_apply,
+};

@@ -1,0 +1,172 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# ref_mergekit_geo.sh — mergekit's slerp, nuslerp, model_stock and sce against the NumPy reference
+# tests/reference/mk_geo.py (written from mergekit's source; exact statistics as
+# docs/semantics.md defines them): every method and option on generated F32 families (and a BF16
+# family full of equal variances for sce's cut), at most 1e-5 of elements more than 1 ulp apart
+# (they are in fact bit-identical). Then: the same bytes for --threads 1/2, --mem 64M/1G,
+# --io pread/uring, --block-size, a split merge into K = 3 parts, a --stats replay and a merge
+# killed (SIGKILL) in a statistics pass or in the apply and resumed; every method at --mem 64M on a family more
+# than 8x the budget, peak RSS ≤ 64 MiB + 48 MiB; the option checks (model counts, options a
+# method does not read, the forms not supported yet) refused with exit 2.
+. "$(dirname "$0")/lib.sh"
+need_ref
+REF_PY=$PCBM_ROOT/tests/reference/mk_geo.py
+P=$PCBM_BIN
+
+F=$TMP/f32 G=$TMP/f32b Z=$TMP/ties I=$TMP/ident
+gen "$F" --tasks 3 --dtype f32 --params 300K --seed 51 --jobs 2
+gen "$G" --tasks 5 --dtype f32 --preset tiny --seed 52 --delta-scale 0.2 --jobs 2
+gen "$Z" --tasks 5 --dtype bf16 --params 300K --seed 53 --delta-scale 0.002 --jobs 2
+gen "$I" --tasks 3 --dtype f32 --preset tiny --seed 54 --identical-task 1 --jobs 2
+X=(--cmp "--max-mismatch 1e-5 --no-kept")
+
+# ---- against the reference ----------------------------------------------------------------------
+ref_case slerp-t0.3          "$F" 1 "${X[@]}" --method slerp --t 0.3
+ref_case slerp-t0            "$F" 1 "${X[@]}" --method slerp --t 0
+ref_case slerp-t1            "$F" 1 "${X[@]}" --method slerp --t 1
+ref_case slerp-t0.7-far      "$G" 1 "${X[@]}" --method slerp --t 0.7
+ref_case slerp-identical     "$I" 1 "${X[@]}" --method slerp --t 0.4       # |cos| > 0.9995: lerp
+ref_case nuslerp-w1,2        "$F" 2 "${X[@]}" --method nuslerp --weights 1,2
+ref_case nuslerp-default-w   "$F" 2 "${X[@]}" --method nuslerp
+ref_case nuslerp-w-sum0      "$G" 2 "${X[@]}" --method nuslerp --weights 1,-1   # |Σw| < 1e-6: t = 0.5
+ref_case nuslerp-identical   "$I" 2 "${X[@]}" --method nuslerp --weights 3,1    # τ_1 = 0
+ref_case nuslerp-nobase-t0.4 "$F" 1 "${X[@]}" --method nuslerp --t 0.4
+ref_case nuslerp-row-wise    "$F" 2 "${X[@]}" --method nuslerp --weights 2,1 --nuslerp-row-wise
+ref_case model-stock-n2      "$F" 2 "${X[@]}" --method model_stock
+ref_case model-stock-n3      "$F" 3 "${X[@]}" --method model_stock
+ref_case model-stock-n5      "$G" 5 "${X[@]}" --method model_stock
+ref_case model-stock-ident   "$I" 3 "${X[@]}" --method model_stock
+ref_case sce-all-n3          "$F" 3 "${X[@]}" --method sce
+ref_case sce-k0.5-n3         "$F" 3 "${X[@]}" --method sce --select-topk 0.5
+ref_case sce-k0.1-n5         "$G" 5 "${X[@]}" --method sce --select-topk 0.1
+ref_case sce-k0-n2           "$F" 2 "${X[@]}" --method sce --select-topk 0
+ref_case sce-ties-k0.3       "$Z" 5 "${X[@]}" --method sce --select-topk 0.3    # a cut among equal ones
+ref_case sce-ties-k0.9       "$Z" 3 "${X[@]}" --method sce --select-topk 0.9
+ref_case sce-one-task        "$F" 1 "${X[@]}" --method sce --select-topk 0.5
+ref_case sce-ident-k0.5      "$I" 3 "${X[@]}" --method sce --select-topk 0.5
+
+# ---- the same bytes for any threads, budget, I/O backend, split ---------------------------------
+declare -A TASKS=([slerp]=1 [nuslerp]=2 [model_stock]=3 [sce]=5)
+declare -A OPTS=([slerp]="--t 0.35" [nuslerp]="--weights 1,3" [model_stock]="" [sce]="--select-topk 0.3")
+one() { # OUT FAMILY METHOD RUN_OPTIONS...
+    local out=$1 fam=$2 m=$3
+    shift 3
+    # shellcheck disable=SC2086
+    "$P" merge --quiet --base "$fam/base" --out "$out" --method $m ${OPTS[$m]} "$@" \
+        $(task_dirs "$fam" ${TASKS[$m]})
+}
+split3() { # OUT FAMILY METHOD
+    local out=$1 fam=$2 m=$3 i r rounds
+    # shellcheck disable=SC2086
+    "$P" plan --quiet --shard-size 100KB --base "$fam/base" --out "$out" --parts 3 --method $m \
+        ${OPTS[$m]} $(task_dirs "$fam" ${TASKS[$m]}) || return 1
+    rounds=$("$P" status --plan "$out" --get rounds_max) || return 1
+    for ((r = 0; r <= rounds; r++)); do
+        "$P" status --plan "$out" --json | grep -q '"stats_complete":true' && break
+        for i in 0 1 2; do "$P" stats --plan "$out" --part $i --quiet || return 1; done
+        "$P" reduce --plan "$out" --quiet || return 1
+    done
+    for i in 2 0 1; do "$P" apply --plan "$out" --part $i --quiet || return 1; done
+    "$P" finalize --plan "$out" --quiet
+}
+same() { # NAME A B
+    local why
+    if why=$(same_outputs "$2" "$3" merge_stats.json.zst); then case_pass "$1"; else case_fail "$1" "$why"; fi
+}
+for m in slerp nuslerp model_stock sce; do
+    fam=$G
+    [ $m = sce ] && fam=$Z
+    d=$TMP/det-$m
+    one "$d-a" $fam $m --threads 1 --mem 1G --io pread --shard-size 100KB || fail "$m merge"
+    one "$d-b" $fam $m --threads 2 --mem 64M --io uring --shard-size 100KB || fail "$m merge"
+    one "$d-c" $fam $m --threads 2 --mem 64M --block-size 64K --shard-size 100KB || fail "$m merge"
+    same "$m: threads 1/2, mem 1G/64M, io pread/uring" "$d-a" "$d-b"
+    same "$m: --block-size 64K" "$d-a" "$d-c"
+    if split3 "$d-split" $fam $m >"$TMP/split.log" 2>&1; then
+        same "$m: split K=3" "$d-a" "$d-split"
+    else
+        case_fail "$m: split K=3" "$(tail -n 3 "$TMP/split.log")"
+    fi
+    # --stats replays the records: the same bytes without the statistics passes
+    one "$d-replay" $fam $m --stats "$d-a/merge_stats.json.zst" --shard-size 100KB ||
+        fail "$m --stats"
+    if why=$(same_outputs "$d-a" "$d-replay" merge_stats.json.zst README.md); then
+        case_pass "$m: --stats replay"
+    else
+        case_fail "$m: --stats replay" "$why"
+    fi
+done
+
+# ---- SIGKILL mid-statistics and mid-apply, then --resume: the same bytes -----------------------
+for m in slerp nuslerp model_stock sce; do
+    fam=$G
+    [ $m = sce ] && fam=$Z
+    for pt in stats:3 apply:3; do
+        out=$TMP/kill-$m-${pt%%:*}
+        PCBM_TEST_KILL=$pt one "$out" $fam $m --threads 2 --block-size 64K --shard-size 100KB \
+            2>/dev/null
+        rc=$?
+        if [ $rc -ne 137 ] || [ -e "$out" ]; then
+            case_fail "$m killed at $pt" "exit $rc (expected 137), output present: $([ -e "$out" ] && echo yes || echo no)"
+        elif one "$out" $fam $m --resume --threads 2 --block-size 64K --shard-size 100KB; then
+            same "$m killed at $pt, resumed" "$TMP/det-$m-a" "$out"
+        else
+            case_fail "$m killed at $pt" "the resumed merge failed"
+        fi
+    done
+done
+
+# ---- option checks ------------------------------------------------------------------------------
+B="--base $F/base --out $TMP/never"
+usage() { # NAME REGEX ARGS...: exit 2 with the message
+    local name=$1 re=$2 out rc
+    shift 2
+    out=$("$P" merge --quiet $B "$@" 2>&1)
+    rc=$?
+    if [ $rc -eq 2 ] && grep -Eq -- "$re" <<<"$out"; then case_pass "$name"
+    else case_fail "$name" "exit $rc: $out"; fi
+}
+usage "slerp: two tasks"        "exactly one task"      --method slerp --t 0.5 $F/task1 $F/task2
+usage "slerp: no t"             "needs --t"             --method slerp $F/task1
+usage "slerp: --weights"        "does not apply"        --method slerp --t 0.5 --weights 1 $F/task1
+usage "slerp: --scope global"   "per tensor"            --method slerp --t 0.5 --scope global $F/task1
+usage "nuslerp: three tasks"    "exactly two"           --method nuslerp $(task_dirs $F 3)
+usage "nuslerp: t with two"     "--weights W1,W2"       --method nuslerp --t 0.5 $F/task1 $F/task2
+usage "nuslerp: one, no t"      "needs --t"             --method nuslerp $F/task1
+usage "nuslerp: no flatten"     "not supported yet"     --method nuslerp --nuslerp-no-flatten $F/task1 $F/task2
+usage "model_stock: one task"   "at least two"          --method model_stock $F/task1
+usage "model_stock: filter"     "not supported yet"     --method model_stock --filter-wise $F/task1 $F/task2
+usage "model_stock: --t"        "does not apply"        --method model_stock --t 0.2 $F/task1 $F/task2
+usage "sce: --density"          "does not apply|density" --method sce --densities 0.5,0.5 $F/task1 $F/task2
+usage "ties: --select-topk"     "does not apply"        --method ties --select-topk 0.5 $F/task1 $F/task2
+[ -e "$TMP/never" ] && case_fail "refusals leave nothing" "$TMP/never exists"
+
+# ---- bounded memory -----------------------------------------------------------------------------
+if grep -q "__asan_init" "$P" 2>/dev/null || [ ! -x "$PCBM_TOOLS/peak-rss" ]; then
+    echo "skip: peak RSS (AddressSanitizer build or peak-rss not built)"
+else
+    M=$TMP/big
+    gen "$M" --preset custom --params 70M --tasks 3 --dtype f32 --seed 55 --jobs 2
+    in_bytes=$(du -cb "$M"/base/*.safetensors "$M"/task1/*.safetensors | tail -n 1 | cut -f1)
+    echo "big family: $in_bytes bytes in base + task1 ($((in_bytes >> 26))x --mem 64M)"
+    [ "$in_bytes" -ge $((8 << 26)) ] || fail "the family is smaller than 8x --mem"
+    LIMIT=$(((64 + 48) << 20))
+    for m in slerp nuslerp model_stock sce; do
+        t=$SECONDS
+        # shellcheck disable=SC2046
+        "$PCBM_TOOLS/peak-rss" --limit $LIMIT --output "$TMP/$m.rss" -- "$P" merge --quiet \
+            --base "$M/base" --out "$TMP/big-$m" --threads 2 --mem 64M --method $m ${OPTS[$m]} \
+            $(task_dirs "$M" $((TASKS[$m] < 3 ? TASKS[$m] : 3))) >"$TMP/$m.log" 2>&1
+        rc=$?
+        peak=$(sed -n 's/^peak_rss_bytes //p' "$TMP/$m.rss" 2>/dev/null)
+        mibs=$(awk -v b="${peak:-0}" 'BEGIN { printf "%.1f MiB", b / 1048576 }')
+        if [ $rc -eq 0 ]; then
+            case_pass "$m --mem 64M" "$((SECONDS - t)) s, peak RSS $mibs <= 112 MiB"
+        else
+            case_fail "$m --mem 64M" "exit $rc, peak RSS $mibs: $(tail -n 2 "$TMP/$m.log")"
+        fi
+        rm -rf "$TMP/big-$m"
+    done
+fi
+finish
