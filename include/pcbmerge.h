@@ -175,6 +175,8 @@ typedef enum pcbm_method {
     PCBM_METHOD_DARE_TIES,
     PCBM_METHOD_TASK_ARITHMETIC,
     PCBM_METHOD_LINEAR,
+    PCBM_METHOD_BREADCRUMBS,        /* mergekit's (docs/semantics.md) */
+    PCBM_METHOD_BREADCRUMBS_TIES,
     PCBM_METHOD_COUNT
 } pcbm_method;
 

@@ -62,7 +62,7 @@ enum {
     O_QUIET, O_PARTS, O_PLAN, O_PART_INDEX, O_JSON, O_GET, O_EVAL, O_BUDGET, O_BOUNDS, O_INIT,
     O_SIGMA, O_POPSIZE, O_SEARCH_SEED, O_ON_ERROR, O_SEARCH_FORCE, O_SEARCH_RESUME, O_DRY_RUN,
     O_REQUIRE_ALL, O_TAKE_NONFLOAT, O_DENSITIES, O_NORMALIZE, O_NO_NORMALIZE, O_RESCALE,
-    O_NO_RESCALE
+    O_NO_RESCALE, O_GAMMA, O_MERGEKIT
 };
 
 enum { G_MERGE, G_RUN, G_PLAN, G_PHASE, G_SEARCH, G_COUNT };
@@ -88,13 +88,21 @@ static const cli_opt table[] = {
     {"base", NULL, "DIR", O_BASE, M_MERGE, G_MERGE, "the base model (directory or .safetensors file)"},
     {"out", NULL, "DIR", O_OUT, M_MERGE, G_MERGE, "the output directory (must not exist)"},
     {"method", NULL, "M", O_METHOD, M_MERGE, G_MERGE,
-     "pcb (default), ties, dare_linear, dare_ties, task_arithmetic, linear\n"
+     "pcb (default), ties, dare_linear, dare_ties, task_arithmetic, linear,\n"
+     "breadcrumbs, breadcrumbs_ties (mergekit's; always per tensor)\n"
      "(search: pcb, task_arithmetic or dare_linear, the methods with one λ per task)"},
     {"density", NULL, "R", O_DENSITY, M_MERGE, G_MERGE,
      "fraction kept: PCB mask ratio r, TIES top-k, DARE 1-p (default 0.1)"},
     {"densities", NULL, "D1,...", O_DENSITIES, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "one density per task, each in (0, 1] (ties, dare_ties, dare_linear;\n"
      "mergekit's per-model density); excludes --density"},
+    {"gamma", NULL, "G", O_GAMMA, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
+     "breadcrumbs, breadcrumbs_ties: fraction of the largest |tau| of each\n"
+     "tensor dropped, in [0, 1) (mergekit's gamma; default 0.01)"},
+    {"mergekit", NULL, NULL, O_MERGEKIT, M_MERGE, G_MERGE,
+     "ties, dare_ties, dare_linear as mergekit computes them: per tensor,\n"
+     "exact top-k, majority sign of the sum (>= 0: +), L1-norm rescale,\n"
+     "mergekit's normalize defaults (ties on, dare_* off); README's table"},
     {"lambda", NULL, "L", O_LAMBDA, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "coefficient of the merged task vector (default 1)"},
     {"lambdas", NULL, "L1,...", O_LAMBDAS, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
@@ -293,11 +301,17 @@ static int set_merge_value(cli_cmd c, cli_args *a, int id, const char *opt, cons
     case O_METHOD:
         if ((o->method = pcbm_method_parse(v)) == PCBM_METHOD_COUNT)
             return ERR("unknown --method %s (pcb, ties, dare_linear, dare_ties, task_arithmetic, "
-                       "linear)", v);
+                       "linear, breadcrumbs, breadcrumbs_ties)", v);
         break;
     case O_DENSITY:
         if (!num(v, &o->density)) return ERR("--density needs a number, got %s", v);
         a->density_given = true;
+        break;
+    case O_GAMMA:
+        if (!num(v, &o->gamma)) return ERR("--gamma needs a number, got %s", v);
+        break;
+    case O_MERGEKIT:
+        o->semantics = PCBM_SEMANTICS_MERGEKIT;
         break;
     case O_DENSITIES:
         if ((a->ndensities = num_list(v, a->densities, PCBM_MAX_TASKS)) <= 0)

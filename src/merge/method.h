@@ -58,6 +58,7 @@ enum {
     PCBM_USES_DENSITIES = 1u << 8,  /* --densities (one per task) */
     PCBM_USES_NORMALIZE = 1u << 9,  /* --normalize / --no-normalize */
     PCBM_USES_RESCALE = 1u << 10,   /* --rescale / --no-rescale (DARE) */
+    PCBM_USES_GAMMA = 1u << 11,     /* --gamma (breadcrumbs) */
 };
 
 typedef struct pcbm_method_def {
@@ -67,6 +68,7 @@ typedef struct pcbm_method_def {
     bool normalizes, rescales;      /* what `normalize` / `rescale` default to (mergekit's) */
     bool needs_theta;               /* tiles read the decoded task values, not only tau */
     bool apply_checks_finite;       /* no statistics pass checked the inputs before the apply */
+    bool tensor_scope;              /* statistics per tensor whatever `scope` says (mergekit's) */
     /* Bytes of statistics beyond the engine's buffers (NULL: none). */
     uint64_t (*stats_bytes)(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p);
     /* Private state (NULL init: none; the state pointer is then NULL). */
@@ -96,6 +98,9 @@ static inline pcbm_acc pcbm_hset_region(pcbm_hset *h)
 
 /* The table (methods.c); NULL for an unknown method. */
 const pcbm_method_def *pcbm_method_find(pcbm_method m);
+/* The definition a merge with these options runs: mergekit's forms of ties, dare_ties and
+ * dare_linear (gta.c) when o->semantics is MERGEKIT, else the table's. */
+const pcbm_method_def *pcbm_method_for(const pcbm_merge_opts *o);
 
 /* The per-task parameters as the methods read them: task i's density (`densities`, else
  * `density`) and weight (`weights` as float32, else 1); whether this merge normalizes by the

@@ -9,7 +9,9 @@
 #include <string.h>
 
 extern const pcbm_method_def pcbm_method_pcb, pcbm_method_ties, pcbm_method_dare_ties,
-    pcbm_method_task_arithmetic, pcbm_method_linear, pcbm_method_dare_linear;
+    pcbm_method_task_arithmetic, pcbm_method_linear, pcbm_method_dare_linear,
+    pcbm_method_breadcrumbs, pcbm_method_breadcrumbs_ties, pcbm_method_ties_mk,
+    pcbm_method_dare_ties_mk, pcbm_method_dare_linear_mk;
 
 static const pcbm_method_def *const methods[PCBM_METHOD_COUNT] = {
     [PCBM_METHOD_PCB] = &pcbm_method_pcb,
@@ -18,11 +20,26 @@ static const pcbm_method_def *const methods[PCBM_METHOD_COUNT] = {
     [PCBM_METHOD_TASK_ARITHMETIC] = &pcbm_method_task_arithmetic,
     [PCBM_METHOD_LINEAR] = &pcbm_method_linear,
     [PCBM_METHOD_DARE_LINEAR] = &pcbm_method_dare_linear,
+    [PCBM_METHOD_BREADCRUMBS] = &pcbm_method_breadcrumbs,
+    [PCBM_METHOD_BREADCRUMBS_TIES] = &pcbm_method_breadcrumbs_ties,
 };
 
 const pcbm_method_def *pcbm_method_find(pcbm_method m)
 {
     return (unsigned)m < PCBM_METHOD_COUNT ? methods[m] : NULL;
+}
+
+const pcbm_method_def *pcbm_method_for(const pcbm_merge_opts *o)
+{
+    if (o->semantics == PCBM_SEMANTICS_MERGEKIT) {
+        switch (o->method) {
+        case PCBM_METHOD_TIES: return &pcbm_method_ties_mk;
+        case PCBM_METHOD_DARE_TIES: return &pcbm_method_dare_ties_mk;
+        case PCBM_METHOD_DARE_LINEAR: return &pcbm_method_dare_linear_mk;
+        default: break;
+        }
+    }
+    return pcbm_method_find(o->method);
 }
 
 const char *pcbm_method_name(pcbm_method m)
@@ -41,16 +58,16 @@ pcbm_method pcbm_method_parse(const char *s)
 
 uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p)
 {
-    const pcbm_method_def *m = pcbm_method_find(o->method);
+    const pcbm_method_def *m = pcbm_method_for(o);
     return m && m->stats_bytes ? m->stats_bytes(o, threads, p) : 0;
 }
 
 unsigned pcbm_method_max_rounds(const pcbm_merge_opts *o, const pcbm_layout *p)
 {
-    const pcbm_method_def *m = pcbm_method_find(o->method);
+    const pcbm_method_def *m = pcbm_method_for(o);
     if (!m || m->nrounds == 0 || p->d == 0)
         return 0;
-    if (o->scope == PCBM_SCOPE_TENSOR)
+    if (o->scope == PCBM_SCOPE_TENSOR || m->tensor_scope)
         return 1; /* a unit's statistics are its own tensors' (no exchange) */
     return m->max_rounds ? m->max_rounds(o, p) : m->nrounds;
 }
@@ -62,12 +79,12 @@ static bool switch_on(int v, bool dflt)
 
 bool pcbm_method_normalizes(const pcbm_merge_opts *o)
 {
-    const pcbm_method_def *m = pcbm_method_find(o->method);
+    const pcbm_method_def *m = pcbm_method_for(o);
     return m && (m->uses & PCBM_USES_NORMALIZE) && switch_on(o->normalize, m->normalizes);
 }
 
 bool pcbm_method_rescales(const pcbm_merge_opts *o)
 {
-    const pcbm_method_def *m = pcbm_method_find(o->method);
+    const pcbm_method_def *m = pcbm_method_for(o);
     return m && (m->uses & PCBM_USES_RESCALE) && switch_on(o->rescale, m->rescales);
 }
