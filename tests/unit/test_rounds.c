@@ -129,10 +129,41 @@ static void test_table(void **state)
         assert_true(m->nrounds == 0 || (m->init && m->free && m->save && m->load && m->how));
         for (unsigned r = 0; r < m->nrounds; r++)
             assert_true(m->rounds[r] && m->rounds[r]->tile && m->rounds[r]->finish);
-        assert_true(m->nrounds == 0 || !m->apply_checks_finite);
+        /* mergekit's per-tensor methods may skip every round of a tensor: their apply checks */
+        assert_true(m->nrounds == 0 || m->tensor_scope || !m->apply_checks_finite);
+        assert_true(!m->tensor_scope || (m->apply_checks_finite && m->first_round));
         with_rounds += m->nrounds > 0;
     }
-    assert_int_equal(with_rounds, 3); /* pcb, ties, dare_ties */
+    assert_int_equal(with_rounds, 5); /* pcb, ties, dare_ties, breadcrumbs, breadcrumbs_ties */
+    /* --mergekit: ties, dare_ties and dare_linear under their own names, per tensor, with
+     * mergekit's defaults (ties normalizes, dare_* do not; the random ones rescale) */
+    static const struct {
+        pcbm_method m;
+        bool normalizes, rescales;
+    } mk[] = {{PCBM_METHOD_TIES, true, false},
+              {PCBM_METHOD_DARE_TIES, false, true},
+              {PCBM_METHOD_DARE_LINEAR, false, true}};
+    for (unsigned k = 0; k < sizeof mk / sizeof *mk; k++) {
+        pcbm_merge_opts o = mk_opts(mk[k].m);
+        const pcbm_method_def *off = pcbm_method_for(&o);
+        assert_ptr_equal(off, pcbm_method_find(mk[k].m));
+        o.semantics = PCBM_SEMANTICS_MERGEKIT;
+        const pcbm_method_def *m = pcbm_method_for(&o);
+        assert_ptr_not_equal(m, off);
+        assert_int_equal(m->id, mk[k].m);
+        assert_string_equal(m->name, off->name);
+        assert_true(m->tensor_scope && m->nrounds > 0 && m->first_round && m->save && m->load);
+        assert_int_equal(pcbm_method_normalizes(&o), mk[k].normalizes);
+        assert_int_equal(pcbm_method_rescales(&o), mk[k].rescales);
+    }
+    /* the other methods are the same under either semantics (recipes set MERGEKIT for all) */
+    for (unsigned k = 0; k < PCBM_METHOD_COUNT; k++) {
+        if (k == PCBM_METHOD_TIES || k == PCBM_METHOD_DARE_TIES || k == PCBM_METHOD_DARE_LINEAR)
+            continue;
+        pcbm_merge_opts o = mk_opts((pcbm_method)k);
+        o.semantics = PCBM_SEMANTICS_MERGEKIT;
+        assert_ptr_equal(pcbm_method_for(&o), pcbm_method_find((pcbm_method)k));
+    }
 }
 
 /* The parameters a method declares are the ones the option checks let through to it. */
@@ -142,9 +173,11 @@ static void test_uses(void **state)
     static const char *tasks[NT] = {"a", "b", "c"};
     double per_task[NT] = {0.5, 1.0, 1.5};
     pcbm_error err;
-    for (unsigned k = 0; k < PCBM_METHOD_COUNT; k++) {
-        const pcbm_method_def *m = pcbm_method_find((pcbm_method)k);
+    for (unsigned ks = 0; ks < 2 * PCBM_METHOD_COUNT; ks++) { /* official, then --mergekit */
+        unsigned k = ks % PCBM_METHOD_COUNT;
         pcbm_merge_opts o = mk_opts((pcbm_method)k);
+        o.semantics = ks < PCBM_METHOD_COUNT ? PCBM_SEMANTICS_OFFICIAL : PCBM_SEMANTICS_MERGEKIT;
+        const pcbm_method_def *m = pcbm_method_for(&o);
         o.base = "base";
         o.out = "out";
         o.tasks = tasks;
