@@ -177,6 +177,8 @@ typedef enum pcbm_method {
     PCBM_METHOD_LINEAR,
     PCBM_METHOD_BREADCRUMBS,        /* mergekit's (docs/semantics.md) */
     PCBM_METHOD_BREADCRUMBS_TIES,
+    PCBM_METHOD_DELLA,
+    PCBM_METHOD_DELLA_LINEAR,
     PCBM_METHOD_COUNT
 } pcbm_method;
 

@@ -62,7 +62,7 @@ enum {
     O_QUIET, O_PARTS, O_PLAN, O_PART_INDEX, O_JSON, O_GET, O_EVAL, O_BUDGET, O_BOUNDS, O_INIT,
     O_SIGMA, O_POPSIZE, O_SEARCH_SEED, O_ON_ERROR, O_SEARCH_FORCE, O_SEARCH_RESUME, O_DRY_RUN,
     O_REQUIRE_ALL, O_TAKE_NONFLOAT, O_DENSITIES, O_NORMALIZE, O_NO_NORMALIZE, O_RESCALE,
-    O_NO_RESCALE, O_GAMMA, O_MERGEKIT
+    O_NO_RESCALE, O_GAMMA, O_MERGEKIT, O_EPSILON
 };
 
 enum { G_MERGE, G_RUN, G_PLAN, G_PHASE, G_SEARCH, G_COUNT };
@@ -89,7 +89,8 @@ static const cli_opt table[] = {
     {"out", NULL, "DIR", O_OUT, M_MERGE, G_MERGE, "the output directory (must not exist)"},
     {"method", NULL, "M", O_METHOD, M_MERGE, G_MERGE,
      "pcb (default), ties, dare_linear, dare_ties, task_arithmetic, linear,\n"
-     "breadcrumbs, breadcrumbs_ties (mergekit's; always per tensor)\n"
+     "breadcrumbs, breadcrumbs_ties, della, della_linear (mergekit's; always\n"
+     "per tensor)\n"
      "(search: pcb, task_arithmetic or dare_linear, the methods with one λ per task)"},
     {"density", NULL, "R", O_DENSITY, M_MERGE, G_MERGE,
      "fraction kept: PCB mask ratio r, TIES top-k, DARE 1-p (default 0.1)"},
@@ -99,6 +100,10 @@ static const cli_opt table[] = {
     {"gamma", NULL, "G", O_GAMMA, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "breadcrumbs, breadcrumbs_ties: fraction of the largest |tau| of each\n"
      "tensor dropped, in [0, 1) (mergekit's gamma; default 0.01)"},
+    {"epsilon", NULL, "E", O_EPSILON, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
+     "della, della_linear: spread of the keep probabilities around the\n"
+     "density, by rank of |tau| within each row (mergekit's epsilon;\n"
+     "default 0.15; density ± epsilon must lie in (0, 1))"},
     {"mergekit", NULL, NULL, O_MERGEKIT, M_MERGE, G_MERGE,
      "ties, dare_ties, dare_linear as mergekit computes them: per tensor,\n"
      "exact top-k, majority sign of the sum (>= 0: +), L1-norm rescale,\n"
@@ -301,7 +306,7 @@ static int set_merge_value(cli_cmd c, cli_args *a, int id, const char *opt, cons
     case O_METHOD:
         if ((o->method = pcbm_method_parse(v)) == PCBM_METHOD_COUNT)
             return ERR("unknown --method %s (pcb, ties, dare_linear, dare_ties, task_arithmetic, "
-                       "linear, breadcrumbs, breadcrumbs_ties)", v);
+                       "linear, breadcrumbs, breadcrumbs_ties, della, della_linear)", v);
         break;
     case O_DENSITY:
         if (!num(v, &o->density)) return ERR("--density needs a number, got %s", v);
@@ -309,6 +314,9 @@ static int set_merge_value(cli_cmd c, cli_args *a, int id, const char *opt, cons
         break;
     case O_GAMMA:
         if (!num(v, &o->gamma)) return ERR("--gamma needs a number, got %s", v);
+        break;
+    case O_EPSILON:
+        if (!num(v, &o->epsilon)) return ERR("--epsilon needs a number, got %s", v);
         break;
     case O_MERGEKIT:
         o->semantics = PCBM_SEMANTICS_MERGEKIT;

@@ -19,6 +19,7 @@
  * the random methods: L1 only (Σ|τ| and Σ|masked| together), when they rescale.
  */
 #include "method.h"
+#include "../kernels/convert.h"
 #include "../kernels/mkern.h"
 #include "../kernels/rng.h"
 #include "../stats/qsel.h"
@@ -28,13 +29,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum gta_sparsify { SP_MAGNITUDE, SP_RANDOM, SP_OUTLIERS } gta_sparsify;
+typedef enum gta_sparsify { SP_MAGNITUDE, SP_RANDOM, SP_OUTLIERS, SP_DELLA } gta_sparsify;
 
 /* What one task does to its τ on the current tensor. */
-enum { MODE_ALL = 0, MODE_NONE, MODE_MAGNITUDE, MODE_OUTLIERS, MODE_RANDOM };
+enum { MODE_ALL = 0, MODE_NONE, MODE_MAGNITUDE, MODE_OUTLIERS, MODE_RANDOM, MODE_DELLA };
 
 #define NO_INDEX 0xffffffffu    /* an index cut that keeps every equal element */
 #define L1_EPS 1e-7             /* mergekit's rescaled_masked_tensor eps */
+#define DELLA_SALT 0x44454C4C41000000ull /* "DELLA": its stream is never DARE's */
 
 typedef struct gta_state {
     const pcbm_mctx *mc;
@@ -52,7 +54,19 @@ typedef struct gta_state {
     int mode[PCBM_MAX_TASKS];
     uint32_t key[2 * PCBM_MAX_TASKS], idx[2 * PCBM_MAX_TASKS];
     float scale[PCBM_MAX_TASKS];
+    /* DELLA: per worker, the ranks of one row per task (the row its last tile was in) */
+    uint64_t row_cap;                     /* the longest row */
+    float *row_base, *row_tau;            /* [threads][row_cap] */
+    uint64_t *row_pairs;                  /* [threads][row_cap]: |τ| key << 32 | column */
+    uint32_t *row_rank;                   /* [threads][N][row_cap] */
+    size_t *row_tensor;                   /* [threads][N]: tensor index + 1 of the ranks held */
+    uint64_t *row_id;                     /* [threads][N]: their row */
 } gta_state;
+
+static bool random_like(const gta_state *gs)
+{
+    return gs->sp == SP_RANDOM || gs->sp == SP_DELLA;
+}
 
 /* ---- parameters ---- */
 
@@ -79,6 +93,8 @@ static int task_mode(gta_state *gs, size_t t, unsigned i, uint64_t d)
         return MODE_ALL; /* mergekit returns τ unchanged, not rescaled */
     if (gs->sp == SP_RANDOM)
         return MODE_RANDOM;
+    if (gs->sp == SP_DELLA)
+        return MODE_DELLA;
     uint64_t keep = (uint64_t)(dens * (double)d);
     if (gs->sp == SP_MAGNITUDE) {
         if (keep == 0)
@@ -119,9 +135,93 @@ static inline bool cut_keep(const gta_state *gs, unsigned i, uint32_t kk, uint32
     return (kk > lk || (kk == lk && j >= lj)) && (kk < uk || (kk == uk && j < uj));
 }
 
+/* ---- DELLA: keep probabilities from the ranks of |τ| within rows ---- */
+
+/* Row length of layout tensor t (dimension 0 indexes rows; a 1-D tensor is one row); 0 when
+ * the tensor has 3 dimensions or more (mergekit ranks along dimension 1 there: refused). */
+static uint64_t row_cols(const pcbm_layout *p, size_t t)
+{
+    const pcbm_out_tensor *ot = &p->out_tensors[t];
+    if (ot->ndim > 2)
+        return 0;
+    uint64_t cols = 1;
+    for (unsigned k = ot->ndim == 2 ? 1 : 0; k < ot->ndim; k++)
+        cols *= ot->shape[k];
+    return cols;
+}
+
+static uint64_t longest_row(const pcbm_layout *p)
+{
+    uint64_t m = 1;
+    for (size_t t = 0; t < p->nt; t++)
+        if (p->t[t].kind == PCBM_T_MERGE)
+            m = PCBM_MAX(m, row_cols(p, t));
+    return m;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The ranks (0-based, |τ| ascending, equal values by column) of task i's row `row` of the
+ * tile's tensor, decoded from the tile's block, which holds whole rows. */
+static const uint32_t *della_ranks(const pcbm_mctx *mc, gta_state *gs, unsigned w,
+                                   const pcbm_tile *tl, unsigned i, uint64_t row, uint64_t cols)
+{
+    size_t slot = (size_t)w * mc->ntasks + i;
+    uint32_t *rank = gs->row_rank + slot * gs->row_cap;
+    if (gs->row_tensor[slot] == tl->bv->tensor + 1 && gs->row_id[slot] == row)
+        return rank;
+    const pcbm_blockview *bv = tl->bv;
+    const pcbm_tlayout *t = bv->t;
+    uint64_t off = row * cols - bv->start;
+    float *base = gs->row_base + (size_t)w * gs->row_cap, *tau = gs->row_tau + (size_t)w * gs->row_cap;
+    uint64_t *pr = gs->row_pairs + (size_t)w * gs->row_cap;
+    pcbm_decode_f32(t->src[0].dt, (const uint8_t *)bv->in[0] + off * t->in_unit[0], base, cols);
+    pcbm_k_tau(t->src[i + 1].dt, (const uint8_t *)bv->in[i + 1] + off * t->in_unit[i + 1], base,
+               NULL, tau, cols);
+    for (uint64_t c = 0; c < cols; c++)
+        pr[c] = (uint64_t)pcbm_fkey(fabsf(tau[c])) << 32 | c;
+    qsort(pr, cols, sizeof *pr, cmp_u64);
+    for (uint64_t q = 0; q < cols; q++)
+        rank[(uint32_t)pr[q]] = (uint32_t)q;
+    gs->row_tensor[slot] = tl->bv->tensor + 1;
+    gs->row_id[slot] = row;
+    return rank;
+}
+
+/* DELLA's mask of task i on a tile: p = (r − ε) + (q / (c − 1)) · 2 · ε (float64; c = 1: q/(c−1)
+ * is 0) for the element's rank q in its row of c columns, kept iff u < p, u from the element's
+ * counter-based draw on the stream dare_stream(task, tensor) xor DELLA_SALT. */
+static uint64_t della_mask(const pcbm_mctx *mc, gta_state *gs, unsigned w, const pcbm_tile *tl,
+                           unsigned i, uint8_t *keep)
+{
+    size_t t = tl->bv->tensor;
+    uint64_t cols = row_cols(mc->layout, t), kept = 0;
+    double d = tparam(mc, t, i, PCBM_P_DENSITY), eps = tparam(mc, t, i, PCBM_P_EPSILON);
+    uint64_t stream = pcbm_dare_stream(i, pcbm_name_key(tl->bv->t->name)) ^ DELLA_SALT;
+    const uint32_t *rank = NULL;
+    uint64_t row = UINT64_MAX;
+    for (unsigned k = 0; k < tl->n; k++) {
+        uint64_t j = tl->start + k;
+        if (j / cols != row) {
+            row = j / cols;
+            rank = della_ranks(mc, gs, w, tl, i, row, cols);
+        }
+        double rn = cols > 1 ? (double)rank[j - row * cols] / (double)(cols - 1) : 0.0;
+        double p = (d - eps) + rn * 2.0 * eps;
+        double u = (double)(pcbm_rng_u64(mc->o->seed, stream, j) >> 11) * 0x1p-53;
+        keep[k] = u < p;
+        kept += keep[k];
+    }
+    return kept;
+}
+
 /* out = task i's masked τ (not rescaled); returns the elements kept. */
-static uint64_t masked(const pcbm_mctx *mc, const gta_state *gs, const pcbm_tile *tl, unsigned i,
-                       float *out)
+static uint64_t masked(const pcbm_mctx *mc, gta_state *gs, unsigned w, const pcbm_tile *tl,
+                       unsigned i, float *out)
 {
     const float *tau = tl->tau[i];
     unsigned n = tl->n;
@@ -133,6 +233,13 @@ static uint64_t masked(const pcbm_mctx *mc, const gta_state *gs, const pcbm_tile
     case MODE_NONE:
         memset(out, 0, n * sizeof *out);
         return 0;
+    case MODE_DELLA: {
+        uint8_t keep[PCBM_TILE];
+        kept = della_mask(mc, gs, w, tl, i, keep);
+        for (unsigned k = 0; k < n; k++)
+            out[k] = keep[k] ? tau[k] : 0.0f;
+        return kept;
+    }
     case MODE_RANDOM: {
         uint8_t keep[PCBM_TILE];
         double d = tparam(mc, tl->bv->tensor, i, PCBM_P_DENSITY);
@@ -211,7 +318,7 @@ static void tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg
     uint64_t *kept = pcbm_kept_local(mc, w);
     for (unsigned i = 0; i < mc->ntasks; i++) {
         float *v = tl->theta[i];
-        kept[i] += masked(mc, gs, tl, i, v);
+        kept[i] += masked(mc, gs, w, tl, i, v);
         float s = gs->scale[i];
         if (gs->mode[i] != MODE_ALL && s != 1.0f)
             for (unsigned k = 0; k < tl->n; k++)
@@ -293,9 +400,9 @@ static void tile_l1(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
     for (unsigned i = 0; i < N; i++) {
         if (gs->mode[i] == MODE_ALL || gs->mode[i] == MODE_NONE)
             continue;
-        masked(mc, gs, tl, i, v);
+        masked(mc, gs, w, tl, i, v);
         pcbm_xsum_add(&xs[N + i], pcbm_xsum_abs_f32(v, tl->n));
-        if (gs->sp == SP_RANDOM)
+        if (random_like(gs))
             pcbm_xsum_add(&xs[i], pcbm_xsum_abs_f32(tl->tau[i], tl->n));
     }
 }
@@ -463,7 +570,7 @@ static pcbm_status begin_l1(void *st, const pcbm_mctx *mc, const pcbm_range *rg,
 {
     gta_state *gs = st;
     unsigned N = mc->ntasks;
-    if (gs->sp == SP_RANDOM) {
+    if (random_like(gs)) {
         clear_xs_local(gs, 0, 2 * N);
         for (unsigned c = 0; c < N; c++)
             pcbm_xsum_clear(&gs->xs[c]);
@@ -478,7 +585,7 @@ static pcbm_status begin_l1(void *st, const pcbm_mctx *mc, const pcbm_range *rg,
 static unsigned regions_l1(void *st, const pcbm_mctx *mc, pcbm_acc *region)
 {
     gta_state *gs = st;
-    unsigned N = mc->ntasks, from = gs->sp == SP_RANDOM ? 0 : N;
+    unsigned N = mc->ntasks, from = random_like(gs) ? 0 : N;
     size_t bytes = (2 * N - from) * sizeof(pcbm_xsum);
     region[0] = (pcbm_acc){gs->xs + from, bytes, pcbm_xsum_combine, gs->xs_local + from,
                            2 * N * sizeof(pcbm_xsum)};
@@ -519,11 +626,85 @@ static const pcbm_round *const gta_rounds[GTA_NROUNDS] = {
 
 /* ---- the methods ---- */
 
+static bool is_della(pcbm_method m)
+{
+    return m == PCBM_METHOD_DELLA || m == PCBM_METHOD_DELLA_LINEAR;
+}
+
+/* DELLA's row buffers: base, τ, sort pairs and N rank arrays of the longest row per thread. */
+static uint64_t row_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p)
+{
+    if (!is_della(o->method))
+        return 0;
+    uint64_t per = 2 * sizeof(float) + sizeof(uint64_t) + o->ntasks * sizeof(uint32_t);
+    return (uint64_t)threads * (longest_row(p) * per +
+                                o->ntasks * (sizeof(size_t) + sizeof(uint64_t)));
+}
+
 static uint64_t gta_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p)
 {
     return pcbm_hset_bytes(threads, 2 * o->ntasks) +
-           (uint64_t)threads * 2 * o->ntasks * sizeof(pcbm_xsum) + sizeof(gta_state);
+           (uint64_t)threads * 2 * o->ntasks * sizeof(pcbm_xsum) + sizeof(gta_state) +
+           row_bytes(o, threads, p);
 }
+
+/* DELLA: every merged tensor is one or two dimensional, a plain F32/F16/BF16 tensor in every
+ * model, its rows fit the blocks, and density ± epsilon lies in (0, 1) where it sparsifies. */
+static pcbm_status della_check(const pcbm_mctx *mc, pcbm_error *err)
+{
+    const pcbm_layout *p = mc->layout;
+    const char *mname = pcbm_method_name(mc->o->method);
+    for (size_t t = 0; t < p->nt; t++) {
+        const pcbm_tlayout *tl = &p->t[t];
+        if (tl->kind != PCBM_T_MERGE)
+            continue;
+        uint64_t cols = row_cols(p, t);
+        if (cols == 0)
+            return pcbm_fail(err, PCBM_ERR_USAGE, "%s: tensor %s has %u dimensions; mergekit "
+                             "ranks along dimension 1 of such tensors, which pcbmerge does not "
+                             "do: exclude it (`exclude`)", mname, tl->name,
+                             p->out_tensors[t].ndim);
+        if (tl->q || tl->lora || tl->aligned)
+            return pcbm_fail(err, PCBM_ERR_USAGE, "%s: tensor %s is dequantized, a LoRA "
+                             "adapter's or has appended rows in a task; %s ranks whole rows of "
+                             "plain F32/F16/BF16 tensors only: exclude it (`exclude`)", mname,
+                             tl->name, mname);
+        bool fits = cols >= tl->units ? tl->units <= tl->block_units
+                                      : tl->block_units % cols == 0;
+        if (!fits)
+            return pcbm_fail(err, PCBM_ERR_USAGE, "%s: a block cannot hold whole rows of tensor "
+                             "%s (%llu columns, %llu-element blocks): give more memory (`mem`) "
+                             "or a larger block size", mname, tl->name,
+                             (unsigned long long)cols, (unsigned long long)tl->block_units);
+        for (unsigned i = 0; i < mc->ntasks; i++) {
+            double d = tparam(mc, t, i, PCBM_P_DENSITY), e = tparam(mc, t, i, PCBM_P_EPSILON);
+            if (d < 1.0 && !(d + e < 1.0 && d - e > 0.0))
+                return pcbm_fail(err, PCBM_ERR_USAGE, "%s: task %u on tensor %s has density %g "
+                                 "and epsilon %g: density ± epsilon must lie in (0, 1)", mname,
+                                 i + 1, tl->name, d, e);
+        }
+    }
+    return PCBM_OK;
+}
+
+static pcbm_status della_alloc(const pcbm_mctx *mc, gta_state *gs, pcbm_error *err)
+{
+    size_t T = mc->threads, N = mc->ntasks;
+    gs->row_cap = longest_row(mc->layout);
+    gs->row_base = pcbm_malloc(T * gs->row_cap * sizeof(float));
+    gs->row_tau = pcbm_malloc(T * gs->row_cap * sizeof(float));
+    gs->row_pairs = pcbm_malloc(T * gs->row_cap * sizeof(uint64_t));
+    gs->row_rank = pcbm_malloc(T * N * gs->row_cap * sizeof(uint32_t));
+    gs->row_tensor = pcbm_calloc(T * N, sizeof(size_t));
+    gs->row_id = pcbm_calloc(T * N, sizeof(uint64_t));
+    if (!gs->row_base || !gs->row_tau || !gs->row_pairs || !gs->row_rank || !gs->row_tensor ||
+        !gs->row_id)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory for %s's rows",
+                         pcbm_method_name(mc->o->method));
+    return PCBM_OK;
+}
+
+static void gta_free(void *state);
 
 static pcbm_status gta_init(const pcbm_mctx *mc, void **state, pcbm_error *err)
 {
@@ -542,7 +723,18 @@ static pcbm_status gta_init(const pcbm_mctx *mc, void **state, pcbm_error *err)
     case PCBM_METHOD_DARE_TIES: gs->sp = SP_RANDOM, gs->consensus = true; break;
     case PCBM_METHOD_DARE_LINEAR: gs->sp = SP_RANDOM, gs->consensus = false; break;
     case PCBM_METHOD_BREADCRUMBS: gs->sp = SP_OUTLIERS, gs->consensus = false; break;
+    case PCBM_METHOD_DELLA: gs->sp = SP_DELLA, gs->consensus = true; break;
+    case PCBM_METHOD_DELLA_LINEAR: gs->sp = SP_DELLA, gs->consensus = false; break;
     default: gs->sp = SP_OUTLIERS, gs->consensus = true; break; /* breadcrumbs_ties */
+    }
+    if (gs->sp == SP_DELLA) {
+        pcbm_status st = della_check(mc, err);
+        if (st == PCBM_OK)
+            st = della_alloc(mc, gs, err);
+        if (st != PCBM_OK) {
+            gta_free(gs);
+            return st;
+        }
     }
     *state = gs;
     return PCBM_OK;
@@ -553,6 +745,12 @@ static void gta_free(void *state)
     gta_state *gs = state;
     pcbm_hset_free(&gs->h);
     free(gs->xs_local);
+    free(gs->row_base);
+    free(gs->row_tau);
+    free(gs->row_pairs);
+    free(gs->row_rank);
+    free(gs->row_tensor);
+    free(gs->row_id);
     free(gs);
 }
 
@@ -592,26 +790,31 @@ static const char *gta_how(const void *state, const pcbm_merge_opts *o)
 
 static unsigned gta_max_rounds(const pcbm_merge_opts *o, const pcbm_layout *p) { return 1; }
 
-#define GTA_DEF(ID, NAME, USES, NORM, RESC)                                                       \
+#define GTA_DEF(ID, NAME, USES, NORM, RESC, ROWS)                                                    \
     {                                                                                             \
         .id = ID, .name = NAME, .uses = (USES) | PCBM_USES_LAMBDA | PCBM_USES_WEIGHTS |           \
                                          PCBM_USES_DENSITY | PCBM_USES_DENSITIES |                \
-                                         PCBM_USES_NORMALIZE | PCBM_USES_RESCALE,                                                        \
+                                         PCBM_USES_NORMALIZE | PCBM_USES_RESCALE,                 \
         .normalizes = NORM, .rescales = RESC, .apply_checks_finite = true,                        \
         .stats_bytes = gta_stats_bytes, .init = gta_init, .free = gta_free, .rounds = gta_rounds, \
         .nrounds = GTA_NROUNDS, .passes_planned = 5, .max_rounds = gta_max_rounds,                \
         .first_round = first_round, .save = gta_save, .load = gta_load, .how = gta_how,           \
-        .apply = tile_apply, .tensor_scope = true,                                                \
+        .apply = tile_apply, .tensor_scope = true, .whole_rows = ROWS,                            \
     }
 
 /* mergekit's registry: ties normalizes, the others do not; the random ones (and DELLA) rescale. */
 const pcbm_method_def pcbm_method_ties_mk =
-    GTA_DEF(PCBM_METHOD_TIES, "ties", 0, true, false);
+    GTA_DEF(PCBM_METHOD_TIES, "ties", 0, true, false, false);
 const pcbm_method_def pcbm_method_dare_ties_mk =
-    GTA_DEF(PCBM_METHOD_DARE_TIES, "dare_ties", PCBM_USES_SEED, false, true);
+    GTA_DEF(PCBM_METHOD_DARE_TIES, "dare_ties", PCBM_USES_SEED, false, true, false);
 const pcbm_method_def pcbm_method_dare_linear_mk =
-    GTA_DEF(PCBM_METHOD_DARE_LINEAR, "dare_linear", PCBM_USES_SEED, false, true);
+    GTA_DEF(PCBM_METHOD_DARE_LINEAR, "dare_linear", PCBM_USES_SEED, false, true, false);
 const pcbm_method_def pcbm_method_breadcrumbs =
-    GTA_DEF(PCBM_METHOD_BREADCRUMBS, "breadcrumbs", PCBM_USES_GAMMA, false, false);
+    GTA_DEF(PCBM_METHOD_BREADCRUMBS, "breadcrumbs", PCBM_USES_GAMMA, false, false, false);
 const pcbm_method_def pcbm_method_breadcrumbs_ties =
-    GTA_DEF(PCBM_METHOD_BREADCRUMBS_TIES, "breadcrumbs_ties", PCBM_USES_GAMMA, false, false);
+    GTA_DEF(PCBM_METHOD_BREADCRUMBS_TIES, "breadcrumbs_ties", PCBM_USES_GAMMA, false, false, false);
+const pcbm_method_def pcbm_method_della =
+    GTA_DEF(PCBM_METHOD_DELLA, "della", PCBM_USES_EPSILON | PCBM_USES_SEED, true, true, true);
+const pcbm_method_def pcbm_method_della_linear =
+    GTA_DEF(PCBM_METHOD_DELLA_LINEAR, "della_linear", PCBM_USES_EPSILON | PCBM_USES_SEED, false,
+            true, true);

@@ -59,6 +59,7 @@ enum {
     PCBM_USES_NORMALIZE = 1u << 9,  /* --normalize / --no-normalize */
     PCBM_USES_RESCALE = 1u << 10,   /* --rescale / --no-rescale (DARE) */
     PCBM_USES_GAMMA = 1u << 11,     /* --gamma (breadcrumbs) */
+    PCBM_USES_EPSILON = 1u << 12,   /* --epsilon (della) */
 };
 
 typedef struct pcbm_method_def {
@@ -69,6 +70,8 @@ typedef struct pcbm_method_def {
     bool needs_theta;               /* tiles read the decoded task values, not only tau */
     bool apply_checks_finite;       /* no statistics pass checked the inputs before the apply */
     bool tensor_scope;              /* statistics per tensor whatever `scope` says (mergekit's) */
+    bool whole_rows;                /* tiles read whole rows from their block (DELLA's ranks):
+                                       blocks are cut at row boundaries */
     /* Bytes of statistics beyond the engine's buffers (NULL: none). */
     uint64_t (*stats_bytes)(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p);
     /* Private state (NULL init: none; the state pointer is then NULL). */

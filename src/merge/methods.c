@@ -11,7 +11,8 @@
 extern const pcbm_method_def pcbm_method_pcb, pcbm_method_ties, pcbm_method_dare_ties,
     pcbm_method_task_arithmetic, pcbm_method_linear, pcbm_method_dare_linear,
     pcbm_method_breadcrumbs, pcbm_method_breadcrumbs_ties, pcbm_method_ties_mk,
-    pcbm_method_dare_ties_mk, pcbm_method_dare_linear_mk;
+    pcbm_method_dare_ties_mk, pcbm_method_dare_linear_mk, pcbm_method_della,
+    pcbm_method_della_linear;
 
 static const pcbm_method_def *const methods[PCBM_METHOD_COUNT] = {
     [PCBM_METHOD_PCB] = &pcbm_method_pcb,
@@ -22,6 +23,8 @@ static const pcbm_method_def *const methods[PCBM_METHOD_COUNT] = {
     [PCBM_METHOD_DARE_LINEAR] = &pcbm_method_dare_linear,
     [PCBM_METHOD_BREADCRUMBS] = &pcbm_method_breadcrumbs,
     [PCBM_METHOD_BREADCRUMBS_TIES] = &pcbm_method_breadcrumbs_ties,
+    [PCBM_METHOD_DELLA] = &pcbm_method_della,
+    [PCBM_METHOD_DELLA_LINEAR] = &pcbm_method_della_linear,
 };
 
 const pcbm_method_def *pcbm_method_find(pcbm_method m)
@@ -60,6 +63,22 @@ uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, con
 {
     const pcbm_method_def *m = pcbm_method_for(o);
     return m && m->stats_bytes ? m->stats_bytes(o, threads, p) : 0;
+}
+
+void pcbm_method_prepare_layout(const pcbm_merge_opts *o, pcbm_layout *p)
+{
+    const pcbm_method_def *m = pcbm_method_for(o);
+    for (size_t i = 0; i < p->nt; i++) {
+        pcbm_tlayout *t = &p->t[i];
+        const pcbm_out_tensor *ot = &p->out_tensors[i];
+        t->row_units = 0;
+        if (!m || !m->whole_rows || t->kind != PCBM_T_MERGE)
+            continue;
+        uint64_t cols = 1; /* a 1-D tensor is one row (mergekit's unsqueeze(0)) */
+        for (unsigned k = ot->ndim >= 2 ? 1 : 0; k < ot->ndim; k++)
+            cols *= ot->shape[k];
+        t->row_units = cols;
+    }
 }
 
 unsigned pcbm_method_max_rounds(const pcbm_merge_opts *o, const pcbm_layout *p)

@@ -171,6 +171,15 @@ pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err)
     if ((pcbm_method_for(o)->uses & PCBM_USES_GAMMA) && !(o->gamma >= 0.0 && o->gamma < 1.0))
         return pcbm_fail(err, PCBM_ERR_USAGE, "`gamma` must be in [0, 1) (the fraction of the "
                          "largest |tau| %s drops), got %g", pcbm_method_name(o->method), o->gamma);
+    if ((pcbm_method_for(o)->uses & PCBM_USES_EPSILON) && !(o->epsilon >= 0.0 && o->epsilon < 1.0))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`epsilon` must be in [0, 1), got %g", o->epsilon);
+    for (unsigned i = 0; (pcbm_method_for(o)->uses & PCBM_USES_EPSILON) && i < o->ntasks; i++) {
+        double d = pcbm_task_density(o, i), e = o->epsilon;
+        if (d < 1.0 && !(d + e < 1.0 && d - e > 0.0))
+            return pcbm_fail(err, PCBM_ERR_USAGE, "%s: density %g and epsilon %g (task %u): "
+                             "density ± epsilon must lie in (0, 1)", pcbm_method_name(o->method),
+                             d, e, i + 1);
+    }
     pcbm_status st = check_method_params(o, err);
     if (st == PCBM_OK)
         st = check_coefficients(o, err);
@@ -234,6 +243,8 @@ static char *params_json(const pcbm_merge_opts *o)
         json_object_set_new(p, "semantics", json_string("mergekit"));
     if (pcbm_method_for(o)->uses & PCBM_USES_GAMMA)
         json_object_set_new(p, "gamma", json_real(o->gamma));
+    if (pcbm_method_for(o)->uses & PCBM_USES_EPSILON)
+        json_object_set_new(p, "epsilon", json_real(o->epsilon));
     json_object_set_new(p, "clamp_ratio", json_real(o->clamp_ratio));
     json_object_set_new(p, "scope", json_string(o->scope == PCBM_SCOPE_GLOBAL ? "global" : "tensor"));
     json_object_set_new(p, "exact", json_boolean(o->stats_mode == PCBM_STATS_EXACT));
@@ -607,6 +618,8 @@ static char *shape_json(const pcbm_merge_opts *o)
         json_object_set_new(p, "semantics", json_string("mergekit"));
     if (m->uses & PCBM_USES_GAMMA)
         json_object_set_new(p, "gamma", json_real(o->gamma));
+    if (m->uses & PCBM_USES_EPSILON)
+        json_object_set_new(p, "epsilon", json_real(o->epsilon));
     /* per-task densities, the weights (they scale the values the signs are elected on) and
      * dare_ties' rescale shape the statistics; `normalize` only divides afterwards. Nothing is
      * added at the defaults. */
@@ -1130,6 +1143,7 @@ static pcbm_status setup_output(merge_run *r, unsigned threads, pcbm_error *err)
                           .should_stop = o->should_stop, .user = o->user};
     r->progress.expected = pcbm_run_expected_passes(r);
     r->progress.pass_estimate = r->layout.merge_in_bytes;
+    pcbm_method_prepare_layout(o, &r->layout);
     if ((st = pcbm_engine_create(&r->layout, &ec, &r->eng, err)) != PCBM_OK)
         return st;
     r->mc.eng = r->eng;

@@ -624,6 +624,7 @@ static pcbm_status create_engine(merge_run *r, const split_plan *sp, unsigned pa
                           .should_stop = o->should_stop, .user = o->user,
                           .file_range = 1, .file_lo = sp->file_lo[part],
                           .file_hi = sp->file_hi[part]};
+    pcbm_method_prepare_layout(o, &r->layout);
     pcbm_status st = pcbm_engine_create(&r->layout, &ec, &r->eng, err);
     r->mc.eng = r->eng;
     if (st == PCBM_OK)
