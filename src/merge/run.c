@@ -173,16 +173,17 @@ pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err)
                          "largest |tau| %s drops), got %g", pcbm_method_name(o->method), o->gamma);
     if ((pcbm_method_for(o)->uses & PCBM_USES_EPSILON) && !(o->epsilon >= 0.0 && o->epsilon < 1.0))
         return pcbm_fail(err, PCBM_ERR_USAGE, "`epsilon` must be in [0, 1), got %g", o->epsilon);
-    for (unsigned i = 0; (pcbm_method_for(o)->uses & PCBM_USES_EPSILON) && i < o->ntasks; i++) {
-        double d = pcbm_task_density(o, i), e = o->epsilon;
-        if (d < 1.0 && !(d + e < 1.0 && d - e > 0.0))
-            return pcbm_fail(err, PCBM_ERR_USAGE, "%s: density %g and epsilon %g (task %u): "
-                             "density ± epsilon must lie in (0, 1)", pcbm_method_name(o->method),
-                             d, e, i + 1);
-    }
     pcbm_status st = check_method_params(o, err);
     if (st == PCBM_OK)
         st = check_coefficients(o, err);
+    for (unsigned i = 0; st == PCBM_OK && (pcbm_method_for(o)->uses & PCBM_USES_EPSILON) &&
+                         i < o->ntasks; i++) {
+        double d = pcbm_task_density(o, i), e = o->epsilon;
+        if (d < 1.0 && !(d + e < 1.0 && d - e > 0.0))
+            st = pcbm_fail(err, PCBM_ERR_USAGE, "%s: density %g and epsilon %g (task %u): "
+                           "density ± epsilon must lie in (0, 1)", pcbm_method_name(o->method),
+                           d, e, i + 1);
+    }
     if (st != PCBM_OK)
         return st;
     if (o->out_dtype != PCBM_DTYPE_BASE && !pcbm_dtype_is_mergeable(o->out_dtype))

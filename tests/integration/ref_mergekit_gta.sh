@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: Apache-2.0
-# ref_mergekit_gta.sh — mergekit's task-vector family (merge/gta.c): breadcrumbs, breadcrumbs_ties
-# and the --mergekit forms of ties, dare_ties, dare_linear.
+# ref_mergekit_gta.sh — mergekit's task-vector family (merge/gta.c): breadcrumbs, breadcrumbs_ties,
+# della, della_linear and the --mergekit forms of ties, dare_ties, dare_linear.
 #   reference   every method on generated 3-task families (F32; BF16 too, whose |tau| values
 #               repeat, so the cuts fall inside runs of equal values and the index selects run),
 #               per-model --weights and --densities, the switches: against tests/reference/mk_gta.py
@@ -9,10 +9,10 @@
 #               one ulp apart, the same kept counts; the random masks are the same by construction.
 #   determinism every method, --threads 1 --mem 1G --io pread vs --threads 2 --mem 64M --io uring
 #               --block-size 64K: the same bytes.
-#   split       breadcrumbs_ties and dare_ties --mergekit, a split merge into K=3 parts: the bytes
+#   split       breadcrumbs_ties, della and dare_ties --mergekit, a split merge into K=3 parts: the bytes
 #               of one merge.
 #   memory      every method at --mem 64M on a family more than 8x larger: peak RSS <= 112 MiB.
-#   usage       --gamma out of range is refused (exit 2).
+#   usage       --gamma out of range, density ± epsilon outside (0, 1) are refused (exit 2).
 . "$(dirname "$0")/lib.sh"
 need_ref
 need_tool peak-rss
@@ -70,6 +70,11 @@ for fam in f32 bf16; do
         --seed 3 --normalize $W
     mk_case "$fam-dare_linear-mk-norescale" "$F" --method dare_linear --mergekit --density 0.6 \
         --no-rescale
+    mk_case "$fam-della" "$F" --method della --densities 0.5,0.7,0.4 --epsilon 0.1 \
+        --weights 0.5,1,-0.7 --seed 3
+    mk_case "$fam-della-norescale" "$F" --method della --density 0.6 --no-rescale --no-normalize
+    mk_case "$fam-della_linear" "$F" --method della_linear --densities 0.3,0.8,0.6 --seed 5 \
+        --normalize $W
 done
 
 # ---- the same bytes for any threads, budget, I/O backend and block size ---------------------------
@@ -80,17 +85,21 @@ METHODS=("breadcrumbs --gamma 0.02 --density 0.8 --rescale"
     "breadcrumbs_ties --densities 0.5,0.8,0.9 --weights 1,0.5,0.8"
     "ties --mergekit --density 0.3 --rescale"
     "dare_ties --mergekit --density 0.5 --seed 4"
-    "dare_linear --mergekit --densities 0.4,0.6,0.9 --weights 1,0.5,0.8")
+    "dare_linear --mergekit --densities 0.4,0.6,0.9 --weights 1,0.5,0.8"
+    "della --density 0.5 --epsilon 0.2 --seed 2"
+    "della_linear --densities 0.4,0.6,0.8 --weights 1,0.5,0.8")
 k=0
 for m in "${METHODS[@]}"; do
     k=$((k + 1))
     a=$TMP/det$k.a b=$TMP/det$k.b
+    bs=64K # della: blocks of whole rows (down_proj: lcm(688, 4096) = 176128 elements)
+    [ "${m#della}" != "$m" ] && bs=1M
     # shellcheck disable=SC2086
     if "$P" merge --quiet --base "$FS/base" --out "$a" --method $m --threads 1 --mem 1G --io pread $TS &&
         "$P" merge --quiet --base "$FS/base" --out "$b" --method $m --threads 2 --mem 64M --io uring \
-            --block-size 64K $TS; then
+            --block-size "$bs" $TS; then
         if why=$(same_outputs "$a" "$b"); then
-            case_pass "same-bytes-${m%% *}" "$m: threads 1/2, mem 1G/64M, io pread/uring, blocks"
+            case_pass "same-bytes-${m%% *}" "$m: threads 1/2, mem 1G/64M, io pread/uring, blocks $bs"
         else
             case_fail "same-bytes-${m%% *}" "$m: $why"
             diff_tensors "$a" "$b"
@@ -115,7 +124,7 @@ split3() { # OUT MERGE_OPTIONS...
     "$P" finalize --plan "$out" --quiet
 }
 for m in "breadcrumbs_ties --density 0.7 --rescale --weights 1,0.5,0.8" \
-    "dare_ties --mergekit --density 0.5 --seed 9"; do
+    "dare_ties --mergekit --density 0.5 --seed 9" "della --density 0.4 --seed 1"; do
     one=$TMP/split-one sp=$TMP/split-k3
     rm -rf "$one" "$sp"
     # shellcheck disable=SC2086
@@ -139,6 +148,13 @@ if [ $rc -eq 2 ] && grep -q "gamma" <<<"$out"; then
 else
     case_fail "gamma-range" "exit $rc: $out"
 fi
+out=$("$P" merge --base "$FS/base" --out "$TMP/bad" --method della --density 0.1 --epsilon 0.15 $TS 2>&1)
+rc=$?
+if [ $rc -eq 2 ] && grep -q "epsilon" <<<"$out"; then
+    case_pass "epsilon-range" "refused: $(head -n 1 <<<"$out")"
+else
+    case_fail "epsilon-range" "exit $rc: $out"
+fi
 
 # ---- bounded memory --------------------------------------------------------------------------------------
 if grep -q "__asan_init" "$PCBM_BIN" 2>/dev/null; then
@@ -156,7 +172,7 @@ in_bytes=$(du -cb "$FM"/base/*.safetensors "$FM"/task*/*.safetensors | tail -n 1
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 for m in "breadcrumbs --density 0.9 --rescale" "breadcrumbs_ties --density 0.5" \
     "ties --mergekit --density 0.3 --rescale" "dare_ties --mergekit --density 0.5" \
-    "dare_linear --mergekit --density 0.5"; do
+    "dare_linear --mergekit --density 0.5" "della --density 0.5" "della_linear --density 0.3"; do
     name="mem64M-${m%% *}"
     out=$TMP/$name t=$SECONDS
     # shellcheck disable=SC2086

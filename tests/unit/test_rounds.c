@@ -134,7 +134,7 @@ static void test_table(void **state)
         assert_true(!m->tensor_scope || (m->apply_checks_finite && m->first_round));
         with_rounds += m->nrounds > 0;
     }
-    assert_int_equal(with_rounds, 5); /* pcb, ties, dare_ties, breadcrumbs, breadcrumbs_ties */
+    assert_int_equal(with_rounds, 7); /* pcb, ties, dare_ties, breadcrumbs(_ties), della(_linear) */
     /* --mergekit: ties, dare_ties and dare_linear under their own names, per tensor, with
      * mergekit's defaults (ties normalizes, dare_* do not; the random ones rescale) */
     static const struct {
@@ -182,6 +182,11 @@ static void test_uses(void **state)
         o.out = "out";
         o.tasks = tasks;
         o.stats_mode = PCBM_STATS_AUTO;
+        if (m->uses & PCBM_USES_EPSILON) { /* della: density ± epsilon must lie in (0, 1) */
+            assert_int_equal(pcbm_run_check_opts(&o, &err), PCBM_ERR_USAGE);
+            assert_non_null(strstr(err.msg, "epsilon"));
+            o.epsilon = 0.05;
+        }
         assert_int_equal(pcbm_run_check_opts(&o, &err), PCBM_OK);
         o.lambdas = per_task;
         assert_int_equal(pcbm_run_check_opts(&o, &err) == PCBM_OK,
