@@ -143,6 +143,9 @@ def gta(name, base, tasks, tparams, gparams, ctx, kept=None):
     normalize = bool(gparams.get("normalize", dnorm))
     rescale = bool(gparams.get("rescale", dresc))
     lam = float(gparams.get("lambda", 1.0))
+    if sp in ("random", "della_magprune") and "name" not in ctx:
+        raise KeyError("mk_gta.%s: ctx['name'] (the tensor's name) is required: pcbmerge's random "
+                       "masks are keyed by it" % name)
     tname = ctx.get("name", "")
     seed = int(ctx.get("seed", 0))
     tix = ctx.get("task_index", list(range(len(tasks))))
