@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * gta.c — mergekit's generalized task arithmetic, per tensor, streamed: ties, dare_ties and
- * dare_linear as mergekit computes them (`semantics` MERGEKIT), breadcrumbs and breadcrumbs_ties
- * (always mergekit's). Per tensor and task: τ_i = θ_i − base, sparsified (magnitude: the k =
- * ⌊density·n⌋ largest |τ|; random: DARE's counter-based Bernoulli(density) mask; magnitude
- * outliers: the ranks [n_bot, n − n_top) of |τ| ascending), rescaled to the L1 norm of τ_i when
+ * dare_linear as mergekit computes them (`semantics` MERGEKIT), breadcrumbs, breadcrumbs_ties,
+ * della and della_linear (always mergekit's). Per tensor and task: τ_i = θ_i − base, sparsified
+ * (magnitude: the k = ⌊density·n⌋ largest |τ|; random: DARE's counter-based Bernoulli(density)
+ * mask; magnitude outliers: the ranks [n_bot, n − n_top) of |τ| ascending; DELLA: a draw per
+ * element against a probability that grows with the rank of |τ| within its row, the rows read
+ * whole from blocks the layout cuts at row boundaries), rescaled to the L1 norm of τ_i when
  * `rescale` is on (masked · Σ|τ| / Σ|masked|, unless a sum is below 1e-7), times its weight;
  * then the sign consensus ("sum": the majority sign is that of Σ_i w_i·τ'_i, ≥ 0 giving +1; a
  * task takes part where its weighted value has that sign) or none, the sum of the taking-part
@@ -16,7 +18,7 @@
  * more). The L1 sums are exact (stats/xsum.h), so the result does not depend on the cut of the
  * tensor into blocks, threads or machines.
  * Rounds per tensor: |tau| coarse (+ Σ|τ|), |tau| fine, index coarse, index fine, L1 (Σ|masked|);
- * the random methods: L1 only (Σ|τ| and Σ|masked| together), when they rescale.
+ * the random methods and DELLA: L1 only (Σ|τ| and Σ|masked| together), when they rescale.
  */
 #include "method.h"
 #include "../kernels/convert.h"
