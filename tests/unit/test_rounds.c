@@ -166,6 +166,31 @@ static void test_table(void **state)
     }
 }
 
+/* DELLA's blocks: whole rows and whole identity leaves (lcm of the row and 4096 elements). */
+static void test_row_blocks(void **state)
+{
+    (void)state;
+    pcbm_tlayout t = {.kind = PCBM_T_MERGE, .units = 688ull * 4096, .row_units = 688};
+    assert_int_equal(pcbm_layout_row_block(&t), 176128); /* 688 = 43 · 16 */
+    t.row_units = 1024;
+    assert_int_equal(pcbm_layout_row_block(&t), 4096);
+    t.row_units = 12288;
+    assert_int_equal(pcbm_layout_row_block(&t), 12288);
+    t.row_units = 0;
+    assert_int_equal(pcbm_layout_row_block(&t), 0);
+    t.row_units = t.units; /* one row: the whole tensor in a block, checked by the method */
+    assert_int_equal(pcbm_layout_row_block(&t), 0);
+    t.row_units = 688;
+    pcbm_layout p = {.nt = 1, .t = &t, .max_in_unit = 4};
+    pcbm_layout_set_block(&p, 400000);
+    assert_int_equal(t.block_units, 2 * 176128);
+    pcbm_layout_set_block(&p, 100000); /* no whole rows fit: left as is (della refuses it) */
+    assert_int_equal(t.block_units, 100000);
+    t.row_units = 0;
+    pcbm_layout_set_block(&p, 400000);
+    assert_int_equal(t.block_units, 400000);
+}
+
 /* The parameters a method declares are the ones the option checks let through to it. */
 static void test_uses(void **state)
 {
@@ -704,6 +729,7 @@ int main(void)
     /* the reduces' and the fallback's notes go nowhere: no message sink is installed */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
+        cmocka_unit_test(test_row_blocks),
         cmocka_unit_test(test_uses),
         cmocka_unit_test_setup_teardown(test_pcb_contexts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ties_contexts, setup, teardown),
