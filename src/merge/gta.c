@@ -59,7 +59,8 @@ typedef struct gta_state {
     /* DELLA: per worker, the ranks of one row per task (the row its last tile was in) */
     uint64_t row_cap;                     /* the longest row */
     float *row_base, *row_tau;            /* [threads][row_cap] */
-    uint64_t *row_pairs;                  /* [threads][row_cap]: |τ| key << 32 | column */
+    uint64_t *row_pairs;                  /* [threads][2 · row_cap]: |τ| key << 32 | column, and
+                                             the sort's scratch */
     uint32_t *row_rank;                   /* [threads][N][row_cap] */
     size_t *row_tensor;                   /* [threads][N]: tensor index + 1 of the ranks held */
     uint64_t *row_id;                     /* [threads][N]: their row */
@@ -161,10 +162,26 @@ static uint64_t longest_row(const pcbm_layout *p)
     return m;
 }
 
-static int cmp_u64(const void *a, const void *b)
+/* Sort v[0..n) (|τ| key << 32 | column, columns ascending) by key, stably, so equal keys stay in
+ * column order: LSD radix sort over the key's 4 bytes, through tmp. */
+static void sort_row(uint64_t *v, uint64_t *tmp, uint64_t n)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
+    for (unsigned sh = 32; sh < 64; sh += 8) {
+        uint64_t cnt[256] = {0};
+        for (uint64_t k = 0; k < n; k++)
+            cnt[(v[k] >> sh) & 255]++;
+        if (cnt[(v[0] >> sh) & 255] == n)
+            continue; /* one bucket: the order stays */
+        uint64_t pos = 0;
+        for (unsigned b = 0; b < 256; b++) {
+            uint64_t c = cnt[b];
+            cnt[b] = pos;
+            pos += c;
+        }
+        for (uint64_t k = 0; k < n; k++)
+            tmp[cnt[(v[k] >> sh) & 255]++] = v[k];
+        memcpy(v, tmp, n * sizeof *v);
+    }
 }
 
 /* The ranks (0-based, |τ| ascending, equal values by column) of task i's row `row` of the
@@ -180,13 +197,13 @@ static const uint32_t *della_ranks(const pcbm_mctx *mc, gta_state *gs, unsigned 
     const pcbm_tlayout *t = bv->t;
     uint64_t off = row * cols - bv->start;
     float *base = gs->row_base + (size_t)w * gs->row_cap, *tau = gs->row_tau + (size_t)w * gs->row_cap;
-    uint64_t *pr = gs->row_pairs + (size_t)w * gs->row_cap;
+    uint64_t *pr = gs->row_pairs + (size_t)w * 2 * gs->row_cap;
     pcbm_decode_f32(t->src[0].dt, (const uint8_t *)bv->in[0] + off * t->in_unit[0], base, cols);
     pcbm_k_tau(t->src[i + 1].dt, (const uint8_t *)bv->in[i + 1] + off * t->in_unit[i + 1], base,
                NULL, tau, cols);
     for (uint64_t c = 0; c < cols; c++)
         pr[c] = (uint64_t)pcbm_fkey(fabsf(tau[c])) << 32 | c;
-    qsort(pr, cols, sizeof *pr, cmp_u64);
+    sort_row(pr, pr + gs->row_cap, cols);
     for (uint64_t q = 0; q < cols; q++)
         rank[(uint32_t)pr[q]] = (uint32_t)q;
     gs->row_tensor[slot] = tl->bv->tensor + 1;
@@ -638,7 +655,7 @@ static uint64_t row_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm
 {
     if (!is_della(o->method))
         return 0;
-    uint64_t per = 2 * sizeof(float) + sizeof(uint64_t) + o->ntasks * sizeof(uint32_t);
+    uint64_t per = 2 * sizeof(float) + 2 * sizeof(uint64_t) + o->ntasks * sizeof(uint32_t);
     return (uint64_t)threads * (longest_row(p) * per +
                                 o->ntasks * (sizeof(size_t) + sizeof(uint64_t)));
 }
@@ -695,7 +712,7 @@ static pcbm_status della_alloc(const pcbm_mctx *mc, gta_state *gs, pcbm_error *e
     gs->row_cap = longest_row(mc->layout);
     gs->row_base = pcbm_malloc(T * gs->row_cap * sizeof(float));
     gs->row_tau = pcbm_malloc(T * gs->row_cap * sizeof(float));
-    gs->row_pairs = pcbm_malloc(T * gs->row_cap * sizeof(uint64_t));
+    gs->row_pairs = pcbm_malloc(T * 2 * gs->row_cap * sizeof(uint64_t));
     gs->row_rank = pcbm_malloc(T * N * gs->row_cap * sizeof(uint32_t));
     gs->row_tensor = pcbm_calloc(T * N, sizeof(size_t));
     gs->row_id = pcbm_calloc(T * N, sizeof(uint64_t));
