@@ -179,6 +179,10 @@ typedef enum pcbm_method {
     PCBM_METHOD_NUSLERP,
     PCBM_METHOD_MODEL_STOCK,
     PCBM_METHOD_SCE,
+    PCBM_METHOD_BREADCRUMBS,        /* mergekit's (docs/semantics.md) */
+    PCBM_METHOD_BREADCRUMBS_TIES,
+    PCBM_METHOD_DELLA,
+    PCBM_METHOD_DELLA_LINEAR,
     PCBM_METHOD_COUNT
 } pcbm_method;
 

@@ -62,7 +62,8 @@ enum {
     O_QUIET, O_PARTS, O_PLAN, O_PART_INDEX, O_JSON, O_GET, O_EVAL, O_BUDGET, O_BOUNDS, O_INIT,
     O_SIGMA, O_POPSIZE, O_SEARCH_SEED, O_ON_ERROR, O_SEARCH_FORCE, O_SEARCH_RESUME, O_DRY_RUN,
     O_REQUIRE_ALL, O_TAKE_NONFLOAT, O_DENSITIES, O_NORMALIZE, O_NO_NORMALIZE, O_RESCALE,
-    O_NO_RESCALE, O_T, O_SELECT_TOPK, O_NUSLERP_NO_FLATTEN, O_NUSLERP_ROW_WISE, O_FILTER_WISE
+    O_NO_RESCALE, O_T, O_SELECT_TOPK, O_NUSLERP_NO_FLATTEN, O_NUSLERP_ROW_WISE, O_FILTER_WISE,
+    O_GAMMA, O_MERGEKIT, O_EPSILON
 };
 
 enum { G_MERGE, G_RUN, G_PLAN, G_PHASE, G_SEARCH, G_COUNT };
@@ -89,13 +90,25 @@ static const cli_opt table[] = {
     {"out", NULL, "DIR", O_OUT, M_MERGE, G_MERGE, "the output directory (must not exist)"},
     {"method", NULL, "M", O_METHOD, M_MERGE, G_MERGE,
      "pcb (default), ties, dare_linear, dare_ties, task_arithmetic, linear,\n"
-     "slerp, nuslerp, model_stock, sce (mergekit's; per tensor)\n"
+     "slerp, nuslerp, model_stock, sce, breadcrumbs, breadcrumbs_ties, della,\n"
+     "della_linear (mergekit's; per tensor)\n"
      "(search: pcb, task_arithmetic or dare_linear, the methods with one λ per task)"},
     {"density", NULL, "R", O_DENSITY, M_MERGE, G_MERGE,
      "fraction kept: PCB mask ratio r, TIES top-k, DARE 1-p (default 0.1)"},
     {"densities", NULL, "D1,...", O_DENSITIES, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "one density per task, each in (0, 1] (ties, dare_ties, dare_linear;\n"
      "mergekit's per-model density); excludes --density"},
+    {"gamma", NULL, "G", O_GAMMA, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
+     "breadcrumbs, breadcrumbs_ties: fraction of the largest |tau| of each\n"
+     "tensor dropped, in [0, 1) (mergekit's gamma; default 0.01)"},
+    {"epsilon", NULL, "E", O_EPSILON, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
+     "della, della_linear: spread of the keep probabilities around the\n"
+     "density, by rank of |tau| within each row (mergekit's epsilon;\n"
+     "default 0.15; density ± epsilon must lie in (0, 1))"},
+    {"mergekit", NULL, NULL, O_MERGEKIT, M_MERGE, G_MERGE,
+     "ties, dare_ties, dare_linear as mergekit computes them: per tensor,\n"
+     "exact top-k, majority sign of the sum (>= 0: +), L1-norm rescale,\n"
+     "mergekit's normalize defaults (ties on, dare_* off); README's table"},
     {"lambda", NULL, "L", O_LAMBDA, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "coefficient of the merged task vector (default 1)"},
     {"lambdas", NULL, "L1,...", O_LAMBDAS, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
@@ -305,7 +318,8 @@ static int set_merge_value(cli_cmd c, cli_args *a, int id, const char *opt, cons
     case O_METHOD:
         if ((o->method = pcbm_method_parse(v)) == PCBM_METHOD_COUNT)
             return ERR("unknown --method %s (pcb, ties, dare_linear, dare_ties, task_arithmetic, "
-                       "linear, slerp, nuslerp, model_stock, sce)", v);
+                       "linear, slerp, nuslerp, model_stock, sce, breadcrumbs, breadcrumbs_ties, "
+                       "della, della_linear)", v);
         if (pcbm_method_per_tensor(o->method) && !a->scope_given)
             o->scope = PCBM_SCOPE_TENSOR;
         break;
@@ -321,6 +335,15 @@ static int set_merge_value(cli_cmd c, cli_args *a, int id, const char *opt, cons
     case O_DENSITY:
         if (!num(v, &o->density)) return ERR("--density needs a number, got %s", v);
         a->density_given = true;
+        break;
+    case O_GAMMA:
+        if (!num(v, &o->gamma)) return ERR("--gamma needs a number, got %s", v);
+        break;
+    case O_EPSILON:
+        if (!num(v, &o->epsilon)) return ERR("--epsilon needs a number, got %s", v);
+        break;
+    case O_MERGEKIT:
+        o->semantics = PCBM_SEMANTICS_MERGEKIT;
         break;
     case O_DENSITIES:
         if ((a->ndensities = num_list(v, a->densities, PCBM_MAX_TASKS)) <= 0)

@@ -84,6 +84,9 @@ pcbm_status pcbm_method_run(pcbm_mctx *mc, pcbm_rounds_end *end, pcbm_error *err
 pcbm_status pcbm_method_report_record(pcbm_mctx *mc, const pcbm_statrec *rec, pcbm_error *err);
 /* Stats bytes the method needs beyond the engine's buffers (histograms etc.). */
 uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p);
+/* Before the engine cuts the layout into blocks: the row lengths of the merged tensors when the
+ * method's tiles read whole rows (pcbm_tlayout.row_units). */
+void pcbm_method_prepare_layout(const pcbm_merge_opts *o, pcbm_layout *p);
 /* Statistics rounds the method needs at most in a split merge (0: none). */
 unsigned pcbm_method_max_rounds(const pcbm_merge_opts *o, const pcbm_layout *p);
 

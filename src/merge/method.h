@@ -62,6 +62,8 @@ enum {
     PCBM_USES_SELECT_TOPK = 1u << 12, /* --select-topk (sce) */
     PCBM_USES_NUSLERP = 1u << 13,   /* --nuslerp-no-flatten / --nuslerp-row-wise */
     PCBM_USES_FILTER_WISE = 1u << 14, /* --filter-wise (model_stock) */
+    PCBM_USES_GAMMA = 1u << 15,     /* --gamma (breadcrumbs) */
+    PCBM_USES_EPSILON = 1u << 16,   /* --epsilon (della) */
 };
 
 typedef struct pcbm_method_def {
@@ -71,7 +73,10 @@ typedef struct pcbm_method_def {
     bool normalizes, rescales;      /* what `normalize` / `rescale` default to (mergekit's) */
     bool needs_theta;               /* tiles read the decoded task values, not only tau */
     bool apply_checks_finite;       /* no statistics pass checked the inputs before the apply */
-    bool per_tensor;                /* statistics per tensor only (scope tensor required) */
+    bool per_tensor;                /* statistics per tensor only (mergekit's methods): the scope is
+                                       tensor whatever `scope` says; --scope global is refused */
+    bool whole_rows;                /* tiles read whole rows from their block (DELLA's ranks):
+                                       blocks are cut at row boundaries */
     /* Bytes of statistics beyond the engine's buffers (NULL: none). */
     uint64_t (*stats_bytes)(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p);
     /* Private state (NULL init: none; the state pointer is then NULL). */
@@ -101,6 +106,9 @@ static inline pcbm_acc pcbm_hset_region(pcbm_hset *h)
 
 /* The table (methods.c); NULL for an unknown method. */
 const pcbm_method_def *pcbm_method_find(pcbm_method m);
+/* The definition a merge with these options runs: mergekit's forms of ties, dare_ties and
+ * dare_linear (gta.c) when o->semantics is MERGEKIT, else the table's. */
+const pcbm_method_def *pcbm_method_for(const pcbm_merge_opts *o);
 
 /* The per-task parameters as the methods read them: task i's density (`densities`, else
  * `density`) and weight (`weights` as float32, else 1); whether this merge normalizes by the

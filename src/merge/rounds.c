@@ -260,7 +260,7 @@ static pcbm_status run_tensors(drive *dv, pcbm_error *err)
 
 pcbm_status pcbm_method_run(pcbm_mctx *mc, pcbm_rounds_end *end, pcbm_error *err)
 {
-    drive dv = {mc, pcbm_method_find(mc->o->method), NULL, engine_pass, PCBM_ROUNDS_DONE};
+    drive dv = {mc, pcbm_method_for(mc->o), NULL, engine_pass, PCBM_ROUNDS_DONE};
     if (end)
         *end = PCBM_ROUNDS_DONE;
     if (!dv.m)
@@ -270,7 +270,7 @@ pcbm_status pcbm_method_run(pcbm_mctx *mc, pcbm_rounds_end *end, pcbm_error *err
         return st;
     mc->need_theta = dv.m->needs_theta;
     set_how(&dv);
-    if (dv.m->nrounds == 0 || mc->o->scope == PCBM_SCOPE_GLOBAL)
+    if (dv.m->nrounds == 0 || (mc->o->scope == PCBM_SCOPE_GLOBAL && !dv.m->per_tensor))
         st = run_global(&dv, err);
     else
         st = run_tensors(&dv, err);
@@ -284,7 +284,7 @@ pcbm_status pcbm_method_run(pcbm_mctx *mc, pcbm_rounds_end *end, pcbm_error *err
 
 pcbm_status pcbm_method_report_record(pcbm_mctx *mc, const pcbm_statrec *rec, pcbm_error *err)
 {
-    const pcbm_method_def *m = pcbm_method_find(mc->o->method);
+    const pcbm_method_def *m = pcbm_method_for(mc->o);
     void *state = NULL;
     if (!m || m->nrounds == 0 || !m->report)
         return PCBM_OK;

@@ -49,9 +49,9 @@ void pcbm_merge_opts_init(pcbm_merge_opts *o)
     o->select_topk = 1.0;
 }
 
-bool pcbm_method_has_stats(pcbm_method m)
+bool pcbm_method_has_stats(const pcbm_merge_opts *o)
 {
-    const pcbm_method_def *d = pcbm_method_find(m);
+    const pcbm_method_def *d = pcbm_method_for(o);
     return d && d->nrounds > 0;
 }
 
@@ -131,7 +131,7 @@ static bool param_given(const pcbm_merge_opts *o, unsigned use)
 
 static pcbm_status check_method_params(const pcbm_merge_opts *o, pcbm_error *err)
 {
-    const pcbm_method_def *m = pcbm_method_find(o->method);
+    const pcbm_method_def *m = pcbm_method_for(o);
     if ((o->normalize != PCBM_DEFAULT && o->normalize != PCBM_ON && o->normalize != PCBM_OFF) ||
         (o->rescale != PCBM_DEFAULT && o->rescale != PCBM_ON && o->rescale != PCBM_OFF))
         return pcbm_fail(err, PCBM_ERR_USAGE, "`normalize` and `rescale` are PCBM_DEFAULT, "
@@ -157,12 +157,13 @@ static pcbm_status check_method_params(const pcbm_merge_opts *o, pcbm_error *err
     return PCBM_OK;
 }
 
-/* slerp, nuslerp, model_stock, sce: model counts, their parameters, tensor scope. */
+/* The per-tensor methods (mergekit's): tensor scope; slerp, nuslerp, model_stock, sce: model counts
+ * and their parameters. */
 static pcbm_status check_geo(const pcbm_merge_opts *o, pcbm_error *err)
 {
     const char *name = pcbm_method_name(o->method);
     bool recipe = o->params != NULL; /* a recipe may give t per tensor */
-    if (!pcbm_method_per_tensor(o->method))
+    if (!pcbm_method_for(o)->per_tensor)
         return PCBM_OK;
     if (o->scope != PCBM_SCOPE_TENSOR)
         return pcbm_fail(err, PCBM_ERR_USAGE, "%s computes its statistics per tensor: set `scope` "
@@ -235,11 +236,26 @@ pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err)
     if (!(o->clamp_ratio >= 0.0 && o->clamp_ratio < 0.5))
         return pcbm_fail(err, PCBM_ERR_USAGE, "`clamp_ratio` must be in [0, 0.5), got %g",
                          o->clamp_ratio);
+    if ((unsigned)o->semantics > PCBM_SEMANTICS_MERGEKIT)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "unknown `semantics`");
+    if ((pcbm_method_for(o)->uses & PCBM_USES_GAMMA) && !(o->gamma >= 0.0 && o->gamma < 1.0))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`gamma` must be in [0, 1) (the fraction of the "
+                         "largest |tau| %s drops), got %g", pcbm_method_name(o->method), o->gamma);
+    if ((pcbm_method_for(o)->uses & PCBM_USES_EPSILON) && !(o->epsilon >= 0.0 && o->epsilon < 1.0))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`epsilon` must be in [0, 1), got %g", o->epsilon);
     pcbm_status st = check_method_params(o, err);
     if (st == PCBM_OK)
         st = check_coefficients(o, err);
     if (st == PCBM_OK)
         st = check_geo(o, err);
+    for (unsigned i = 0; st == PCBM_OK && (pcbm_method_for(o)->uses & PCBM_USES_EPSILON) &&
+                         i < o->ntasks; i++) {
+        double d = pcbm_task_density(o, i), e = o->epsilon;
+        if (d < 1.0 && !(d + e < 1.0 && d - e > 0.0))
+            st = pcbm_fail(err, PCBM_ERR_USAGE, "%s: density %g and epsilon %g (task %u): "
+                           "density ± epsilon must lie in (0, 1)", pcbm_method_name(o->method),
+                           d, e, i + 1);
+    }
     if (st != PCBM_OK)
         return st;
     if (o->out_dtype != PCBM_DTYPE_BASE && !pcbm_dtype_is_mergeable(o->out_dtype))
@@ -248,10 +264,11 @@ pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err)
         return pcbm_fail(err, PCBM_ERR_USAGE, "`shard_bytes` must be positive");
     if ((unsigned)o->stats_mode > PCBM_STATS_STREAMING)
         return pcbm_fail(err, PCBM_ERR_USAGE, "unknown `stats_mode`");
-    if (o->stats_in && !pcbm_method_has_stats(o->method))
-        return pcbm_fail(err, PCBM_ERR_USAGE, "`stats_in` applies to the methods with "
-                         "statistics (pcb, ties, dare_ties, slerp, nuslerp, model_stock, sce); "
-                         "%s computes no statistics", pcbm_method_name(o->method));
+    if (o->stats_in && !pcbm_method_has_stats(o))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`stats_in` applies to the methods with statistics "
+                         "(pcb, ties, dare_ties, the mergekit forms, breadcrumbs, della, slerp, "
+                         "nuslerp, model_stock, sce); %s computes no statistics",
+                         pcbm_method_name(o->method));
     return PCBM_OK;
 }
 
@@ -265,7 +282,7 @@ unsigned pcbm_run_default_threads(void)
  * method's default (a merge at the defaults records what it always did). */
 static void add_switches(json_t *p, const pcbm_merge_opts *o)
 {
-    const pcbm_method_def *m = pcbm_method_find(o->method);
+    const pcbm_method_def *m = pcbm_method_for(o);
     if (o->densities) {
         json_t *a = json_array();
         for (unsigned i = 0; i < o->ntasks; i++)
@@ -314,6 +331,12 @@ static char *params_json(const pcbm_merge_opts *o)
     }
     add_switches(p, o);
     add_geo(p, o);
+    if (o->semantics == PCBM_SEMANTICS_MERGEKIT)
+        json_object_set_new(p, "semantics", json_string("mergekit"));
+    if (pcbm_method_for(o)->uses & PCBM_USES_GAMMA)
+        json_object_set_new(p, "gamma", json_real(o->gamma));
+    if (pcbm_method_for(o)->uses & PCBM_USES_EPSILON)
+        json_object_set_new(p, "epsilon", json_real(o->epsilon));
     json_object_set_new(p, "clamp_ratio", json_real(o->clamp_ratio));
     json_object_set_new(p, "scope", json_string(o->scope == PCBM_SCOPE_GLOBAL ? "global" : "tensor"));
     json_object_set_new(p, "exact", json_boolean(o->stats_mode == PCBM_STATS_EXACT));
@@ -477,7 +500,7 @@ char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, do
         json_object_set_new(r, "warnings_not_listed", json_integer(sink->dropped));
     bool global_stats = o->scope == PCBM_SCOPE_GLOBAL;
     bool is_pcb = o->method == PCBM_METHOD_PCB, is_ties = o->method == PCBM_METHOD_TIES;
-    const pcbm_method_def *m = pcbm_method_find(o->method);
+    const pcbm_method_def *m = pcbm_method_for(o);
     json_t *tasks = json_array();
     for (unsigned i = 0; i < mc->ntasks; i++) {
         const pcbm_task_stats *ts = &mc->task[i];
@@ -605,7 +628,7 @@ static pcbm_status write_outputs(merge_run *r, pcbm_mctx *mc, const pcbm_outdir 
                                  char *report, pcbm_error *err)
 {
     pcbm_status st = pcbm_run_write_small_files(r, od, report, err);
-    if (st == PCBM_OK && pcbm_method_has_stats(mc->o->method) && mc->layout->d > 0) {
+    if (st == PCBM_OK && pcbm_method_has_stats(mc->o) && mc->layout->d > 0) {
         char path[4096];
         if ((st = pcbm_run_export_ident(r, err)) != PCBM_OK)
             return st;
@@ -680,8 +703,15 @@ static char *shape_json(const pcbm_merge_opts *o)
         json_object_set_new(p, "exact", json_boolean(o->stats_mode == PCBM_STATS_EXACT));
         json_object_set_new(p, "streaming", json_boolean(o->stats_mode == PCBM_STATS_STREAMING));
     }
-    if (o->method == PCBM_METHOD_DARE_TIES)
+    const pcbm_method_def *m = pcbm_method_for(o);
+    if (o->method == PCBM_METHOD_DARE_TIES || (m->per_tensor && (m->uses & PCBM_USES_SEED)))
         json_object_set_new(p, "seed", json_integer((json_int_t)o->seed));
+    if (o->semantics == PCBM_SEMANTICS_MERGEKIT) /* the mergekit forms' statistics differ */
+        json_object_set_new(p, "semantics", json_string("mergekit"));
+    if (m->uses & PCBM_USES_GAMMA)
+        json_object_set_new(p, "gamma", json_real(o->gamma));
+    if (m->uses & PCBM_USES_EPSILON)
+        json_object_set_new(p, "epsilon", json_real(o->epsilon));
     /* per-task densities, the weights (they scale the values the signs are elected on) and
      * dare_ties' rescale shape the statistics; `normalize` only divides afterwards. Nothing is
      * added at the defaults. */
@@ -965,7 +995,7 @@ pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err)
         pcbm_warn("the base %s is a single file: no config.json, tokenizer or other side file "
                   "will be copied into the output; give the base's directory to have them",
                   o->base);
-    if (pcbm_method_has_stats(o->method) &&
+    if (pcbm_method_has_stats(o) &&
         (st = prepare_stats(o, r->ids, &r->stats_now, &r->stats_in, err)) != PCBM_OK)
         return st;
     if (r->layout.d == 0)
@@ -1206,6 +1236,7 @@ static pcbm_status setup_output(merge_run *r, unsigned threads, pcbm_error *err)
                           .should_stop = o->should_stop, .user = o->user};
     r->progress.expected = pcbm_run_expected_passes(r);
     r->progress.pass_estimate = r->layout.merge_in_bytes;
+    pcbm_method_prepare_layout(o, &r->layout);
     if ((st = pcbm_engine_create(&r->layout, &ec, &r->eng, err)) != PCBM_OK)
         return st;
     r->mc.eng = r->eng;
@@ -1344,7 +1375,7 @@ static pcbm_status finalize(merge_run *r, double t0, pcbm_error *err)
 unsigned pcbm_run_expected_passes(const merge_run *r)
 {
     const pcbm_merge_opts *o = r->o;
-    if (r->mc.stats_in || !pcbm_method_has_stats(o->method) || r->layout.d == 0)
+    if (r->mc.stats_in || !pcbm_method_has_stats(o) || r->layout.d == 0)
         return 1;
     if (o->scope == PCBM_SCOPE_TENSOR)
         return 1 + (unsigned)PCBM_MIN(r->layout.nmerge, 1000u);
@@ -1427,6 +1458,9 @@ static pcbm_status merge_opts_import(const pcbm_merge_opts *in, pcbm_merge_opts 
                          (unsigned)in->struct_size);
     memcpy(out, in, PCBM_MIN((size_t)in->struct_size, sizeof *out));
     out->struct_size = (uint32_t)sizeof *out;
+    const pcbm_method_def *m = pcbm_method_for(out);
+    if (m && m->per_tensor) /* mergekit's methods: every statistic per tensor */
+        out->scope = PCBM_SCOPE_TENSOR;
     return PCBM_OK;
 }
 

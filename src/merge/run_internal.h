@@ -33,7 +33,7 @@ typedef struct merge_run {
     pcbm_progress_ctx progress;   /* the call's progress events */
 } merge_run;
 
-bool pcbm_method_has_stats(pcbm_method m);
+bool pcbm_method_has_stats(const pcbm_merge_opts *o);
 pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err);
 /* A public call taking merge options: the caller's options imported (struct_size; `optional`: NULL
  * means the defaults), their message sink in force on this thread while fn runs with them (NULL

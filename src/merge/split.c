@@ -126,6 +126,10 @@ static json_t *opts_json(const pcbm_merge_opts *o)
     json_object_set_new(j, "densities", doubles_json(o->densities, o->ntasks));
     json_object_set_new(j, "normalize", json_integer(o->normalize));
     json_object_set_new(j, "rescale", json_integer(o->rescale));
+    if (o->semantics == PCBM_SEMANTICS_MERGEKIT)
+        json_object_set_new(j, "semantics", json_string("mergekit"));
+    json_object_set_new(j, "gamma", json_real(o->gamma));
+    json_object_set_new(j, "epsilon", json_real(o->epsilon));
     json_object_set_new(j, "clamp_ratio", json_real(o->clamp_ratio));
     json_object_set_new(j, "scope", json_string(o->scope == PCBM_SCOPE_GLOBAL ? "global" : "tensor"));
     json_object_set_new(j, "exact", json_boolean(o->stats_mode == PCBM_STATS_EXACT));
@@ -238,6 +242,14 @@ static bool opts_from(json_t *j, split_plan *sp)
     o->densities = sp->densities;
     o->normalize = (int)json_integer_value(json_object_get(j, "normalize"));
     o->rescale = (int)json_integer_value(json_object_get(j, "rescale"));
+    const char *sem = json_string_value(json_object_get(j, "semantics")); /* absent: official */
+    o->semantics = sem && strcmp(sem, "mergekit") == 0 ? PCBM_SEMANTICS_MERGEKIT
+                                                       : PCBM_SEMANTICS_OFFICIAL;
+    json_t *gamma = json_object_get(j, "gamma"), *eps = json_object_get(j, "epsilon");
+    if (gamma) /* absent from older plans: the defaults */
+        o->gamma = json_number_value(gamma);
+    if (eps)
+        o->epsilon = json_number_value(eps);
     const char *cmd = json_string_value(json_object_get(j, "command"));
     if (cmd && !(sp->command = pcbm_strdup(cmd)))
         return false;
@@ -627,6 +639,7 @@ static pcbm_status create_engine(merge_run *r, const split_plan *sp, unsigned pa
                           .should_stop = o->should_stop, .user = o->user,
                           .file_range = 1, .file_lo = sp->file_lo[part],
                           .file_hi = sp->file_hi[part]};
+    pcbm_method_prepare_layout(o, &r->layout);
     pcbm_status st = pcbm_engine_create(&r->layout, &ec, &r->eng, err);
     r->mc.eng = r->eng;
     if (st == PCBM_OK)
@@ -649,7 +662,7 @@ static void init_split(pcbm_split *x, const split_plan *sp, pcbm_split_mode mode
 
 static bool stats_needed(const split_plan *sp, const merge_run *r)
 {
-    return pcbm_method_has_stats(sp->o.method) && r->layout.d > 0;
+    return pcbm_method_has_stats(&sp->o) && r->layout.d > 0;
 }
 
 static bool stats_complete(const split_plan *sp)
@@ -1283,7 +1296,7 @@ static pcbm_status split_run(const char *dir, pcbm_phase phase, unsigned part,
     char spath[4096];
     snprintf(spath, sizeof spath, "%s/%s", sp->od.partial, PCBM_STATS_NAME);
     bool replay = phase == PCBM_PHASE_APPLY || phase == PCBM_PHASE_FINALIZE;
-    if (st == PCBM_OK && replay && pcbm_method_has_stats(sp->o.method) && !stats_complete(sp))
+    if (st == PCBM_OK && replay && pcbm_method_has_stats(&sp->o) && !stats_complete(sp))
         st = pcbm_fail(err, PCBM_ERR_STATS, "the statistics of %s are not complete yet: run the "
                        "stats phase of every part and reduce (repeat while reduce asks for another "
                        "round) before %s", dir, phase == PCBM_PHASE_APPLY ? "apply" : "finalize");

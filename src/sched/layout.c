@@ -4,6 +4,7 @@
  * location of every tensor in every model, the output layout, and the block cut.
  */
 #include "layout.h"
+#include "ident.h"
 
 #include <regex.h>
 #include <stdio.h>
@@ -599,12 +600,28 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
     return PCBM_OK;
 }
 
+uint64_t pcbm_layout_row_block(const pcbm_tlayout *t)
+{
+    if (t->kind != PCBM_T_MERGE || t->row_units == 0 || t->row_units >= t->units)
+        return 0; /* one row: the whole tensor must fit a block (checked by the method) */
+    uint64_t a = t->row_units, b = PCBM_IDENT_LEAF;
+    while (b) {
+        uint64_t r = a % b;
+        a = b;
+        b = r;
+    }
+    return t->row_units / a * PCBM_IDENT_LEAF;
+}
+
 void pcbm_layout_set_block(pcbm_layout *p, uint64_t elems)
 {
     p->block_elems = elems;
     for (size_t i = 0; i < p->nt; i++) {
         pcbm_tlayout *tp = &p->t[i];
         tp->block_units = tp->kind == PCBM_T_RAW ? elems * p->max_in_unit : elems;
+        uint64_t unit = pcbm_layout_row_block(tp);
+        if (unit && unit <= elems) /* whole rows and whole identity leaves in every block */
+            tp->block_units = elems / unit * unit;
         tp->nblocks = (tp->units + tp->block_units - 1) / tp->block_units;
     }
 }

@@ -88,6 +88,9 @@ typedef struct pcbm_tlayout {
     const pcbm_tlora *lora; /* [nmodels] when some task is a LoRA adapter (MERGE only), else NULL */
     uint64_t aligned;       /* bit m-1: task m has more rows (appended tokens), of which the
                                base's rows take part (sched/vocab.c) */
+    uint64_t row_units;     /* MERGE: blocks hold whole rows of this many elements (0: any
+                               cut), for methods that rank within rows (DELLA); set before
+                               pcbm_layout_set_block */
     long pidx;              /* index among merged tensors, -1 otherwise */
     uint64_t elem0;         /* MERGE: index of its first element in the global flattening */
 } pcbm_tlayout;
@@ -187,8 +190,12 @@ void pcbm_lora_free(pcbm_layout *p);
 /* Models whose bytes are read (every model but adapters without modules_to_save). */
 unsigned pcbm_layout_reading_models(const pcbm_layout *p);
 
-/* Cut every tensor into blocks of `elems` elements (RAW: elems * max_in_unit bytes). */
+/* Cut every tensor into blocks of `elems` elements (RAW: elems * max_in_unit bytes); a tensor
+ * with row_units gets the largest multiple of pcbm_layout_row_block that fits, when one does. */
 void pcbm_layout_set_block(pcbm_layout *p, uint64_t elems);
+/* The elements a block of t must be a multiple of to hold whole rows and whole identity leaves
+ * (lcm(row_units, PCBM_IDENT_LEAF)); 0 when t asks for no row alignment or is a single row. */
+uint64_t pcbm_layout_row_block(const pcbm_tlayout *t);
 /* Bytes of the merge's tables: every model's (pcbm_model_table_bytes) and the layout's own
  * (per tensor: its entry, output entry, sources and units; the output headers and index). */
 uint64_t pcbm_layout_table_bytes(const pcbm_layout *p);

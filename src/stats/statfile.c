@@ -163,6 +163,17 @@ static json_t *to_json(const pcbm_statset *s, unsigned ntasks)
             for (unsigned j = 0; j < 4; j++)
                 json_array_append_new(vals, json_integer((json_int_t)pcbm_f2u(r->v[i][j])));
         json_object_set_new(jr, "v", vals);
+        bool more = false;
+        for (unsigned i = 0; i < ntasks; i++)
+            for (unsigned j = 0; j < 4; j++)
+                more = more || pcbm_f2u(r->x[i][j]) != 0;
+        if (more) {
+            json_t *xs = json_array();
+            for (unsigned i = 0; i < ntasks; i++)
+                for (unsigned j = 0; j < 4; j++)
+                    json_array_append_new(xs, json_integer((json_int_t)pcbm_f2u(r->x[i][j])));
+            json_object_set_new(jr, "x", xs);
+        }
         json_array_append_new(recs, jr);
     }
     json_object_set_new(root, "records", recs);
@@ -214,8 +225,10 @@ static pcbm_status parse(const char *path, json_t *root, pcbm_statset *s, pcbm_e
     for (size_t k = 0; k < json_array_size(recs); k++) {
         json_t *jr = json_array_get(recs, k), *d = json_object_get(jr, "d");
         json_t *maj = json_object_get(jr, "majority"), *vals = json_object_get(jr, "v");
+        json_t *xs = json_object_get(jr, "x"); /* absent: all +0 */
         if (!json_is_integer(d) || !json_is_integer(maj) || !json_is_array(vals) ||
-            json_array_size(vals) != (size_t)ntasks * 4)
+            json_array_size(vals) != (size_t)ntasks * 4 ||
+            (xs && (!json_is_array(xs) || json_array_size(xs) != (size_t)ntasks * 4)))
             return bad(path, "record", err);
         pcbm_statrec *r = pcbm_statset_add(s);
         if (!r)
@@ -225,6 +238,9 @@ static pcbm_status parse(const char *path, json_t *root, pcbm_statset *s, pcbm_e
         for (unsigned i = 0; i < ntasks; i++)
             for (unsigned j = 0; j < 4; j++)
                 r->v[i][j] = pcbm_u2f((uint32_t)json_integer_value(json_array_get(vals, 4 * i + j)));
+        for (unsigned i = 0; xs && i < ntasks; i++)
+            for (unsigned j = 0; j < 4; j++)
+                r->x[i][j] = pcbm_u2f((uint32_t)json_integer_value(json_array_get(xs, 4 * i + j)));
     }
     return PCBM_OK;
 }

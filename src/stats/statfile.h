@@ -19,6 +19,8 @@ typedef struct pcbm_statrec {
     uint64_t d;                      /* elements of the range */
     float majority;                  /* TIES/dare_ties */
     float v[PCBM_MAX_TASKS][4];      /* per task: lo, hi, t, m (PCB) or threshold (TIES) */
+    float x[PCBM_MAX_TASKS][4];      /* more per task (mergekit's methods: scale, mode); saved
+                                        as "x" only when some value is not +0 */
 } pcbm_statrec;
 
 typedef struct pcbm_statset {

@@ -130,10 +130,16 @@ static void test_table(void **state)
         assert_true(m->nrounds == 0 || (m->init && m->free && m->save && m->load && m->how));
         for (unsigned r = 0; r < m->nrounds; r++)
             assert_true(m->rounds[r] && m->rounds[r]->tile && m->rounds[r]->finish);
-        assert_true(m->nrounds == 0 || !m->apply_checks_finite);
+        /* mergekit's per-tensor methods may skip every round of a tensor: their apply checks */
+        assert_true(m->nrounds == 0 || m->per_tensor || !m->apply_checks_finite);
+        /* per-tensor methods: the inputs are checked (by the apply when a tensor may skip its
+         * rounds), and every range starts at the method's first round */
+        assert_true(!m->per_tensor || ((m->apply_checks_finite || m->rounds[0]->check_finite) &&
+                                       (m->first_round || m->nrounds > 0)));
         with_rounds += m->nrounds > 0;
     }
-    assert_int_equal(with_rounds, 7); /* pcb, ties, dare_ties, slerp, nuslerp, model_stock, sce */
+    /* pcb, ties, dare_ties, slerp, nuslerp, model_stock, sce, breadcrumbs(_ties), della(_linear) */
+    assert_int_equal(with_rounds, 11);
     for (unsigned k = 0; k < PCBM_METHOD_COUNT; k++) { /* per-tensor methods: tensor scope */
         const pcbm_method_def *m = pcbm_method_find((pcbm_method)k);
         assert_int_equal(pcbm_method_per_tensor((pcbm_method)k), m->per_tensor);
@@ -141,6 +147,60 @@ static void test_table(void **state)
     }
     assert_true(pcbm_method_per_tensor(PCBM_METHOD_SLERP) && pcbm_method_per_tensor(PCBM_METHOD_SCE));
     assert_false(pcbm_method_per_tensor(PCBM_METHOD_TIES));
+    /* --mergekit: ties, dare_ties and dare_linear under their own names, per tensor, with
+     * mergekit's defaults (ties normalizes, dare_* do not; the random ones rescale) */
+    static const struct {
+        pcbm_method m;
+        bool normalizes, rescales;
+    } mk[] = {{PCBM_METHOD_TIES, true, false},
+              {PCBM_METHOD_DARE_TIES, false, true},
+              {PCBM_METHOD_DARE_LINEAR, false, true}};
+    for (unsigned k = 0; k < sizeof mk / sizeof *mk; k++) {
+        pcbm_merge_opts o = mk_opts(mk[k].m);
+        const pcbm_method_def *off = pcbm_method_for(&o);
+        assert_ptr_equal(off, pcbm_method_find(mk[k].m));
+        o.semantics = PCBM_SEMANTICS_MERGEKIT;
+        const pcbm_method_def *m = pcbm_method_for(&o);
+        assert_ptr_not_equal(m, off);
+        assert_int_equal(m->id, mk[k].m);
+        assert_string_equal(m->name, off->name);
+        assert_true(m->per_tensor && m->nrounds > 0 && m->first_round && m->save && m->load);
+        assert_int_equal(pcbm_method_normalizes(&o), mk[k].normalizes);
+        assert_int_equal(pcbm_method_rescales(&o), mk[k].rescales);
+    }
+    /* the other methods are the same under either semantics (recipes set MERGEKIT for all) */
+    for (unsigned k = 0; k < PCBM_METHOD_COUNT; k++) {
+        if (k == PCBM_METHOD_TIES || k == PCBM_METHOD_DARE_TIES || k == PCBM_METHOD_DARE_LINEAR)
+            continue;
+        pcbm_merge_opts o = mk_opts((pcbm_method)k);
+        o.semantics = PCBM_SEMANTICS_MERGEKIT;
+        assert_ptr_equal(pcbm_method_for(&o), pcbm_method_find((pcbm_method)k));
+    }
+}
+
+/* DELLA's blocks: whole rows and whole identity leaves (lcm of the row and 4096 elements). */
+static void test_row_blocks(void **state)
+{
+    (void)state;
+    pcbm_tlayout t = {.kind = PCBM_T_MERGE, .units = 688ull * 4096, .row_units = 688};
+    assert_int_equal(pcbm_layout_row_block(&t), 176128); /* 688 = 43 · 16 */
+    t.row_units = 1024;
+    assert_int_equal(pcbm_layout_row_block(&t), 4096);
+    t.row_units = 12288;
+    assert_int_equal(pcbm_layout_row_block(&t), 12288);
+    t.row_units = 0;
+    assert_int_equal(pcbm_layout_row_block(&t), 0);
+    t.row_units = t.units; /* one row: the whole tensor in a block, checked by the method */
+    assert_int_equal(pcbm_layout_row_block(&t), 0);
+    t.row_units = 688;
+    pcbm_layout p = {.nt = 1, .t = &t, .max_in_unit = 4};
+    pcbm_layout_set_block(&p, 400000);
+    assert_int_equal(t.block_units, 2 * 176128);
+    pcbm_layout_set_block(&p, 100000); /* no whole rows fit: left as is (della refuses it) */
+    assert_int_equal(t.block_units, 100000);
+    t.row_units = 0;
+    pcbm_layout_set_block(&p, 400000);
+    assert_int_equal(t.block_units, 400000);
 }
 
 /* The parameters a method declares are the ones the option checks let through to it. */
@@ -150,9 +210,11 @@ static void test_uses(void **state)
     static const char *tasks[NT] = {"a", "b", "c"};
     double per_task[NT] = {0.5, 1.0, 1.5};
     pcbm_error err;
-    for (unsigned k = 0; k < PCBM_METHOD_COUNT; k++) {
-        const pcbm_method_def *m = pcbm_method_find((pcbm_method)k);
+    for (unsigned ks = 0; ks < 2 * PCBM_METHOD_COUNT; ks++) { /* official, then --mergekit */
+        unsigned k = ks % PCBM_METHOD_COUNT;
         pcbm_merge_opts o = mk_opts((pcbm_method)k);
+        o.semantics = ks < PCBM_METHOD_COUNT ? PCBM_SEMANTICS_OFFICIAL : PCBM_SEMANTICS_MERGEKIT;
+        const pcbm_method_def *m = pcbm_method_for(&o);
         o.base = "base";
         o.out = "out";
         o.tasks = tasks;
@@ -166,6 +228,11 @@ static void test_uses(void **state)
         }
         if (nuslerp)
             o.ntasks = 2;
+        if (m->uses & PCBM_USES_EPSILON) { /* della: density ± epsilon must lie in (0, 1) */
+            assert_int_equal(pcbm_run_check_opts(&o, &err), PCBM_ERR_USAGE);
+            assert_non_null(strstr(err.msg, "epsilon"));
+            o.epsilon = 0.05;
+        }
         assert_int_equal(pcbm_run_check_opts(&o, &err), PCBM_OK);
         if (!slerp && !nuslerp) { /* (nuslerp takes t with one task model only) */
             o.t = 0.5;
@@ -781,6 +848,7 @@ int main(void)
     /* the reduces' and the fallback's notes go nowhere: no message sink is installed */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
+        cmocka_unit_test(test_row_blocks),
         cmocka_unit_test(test_uses),
         cmocka_unit_test_setup_teardown(test_pcb_contexts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ties_contexts, setup, teardown),
