@@ -237,6 +237,12 @@ static char *params_json(const pcbm_merge_opts *o)
             json_array_append_new(a, json_string(o->exclude[i]));
         json_object_set_new(p, "exclude", a);
     }
+    /* a recipe's per-tensor settings (absent otherwise: a CLI merge's parameters stay as
+     * they were) */
+    if (o->semantics == PCBM_SEMANTICS_MERGEKIT)
+        json_object_set_new(p, "semantics", json_string("mergekit"));
+    if (o->params)
+        json_object_set_new(p, "recipe", pcbm_params_json(o->params, o->ntasks));
     char *s = json_dumps(p, JSON_COMPACT);
     json_decref(p);
     return s;
@@ -373,6 +379,8 @@ char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, do
     json_object_set_new(r, "params", json_loads(pj, 0, NULL));
     free(pj);
     json_object_set_new(r, "base", json_string(o->base));
+    if (o->recipe)
+        json_object_set_new(r, "recipe_yaml", json_string(o->recipe));
     json_object_set_new(r, "d", json_integer((json_int_t)p->d));
     json_object_set_new(r, "stats", json_string(mc->stats_how[0] ? mc->stats_how : "none"));
     json_object_set_new(r, "tensors_merged", json_integer((json_int_t)p->nmerge));
@@ -941,6 +949,9 @@ pcbm_status pcbm_run_setup_ctx(merge_run *r, unsigned threads, pcbm_error *err)
         if (!mc->lora_cached)
             return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     }
+    pcbm_status pst = pcbm_params_bind(mc, err);
+    if (pst != PCBM_OK)
+        return pst;
     mc->scratch = pcbm_alloc_aligned((size_t)threads * mc->scratch_floats * sizeof(float));
     mc->kept_local = pcbm_calloc((size_t)threads * o->ntasks, sizeof(uint64_t));
     if (!mc->scratch || !mc->kept_local)
