@@ -144,6 +144,8 @@ bool pcbm_param_per_task(pcbm_param_id p);
 pcbm_status pcbm_params_bind(pcbm_mctx *mc, pcbm_error *err);
 /* Some setting of p is a gradient or has a filter (it varies per tensor). */
 bool pcbm_params_varies(const pcbm_params *pp, pcbm_param_id p);
+/* Task `task` (or PCBM_PARAMS_ALL) has a setting of p, at its level or the whole merge's. */
+bool pcbm_params_has(const pcbm_params *pp, int task, pcbm_param_id p);
 /* The settings as JSON (canonical: the split plan, the journal's parameters, the report), and
  * back. */
 struct json_t;

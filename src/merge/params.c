@@ -447,3 +447,12 @@ bool pcbm_params_varies(const pcbm_params *pp, pcbm_param_id p)
         }
     return false;
 }
+
+bool pcbm_params_has(const pcbm_params *pp, int task, pcbm_param_id p)
+{
+    if (!pp || (unsigned)p >= PCBM_P_COUNT)
+        return false;
+    if (task >= 0 && task < PCBM_MAX_TASKS && pp->set[task + 1][p].n)
+        return true;
+    return pp->set[0][p].n > 0;
+}
