@@ -556,7 +556,9 @@ static pcbm_status read_doc(rctx *c)
         return bad(c, root, "merge_method %s needs base_model (as mergekit)", r->mm->name);
     if (!(r->models = pcbm_calloc(n ? n : 1, sizeof(char *))))
         return pcbm_fail(c->err, PCBM_ERR_NOMEM, "out of memory");
-    bool base_listed = false;
+    /* linear merges every listed model (mergekit's has no base: the base listed is one more
+     * input); the other methods take the base's task vectors (the base listed is no task) */
+    bool base_listed = false, base_is_input = !strcmp(r->mm->name, "linear");
     int task_of[PCBM_MAX_TASKS + 1];
     for (unsigned i = 0; i < n; i++) {
         if (!(r->models[i] = pcbm_strdup(list[i].model)))
@@ -565,14 +567,14 @@ static pcbm_status read_doc(rctx *c)
         bool is_base = r->base_model && !strcmp(list[i].model, r->base_model);
         base_listed = base_listed || is_base;
         task_of[i] = -2;
-        if (is_base && r->mm->needs_base)
+        if (is_base && !base_is_input)
             continue;
         if (r->ntasks >= PCBM_MAX_TASKS)
             return bad(c, list[i].at, "more than %d task models", PCBM_MAX_TASKS);
         task_of[i] = (int)r->ntasks;
         r->tasks[r->ntasks++] = r->models[i];
     }
-    if (r->base_model && !r->mm->needs_base && !base_listed)
+    if (r->base_model && base_is_input && !base_listed)
         return bad(c, base, "%s merges the listed models only: base_model %s is not among them "
                    "(mergekit would have no weight for it); list it with a weight, or leave "
                    "base_model out", r->mm->name, r->base_model);
