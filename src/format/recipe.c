@@ -164,10 +164,27 @@ static const char *string(const yaml_node_t *n)
 static bool in_list(const char *list, const char *name)
 {
     size_t l = strlen(name);
+    if (l == 0)
+        return false;
     for (const char *p = list; (p = strstr(p, name)) != NULL; p += l)
         if ((p == list || p[-1] == ' ') && (p[l] == ' ' || !p[l]))
             return true;
     return false;
+}
+
+/* A key given twice in one mapping (PyYAML keeps the last, silently): refused. */
+static pcbm_status dup_keys(rctx *c, const yaml_node_t *m)
+{
+    for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+        const char *k = scalar(node(c, p->key));
+        for (yaml_node_pair_t *q = m->data.mapping.pairs.start; k && q < p; q++) {
+            const char *k2 = scalar(node(c, q->key));
+            if (k2 && !strcmp(k, k2))
+                return bad(c, node(c, p->key), "'%s' is given twice (first on line %u)", k,
+                           line_of(node(c, q->key)));
+        }
+    }
+    return PCBM_OK;
 }
 
 /* ---- parameters --------------------------------------------------------------------------- */
@@ -264,6 +281,9 @@ static pcbm_status read_params(rctx *c, yaml_node_t *m, int task, const char *wh
         return PCBM_OK;
     if (m->type != YAML_MAPPING_NODE)
         return bad(c, m, "%s: parameters is a mapping of parameter names to values", who);
+    pcbm_status dst = dup_keys(c, m);
+    if (dst != PCBM_OK)
+        return dst;
     for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
         yaml_node_t *k = node(c, p->key), *v = node(c, p->value);
         const char *pname = scalar(k);
@@ -364,6 +384,10 @@ static pcbm_status add_model(rctx *c, yaml_node_t *m, model_in *list, unsigned *
     model_in *mi = &list[*n];
     memset(mi, 0, sizeof *mi);
     mi->at = m;
+    bool ranged = false;
+    pcbm_status dst = dup_keys(c, m);
+    if (dst != PCBM_OK)
+        return dst;
     for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
         yaml_node_t *k = node(c, p->key), *v = node(c, p->value);
         const char *ks = scalar(k);
@@ -385,7 +409,7 @@ static pcbm_status add_model(rctx *c, yaml_node_t *m, model_in *list, unsigned *
                            "layer, [0, L]");
             c->r->layer_lo = (unsigned)a;
             c->r->layer_hi = (unsigned)b;
-            c->r->have_range = true;
+            c->r->have_range = ranged = true;
         } else {
             return bad(c, k, "unknown key '%s' in a %s (its keys: model, %sparameters)",
                        ks ? ks : "?", slice ? "slice source" : "models entry",
@@ -394,7 +418,7 @@ static pcbm_status add_model(rctx *c, yaml_node_t *m, model_in *list, unsigned *
     }
     if (!mi->model)
         return bad(c, m, "a %s without 'model'", slice ? "slice source" : "models entry");
-    if (slice && !c->r->have_range)
+    if (slice && !ranged)
         return bad(c, m, "a slice source without 'layer_range'");
     (*n)++;
     return PCBM_OK;
@@ -458,6 +482,9 @@ static pcbm_status read_doc(rctx *c)
     yaml_node_t *root = yaml_document_get_root_node(c->doc);
     if (!root || root->type != YAML_MAPPING_NODE)
         return bad(c, root, "a recipe is a YAML mapping (merge_method, models, ...)");
+    pcbm_status dst = dup_keys(c, root);
+    if (dst != PCBM_OK)
+        return dst;
     yaml_node_t *method = NULL, *models = NULL, *slices = NULL, *params = NULL, *dtype = NULL,
                 *out_dtype = NULL, *base = NULL;
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {

@@ -142,6 +142,9 @@ bool pcbm_param_per_task(pcbm_param_id p);
 /* Before a merge's passes (pcbm_run_setup_ctx): the base's layers for t, a new cache generation,
  * and the check of the required parameters over every merged tensor (PCBM_ERR_USAGE). */
 pcbm_status pcbm_params_bind(pcbm_mctx *mc, pcbm_error *err);
+/* The required parameters resolve for every merged tensor of every task (PCBM_ERR_USAGE naming
+ * the model, parameter and tensor otherwise): bind does it; the split plan too. */
+pcbm_status pcbm_params_check(const pcbm_merge_opts *o, const pcbm_layout *p, pcbm_error *err);
 /* Some setting of p is a gradient or has a filter (it varies per tensor). */
 bool pcbm_params_varies(const pcbm_params *pp, pcbm_param_id p);
 /* Task `task` (or PCBM_PARAMS_ALL) has a setting of p, at its level or the whole merge's. */

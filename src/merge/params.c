@@ -279,35 +279,41 @@ static unsigned count_layers(const pcbm_layout *p)
 
 static _Atomic uint64_t bind_counter;
 
-pcbm_status pcbm_params_bind(pcbm_mctx *mc, pcbm_error *err)
+pcbm_status pcbm_params_check(const pcbm_merge_opts *o, const pcbm_layout *p, pcbm_error *err)
 {
-    const pcbm_params *pp = mc->o->params;
-    mc->params_gen = atomic_fetch_add(&bind_counter, 1) + 1;
-    mc->nlayers = 1;
-    if (!pp)
+    const pcbm_params *pp = o->params;
+    if (!pp || !pp->required)
         return PCBM_OK;
-    mc->nlayers = count_layers(mc->layout);
-    if (!pp->required)
-        return PCBM_OK;
+    unsigned nlayers = count_layers(p);
     /* mergekit refuses a required parameter that some tensor's lookup does not find */
-    for (size_t t = 0; t < mc->layout->nt; t++) {
-        const pcbm_tlayout *tl = &mc->layout->t[t];
+    for (size_t t = 0; t < p->nt; t++) {
+        const pcbm_tlayout *tl = &p->t[t];
         if (tl->kind != PCBM_T_MERGE)
             continue;
-        double lt = pcbm_layer_t(tl->name, mc->nlayers), v;
-        for (unsigned p = 0; p < PCBM_P_COUNT; p++) {
-            if (!(pp->required & (1u << p)))
+        double lt = pcbm_layer_t(tl->name, nlayers), v;
+        for (unsigned k = 0; k < PCBM_P_COUNT; k++) {
+            if (!(pp->required & (1u << k)))
                 continue;
-            for (unsigned i = 0; i < mc->ntasks; i++)
-                if (!params_value(pp, (int)i, (pcbm_param_id)p, tl->name, lt, &v))
+            for (unsigned i = 0; i < o->ntasks; i++)
+                if (!params_value(pp, (int)i, (pcbm_param_id)k, tl->name, lt, &v))
                     return pcbm_fail(err, PCBM_ERR_USAGE, "model %s: the parameter %s is missing "
                                      "for tensor %s (%s requires it, as mergekit does): give it "
                                      "in the model's parameters or the recipe's parameters, "
-                                     "with a last entry without filter", mc->o->tasks[i],
-                                     names[p], tl->name, pcbm_method_name(mc->o->method));
+                                     "with a last entry without filter", o->tasks[i],
+                                     names[k], tl->name, pcbm_method_name(o->method));
         }
     }
     return PCBM_OK;
+}
+
+pcbm_status pcbm_params_bind(pcbm_mctx *mc, pcbm_error *err)
+{
+    mc->params_gen = atomic_fetch_add(&bind_counter, 1) + 1;
+    mc->nlayers = 1;
+    if (!mc->o->params)
+        return PCBM_OK;
+    mc->nlayers = count_layers(mc->layout);
+    return pcbm_params_check(mc->o, mc->layout, err);
 }
 
 /* A worker's values of its current tensor. */

@@ -403,10 +403,10 @@ char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, do
         json_t *t = json_object();
         json_object_set_new(t, "path", json_string(o->tasks[i]));
         json_object_set_new(t, "lambda", json_real(mc->lam[i]));
-        json_object_set_new(t, "weight", (m->uses & PCBM_USES_WEIGHTS)
+        json_object_set_new(t, "weight", (m->uses & PCBM_USES_WEIGHTS) && !o->params
                                              ? json_real(o->weights ? o->weights[i] : 1.0)
-                                             : json_null());
-        json_object_set_new(t, "density", (m->uses & PCBM_USES_DENSITY)
+                                             : json_null()); /* a recipe's: params.recipe */
+        json_object_set_new(t, "density", (m->uses & PCBM_USES_DENSITY) && !o->params
                                               ? json_real(pcbm_task_density(o, i)) : json_null());
         json_object_set_new(t, "lo", json_num_or_null(ts->lo, is_pcb && global_stats));
         json_object_set_new(t, "hi", json_num_or_null(ts->hi, is_pcb && global_stats));

@@ -477,6 +477,8 @@ static pcbm_status split_plan_run(const pcbm_merge_opts *o, unsigned parts, pcbm
         if (!sp->file_lo || !sp->file_hi || !sp->part_bytes)
             st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     }
+    if (st == PCBM_OK)
+        st = pcbm_params_check(o, &r->layout, err); /* a recipe's required parameters */
     if (st == PCBM_OK) {
         balance(&r->layout, sp);
         sp->rounds_max = pcbm_method_max_rounds(o, &r->layout);

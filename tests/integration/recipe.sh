@@ -375,6 +375,10 @@ refuse bad-yaml "line [0-9]+: not valid YAML" "merge_method: [task_arithmetic
 base_model: $F/base"
 refuse needs-base "merge_method task_arithmetic needs base_model" "merge_method: task_arithmetic
 $MODELS"
+out=$("$P" plan --config "$R/filtered-weight-missing.yml" --out "$TMP/pl.out" --parts 2 2>&1)
+[ $? -eq 2 ] && grep -q "the parameter weight is missing for tensor" <<<"$out" &&
+    case_pass "refuse plan --config with a weight missing for some tensor" ||
+    case_fail "refuse plan --config with a weight missing for some tensor" "$out"
 out=$("$P" search --config "$R/ta-grad.yml" --out "$TMP/s.out" --eval-cmd true 2>&1)
 [ $? -eq 2 ] && grep -q "search --config is not supported yet" <<<"$out" &&
     case_pass "refuse search --config" || case_fail "refuse search --config" "$out"

@@ -226,6 +226,14 @@ static void test_recipe(void **state)
     expect_refusal("merge_method: linear\nmodels: [{model: A}]\nslices: []\n",
                    "exactly one of 'models' and 'slices'");
     expect_refusal("- 1\n- 2\n", "a recipe is a YAML mapping");
+    expect_refusal("merge_method: linear\nmodels: [{model: A, parameters: {weight: 1, weight: 2}}]\n",
+                   "'weight' is given twice");
+    expect_refusal("merge_method: task_arithmetic\nbase_model: B\nslices:\n  - sources:\n"
+                   "      - {model: A, layer_range: [0, 2], parameters: {weight: 1}}\n"
+                   "      - {model: C, parameters: {weight: 1}}\n", "without 'layer_range'");
+    /* an empty parameter name (a fuzzer's find: it looped in the name lookup) */
+    expect_refusal("merge_method: linear\nmodels: [{model: A, parameters: {\"\": 1}}]\n",
+                   "unknown parameter ''");
     expect_refusal("", "the recipe is empty");
     expect_refusal("merge_method: linear\nmodels: [{model: A, parameters: {weight: [1, [2]]}}]\n",
                    "a gradient's values are numbers");
