@@ -74,8 +74,12 @@ for ex in "$EX"/*.yml; do
     n=$(basename "$ex" .yml)
     local_recipe "$ex" "$TMP/ex-$n.yml" || fail "cannot localize $ex"
     method=$(sed -n 's/^merge_method: *//p' "$ex")
-    if ! "$P" merge --config "$TMP/ex-$n.yml" --out "$TMP/ex-$n.dry" --dry-run >/dev/null 2>&1; then
-        echo "skip example $n: this pcbmerge does not merge $method yet"
+    if ! msg=$("$P" merge --config "$TMP/ex-$n.yml" --out "$TMP/ex-$n.dry" --dry-run 2>&1); then
+        if grep -q "merge_method $method is not supported" <<<"$msg"; then
+            echo "skip example $n: this pcbmerge does not merge $method yet"
+        else
+            case_fail "example-$n" "--dry-run failed: $(tail -n 2 <<<"$msg" | tr '\n' ' ')"
+        fi
         continue
     fi
     if ! has_ref "$method"; then
