@@ -6,7 +6,8 @@
 # pcbmerge and the reference both have; (b) a 6-layer F32 family with per-model weight gradients
 # and filters for linear and task_arithmetic, the slices form, the base among the models, and
 # pcb's scalars (against pcb_ref.py); (c) refusals (exit 2, naming the key, line, method or form);
-# (d) plan --config in 3 parts gives the one-machine bytes; (e) --mem 64M on a family 8x larger
+# (d) plan --config in 3 parts gives the one-machine bytes, a killed merge resumes (another
+# recipe is refused); (e) --mem 64M on a family 8x larger
 # with a gradient recipe: peak RSS <= 112 MiB (skipped under ASan), and the same bytes for
 # --threads 1/2 and --io pread/uring. At most 1e-5 of the elements may differ from the reference.
 . "$(dirname "$0")/lib.sh"
@@ -416,6 +417,23 @@ grep -q "## Recipe" "$TMP/ta-gradient-filter-fallthrough.ours/README.md" &&
     "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if "lambda: [0.5, 1.5]" in r["recipe_yaml"] else 1)' \
         "$TMP/ta-gradient-filter-fallthrough.ours/merge_report.json" &&
     case_pass "report and card record the recipe" || case_fail "report and card record the recipe"
+
+# resume: a recipe merge killed mid-apply resumes to the same bytes; another recipe is refused
+rm -rf "$TMP/res" "$TMP/res.partial"
+{ PCBM_TEST_KILL=apply:3 "$P" merge --config "$R/ta-grad.yml" --out "$TMP/res" --threads 1 \
+    --block-size 64K --quiet; } 2>/dev/null
+out=$("$P" merge --config "$R/ta-grad-other.yml" --out "$TMP/res" --resume --quiet 2>&1)
+if [ $? -ne 0 ] && grep -q "the parameters changed" <<<"$out"; then
+    case_pass "resume with another recipe is refused"
+else
+    case_fail "resume with another recipe is refused" "$out"
+fi
+if "$P" merge --config "$R/ta-grad.yml" --out "$TMP/res" --resume --quiet >"$TMP/res.log" 2>&1 &&
+    why=$(same_outputs "$TMP/ta-gradient-filter-fallthrough.ours" "$TMP/res" README.md); then
+    case_pass "killed recipe merge resumed" "the uninterrupted merge's bytes"
+else
+    case_fail "killed recipe merge resumed" "${why:-$(tail -n 2 "$TMP/res.log" | tr '\n' ' ')}"
+fi
 
 # ---- (e) memory and determinism on a family 8x --mem --------------------------------------------
 if grep -q "__asan_init" "$P" 2>/dev/null || [ ! -x "$PCBM_TOOLS/peak-rss" ]; then
