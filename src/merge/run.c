@@ -613,6 +613,9 @@ static char *shape_json(const pcbm_merge_opts *o)
             json_array_append_new(a, json_real(o->weights[i]));
         json_object_set_new(q, "weights", a);
     }
+    /* a recipe's per-tensor settings (weights, densities, ... per tensor) shape them too */
+    if (o->params)
+        json_object_set_new(q, "recipe", pcbm_params_json(o->params, o->ntasks));
     json_object_update(p, q);
     json_decref(q);
     char *str = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
