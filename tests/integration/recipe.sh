@@ -175,6 +175,27 @@ parameters:
 EOF
 ref_recipe ta-base-among-models "$R/ta-base-listed.yml"
 
+# hub ids: models named ORG/NAME from the local Hugging Face cache, the base among the models
+# by its id (the same merge as by paths)
+export HF_HUB_CACHE=$TMP/hub
+for m in base task1 task4; do
+    repo=$HF_HUB_CACHE/models--acme--$m
+    c=0123456789abcdef0123456789abcdef0123456$((${#m} % 10))
+    mkdir -p "$repo/snapshots/$c" "$repo/refs"
+    echo "$c" >"$repo/refs/main"
+    for f in "$F/$m"/*; do ln -s "$f" "$repo/snapshots/$c/$(basename "$f")"; done
+done
+sed -e "s|$F/base|acme/base|g" -e "s|$F/task1|acme/task1|g" -e "s|$F/task4|acme/task4|g" \
+    "$R/ta-base-listed.yml" >"$R/ta-hub.yml"
+rm -rf "$TMP/hub.ours"
+if "$P" merge --config "$R/ta-hub.yml" --out "$TMP/hub.ours" --quiet >"$TMP/hub.log" 2>&1 &&
+    why=$(cmp "$TMP/ta-base-among-models.ours/model.safetensors" "$TMP/hub.ours/model.safetensors"); then
+    case_pass "hub ids in a recipe" "the weights of the merge by paths, byte for byte"
+else
+    case_fail "hub ids in a recipe" "${why:-$(tail -n 2 "$TMP/hub.log" | tr '\n' ' ')}"
+fi
+unset HF_HUB_CACHE
+
 # zero summed weights with normalize: mergekit divides by 1
 cat >"$R/ta-zero-sum.yml" <<EOF
 merge_method: task_arithmetic
