@@ -28,25 +28,26 @@ typedef struct mk_method {
     const char *name;
     const char *global, *per_model;
     bool needs_base, weight_required;
+    bool normalize, rescale;    /* mergekit's defaults (where the method takes them) */
 } mk_method;
 
 #define GTA_GLOBAL "int8_mask normalize rescale lambda"
 static const mk_method mk_methods[] = {
-    {"linear", "normalize", "weight", false, true},
-    {"task_arithmetic", GTA_GLOBAL, "weight density", true, true},
-    {"ties", GTA_GLOBAL, "weight density", true, true},
-    {"dare_ties", GTA_GLOBAL, "weight density", true, true},
-    {"dare_linear", GTA_GLOBAL, "weight density", true, true},
-    {"breadcrumbs", GTA_GLOBAL, "weight density gamma", true, true},
-    {"breadcrumbs_ties", GTA_GLOBAL, "weight density gamma", true, true},
-    {"della", GTA_GLOBAL, "weight density epsilon", true, true},
-    {"della_linear", GTA_GLOBAL, "weight density epsilon", true, true},
-    {"slerp", "t", "", true, false},
-    {"nuslerp", "nuslerp_row_wise nuslerp_flatten", "weight", false, true},
-    {"model_stock", "filter_wise", "", true, false},
-    {"sce", "int8_mask select_topk", "", true, false},
+    {"linear", "normalize", "weight", false, true, true, false},
+    {"task_arithmetic", GTA_GLOBAL, "weight density", true, true, false, false},
+    {"ties", GTA_GLOBAL, "weight density", true, true, true, false},
+    {"dare_ties", GTA_GLOBAL, "weight density", true, true, false, true},
+    {"dare_linear", GTA_GLOBAL, "weight density", true, true, false, true},
+    {"breadcrumbs", GTA_GLOBAL, "weight density gamma", true, true, false, false},
+    {"breadcrumbs_ties", GTA_GLOBAL, "weight density gamma", true, true, false, false},
+    {"della", GTA_GLOBAL, "weight density epsilon", true, true, true, true},
+    {"della_linear", GTA_GLOBAL, "weight density epsilon", true, true, false, true},
+    {"slerp", "t", "", true, false, false, false},
+    {"nuslerp", "nuslerp_row_wise nuslerp_flatten", "weight", false, true, false, false},
+    {"model_stock", "filter_wise", "", true, false, false, false},
+    {"sce", "int8_mask select_topk", "", true, false, false, false},
     /* pcbmerge's own */
-    {"pcb", "density lambda clamp_ratio scope", "", true, false},
+    {"pcb", "density lambda clamp_ratio scope", "", true, false, false, false},
 };
 /* mergekit's methods pcbmerge does not merge (yet). */
 static const char *const mk_unsupported[] = {
@@ -759,8 +760,13 @@ pcbm_status pcbm_recipe_merge_opts(const pcbm_recipe *r, pcbm_merge_opts *o, pcb
     o->weights = NULL;
     o->lambdas = NULL;
     o->densities = NULL;
-    o->normalize = PCBM_DEFAULT;
-    o->rescale = PCBM_DEFAULT;
+    /* mergekit's defaults of normalize and rescale (pcbmerge's own differ for dare_ties), as the
+     * switches the methods fall back to where the recipe gives no setting */
+    const pcbm_method_def *def = pcbm_method_find(r->method);
+    o->normalize = def && (def->uses & PCBM_USES_NORMALIZE)
+                       ? (r->mm->normalize ? PCBM_ON : PCBM_OFF) : PCBM_DEFAULT;
+    o->rescale = def && (def->uses & PCBM_USES_RESCALE)
+                     ? (r->mm->rescale ? PCBM_ON : PCBM_OFF) : PCBM_DEFAULT;
     if (r->method == PCBM_METHOD_PCB) {
         if (r->have_density)
             o->density = r->density;

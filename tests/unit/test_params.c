@@ -213,6 +213,16 @@ static void test_recipe(void **state)
     assert_string_equal(o.tasks[0], "A");
     pcbm_recipe_free(r);
 
+    /* mergekit's defaults of the switches: dare_ties does not normalize there */
+    assert_int_equal(parse("merge_method: dare_ties\nbase_model: B\nmodels: [{model: A, "
+                           "parameters: {weight: 1, density: 0.5}}]\n", &r, &err), PCBM_OK);
+    pcbm_merge_opts_init(&o);
+    assert_int_equal(pcbm_recipe_merge_opts(r, &o, &err), PCBM_OK);
+    assert_int_equal(o.normalize, PCBM_OFF);
+    assert_int_equal(o.rescale, PCBM_ON);
+    assert_true(o.density == 1.0 && eval(o.params, 0, "density", "x", 0) == 0.5);
+    pcbm_recipe_free(r);
+
     expect_refusal("merge_method: linear\nmodelz: []\n", "line 2: unknown key 'modelz'");
     expect_refusal("merge_method: nope\nmodels: [{model: A}]\n", "unknown merge_method 'nope'");
     expect_refusal("merge_method: linear\nmodels: [{model: A, parameters: {weight: abc}}]\n",
