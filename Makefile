@@ -5,7 +5,7 @@
 BUILD    ?= build
 PREFIX   ?= /usr/local
 CC       ?= cc
-PKGS     := liburing libzstd libxxhash jansson yajl gsl
+PKGS     := liburing libzstd libxxhash jansson yajl gsl yaml-0.1
 VERSION  := $(shell sed -n 's/^\#define PCBM_VERSION_STRING "\(.*\)"/\1/p' include/pcbmerge.h)
 
 # Deterministic floating point: no contraction into FMA, no fast-math, baseline x86-64 code;

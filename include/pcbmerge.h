@@ -188,9 +188,6 @@ typedef enum pcbm_method {
 
 PCBM_API const char *pcbm_method_name(pcbm_method m);
 PCBM_API pcbm_method pcbm_method_parse(const char *s); /* PCBM_METHOD_COUNT if unknown */
-/* Whether the method's statistics are per tensor by definition (slerp, nuslerp, model_stock,
- * sce), 0 otherwise: its merges need scope PCBM_SCOPE_TENSOR (the command line sets it). */
-PCBM_API int pcbm_method_per_tensor(pcbm_method m);
 
 typedef enum pcbm_scope { PCBM_SCOPE_GLOBAL = 0, PCBM_SCOPE_TENSOR } pcbm_scope;
 /* Whose semantics a method follows where the paper's official code and mergekit differ
@@ -335,13 +332,77 @@ typedef struct pcbm_merge_opts {
     int filter_wise;                /* model_stock: PCBM_DEFAULT (off) / PCBM_ON / PCBM_OFF */
     const pcbm_params *params;      /* per-tensor parameters (a recipe's gradients and filters),
                                        or NULL: the scalars above for every tensor */
+    const char *recipe;             /* the mergekit recipe's text (pcbm_recipe_text), recorded
+                                       in merge_report.json and the model card; or NULL */
 } pcbm_merge_opts;
+
+/* ---------------------------------------------------------------------------------------------
+ * Per-tensor parameters (o->params), as a mergekit recipe gives them (docs/semantics.md,
+ * "Recipes"). A setting of one parameter is a list of entries tried in order; the first whose
+ * filter is NULL, "*" or a substring of the tensor's name gives the value: one number (a
+ * scalar), several numbers (a gradient over the layers: interpolated at t·(n−1)), or with `step`
+ * several values taken as they are (element int(t·(n−1)), mergekit's lists of non-numbers;
+ * booleans are 0 and 1). t is the tensor's layer i over the base's L layers, i / (L − 1) (1 when
+ * L = 1), and 0 for tensors outside the layers (embeddings, final norm, head). Lookup order for
+ * a tensor and task: the task's own setting (per-model parameters: weight, density, gamma,
+ * epsilon), then the merge's (PCBM_PARAMS_ALL), then the options' scalar. A setting none of
+ * whose entries matches falls through to the next level.
+ * ------------------------------------------------------------------------------------------- */
+#define PCBM_PARAMS_ALL (-1) /* `task` of the settings of the whole merge */
+
+PCBM_API pcbm_params *pcbm_params_new(void);
+PCBM_API void pcbm_params_free(pcbm_params *p);
+/* Append one entry to the setting of parameter `name` (mergekit's name: weight, density, gamma,
+ * epsilon, lambda, t, select_topk, normalize, rescale, nuslerp_flatten, nuslerp_row_wise,
+ * filter_wise) of task `task` (0-based, or PCBM_PARAMS_ALL). PCBM_ERR_USAGE for an unknown
+ * name, a task out of range, a whole-merge parameter given to one task, n = 0 or a non-finite
+ * value. */
+PCBM_API pcbm_status pcbm_params_add(pcbm_params *p, int task, const char *name,
+                                     const char *filter, const double *values, size_t n,
+                                     int step, pcbm_error *err);
+/* Parameter `name` must resolve for every merged tensor of every task (mergekit's required
+ * per-model parameters: weight for linear and the task-arithmetic family): a merge in which it
+ * does not is refused (PCBM_ERR_USAGE) naming the task and the tensor. */
+PCBM_API pcbm_status pcbm_params_require(pcbm_params *p, const char *name, pcbm_error *err);
+/* The value of parameter `name` of task `task` for a tensor named `tensor` at layer position t
+ * from the settings alone (no options): 1 and *value, or 0 when no setting gives one. */
+PCBM_API int pcbm_params_eval(const pcbm_params *p, int task, const char *name,
+                              const char *tensor, double t, double *value);
+/* The layer index of a tensor name (".layers.I.", ".h.I.", ".blocks.I."; -1: none), and its t
+ * for a model of nlayers layers (0 outside the layers). */
+PCBM_API long pcbm_layer_index(const char *tensor);
+PCBM_API double pcbm_layer_t(const char *tensor, unsigned nlayers);
+
+/* ---------------------------------------------------------------------------------------------
+ * mergekit recipes (YAML: docs/semantics.md, "Recipes"): `pcbmerge merge --config R.yml`.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct pcbm_recipe pcbm_recipe;
+/* Read and check the recipe at `path`: PCBM_ERR_USAGE names an unknown key and its line, an
+ * unknown or unsupported method, an unsupported form (slices of other ranges, modules, ...). */
+PCBM_API pcbm_status pcbm_recipe_load(const char *path, pcbm_recipe **out, pcbm_error *err);
+/* The same from text in memory (`name` is used in messages). */
+PCBM_API pcbm_status pcbm_recipe_parse(const char *text, size_t len, const char *name,
+                                       pcbm_recipe **out, pcbm_error *err);
+/* Fill the merge's parameters of o from the recipe: method, base, tasks, params, out_dtype,
+ * scope, semantics = PCBM_SEMANTICS_MERGEKIT and the method's scalar defaults (mergekit's). The
+ * pointers point into r: keep r until the merge is done. Run-time fields are left alone. */
+PCBM_API pcbm_status pcbm_recipe_merge_opts(const pcbm_recipe *r, pcbm_merge_opts *o,
+                                            pcbm_error *err);
+/* The recipe's text as read. */
+PCBM_API const char *pcbm_recipe_text(const pcbm_recipe *r);
+PCBM_API void pcbm_recipe_free(pcbm_recipe *r);
 
 /* The values of a pcbm_merge_opts switch whose default depends on the method. */
 enum { PCBM_DEFAULT = 0, PCBM_ON = 1, PCBM_OFF = 2 };
 
 /* Fill `o` with the defaults listed above. */
 PCBM_API void pcbm_merge_opts_init(pcbm_merge_opts *o);
+
+/* Whether the merge `o` describes computes its statistics per tensor by definition: mergekit's
+ * methods (slerp, nuslerp, model_stock, sce, breadcrumbs, breadcrumbs_ties, della, della_linear,
+ * and ties, dare_ties, dare_linear with PCBM_SEMANTICS_MERGEKIT); 0 otherwise. Such merges run
+ * with scope PCBM_SCOPE_TENSOR whatever `scope` says. */
+PCBM_API int pcbm_method_per_tensor(const pcbm_merge_opts *o);
 
 /* Run a whole merge: validate, statistics passes, apply pass, publish OUT. */
 PCBM_API pcbm_status pcbm_merge(const pcbm_merge_opts *o, pcbm_error *err);

@@ -262,6 +262,33 @@ static int cmd_verify(int argc, char **argv)
 
 /* ---- merge ------------------------------------------------------------------------------ */
 
+/* --config: the merge's parameters from a mergekit recipe; the options that set them are
+ * usage errors (they belong in the recipe). */
+static int recipe_opts(cli_cmd c, cli_args *a, int operands, pcbm_recipe **out)
+{
+    pcbm_error err;
+    if (operands > 0)
+        return cli_usage_error(c, "--config takes the models from the recipe: put them in its "
+                               "models: list, not after the options");
+    if (!a->o.out)
+        return cli_usage_error(c, "%s --config RECIPE needs --out DIR", cli_cmd_name(c));
+    if (pcbm_recipe_load(a->config, out, &err) != PCBM_OK)
+        return fail(&err);
+    pcbm_dtype cli_dtype = a->o.out_dtype;
+    if (pcbm_recipe_merge_opts(*out, &a->o, &err) != PCBM_OK)
+        return fail(&err);
+    bool recipe_dtype = a->o.out_dtype != PCBM_DTYPE_BASE;
+    char which[512];
+    int n = cli_recipe_conflicts(a, recipe_dtype, which, sizeof which);
+    if (n)
+        return cli_usage_error(c, "%s %s the merge that the recipe %s describes: put %s in "
+                               "the recipe instead", which, n > 1 ? "change" : "changes",
+                               a->config, n > 1 ? "them" : "it");
+    if (!recipe_dtype)
+        a->o.out_dtype = cli_dtype;
+    return 0;
+}
+
 /* merge, or plan (the same options and --parts K: a merge split into K parts). */
 static int cmd_merge(int argc, char **argv, cli_cmd c)
 {
@@ -280,7 +307,10 @@ static int cmd_merge(int argc, char **argv, cli_cmd c)
     }
     if (rc == 0 && plan && a->parts == 0)
         rc = cli_usage_error(c, "plan needs --parts K (the number of parts of the job array)");
-    if (rc == 0) {
+    pcbm_recipe *recipe = NULL;
+    if (rc == 0 && a->config)
+        rc = recipe_opts(c, a, argc - first, &recipe);
+    else if (rc == 0) {
         a->o.tasks = (const char *const *)&argv[first];
         a->o.ntasks = (unsigned)(argc - first);
         if (!a->o.base || !a->o.out)
@@ -299,6 +329,10 @@ static int cmd_merge(int argc, char **argv, cli_cmd c)
         else if (a->ndensities && a->density_given)
             rc = cli_usage_error(c, "--density and --densities exclude each other: give one "
                                  "density for every task or one per task");
+        else if (a->scope_given && a->o.scope == PCBM_SCOPE_GLOBAL && pcbm_method_per_tensor(&a->o))
+            rc = cli_usage_error(c, "--scope global: %s%s computes its statistics per tensor, "
+                                 "as mergekit does; drop --scope", pcbm_method_name(a->o.method),
+                                 a->o.semantics == PCBM_SEMANTICS_MERGEKIT ? " --mergekit" : "");
     }
     if (rc == 0) {
         if (a->nlambdas)
@@ -315,6 +349,7 @@ static int cmd_merge(int argc, char **argv, cli_cmd c)
             rc = fail(&err);
         free(cmdline);
     }
+    pcbm_recipe_free(recipe);
     free(a);
     return rc;
 }

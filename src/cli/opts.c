@@ -25,7 +25,7 @@
 static const struct cli_cmd_info {
     const char *name, *synopsis, *summary;
 } cmds[CMD_COUNT] = {
-    [CMD_MERGE] = {"merge", "--base DIR --out DIR [options] TASK_DIR...",
+    [CMD_MERGE] = {"merge", "--base DIR --out DIR [options] TASK_DIR...  |  --config RECIPE.yml --out DIR",
                    "merge the task models into OUT"},
     [CMD_PLAN] = {"plan", "--base DIR --out DIR --parts K [options] TASK_DIR...",
                   "split a merge into K parts (split merges, below)"},
@@ -63,8 +63,9 @@ enum {
     O_SIGMA, O_POPSIZE, O_SEARCH_SEED, O_ON_ERROR, O_SEARCH_FORCE, O_SEARCH_RESUME, O_DRY_RUN,
     O_REQUIRE_ALL, O_TAKE_NONFLOAT, O_DENSITIES, O_NORMALIZE, O_NO_NORMALIZE, O_RESCALE,
     O_NO_RESCALE, O_T, O_SELECT_TOPK, O_NUSLERP_NO_FLATTEN, O_NUSLERP_ROW_WISE, O_FILTER_WISE,
-    O_GAMMA, O_MERGEKIT, O_EPSILON
+    O_GAMMA, O_MERGEKIT, O_EPSILON, O_CONFIG, O_COUNT_
 };
+_Static_assert(O_COUNT_ <= 64, "cli_args.given holds one bit per option id");
 
 enum { G_MERGE, G_RUN, G_PLAN, G_PHASE, G_SEARCH, G_COUNT };
 
@@ -86,6 +87,9 @@ typedef struct cli_opt {
 } cli_opt;
 
 static const cli_opt table[] = {
+    {"config", NULL, "RECIPE", O_CONFIG, M_MERGE, G_MERGE,
+     "a mergekit recipe (YAML): method, models, base and parameters come\n"
+     "from it (the README's table says what maps to what)"},
     {"base", NULL, "DIR", O_BASE, M_MERGE, G_MERGE, "the base model (directory or .safetensors file)"},
     {"out", NULL, "DIR", O_OUT, M_MERGE, G_MERGE, "the output directory (must not exist)"},
     {"method", NULL, "M", O_METHOD, M_MERGE, G_MERGE,
@@ -314,14 +318,13 @@ static int set_merge_value(cli_cmd c, cli_args *a, int id, const char *opt, cons
     int k;
     switch (id) {
     case O_BASE: o->base = v; break;
+    case O_CONFIG: a->config = v; break;
     case O_OUT: o->out = v; break;
     case O_METHOD:
         if ((o->method = pcbm_method_parse(v)) == PCBM_METHOD_COUNT)
             return ERR("unknown --method %s (pcb, ties, dare_linear, dare_ties, task_arithmetic, "
                        "linear, slerp, nuslerp, model_stock, sce, breadcrumbs, breadcrumbs_ties, "
                        "della, della_linear)", v);
-        if (pcbm_method_per_tensor(o->method) && !a->scope_given)
-            o->scope = PCBM_SCOPE_TENSOR;
         break;
     case O_T:
         if (!num(v, &o->t)) return ERR("--t needs a number, got %s", v);
@@ -596,6 +599,8 @@ int cli_parse(cli_cmd c, int argc, char **argv, cli_args *a, int *first_arg)
         }
         const char *name = lo[ch - 256].name;
         const cli_opt *any, *op = find_opt(c, name, &any);
+        if (op && op->id < 64)
+            a->given |= 1ull << op->id;
         if (!op)
             rc = refuse(c, name, any);
         else if (op->id == O_HELP) {
@@ -607,6 +612,30 @@ int cli_parse(cli_cmd c, int argc, char **argv, cli_args *a, int *first_arg)
     }
     *first_arg = optind;
     return rc;
+}
+
+int cli_recipe_conflicts(const cli_args *a, bool recipe_has_dtype, char *buf, size_t len)
+{
+    static const int ids[] = {O_BASE, O_METHOD, O_DENSITY, O_DENSITIES, O_LAMBDA, O_LAMBDAS,
+                              O_WEIGHTS, O_NORMALIZE, O_NO_NORMALIZE, O_RESCALE, O_NO_RESCALE,
+                              O_CLAMP, O_SCOPE, O_DTYPE, O_T, O_SELECT_TOPK,
+                              O_NUSLERP_NO_FLATTEN, O_NUSLERP_ROW_WISE, O_FILTER_WISE, O_GAMMA,
+                              O_MERGEKIT, O_EPSILON};
+    int n = 0;
+    size_t u = 0;
+    buf[0] = 0;
+    for (size_t k = 0; k < sizeof ids / sizeof *ids; k++) {
+        if (!(a->given & (1ull << ids[k])) || (ids[k] == O_DTYPE && !recipe_has_dtype))
+            continue;
+        for (size_t i = 0; i < NOPTS; i++)
+            if (table[i].id == ids[k]) {
+                if (u < len)
+                    u += (size_t)snprintf(buf + u, len - u, "%s--%s", n ? ", " : "", table[i].name);
+                break;
+            }
+        n++;
+    }
+    return n;
 }
 
 /* ---- help ----------------------------------------------------------------------------------- */

@@ -11,6 +11,7 @@
 #include "print.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #define EXIT_USAGE 2
@@ -39,7 +40,13 @@ typedef struct cli_args {
     bool help;                         /* --help was given */
     cli_progress progress;             /* --progress */
     bool quiet;                        /* --quiet */
+    const char *config;                /* --config RECIPE.yml (a mergekit recipe) */
+    uint64_t given;                    /* bit id: option id was given (opts.c's table) */
 } cli_args;
+
+/* The options a recipe sets (--config excludes them), as names joined by ", " into buf;
+ * returns the number given. */
+int cli_recipe_conflicts(const cli_args *a, bool recipe_has_dtype, char *buf, size_t len);
 
 /* The command named `name`, or CMD_COUNT. */
 cli_cmd cli_cmd_parse(const char *name);

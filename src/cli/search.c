@@ -188,6 +188,10 @@ int pcbm_cli_search(int argc, char **argv)
     int first, rc = cli_parse(CMD_SEARCH, argc, argv, a, &first);
     if (rc == 0 && a->help) {
         cli_help_cmd(stdout, CMD_SEARCH);
+    } else if (rc == 0 && a->config) {
+        rc = cli_usage_error(CMD_SEARCH, "search --config is not supported yet: search tunes "
+                             "pcbmerge's per-task coefficients, where a recipe fixes mergekit's "
+                             "weights; merge the recipe with pcbmerge merge --config");
     } else if (rc == 0) {
         a->o.tasks = (const char *const *)&argv[first];
         a->o.ntasks = (unsigned)(argc - first);

@@ -5,6 +5,7 @@
  * why), bytes it would read and write, the free space it needs and has, what it would do with an
  * existing output — and stop. Nothing is created or written.
  */
+#include "method.h"
 #include "run_internal.h"
 
 #include "../writer/output.h"
@@ -152,9 +153,27 @@ static pcbm_status say_output(const merge_run *r, pcbm_error *err)
     return PCBM_OK;
 }
 
+/* A recipe: the layers t counts over, and which parameters vary per tensor. */
+static void say_recipe(const merge_run *r)
+{
+    const pcbm_merge_opts *o = r->o;
+    if (!o->params)
+        return;
+    char vary[256] = "";
+    size_t u = 0;
+    for (unsigned p = 0; p < PCBM_P_COUNT && u < sizeof vary; p++)
+        if (pcbm_params_varies(o->params, (pcbm_param_id)p))
+            u += (size_t)snprintf(vary + u, sizeof vary - u, "%s%s", u ? ", " : "",
+                                  pcbm_param_name((pcbm_param_id)p));
+    pcbm_info("  recipe: mergekit's semantics, per tensor; t = layer / %u (the base's %u layers)%s%s",
+              r->mc.nlayers > 1 ? r->mc.nlayers - 1 : 1, r->mc.nlayers,
+              u ? "; varying per tensor: " : "; every parameter is a scalar", vary);
+}
+
 pcbm_status pcbm_run_dry(merge_run *r, unsigned passes, pcbm_error *err)
 {
     say_tensors(r);
+    say_recipe(r);
     say_adapters(r);
     say_bytes(r, passes);
     pcbm_status st = say_output(r, err);

@@ -44,6 +44,8 @@ struct pcbm_mctx {
     float lam[PCBM_MAX_TASKS];
     int per_task_lambdas;
     pcbm_task_stats task[PCBM_MAX_TASKS];
+    unsigned nlayers;       /* the base's layers (recipes' t; params.c) */
+    uint64_t params_gen;    /* this merge's generation of the workers' parameter caches */
     /* the tile passes' (merge_common.c) */
     pcbm_engine *eng;
     uint64_t *kept_local;   /* [threads][ntasks] counters of the apply pass */

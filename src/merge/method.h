@@ -149,6 +149,24 @@ const char *pcbm_param_name(pcbm_param_id p);
 /* Parameter p of task `task` (0-based; ignored for whole-merge parameters) for layout tensor
  * `tensor` (an index into mc->layout->t). Cheap enough to call once per tile. */
 double pcbm_tparam(const pcbm_mctx *mc, size_t tensor, unsigned task, pcbm_param_id p);
+/* The id of mergekit's name (PCBM_P_COUNT if unknown); whether it is a per-model parameter. */
+pcbm_param_id pcbm_param_parse(const char *name);
+bool pcbm_param_per_task(pcbm_param_id p);
+/* Before a merge's passes (pcbm_run_setup_ctx): the base's layers for t, a new cache generation,
+ * and the check of the required parameters over every merged tensor (PCBM_ERR_USAGE). */
+pcbm_status pcbm_params_bind(pcbm_mctx *mc, pcbm_error *err);
+/* The required parameters resolve for every merged tensor of every task (PCBM_ERR_USAGE naming
+ * the model, parameter and tensor otherwise): bind does it; the split plan too. */
+pcbm_status pcbm_params_check(const pcbm_merge_opts *o, const pcbm_layout *p, pcbm_error *err);
+/* Some setting of p is a gradient or has a filter (it varies per tensor). */
+bool pcbm_params_varies(const pcbm_params *pp, pcbm_param_id p);
+/* Task `task` (or PCBM_PARAMS_ALL) has a setting of p, at its level or the whole merge's. */
+bool pcbm_params_has(const pcbm_params *pp, int task, pcbm_param_id p);
+/* The settings as JSON (canonical: the split plan, the journal's parameters, the report), and
+ * back. */
+struct json_t;
+struct json_t *pcbm_params_json(const pcbm_params *pp, unsigned ntasks);
+pcbm_status pcbm_params_from_json(struct json_t *j, pcbm_params **out, pcbm_error *err);
 
 /* The driver's loop over one range's rounds (rounds.c), with the pass given: pcbm_method_run
  * gives the engine's; tests give tiles of their own. state comes from m->init. */

@@ -65,9 +65,9 @@ pcbm_method pcbm_method_parse(const char *s)
     return PCBM_METHOD_COUNT;
 }
 
-int pcbm_method_per_tensor(pcbm_method m)
+int pcbm_method_per_tensor(const pcbm_merge_opts *o)
 {
-    const pcbm_method_def *d = pcbm_method_find(m);
+    const pcbm_method_def *d = pcbm_method_for(o);
     return d && d->per_tensor;
 }
 

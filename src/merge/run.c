@@ -349,6 +349,10 @@ static char *params_json(const pcbm_merge_opts *o)
             json_array_append_new(a, json_string(o->exclude[i]));
         json_object_set_new(p, "exclude", a);
     }
+    /* a recipe's per-tensor settings (absent otherwise: a CLI merge's parameters stay as
+     * they were) */
+    if (o->params)
+        json_object_set_new(p, "recipe", pcbm_params_json(o->params, o->ntasks));
     char *s = json_dumps(p, JSON_COMPACT);
     json_decref(p);
     return s;
@@ -485,6 +489,8 @@ char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, do
     json_object_set_new(r, "params", json_loads(pj, 0, NULL));
     free(pj);
     json_object_set_new(r, "base", json_string(o->base));
+    if (o->recipe)
+        json_object_set_new(r, "recipe_yaml", json_string(o->recipe));
     json_object_set_new(r, "d", json_integer((json_int_t)p->d));
     json_object_set_new(r, "stats", json_string(mc->stats_how[0] ? mc->stats_how : "none"));
     json_object_set_new(r, "tensors_merged", json_integer((json_int_t)p->nmerge));
@@ -507,10 +513,10 @@ char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, do
         json_t *t = json_object();
         json_object_set_new(t, "path", json_string(o->tasks[i]));
         json_object_set_new(t, "lambda", json_real(mc->lam[i]));
-        json_object_set_new(t, "weight", (m->uses & PCBM_USES_WEIGHTS)
+        json_object_set_new(t, "weight", (m->uses & PCBM_USES_WEIGHTS) && !o->params
                                              ? json_real(o->weights ? o->weights[i] : 1.0)
-                                             : json_null());
-        json_object_set_new(t, "density", (m->uses & PCBM_USES_DENSITY)
+                                             : json_null()); /* a recipe's: params.recipe */
+        json_object_set_new(t, "density", (m->uses & PCBM_USES_DENSITY) && !o->params
                                               ? json_real(pcbm_task_density(o, i)) : json_null());
         json_object_set_new(t, "lo", json_num_or_null(ts->lo, is_pcb && global_stats));
         json_object_set_new(t, "hi", json_num_or_null(ts->hi, is_pcb && global_stats));
@@ -724,6 +730,9 @@ static char *shape_json(const pcbm_merge_opts *o)
             json_array_append_new(a, json_real(o->weights[i]));
         json_object_set_new(q, "weights", a);
     }
+    /* a recipe's per-tensor settings (weights, densities, ... per tensor) shape them too */
+    if (o->params)
+        json_object_set_new(q, "recipe", pcbm_params_json(o->params, o->ntasks));
     json_object_update(p, q);
     json_decref(q);
     add_geo(p, o); /* slerp's t, sce's select_topk, ...: the records hold their coefficients */
@@ -1061,6 +1070,9 @@ pcbm_status pcbm_run_setup_ctx(merge_run *r, unsigned threads, pcbm_error *err)
         if (!mc->lora_cached)
             return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     }
+    pcbm_status pst = pcbm_params_bind(mc, err);
+    if (pst != PCBM_OK)
+        return pst;
     mc->scratch = pcbm_alloc_aligned((size_t)threads * mc->scratch_floats * sizeof(float));
     mc->kept_local = pcbm_calloc((size_t)threads * o->ntasks, sizeof(uint64_t));
     if (!mc->scratch || !mc->kept_local)

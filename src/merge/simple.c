@@ -10,18 +10,25 @@
 #include "../kernels/mkern.h"
 #include "../kernels/rng.h"
 
+#include <math.h>
+
 /* mergekit's weighted sum: acc = ((0 + w_1·τ_1) + w_2·τ_2) + …, acc / W with `normalize`
- * (W = ((0 + w_1) + w_2) + …, non-zero: the option checks refuse 0), tmp[k] = base + λ·acc. */
+ * (W = ((0 + w_1) + w_2) + …: non-zero on the command line, where the option checks refuse 0;
+ * with mergekit's semantics |W| < 1e-8 divides by 1, as mergekit does), tmp[k] = base + λ·acc.
+ * Weights, λ and `normalize` are the tensor's (pcbm_tparam: a recipe's gradients and filters). */
 static void weighted_sum(const pcbm_mctx *mc, const pcbm_tile *tl)
 {
-    const pcbm_merge_opts *o = mc->o;
     unsigned N = mc->ntasks;
-    float w[PCBM_MAX_TASKS], wsum = 0.0f, lam = mc->lam[0];
+    size_t tn = tl->bv->tensor;
+    float w[PCBM_MAX_TASKS], wsum = 0.0f;
     for (unsigned i = 0; i < N; i++) {
-        w[i] = pcbm_task_weight(o, i);
+        w[i] = (float)pcbm_tparam(mc, tn, i, PCBM_P_WEIGHT);
         wsum += w[i];
     }
-    bool norm = pcbm_method_normalizes(o);
+    float lam = mc->o->params ? (float)pcbm_tparam(mc, tn, 0, PCBM_P_LAMBDA) : mc->lam[0];
+    bool norm = pcbm_tparam(mc, tn, 0, PCBM_P_NORMALIZE) != 0.0;
+    if (norm && mc->o->semantics == PCBM_SEMANTICS_MERGEKIT && fabsf(wsum) < 1e-8f)
+        wsum = 1.0f;
     for (unsigned k = 0; k < tl->n; k++) {
         float acc = 0.0f;
         for (unsigned i = 0; i < N; i++)
@@ -32,10 +39,12 @@ static void weighted_sum(const pcbm_mctx *mc, const pcbm_tile *tl)
     }
 }
 
-/* tmp[k] = base + λ·Σ τ_i (one λ), base + Σ λ_i·τ_i (per-task λ), or the weighted sum. */
+/* tmp[k] = base + λ·Σ τ_i (one λ), base + Σ λ_i·τ_i (per-task λ), or the weighted sum (weights,
+ * `normalize`, or a recipe: mergekit's arithmetic). */
 static void task_sum(const pcbm_mctx *mc, const pcbm_tile *tl)
 {
-    if (mc->o->weights || pcbm_method_normalizes(mc->o)) {
+    if (mc->o->weights || pcbm_method_normalizes(mc->o) || mc->o->params ||
+        mc->o->semantics == PCBM_SEMANTICS_MERGEKIT) {
         weighted_sum(mc, tl);
         return;
     }
@@ -67,21 +76,22 @@ static void tile_dare_linear(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, voi
     task_sum(mc, tl);
 }
 
-/* Σ α_i θ_i / Σ α_i with the --weights (equal weights without them); Σ α_i θ_i with
- * `normalize` off (a division by 1, exact). */
+/* Σ α_i θ_i / Σ α_i with the weights (equal weights without them); Σ α_i θ_i with
+ * `normalize` off (a division by 1, exact). A recipe's weights and `normalize` are the
+ * tensor's (pcbm_tparam); mergekit's linear.py divides by Σ α_i as it is. */
 static void tile_linear(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
-    const double *wts = mc->o->weights;
     unsigned N = mc->ntasks;
+    size_t tn = tl->bv->tensor;
     uint64_t *kept = pcbm_kept_local(mc, w);
     for (unsigned i = 0; i < N; i++)
         kept[i] += tl->n;
     float wf[PCBM_MAX_TASKS], wsum = 0.0f;
     for (unsigned i = 0; i < N; i++) {
-        wf[i] = wts ? (float)wts[i] : 1.0f;
+        wf[i] = (float)pcbm_tparam(mc, tn, i, PCBM_P_WEIGHT);
         wsum += wf[i];
     }
-    if (!pcbm_method_normalizes(mc->o))
+    if (pcbm_tparam(mc, tn, 0, PCBM_P_NORMALIZE) == 0.0)
         wsum = 1.0f;
     pcbm_k_linear((const float *const *)tl->theta, N, wf, wsum, tl->tmp, tl->n);
 }

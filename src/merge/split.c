@@ -18,6 +18,7 @@
  * parts never write the same file. finalize writes the index, side files, report and manifest,
  * removes .split and renames DIR.partial to DIR: nothing under DIR is ever partial.
  */
+#include "method.h"
 #include "run_internal.h"
 #include "split.h"
 
@@ -50,6 +51,8 @@ typedef struct split_plan {
     double *lambdas, *weights, *densities;
     char **exclude;
     char *command;              /* how the merge was planned, for the model card */
+    pcbm_params *params;        /* a recipe's per-tensor settings, or NULL */
+    char *recipe;               /* a recipe's text, or NULL */
     unsigned parts;
     unsigned *file_lo, *file_hi;
     uint64_t *part_bytes;
@@ -64,6 +67,8 @@ typedef struct split_plan {
 static void plan_free(split_plan *sp)
 {
     free(sp->command);
+    pcbm_params_free(sp->params);
+    free(sp->recipe);
     free(sp->base);
     for (unsigned i = 0; sp->tasks && i < sp->o.ntasks; i++)
         free(sp->tasks[i]);
@@ -152,6 +157,11 @@ static json_t *opts_json(const pcbm_merge_opts *o)
     json_object_set_new(j, "filter_wise", json_integer(o->filter_wise));
     if (o->command)
         json_object_set_new(j, "command", json_string(o->command));
+    /* a recipe's merge: its per-tensor settings and text (absent otherwise) */
+    if (o->params)
+        json_object_set_new(j, "recipe_params", pcbm_params_json(o->params, o->ntasks));
+    if (o->recipe)
+        json_object_set_new(j, "recipe", json_string(o->recipe));
     return j;
 }
 
@@ -254,6 +264,15 @@ static bool opts_from(json_t *j, split_plan *sp)
     if (cmd && !(sp->command = pcbm_strdup(cmd)))
         return false;
     o->command = sp->command;
+    json_t *rp = json_object_get(j, "recipe_params");
+    pcbm_error perr;
+    if (rp && pcbm_params_from_json(rp, &sp->params, &perr) != PCBM_OK)
+        return false;
+    o->params = sp->params;
+    const char *rtext = json_string_value(json_object_get(j, "recipe"));
+    if (rtext && !(sp->recipe = pcbm_strdup(rtext)))
+        return false;
+    o->recipe = sp->recipe;
     return true;
 }
 
@@ -480,6 +499,8 @@ static pcbm_status split_plan_run(const pcbm_merge_opts *o, unsigned parts, pcbm
         if (!sp->file_lo || !sp->file_hi || !sp->part_bytes)
             st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     }
+    if (st == PCBM_OK)
+        st = pcbm_params_check(o, &r->layout, err); /* a recipe's required parameters */
     if (st == PCBM_OK) {
         balance(&r->layout, sp);
         sp->rounds_max = pcbm_method_max_rounds(o, &r->layout);

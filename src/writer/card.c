@@ -145,6 +145,9 @@ char *pcbm_model_card(const pcbm_merge_opts *o, const char *report_json, const u
             (unsigned long long)ids[i + 1]);
     add(&t, "\nThe identity hashes each model's headers, file sizes and sampled data "
         "(`pcbmerge verify` checks the output files against `pcbmerge.manifest.json`).\n");
+    if (o->recipe && o->recipe[0])
+        add(&t, "\n## Recipe\n\n```yaml\n%s%s```\n", o->recipe,
+            o->recipe[strlen(o->recipe) - 1] == '\n' ? "" : "\n");
     if (o->command && o->command[0])
         add(&t, "\n## Command\n\n```sh\n%s\n```\n", o->command);
     add_summary(&t, rep);

@@ -142,11 +142,15 @@ static void test_table(void **state)
     assert_int_equal(with_rounds, 11);
     for (unsigned k = 0; k < PCBM_METHOD_COUNT; k++) { /* per-tensor methods: tensor scope */
         const pcbm_method_def *m = pcbm_method_find((pcbm_method)k);
-        assert_int_equal(pcbm_method_per_tensor((pcbm_method)k), m->per_tensor);
+        pcbm_merge_opts o = mk_opts((pcbm_method)k);
+        assert_int_equal(pcbm_method_per_tensor(&o), m->per_tensor);
         assert_true(!m->per_tensor || (m->nrounds > 0 && (m->uses & PCBM_USES_SCOPE)));
     }
-    assert_true(pcbm_method_per_tensor(PCBM_METHOD_SLERP) && pcbm_method_per_tensor(PCBM_METHOD_SCE));
-    assert_false(pcbm_method_per_tensor(PCBM_METHOD_TIES));
+    pcbm_merge_opts so = mk_opts(PCBM_METHOD_SLERP), to = mk_opts(PCBM_METHOD_TIES);
+    assert_true(pcbm_method_per_tensor(&so));
+    assert_false(pcbm_method_per_tensor(&to));
+    to.semantics = PCBM_SEMANTICS_MERGEKIT; /* mergekit's ties is per tensor */
+    assert_true(pcbm_method_per_tensor(&to));
     /* --mergekit: ties, dare_ties and dare_linear under their own names, per tensor, with
      * mergekit's defaults (ties normalizes, dare_* do not; the random ones rescale) */
     static const struct {

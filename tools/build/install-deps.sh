@@ -8,7 +8,7 @@
 # prints the exact command to run and exits 1, which stops make.
 set -eu
 
-build="gcc make pkg-config liburing-dev libzstd-dev libxxhash-dev libjansson-dev libyajl-dev libgsl-dev"
+build="gcc make pkg-config liburing-dev libzstd-dev libxxhash-dev libjansson-dev libyajl-dev libgsl-dev libyaml-dev"
 case "${1:-build}" in
 build) want="$build" ;;
 test) want="$build libcmocka-dev python3-numpy python3-yaml gettext-base munge slurmctld slurmd slurm-client strace" ;;

@@ -458,6 +458,7 @@ static void usage(FILE *f)
             "                [--preset tiny|small|llama-mini|custom] [--params P] [--seed S]\n"
             "                [--shard-size SIZE] [--single-file] [--delta-scale X]\n"
             "                [--identical-task I] [--nonfinite TENSOR] [--extra-task-tensor]\n"
+            "                [--layers N]\n"
             "                [--jobs J] [--dry-run] [--quiet]\n"
             "Writes DIR/base and DIR/task1..taskN (Llama-shaped safetensors model directories).\n"
             "  --tasks N            number of task models (default 3)\n"
@@ -471,6 +472,7 @@ static void usage(FILE *f)
             "  --delta-scale X      task deltas ~ X times the tensor's scale (default 0.01)\n"
             "  --identical-task I   make task I byte-identical to the base\n"
             "  --nonfinite TENSOR   put a NaN in TENSOR of task1\n"
+            "  --layers N           N decoder layers instead of the preset's\n"
             "  --extra-task-tensor  add model.extra_task_head.weight to task1 only\n"
             "  --jobs J             models written at once, one process each (default: online CPUs)\n"
             "  --dry-run            print the architecture and element count, write nothing\n");
@@ -497,6 +499,7 @@ static int parse_count(const char *s, uint64_t *out)
 static int parse_args(int argc, char **argv, gen_opts *o)
 {
     const char *preset_name = NULL;
+    uint64_t layers = 0; /* --layers: the preset's layer count replaced */
     uint64_t params = 0;
     int single = 0;
     for (int i = 1; i < argc; i++) {
@@ -511,7 +514,8 @@ static int parse_args(int argc, char **argv, gen_opts *o)
         if (strncmp(a, "--", 2) != 0) return errmsg(2, "unexpected argument '%s' (see --help)", a);
         if (!v) return errmsg(2, "unknown option or missing value: %s (see --help)", a);
         i++;
-        if (!strcmp(a, "--tasks") || !strcmp(a, "--jobs") || !strcmp(a, "--identical-task"))
+        if (!strcmp(a, "--tasks") || !strcmp(a, "--jobs") || !strcmp(a, "--identical-task") ||
+            !strcmp(a, "--layers"))
             n = strtol(v, &end, 10);
         if (!strcmp(a, "--out")) {
             o->out = v;
@@ -543,6 +547,9 @@ static int parse_args(int argc, char **argv, gen_opts *o)
             if (*end || !(o->delta_scale >= 0)) return errmsg(2, "bad --delta-scale '%s'", v);
         } else if (!strcmp(a, "--nonfinite")) {
             o->nonfinite = v;
+        } else if (!strcmp(a, "--layers")) {
+            if (*end || n < 1 || n > 1000) return errmsg(2, "--layers must be 1..1000");
+            layers = (uint64_t)n;
         } else {
             return errmsg(2, "unknown option %s (see --help)", a);
         }
@@ -558,6 +565,7 @@ static int parse_args(int argc, char **argv, gen_opts *o)
         o->a = preset(preset_name);
         if (!o->a.hidden) return errmsg(2, "unknown preset '%s' (tiny, small, llama-mini, custom)", preset_name);
     }
+    if (layers) o->a.layers = layers;
     if (o->a.layers * 9 + 8 > GEN_MAX_TENSORS) return errmsg(2, "too many layers");
     if (o->identical_task > o->tasks) return errmsg(2, "--identical-task %u is beyond --tasks %u", o->identical_task, o->tasks);
     if (o->nonfinite) {
