@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
 #define RECIPE_MAX_BYTES (4u << 20)
@@ -375,6 +376,20 @@ typedef struct model_in {
     const char *model;
 } model_in;
 
+/* mergekit's `MODEL+ADAPTER`: a LoRA adapter (PEFT folder) applied to MODEL. pcbmerge forms an
+ * adapter task's vector against the merge's base, so MODEL must be the base (or, for linear
+ * without base_model, the first model): the task is then the adapter folder. A spec that names
+ * an existing folder as a whole is a path, '+' and all. Returns the adapter part or NULL. */
+static const char *adapter_of(const char *spec, size_t *prefix_len)
+{
+    struct stat sb;
+    const char *plus = strchr(spec, '+');
+    if (!plus || (stat(spec, &sb) == 0 && S_ISDIR(sb.st_mode)))
+        return NULL;
+    *prefix_len = (size_t)(plus - spec);
+    return plus + 1;
+}
+
 static pcbm_status add_model(rctx *c, yaml_node_t *m, model_in *list, unsigned *n, bool slice)
 {
     if (m->type != YAML_MAPPING_NODE)
@@ -609,6 +624,27 @@ static pcbm_status read_doc(rctx *c)
     if (r->ntasks == 0)
         return bad(c, root, "no model to merge besides the base");
     r->layout_base = r->base_model ? r->base_model : r->models[0];
+    size_t plen;
+    if (adapter_of(r->layout_base, &plen))
+        return bad(c, r->base_model ? base : list[0].at, "%s: a LoRA adapter (MODEL+ADAPTER) "
+                   "cannot be the base: name the full model there and MODEL+ADAPTER among the "
+                   "models", r->layout_base);
+    for (unsigned i = 0; i < n; i++) {
+        const char *ad = task_of[i] >= 0 ? adapter_of(r->models[i], &plen) : NULL;
+        if (!ad)
+            continue;
+        if (strlen(r->layout_base) != plen || strncmp(r->models[i], r->layout_base, plen) != 0 ||
+            !*ad)
+            return bad(c, list[i].at, "%s: an adapter task (MODEL+ADAPTER) is applied to the "
+                       "merge's base, so MODEL must be %s (pcbmerge forms the adapter's task "
+                       "vector against the base)", r->models[i], r->layout_base);
+        char *a = pcbm_strdup(ad);
+        if (!a)
+            return pcbm_fail(c->err, PCBM_ERR_NOMEM, "out of memory");
+        free(r->models[i]);
+        r->models[i] = a;
+        r->tasks[task_of[i]] = a;
+    }
     /* parameters: each model's, then the slice's and the whole merge's (one level: the first
      * entry that matches wins, in that order) */
     for (unsigned i = 0; i < n; i++) {

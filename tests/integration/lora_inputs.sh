@@ -248,4 +248,38 @@ rename_keys "$TMP/F32/plain" "$TMP/two" "layers.1." || fail "cannot build the tw
 expect_fail two-adapters-refused \
     "two/adapter_model.safetensors: key .*lora_[AB]\.(other|default)\.weight belongs to adapter '(other|default)' while other keys belong to '(default|other)': the file holds several adapters" \
     m "$TMP/two"
+# A recipe names an adapter as mergekit does, MODEL+ADAPTER: with MODEL the base, the adapter is a
+# task (the same bytes as the command line's merge); MODEL other than the base, or an adapter as
+# base_model, is refused naming it.
+recipe_adapter_case() {
+    cat >"$TMP/ad.yml" <<YEOF
+merge_method: task_arithmetic
+base_model: $TMP/F32/base
+models:
+  - model: $TMP/F32/base+$TMP/F32/plain
+    parameters: {weight: 1.0}
+  - model: $TMP/F32/ft
+    parameters: {weight: 1.0}
+YEOF
+    "$PCBM_BIN" merge --quiet --config "$TMP/ad.yml" --out "$TMP/o-rad" &&
+        "$PCBM_BIN" merge --quiet --method task_arithmetic --base "$TMP/F32/base" \
+            --out "$TMP/o-cad" "$TMP/F32/plain" "$TMP/F32/ft" &&
+        "$PY" - "$TMP/o-rad" "$TMP/o-cad" <<'PYEOF' # the tensors' bytes (headers record the recipe)
+import os, sys
+sys.path.insert(0, os.environ["PCBM_ROOT"] + "/tests/reference")
+from pcb_ref import read_model
+a, b = read_model(sys.argv[1]), read_model(sys.argv[2])
+assert list(a) == list(b), "tensor lists differ"
+bad = [n for n in a if a[n].raw.tobytes() != b[n].raw.tobytes()]
+assert not bad, "tensors differ: %s" % bad[:3]
+PYEOF
+}
+check recipe-model-plus-adapter recipe_adapter_case
+sed "s|model: $TMP/F32/base+|model: $TMP/F32/ft+|" "$TMP/ad.yml" >"$TMP/ad-other.yml"
+expect_fail recipe-adapter-on-other-model-refused \
+    "ft\+.*plain: an adapter task \(MODEL\+ADAPTER\) is applied to the merge's base, so MODEL must be .*F32/base" \
+    "$PCBM_BIN" merge --quiet --config "$TMP/ad-other.yml" --out "$TMP/o-rad2"
+sed "s|^base_model: .*|base_model: $TMP/F32/base+$TMP/F32/plain|" "$TMP/ad.yml" >"$TMP/ad-base.yml"
+expect_fail recipe-adapter-as-base-refused "a LoRA adapter \(MODEL\+ADAPTER\) cannot be the base" \
+    "$PCBM_BIN" merge --quiet --config "$TMP/ad-base.yml" --out "$TMP/o-rad3"
 finish
