@@ -334,6 +334,10 @@ typedef struct pcbm_merge_opts {
                                        or NULL: the scalars above for every tensor */
     const char *recipe;             /* the mergekit recipe's text (pcbm_recipe_text), recorded
                                        in merge_report.json and the model card; or NULL */
+    const char *chat_template;      /* mergekit's chat_template: NULL keeps the base's files;
+                                       "auto": the template most of the models share; else a
+                                       Jinja template's text, written into the output's
+                                       tokenizer_config.json */
 } pcbm_merge_opts;
 
 /* ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 #include "search.h"
 
 #include <stdbool.h>
+#include <sys/stat.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -262,6 +263,27 @@ static int cmd_verify(int argc, char **argv)
 
 /* ---- merge ------------------------------------------------------------------------------ */
 
+/* --chat-template T: "auto", a file holding the template, or the template's text. */
+static int chat_template_arg(cli_cmd c, cli_args *a, char **text)
+{
+    struct stat sb;
+    const char *v = a->chat_template;
+    if (strcmp(v, "auto") != 0 && stat(v, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        FILE *f = sb.st_size <= (1 << 20) ? fopen(v, "rb") : NULL;
+        if (!f)
+            return cli_usage_error(c, "--chat-template %s: cannot read the file (a template file "
+                                   "is at most 1 MiB)", v);
+        *text = calloc(1, (size_t)sb.st_size + 1);
+        size_t n = *text ? fread(*text, 1, (size_t)sb.st_size, f) : 0;
+        fclose(f);
+        if (!*text || n != (size_t)sb.st_size)
+            return cli_usage_error(c, "--chat-template %s: cannot read the file", v);
+        v = *text;
+    }
+    a->o.chat_template = v;
+    return 0;
+}
+
 /* --config: the merge's parameters from a mergekit recipe; the options that set them are
  * usage errors (they belong in the recipe). */
 static int recipe_opts(cli_cmd c, cli_args *a, int operands, pcbm_recipe **out)
@@ -334,6 +356,9 @@ static int cmd_merge(int argc, char **argv, cli_cmd c)
                                  "as mergekit does; drop --scope", pcbm_method_name(a->o.method),
                                  a->o.semantics == PCBM_SEMANTICS_MERGEKIT ? " --mergekit" : "");
     }
+    char *template_text = NULL;
+    if (rc == 0 && a->chat_template)
+        rc = chat_template_arg(c, a, &template_text);
     if (rc == 0) {
         if (a->nlambdas)
             a->o.lambdas = a->lambdas;
@@ -350,6 +375,7 @@ static int cmd_merge(int argc, char **argv, cli_cmd c)
         free(cmdline);
     }
     pcbm_recipe_free(recipe);
+    free(template_text);
     free(a);
     return rc;
 }

@@ -41,6 +41,7 @@ typedef struct cli_args {
     cli_progress progress;             /* --progress */
     bool quiet;                        /* --quiet */
     const char *config;                /* --config RECIPE.yml (a mergekit recipe) */
+    const char *chat_template;         /* --chat-template: auto, a template file, or its text */
     uint64_t given;                    /* bit id: option id was given (opts.c's table) */
 } cli_args;
 

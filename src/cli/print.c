@@ -169,6 +169,16 @@ char *pcbm_cli_command_line(const pcbm_merge_opts *o)
         put(&c, "--nuslerp-row-wise", false);
     if (o->filter_wise == PCBM_ON)
         put(&c, "--filter-wise", false);
+    if (o->semantics == PCBM_SEMANTICS_MERGEKIT)
+        put(&c, "--mergekit", false);
+    if (o->gamma != d.gamma)
+        put_opt(&c, "--gamma", o->gamma);
+    if (o->epsilon != d.epsilon)
+        put_opt(&c, "--epsilon", o->epsilon);
+    if (o->chat_template) {
+        put(&c, "--chat-template", false);
+        put(&c, o->chat_template, true);
+    }
     if (o->scope == PCBM_SCOPE_TENSOR && !pcbm_method_per_tensor(o))
         put(&c, "--scope tensor", false);
     if (o->stats_mode == PCBM_STATS_EXACT)

@@ -73,6 +73,7 @@ struct pcbm_recipe {
     bool have_density, have_lambda, have_clamp;
     unsigned layer_lo, layer_hi; /* slices: the sources' layer_range */
     bool have_range;
+    char *chat_template;        /* as written, or NULL */
 };
 
 /* ---- YAML helpers ------------------------------------------------------------------------- */
@@ -533,9 +534,15 @@ static pcbm_status read_doc(rctx *c)
                 return bad(c, k, "tokenizer: (a merged tokenizer configuration) is not supported "
                            "yet: pcbmerge keeps the base model's tokenizer");
         } else if (!strcmp(ks, "chat_template")) {
-            if (!is_null(v))
-                return bad(c, k, "chat_template is not supported yet: pcbmerge copies the base "
-                           "model's tokenizer files, chat template included");
+            if (!is_null(v)) {
+                pcbm_error ce;
+                if (!string(v))
+                    return bad(c, v, "chat_template is 'auto' or a Jinja template's text");
+                if (pcbm_chat_template_check(string(v), &ce) != PCBM_OK)
+                    return bad(c, v, "%s", ce.msg);
+                if (!(r->chat_template = pcbm_strdup(string(v))))
+                    return pcbm_fail(c->err, PCBM_ERR_NOMEM, "out of memory");
+            }
         } else if (!strcmp(ks, "name") || !strcmp(ks, "description")) {
             /* not mergekit's (it ignores keys it does not know): recipe collections carry them */
         } else {
@@ -678,6 +685,7 @@ void pcbm_recipe_free(pcbm_recipe *r)
         free(r->models[i]);
     free(r->models);
     free(r->base_model);
+    free(r->chat_template);
     pcbm_params_free(r->params);
     free(r->text);
     free(r->name);
@@ -790,6 +798,7 @@ pcbm_status pcbm_recipe_merge_opts(const pcbm_recipe *r, pcbm_merge_opts *o, pcb
     o->ntasks = r->ntasks;
     o->params = r->params;
     o->recipe = r->text;
+    o->chat_template = r->chat_template;
     o->semantics = PCBM_SEMANTICS_MERGEKIT;
     o->scope = r->method == PCBM_METHOD_PCB ? r->scope : PCBM_SCOPE_TENSOR;
     o->out_dtype = r->out_dtype;

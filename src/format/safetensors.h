@@ -122,6 +122,16 @@ pcbm_status pcbm_copy_side_files(const pcbm_model *base, const char *out_dir, pc
  * key order kept). */
 pcbm_status pcbm_config_update(const char *out_dir, pcbm_dtype dt, bool untied, bool dequantized,
                                pcbm_error *err);
+/* mergekit's `chat_template` (chat_template.c): NULL (keep the base's), "auto" (the template
+ * most of the models share, ties to the one listed first) or a Jinja template's text (at least
+ * 20 characters with a '{'); mergekit's named template files are refused. check: the rule;
+ * apply: write the chosen template into OUT's tokenizer_config.json (and its chat_template.jinja
+ * / .json when present), dirs the models' directories (NULL: none) in order, base first; `how`
+ * says what was done (for the report). */
+pcbm_status pcbm_chat_template_check(const char *spec, pcbm_error *err);
+pcbm_status pcbm_chat_template_apply(const char *spec, const char *const *dirs, unsigned n,
+                                     const char *out_dir, char *how, size_t howlen,
+                                     pcbm_error *err);
 /* Name of side file i (0, 1, ...), NULL past the last: the files pcbm_copy_side_files may copy. */
 const char *pcbm_side_file_name(size_t i);
 

@@ -248,6 +248,8 @@ pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err)
         st = check_coefficients(o, err);
     if (st == PCBM_OK)
         st = check_geo(o, err);
+    if (st == PCBM_OK)
+        st = pcbm_chat_template_check(o->chat_template, err);
     for (unsigned i = 0; st == PCBM_OK && (pcbm_method_for(o)->uses & PCBM_USES_EPSILON) &&
                          i < o->ntasks; i++) {
         double d = pcbm_task_density(o, i), e = o->epsilon;
@@ -353,6 +355,8 @@ static char *params_json(const pcbm_merge_opts *o)
      * they were) */
     if (o->params)
         json_object_set_new(p, "recipe", pcbm_params_json(o->params, o->ntasks));
+    if (o->chat_template)
+        json_object_set_new(p, "chat_template", json_string(o->chat_template));
     char *s = json_dumps(p, JSON_COMPACT);
     json_decref(p);
     return s;
@@ -491,6 +495,8 @@ char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, do
     json_object_set_new(r, "base", json_string(o->base));
     if (o->recipe)
         json_object_set_new(r, "recipe_yaml", json_string(o->recipe));
+    if (o->chat_template) /* "auto", or the template's text */
+        json_object_set_new(r, "chat_template", json_string(o->chat_template));
     json_object_set_new(r, "d", json_integer((json_int_t)p->d));
     json_object_set_new(r, "stats", json_string(mc->stats_how[0] ? mc->stats_how : "none"));
     json_object_set_new(r, "tensors_merged", json_integer((json_int_t)p->nmerge));
@@ -619,6 +625,16 @@ pcbm_status pcbm_run_write_small_files(const merge_run *r, const pcbm_outdir *od
         (r->o->out_dtype != PCBM_DTYPE_BASE || p->untied_head || p->base_dequantized))
         st = pcbm_config_update(od->partial, r->o->out_dtype, p->untied_head != NULL,
                                 p->base_dequantized, err);
+    if (st == PCBM_OK && r->o->chat_template) {
+        const char *dirs[PCBM_MAX_MODELS];
+        char how[512];
+        for (unsigned m = 0; m < p->nmodels; m++)
+            dirs[m] = p->models[m]->is_dir ? p->models[m]->dir : NULL;
+        st = pcbm_chat_template_apply(r->o->chat_template, dirs, p->nmodels, od->partial, how,
+                                      sizeof how, err);
+        if (st == PCBM_OK)
+            pcbm_info("chat template: %s", how);
+    }
     if (st == PCBM_OK)
         st = pcbm_outdir_write(od, "merge_report.json", report, strlen(report), err);
     if (st == PCBM_OK) {

@@ -53,6 +53,7 @@ typedef struct split_plan {
     char *command;              /* how the merge was planned, for the model card */
     pcbm_params *params;        /* a recipe's per-tensor settings, or NULL */
     char *recipe;               /* a recipe's text, or NULL */
+    char *chat_template;        /* the output's chat template (pcbm_merge_opts), or NULL */
     unsigned parts;
     unsigned *file_lo, *file_hi;
     uint64_t *part_bytes;
@@ -69,6 +70,7 @@ static void plan_free(split_plan *sp)
     free(sp->command);
     pcbm_params_free(sp->params);
     free(sp->recipe);
+    free(sp->chat_template);
     free(sp->base);
     for (unsigned i = 0; sp->tasks && i < sp->o.ntasks; i++)
         free(sp->tasks[i]);
@@ -162,6 +164,8 @@ static json_t *opts_json(const pcbm_merge_opts *o)
         json_object_set_new(j, "recipe_params", pcbm_params_json(o->params, o->ntasks));
     if (o->recipe)
         json_object_set_new(j, "recipe", json_string(o->recipe));
+    if (o->chat_template)
+        json_object_set_new(j, "chat_template", json_string(o->chat_template));
     return j;
 }
 
@@ -273,6 +277,10 @@ static bool opts_from(json_t *j, split_plan *sp)
     if (rtext && !(sp->recipe = pcbm_strdup(rtext)))
         return false;
     o->recipe = sp->recipe;
+    const char *ct = json_string_value(json_object_get(j, "chat_template"));
+    if (ct && !(sp->chat_template = pcbm_strdup(ct)))
+        return false;
+    o->chat_template = sp->chat_template;
     return true;
 }
 

@@ -20,6 +20,9 @@
 #   --io mmap        pcb and task_arithmetic (64K blocks) with the inputs read through their
 #                    mappings: the same bound, the same bytes.
 #
+# Two LoRA adapters and a full task of the same family: pcb and task_arithmetic within 64 MiB +
+# 48 MiB, byte-identical to --mem 1G.
+#
 # A quirky family (FP8 base with block scales and a tied head, a BF16 task with appended tokens
 # that unties the head, an FP8 task) at 10x --mem 16M: pcb, ties and task_arithmetic within
 # 16 MiB + 48 MiB, byte-identical to --mem 1G.
@@ -239,6 +242,20 @@ else
     echo "    (pcbmerge named $minb bytes as the minimum for --block-size 1M, then refused that budget)"
 fi
 rm -rf "$out" "$out.partial"
+
+# ---- LoRA adapters (issue 15): a full task and two rank-16 PEFT adapters on every layer weight of
+# the same base (tools/bench/lora-adapters.py), formed in the stream: the same bound, and the
+# same bytes at --mem 1G (the factor caches come out of the budget)
+"$PY" "$PCBM_ROOT/tools/bench/lora-adapters.py" "$F/base" "$TMP/lora" 2 16 >/dev/null ||
+    fail "lora-adapters.py"
+TASKS="$F/task1 $TMP/lora/adapter1 $TMP/lora/adapter2"
+for m in pcb task_arithmetic; do
+    bounded "lora-$m-64M" "$LIMIT" --method "$m" --mem "$MEM"
+    bounded "lora-$m-1G" $(((1 << 30) + SLACK)) --method "$m" --mem 1G
+    same_as "lora-$m-same-bytes" "lora-$m-64M" "lora-$m-1G"
+    rm -rf "$TMP/lora-$m-64M" "$TMP/lora-$m-1G"
+done
+rm -rf "$TMP/lora"
 
 # ---- a quirky family (tools/testing/quirky-family.py: an FP8 base with block scales and a tied
 # head, a BF16 task that unties the head and appended tokens, an FP8 task), 10x the budget ----------

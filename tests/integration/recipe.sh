@@ -364,7 +364,7 @@ refuse tokenizer-model "tokenizer_source: $F/task1 is not supported yet" "merge_
 base_model: $F/base
 tokenizer_source: $F/task1
 $MODELS"
-refuse chat-template "chat_template is not supported yet" "merge_method: task_arithmetic
+refuse chat-template-named "chat_template 'chatml' names a template file that ships with mergekit" "merge_method: task_arithmetic
 base_model: $F/base
 chat_template: chatml
 $MODELS"
