@@ -20,7 +20,7 @@
 #   --io mmap        pcb and task_arithmetic (64K blocks) with the inputs read through their
 #                    mappings: the same bound, the same bytes.
 #
-# Two LoRA adapters and a full task of the same family: pcb and task_arithmetic within 64 MiB +
+# Two LoRA adapters beside the three full tasks of the same family (8x the budget): pcb and task_arithmetic within 64 MiB +
 # 48 MiB, byte-identical to --mem 1G.
 #
 # A quirky family (FP8 base with block scales and a tied head, a BF16 task with appended tokens
@@ -243,12 +243,12 @@ else
 fi
 rm -rf "$out" "$out.partial"
 
-# ---- LoRA adapters (issue 15): a full task and two rank-16 PEFT adapters on every layer weight of
+# ---- LoRA adapters (issue 15): the three full tasks and two rank-16 PEFT adapters on every layer weight of
 # the same base (tools/bench/lora-adapters.py), formed in the stream: the same bound, and the
 # same bytes at --mem 1G (the factor caches come out of the budget)
 "$PY" "$PCBM_ROOT/tools/bench/lora-adapters.py" "$F/base" "$TMP/lora" 2 16 >/dev/null ||
     fail "lora-adapters.py"
-TASKS="$F/task1 $TMP/lora/adapter1 $TMP/lora/adapter2"
+TASKS="$F/task1 $F/task2 $F/task3 $TMP/lora/adapter1 $TMP/lora/adapter2"
 for m in pcb task_arithmetic; do
     bounded "lora-$m-64M" "$LIMIT" --method "$m" --mem "$MEM"
     bounded "lora-$m-1G" $(((1 << 30) + SLACK)) --method "$m" --mem 1G
