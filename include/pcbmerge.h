@@ -334,6 +334,10 @@ typedef struct pcbm_merge_opts {
                                        or NULL: the scalars above for every tensor */
     const char *recipe;             /* the mergekit recipe's text (pcbm_recipe_text), recorded
                                        in merge_report.json and the model card; or NULL */
+    const double *gammas;           /* per-task gamma (ntasks), each in [0, 1), or NULL = `gamma`
+                                       for every task: breadcrumbs, breadcrumbs_ties */
+    const double *epsilons;         /* per-task epsilon (ntasks), each in [0, 1), or NULL =
+                                       `epsilon` for every task: della, della_linear */
 } pcbm_merge_opts;
 
 /* ---------------------------------------------------------------------------------------------

@@ -629,6 +629,12 @@ static pcbm_status read_doc(rctx *c)
                            "mergekit does (parameters: weight: W under the model, or in the "
                            "recipe's parameters)", r->tasks[i], r->mm->name);
     }
+    if (r->method == PCBM_METHOD_SLERP) { /* mergekit: t is required (ConfigParameterDef) */
+        pcbm_params_require(r->params, "t", c->err);
+        if (!pcbm_params_has(r->params, -1, PCBM_P_T))
+            return bad(c, NULL, "slerp requires the parameter t, as mergekit does (parameters: "
+                       "t: T, a gradient over the layers or filters, in the recipe's parameters)");
+    }
     return PCBM_OK;
 }
 

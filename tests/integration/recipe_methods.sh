@@ -308,11 +308,21 @@ models:
 parameters:
   epsilon: 0.1
   weight: 1.0"
-refuse slerp-without-t "slerp.*\bt\b" "merge_method: slerp
+refuse slerp-without-t "slerp requires the parameter t, as mergekit does" "merge_method: slerp
 base_model: $B
 models:
   - model: $B
   - model: $T1"
+refuse slerp-t-filter-no-fallback "the parameter t is missing for tensor [^ ]+ \(slerp requires it" \
+    "merge_method: slerp
+base_model: $B
+models:
+  - model: $B
+  - model: $T1
+parameters:
+  t:
+    - filter: self_attn
+      value: [0, 1]"
 refuse nuslerp-3-models "nuslerp.*(two|2) " "merge_method: nuslerp
 base_model: $B
 models:
