@@ -608,6 +608,14 @@ static pcbm_status read_doc(rctx *c)
                    "base_model out", r->mm->name, r->base_model);
     if (r->ntasks == 0)
         return bad(c, root, "no model to merge besides the base");
+    /* mergekit's nuslerp: exactly two models, plus an optional base_model that is not one of
+     * them (without base_model pcbmerge lays the output out on the first model and interpolates
+     * the two models themselves) */
+    if (r->method == PCBM_METHOD_NUSLERP && (r->ntasks != 2 || base_listed))
+        return bad(c, root, "nuslerp merges exactly two models, plus an optional base_model that "
+                   "is not one of them, as mergekit (got %u model%s besides the base%s)",
+                   r->ntasks, r->ntasks == 1 ? "" : "s",
+                   base_listed ? ", and base_model among the models" : "");
     r->layout_base = r->base_model ? r->base_model : r->models[0];
     /* parameters: each model's, then the slice's and the whole merge's (one level: the first
      * entry that matches wins, in that order) */

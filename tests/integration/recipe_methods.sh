@@ -146,6 +146,17 @@ $(gta_models)
 parameters:
   normalize: true" --seed 11
 
+# the base listed between the models: no task vector (the masks keyed by the task's index
+# without it, as the reference's)
+method_case dare_linear-base-listed "merge_method: dare_linear
+base_model: $B
+models:
+  - model: $T1
+    parameters: {weight: 1.0, density: [0.4, 0.9]}
+  - model: $B
+  - model: $T3
+    parameters: {weight: 0.5, density: 0.3}" --seed 4
+
 GAMMA1="      gamma: [0.02, 0.1, 0.05]"
 GAMMA2="      gamma:
         - filter: self_attn
@@ -223,6 +234,20 @@ models:
         - filter: mlp
           value: [0.3, 1.0]
         - value: 0.5"
+
+# mergekit's nuslerp without base_model: the two models themselves at t = w_1/(w_0 + w_1)
+method_case nuslerp-no-base "merge_method: nuslerp
+models:
+  - model: $T1
+    parameters:
+      weight: [1.0, 0.2, 0.6]
+  - model: $T2
+    parameters:
+      weight:
+        - filter: self_attn
+          value: 0.3
+        - value: [0.5, 1.5]
+dtype: float32"
 
 method_case model_stock "merge_method: model_stock
 base_model: $B
@@ -331,6 +356,14 @@ models:
   - model: $T2
     parameters: {weight: 1.0}
   - model: $T3
+    parameters: {weight: 1.0}"
+refuse nuslerp-base-listed "nuslerp merges exactly two models, plus an optional base_model that is not one of them" \
+    "merge_method: nuslerp
+base_model: $B
+models:
+  - model: $B
+    parameters: {weight: 1.0}
+  - model: $T1
     parameters: {weight: 1.0}"
 refuse model_stock-1-model "model_stock.*(two|2)" "merge_method: model_stock
 base_model: $B
