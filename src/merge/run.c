@@ -290,8 +290,8 @@ unsigned pcbm_run_default_threads(void)
     return n > 0 ? (unsigned)n : 1;
 }
 
-/* The per-task densities, gammas and epsilons when given, and `normalize` / `rescale` when they differ from the
- * method's default (a merge at the defaults records what it always did). */
+/* The per-task densities, gammas and epsilons when given, and `normalize` / `rescale` when they
+ * differ from the method's default (a merge at the defaults records what it always did). */
 static void add_switches(json_t *p, const pcbm_merge_opts *o)
 {
     const pcbm_method_def *m = pcbm_method_for(o);

@@ -4,19 +4,21 @@
 # generated 6-layer F32 family, against the NumPy driver tests/reference/mergekit_ref.py (written
 # from mergekit's source; it dispatches to mk_basic.py, mk_gta.py, mk_geo.py):
 #   reference    linear, task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs,
-#                breadcrumbs_ties, della, della_linear, slerp, nuslerp, model_stock, sce, each with
+#                breadcrumbs_ties, della, della_linear, slerp, nuslerp (with and without
+#                base_model), model_stock, sce (and the base listed between the models), each with
 #                per-model gradients and filters of the parameters the method has (weight,
 #                density, gamma, epsilon; t for slerp, select_topk for sce, lambda, normalize):
 #                at most 1e-5 of the elements differ; the random masks are the same by
 #                construction (the same counter-based generator, keyed by seed, task, tensor name).
 #   determinism  each recipe: --threads 1 --io pread vs --threads 2 --io uring --block-size 64K:
 #                the same bytes.
-#   split        dare_ties (random) and sce (statistics) through `plan --config` in K=3 parts:
-#                the bytes of the one-machine merge.
-#   edge cases   a parameter the method does not have, slerp without t, nuslerp with 3 models,
-#                model_stock with 1 model, della with density ± epsilon outside (0, 1) for some
-#                tensor of a gradient, a filtered weight that leaves a tensor without one: exit 2,
-#                naming what is wrong and where.
+#   split        dare_ties (random), sce (statistics) and nuslerp without base_model through
+#                `plan --config` in K=3 parts: the bytes of the one-machine merge.
+#   edge cases   a parameter the method does not have, slerp without t (or a t filter without
+#                fallback), nuslerp with 3 models or the base among them, model_stock with 1
+#                model, della with density ± epsilon outside (0, 1) for some tensor of a
+#                gradient, a filtered weight that leaves a tensor without one: exit 2, naming
+#                what is wrong and where.
 . "$(dirname "$0")/lib.sh"
 need_ref
 "$PY" -c 'import yaml' 2>/dev/null || skip "PyYAML is missing for $PY (apt-get install python3-yaml)"
@@ -283,7 +285,7 @@ split_recipe() { # RECIPE OUT K [options]
     for ((i = k - 1; i >= 0; i--)); do "$P" apply --plan "$out" --part "$i" --quiet || return 1; done
     "$P" finalize --plan "$out" --quiet
 }
-for sc in "dare_ties --seed 7" sce; do
+for sc in "dare_ties --seed 7" sce nuslerp-no-base; do
     m=${sc%% *}
     opts=()
     [ "$m" != "$sc" ] && read -ra opts <<<"${sc#* }"
