@@ -338,6 +338,10 @@ typedef struct pcbm_merge_opts {
                                        "auto": the template most of the models share; else a
                                        Jinja template's text, written into the output's
                                        tokenizer_config.json */
+    const double *gammas;           /* per-task gamma (ntasks), each in [0, 1), or NULL = `gamma`
+                                       for every task: breadcrumbs, breadcrumbs_ties */
+    const double *epsilons;         /* per-task epsilon (ntasks), each in [0, 1), or NULL =
+                                       `epsilon` for every task: della, della_linear */
 } pcbm_merge_opts;
 
 /* ---------------------------------------------------------------------------------------------

@@ -351,6 +351,26 @@ static int cmd_merge(int argc, char **argv, cli_cmd c)
         else if (a->ndensities && a->density_given)
             rc = cli_usage_error(c, "--density and --densities exclude each other: give one "
                                  "density for every task or one per task");
+        else if (a->ngammas && (unsigned)a->ngammas != a->o.ntasks)
+            rc = cli_usage_error(c, "--gammas needs one value per task model (%d for %u task "
+                                 "models)", a->ngammas, a->o.ntasks);
+        else if (a->nepsilons && (unsigned)a->nepsilons != a->o.ntasks)
+            rc = cli_usage_error(c, "--epsilons needs one value per task model (%d for %u task "
+                                 "models)", a->nepsilons, a->o.ntasks);
+        else if (a->ngammas && a->gamma_given)
+            rc = cli_usage_error(c, "--gamma and --gammas exclude each other: give one gamma for "
+                                 "every task or one per task");
+        else if (a->nepsilons && a->epsilon_given)
+            rc = cli_usage_error(c, "--epsilon and --epsilons exclude each other: give one "
+                                 "epsilon for every task or one per task");
+        else if (a->gamma_given && !(a->o.method == PCBM_METHOD_BREADCRUMBS ||
+                                     a->o.method == PCBM_METHOD_BREADCRUMBS_TIES))
+            rc = cli_usage_error(c, "--gamma does not apply to the %s method (methods that take "
+                                 "it: breadcrumbs, breadcrumbs_ties)", pcbm_method_name(a->o.method));
+        else if (a->epsilon_given && !(a->o.method == PCBM_METHOD_DELLA ||
+                                       a->o.method == PCBM_METHOD_DELLA_LINEAR))
+            rc = cli_usage_error(c, "--epsilon does not apply to the %s method (methods that "
+                                 "take it: della, della_linear)", pcbm_method_name(a->o.method));
         else if (a->scope_given && a->o.scope == PCBM_SCOPE_GLOBAL && pcbm_method_per_tensor(&a->o))
             rc = cli_usage_error(c, "--scope global: %s%s computes its statistics per tensor, "
                                  "as mergekit does; drop --scope", pcbm_method_name(a->o.method),
@@ -366,6 +386,10 @@ static int cmd_merge(int argc, char **argv, cli_cmd c)
             a->o.weights = a->weights;
         if (a->ndensities)
             a->o.densities = a->densities;
+        if (a->ngammas)
+            a->o.gammas = a->gammas;
+        if (a->nepsilons)
+            a->o.epsilons = a->epsilons;
         pcbm_error err;
         pcbm_cli_attach_printers(&a->o, a->progress, a->quiet);
         char *cmdline = pcbm_cli_command_line(&a->o);

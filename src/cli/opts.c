@@ -63,7 +63,7 @@ enum {
     O_SIGMA, O_POPSIZE, O_SEARCH_SEED, O_ON_ERROR, O_SEARCH_FORCE, O_SEARCH_RESUME, O_DRY_RUN,
     O_REQUIRE_ALL, O_TAKE_NONFLOAT, O_DENSITIES, O_NORMALIZE, O_NO_NORMALIZE, O_RESCALE,
     O_NO_RESCALE, O_T, O_SELECT_TOPK, O_NUSLERP_NO_FLATTEN, O_NUSLERP_ROW_WISE, O_FILTER_WISE,
-    O_GAMMA, O_MERGEKIT, O_EPSILON, O_CONFIG, O_CHAT_TEMPLATE, O_COUNT_
+    O_GAMMA, O_MERGEKIT, O_EPSILON, O_CONFIG, O_CHAT_TEMPLATE, O_GAMMAS, O_EPSILONS, O_COUNT_
 };
 _Static_assert(O_COUNT_ <= 64, "cli_args.given holds one bit per option id");
 
@@ -108,10 +108,16 @@ static const cli_opt table[] = {
     {"gamma", NULL, "G", O_GAMMA, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "breadcrumbs, breadcrumbs_ties: fraction of the largest |tau| of each\n"
      "tensor dropped, in [0, 1) (mergekit's gamma; default 0.01)"},
+    {"gammas", NULL, "G1,...", O_GAMMAS, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
+     "one gamma per task, each in [0, 1) (breadcrumbs, breadcrumbs_ties;\n"
+     "mergekit's per-model gamma); excludes --gamma"},
     {"epsilon", NULL, "E", O_EPSILON, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "della, della_linear: spread of the keep probabilities around the\n"
      "density, by rank of |tau| within each row (mergekit's epsilon;\n"
      "default 0.15; density ± epsilon must lie in (0, 1))"},
+    {"epsilons", NULL, "E1,...", O_EPSILONS, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
+     "one epsilon per task, each in [0, 1) (della, della_linear; mergekit's\n"
+     "per-model epsilon); excludes --epsilon"},
     {"mergekit", NULL, NULL, O_MERGEKIT, M_MERGE, G_MERGE,
      "ties, dare_ties, dare_linear as mergekit computes them: per tensor,\n"
      "exact top-k, majority sign of the sum (>= 0: +), L1-norm rescale,\n"
@@ -345,9 +351,11 @@ static int set_merge_value(cli_cmd c, cli_args *a, int id, const char *opt, cons
         break;
     case O_GAMMA:
         if (!num(v, &o->gamma)) return ERR("--gamma needs a number, got %s", v);
+        a->gamma_given = true;
         break;
     case O_EPSILON:
         if (!num(v, &o->epsilon)) return ERR("--epsilon needs a number, got %s", v);
+        a->epsilon_given = true;
         break;
     case O_MERGEKIT:
         o->semantics = PCBM_SEMANTICS_MERGEKIT;
@@ -355,6 +363,14 @@ static int set_merge_value(cli_cmd c, cli_args *a, int id, const char *opt, cons
     case O_DENSITIES:
         if ((a->ndensities = num_list(v, a->densities, PCBM_MAX_TASKS)) <= 0)
             return ERR("--densities needs comma-separated numbers, got %s", v);
+        break;
+    case O_GAMMAS:
+        if ((a->ngammas = num_list(v, a->gammas, PCBM_MAX_TASKS)) <= 0)
+            return ERR("--gammas needs comma-separated numbers, got %s", v);
+        break;
+    case O_EPSILONS:
+        if ((a->nepsilons = num_list(v, a->epsilons, PCBM_MAX_TASKS)) <= 0)
+            return ERR("--epsilons needs comma-separated numbers, got %s", v);
         break;
     case O_NORMALIZE:
     case O_NO_NORMALIZE:
@@ -624,7 +640,7 @@ int cli_recipe_conflicts(const cli_args *a, bool recipe_has_dtype, char *buf, si
                               O_WEIGHTS, O_NORMALIZE, O_NO_NORMALIZE, O_RESCALE, O_NO_RESCALE,
                               O_CLAMP, O_SCOPE, O_DTYPE, O_T, O_SELECT_TOPK,
                               O_NUSLERP_NO_FLATTEN, O_NUSLERP_ROW_WISE, O_FILTER_WISE, O_GAMMA,
-                              O_MERGEKIT, O_EPSILON, O_CHAT_TEMPLATE};
+                              O_MERGEKIT, O_EPSILON, O_CHAT_TEMPLATE, O_GAMMAS, O_EPSILONS};
     int n = 0;
     size_t u = 0;
     buf[0] = 0;

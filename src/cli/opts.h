@@ -28,8 +28,12 @@ typedef enum cli_cmd {
 typedef struct cli_args {
     pcbm_merge_opts o;                 /* merge parameters and run-time settings */
     double lambdas[PCBM_MAX_TASKS], weights[PCBM_MAX_TASKS], densities[PCBM_MAX_TASKS];
-    int nlambdas, nweights, ndensities;
+    double gammas[PCBM_MAX_TASKS], epsilons[PCBM_MAX_TASKS];
+    int nlambdas, nweights, ndensities, ngammas, nepsilons;
     bool density_given;                /* --density (excludes --densities) */
+    bool gamma_given, epsilon_given;   /* --gamma, --epsilon (the library cannot tell them from
+                                          the defaults: a method that does not read them
+                                          refuses them here) */
     bool scope_given;                  /* --scope (per-tensor methods default to tensor) */
     const char *exclude[CLI_MAX_EXCLUDE];
     unsigned parts;                    /* plan: --parts K */

@@ -37,6 +37,8 @@ static const struct {
     {"rescale", "--rescale/--no-rescale"},
     {"t", "--t"},                 {"select_topk", "--select-topk"},
     {"filter_wise", "--filter-wise"},
+    {"gamma", "--gamma"},         {"epsilon", "--epsilon"},
+    {"gammas", "--gammas"},       {"epsilons", "--epsilons"},
     {"nuslerp_flatten/nuslerp_row_wise", "--nuslerp-no-flatten/--nuslerp-row-wise"},
 };
 
@@ -153,6 +155,14 @@ char *pcbm_cli_command_line(const pcbm_merge_opts *o)
         put_list(&c, "--weights", o->weights, o->ntasks);
     if (o->densities)
         put_list(&c, "--densities", o->densities, o->ntasks);
+    if (o->gammas)
+        put_list(&c, "--gammas", o->gammas, o->ntasks);
+    else if (o->gamma != d.gamma)
+        put_opt(&c, "--gamma", o->gamma);
+    if (o->epsilons)
+        put_list(&c, "--epsilons", o->epsilons, o->ntasks);
+    else if (o->epsilon != d.epsilon)
+        put_opt(&c, "--epsilon", o->epsilon);
     if (o->normalize != PCBM_DEFAULT)
         put(&c, o->normalize == PCBM_ON ? "--normalize" : "--no-normalize", false);
     if (o->rescale != PCBM_DEFAULT)
@@ -171,10 +181,6 @@ char *pcbm_cli_command_line(const pcbm_merge_opts *o)
         put(&c, "--filter-wise", false);
     if (o->semantics == PCBM_SEMANTICS_MERGEKIT)
         put(&c, "--mergekit", false);
-    if (o->gamma != d.gamma)
-        put_opt(&c, "--gamma", o->gamma);
-    if (o->epsilon != d.epsilon)
-        put_opt(&c, "--epsilon", o->epsilon);
     if (o->chat_template) {
         put(&c, "--chat-template", false);
         put(&c, o->chat_template, true);

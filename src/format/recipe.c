@@ -630,6 +630,14 @@ static pcbm_status read_doc(rctx *c)
                    "base_model out", r->mm->name, r->base_model);
     if (r->ntasks == 0)
         return bad(c, root, "no model to merge besides the base");
+    /* mergekit's nuslerp: exactly two models, plus an optional base_model that is not one of
+     * them (without base_model pcbmerge lays the output out on the first model and interpolates
+     * the two models themselves) */
+    if (r->method == PCBM_METHOD_NUSLERP && (r->ntasks != 2 || base_listed))
+        return bad(c, root, "nuslerp merges exactly two models, plus an optional base_model that "
+                   "is not one of them, as mergekit (got %u model%s besides the base%s)",
+                   r->ntasks, r->ntasks == 1 ? "" : "s",
+                   base_listed ? ", and base_model among the models" : "");
     r->layout_base = r->base_model ? r->base_model : r->models[0];
     size_t plen;
     if (adapter_of(r->layout_base, &plen))
@@ -671,6 +679,12 @@ static pcbm_status read_doc(rctx *c)
                 return bad(c, NULL, "model %s has no weight: %s requires one per model, as "
                            "mergekit does (parameters: weight: W under the model, or in the "
                            "recipe's parameters)", r->tasks[i], r->mm->name);
+    }
+    if (r->method == PCBM_METHOD_SLERP) { /* mergekit: t is required (ConfigParameterDef) */
+        pcbm_params_require(r->params, "t", c->err);
+        if (!pcbm_params_has(r->params, -1, PCBM_P_T))
+            return bad(c, NULL, "slerp requires the parameter t, as mergekit does (parameters: "
+                       "t: T, a gradient over the layers or filters, in the recipe's parameters)");
     }
     return PCBM_OK;
 }

@@ -698,9 +698,9 @@ static pcbm_status della_check(const pcbm_mctx *mc, pcbm_error *err)
         for (unsigned i = 0; i < mc->ntasks; i++) {
             double d = tparam(mc, t, i, PCBM_P_DENSITY), e = tparam(mc, t, i, PCBM_P_EPSILON);
             if (d < 1.0 && !(d + e < 1.0 && d - e > 0.0))
-                return pcbm_fail(err, PCBM_ERR_USAGE, "%s: task %u on tensor %s has density %g "
-                                 "and epsilon %g: density ± epsilon must lie in (0, 1)", mname,
-                                 i + 1, tl->name, d, e);
+                return pcbm_fail(err, PCBM_ERR_USAGE, "%s: task %u (%s) on tensor %s has "
+                                 "density %g and epsilon %g: density ± epsilon must lie in "
+                                 "(0, 1)", mname, i + 1, mc->o->tasks[i], tl->name, d, e);
         }
     }
     return PCBM_OK;

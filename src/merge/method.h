@@ -117,6 +117,14 @@ static inline double pcbm_task_density(const pcbm_merge_opts *o, unsigned i)
 {
     return o->densities ? o->densities[i] : o->density;
 }
+static inline double pcbm_task_gamma(const pcbm_merge_opts *o, unsigned i)
+{
+    return o->gammas ? o->gammas[i] : o->gamma;
+}
+static inline double pcbm_task_epsilon(const pcbm_merge_opts *o, unsigned i)
+{
+    return o->epsilons ? o->epsilons[i] : o->epsilon;
+}
 static inline float pcbm_task_weight(const pcbm_merge_opts *o, unsigned i)
 {
     return o->weights ? (float)o->weights[i] : 1.0f;

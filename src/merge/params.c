@@ -56,8 +56,8 @@ static double from_opts(const pcbm_merge_opts *o, unsigned task, pcbm_param_id p
     switch (p) {
     case PCBM_P_WEIGHT: return pcbm_task_weight(o, task);
     case PCBM_P_DENSITY: return pcbm_task_density(o, task);
-    case PCBM_P_GAMMA: return o->gamma;
-    case PCBM_P_EPSILON: return o->epsilon;
+    case PCBM_P_GAMMA: return pcbm_task_gamma(o, task);
+    case PCBM_P_EPSILON: return pcbm_task_epsilon(o, task);
     case PCBM_P_LAMBDA: return o->lambda;
     case PCBM_P_T: return o->t;
     case PCBM_P_SELECT_TOPK: return o->select_topk;
@@ -294,6 +294,14 @@ pcbm_status pcbm_params_check(const pcbm_merge_opts *o, const pcbm_layout *p, pc
         for (unsigned k = 0; k < PCBM_P_COUNT; k++) {
             if (!(pp->required & (1u << k)))
                 continue;
+            if (!pcbm_param_per_task((pcbm_param_id)k)) { /* a whole-merge parameter */
+                if (!params_value(pp, -1, (pcbm_param_id)k, tl->name, lt, &v))
+                    return pcbm_fail(err, PCBM_ERR_USAGE, "the parameter %s is missing for tensor "
+                                     "%s (%s requires it, as mergekit does): give it in the "
+                                     "recipe's parameters, with a last entry without filter",
+                                     names[k], tl->name, pcbm_method_name(o->method));
+                continue;
+            }
             for (unsigned i = 0; i < o->ntasks; i++)
                 if (!params_value(pp, (int)i, (pcbm_param_id)k, tl->name, lt, &v))
                     return pcbm_fail(err, PCBM_ERR_USAGE, "model %s: the parameter %s is missing "

@@ -109,7 +109,8 @@ static const struct {
     {PCBM_USES_DENSITIES, "densities"}, {PCBM_USES_NORMALIZE, "normalize"},
     {PCBM_USES_RESCALE, "rescale"},     {PCBM_USES_T, "t"},
     {PCBM_USES_SELECT_TOPK, "select_topk"}, {PCBM_USES_NUSLERP, "nuslerp_flatten/nuslerp_row_wise"},
-    {PCBM_USES_FILTER_WISE, "filter_wise"},
+    {PCBM_USES_FILTER_WISE, "filter_wise"}, {PCBM_USES_GAMMA, "gammas"},
+    {PCBM_USES_EPSILON, "epsilons"},
 };
 
 static bool param_given(const pcbm_merge_opts *o, unsigned use)
@@ -125,6 +126,8 @@ static bool param_given(const pcbm_merge_opts *o, unsigned use)
     case PCBM_USES_NUSLERP:
         return o->nuslerp_flatten != PCBM_DEFAULT || o->nuslerp_row_wise != PCBM_DEFAULT;
     case PCBM_USES_FILTER_WISE: return o->filter_wise != PCBM_DEFAULT;
+    case PCBM_USES_GAMMA: return o->gammas != NULL;
+    case PCBM_USES_EPSILON: return o->epsilons != NULL;
     default: return false;
     }
 }
@@ -244,6 +247,15 @@ pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err)
     if ((pcbm_method_for(o)->uses & PCBM_USES_EPSILON) && !(o->epsilon >= 0.0 && o->epsilon < 1.0))
         return pcbm_fail(err, PCBM_ERR_USAGE, "`epsilon` must be in [0, 1), got %g", o->epsilon);
     pcbm_status st = check_method_params(o, err);
+    for (unsigned i = 0; st == PCBM_OK && o->gammas && i < o->ntasks; i++)
+        if (!(o->gammas[i] >= 0.0 && o->gammas[i] < 1.0))
+            st = pcbm_fail(err, PCBM_ERR_USAGE, "`gammas` value %u is %g: every gamma must be in "
+                           "[0, 1) (the fraction of the largest |tau| %s drops)", i + 1,
+                           o->gammas[i], pcbm_method_name(o->method));
+    for (unsigned i = 0; st == PCBM_OK && o->epsilons && i < o->ntasks; i++)
+        if (!(o->epsilons[i] >= 0.0 && o->epsilons[i] < 1.0))
+            st = pcbm_fail(err, PCBM_ERR_USAGE, "`epsilons` value %u is %g: every epsilon must "
+                           "be in [0, 1)", i + 1, o->epsilons[i]);
     if (st == PCBM_OK)
         st = check_coefficients(o, err);
     if (st == PCBM_OK)
@@ -252,7 +264,7 @@ pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err)
         st = pcbm_chat_template_check(o->chat_template, err);
     for (unsigned i = 0; st == PCBM_OK && (pcbm_method_for(o)->uses & PCBM_USES_EPSILON) &&
                          i < o->ntasks; i++) {
-        double d = pcbm_task_density(o, i), e = o->epsilon;
+        double d = pcbm_task_density(o, i), e = pcbm_task_epsilon(o, i);
         if (d < 1.0 && !(d + e < 1.0 && d - e > 0.0))
             st = pcbm_fail(err, PCBM_ERR_USAGE, "%s: density %g and epsilon %g (task %u): "
                            "density ± epsilon must lie in (0, 1)", pcbm_method_name(o->method),
@@ -280,16 +292,20 @@ unsigned pcbm_run_default_threads(void)
     return n > 0 ? (unsigned)n : 1;
 }
 
-/* The per-task densities when given, and `normalize` / `rescale` when they differ from the
- * method's default (a merge at the defaults records what it always did). */
+/* The per-task densities, gammas and epsilons when given, and `normalize` / `rescale` when they
+ * differ from the method's default (a merge at the defaults records what it always did). */
 static void add_switches(json_t *p, const pcbm_merge_opts *o)
 {
     const pcbm_method_def *m = pcbm_method_for(o);
-    if (o->densities) {
+    const double *per_task[] = {o->densities, o->gammas, o->epsilons};
+    const char *per_task_name[] = {"densities", "gammas", "epsilons"};
+    for (unsigned k = 0; k < 3; k++) {
+        if (!per_task[k])
+            continue;
         json_t *a = json_array();
         for (unsigned i = 0; i < o->ntasks; i++)
-            json_array_append_new(a, json_real(o->densities[i]));
-        json_object_set_new(p, "densities", a);
+            json_array_append_new(a, json_real(per_task[k][i]));
+        json_object_set_new(p, per_task_name[k], a);
     }
     if (pcbm_method_normalizes(o) != m->normalizes)
         json_object_set_new(p, "normalize", json_boolean(pcbm_method_normalizes(o)));

@@ -10,8 +10,10 @@
  *            lerp; norms ≤ 1e-8 leave a vector unnormalized (mergekit's `normalize`).
  *   nuslerp  two task models: a, b = their task vectors, t = w_1/(w_0 + w_1) (|Σw| < 1e-6: 0.5),
  *            result base + nuslerp(a, b); one task model: mergekit's form without base_model,
- *            a = base, b = the task model, t from `t`. Norms clamped at 1e-7, cos clamped to
- *            [-1, 1], |sin θ| < 1e-8: lerp.
+ *            a = base, b = the task model, t from `t`; two task models the first of which is
+ *            the base (a recipe without base_model: its layout is the first model): mergekit's
+ *            form without base_model too, a, b = the two models, t = w_1/(w_0 + w_1), no base
+ *            added. Norms clamped at 1e-7, cos clamped to [-1, 1], |sin θ| < 1e-8: lerp.
  * Per-row interpolation (nuslerp_flatten false) is refused for now.
  */
 #include "method.h"
@@ -29,6 +31,7 @@ typedef struct slerp_state {
     float c0, c1, div;                  /* the tensor's coefficients */
     float lerp;                         /* 1 when the lerp branch was taken (report) */
     bool nuslerp;
+    bool two_models;                    /* nuslerp of the two models themselves (no base) */
 } slerp_state;
 
 static uint64_t slerp_stats_bytes(const pcbm_merge_opts *o, unsigned threads,
@@ -37,8 +40,15 @@ static uint64_t slerp_stats_bytes(const pcbm_merge_opts *o, unsigned threads,
     return ((uint64_t)threads + 1) * S_NSUMS * sizeof(pcbm_xsum);
 }
 
-/* nuslerp on the task vectors (two task models), or on the models themselves. */
+/* nuslerp on the task vectors (two task models besides the base), or on the models
+ * themselves. */
 static bool on_tasks(const pcbm_mctx *mc, const slerp_state *s)
+{
+    return s->nuslerp && mc->ntasks == 2 && !s->two_models;
+}
+
+/* nuslerp's t from the two task models' weights. */
+static bool t_from_weights(const pcbm_mctx *mc, const slerp_state *s)
 {
     return s->nuslerp && mc->ntasks == 2;
 }
@@ -50,6 +60,9 @@ static void vectors(const pcbm_mctx *mc, const slerp_state *s, const pcbm_tile *
     if (on_tasks(mc, s)) {
         *a = tl->tau[0];
         *b = tl->tau[1];
+    } else if (s->two_models) {
+        *a = tl->theta[0];
+        *b = tl->theta[1];
     } else {
         *a = tl->base;
         *b = tl->theta[0];
@@ -93,7 +106,7 @@ static pcbm_status begin_sums(void *st, const pcbm_mctx *mc, const pcbm_range *r
         return pcbm_fail(err, PCBM_ERR_USAGE, "nuslerp: tensor %s: nuslerp_flatten false (one "
                          "interpolation per row or column) is not supported yet; merge it with "
                          "nuslerp_flatten true (the default)", mc->layout->t[t].name);
-    if (!on_tasks(mc, s) && !isfinite(pcbm_tparam(mc, t, 0, PCBM_P_T)))
+    if (!t_from_weights(mc, s) && !isfinite(pcbm_tparam(mc, t, 0, PCBM_P_T)))
         return pcbm_fail(err, PCBM_ERR_USAGE, "%s: tensor %s has no finite `t` (got %g): give t "
                          "for every tensor", pcbm_method_name(mc->o->method), mc->layout->t[t].name,
                          pcbm_tparam(mc, t, 0, PCBM_P_T));
@@ -151,7 +164,7 @@ static void nuslerp_coefs(slerp_state *s, double t, double aa, double bb, double
 /* nuslerp's t: w_1 / (w_0 + w_1) (mergekit), or `t` for the form without a base. */
 static double interp_t(const pcbm_mctx *mc, const slerp_state *s, size_t tensor)
 {
-    if (!on_tasks(mc, s))
+    if (!t_from_weights(mc, s))
         return pcbm_tparam(mc, tensor, 0, PCBM_P_T);
     double w0 = pcbm_tparam(mc, tensor, 0, PCBM_P_WEIGHT);
     double w1 = pcbm_tparam(mc, tensor, 1, PCBM_P_WEIGHT);
@@ -189,6 +202,7 @@ static pcbm_status slerp_init(const pcbm_mctx *mc, void **state, pcbm_error *err
                          pcbm_method_name(mc->o->method));
     }
     s->nuslerp = mc->o->method == PCBM_METHOD_NUSLERP;
+    s->two_models = s->nuslerp && mc->ntasks == 2 && !strcmp(mc->o->base, mc->o->tasks[0]);
     *state = s;
     return PCBM_OK;
 }

@@ -48,7 +48,7 @@ typedef struct split_plan {
     pcbm_merge_opts o;          /* the merge's parameters; strings below own its pointers */
     char *base;
     char **tasks;
-    double *lambdas, *weights, *densities;
+    double *lambdas, *weights, *densities, *gammas, *epsilons;
     char **exclude;
     char *command;              /* how the merge was planned, for the model card */
     pcbm_params *params;        /* a recipe's per-tensor settings, or NULL */
@@ -78,6 +78,8 @@ static void plan_free(split_plan *sp)
     free(sp->lambdas);
     free(sp->weights);
     free(sp->densities);
+    free(sp->gammas);
+    free(sp->epsilons);
     for (unsigned i = 0; sp->exclude && i < sp->o.nexclude; i++)
         free(sp->exclude[i]);
     free(sp->exclude);
@@ -137,6 +139,8 @@ static json_t *opts_json(const pcbm_merge_opts *o)
         json_object_set_new(j, "semantics", json_string("mergekit"));
     json_object_set_new(j, "gamma", json_real(o->gamma));
     json_object_set_new(j, "epsilon", json_real(o->epsilon));
+    json_object_set_new(j, "gammas", doubles_json(o->gammas, o->ntasks));
+    json_object_set_new(j, "epsilons", doubles_json(o->epsilons, o->ntasks));
     json_object_set_new(j, "clamp_ratio", json_real(o->clamp_ratio));
     json_object_set_new(j, "scope", json_string(o->scope == PCBM_SCOPE_GLOBAL ? "global" : "tensor"));
     json_object_set_new(j, "exact", json_boolean(o->stats_mode == PCBM_STATS_EXACT));
@@ -264,6 +268,13 @@ static bool opts_from(json_t *j, split_plan *sp)
         o->gamma = json_number_value(gamma);
     if (eps)
         o->epsilon = json_number_value(eps);
+    json_t *gs = json_object_get(j, "gammas"), *es = json_object_get(j, "epsilons"); /* absent
+                                                                  from older plans: none */
+    if (!doubles_from(gs ? gs : json_null(), nt, &sp->gammas) ||
+        !doubles_from(es ? es : json_null(), nt, &sp->epsilons))
+        return false;
+    o->gammas = sp->gammas;
+    o->epsilons = sp->epsilons;
     const char *cmd = json_string_value(json_object_get(j, "command"));
     if (cmd && !(sp->command = pcbm_strdup(cmd)))
         return false;

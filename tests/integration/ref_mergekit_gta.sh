@@ -12,7 +12,10 @@
 #   split       breadcrumbs_ties, della and dare_ties --mergekit, a split merge into K=3 parts: the bytes
 #               of one merge.
 #   memory      every method at --mem 64M on a family more than 8x larger: peak RSS <= 112 MiB.
-#   usage       --gamma out of range, density ± epsilon outside (0, 1) are refused (exit 2).
+#   per model   --gammas and --epsilons (mergekit's per-model gamma, epsilon) against mk_gta.py, and
+#               in the split merges.
+#   usage       --gamma out of range, density ± epsilon outside (0, 1), --gamma/--epsilon/--gammas/
+#               --epsilons to a method that does not read them, counts, exclusions: exit 2.
 . "$(dirname "$0")/lib.sh"
 need_ref
 need_tool peak-rss
@@ -75,6 +78,15 @@ for fam in f32 bf16; do
     mk_case "$fam-della-norescale" "$F" --method della --density 0.6 --no-rescale --no-normalize
     mk_case "$fam-della_linear" "$F" --method della_linear --densities 0.3,0.8,0.6 --seed 5 \
         --normalize $W
+    # per-model gamma and epsilon (mergekit's per-model parameters)
+    mk_case "$fam-breadcrumbs-gammas" "$F" --method breadcrumbs --densities 0.7,0.9,0.5 \
+        --gammas 0.02,0.1,0 $W
+    mk_case "$fam-breadcrumbs_ties-gammas" "$F" --method breadcrumbs_ties --density 0.8 \
+        --gammas 0.05,0,0.15 --weights 0.5,1,-0.7
+    mk_case "$fam-della-epsilons" "$F" --method della --densities 0.5,0.7,0.4 \
+        --epsilons 0.1,0.25,0.3 --seed 3 $W
+    mk_case "$fam-della_linear-epsilons" "$F" --method della_linear --density 0.5 \
+        --epsilons 0.05,0.2,0.45 --seed 5
 done
 
 # ---- the same bytes for any threads, budget, I/O backend and block size ---------------------------
@@ -123,8 +135,8 @@ split3() { # OUT MERGE_OPTIONS...
     for i in 1 2 0; do "$P" apply --plan "$out" --part "$i" --threads 2 --quiet || return 1; done
     "$P" finalize --plan "$out" --quiet
 }
-for m in "breadcrumbs_ties --density 0.7 --rescale --weights 1,0.5,0.8" \
-    "dare_ties --mergekit --density 0.5 --seed 9" "della --density 0.4 --seed 1"; do
+for m in "breadcrumbs_ties --density 0.7 --rescale --weights 1,0.5,0.8 --gammas 0.02,0.1,0.05" \
+    "dare_ties --mergekit --density 0.5 --seed 9" "della --density 0.4 --seed 1 --epsilons 0.1,0.3,0.2"; do
     one=$TMP/split-one sp=$TMP/split-k3
     rm -rf "$one" "$sp"
     # shellcheck disable=SC2086
@@ -148,6 +160,40 @@ if [ $rc -eq 2 ] && grep -q "gamma" <<<"$out"; then
 else
     case_fail "gamma-range" "exit $rc: $out"
 fi
+# usage_refused NAME REGEX MERGE_OPTIONS...: exit 2, the message matches, no output
+usage_refused() {
+    local name=$1 re=$2 out rc
+    shift 2
+    rm -rf "$TMP/bad"
+    # shellcheck disable=SC2086
+    out=$("$P" merge --base "$FS/base" --out "$TMP/bad" "$@" $TS 2>&1)
+    rc=$?
+    if [ $rc -eq 2 ] && grep -Eq -- "$re" <<<"$out" && no_output "$TMP/bad"; then
+        case_pass "$name" "refused: $(head -n 1 <<<"$out")"
+    else
+        case_fail "$name" "exit $rc: $out"
+    fi
+}
+usage_refused gamma-not-read "--gamma does not apply to the ties method" --method ties --mergekit \
+    --density 0.5 --gamma 0.02
+usage_refused epsilon-not-read "--epsilon does not apply to the breadcrumbs method" \
+    --method breadcrumbs --density 0.5 --epsilon 0.1
+usage_refused gammas-not-read "--gammas does not apply to the della method" --method della \
+    --density 0.5 --gammas 0.1,0.1,0.1
+usage_refused epsilons-not-read "--epsilons does not apply to the dare_linear method" \
+    --method dare_linear --mergekit --density 0.5 --epsilons 0.1,0.1,0.1
+usage_refused gammas-count "--gammas needs one value per task model \(2 for 3" \
+    --method breadcrumbs --gammas 0.1,0.1
+usage_refused epsilons-count "--epsilons needs one value per task model \(4 for 3" \
+    --method della --density 0.5 --epsilons 0.1,0.1,0.1,0.1
+usage_refused gamma-and-gammas "--gamma and --gammas exclude each other" --method breadcrumbs \
+    --gamma 0.1 --gammas 0.1,0.1,0.1
+usage_refused epsilon-and-epsilons "--epsilon and --epsilons exclude each other" --method della \
+    --density 0.5 --epsilon 0.1 --epsilons 0.1,0.1,0.1
+usage_refused gammas-range "--gammas value 2 is 1: every gamma must be in \[0, 1\)" \
+    --method breadcrumbs --gammas 0.1,1,0.1
+usage_refused epsilons-task-range "della: density 0.5 and epsilon 0.5 \(task 3\)" --method della \
+    --density 0.5 --epsilons 0.1,0.2,0.5
 out=$("$P" merge --base "$FS/base" --out "$TMP/bad" --method della --density 0.1 --epsilon 0.15 $TS 2>&1)
 rc=$?
 if [ $rc -eq 2 ] && grep -q "epsilon" <<<"$out"; then

@@ -13,11 +13,13 @@ task_arithmetic) and, when present, mk_gta.py and mk_geo.py (the other methods).
 method function:
 
 `fn(name: str, base: np.ndarray float32 (or None), tasks: list[np.ndarray float32], tparams:
-list[dict], gparams: dict, ctx: dict) -> np.ndarray float32` where tparams[i] holds task i's
-evaluated per-model parameters for this tensor ({'weight':..., 'density':..., 'gamma':...,
-'epsilon':...} as given or defaulted), gparams the evaluated global ones ({'lambda', 'normalize',
-'rescale', 't', 'select_topk', ...}; absent → the function's default), ctx = {'seed': int,
-'task_index': [0-based pcbmerge task index of each task], 'shape': tuple}.
+list[dict], gparams: dict, ctx: dict) -> np.ndarray float32` where base and tasks come in the
+tensor's shape (DELLA ranks |tau| within rows), tparams[i] holds task i's evaluated per-model
+parameters for this tensor ({'weight':..., 'density':..., 'gamma':..., 'epsilon':...} as given or
+defaulted), gparams the evaluated global ones ({'lambda', 'normalize', 'rescale', 't',
+'select_topk', ...}; absent → the function's default), ctx = {'seed': int, 'task_index': [0-based
+pcbmerge task index of each task], 'shape': tuple, 'name': the tensor's name (it keys the random
+methods' masks)}.
 
 The driver: the task models are the recipe's models without the base model (mergekit: the base
 listed among the models is no task vector), except for linear, which merges every listed model
@@ -183,9 +185,12 @@ def run(config_path, out_dir, seed=0):
         tparams = [{p: parameter(p, [m.get("parameters")] + glevels, name, t, d)
                     for p, d in mdef.items()} for m in task_ins]
         gparams = {p: parameter(p, glevels, name, t, d) for p, d in gdef.items()}
-        ctx = {"seed": seed, "task_index": list(range(len(tasks))), "shape": tuple(bt.shape)}
-        res = METHODS[method](name, None if base is None else base[name].f32(),
-                              [m[name].f32() for m in tasks], tparams, gparams, ctx)
+        ctx = {"seed": seed, "task_index": list(range(len(tasks))), "shape": tuple(bt.shape),
+               "name": name}
+        shape = tuple(bt.shape)   # in the tensor's shape: DELLA ranks |tau| within rows
+        res = METHODS[method](name, None if base is None else base[name].f32().reshape(shape),
+                              [m[name].f32().reshape(shape) for m in tasks], tparams, gparams,
+                              ctx)
         res = np.asarray(res, dtype=np.float32).reshape(-1)
         out.append((name, dt, bt.shape, encode(dt, res)))
     write_model(out_dir, out)

@@ -89,6 +89,8 @@ def nuslerp(name, base, tasks, tparams, gparams, ctx):
         raise ValueError("nuslerp: exactly two models (plus the base)")
     w = [float(tp.get("weight", 1.0)) for tp in tparams]
     t = 0.5 if abs(w[0] + w[1]) < 1e-6 else w[1] / (w[0] + w[1])
+    if base is None:                     # a recipe without base_model: the two models themselves
+        return _nuslerp(t, tasks[0].astype(F32), tasks[1].astype(F32))
     v0 = (tasks[0] - base).astype(F32)
     v1 = (tasks[1] - base).astype(F32)
     return (base + _nuslerp(t, v0, v1)).astype(F32)

@@ -24,7 +24,7 @@ Library contract (tests/reference/mergekit_ref.py imports it):
 
 Command line (whole models, F32 and other float dtypes computed in float32, output in the base's
 dtype): mk_gta.py merge --base DIR --out DIR --method M [--density R | --densities D1,...]
-[--weights W1,...] [--gamma G] [--epsilon E] [--lambda L] [--normalize|--no-normalize]
+[--weights W1,...] [--gamma G | --gammas G1,...] [--epsilon E | --epsilons E1,...] [--lambda L] [--normalize|--no-normalize]
 [--rescale|--no-rescale] [--seed S] [--report FILE] TASK_DIR...
 """
 import argparse
@@ -211,7 +211,9 @@ def merge(a):
     n = len(tasks)
     dens = [float(x) for x in a.densities.split(",")] if a.densities else [a.density] * n
     wts = [float(x) for x in a.weights.split(",")] if a.weights else [1.0] * n
-    tparams = [{"weight": wts[i], "density": dens[i], "gamma": a.gamma, "epsilon": a.epsilon}
+    gams = [float(x) for x in a.gammas.split(",")] if a.gammas else [a.gamma] * n
+    epss = [float(x) for x in a.epsilons.split(",")] if a.epsilons else [a.epsilon] * n
+    tparams = [{"weight": wts[i], "density": dens[i], "gamma": gams[i], "epsilon": epss[i]}
                for i in range(n)]
     gparams = {"lambda": a.lam}
     if a.normalize is not None:
@@ -252,6 +254,8 @@ def main(argv):
     m.add_argument("--weights")
     m.add_argument("--gamma", type=float, default=0.01)
     m.add_argument("--epsilon", type=float, default=0.15)
+    m.add_argument("--gammas")
+    m.add_argument("--epsilons")
     m.add_argument("--lambda", dest="lam", type=float, default=1.0)
     m.add_argument("--normalize", dest="normalize", action="store_const", const=True, default=None)
     m.add_argument("--no-normalize", dest="normalize", action="store_const", const=False)

@@ -251,6 +251,48 @@ static void nonfinite_coefficients_refused(void **state)
     assert_int_equal(file_size(out), -1);
 }
 
+/* gammas / epsilons (the last fields): refused by a method that does not read them and out of
+ * range; a caller built before them (a struct_size that ends before `gammas`) gets NULL — one
+ * value for every task — whatever lies beyond its struct. */
+static void per_task_gamma_epsilon(void **state)
+{
+    (void)state;
+    char out[320];
+    snprintf(out, sizeof out, "%s/gammas", dir);
+    pcbm_merge_opts o;
+    pcbm_error err;
+    double g[2] = {0.02, 0.1}, bad[2] = {0.02, 1.0};
+    opts_for(&o, out);
+    o.method = PCBM_METHOD_TIES;
+    o.gammas = g;
+    assert_int_equal(pcbm_merge(&o, &err), PCBM_ERR_USAGE);
+    assert_non_null(strstr(err.msg, "`gammas` does not apply to the ties method"));
+    opts_for(&o, out);
+    o.method = PCBM_METHOD_BREADCRUMBS;
+    o.epsilons = g;
+    assert_int_equal(pcbm_merge(&o, &err), PCBM_ERR_USAGE);
+    assert_non_null(strstr(err.msg, "`epsilons` does not apply to the breadcrumbs method"));
+    opts_for(&o, out);
+    o.method = PCBM_METHOD_BREADCRUMBS;
+    o.gammas = bad;
+    assert_int_equal(pcbm_merge(&o, &err), PCBM_ERR_USAGE);
+    assert_non_null(strstr(err.msg, "`gammas` value 2 is 1"));
+    opts_for(&o, out);
+    o.method = PCBM_METHOD_DELLA;
+    o.density = 0.5;
+    o.epsilons = bad;
+    assert_int_equal(pcbm_merge(&o, &err), PCBM_ERR_USAGE);
+    assert_int_equal(file_size(out), -1);
+    /* an older caller: the bytes past its struct_size are not read */
+    opts_for(&o, out);
+    o.method = PCBM_METHOD_TIES;
+    o.gammas = bad;
+    o.epsilons = bad;
+    o.struct_size = (uint32_t)offsetof(pcbm_merge_opts, gammas);
+    assert_int_equal(pcbm_merge(&o, &err), PCBM_OK);
+    assert_true(file_size(out) != -1);
+}
+
 typedef struct thread_job {
     char out[320];
     seen s;
@@ -301,6 +343,7 @@ int main(void)
         cmocka_unit_test(should_stop_stops_this_merge),
         cmocka_unit_test(unknown_struct_size_refused),
         cmocka_unit_test(nonfinite_coefficients_refused),
+        cmocka_unit_test(per_task_gamma_epsilon),
         cmocka_unit_test(concurrent_merges_keep_messages_apart),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
