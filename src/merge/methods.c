@@ -71,6 +71,12 @@ int pcbm_method_per_tensor(const pcbm_merge_opts *o)
     return d && d->per_tensor;
 }
 
+pcbm_scope pcbm_method_default_scope(const pcbm_merge_opts *o)
+{
+    const pcbm_method_def *d = pcbm_method_for(o);
+    return d && (d->per_tensor || d->scope_tensor) ? PCBM_SCOPE_TENSOR : PCBM_SCOPE_GLOBAL;
+}
+
 uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p)
 {
     const pcbm_method_def *m = pcbm_method_for(o);
