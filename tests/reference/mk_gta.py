@@ -14,7 +14,8 @@ arbitrary or broken (README, "Methods and where they differ from other tools"):
     torch.bernoulli; DELLA draws u from its own stream (docs/semantics.md);
   * the L1 rescale's sums are exact (math.fsum), their quotient rounded once to float32.
 
-Library contract (tests/reference/mergekit_ref.py imports it):
+Library contract (tests/reference/mergekit_ref.py imports it; gta_global for pcbmerge's global
+scope, over a whole model):
   METHODS[name](name, base, tasks, tparams, gparams, ctx) -> float32 array of base's shape
     base, tasks[i]: float32 arrays; tparams[i]: task i's per-model parameters for this tensor
     ({'weight', 'density', 'gamma', 'epsilon'}, absent ones take mergekit's defaults); gparams:
@@ -25,7 +26,8 @@ Library contract (tests/reference/mergekit_ref.py imports it):
 Command line (whole models, F32 and other float dtypes computed in float32, output in the base's
 dtype): mk_gta.py merge --base DIR --out DIR --method M [--density R | --densities D1,...]
 [--weights W1,...] [--gamma G] [--epsilon E] [--lambda L] [--normalize|--no-normalize]
-[--rescale|--no-rescale] [--seed S] [--report FILE] TASK_DIR...
+[--rescale|--no-rescale] [--seed S] [--scope tensor|global] [--report FILE] TASK_DIR...
+(--scope global: gta_global, every per-task statistic over the whole model)
 """
 import argparse
 import json
@@ -168,6 +170,11 @@ def gta(name, base, tasks, tparams, gparams, ctx, kept=None):
             kept[i] += k
         deltas.append(v.astype(F32))
     w = [F32(tp["weight"]) for tp in tparams]
+    return mix(consensus, base, deltas, w, normalize, lam)
+
+
+def mix(consensus, base, deltas, w, normalize, lam):
+    """The weighted sum of the sparsified task vectors, with or without the sign consensus."""
     wd = [(deltas[i] * w[i]).astype(F32) for i in range(len(deltas))]
     if consensus:
         s = wd[0].copy()
@@ -196,6 +203,52 @@ def gta(name, base, tasks, tparams, gparams, ctx, kept=None):
     return (base + mixed).astype(F32)
 
 
+def gta_global(name, tensors, tparams, gparams, seed=0, kept=None):
+    """The whole model in global scope: every per-task statistic over all merged elements at
+    once. tensors: [(tensor name, base, [task arrays])] in the order of the global flattening
+    (the element's global index = the elements of the tensors before it + its offset); tparams:
+    per task {'weight', 'density', 'gamma'} (one value for the model; weight may also be a list,
+    one per tensor). magnitude: k = int(density·d) of the d model elements, equal |τ| by global
+    index; outliers: the ranks [n_bot, d − n_top) of the model's |τ|; random: the per-tensor
+    masks; rescale with the model's Σ|τ| / Σ|masked τ|. Returns the merged arrays, in order."""
+    consensus, sp, dnorm, dresc = SPEC[name]
+    if sp == "della_magprune":
+        raise ValueError("mk_gta.gta_global: DELLA's global scope is not implemented")
+    normalize = bool(gparams.get("normalize", dnorm))
+    rescale = bool(gparams.get("rescale", dresc))
+    lam = float(gparams.get("lambda", 1.0))
+    n = len(tparams)
+    sizes = [b.size for _, b, _ in tensors]
+    bounds = np.cumsum([0] + sizes)
+    scaled = []  # per task: the sparsified, rescaled τ over the model (flat)
+    for i in range(n):
+        tau = np.concatenate([(np.asarray(ts[i], dtype=F32) - np.asarray(b, dtype=F32))
+                              .astype(F32).ravel() for _, b, ts in tensors])
+        tp = tparams[i]
+        d = float(tp.get("density", 1.0))
+        if sp == "magnitude":
+            v, k = magnitude(tau, d, rescale)
+        elif sp == "magnitude_outliers":
+            v, k = magnitude_outliers(tau, d, float(tp.get("gamma", 0.01)), rescale)
+        else:
+            if d >= 1:
+                v, k = tau, tau.size
+            else:
+                mask = np.concatenate([dare_keep(seed, i, tn, b.size, d) for tn, b, _ in tensors])
+                v, k = rescaled(tau, mask, rescale), int(mask.sum())
+        if kept is not None:
+            kept[i] += k
+        scaled.append(v.astype(F32))
+    out = []
+    for t, (tn, b, ts) in enumerate(tensors):
+        b = np.asarray(b, dtype=F32)
+        deltas = [scaled[i][bounds[t]:bounds[t + 1]].reshape(b.shape) for i in range(n)]
+        w = [F32(tp["weight"][t] if isinstance(tp["weight"], list) else tp["weight"])
+             for tp in tparams]
+        out.append(mix(consensus, b, deltas, w, normalize, lam))
+    return out
+
+
 def _bind(name):
     return lambda _n, base, tasks, tparams, gparams, ctx: gta(name, base, tasks, tparams,
                                                               gparams, ctx)
@@ -221,6 +274,8 @@ def merge(a):
     kept = [0] * n
     d = 0
     out = []
+    if a.scope == "global":
+        return merge_global(a, base, tasks, tparams, gparams)
     for name, t in base.items():
         merge_it = t.dtype in FLOAT_DTYPES and all(
             name in m and m[name].dtype in FLOAT_DTYPES and m[name].shape == t.shape for m in tasks)
@@ -236,6 +291,32 @@ def merge(a):
         out.append((name, t.dtype, t.shape, encode(t.dtype, r.ravel())))
     write_model(a.out, out)
     rep = {"method": a.method, "d": d, "tasks": [{"kept": k} for k in kept]}
+    with open(a.report or os.path.join(a.out, "ref_report.json"), "w") as f:
+        json.dump(rep, f)
+
+
+def merge_global(a, base, tasks, tparams, gparams):
+    n = len(tasks)
+    kept = [0] * n
+    out, merged = [], []
+    for name, t in base.items():
+        merge_it = t.dtype in FLOAT_DTYPES and all(
+            name in m and m[name].dtype in FLOAT_DTYPES and m[name].shape == t.shape for m in tasks)
+        if not merge_it:
+            out.append((name, t.dtype, t.shape, bytes(np.asarray(t.raw))))
+            continue
+        shape = tuple(t.shape)
+        merged.append((name, t.f32().reshape(shape),
+                       [m[name].f32().reshape(shape) for m in tasks]))
+        out.append((name, t.dtype, t.shape, None))
+    res = gta_global(a.method, merged, tparams, gparams, a.seed, kept)
+    it = iter(res)
+    for k, (name, dt, shape, raw) in enumerate(out):
+        if raw is None:
+            out[k] = (name, dt, shape, encode(dt, next(it).ravel()))
+    write_model(a.out, out)
+    rep = {"method": a.method, "d": sum(b.size for _, b, _ in merged),
+           "tasks": [{"kept": k} for k in kept]}
     with open(a.report or os.path.join(a.out, "ref_report.json"), "w") as f:
         json.dump(rep, f)
 
@@ -260,6 +341,7 @@ def main(argv):
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--mergekit", action="store_true", help="accepted (always mergekit's)")
     m.add_argument("--report")
+    m.add_argument("--scope", choices=("tensor", "global"), default="tensor")
     m.add_argument("tasks", nargs="+")
     a = ap.parse_args(argv)
     merge(a)
