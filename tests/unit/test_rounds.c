@@ -909,6 +909,31 @@ static void test_scope(void **state)
                                             cases[k].m == PCBM_METHOD_DELLA_LINEAR
                                         ? "global scope" : "per tensor"));
     }
+    /* a recipe's density (gamma, epsilon, rescale) gradient cannot shape a global cut; a weight
+     * gradient can (the weights apply per tensor) */
+    static const char *const recipes[2] = {
+        "merge_method: breadcrumbs\nbase_model: B\nmodels:\n"
+        "  - model: T1\n    parameters: {weight: [0.5, 1], density: 0.5}\n"
+        "  - model: T2\n    parameters: {weight: 1, density: 0.7}\n",
+        "merge_method: breadcrumbs\nbase_model: B\nmodels:\n"
+        "  - model: T1\n    parameters: {weight: 1, density: [0.5, 0.9]}\n"
+        "  - model: T2\n    parameters: {weight: 1, density: 0.7}\n"};
+    for (unsigned k = 0; k < 2; k++) {
+        pcbm_recipe *r = NULL;
+        pcbm_merge_opts o;
+        pcbm_merge_opts_init(&o);
+        assert_int_equal(pcbm_recipe_parse(recipes[k], strlen(recipes[k]), "r.yml", &r, &err),
+                         PCBM_OK);
+        assert_int_equal(pcbm_recipe_merge_opts(r, &o, &err), PCBM_OK);
+        o.out = "out";
+        assert_int_equal(o.scope, PCBM_SCOPE_TENSOR);
+        assert_int_equal(pcbm_run_check_opts(&o, &err), PCBM_OK);
+        o.scope = PCBM_SCOPE_GLOBAL;
+        assert_int_equal(pcbm_run_check_opts(&o, &err), k == 0 ? PCBM_OK : PCBM_ERR_USAGE);
+        if (k == 1)
+            assert_non_null(strstr(err.msg, "`density` cannot be a gradient"));
+        pcbm_recipe_free(r);
+    }
 }
 
 /* Streaming PCB: a sample too small to bracket the bounds falls back to the exact rounds. */
