@@ -68,6 +68,9 @@ typedef struct gta_state {
     uint32_t *row_rank;                   /* [threads][N][row_cap] */
     size_t *row_tensor;                   /* [threads][N]: tensor index + 1 of the ranks held */
     uint64_t *row_id;                     /* [threads][N]: their row */
+    /* DELLA in global scope: per task, the model's coarse |τ| histogram as cumulative counts
+     * (cum[b] elements below coarse bin b, cum[b + 1] − cum[b] in it) */
+    uint64_t *cum;                        /* [N][PCBM_QBINS + 1] */
 } gta_state;
 
 static bool random_like(const gta_state *gs)
@@ -222,9 +225,20 @@ static const uint32_t *della_ranks(const pcbm_mctx *mc, gta_state *gs, unsigned 
     return rank;
 }
 
+/* Global scope: the rank of |τ| (key kk) among the model's d elements of task i, interpolated
+ * in its coarse bin b: q = cum[b] + ⌊count(b) · (kk mod 2^16) / 2^16⌋ (docs/semantics.md). */
+static inline uint64_t della_global_rank(const gta_state *gs, unsigned i, uint32_t kk)
+{
+    const uint64_t *cum = gs->cum + (size_t)i * (PCBM_QBINS + 1);
+    uint32_t b = kk >> PCBM_QBITS, lo = kk & (PCBM_QBINS - 1);
+    uint64_t cnt = cum[b + 1] - cum[b];
+    return cum[b] + (uint64_t)(((unsigned __int128)cnt * lo) >> PCBM_QBITS);
+}
+
 /* DELLA's mask of task i on a tile: p = (r − ε) + (q / (c − 1)) · 2 · ε (float64; c = 1: q/(c−1)
- * is 0) for the element's rank q in its row of c columns, kept iff u < p, u from the element's
- * counter-based draw on the stream dare_stream(task, tensor) xor DELLA_SALT. */
+ * is 0) for the element's rank q in its row of c columns (global scope: its interpolated rank
+ * in the model, c = d), kept iff u < p, u from the element's counter-based draw on the stream
+ * dare_stream(task, tensor) xor DELLA_SALT. */
 static uint64_t della_mask(const pcbm_mctx *mc, gta_state *gs, unsigned w, const pcbm_tile *tl,
                            unsigned i, uint8_t *keep)
 {
@@ -234,6 +248,18 @@ static uint64_t della_mask(const pcbm_mctx *mc, gta_state *gs, unsigned w, const
     uint64_t stream = pcbm_dare_stream(i, pcbm_name_key(tl->bv->t->name)) ^ DELLA_SALT;
     const uint32_t *rank = NULL;
     uint64_t row = UINT64_MAX;
+    if (gs->global) {
+        uint64_t d1 = mc->layout->d - 1;
+        for (unsigned k = 0; k < tl->n; k++) {
+            uint64_t q = della_global_rank(gs, i, pcbm_fkey(fabsf(tl->tau[i][k])));
+            double rn = d1 > 0 ? (double)q / (double)d1 : 0.0;
+            double p = (d - eps) + rn * 2.0 * eps;
+            double u = (double)(pcbm_rng_u64(mc->o->seed, stream, tl->start + k) >> 11) * 0x1p-53;
+            keep[k] = u < p;
+            kept += keep[k];
+        }
+        return kept;
+    }
     for (unsigned k = 0; k < tl->n; k++) {
         uint64_t j = tl->start + k;
         if (j / cols != row) {
@@ -420,6 +446,26 @@ static void tile_index(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg
     index_hist(arg, w, tl);
 }
 
+/* DELLA in global scope: the coarse histogram of each sparsified task's |τ| keys (stream i). */
+static void tile_dhist(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+{
+    gta_state *gs = arg;
+    for (unsigned i = 0; i < mc->ntasks; i++)
+        if (gs->mode[i] == MODE_DELLA)
+            pcbm_k_hist_coarse(tl->tau[i], tl->n, true, 1, pcbm_hset_local(&gs->h, w, i));
+}
+
+/* The cumulative counts of task i from its histogram h (PCBM_QBINS counts). */
+static void della_cum(gta_state *gs, unsigned i, const uint64_t *h)
+{
+    uint64_t *cum = gs->cum + (size_t)i * (PCBM_QBINS + 1), s = 0;
+    for (unsigned b = 0; b < PCBM_QBINS; b++) {
+        cum[b] = s;
+        s += h[b];
+    }
+    cum[PCBM_QBINS] = s;
+}
+
 /* Σ|masked τ_i| (and, for the random methods, Σ|τ_i|, which no earlier round summed). */
 static void tile_l1(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
@@ -439,7 +485,7 @@ static void tile_l1(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 
 /* ---- rounds ---- */
 
-enum { R_COARSE, R_FINE, R_ICOARSE, R_IFINE, R_L1, GTA_NROUNDS };
+enum { R_COARSE, R_FINE, R_ICOARSE, R_IFINE, R_DHIST, R_L1, GTA_NROUNDS };
 
 /* The most significant 16-bit digit of the indices of a range of d elements (at least the
  * second: two index rounds at least, as in tensor scope). */
@@ -488,6 +534,9 @@ static int first_round(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
         pcbm_xsum_clear(&gs->xs[c]);
     if (any(gs->cut, 2 * mc->ntasks))
         return R_COARSE;
+    for (unsigned i = 0; gs->cum && i < mc->ntasks; i++)
+        if (gs->mode[i] == MODE_DELLA)
+            return R_DHIST;
     return after_cuts(gs, rg);
 }
 
@@ -661,9 +710,20 @@ static const pcbm_round r_ifine = {"gta index fine", tile_index, NULL, false, be
 static const pcbm_round r_l1 = {"gta L1 norms", tile_l1, NULL, true, begin_l1, regions_l1,
                                 finish_l1};
 
+static int finish_dhist(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
+{
+    gta_state *gs = st;
+    for (unsigned i = 0; i < mc->ntasks; i++)
+        della_cum(gs, i, pcbm_hset_total(&gs->h, i));
+    return after_cuts(gs, rg);
+}
+
+static const pcbm_round r_dhist = {"della |tau| histogram", tile_dhist, NULL, true, begin_hist,
+                                   regions_hist, finish_dhist};
+
 static const pcbm_round *const gta_rounds[GTA_NROUNDS] = {
     [R_COARSE] = &r_coarse, [R_FINE] = &r_fine, [R_ICOARSE] = &r_icoarse, [R_IFINE] = &r_ifine,
-    [R_L1] = &r_l1};
+    [R_L1] = &r_l1, [R_DHIST] = &r_dhist};
 
 /* ---- the methods ---- */
 
@@ -672,11 +732,14 @@ static bool is_della(pcbm_method m)
     return m == PCBM_METHOD_DELLA || m == PCBM_METHOD_DELLA_LINEAR;
 }
 
-/* DELLA's row buffers: base, τ, sort pairs and N rank arrays of the longest row per thread. */
+/* DELLA's row buffers: base, τ, sort pairs and N rank arrays of the longest row per thread;
+ * in global scope the cumulative counts and the record's histograms instead. */
 static uint64_t row_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p)
 {
     if (!is_della(o->method))
         return 0;
+    if (o->scope == PCBM_SCOPE_GLOBAL)
+        return (uint64_t)o->ntasks * (2 * PCBM_QBINS + 1) * sizeof(uint64_t);
     uint64_t per = 2 * sizeof(float) + 2 * sizeof(uint64_t) + o->ntasks * sizeof(uint32_t);
     return (uint64_t)threads * (longest_row(p) * per +
                                 o->ntasks * (sizeof(size_t) + sizeof(uint64_t)));
@@ -695,23 +758,26 @@ static pcbm_status della_check(const pcbm_mctx *mc, pcbm_error *err)
 {
     const pcbm_layout *p = mc->layout;
     const char *mname = pcbm_method_name(mc->o->method);
+    bool global = mc->o->scope == PCBM_SCOPE_GLOBAL; /* ranks over the model, no rows */
     for (size_t t = 0; t < p->nt; t++) {
         const pcbm_tlayout *tl = &p->t[t];
         if (tl->kind != PCBM_T_MERGE)
             continue;
         uint64_t cols = row_cols(p, t);
-        if (cols == 0)
+        if (global)
+            ; /* no row conditions */
+        else if (cols == 0)
             return pcbm_fail(err, PCBM_ERR_USAGE, "%s: tensor %s has %u dimensions; mergekit "
                              "ranks along dimension 1 of such tensors, which pcbmerge does not "
                              "do: exclude it (`exclude`)", mname, tl->name,
                              p->out_tensors[t].ndim);
-        if (tl->q || tl->lora || tl->aligned)
+        else if (tl->q || tl->lora || tl->aligned)
             return pcbm_fail(err, PCBM_ERR_USAGE, "%s: tensor %s is dequantized, a LoRA "
                              "adapter's or has appended rows in a task; %s ranks whole rows of "
                              "plain F32/F16/BF16 tensors only: exclude it (`exclude`)", mname,
                              tl->name, mname);
-        bool fits = cols >= tl->units ? tl->units <= tl->block_units
-                                      : tl->block_units % cols == 0;
+        bool fits = global || (cols >= tl->units ? tl->units <= tl->block_units
+                                                 : tl->block_units % cols == 0);
         if (!fits)
             return pcbm_fail(err, PCBM_ERR_USAGE, "%s: a block cannot hold whole rows of tensor "
                              "%s (%llu columns, %llu-element blocks): give more memory (`mem`) "
@@ -769,14 +835,13 @@ static pcbm_status gta_init(const pcbm_mctx *mc, void **state, pcbm_error *err)
     case PCBM_METHOD_DELLA_LINEAR: gs->sp = SP_DELLA, gs->consensus = false; break;
     default: gs->sp = SP_OUTLIERS, gs->consensus = true; break; /* breadcrumbs_ties */
     }
-    if (gs->sp == SP_DELLA && gs->global) {
-        gta_free(gs);
-        return pcbm_fail(err, PCBM_ERR_USAGE, "%s with global scope is not implemented: its "
-                         "ranks are per row (use tensor scope)", pcbm_method_name(mc->o->method));
-    }
     if (gs->sp == SP_DELLA) {
         pcbm_status st = della_check(mc, err);
-        if (st == PCBM_OK)
+        if (st == PCBM_OK && gs->global &&
+            !(gs->cum = pcbm_calloc((size_t)mc->ntasks * (PCBM_QBINS + 1), sizeof *gs->cum)))
+            st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory for %s's histograms",
+                           pcbm_method_name(mc->o->method));
+        if (st == PCBM_OK && !gs->global)
             st = della_alloc(mc, gs, err);
         if (st != PCBM_OK) {
             gta_free(gs);
@@ -798,6 +863,7 @@ static void gta_free(void *state)
     free(gs->row_rank);
     free(gs->row_tensor);
     free(gs->row_id);
+    free(gs->cum);
     free(gs);
 }
 
@@ -816,6 +882,20 @@ static void gta_save(const void *state, unsigned ntasks, pcbm_statrec *r)
         r->x[i][2] = pcbm_u2f((uint32_t)(gs->idx[2 * i] >> 32));
         r->x[i][3] = pcbm_u2f((uint32_t)(gs->idx[2 * i + 1] >> 32));
     }
+    if (!gs->cum)
+        return;
+    /* DELLA in global scope: the histograms (blob), from the cumulative counts */
+    size_t n = (size_t)ntasks * PCBM_QBINS;
+    if (!(r->blob = pcbm_malloc(n * sizeof *r->blob))) {
+        r->d = 0; /* out of memory: a record that no merge replays (this one has its state) */
+        return;
+    }
+    r->nblob = n;
+    for (unsigned i = 0; i < ntasks; i++) {
+        const uint64_t *cum = gs->cum + (size_t)i * (PCBM_QBINS + 1);
+        for (unsigned b = 0; b < PCBM_QBINS; b++)
+            r->blob[(size_t)i * PCBM_QBINS + b] = cum[b + 1] - cum[b];
+    }
 }
 
 static void gta_load(void *state, unsigned ntasks, const pcbm_range *rg, const pcbm_statrec *r)
@@ -829,10 +909,16 @@ static void gta_load(void *state, unsigned ntasks, const pcbm_range *rg, const p
         gs->scale[i] = r->x[i][0];
         gs->mode[i] = (int)r->x[i][1];
     }
+    if (gs->cum && r->nblob == (size_t)ntasks * PCBM_QBINS)
+        for (unsigned i = 0; i < ntasks; i++)
+            della_cum(gs, i, r->blob + (size_t)i * PCBM_QBINS);
 }
 
 static const char *gta_how(const void *state, const pcbm_merge_opts *o)
 {
+    if (o->scope == PCBM_SCOPE_GLOBAL && is_della(o->method))
+        return "over the whole model: ranks of |tau| interpolated in 16-bit histogram bins, "
+               "exact L1 sums";
     if (o->scope == PCBM_SCOPE_GLOBAL)
         return "exact, over the whole model: radix select of the cuts (|tau|, then global index "
                "among equal values) and exact L1 sums";

@@ -163,10 +163,6 @@ static pcbm_status check_global_params(const pcbm_merge_opts *o, pcbm_error *err
 {
     static const pcbm_param_id fixed[] = {PCBM_P_DENSITY, PCBM_P_GAMMA, PCBM_P_EPSILON,
                                           PCBM_P_RESCALE};
-    if (o->method == PCBM_METHOD_DELLA || o->method == PCBM_METHOD_DELLA_LINEAR)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "%s with global scope is not implemented yet (its "
-                         "ranks are per row): use tensor scope (drop `scope`)",
-                         pcbm_method_name(o->method));
     for (unsigned k = 0; k < sizeof fixed / sizeof *fixed; k++)
         if (o->params && pcbm_params_varies(o->params, fixed[k]))
             return pcbm_fail(err, PCBM_ERR_USAGE, "%s with global scope takes one cut per task "

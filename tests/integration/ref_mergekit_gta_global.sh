@@ -1,8 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: Apache-2.0
 # ref_mergekit_gta_global.sh — `--scope global` for mergekit's sparsifying methods (merge/gta.c):
-# ties, dare_ties, dare_linear --mergekit, breadcrumbs, breadcrumbs_ties with every per-task
-# statistic (the cuts, the L1 sums) taken over the whole model.
+# ties, dare_ties, dare_linear --mergekit, breadcrumbs, breadcrumbs_ties, della, della_linear with
+# every per-task statistic (the cuts, DELLA's ranks, the L1 sums) taken over the whole model.
 #   reference   every global form on generated 3-task families (F32; BF16, whose |tau| values
 #               repeat, so the cuts fall inside runs of equal values and the global index selects
 #               run), against tests/reference/mk_gta.py --scope global (gta_global): at most 1e-5
@@ -11,8 +11,8 @@
 #               --io uring --block-size 64K: the same bytes; --stats replay of the first merge's
 #               statistics: the same bytes.
 #   split       every global form, a split merge into K=3 parts: the bytes of one merge.
-#   usage       della/della_linear with --scope global, slerp with --scope global: exit 2.
-#   memory      ties --mergekit --scope global at --mem 64M on a family more than 8x larger:
+#   usage       slerp with --scope global: exit 2.
+#   memory      ties --mergekit and della --scope global at --mem 64M on a family more than 8x larger:
 #               peak RSS <= 112 MiB.
 . "$(dirname "$0")/lib.sh"
 need_ref
@@ -60,7 +60,9 @@ METHODS=("ties --mergekit --densities 0.3,0.5,0.8 --weights 0.5,1,0.7"
     "dare_ties --mergekit --densities 0.3,0.5,0.8 --weights 0.5,1,-0.7 --seed 7"
     "dare_linear --mergekit --densities 0.3,0.5,0.8 --seed 3 --normalize --weights 0.5,1,0.7"
     "breadcrumbs --densities 0.7,0.9,0.5 --gamma 0.05 --rescale --weights 0.5,1,0.7"
-    "breadcrumbs_ties --densities 0.3,0.9,0.98 --gamma 0.05 --weights 0.5,1,-0.7")
+    "breadcrumbs_ties --densities 0.3,0.9,0.98 --gamma 0.05 --weights 0.5,1,-0.7"
+    "della --densities 0.5,0.7,0.4 --epsilon 0.1 --weights 0.5,1,-0.7 --seed 3"
+    "della_linear --densities 0.3,0.8,0.6 --seed 5 --normalize --weights 0.5,1,0.7")
 
 # ---- against the reference ----------------------------------------------------------------------
 FF=$TMP/f32
@@ -152,10 +154,6 @@ refused() { # NAME WORD MERGE_OPTIONS...
         case_fail "$name" "exit $rc: $out"
     fi
 }
-# shellcheck disable=SC2086
-refused "della-global" "global scope" --method della --density 0.5 --scope global $TS
-# shellcheck disable=SC2086
-refused "della_linear-global" "global scope" --method della_linear --density 0.5 --scope global $TS
 refused "slerp-global" "per tensor" --method slerp --t 0.5 --scope global "$FS/task1"
 
 # ---- bounded memory --------------------------------------------------------------------------------------
@@ -172,7 +170,7 @@ TM=$(task_dirs "$FM" 3)
 in_bytes=$(du -cb "$FM"/base/*.safetensors "$FM"/task*/*.safetensors | tail -n 1 | cut -f1)
 [ "$in_bytes" -ge $((8 * MEM_BYTES)) ] || fail "the family is smaller than 8x --mem ($in_bytes bytes)"
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
-for m in "ties --mergekit --density 0.3 --rescale"; do
+for m in "ties --mergekit --density 0.3 --rescale" "della --density 0.5"; do
     name="mem64M-global-${m%% *}"
     out=$TMP/$name t=$SECONDS
     # shellcheck disable=SC2086

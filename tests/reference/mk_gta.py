@@ -203,17 +203,38 @@ def mix(consensus, base, deltas, w, normalize, lam):
     return (base + mixed).astype(F32)
 
 
+def della_global(tau, density, epsilon, rescale, seed, task, tensors):
+    """DELLA over the whole model (tau: the task's flat τ of all merged tensors): the rank of |τ|
+    among the model's d elements interpolated in its 16-bit coarse bin b of the float key
+    (pcbmerge's rule, docs/semantics.md): q = below(b) + floor(count(b) · (key mod 2^16) / 2^16),
+    p = (density − ε) + q / (d − 1) · 2 · ε; u from the per-tensor DELLA draws."""
+    if density >= 1:
+        return tau, tau.size
+    if density + epsilon >= 1 or density - epsilon <= 0:
+        raise ValueError("Epsilon must be chosen such that density +/- epsilon is in (0, 1)")
+    d = tau.size
+    key = np.abs(tau).astype(F32).view(np.uint32) | np.uint32(0x80000000)  # fkey of |τ| (≥ +0)
+    b = (key >> np.uint32(16)).astype(np.int64)
+    lo = (key & np.uint32(0xFFFF)).astype(np.uint64)
+    cnt = np.bincount(b, minlength=1 << 16).astype(np.uint64)
+    below = np.concatenate([[0], np.cumsum(cnt)[:-1]]).astype(np.uint64)
+    q = below[b] + ((cnt[b] * lo) >> np.uint64(16))
+    rank_norm = q.astype(np.float64) / (d - 1) if d > 1 else np.zeros(d)
+    p = (density - epsilon) + rank_norm * 2 * epsilon
+    u = np.concatenate([della_u(seed, task, tn, bt.size) for tn, bt, _ in tensors])
+    mask = u < p
+    return rescaled(tau, mask, rescale), int(mask.sum())
+
+
 def gta_global(name, tensors, tparams, gparams, seed=0, kept=None):
     """The whole model in global scope: every per-task statistic over all merged elements at
     once. tensors: [(tensor name, base, [task arrays])] in the order of the global flattening
     (the element's global index = the elements of the tensors before it + its offset); tparams:
-    per task {'weight', 'density', 'gamma'} (one value for the model; weight may also be a list,
-    one per tensor). magnitude: k = int(density·d) of the d model elements, equal |τ| by global
-    index; outliers: the ranks [n_bot, d − n_top) of the model's |τ|; random: the per-tensor
-    masks; rescale with the model's Σ|τ| / Σ|masked τ|. Returns the merged arrays, in order."""
+    per task {'weight', 'density', 'gamma', 'epsilon'} (one value for the model; weight may also
+    be a list, one per tensor). magnitude: k = int(density·d) of the d model elements, equal |τ|
+    by global index; outliers: the ranks [n_bot, d − n_top) of the model's |τ|; random: the
+    per-tensor masks; DELLA: della_global's interpolated ranks over the model; rescale with the model's Σ|τ| / Σ|masked τ|. Returns the merged arrays, in order."""
     consensus, sp, dnorm, dresc = SPEC[name]
-    if sp == "della_magprune":
-        raise ValueError("mk_gta.gta_global: DELLA's global scope is not implemented")
     normalize = bool(gparams.get("normalize", dnorm))
     rescale = bool(gparams.get("rescale", dresc))
     lam = float(gparams.get("lambda", 1.0))
@@ -230,6 +251,8 @@ def gta_global(name, tensors, tparams, gparams, seed=0, kept=None):
             v, k = magnitude(tau, d, rescale)
         elif sp == "magnitude_outliers":
             v, k = magnitude_outliers(tau, d, float(tp.get("gamma", 0.01)), rescale)
+        elif sp == "della_magprune":
+            v, k = della_global(tau, d, float(tp.get("epsilon", 0.15)), rescale, seed, i, tensors)
         else:
             if d >= 1:
                 v, k = tau, tau.size
