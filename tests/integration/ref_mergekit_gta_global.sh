@@ -9,7 +9,7 @@
 #               of the elements more than one ulp apart; and unlike tensor scope (the cut moved).
 #   determinism every global form, --threads 1 --mem 1G --io pread vs --threads 2 --mem 64M
 #               --io uring --block-size 64K: the same bytes; --stats replay of the first merge's
-#               statistics: the same bytes.
+#               statistics: the same model files.
 #   split       every global form, a split merge into K=3 parts: the bytes of one merge.
 #   usage       slerp with --scope global: exit 2.
 #   memory      ties --mergekit and della --scope global at --mem 64M on a family more than 8x larger:
@@ -97,7 +97,7 @@ for m in "${METHODS[@]}"; do
         if ! why=$(same_outputs "$a" "$b"); then
             case_fail "same-bytes-$k-${m%% *}" "$m: $why"
             diff_tensors "$a" "$b"
-        elif ! why=$(same_outputs "$a" "$c" README.md pcbmerge.manifest.json); then
+        elif ! why=$(same_outputs "$a" "$c" README.md pcbmerge.manifest.json merge_stats.json.zst); then
             case_fail "same-bytes-$k-${m%% *}" "$m: --stats replay: $why"
         else
             case_pass "same-bytes-$k-${m%% *}" "$m: threads 1/2, mem 1G/64M, io pread/uring, blocks 64K, --stats replay"
