@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * gta.c — mergekit's generalized task arithmetic, per tensor, streamed: ties, dare_ties and
+ * gta.c — mergekit's generalized task arithmetic, per tensor (or over the model), streamed: ties, dare_ties and
  * dare_linear as mergekit computes them (`semantics` MERGEKIT), breadcrumbs, breadcrumbs_ties,
  * della and della_linear (always mergekit's). Per tensor and task: τ_i = θ_i − base, sparsified
  * (magnitude: the k = ⌊density·n⌋ largest |τ|; random: DARE's counter-based Bernoulli(density)
@@ -19,6 +19,10 @@
  * tensor into blocks, threads or machines.
  * Rounds per tensor: |tau| coarse (+ Σ|τ|), |tau| fine, index coarse, index fine, L1 (Σ|masked|);
  * the random methods and DELLA: L1 only (Σ|τ| and Σ|masked| together), when they rescale.
+ * Global scope (`scope` GLOBAL; the default is tensor): the same statistics over the whole model
+ * as one range, the element index being its index in the global flattening (64-bit: one more
+ * index round per 16 bits beyond 2^32); DELLA ranks |τ| among the model's elements, interpolated
+ * inside the bins of one round's coarse histogram, which its record keeps (docs/semantics.md).
  */
 #include "method.h"
 #include "../kernels/convert.h"
