@@ -189,7 +189,15 @@ typedef enum pcbm_method {
 PCBM_API const char *pcbm_method_name(pcbm_method m);
 PCBM_API pcbm_method pcbm_method_parse(const char *s); /* PCBM_METHOD_COUNT if unknown */
 
-typedef enum pcbm_scope { PCBM_SCOPE_GLOBAL = 0, PCBM_SCOPE_TENSOR } pcbm_scope;
+/* Where a method's statistics are taken: over the whole model (GLOBAL), per tensor (TENSOR), or
+ * the method's own scope (AUTO, the default): global for pcb, ties and dare_ties (the papers'),
+ * tensor for mergekit's methods. A merge resolves AUTO before it starts (reports, split plans
+ * and statistics files record GLOBAL or TENSOR). */
+typedef enum pcbm_scope {
+    PCBM_SCOPE_GLOBAL = 0,
+    PCBM_SCOPE_TENSOR = 1,
+    PCBM_SCOPE_AUTO = 2
+} pcbm_scope;
 /* Whose semantics a method follows where the paper's official code and mergekit differ
  * (docs/semantics.md lists every difference); recipes (--config) use MERGEKIT. */
 typedef enum pcbm_semantics { PCBM_SEMANTICS_OFFICIAL = 0, PCBM_SEMANTICS_MERGEKIT } pcbm_semantics;
@@ -278,7 +286,7 @@ typedef struct pcbm_merge_opts {
     const double *weights;          /* per-task weights (ntasks) or NULL = 1 each: linear,
                                        task_arithmetic, dare_linear, ties, dare_ties */
     double clamp_ratio;             /* PCB outlier clamp ratio c; 1e-4 */
-    pcbm_scope scope;               /* global (paper) or per tensor */
+    pcbm_scope scope;               /* global, per tensor, or the method's own (AUTO) */
     pcbm_stats_mode stats_mode;     /* how PCB's global statistics are found; AUTO */
     uint64_t seed;                  /* DARE mask seed */
 
@@ -406,11 +414,13 @@ enum { PCBM_DEFAULT = 0, PCBM_ON = 1, PCBM_OFF = 2 };
 /* Fill `o` with the defaults listed above. */
 PCBM_API void pcbm_merge_opts_init(pcbm_merge_opts *o);
 
-/* Whether the merge `o` describes computes its statistics per tensor by definition: mergekit's
- * methods (slerp, nuslerp, model_stock, sce, breadcrumbs, breadcrumbs_ties, della, della_linear,
- * and ties, dare_ties, dare_linear with PCBM_SEMANTICS_MERGEKIT); 0 otherwise. Such merges run
- * with scope PCBM_SCOPE_TENSOR whatever `scope` says. */
+/* Whether the merge `o` describes computes its statistics per tensor by definition (slerp,
+ * nuslerp, model_stock, sce); 0 otherwise. Such merges refuse scope PCBM_SCOPE_GLOBAL. */
 PCBM_API int pcbm_method_per_tensor(const pcbm_merge_opts *o);
+/* The scope PCBM_SCOPE_AUTO stands for in the merge `o`: PCBM_SCOPE_TENSOR for mergekit's
+ * methods (those per tensor by definition; breadcrumbs, breadcrumbs_ties, della, della_linear;
+ * ties, dare_ties, dare_linear with PCBM_SEMANTICS_MERGEKIT), PCBM_SCOPE_GLOBAL otherwise. */
+PCBM_API pcbm_scope pcbm_method_default_scope(const pcbm_merge_opts *o);
 
 /* Run a whole merge: validate, statistics passes, apply pass, publish OUT. */
 PCBM_API pcbm_status pcbm_merge(const pcbm_merge_opts *o, pcbm_error *err);

@@ -154,8 +154,9 @@ static const cli_opt table[] = {
      "model_stock: one t per row (not supported yet)"},
     {"clamp-ratio", NULL, "C", O_CLAMP, M_MERGE, G_MERGE, "PCB outlier clamp ratio (default 1e-4)"},
     {"scope", NULL, "S", O_SCOPE, M_MERGE, G_MERGE,
-     "global (the paper: statistics over the whole model, default) or\n"
-     "tensor (every statistic per tensor, as per-tensor LLM tools do)"},
+     "global (statistics over the whole model) or tensor (every statistic\n"
+     "per tensor); default: the method's own (global for pcb, ties, dare_ties;\n"
+     "tensor for mergekit's methods, whose sparsifying ones take global too)"},
     {"exact", NULL, NULL, O_EXACT, M_MERGE, G_MERGE,
      "resolve every quantile exactly (extra passes over the inputs)"},
     {"streaming", NULL, NULL, O_STREAMING, M_MERGE, G_MERGE,

@@ -185,8 +185,8 @@ char *pcbm_cli_command_line(const pcbm_merge_opts *o)
         put(&c, "--chat-template", false);
         put(&c, o->chat_template, true);
     }
-    if (o->scope == PCBM_SCOPE_TENSOR && !pcbm_method_per_tensor(o))
-        put(&c, "--scope tensor", false);
+    if (o->scope != PCBM_SCOPE_AUTO && o->scope != pcbm_method_default_scope(o))
+        put(&c, o->scope == PCBM_SCOPE_TENSOR ? "--scope tensor" : "--scope global", false);
     if (o->stats_mode == PCBM_STATS_EXACT)
         put(&c, "--exact", false);
     if (o->stats_mode == PCBM_STATS_STREAMING)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * gta.c — mergekit's generalized task arithmetic, per tensor, streamed: ties, dare_ties and
+ * gta.c — mergekit's generalized task arithmetic, per tensor (or over the model), streamed: ties, dare_ties and
  * dare_linear as mergekit computes them (`semantics` MERGEKIT), breadcrumbs, breadcrumbs_ties,
  * della and della_linear (always mergekit's). Per tensor and task: τ_i = θ_i − base, sparsified
  * (magnitude: the k = ⌊density·n⌋ largest |τ|; random: DARE's counter-based Bernoulli(density)
@@ -19,6 +19,10 @@
  * tensor into blocks, threads or machines.
  * Rounds per tensor: |tau| coarse (+ Σ|τ|), |tau| fine, index coarse, index fine, L1 (Σ|masked|);
  * the random methods and DELLA: L1 only (Σ|τ| and Σ|masked| together), when they rescale.
+ * Global scope (`scope` GLOBAL; the default is tensor): the same statistics over the whole model
+ * as one range, the element index being its index in the global flattening (64-bit: one more
+ * index round per 16 bits beyond 2^32); DELLA ranks |τ| among the model's elements, interpolated
+ * inside the bins of one round's coarse histogram, which its record keeps (docs/semantics.md).
  */
 #include "method.h"
 #include "../kernels/convert.h"
@@ -36,7 +40,7 @@ typedef enum gta_sparsify { SP_MAGNITUDE, SP_RANDOM, SP_OUTLIERS, SP_DELLA } gta
 /* What one task does to its τ on the current tensor. */
 enum { MODE_ALL = 0, MODE_NONE, MODE_MAGNITUDE, MODE_OUTLIERS, MODE_RANDOM, MODE_DELLA };
 
-#define NO_INDEX 0xffffffffu    /* an index cut that keeps every equal element */
+#define NO_INDEX UINT64_MAX     /* an index cut that keeps every equal element */
 #define L1_EPS 1e-7             /* mergekit's rescaled_masked_tensor eps */
 #define DELLA_SALT 0x44454C4C41000000ull /* "DELLA": its stream is never DARE's */
 
@@ -44,9 +48,12 @@ typedef struct gta_state {
     const pcbm_mctx *mc;
     gta_sparsify sp;
     bool consensus;
+    bool global;                          /* global scope: one range, indices over the model */
     pcbm_hset h;                          /* 2N streams: cut 2i (lower / magnitude), 2i+1 (upper) */
     pcbm_sel sel[2 * PCBM_MAX_TASKS];     /* the |τ| key at the cut's rank */
-    pcbm_sel isel[2 * PCBM_MAX_TASKS];    /* the index among the equal keys */
+    uint64_t iprefix[2 * PCBM_MAX_TASKS]; /* the index among the equal keys: digits found */
+    uint64_t irank[2 * PCBM_MAX_TASKS];   /* its rank among the equal elements left */
+    unsigned ishift;                      /* the 16-bit digit the index round counts */
     uint64_t rank[2 * PCBM_MAX_TASKS];    /* ascending rank of the cut */
     bool cut[2 * PCBM_MAX_TASKS];         /* the cut is needed */
     bool icut[2 * PCBM_MAX_TASKS];        /* its index select is needed */
@@ -54,7 +61,8 @@ typedef struct gta_state {
     pcbm_xsum xs[2 * PCBM_MAX_TASKS];
     /* the statistics (the record) */
     int mode[PCBM_MAX_TASKS];
-    uint32_t key[2 * PCBM_MAX_TASKS], idx[2 * PCBM_MAX_TASKS];
+    uint32_t key[2 * PCBM_MAX_TASKS];
+    uint64_t idx[2 * PCBM_MAX_TASKS];
     float scale[PCBM_MAX_TASKS];
     /* DELLA: per worker, the ranks of one row per task (the row its last tile was in) */
     uint64_t row_cap;                     /* the longest row */
@@ -64,6 +72,9 @@ typedef struct gta_state {
     uint32_t *row_rank;                   /* [threads][N][row_cap] */
     size_t *row_tensor;                   /* [threads][N]: tensor index + 1 of the ranks held */
     uint64_t *row_id;                     /* [threads][N]: their row */
+    /* DELLA in global scope: per task, the model's coarse |τ| histogram as cumulative counts
+     * (cum[b] elements below coarse bin b, cum[b + 1] − cum[b] in it) */
+    uint64_t *cum;                        /* [N][PCBM_QBINS + 1] */
 } gta_state;
 
 static bool random_like(const gta_state *gs)
@@ -128,13 +139,20 @@ static int task_mode(gta_state *gs, size_t t, unsigned i, uint64_t d)
 
 /* ---- the sparsified, rescaled task vector of a tile ---- */
 
-/* Whether element (key kk, index j) of task i survives its cuts. */
-static inline bool cut_keep(const gta_state *gs, unsigned i, uint32_t kk, uint32_t j)
+/* The index of a tile's first element that the cuts compare: in the tensor (tensor scope), in
+ * the global flattening of the merged tensors (global scope). */
+static inline uint64_t tile_index0(const gta_state *gs, const pcbm_tile *tl)
 {
-    uint32_t lk = gs->key[2 * i], lj = gs->idx[2 * i];
+    return (gs->global ? tl->bv->t->elem0 : 0) + tl->start;
+}
+
+/* Whether element (key kk, index j) of task i survives its cuts. */
+static inline bool cut_keep(const gta_state *gs, unsigned i, uint32_t kk, uint64_t j)
+{
+    uint32_t lk = gs->key[2 * i], uk = gs->key[2 * i + 1];
+    uint64_t lj = gs->idx[2 * i], uj = gs->idx[2 * i + 1];
     if (gs->mode[i] == MODE_MAGNITUDE)
         return kk > lk || (kk == lk && j < lj);
-    uint32_t uk = gs->key[2 * i + 1], uj = gs->idx[2 * i + 1];
     return (kk > lk || (kk == lk && j >= lj)) && (kk < uk || (kk == uk && j < uj));
 }
 
@@ -211,9 +229,20 @@ static const uint32_t *della_ranks(const pcbm_mctx *mc, gta_state *gs, unsigned 
     return rank;
 }
 
+/* Global scope: the rank of |τ| (key kk) among the model's d elements of task i, interpolated
+ * in its coarse bin b: q = cum[b] + ⌊count(b) · (kk mod 2^16) / 2^16⌋ (docs/semantics.md). */
+static inline uint64_t della_global_rank(const gta_state *gs, unsigned i, uint32_t kk)
+{
+    const uint64_t *cum = gs->cum + (size_t)i * (PCBM_QBINS + 1);
+    uint32_t b = kk >> PCBM_QBITS, lo = kk & (PCBM_QBINS - 1);
+    uint64_t cnt = cum[b + 1] - cum[b];
+    return cum[b] + (uint64_t)(((unsigned __int128)cnt * lo) >> PCBM_QBITS);
+}
+
 /* DELLA's mask of task i on a tile: p = (r − ε) + (q / (c − 1)) · 2 · ε (float64; c = 1: q/(c−1)
- * is 0) for the element's rank q in its row of c columns, kept iff u < p, u from the element's
- * counter-based draw on the stream dare_stream(task, tensor) xor DELLA_SALT. */
+ * is 0) for the element's rank q in its row of c columns (global scope: its interpolated rank
+ * in the model, c = d), kept iff u < p, u from the element's counter-based draw on the stream
+ * dare_stream(task, tensor) xor DELLA_SALT. */
 static uint64_t della_mask(const pcbm_mctx *mc, gta_state *gs, unsigned w, const pcbm_tile *tl,
                            unsigned i, uint8_t *keep)
 {
@@ -223,6 +252,18 @@ static uint64_t della_mask(const pcbm_mctx *mc, gta_state *gs, unsigned w, const
     uint64_t stream = pcbm_dare_stream(i, pcbm_name_key(tl->bv->t->name)) ^ DELLA_SALT;
     const uint32_t *rank = NULL;
     uint64_t row = UINT64_MAX;
+    if (gs->global) {
+        uint64_t d1 = mc->layout->d - 1;
+        for (unsigned k = 0; k < tl->n; k++) {
+            uint64_t q = della_global_rank(gs, i, pcbm_fkey(fabsf(tl->tau[i][k])));
+            double rn = d1 > 0 ? (double)q / (double)d1 : 0.0;
+            double p = (d - eps) + rn * 2.0 * eps;
+            double u = (double)(pcbm_rng_u64(mc->o->seed, stream, tl->start + k) >> 11) * 0x1p-53;
+            keep[k] = u < p;
+            kept += keep[k];
+        }
+        return kept;
+    }
     for (unsigned k = 0; k < tl->n; k++) {
         uint64_t j = tl->start + k;
         if (j / cols != row) {
@@ -268,13 +309,15 @@ static uint64_t masked(const pcbm_mctx *mc, gta_state *gs, unsigned w, const pcb
             out[k] = keep[k] ? tau[k] : 0.0f;
         return kept;
     }
-    default:
+    default: {
+        uint64_t j0 = tile_index0(gs, tl);
         for (unsigned k = 0; k < n; k++) {
-            bool keep = cut_keep(gs, i, pcbm_fkey(fabsf(tau[k])), (uint32_t)(tl->start + k));
+            bool keep = cut_keep(gs, i, pcbm_fkey(fabsf(tau[k])), j0 + k);
             out[k] = keep ? tau[k] : 0.0f;
             kept += keep;
         }
         return kept;
+    }
     }
 }
 
@@ -377,36 +420,54 @@ static void tile_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
                              pcbm_hset_local(&gs->h, w, c));
 }
 
-/* Histograms of the indices of the elements whose |τ| key is the cut's: their top 16 bits
- * (fine: the low 16 bits of those under the chosen top half). */
-static void index_hist(gta_state *gs, unsigned w, const pcbm_tile *tl, bool fine)
+/* Histogram of one 16-bit digit (bits ishift..ishift+15) of the indices of the elements whose
+ * |τ| key is the cut's and whose higher digits are those found so far (radix select of an
+ * index, most significant digit first). */
+static void index_hist(gta_state *gs, unsigned w, const pcbm_tile *tl)
 {
+    unsigned sh = gs->ishift;
+    uint64_t j0 = tile_index0(gs, tl);
     for (unsigned c = 0; c < 2 * gs->mc->ntasks; c++) {
         if (!gs->icut[c])
             continue;
         const float *tau = tl->tau[c / 2];
-        uint32_t key = gs->key[c], prefix = gs->isel[c].prefix;
+        uint32_t key = gs->key[c];
+        uint64_t high = sh + PCBM_QBITS < 64 ? gs->iprefix[c] >> (sh + PCBM_QBITS) : 0;
         uint64_t *h = pcbm_hset_local(&gs->h, w, c);
         for (unsigned k = 0; k < tl->n; k++) {
             if (pcbm_fkey(fabsf(tau[k])) != key)
                 continue;
-            uint32_t j = (uint32_t)(tl->start + k);
-            if (!fine)
-                h[j >> PCBM_QBITS]++;
-            else if ((j >> PCBM_QBITS) == prefix)
-                h[j & (PCBM_QBINS - 1)]++;
+            uint64_t j = j0 + k;
+            if (sh + PCBM_QBITS < 64 && (j >> (sh + PCBM_QBITS)) != high)
+                continue;
+            h[(j >> sh) & (PCBM_QBINS - 1)]++;
         }
     }
 }
 
-static void tile_icoarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+static void tile_index(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
-    index_hist(arg, w, tl, false);
+    index_hist(arg, w, tl);
 }
 
-static void tile_ifine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
+/* DELLA in global scope: the coarse histogram of each sparsified task's |τ| keys (stream i). */
+static void tile_dhist(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
-    index_hist(arg, w, tl, true);
+    gta_state *gs = arg;
+    for (unsigned i = 0; i < mc->ntasks; i++)
+        if (gs->mode[i] == MODE_DELLA)
+            pcbm_k_hist_coarse(tl->tau[i], tl->n, true, 1, pcbm_hset_local(&gs->h, w, i));
+}
+
+/* The cumulative counts of task i from its histogram h (PCBM_QBINS counts). */
+static void della_cum(gta_state *gs, unsigned i, const uint64_t *h)
+{
+    uint64_t *cum = gs->cum + (size_t)i * (PCBM_QBINS + 1), s = 0;
+    for (unsigned b = 0; b < PCBM_QBINS; b++) {
+        cum[b] = s;
+        s += h[b];
+    }
+    cum[PCBM_QBINS] = s;
 }
 
 /* Σ|masked τ_i| (and, for the random methods, Σ|τ_i|, which no earlier round summed). */
@@ -428,7 +489,17 @@ static void tile_l1(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 
 /* ---- rounds ---- */
 
-enum { R_COARSE, R_FINE, R_ICOARSE, R_IFINE, R_L1, GTA_NROUNDS };
+enum { R_COARSE, R_FINE, R_ICOARSE, R_IFINE, R_DHIST, R_L1, GTA_NROUNDS };
+
+/* The most significant 16-bit digit of the indices of a range of d elements (at least the
+ * second: two index rounds at least, as in tensor scope). */
+static unsigned index_top_shift(uint64_t d)
+{
+    unsigned sh = PCBM_QBITS;
+    while (sh + PCBM_QBITS < 64 && ((d - 1) >> (sh + PCBM_QBITS)) != 0)
+        sh += PCBM_QBITS;
+    return sh;
+}
 
 static bool any(const bool *b, unsigned n)
 {
@@ -467,6 +538,9 @@ static int first_round(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
         pcbm_xsum_clear(&gs->xs[c]);
     if (any(gs->cut, 2 * mc->ntasks))
         return R_COARSE;
+    for (unsigned i = 0; gs->cum && i < mc->ntasks; i++)
+        if (gs->mode[i] == MODE_DELLA)
+            return R_DHIST;
     return after_cuts(gs, rg);
 }
 
@@ -482,11 +556,6 @@ static pcbm_status begin_hist(void *st, const pcbm_mctx *mc, const pcbm_range *r
                               pcbm_error *err)
 {
     gta_state *gs = st;
-    if (rg->d >= NO_INDEX)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "tensor %s has %llu elements: mergekit's %s cuts "
-                         "work on tensors of fewer than 2^32 - 1 elements; exclude it "
-                         "(`exclude`) or use another method", mc->layout->t[rg->t1 - 1].name,
-                         (unsigned long long)rg->d, pcbm_method_name(mc->o->method));
     pcbm_hset_clear(&gs->h);
     return PCBM_OK;
 }
@@ -557,32 +626,38 @@ static int finish_fine(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
         }
         if (m > 0 && m < eq) {
             gs->icut[c] = true;
-            pcbm_sel_init(&gs->isel[c], m);
+            gs->iprefix[c] = 0;
+            gs->irank[c] = m;
             more = true;
         }
     }
+    gs->ishift = index_top_shift(rg->d);
     return more ? R_ICOARSE : after_cuts(gs, rg);
 }
 
-static int finish_icoarse(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
+/* One digit of the index of the equal element of rank m (the first one past the cut): the
+ * next digit's round, or, after the last digit, the index. */
+static int finish_index(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
 {
     gta_state *gs = st;
-    for (unsigned c = 0; c < 2 * mc->ntasks; c++)
-        if (gs->icut[c])
-            pcbm_sel_coarse(&gs->isel[c], pcbm_hset_total(&gs->h, c));
-    return PCBM_ROUND_NEXT;
-}
-
-/* The index of the equal element of rank m: the first one past the cut. */
-static int finish_ifine(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
-{
-    gta_state *gs = st;
-    for (unsigned c = 0; c < 2 * mc->ntasks; c++)
-        if (gs->icut[c]) {
-            pcbm_sel_fine(&gs->isel[c], pcbm_hset_total(&gs->h, c));
-            gs->idx[c] = gs->isel[c].key;
-        }
-    return after_cuts(gs, rg);
+    unsigned sh = gs->ishift;
+    for (unsigned c = 0; c < 2 * mc->ntasks; c++) {
+        if (!gs->icut[c])
+            continue;
+        const uint64_t *h = pcbm_hset_total(&gs->h, c);
+        uint64_t below = 0;
+        unsigned b = 0;
+        while (b < PCBM_QBINS - 1 && below + h[b] <= gs->irank[c])
+            below += h[b++];
+        gs->iprefix[c] |= (uint64_t)b << sh;
+        gs->irank[c] -= below;
+        if (sh == 0)
+            gs->idx[c] = gs->iprefix[c];
+    }
+    if (sh == 0)
+        return after_cuts(gs, rg);
+    gs->ishift = sh - PCBM_QBITS;
+    return R_IFINE;
 }
 
 static pcbm_status begin_l1(void *st, const pcbm_mctx *mc, const pcbm_range *rg, pcbm_error *err)
@@ -632,16 +707,27 @@ static const pcbm_round r_coarse = {"gta |tau| coarse", tile_coarse, NULL, true,
                                     regions_coarse, finish_coarse};
 static const pcbm_round r_fine = {"gta |tau| fine", tile_fine, NULL, false, begin_hist,
                                   regions_hist, finish_fine};
-static const pcbm_round r_icoarse = {"gta index coarse", tile_icoarse, NULL, false, begin_hist,
-                                     regions_hist, finish_icoarse};
-static const pcbm_round r_ifine = {"gta index fine", tile_ifine, NULL, false, begin_hist,
-                                   regions_hist, finish_ifine};
+static const pcbm_round r_icoarse = {"gta index coarse", tile_index, NULL, false, begin_hist,
+                                     regions_hist, finish_index};
+static const pcbm_round r_ifine = {"gta index fine", tile_index, NULL, false, begin_hist,
+                                   regions_hist, finish_index};
 static const pcbm_round r_l1 = {"gta L1 norms", tile_l1, NULL, true, begin_l1, regions_l1,
                                 finish_l1};
 
+static int finish_dhist(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
+{
+    gta_state *gs = st;
+    for (unsigned i = 0; i < mc->ntasks; i++)
+        della_cum(gs, i, pcbm_hset_total(&gs->h, i));
+    return after_cuts(gs, rg);
+}
+
+static const pcbm_round r_dhist = {"della |tau| histogram", tile_dhist, NULL, true, begin_hist,
+                                   regions_hist, finish_dhist};
+
 static const pcbm_round *const gta_rounds[GTA_NROUNDS] = {
     [R_COARSE] = &r_coarse, [R_FINE] = &r_fine, [R_ICOARSE] = &r_icoarse, [R_IFINE] = &r_ifine,
-    [R_L1] = &r_l1};
+    [R_L1] = &r_l1, [R_DHIST] = &r_dhist};
 
 /* ---- the methods ---- */
 
@@ -650,11 +736,14 @@ static bool is_della(pcbm_method m)
     return m == PCBM_METHOD_DELLA || m == PCBM_METHOD_DELLA_LINEAR;
 }
 
-/* DELLA's row buffers: base, τ, sort pairs and N rank arrays of the longest row per thread. */
+/* DELLA's row buffers: base, τ, sort pairs and N rank arrays of the longest row per thread;
+ * in global scope the cumulative counts and the record's histograms instead. */
 static uint64_t row_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p)
 {
     if (!is_della(o->method))
         return 0;
+    if (o->scope == PCBM_SCOPE_GLOBAL)
+        return (uint64_t)o->ntasks * (2 * PCBM_QBINS + 1) * sizeof(uint64_t);
     uint64_t per = 2 * sizeof(float) + 2 * sizeof(uint64_t) + o->ntasks * sizeof(uint32_t);
     return (uint64_t)threads * (longest_row(p) * per +
                                 o->ntasks * (sizeof(size_t) + sizeof(uint64_t)));
@@ -673,23 +762,26 @@ static pcbm_status della_check(const pcbm_mctx *mc, pcbm_error *err)
 {
     const pcbm_layout *p = mc->layout;
     const char *mname = pcbm_method_name(mc->o->method);
+    bool global = mc->o->scope == PCBM_SCOPE_GLOBAL; /* ranks over the model, no rows */
     for (size_t t = 0; t < p->nt; t++) {
         const pcbm_tlayout *tl = &p->t[t];
         if (tl->kind != PCBM_T_MERGE)
             continue;
         uint64_t cols = row_cols(p, t);
-        if (cols == 0)
+        if (global)
+            ; /* no row conditions */
+        else if (cols == 0)
             return pcbm_fail(err, PCBM_ERR_USAGE, "%s: tensor %s has %u dimensions; mergekit "
                              "ranks along dimension 1 of such tensors, which pcbmerge does not "
                              "do: exclude it (`exclude`)", mname, tl->name,
                              p->out_tensors[t].ndim);
-        if (tl->q || tl->lora || tl->aligned)
+        else if (tl->q || tl->lora || tl->aligned)
             return pcbm_fail(err, PCBM_ERR_USAGE, "%s: tensor %s is dequantized, a LoRA "
                              "adapter's or has appended rows in a task; %s ranks whole rows of "
                              "plain F32/F16/BF16 tensors only: exclude it (`exclude`)", mname,
                              tl->name, mname);
-        bool fits = cols >= tl->units ? tl->units <= tl->block_units
-                                      : tl->block_units % cols == 0;
+        bool fits = global || (cols >= tl->units ? tl->units <= tl->block_units
+                                                 : tl->block_units % cols == 0);
         if (!fits)
             return pcbm_fail(err, PCBM_ERR_USAGE, "%s: a block cannot hold whole rows of tensor "
                              "%s (%llu columns, %llu-element blocks): give more memory (`mem`) "
@@ -737,6 +829,7 @@ static pcbm_status gta_init(const pcbm_mctx *mc, void **state, pcbm_error *err)
                          pcbm_method_name(mc->o->method));
     }
     gs->mc = mc;
+    gs->global = mc->o->scope == PCBM_SCOPE_GLOBAL;
     switch (mc->o->method) {
     case PCBM_METHOD_TIES: gs->sp = SP_MAGNITUDE, gs->consensus = true; break;
     case PCBM_METHOD_DARE_TIES: gs->sp = SP_RANDOM, gs->consensus = true; break;
@@ -748,7 +841,11 @@ static pcbm_status gta_init(const pcbm_mctx *mc, void **state, pcbm_error *err)
     }
     if (gs->sp == SP_DELLA) {
         pcbm_status st = della_check(mc, err);
-        if (st == PCBM_OK)
+        if (st == PCBM_OK && gs->global &&
+            !(gs->cum = pcbm_calloc((size_t)mc->ntasks * (PCBM_QBINS + 1), sizeof *gs->cum)))
+            st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory for %s's histograms",
+                           pcbm_method_name(mc->o->method));
+        if (st == PCBM_OK && !gs->global)
             st = della_alloc(mc, gs, err);
         if (st != PCBM_OK) {
             gta_free(gs);
@@ -770,6 +867,7 @@ static void gta_free(void *state)
     free(gs->row_rank);
     free(gs->row_tensor);
     free(gs->row_id);
+    free(gs->cum);
     free(gs);
 }
 
@@ -780,11 +878,27 @@ static void gta_save(const void *state, unsigned ntasks, pcbm_statrec *r)
     const gta_state *gs = state;
     for (unsigned i = 0; i < ntasks; i++) {
         r->v[i][0] = pcbm_u2f(gs->key[2 * i]);
-        r->v[i][1] = pcbm_u2f(gs->idx[2 * i]);
+        r->v[i][1] = pcbm_u2f((uint32_t)gs->idx[2 * i]);
         r->v[i][2] = pcbm_u2f(gs->key[2 * i + 1]);
-        r->v[i][3] = pcbm_u2f(gs->idx[2 * i + 1]);
+        r->v[i][3] = pcbm_u2f((uint32_t)gs->idx[2 * i + 1]);
         r->x[i][0] = gs->scale[i];
         r->x[i][1] = (float)gs->mode[i];
+        r->x[i][2] = pcbm_u2f((uint32_t)(gs->idx[2 * i] >> 32));
+        r->x[i][3] = pcbm_u2f((uint32_t)(gs->idx[2 * i + 1] >> 32));
+    }
+    if (!gs->cum)
+        return;
+    /* DELLA in global scope: the histograms (blob), from the cumulative counts */
+    size_t n = (size_t)ntasks * PCBM_QBINS;
+    if (!(r->blob = pcbm_malloc(n * sizeof *r->blob))) {
+        r->d = 0; /* out of memory: a record that no merge replays (this one has its state) */
+        return;
+    }
+    r->nblob = n;
+    for (unsigned i = 0; i < ntasks; i++) {
+        const uint64_t *cum = gs->cum + (size_t)i * (PCBM_QBINS + 1);
+        for (unsigned b = 0; b < PCBM_QBINS; b++)
+            r->blob[(size_t)i * PCBM_QBINS + b] = cum[b + 1] - cum[b];
     }
 }
 
@@ -793,21 +907,35 @@ static void gta_load(void *state, unsigned ntasks, const pcbm_range *rg, const p
     gta_state *gs = state;
     for (unsigned i = 0; i < ntasks; i++) {
         gs->key[2 * i] = pcbm_f2u(r->v[i][0]);
-        gs->idx[2 * i] = pcbm_f2u(r->v[i][1]);
+        gs->idx[2 * i] = (uint64_t)pcbm_f2u(r->x[i][2]) << 32 | pcbm_f2u(r->v[i][1]);
         gs->key[2 * i + 1] = pcbm_f2u(r->v[i][2]);
-        gs->idx[2 * i + 1] = pcbm_f2u(r->v[i][3]);
+        gs->idx[2 * i + 1] = (uint64_t)pcbm_f2u(r->x[i][3]) << 32 | pcbm_f2u(r->v[i][3]);
         gs->scale[i] = r->x[i][0];
         gs->mode[i] = (int)r->x[i][1];
     }
+    if (gs->cum && r->nblob == (size_t)ntasks * PCBM_QBINS)
+        for (unsigned i = 0; i < ntasks; i++)
+            della_cum(gs, i, r->blob + (size_t)i * PCBM_QBINS);
 }
 
 static const char *gta_how(const void *state, const pcbm_merge_opts *o)
 {
+    if (o->scope == PCBM_SCOPE_GLOBAL && is_della(o->method))
+        return "over the whole model: ranks of |tau| interpolated in 16-bit histogram bins, "
+               "exact L1 sums";
+    if (o->scope == PCBM_SCOPE_GLOBAL)
+        return "exact, over the whole model: radix select of the cuts (|tau|, then global index "
+               "among equal values) and exact L1 sums";
     return "exact, per tensor: radix select of the cuts (|tau|, then index among equal values) "
            "and exact L1 sums";
 }
 
-static unsigned gta_max_rounds(const pcbm_merge_opts *o, const pcbm_layout *p) { return 1; }
+/* Global scope: |τ| coarse and fine, one index round per 16-bit digit of the model's indices,
+ * the L1 sums. */
+static unsigned gta_max_rounds(const pcbm_merge_opts *o, const pcbm_layout *p)
+{
+    return 3 + index_top_shift(p->d) / PCBM_QBITS + 1;
+}
 
 #define GTA_DEF(ID, NAME, USES, NORM, RESC, ROWS)                                                    \
     {                                                                                             \
@@ -818,7 +946,7 @@ static unsigned gta_max_rounds(const pcbm_merge_opts *o, const pcbm_layout *p) {
         .stats_bytes = gta_stats_bytes, .init = gta_init, .free = gta_free, .rounds = gta_rounds, \
         .nrounds = GTA_NROUNDS, .passes_planned = 5, .max_rounds = gta_max_rounds,                \
         .first_round = first_round, .save = gta_save, .load = gta_load, .how = gta_how,           \
-        .apply = tile_apply, .per_tensor = true, .whole_rows = ROWS,                            \
+        .apply = tile_apply, .scope_tensor = true, .whole_rows = ROWS,                            \
     }
 
 /* mergekit's registry: ties normalizes, the others do not; the random ones (and DELLA) rescale. */

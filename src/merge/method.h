@@ -73,8 +73,10 @@ typedef struct pcbm_method_def {
     bool normalizes, rescales;      /* what `normalize` / `rescale` default to (mergekit's) */
     bool needs_theta;               /* tiles read the decoded task values, not only tau */
     bool apply_checks_finite;       /* no statistics pass checked the inputs before the apply */
-    bool per_tensor;                /* statistics per tensor only (mergekit's methods): the scope is
-                                       tensor whatever `scope` says; --scope global is refused */
+    bool per_tensor;                /* statistics per tensor by definition (slerp, nuslerp,
+                                       model_stock, sce): scope global is refused */
+    bool scope_tensor;              /* the method's own scope is tensor (mergekit's sparsifying
+                                       methods), global on request */
     bool whole_rows;                /* tiles read whole rows from their block (DELLA's ranks):
                                        blocks are cut at row boundaries */
     /* Bytes of statistics beyond the engine's buffers (NULL: none). */

@@ -71,6 +71,12 @@ int pcbm_method_per_tensor(const pcbm_merge_opts *o)
     return d && d->per_tensor;
 }
 
+pcbm_scope pcbm_method_default_scope(const pcbm_merge_opts *o)
+{
+    const pcbm_method_def *d = pcbm_method_for(o);
+    return d && (d->per_tensor || d->scope_tensor) ? PCBM_SCOPE_TENSOR : PCBM_SCOPE_GLOBAL;
+}
+
 uint64_t pcbm_method_stats_bytes(const pcbm_merge_opts *o, unsigned threads, const pcbm_layout *p)
 {
     const pcbm_method_def *m = pcbm_method_for(o);
@@ -84,8 +90,8 @@ void pcbm_method_prepare_layout(const pcbm_merge_opts *o, pcbm_layout *p)
         pcbm_tlayout *t = &p->t[i];
         const pcbm_out_tensor *ot = &p->out_tensors[i];
         t->row_units = 0;
-        if (!m || !m->whole_rows || t->kind != PCBM_T_MERGE)
-            continue;
+        if (!m || !m->whole_rows || o->scope == PCBM_SCOPE_GLOBAL || t->kind != PCBM_T_MERGE)
+            continue; /* (DELLA in global scope ranks over the model, not per row) */
         uint64_t cols = 1; /* a 1-D tensor is one row (mergekit's unsqueeze(0)) */
         for (unsigned k = ot->ndim >= 2 ? 1 : 0; k < ot->ndim; k++)
             cols *= ot->shape[k];

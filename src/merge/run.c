@@ -38,7 +38,7 @@ void pcbm_merge_opts_init(pcbm_merge_opts *o)
     o->density = 0.1;
     o->lambda = 1.0;
     o->clamp_ratio = 1e-4;
-    o->scope = PCBM_SCOPE_GLOBAL;
+    o->scope = PCBM_SCOPE_AUTO;
     o->mem_bytes = 1ull << 30;
     o->io = PCBM_IO_AUTO;
     o->shard_bytes = 5000000000ull;
@@ -160,18 +160,36 @@ static pcbm_status check_method_params(const pcbm_merge_opts *o, pcbm_error *err
     return PCBM_OK;
 }
 
+/* mergekit's sparsifying methods in global scope: one cut per task over the whole model, so the
+ * parameters that shape it (density, gamma, epsilon, rescale) cannot vary per tensor. */
+static pcbm_status check_global_params(const pcbm_merge_opts *o, pcbm_error *err)
+{
+    static const pcbm_param_id fixed[] = {PCBM_P_DENSITY, PCBM_P_GAMMA, PCBM_P_EPSILON,
+                                          PCBM_P_RESCALE};
+    for (unsigned k = 0; k < sizeof fixed / sizeof *fixed; k++)
+        if (o->params && pcbm_params_varies(o->params, fixed[k]))
+            return pcbm_fail(err, PCBM_ERR_USAGE, "%s with global scope takes one cut per task "
+                             "over the whole model: `%s` cannot be a gradient or have a filter "
+                             "(it varies per tensor); give one value per model or use tensor "
+                             "scope", pcbm_method_name(o->method), pcbm_param_name(fixed[k]));
+    return PCBM_OK;
+}
+
 /* The per-tensor methods (mergekit's): tensor scope; slerp, nuslerp, model_stock, sce: model counts
  * and their parameters. */
 static pcbm_status check_geo(const pcbm_merge_opts *o, pcbm_error *err)
 {
     const char *name = pcbm_method_name(o->method);
     bool recipe = o->params != NULL; /* a recipe may give t per tensor */
-    if (!pcbm_method_for(o)->per_tensor)
+    const pcbm_method_def *m = pcbm_method_for(o);
+    if (m->scope_tensor && o->scope == PCBM_SCOPE_GLOBAL)
+        return check_global_params(o, err);
+    if (!m->per_tensor)
         return PCBM_OK;
-    if (o->scope != PCBM_SCOPE_TENSOR)
-        return pcbm_fail(err, PCBM_ERR_USAGE, "%s computes its statistics per tensor: set `scope` "
-                         "to tensor (the command line does so by itself; --scope global does not "
-                         "apply)", name);
+    if (o->scope == PCBM_SCOPE_GLOBAL)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "%s computes its statistics per tensor by "
+                         "definition: set `scope` to tensor or leave it to the method "
+                         "(PCBM_SCOPE_AUTO; --scope global does not apply)", name);
     if (!isnan(o->t) && !isfinite(o->t))
         return pcbm_fail(err, PCBM_ERR_USAGE, "`t` must be a finite number, got %g", o->t);
     switch (o->method) {
@@ -742,7 +760,7 @@ static char *shape_json(const pcbm_merge_opts *o)
         json_object_set_new(p, "streaming", json_boolean(o->stats_mode == PCBM_STATS_STREAMING));
     }
     const pcbm_method_def *m = pcbm_method_for(o);
-    if (o->method == PCBM_METHOD_DARE_TIES || (m->per_tensor && (m->uses & PCBM_USES_SEED)))
+    if (o->method == PCBM_METHOD_DARE_TIES || (m->scope_tensor && (m->uses & PCBM_USES_SEED)))
         json_object_set_new(p, "seed", json_integer((json_int_t)o->seed));
     if (o->semantics == PCBM_SEMANTICS_MERGEKIT) /* the mergekit forms' statistics differ */
         json_object_set_new(p, "semantics", json_string("mergekit"));
@@ -1502,9 +1520,11 @@ static pcbm_status merge_opts_import(const pcbm_merge_opts *in, pcbm_merge_opts 
                          (unsigned)in->struct_size);
     memcpy(out, in, PCBM_MIN((size_t)in->struct_size, sizeof *out));
     out->struct_size = (uint32_t)sizeof *out;
-    const pcbm_method_def *m = pcbm_method_for(out);
-    if (m && m->per_tensor) /* mergekit's methods: every statistic per tensor */
-        out->scope = PCBM_SCOPE_TENSOR;
+    if (out->scope == PCBM_SCOPE_AUTO) /* the method's own scope */
+        out->scope = pcbm_method_default_scope(out);
+    if (out->scope != PCBM_SCOPE_GLOBAL && out->scope != PCBM_SCOPE_TENSOR)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`scope` is %d, which is none of "
+                         "PCBM_SCOPE_GLOBAL, PCBM_SCOPE_TENSOR, PCBM_SCOPE_AUTO", (int)out->scope);
     return PCBM_OK;
 }
 

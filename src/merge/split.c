@@ -934,8 +934,11 @@ static pcbm_status reduce_local(split_plan *sp, merge_run *r, pcbm_error *err)
             pcbm_statrec *rec = pcbm_statset_add(out);
             if (!rec)
                 st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-            else
+            else {
                 *rec = in.rec[k];
+                in.rec[k].blob = NULL; /* taken over */
+                in.rec[k].nblob = 0;
+            }
         }
         if (u == 0)
             snprintf(out->how, sizeof out->how, "%s", in.how);

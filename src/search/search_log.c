@@ -104,7 +104,8 @@ static char *search_params(const pcbm_search_state *s)
     json_object_set_new(j, "method", json_string(pcbm_method_name(o->method)));
     json_object_set_new(j, "density", json_real(o->density));
     json_object_set_new(j, "clamp_ratio", json_real(o->clamp_ratio));
-    json_object_set_new(j, "scope", json_string(o->scope == PCBM_SCOPE_TENSOR ? "tensor" : "global"));
+    pcbm_scope scope = o->scope == PCBM_SCOPE_AUTO ? pcbm_method_default_scope(o) : o->scope;
+    json_object_set_new(j, "scope", json_string(scope == PCBM_SCOPE_TENSOR ? "tensor" : "global"));
     json_object_set_new(j, "exact", json_boolean(o->stats_mode == PCBM_STATS_EXACT));
     json_object_set_new(j, "streaming", json_boolean(o->stats_mode == PCBM_STATS_STREAMING));
     json_object_set_new(j, "dtype", json_integer(o->out_dtype));

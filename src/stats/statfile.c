@@ -131,6 +131,8 @@ bool pcbm_statset_set_ident(pcbm_statset *s, const uint64_t *v, uint64_t ngran)
 
 void pcbm_statset_free(pcbm_statset *s)
 {
+    for (size_t k = 0; k < s->nrec; k++)
+        free(s->rec[k].blob);
     free(s->ident);
     free(s->rec);
     free(s->shape_json);
@@ -173,6 +175,20 @@ static json_t *to_json(const pcbm_statset *s, unsigned ntasks)
                 for (unsigned j = 0; j < 4; j++)
                     json_array_append_new(xs, json_integer((json_int_t)pcbm_f2u(r->x[i][j])));
             json_object_set_new(jr, "x", xs);
+        }
+        if (r->nblob) { /* little-endian u64, base64 */
+            uint8_t *le = pcbm_malloc(r->nblob * 8);
+            char *b = NULL;
+            if (le) {
+                for (size_t q = 0; q < r->nblob; q++)
+                    for (unsigned c = 0; c < 8; c++)
+                        le[8 * q + c] = (uint8_t)(r->blob[q] >> (8 * c));
+                b = b64_encode(le, r->nblob * 8);
+            }
+            json_object_set_new(jr, "nb", json_integer((json_int_t)r->nblob));
+            json_object_set_new(jr, "b", b ? json_string(b) : json_null()); /* null: unreadable */
+            free(le);
+            free(b);
         }
         json_array_append_new(recs, jr);
     }
@@ -241,6 +257,27 @@ static pcbm_status parse(const char *path, json_t *root, pcbm_statset *s, pcbm_e
         for (unsigned i = 0; xs && i < ntasks; i++)
             for (unsigned j = 0; j < 4; j++)
                 r->x[i][j] = pcbm_u2f((uint32_t)json_integer_value(json_array_get(xs, 4 * i + j)));
+        json_t *nb = json_object_get(jr, "nb"), *b = json_object_get(jr, "b");
+        if (nb) {
+            json_int_t n = json_is_integer(nb) ? json_integer_value(nb) : -1;
+            if (n <= 0 || n > (json_int_t)1 << 30 || !json_is_string(b))
+                return bad(path, "record counts", err);
+            uint8_t *le = pcbm_malloc((size_t)n * 8);
+            if (!le || !(r->blob = pcbm_malloc((size_t)n * sizeof *r->blob))) {
+                free(le);
+                return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory reading %s", path);
+            }
+            r->nblob = (size_t)n;
+            bool ok = b64_decode(json_string_value(b), le, (size_t)n * 8);
+            for (size_t q = 0; ok && q < r->nblob; q++) {
+                r->blob[q] = 0;
+                for (unsigned c = 0; c < 8; c++)
+                    r->blob[q] |= (uint64_t)le[8 * q + c] << (8 * c);
+            }
+            free(le);
+            if (!ok)
+                return bad(path, "record counts", err);
+        }
     }
     return PCBM_OK;
 }

@@ -21,6 +21,10 @@ typedef struct pcbm_statrec {
     float v[PCBM_MAX_TASKS][4];      /* per task: lo, hi, t, m (PCB) or threshold (TIES) */
     float x[PCBM_MAX_TASKS][4];      /* more per task (mergekit's methods: scale, mode); saved
                                         as "x" only when some value is not +0 */
+    uint64_t *blob;                  /* counts a method needs beyond v and x (DELLA in global
+                                        scope: its |tau| histograms), malloc'ed, owned by the
+                                        set (a copy must take it over); saved as "b" */
+    size_t nblob;
 } pcbm_statrec;
 
 typedef struct pcbm_statset {

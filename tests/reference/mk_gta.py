@@ -14,7 +14,8 @@ arbitrary or broken (README, "Methods and where they differ from other tools"):
     torch.bernoulli; DELLA draws u from its own stream (docs/semantics.md);
   * the L1 rescale's sums are exact (math.fsum), their quotient rounded once to float32.
 
-Library contract (tests/reference/mergekit_ref.py imports it):
+Library contract (tests/reference/mergekit_ref.py imports it; gta_global for pcbmerge's global
+scope, over a whole model):
   METHODS[name](name, base, tasks, tparams, gparams, ctx) -> float32 array of base's shape
     base, tasks[i]: float32 arrays; tparams[i]: task i's per-model parameters for this tensor
     ({'weight', 'density', 'gamma', 'epsilon'}, absent ones take mergekit's defaults); gparams:
@@ -24,8 +25,10 @@ Library contract (tests/reference/mergekit_ref.py imports it):
 
 Command line (whole models, F32 and other float dtypes computed in float32, output in the base's
 dtype): mk_gta.py merge --base DIR --out DIR --method M [--density R | --densities D1,...]
-[--weights W1,...] [--gamma G | --gammas G1,...] [--epsilon E | --epsilons E1,...] [--lambda L] [--normalize|--no-normalize]
-[--rescale|--no-rescale] [--seed S] [--report FILE] TASK_DIR...
+[--weights W1,...] [--gamma G | --gammas G1,...] [--epsilon E | --epsilons E1,...] [--lambda L]
+[--normalize|--no-normalize] [--rescale|--no-rescale] [--seed S] [--scope tensor|global]
+[--report FILE] TASK_DIR...
+(--scope global: gta_global, every per-task statistic over the whole model)
 """
 import argparse
 import json
@@ -168,6 +171,11 @@ def gta(name, base, tasks, tparams, gparams, ctx, kept=None):
             kept[i] += k
         deltas.append(v.astype(F32))
     w = [F32(tp["weight"]) for tp in tparams]
+    return mix(consensus, base, deltas, w, normalize, lam)
+
+
+def mix(consensus, base, deltas, w, normalize, lam):
+    """The weighted sum of the sparsified task vectors, with or without the sign consensus."""
     wd = [(deltas[i] * w[i]).astype(F32) for i in range(len(deltas))]
     if consensus:
         s = wd[0].copy()
@@ -194,6 +202,75 @@ def gta(name, base, tasks, tparams, gparams, ctx, kept=None):
     if lam != 1:
         mixed = (mixed * F32(lam)).astype(F32)
     return (base + mixed).astype(F32)
+
+
+def della_global(tau, density, epsilon, rescale, seed, task, tensors):
+    """DELLA over the whole model (tau: the task's flat τ of all merged tensors): the rank of |τ|
+    among the model's d elements interpolated in its 16-bit coarse bin b of the float key
+    (pcbmerge's rule, docs/semantics.md): q = below(b) + floor(count(b) · (key mod 2^16) / 2^16),
+    p = (density − ε) + q / (d − 1) · 2 · ε; u from the per-tensor DELLA draws."""
+    if density >= 1:
+        return tau, tau.size
+    if density + epsilon >= 1 or density - epsilon <= 0:
+        raise ValueError("Epsilon must be chosen such that density +/- epsilon is in (0, 1)")
+    d = tau.size
+    key = np.abs(tau).astype(F32).view(np.uint32) | np.uint32(0x80000000)  # fkey of |τ| (≥ +0)
+    b = (key >> np.uint32(16)).astype(np.int64)
+    lo = (key & np.uint32(0xFFFF)).astype(np.uint64)
+    cnt = np.bincount(b, minlength=1 << 16).astype(np.uint64)
+    below = np.concatenate([[0], np.cumsum(cnt)[:-1]]).astype(np.uint64)
+    q = below[b] + ((cnt[b] * lo) >> np.uint64(16))
+    rank_norm = q.astype(np.float64) / (d - 1) if d > 1 else np.zeros(d)
+    p = (density - epsilon) + rank_norm * 2 * epsilon
+    u = np.concatenate([della_u(seed, task, tn, bt.size) for tn, bt, _ in tensors])
+    mask = u < p
+    return rescaled(tau, mask, rescale), int(mask.sum())
+
+
+def gta_global(name, tensors, tparams, gparams, seed=0, kept=None):
+    """The whole model in global scope: every per-task statistic over all merged elements at
+    once. tensors: [(tensor name, base, [task arrays])] in the order of the global flattening
+    (the element's global index = the elements of the tensors before it + its offset); tparams:
+    per task {'weight', 'density', 'gamma', 'epsilon'} (one value for the model; weight may also
+    be a list, one per tensor). magnitude: k = int(density·d) of the d model elements, equal |τ|
+    by global index; outliers: the ranks [n_bot, d − n_top) of the model's |τ|; random: the
+    per-tensor masks; DELLA: della_global's interpolated ranks over the model; rescale with the model's Σ|τ| / Σ|masked τ|. Returns the merged arrays, in order."""
+    consensus, sp, dnorm, dresc = SPEC[name]
+    normalize = bool(gparams.get("normalize", dnorm))
+    rescale = bool(gparams.get("rescale", dresc))
+    lam = float(gparams.get("lambda", 1.0))
+    n = len(tparams)
+    sizes = [b.size for _, b, _ in tensors]
+    bounds = np.cumsum([0] + sizes)
+    scaled = []  # per task: the sparsified, rescaled τ over the model (flat)
+    for i in range(n):
+        tau = np.concatenate([(np.asarray(ts[i], dtype=F32) - np.asarray(b, dtype=F32))
+                              .astype(F32).ravel() for _, b, ts in tensors])
+        tp = tparams[i]
+        d = float(tp.get("density", 1.0))
+        if sp == "magnitude":
+            v, k = magnitude(tau, d, rescale)
+        elif sp == "magnitude_outliers":
+            v, k = magnitude_outliers(tau, d, float(tp.get("gamma", 0.01)), rescale)
+        elif sp == "della_magprune":
+            v, k = della_global(tau, d, float(tp.get("epsilon", 0.15)), rescale, seed, i, tensors)
+        else:
+            if d >= 1:
+                v, k = tau, tau.size
+            else:
+                mask = np.concatenate([dare_keep(seed, i, tn, b.size, d) for tn, b, _ in tensors])
+                v, k = rescaled(tau, mask, rescale), int(mask.sum())
+        if kept is not None:
+            kept[i] += k
+        scaled.append(v.astype(F32))
+    out = []
+    for t, (tn, b, ts) in enumerate(tensors):
+        b = np.asarray(b, dtype=F32)
+        deltas = [scaled[i][bounds[t]:bounds[t + 1]].reshape(b.shape) for i in range(n)]
+        w = [F32(tp["weight"][t] if isinstance(tp["weight"], list) else tp["weight"])
+             for tp in tparams]
+        out.append(mix(consensus, b, deltas, w, normalize, lam))
+    return out
 
 
 def _bind(name):
@@ -223,6 +300,8 @@ def merge(a):
     kept = [0] * n
     d = 0
     out = []
+    if a.scope == "global":
+        return merge_global(a, base, tasks, tparams, gparams)
     for name, t in base.items():
         merge_it = t.dtype in FLOAT_DTYPES and all(
             name in m and m[name].dtype in FLOAT_DTYPES and m[name].shape == t.shape for m in tasks)
@@ -238,6 +317,32 @@ def merge(a):
         out.append((name, t.dtype, t.shape, encode(t.dtype, r.ravel())))
     write_model(a.out, out)
     rep = {"method": a.method, "d": d, "tasks": [{"kept": k} for k in kept]}
+    with open(a.report or os.path.join(a.out, "ref_report.json"), "w") as f:
+        json.dump(rep, f)
+
+
+def merge_global(a, base, tasks, tparams, gparams):
+    n = len(tasks)
+    kept = [0] * n
+    out, merged = [], []
+    for name, t in base.items():
+        merge_it = t.dtype in FLOAT_DTYPES and all(
+            name in m and m[name].dtype in FLOAT_DTYPES and m[name].shape == t.shape for m in tasks)
+        if not merge_it:
+            out.append((name, t.dtype, t.shape, bytes(np.asarray(t.raw))))
+            continue
+        shape = tuple(t.shape)
+        merged.append((name, t.f32().reshape(shape),
+                       [m[name].f32().reshape(shape) for m in tasks]))
+        out.append((name, t.dtype, t.shape, None))
+    res = gta_global(a.method, merged, tparams, gparams, a.seed, kept)
+    it = iter(res)
+    for k, (name, dt, shape, raw) in enumerate(out):
+        if raw is None:
+            out[k] = (name, dt, shape, encode(dt, next(it).ravel()))
+    write_model(a.out, out)
+    rep = {"method": a.method, "d": sum(b.size for _, b, _ in merged),
+           "tasks": [{"kept": k} for k in kept]}
     with open(a.report or os.path.join(a.out, "ref_report.json"), "w") as f:
         json.dump(rep, f)
 
@@ -264,6 +369,7 @@ def main(argv):
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--mergekit", action="store_true", help="accepted (always mergekit's)")
     m.add_argument("--report")
+    m.add_argument("--scope", choices=("tensor", "global"), default="tensor")
     m.add_argument("tasks", nargs="+")
     a = ap.parse_args(argv)
     merge(a)

@@ -67,6 +67,7 @@ static pcbm_merge_opts mk_opts(pcbm_method m)
     o.stats_mode = PCBM_STATS_EXACT;
     o.density = m == PCBM_METHOD_TIES ? 0.2 : 0.1;
     o.clamp_ratio = 0.01;
+    o.scope = pcbm_method_default_scope(&o); /* what pcbm_merge resolves AUTO into */
     return o;
 }
 
@@ -131,10 +132,12 @@ static void test_table(void **state)
         for (unsigned r = 0; r < m->nrounds; r++)
             assert_true(m->rounds[r] && m->rounds[r]->tile && m->rounds[r]->finish);
         /* mergekit's per-tensor methods may skip every round of a tensor: their apply checks */
-        assert_true(m->nrounds == 0 || m->per_tensor || !m->apply_checks_finite);
+        assert_true(m->nrounds == 0 || m->per_tensor || m->scope_tensor ||
+                    !m->apply_checks_finite);
         /* per-tensor methods: the inputs are checked (by the apply when a tensor may skip its
          * rounds), and every range starts at the method's first round */
-        assert_true(!m->per_tensor || ((m->apply_checks_finite || m->rounds[0]->check_finite) &&
+        assert_true(!(m->per_tensor || m->scope_tensor) ||
+                    ((m->apply_checks_finite || m->rounds[0]->check_finite) &&
                                        (m->first_round || m->nrounds > 0)));
         with_rounds += m->nrounds > 0;
     }
@@ -149,8 +152,9 @@ static void test_table(void **state)
     pcbm_merge_opts so = mk_opts(PCBM_METHOD_SLERP), to = mk_opts(PCBM_METHOD_TIES);
     assert_true(pcbm_method_per_tensor(&so));
     assert_false(pcbm_method_per_tensor(&to));
-    to.semantics = PCBM_SEMANTICS_MERGEKIT; /* mergekit's ties is per tensor */
-    assert_true(pcbm_method_per_tensor(&to));
+    to.semantics = PCBM_SEMANTICS_MERGEKIT; /* mergekit's ties: tensor scope by default only */
+    assert_false(pcbm_method_per_tensor(&to));
+    assert_int_equal(pcbm_method_default_scope(&to), PCBM_SCOPE_TENSOR);
     /* --mergekit: ties, dare_ties and dare_linear under their own names, per tensor, with
      * mergekit's defaults (ties normalizes, dare_* do not; the random ones rescale) */
     static const struct {
@@ -168,7 +172,8 @@ static void test_table(void **state)
         assert_ptr_not_equal(m, off);
         assert_int_equal(m->id, mk[k].m);
         assert_string_equal(m->name, off->name);
-        assert_true(m->per_tensor && m->nrounds > 0 && m->first_round && m->save && m->load);
+        assert_true(!m->per_tensor && m->scope_tensor && m->nrounds > 0 && m->first_round &&
+                    m->save && m->load);
         assert_int_equal(pcbm_method_normalizes(&o), mk[k].normalizes);
         assert_int_equal(pcbm_method_rescales(&o), mk[k].rescales);
     }
@@ -224,7 +229,7 @@ static void test_uses(void **state)
         o.tasks = tasks;
         o.stats_mode = PCBM_STATS_AUTO;
         bool slerp = k == PCBM_METHOD_SLERP, nuslerp = k == PCBM_METHOD_NUSLERP;
-        if (m->per_tensor)
+        if (m->per_tensor || m->scope_tensor)
             o.scope = PCBM_SCOPE_TENSOR;
         if (slerp) {
             o.ntasks = 1;
@@ -824,6 +829,111 @@ static void test_pcb_finish(void **state)
     m->free(st);
 }
 
+/* The options a merge runs with (pcbm_run_call's import), for test_scope. */
+static pcbm_status keep_opts(const pcbm_merge_opts *o, void *arg, pcbm_error *err)
+{
+    (void)err;
+    *(pcbm_merge_opts *)arg = *o;
+    return PCBM_OK;
+}
+
+/* --scope: AUTO (the default) resolves to the method's own scope before the merge; the methods
+ * per tensor by definition refuse GLOBAL, mergekit's sparsifying methods take it, but not with a
+ * density, gamma, epsilon or rescale that varies per tensor. */
+static void test_scope(void **state)
+{
+    (void)state;
+    pcbm_error err;
+    pcbm_merge_opts d;
+    pcbm_merge_opts_init(&d);
+    assert_int_equal(d.scope, PCBM_SCOPE_AUTO);
+    assert_int_equal(PCBM_SCOPE_GLOBAL, 0); /* ABI */
+    assert_int_equal(PCBM_SCOPE_TENSOR, 1);
+    static const char *tasks[NT] = {"a", "b", "c"};
+    for (unsigned ks = 0; ks < 2 * PCBM_METHOD_COUNT; ks++) {
+        pcbm_merge_opts o, got;
+        pcbm_merge_opts_init(&o);
+        o.method = (pcbm_method)(ks % PCBM_METHOD_COUNT);
+        o.semantics = ks < PCBM_METHOD_COUNT ? PCBM_SEMANTICS_OFFICIAL : PCBM_SEMANTICS_MERGEKIT;
+        const pcbm_method_def *m = pcbm_method_for(&o);
+        if (!m)
+            continue;
+        bool paper = o.semantics == PCBM_SEMANTICS_OFFICIAL &&
+                     (o.method == PCBM_METHOD_PCB || o.method == PCBM_METHOD_TIES ||
+                      o.method == PCBM_METHOD_DARE_TIES);
+        bool mk = m->per_tensor || m->scope_tensor;
+        if (paper) /* the papers' methods: global */
+            assert_false(mk);
+        assert_int_equal(pcbm_method_default_scope(&o),
+                         mk ? PCBM_SCOPE_TENSOR : PCBM_SCOPE_GLOBAL);
+        assert_int_equal(pcbm_run_call(&o, false, keep_opts, &got, &err), PCBM_OK);
+        assert_int_equal(got.scope, pcbm_method_default_scope(&o));
+        o.scope = PCBM_SCOPE_GLOBAL; /* an explicit scope is kept */
+        assert_int_equal(pcbm_run_call(&o, false, keep_opts, &got, &err), PCBM_OK);
+        assert_int_equal(got.scope, PCBM_SCOPE_GLOBAL);
+        o.scope = PCBM_SCOPE_TENSOR;
+        assert_int_equal(pcbm_run_call(&o, false, keep_opts, &got, &err), PCBM_OK);
+        assert_int_equal(got.scope, PCBM_SCOPE_TENSOR);
+        o.scope = (pcbm_scope)7;
+        assert_int_equal(pcbm_run_call(&o, false, keep_opts, &got, &err), PCBM_ERR_USAGE);
+    }
+    /* the checks: GLOBAL refused by the methods per tensor by definition and by DELLA */
+    static const struct {
+        pcbm_method m;
+        bool mergekit, global_ok;
+    } cases[] = {{PCBM_METHOD_SLERP, false, false},       {PCBM_METHOD_NUSLERP, false, false},
+                 {PCBM_METHOD_MODEL_STOCK, false, false}, {PCBM_METHOD_SCE, false, false},
+                 {PCBM_METHOD_DELLA, false, true},        {PCBM_METHOD_DELLA_LINEAR, false, true},
+                 {PCBM_METHOD_BREADCRUMBS, false, true},  {PCBM_METHOD_BREADCRUMBS_TIES, false, true},
+                 {PCBM_METHOD_TIES, true, true},          {PCBM_METHOD_DARE_TIES, true, true},
+                 {PCBM_METHOD_DARE_LINEAR, true, true},   {PCBM_METHOD_PCB, false, true}};
+    for (unsigned k = 0; k < sizeof cases / sizeof *cases; k++) {
+        pcbm_merge_opts o = mk_opts(cases[k].m);
+        o.semantics = cases[k].mergekit ? PCBM_SEMANTICS_MERGEKIT : PCBM_SEMANTICS_OFFICIAL;
+        o.base = "base";
+        o.out = "out";
+        o.tasks = tasks;
+        o.stats_mode = PCBM_STATS_AUTO;
+        o.epsilon = 0.05;
+        if (cases[k].m == PCBM_METHOD_SLERP || cases[k].m == PCBM_METHOD_NUSLERP) {
+            o.ntasks = 1;
+            o.t = 0.5;
+        }
+        o.scope = PCBM_SCOPE_TENSOR;
+        assert_int_equal(pcbm_run_check_opts(&o, &err), PCBM_OK);
+        o.scope = PCBM_SCOPE_GLOBAL;
+        assert_int_equal(pcbm_run_check_opts(&o, &err),
+                         cases[k].global_ok ? PCBM_OK : PCBM_ERR_USAGE);
+        if (!cases[k].global_ok)
+            assert_non_null(strstr(err.msg, "per tensor"));
+    }
+    /* a recipe's density (gamma, epsilon, rescale) gradient cannot shape a global cut; a weight
+     * gradient can (the weights apply per tensor) */
+    static const char *const recipes[2] = {
+        "merge_method: breadcrumbs\nbase_model: B\nmodels:\n"
+        "  - model: T1\n    parameters: {weight: [0.5, 1], density: 0.5}\n"
+        "  - model: T2\n    parameters: {weight: 1, density: 0.7}\n",
+        "merge_method: breadcrumbs\nbase_model: B\nmodels:\n"
+        "  - model: T1\n    parameters: {weight: 1, density: [0.5, 0.9]}\n"
+        "  - model: T2\n    parameters: {weight: 1, density: 0.7}\n"};
+    for (unsigned k = 0; k < 2; k++) {
+        pcbm_recipe *r = NULL;
+        pcbm_merge_opts o;
+        pcbm_merge_opts_init(&o);
+        assert_int_equal(pcbm_recipe_parse(recipes[k], strlen(recipes[k]), "r.yml", &r, &err),
+                         PCBM_OK);
+        assert_int_equal(pcbm_recipe_merge_opts(r, &o, &err), PCBM_OK);
+        o.out = "out";
+        assert_int_equal(o.scope, PCBM_SCOPE_TENSOR);
+        assert_int_equal(pcbm_run_check_opts(&o, &err), PCBM_OK);
+        o.scope = PCBM_SCOPE_GLOBAL;
+        assert_int_equal(pcbm_run_check_opts(&o, &err), k == 0 ? PCBM_OK : PCBM_ERR_USAGE);
+        if (k == 1)
+            assert_non_null(strstr(err.msg, "`density` cannot be a gradient"));
+        pcbm_recipe_free(r);
+    }
+}
+
 /* Streaming PCB: a sample too small to bracket the bounds falls back to the exact rounds. */
 static void test_pcb_stream_fallback(void **state)
 {
@@ -865,6 +975,7 @@ int main(void)
         cmocka_unit_test(test_pcb_finish),
         cmocka_unit_test(test_sce_finish),
         cmocka_unit_test(test_pcb_stream_fallback),
+        cmocka_unit_test(test_scope),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
