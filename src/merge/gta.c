@@ -798,6 +798,25 @@ static pcbm_status della_check(const pcbm_mctx *mc, pcbm_error *err)
     return PCBM_OK;
 }
 
+/* breadcrumbs: gamma in [0, 1) on every merged tensor (a recipe's gradient or filter gives it per
+ * tensor; the options' values are checked before). */
+static pcbm_status gamma_check(const pcbm_mctx *mc, pcbm_error *err)
+{
+    const pcbm_layout *p = mc->layout;
+    for (size_t t = 0; mc->o->params && t < p->nt; t++) {
+        if (p->t[t].kind != PCBM_T_MERGE)
+            continue;
+        for (unsigned i = 0; i < mc->ntasks; i++) {
+            double g = tparam(mc, t, i, PCBM_P_GAMMA);
+            if (!(g >= 0.0 && g < 1.0))
+                return pcbm_fail(err, PCBM_ERR_USAGE, "%s: task %u (%s) on tensor %s has gamma "
+                                 "%g: gamma must lie in [0, 1)", pcbm_method_name(mc->o->method),
+                                 i + 1, mc->o->tasks[i], p->t[t].name, g);
+        }
+    }
+    return PCBM_OK;
+}
+
 static pcbm_status della_alloc(const pcbm_mctx *mc, gta_state *gs, pcbm_error *err)
 {
     size_t T = mc->threads, N = mc->ntasks;
@@ -838,6 +857,13 @@ static pcbm_status gta_init(const pcbm_mctx *mc, void **state, pcbm_error *err)
     case PCBM_METHOD_DELLA: gs->sp = SP_DELLA, gs->consensus = true; break;
     case PCBM_METHOD_DELLA_LINEAR: gs->sp = SP_DELLA, gs->consensus = false; break;
     default: gs->sp = SP_OUTLIERS, gs->consensus = true; break; /* breadcrumbs_ties */
+    }
+    if (gs->sp == SP_OUTLIERS) {
+        pcbm_status st = gamma_check(mc, err);
+        if (st != PCBM_OK) {
+            gta_free(gs);
+            return st;
+        }
     }
     if (gs->sp == SP_DELLA) {
         pcbm_status st = della_check(mc, err);

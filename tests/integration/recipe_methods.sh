@@ -380,6 +380,15 @@ models:
       weight: 1.0
       density: [0.5, 0.9]
       epsilon: 0.15"
+refuse breadcrumbs-gamma-gradient "breadcrumbs: task 1 \\(.*\\) on tensor model\\.layers\\.[0-9]+\\..* has gamma 1\\.[0-9]*: gamma must lie in \\[0, 1\\)" \
+    "merge_method: breadcrumbs
+base_model: $B
+models:
+  - model: $T1
+    parameters:
+      weight: 1.0
+      density: 0.5
+      gamma: [0.01, 1.5]"
 refuse weight-filter-no-fallback "model $T2: the parameter weight is missing for tensor [^ ]+" \
     "merge_method: ties
 base_model: $B
