@@ -127,19 +127,8 @@ static pcbm_status set_in_json(const char *path, const char *text, bool *done, p
                          "its chat template", path, je.line, je.text);
     }
     json_object_set_new(j, "chat_template", json_string(text));
-    char *txt = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(16));
+    pcbm_status st = pcbm_write_json_file(path, j, err);
     json_decref(j);
-    if (!txt)
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory writing %s", path);
-    size_t n = strlen(txt);
-    char *buf = pcbm_realloc(txt, n + 2);
-    if (!buf) {
-        free(txt);
-        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory writing %s", path);
-    }
-    buf[n] = '\n';
-    pcbm_status st = pcbm_write_file_simple(path, buf, n + 1, err);
-    free(buf);
     *done = *done || st == PCBM_OK;
     return st;
 }

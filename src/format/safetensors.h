@@ -135,6 +135,10 @@ pcbm_status pcbm_chat_template_apply(const char *spec, const char *const *dirs, 
 /* Name of side file i (0, 1, ...), NULL past the last: the files pcbm_copy_side_files may copy. */
 const char *pcbm_side_file_name(size_t i);
 
+/* `j` as `path` (pcbm_write_file_simple): two-space indent, key order kept, 16 significant
+ * digits, a final new line — the layout of the configuration files pcbmerge rewrites. */
+struct json_t;
+pcbm_status pcbm_write_json_file(const char *path, const struct json_t *j, pcbm_error *err);
 /* Create (or truncate) `path`, write all `len` bytes, fsync, close. On failure the partial file
  * is removed and err names the path and offset (PCBM_ERR_NOSPACE when the disk is full). */
 pcbm_status pcbm_write_file_simple(const char *path, const void *buf, size_t len, pcbm_error *err);

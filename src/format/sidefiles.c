@@ -184,6 +184,22 @@ static void set_key(json_t *obj, const char *name, json_t *v)
     json_object_set(obj, name, v);
 }
 
+pcbm_status pcbm_write_json_file(const char *path, const json_t *j, pcbm_error *err)
+{
+    /* 16 significant digits: the decimal literals of a config come back as written */
+    char *txt = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(16));
+    size_t n = txt ? strlen(txt) : 0;
+    char *buf = txt ? pcbm_realloc(txt, n + 2) : NULL;
+    if (!buf) {
+        free(txt);
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory writing %s", path);
+    }
+    buf[n] = '\n';
+    pcbm_status st = pcbm_write_file_simple(path, buf, n + 1, err);
+    free(buf);
+    return st;
+}
+
 pcbm_status pcbm_config_update(const char *out_dir, pcbm_dtype dt, bool untied, bool dequantized,
                                pcbm_error *err)
 {
@@ -204,18 +220,7 @@ pcbm_status pcbm_config_update(const char *out_dir, pcbm_dtype dt, bool untied, 
             set_key(cfg, "tie_word_embeddings", json_false());
         if (dequantized)
             json_object_del(cfg, "quantization_config");
-        /* 16 significant digits: the decimal literals of a config come back as written */
-        char *txt = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(16));
-        size_t n = txt ? strlen(txt) : 0;
-        char *buf = txt ? pcbm_realloc(txt, n + 2) : NULL;
-        if (!buf) {
-            free(txt);
-            st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory updating %s", path);
-        } else {
-            buf[n] = '\n';
-            st = pcbm_write_file_simple(path, buf, n + 1, err);
-            free(buf);
-        }
+        st = pcbm_write_json_file(path, cfg, err);
     }
     json_decref(cfg);
     free(path);
