@@ -65,7 +65,7 @@ enum {
     O_NO_RESCALE, O_T, O_SELECT_TOPK, O_NUSLERP_NO_FLATTEN, O_NUSLERP_ROW_WISE, O_FILTER_WISE,
     O_GAMMA, O_MERGEKIT, O_EPSILON, O_CONFIG, O_CHAT_TEMPLATE, O_GAMMAS, O_EPSILONS, O_COUNT_
 };
-_Static_assert(O_COUNT_ <= 64, "cli_args.given holds one bit per option id");
+_Static_assert(O_COUNT_ <= 128, "cli_args.given holds one bit per option id");
 
 enum { G_MERGE, G_RUN, G_PLAN, G_PHASE, G_SEARCH, G_COUNT };
 
@@ -620,8 +620,8 @@ int cli_parse(cli_cmd c, int argc, char **argv, cli_args *a, int *first_arg)
         }
         const char *name = lo[ch - 256].name;
         const cli_opt *any, *op = find_opt(c, name, &any);
-        if (op && op->id < 64)
-            a->given |= 1ull << op->id;
+        if (op)
+            a->given[op->id / 64] |= 1ull << (op->id % 64);
         if (!op)
             rc = refuse(c, name, any);
         else if (op->id == O_HELP) {
@@ -646,7 +646,7 @@ int cli_recipe_conflicts(const cli_args *a, bool recipe_has_dtype, char *buf, si
     size_t u = 0;
     buf[0] = 0;
     for (size_t k = 0; k < sizeof ids / sizeof *ids; k++) {
-        if (!(a->given & (1ull << ids[k])) || (ids[k] == O_DTYPE && !recipe_has_dtype))
+        if (!cli_given(a, ids[k]) || (ids[k] == O_DTYPE && !recipe_has_dtype))
             continue;
         for (size_t i = 0; i < NOPTS; i++)
             if (table[i].id == ids[k]) {

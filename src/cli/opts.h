@@ -46,8 +46,14 @@ typedef struct cli_args {
     bool quiet;                        /* --quiet */
     const char *config;                /* --config RECIPE.yml (a mergekit recipe) */
     const char *chat_template;         /* --chat-template: auto, a template file, or its text */
-    uint64_t given;                    /* bit id: option id was given (opts.c's table) */
+    uint64_t given[2];                 /* bit id: option id was given (opts.c's table) */
 } cli_args;
+
+/* Option id `id` (opts.c's table) was given. */
+static inline bool cli_given(const cli_args *a, int id)
+{
+    return (a->given[id / 64] >> (id % 64)) & 1u;
+}
 
 /* The options a recipe sets (--config excludes them), as names joined by ", " into buf;
  * returns the number given. */
