@@ -41,6 +41,21 @@ static void say_tensors(const merge_run *r)
     }
     if (listed > LISTED)
         pcbm_info("  ... and %zu more copied tensor(s)", listed - LISTED);
+    listed = 0;
+    for (size_t i = 0; i < l->nt; i++) {
+        const pcbm_tlayout *t = &l->t[i];
+        if (t->kind != PCBM_T_MERGE || !t->absent || listed++ >= LISTED)
+            continue;
+        char who[600] = "";
+        size_t u = 0;
+        for (unsigned m = 1; m < l->nmodels && u < sizeof who - 1; m++)
+            if (t->absent >> (m - 1) & 1u)
+                u += (size_t)snprintf(who + u, sizeof who - u, "%stask %u (%s)", u ? ", " : "", m,
+                                      r->o->tasks[m - 1]);
+        pcbm_info("  partial: %s (missing from %s: merged over the other tasks)", t->name, who);
+    }
+    if (listed > LISTED)
+        pcbm_info("  ... and %zu more partial tensor(s)", listed - LISTED);
     for (size_t i = 0, k = 0; i < l->nt && k < LISTED; i++) {
         const pcbm_tlayout *t = &l->t[i];
         for (unsigned m = 1; t->aligned && m < l->nmodels; m++)

@@ -32,7 +32,15 @@ typedef struct pcbm_tile {
     float *const *theta;    /* theta[i]: task i's values (n each; filled for needs_theta methods) */
     float *const *tau;      /* tau[i] = theta[i] - base */
     float *tmp;             /* 4 * PCBM_TILE scratch floats for the kernel */
+    uint64_t absent;        /* bit i: task i lacks the tensor (τ_i = 0, θ_i = base): it takes
+                               no part (pcbm_tlayout.absent) */
 } pcbm_tile;
+
+/* Task i takes part in the tile (has the tensor). */
+static inline bool pcbm_tile_has(const pcbm_tile *tl, unsigned i)
+{
+    return !(tl->absent >> i & 1u);
+}
 
 typedef void (*pcbm_tile_fn)(pcbm_mctx *mc, unsigned worker, const pcbm_tile *tl, void *arg);
 
@@ -111,5 +119,8 @@ void pcbm_collect_kept(pcbm_mctx *mc);
 bool pcbm_next_range(const pcbm_layout *p, size_t *t0, size_t *t1);
 /* Merged elements of [t0, t1). */
 uint64_t pcbm_range_elems(const pcbm_layout *p, size_t t0, size_t t1);
+/* The merged elements of [t0,t1) that task `task` (0-based) has: its share of the range's d
+ * (tensors it lacks take no part, pcbm_tlayout.absent). */
+uint64_t pcbm_range_task_elems(const pcbm_layout *p, size_t t0, size_t t1, unsigned task);
 
 #endif /* PCBM_MERGE_H */

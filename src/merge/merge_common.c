@@ -194,7 +194,11 @@ static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockv
                    base, n);
         bool bad_any = mc->check_finite && pcbm_k_nonfinite(base, n);
         for (unsigned i = 0; i < N; i++) {
-            if (lora_task(t, i)) { /* the materialized fine-tune in float32: θ = base + ΔW */
+            if (t->absent >> i & 1u) { /* lacks the tensor: τ = 0, θ = base, no part in it */
+                memset(tau[i], 0, n * sizeof(float));
+                if (need_theta)
+                    memcpy(theta[i], base, n * sizeof(float));
+            } else if (lora_task(t, i)) { /* the materialized fine-tune in float32: θ = base + ΔW */
                 pcbm_lora_delta(&t->lora[i + 1], lcache[i], e0, tmp, n);
                 for (unsigned k = 0; k < n; k++)
                     tmp[k] = base[k] + tmp[k];
@@ -211,6 +215,10 @@ static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockv
         }
         if (mc->check_finite && bad_any) {
             for (unsigned i = 0; i < N && !need_theta; i++) {
+                if (t->absent >> i & 1u) {
+                    memcpy(theta[i], base, n * sizeof(float));
+                    continue;
+                }
                 if (lora_task(t, i)) {
                     pcbm_lora_delta(&t->lora[i + 1], lcache[i], e0, theta[i], n);
                     for (unsigned k = 0; k < n; k++)
@@ -228,7 +236,7 @@ static pcbm_status merge_block(tile_pass *tp, unsigned worker, const pcbm_blockv
                                             &theta[i][bad], err);
         }
         pcbm_tile tl = {.bv = bv, .start = bv->start + k0, .n = n, .base = base,
-                        .theta = theta, .tau = tau, .tmp = tmp};
+                        .theta = theta, .tau = tau, .tmp = tmp, .absent = t->absent};
         tp->fn(mc, worker, &tl, tp->arg);
         if (tp->kind != PCBM_PASS_APPLY)
             continue;
@@ -320,6 +328,15 @@ uint64_t pcbm_range_elems(const pcbm_layout *p, size_t t0, size_t t1)
     uint64_t d = 0;
     for (size_t i = t0; i < t1; i++)
         if (p->t[i].kind == PCBM_T_MERGE)
+            d += p->t[i].units;
+    return d;
+}
+
+uint64_t pcbm_range_task_elems(const pcbm_layout *p, size_t t0, size_t t1, unsigned task)
+{
+    uint64_t d = 0;
+    for (size_t i = t0; i < t1; i++)
+        if (p->t[i].kind == PCBM_T_MERGE && !(p->t[i].absent >> task & 1u))
             d += p->t[i].units;
     return d;
 }

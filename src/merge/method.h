@@ -77,6 +77,9 @@ typedef struct pcbm_method_def {
                                        model_stock, sce): scope global is refused */
     bool scope_tensor;              /* the method's own scope is tensor (mergekit's sparsifying
                                        methods), global on request */
+    bool partial;                   /* a task lacking a tensor takes no part in it (the tiles
+                                       skip it: pcbm_tile.absent, pcbm_range_task_elems); a
+                                       method without it copies such a tensor from the base */
     bool whole_rows;                /* tiles read whole rows from their block (DELLA's ranks):
                                        blocks are cut at row boundaries */
     /* Bytes of statistics beyond the engine's buffers (NULL: none). */

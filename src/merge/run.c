@@ -483,6 +483,24 @@ static void report_copied(json_t *rep, const pcbm_mctx *mc)
     }
     json_object_set_new(rep, "copied", a);
     json_object_set_new(rep, "copied_listed", json_integer((json_int_t)n));
+    /* merged tensors some tasks lack: the tasks that take no part in them */
+    a = json_array();
+    n = 0;
+    for (size_t i = 0; i < p->nt && n < REPORT_COPIED_MAX; i++) {
+        const pcbm_tlayout *t = &p->t[i];
+        if (t->kind != PCBM_T_MERGE || !t->absent)
+            continue;
+        n++;
+        json_t *lack = json_array();
+        for (unsigned m = 1; m < p->nmodels; m++)
+            if (t->absent >> (m - 1) & 1u)
+                json_array_append_new(lack, json_pack("{s:i,s:s}", "task", (int)m, "task_path",
+                                                      tasks[m - 1]));
+        json_array_append_new(a, json_pack("{s:s,s:o}", "tensor", t->name, "tasks_missing_it",
+                                           lack));
+    }
+    json_object_set_new(rep, "partial", a);
+    json_object_set_new(rep, "partial_listed", json_integer((json_int_t)n));
     /* FP8 tensors dequantized with their block scales, and from which models */
     a = json_array();
     n = 0;
@@ -535,6 +553,7 @@ char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, do
     json_object_set_new(r, "stats", json_string(mc->stats_how[0] ? mc->stats_how : "none"));
     json_object_set_new(r, "tensors_merged", json_integer((json_int_t)p->nmerge));
     json_object_set_new(r, "tensors_copied", json_integer((json_int_t)(p->nt - p->nmerge)));
+    json_object_set_new(r, "tensors_partial", json_integer((json_int_t)p->npartial));
     report_copied(r, mc);
     /* every warning said so far in this call (inputs, layout, statistics) */
     const pcbm_log_sink *sink = pcbm_log_current();
@@ -564,7 +583,9 @@ char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, do
                             json_num_or_null(ts->threshold, (is_pcb || is_ties) && global_stats));
         json_object_set_new(t, "max", json_num_or_null(ts->max, is_pcb && global_stats));
         json_object_set_new(t, "kept", json_integer((json_int_t)ts->kept));
-        json_object_set_new(t, "kept_fraction", json_real(p->d ? (double)ts->kept / (double)p->d : 0));
+        uint64_t di = pcbm_range_task_elems(p, 0, p->nt, i); /* the elements it has */
+        json_object_set_new(t, "d", json_integer((json_int_t)di));
+        json_object_set_new(t, "kept_fraction", json_real(di ? (double)ts->kept / (double)di : 0));
         if (p->models[i + 1]->adapter)
             json_object_set_new(t, "adapter", adapter_json(p, i + 1));
         json_array_append_new(tasks, t);
@@ -606,11 +627,15 @@ void pcbm_run_print_summary(const pcbm_mctx *mc, const pcbm_engine_report *er, d
     pcbm_info("%s merge of %u task model(s): %llu elements in %zu tensors merged, %zu copied",
               pcbm_method_name(o->method), mc->ntasks, (unsigned long long)p->d, p->nmerge,
               p->nt - p->nmerge);
+    if (p->npartial)
+        pcbm_info("  %zu merged tensor(s) are missing from some task models: those tasks take no "
+                  "part in them (merge_report.json \"partial\")", p->npartial);
     bool stats = o->scope == PCBM_SCOPE_GLOBAL &&
                  (o->method == PCBM_METHOD_PCB || o->method == PCBM_METHOD_TIES);
     for (unsigned i = 0; i < mc->ntasks && p->d; i++) {
         const pcbm_task_stats *ts = &mc->task[i];
-        double kf = (double)ts->kept / (double)p->d;
+        uint64_t di = pcbm_range_task_elems(p, 0, p->nt, i);
+        double kf = di ? (double)ts->kept / (double)di : 0.0;
         if (stats && o->method == PCBM_METHOD_PCB)
             pcbm_info("  task %u: lo %.6g  hi %.6g  threshold %.6g  max %.6g  kept %.4f%%", i + 1,
                       ts->lo, ts->hi, ts->threshold, ts->max, 100 * kf);
@@ -1035,6 +1060,7 @@ pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err)
                           pcbm_method_name(o->method), "merge_params", r->params};
     pcbm_layout_opts po = {.exclude = o->exclude, .nexclude = o->nexclude,
                          .allow_extra = o->allow_extra, .require_all = o->require_all,
+                         .partial = pcbm_method_for(o) && pcbm_method_for(o)->partial,
                          .take_nonfloat_base = o->take_nonfloat_base,
                          .out_dtype = o->out_dtype,
                          .shard_bytes = o->shard_bytes, .meta = meta, .nmeta = 6};

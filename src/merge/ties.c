@@ -25,6 +25,7 @@ typedef struct ties_state {
     pcbm_hset h;                         /* N streams */
     pcbm_sel sel[PCBM_MAX_TASKS];
     float thr[PCBM_MAX_TASKS];
+    uint64_t d[PCBM_MAX_TASKS];          /* the range's elements each task has */
     int64_t *votes;                      /* [threads][2]: positions with positive/negative sum */
     int64_t pn[2];                       /* the votes combined */
     float majority;                      /* sign used where the elected sum is exactly zero */
@@ -54,6 +55,10 @@ static void trimmed(pcbm_mctx *mc, const ties_state *ts, const pcbm_tile *tl, ui
     bool rescale = ts->dare && pcbm_method_rescales(o);
     for (unsigned i = 0; i < N; i++) {
         uint64_t k;
+        if (!pcbm_tile_has(tl, i)) { /* lacks the tensor: no part in the election or the mean */
+            memset(tl->theta[i], 0, tl->n * sizeof(float));
+            continue;
+        }
         if (ts->dare) {
             uint8_t keep[PCBM_TILE];
             double d = pcbm_task_density(o, i);
@@ -105,15 +110,17 @@ static void tile_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *ar
 {
     ties_state *ts = arg;
     for (unsigned i = 0; i < mc->ntasks; i++)
-        pcbm_k_hist_coarse(tl->tau[i], tl->n, true, 1, pcbm_hset_local(&ts->h, w, i));
+        if (pcbm_tile_has(tl, i))
+            pcbm_k_hist_coarse(tl->tau[i], tl->n, true, 1, pcbm_hset_local(&ts->h, w, i));
 }
 
 static void tile_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     ties_state *ts = arg;
     for (unsigned i = 0; i < mc->ntasks; i++)
-        pcbm_k_hist_fine(tl->tau[i], tl->n, true, ts->sel[i].prefix,
-                         pcbm_hset_local(&ts->h, w, i));
+        if (pcbm_tile_has(tl, i))
+            pcbm_k_hist_fine(tl->tau[i], tl->n, true, ts->sel[i].prefix,
+                             pcbm_hset_local(&ts->h, w, i));
 }
 
 static void tile_votes(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
@@ -140,7 +147,8 @@ static void tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg
 
 enum { TIES_R_COARSE, TIES_R_FINE, TIES_R_VOTES, TIES_NROUNDS };
 
-/* K_i = ⌊d · r_i⌋: task i's top-k; K_i ≥ d keeps every element (threshold 0). */
+/* K_i = ⌊d_i · r_i⌋: task i's top-k over the d_i elements it has; K_i ≥ d_i keeps every element
+ * (threshold 0). */
 static uint64_t keep_count(const pcbm_mctx *mc, unsigned i, uint64_t d)
 {
     return d == 0 ? 0 : (uint64_t)((double)d * pcbm_task_density(mc->o, i));
@@ -156,8 +164,10 @@ static pcbm_status begin_hist(void *st, const pcbm_mctx *mc, const pcbm_range *r
     ties_state *ts = st;
     pcbm_hset_clear(&ts->h);
     ts->keep_all = true;
-    for (unsigned i = 0; i < mc->ntasks; i++)
-        ts->keep_all = ts->keep_all && keeps_all(mc, i, rg->d);
+    for (unsigned i = 0; i < mc->ntasks; i++) {
+        ts->d[i] = mc->layout ? pcbm_range_task_elems(mc->layout, rg->t0, rg->t1, i) : rg->d;
+        ts->keep_all = ts->keep_all && keeps_all(mc, i, ts->d[i]);
+    }
     return PCBM_OK;
 }
 
@@ -180,8 +190,8 @@ static int finish_coarse(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
         return TIES_R_VOTES;
     }
     for (unsigned i = 0; i < mc->ntasks; i++) { /* a task that keeps all: any rank, unused */
-        bool all = keeps_all(mc, i, rg->d);
-        pcbm_sel_init(&ts->sel[i], all ? 0 : rg->d - keep_count(mc, i, rg->d) - 1);
+        bool all = keeps_all(mc, i, ts->d[i]);
+        pcbm_sel_init(&ts->sel[i], all ? 0 : ts->d[i] - keep_count(mc, i, ts->d[i]) - 1);
         pcbm_sel_coarse(&ts->sel[i], pcbm_hset_total(&ts->h, i));
     }
     return PCBM_ROUND_NEXT;
@@ -192,7 +202,7 @@ static int finish_fine(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
     ties_state *ts = st;
     for (unsigned i = 0; i < mc->ntasks; i++) {
         pcbm_sel_fine(&ts->sel[i], pcbm_hset_total(&ts->h, i));
-        ts->thr[i] = keeps_all(mc, i, rg->d) ? 0.0f : pcbm_fkey_value(ts->sel[i].key);
+        ts->thr[i] = keeps_all(mc, i, ts->d[i]) ? 0.0f : pcbm_fkey_value(ts->sel[i].key);
     }
     return PCBM_ROUND_NEXT;
 }
@@ -299,6 +309,7 @@ static void ties_report(const void *state, pcbm_mctx *mc)
 const pcbm_method_def pcbm_method_ties = {
     .id = PCBM_METHOD_TIES,
     .name = "ties",
+    .partial = true,
     .uses = PCBM_USES_LAMBDA | PCBM_USES_DENSITY | PCBM_USES_SCOPE | PCBM_USES_WEIGHTS |
             PCBM_USES_DENSITIES | PCBM_USES_NORMALIZE,
     .normalizes = true,
@@ -319,6 +330,7 @@ const pcbm_method_def pcbm_method_ties = {
 const pcbm_method_def pcbm_method_dare_ties = {
     .id = PCBM_METHOD_DARE_TIES,
     .name = "dare_ties",
+    .partial = true,
     .uses = PCBM_USES_LAMBDA | PCBM_USES_DENSITY | PCBM_USES_SEED | PCBM_USES_SCOPE |
             PCBM_USES_WEIGHTS | PCBM_USES_DENSITIES | PCBM_USES_NORMALIZE | PCBM_USES_RESCALE,
     .normalizes = true, /* the disjoint mean, as ties (mergekit's dare_ties does not normalize) */

@@ -334,8 +334,9 @@ static bool appended_rows(pcbm_layout *p, unsigned m, const pcbm_st_tensor *bt,
 }
 
 static pcbm_status classify(pcbm_layout *p, const regex_set *rs, int take_base,
-                            const pcbm_st_tensor *bt, pcbm_tlayout *tp, char *mism, size_t mlen,
-                            unsigned *nmism, uint64_t *nbaseonly, pcbm_error *err)
+                            bool partial, const pcbm_st_tensor *bt, pcbm_tlayout *tp, char *mism,
+                            size_t mlen, unsigned *nmism, uint64_t *nbaseonly, uint64_t *npartial,
+                            pcbm_error *err)
 {
     pcbm_model *const *models = p->models;
     unsigned nmodels = p->nmodels;
@@ -365,6 +366,7 @@ static pcbm_status classify(pcbm_layout *p, const regex_set *rs, int take_base,
                 tp->why_task = (uint16_t)m;
             tp->why_count++;
             missing = true;
+            tp->src[m] = (pcbm_tsrc){.file = PCBM_SRC_NONE, .off = 0, .dt = PCBM_DT_F32};
             continue;
         }
         const pcbm_st_tensor *tt = &models[m]->tensors[j];
@@ -388,7 +390,24 @@ static pcbm_status classify(pcbm_layout *p, const regex_set *rs, int take_base,
     }
     if (bad)
         return PCBM_ERR_MISMATCH;
-    if (missing) {
+    if (missing && partial && tp->why_count < nmodels - 1) {
+        /* the tasks that have it merge it; the others take no part (no bytes, τ = 0) */
+        char who[160] = "";
+        size_t wl = 0;
+        for (unsigned m = 1; m < nmodels; m++) {
+            if (tp->src[m].file != PCBM_SRC_NONE || models[m]->adapter)
+                continue;
+            tp->absent |= 1ull << (m - 1);
+            if (wl < sizeof who - 32)
+                wl += (size_t)snprintf(who + wl, sizeof who - wl, "%s%u", wl ? ", " : "", m);
+        }
+        if ((*npartial)++ < MAX_LISTED)
+            pcbm_warn("tensor %s is missing from task model%s %s (%s%s): merged over the other "
+                      "tasks, without %s", bt->name, tp->why_count > 1 ? "s" : "", who,
+                      models[tp->why_task]->path, tp->why_count > 1 ? ", ..." : "",
+                      tp->why_count > 1 ? "them" : "it");
+        tp->kind = PCBM_T_MERGE;
+    } else if (missing) {
         if ((*nbaseonly)++ < MAX_LISTED)
             pcbm_warn("tensor %s is missing from task model %u (%s)%s: copied from the base, so "
                       "no task's change to it is merged", bt->name, tp->why_task,
@@ -504,7 +523,7 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
     }
     char mism[900] = "";
     unsigned nmism = 0;
-    uint64_t nbaseonly = 0;
+    uint64_t nbaseonly = 0, npartial = 0;
     for (size_t i = 0, k = 0; i < p->nt; i++) {
         const pcbm_st_tensor *bt = &head;
         if (i < nbase) {
@@ -518,8 +537,8 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
         tp->src = p->src_pool + i * nmodels;
         tp->in_unit = p->unit_pool + i * nmodels;
         unsigned listed = nmism;
-        st = classify(p, &rs, o->take_nonfloat_base, bt, tp, mism, sizeof mism, &nmism,
-                      &nbaseonly, err);
+        st = classify(p, &rs, o->take_nonfloat_base, o->partial, bt, tp, mism, sizeof mism,
+                      &nmism, &nbaseonly, &npartial, err);
         if (st != PCBM_OK && nmism > listed)
             continue; /* a shape or dtype difference, listed in mism */
         if (st != PCBM_OK) {
@@ -528,6 +547,7 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
             return st;
         }
         p->naligned += tp->aligned != 0;
+        p->npartial += tp->absent != 0;
         if ((st = dequant_sources(p, i, bt, err)) != PCBM_OK) {
             free_excludes(&rs);
             pcbm_layout_free(p);
@@ -551,15 +571,18 @@ pcbm_status pcbm_layout_build(pcbm_model *const *models, unsigned nmodels, const
     if (nbaseonly > MAX_LISTED)
         pcbm_warn("%llu tensors in all are missing from some task models and copied from the base",
                   (unsigned long long)nbaseonly);
-    if (nbaseonly && o->require_all && !nmism) {
+    if (npartial > MAX_LISTED)
+        pcbm_warn("%llu tensors in all are missing from some task models and merged over the "
+                  "tasks that have them", (unsigned long long)npartial);
+    if ((nbaseonly || npartial) && o->require_all && !nmism) {
         size_t first = 0;
-        while (p->t[first].why != PCBM_WHY_MISSING)
+        while (p->t[first].why != PCBM_WHY_MISSING && !p->t[first].absent)
             first++;
         const pcbm_tlayout *t = &p->t[first];
         st = pcbm_fail(err, PCBM_ERR_MISMATCH, "%llu tensor(s) are missing from some task model "
                        "(the first: %s, from task model %u, %s); `require_all` refuses a merge "
-                       "that copies them from the base", (unsigned long long)nbaseonly, t->name,
-                       t->why_task, models[t->why_task]->path);
+                       "in which a task model lacks a tensor", (unsigned long long)(nbaseonly +
+                       npartial), t->name, t->why_task, models[t->why_task]->path);
         pcbm_layout_free(p);
         return st;
     }

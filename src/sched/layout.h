@@ -29,7 +29,10 @@ typedef enum pcbm_copy_why {
     PCBM_WHY_MERGED = 0,
     PCBM_WHY_NOT_FLOAT,     /* not an F32/F16/BF16 tensor in the base */
     PCBM_WHY_EXCLUDED,      /* matches an `exclude` pattern */
-    PCBM_WHY_MISSING        /* missing from task model why_task (and maybe others) */
+    PCBM_WHY_MISSING        /* missing from task model why_task (and maybe others): copied
+                               when every task lacks it, or the method cannot merge it without
+                               them; a tensor only some tasks lack is otherwise merged ("partial":
+                               pcbm_tlayout.absent) */
 } pcbm_copy_why;
 
 /* An FP8 source and its block scales (sched/quant.c). */
@@ -72,8 +75,9 @@ typedef struct pcbm_tlayout {
     const char *name;       /* borrowed from the base model */
     pcbm_tkind kind;
     uint8_t why;            /* pcbm_copy_why */
-    uint16_t why_task;      /* PCBM_WHY_MISSING: the first task (1-based) that lacks it */
-    uint16_t why_count;     /* PCBM_WHY_MISSING: how many tasks lack it */
+    uint16_t why_task;      /* the first task (1-based) that lacks it (PCBM_WHY_MISSING, or a
+                               partial merged tensor), else 0 */
+    uint16_t why_count;     /* how many tasks lack it */
     pcbm_dtype out_dt;
     uint64_t units;         /* elements (MERGE/CONVERT) or bytes (RAW) */
     unsigned *in_unit;      /* [nmodels] bytes per unit of each source (RAW: 1); points into
@@ -91,6 +95,8 @@ typedef struct pcbm_tlayout {
     uint64_t row_units;     /* MERGE: blocks hold whole rows of this many elements (0: any
                                cut), for methods that rank within rows (DELLA); set before
                                pcbm_layout_set_block */
+    uint64_t absent;        /* MERGE: bit m-1: task m lacks the tensor and takes no part in it
+                               (its source is PCBM_SRC_NONE, its τ 0 and θ the base's) */
     long pidx;              /* index among merged tensors, -1 otherwise */
     uint64_t elem0;         /* MERGE: index of its first element in the global flattening */
 } pcbm_tlayout;
@@ -99,7 +105,9 @@ typedef struct pcbm_layout_opts {
     const char *const *exclude;
     unsigned nexclude;
     int allow_extra;
-    int require_all;        /* a tensor missing from a task model is an error, not a copy */
+    int require_all;        /* a tensor missing from a task model is an error */
+    int partial;            /* the method merges a tensor some tasks lack over the tasks that
+                               have it (pcbm_method_def.partial); else such a tensor is copied */
     int take_nonfloat_base; /* non-float tensors of another dtype or shape in a task: copy the
                                base's with a warning instead of refusing */
     pcbm_dtype out_dtype;   /* PCBM_DTYPE_BASE or a float dtype */
@@ -131,6 +139,7 @@ typedef struct pcbm_layout {
                                            hold scale tensors (-1: none), for the workers */
     int rows_how[PCBM_MAX_MODELS];      /* per task with appended rows: PCBM_ROWS_BY_* */
     size_t naligned;                    /* tensors with rows aligned for some task */
+    size_t npartial;                    /* merged tensors some tasks lack (absent != 0) */
     unsigned nadapters;                 /* task models that are LoRA adapters */
     pcbm_tlora *lora_pool;              /* nt * nmodels, when some task is an adapter */
     pcbm_adapter_use lora_use[PCBM_MAX_MODELS];

@@ -61,7 +61,7 @@ T_START=$(date +%s)
 #   Runs `pcbmerge merge` and the reference on FAMILY/base + the first NTASKS tasks with the same
 #   options and compares the two. pcbmerge-only options (--exact, --streaming, --threads, --mem,
 #   --io, --shard-size, --progress, --allow-extra) are not passed to the reference; --exact also selects compare.py's
-#   --exact bound.
+#   --exact bound. REF_EXTRA (words) goes to the reference only (e.g. "--absent skip").
 ref_case() {
     local name=$1 fam=$2 n=$3
     shift 3
@@ -92,7 +92,7 @@ ref_case() {
     fi
     # shellcheck disable=SC2086
     if [ $ok = 1 ] && ! "$PY" "$REF_PY" merge --base "$fam/base" --out "$dir.ref" "${refs[@]}" \
-        --report "$dir.ref.json" $tasks >"$log" 2>&1; then
+        ${REF_EXTRA:-} --report "$dir.ref.json" $tasks >"$log" 2>&1; then
         echo "FAIL $name: the reference failed:"
         sed 's/^/    /' "$log" | tail -n 15
         ok=0
@@ -259,4 +259,51 @@ min_mem_bytes() {
     sed -n 's/.*at least \([0-9.][0-9.]*\) \([KMGT]\)i\{0,1\}B.*/\1 \2/p' <<<"$msg" | head -n 1 |
         awk '{u = ($2 == "K") ? 1024 : ($2 == "M") ? 1048576 : ($2 == "G") ? 1073741824 : 1099511627776;
               b = ($1 + 0.005) * u; printf "%d\n", (int(b / 1024) + 1) * 1024}'
+}
+
+# drop_tensors MODEL_DIR NAME...: rewrite the model's safetensors files without the named tensors
+# (a task model that lacks them), the other tensors' bytes packed in order and copied in chunks
+# (no file is read whole); model.safetensors.index.json, when present, loses their entries.
+drop_tensors() {
+    "$PY" - "$@" <<'PYEOF' || fail "drop_tensors $*"
+import glob, json, os, struct, sys
+d, gone = sys.argv[1], set(sys.argv[2:])
+found = set()
+for path in sorted(glob.glob(os.path.join(d, "*.safetensors"))):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        head = json.loads(f.read(n))
+        if not gone & set(head):
+            continue
+        found |= gone & set(head)
+        keep = sorted(((k, v) for k, v in head.items() if k != "__metadata__" and k not in gone),
+                      key=lambda kv: kv[1]["data_offsets"][0])
+        out, pos = {}, 0
+        for k, v in keep:
+            a, b = v["data_offsets"]
+            out[k] = dict(v, data_offsets=[pos, pos + b - a])
+            pos += b - a
+        if "__metadata__" in head:
+            out["__metadata__"] = head["__metadata__"]
+        h = json.dumps(out).encode()
+        h += b" " * (-len(h) % 8)
+        with open(path + ".tmp", "wb") as g:
+            g.write(struct.pack("<Q", len(h)) + h)
+            for k, v in keep:
+                a, b = v["data_offsets"]
+                f.seek(8 + n + a)
+                left = b - a
+                while left:
+                    chunk = f.read(min(left, 1 << 24))
+                    g.write(chunk)
+                    left -= len(chunk)
+    os.replace(path + ".tmp", path)
+if found != gone:
+    sys.exit("not in %s: %s" % (d, ", ".join(sorted(gone - found))))
+idx = os.path.join(d, "model.safetensors.index.json")
+if os.path.exists(idx):
+    j = json.load(open(idx))
+    j["weight_map"] = {k: v for k, v in j["weight_map"].items() if k not in gone}
+    json.dump(j, open(idx, "w"), indent=2)
+PYEOF
 }

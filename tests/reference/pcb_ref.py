@@ -279,15 +279,19 @@ def pcb_group(T, density, clamp_ratio, lambdas):
 # TIES (official code): T (N, d) float32 task vectors (possibly DARE-sparsified already).
 # trim=False skips the top-k trim (dare_ties keeps every DARE survivor).
 # ------------------------------------------------------------------------------------------------
-def ties_group(T, density, lambdas, trim=True, dare_kept=None):
+def ties_group(T, density, lambdas, trim=True, dare_kept=None, P=None):
+    """P (N, d) bool: the elements each task has (None: all). A task's top-k runs over its own
+    elements; elsewhere its τ is 0 and it takes no part (present tasks only)."""
     n, d = T.shape
     trimmed = []
     stats = []
     for i in range(n):
         a = np.abs(T[i])
+        pres = np.ones(d, dtype=bool) if P is None else P[i]
+        di = int(np.count_nonzero(pres))
         if trim:
-            thr = kth(a, d - int(d * density) - 1)
-            mask = a >= thr                            # ties at the threshold are kept
+            thr = kth(a[pres], di - int(di * density) - 1) if di else F32(0)
+            mask = (a >= thr) & pres                   # ties at the threshold are kept
         else:
             thr = F32(0)
             mask = T[i] != 0
@@ -315,25 +319,28 @@ def ties_group(T, density, lambdas, trim=True, dare_kept=None):
 #   T (N, d) float32 task vectors, already DARE-dropped (dare_*) or to be trimmed (ties: trim).
 #   consensus: ties / dare_ties elect signs; task_arithmetic / dare_linear sum everything.
 # ------------------------------------------------------------------------------------------------
-def gta_group(T, densities, weights, lam, normalize, consensus, trim, dare_kept=None):
+def gta_group(T, densities, weights, lam, normalize, consensus, trim, dare_kept=None, P=None):
+    """P (N, d) bool: the elements each task has (None: all); a task takes no part elsewhere."""
     n, d = T.shape
     w = [F32(x) for x in weights]
+    Pm = np.ones((n, d), dtype=bool) if P is None else P
     deltas, stats = [], []
     for i in range(n):
         thr = None
+        di = int(np.count_nonzero(Pm[i]))
         if trim:                                       # magnitude sparsification, global top-k
             a = np.abs(T[i])
-            k = int(d * densities[i])
-            if k >= d:
+            k = int(di * densities[i])
+            if k >= di:
                 thr = F32(0)
             else:
-                thr = kth(a, d - k - 1)
-            keep = a >= thr
+                thr = kth(a[Pm[i]], di - k - 1)
+            keep = (a >= thr) & Pm[i]
             delta = np.where(keep, T[i], F32(0)).astype(F32)
             kept = int(np.count_nonzero(keep))
         else:
             delta = T[i]
-            kept = dare_kept[i] if dare_kept is not None else d
+            kept = dare_kept[i] if dare_kept is not None else di
         deltas.append(delta)
         stats.append({"lo": None, "hi": None, "threshold": None if thr is None else float(thr),
                       "max": None, "kept": kept})
@@ -349,11 +356,16 @@ def gta_group(T, densities, weights, lam, normalize, consensus, trim, dare_kept=
         div = np.where(div == 0, F32(1), div).astype(F32)
     else:
         mixed = seq_sum(wd)
-        div = F32(0)
-        for x in w:
-            div = F32(div + x)
-        if normalize and div == 0:
-            raise RefError("the weights sum to 0: nothing to normalize by")
+        if P is None:
+            div = F32(0)
+            for x in w:
+                div = F32(div + x)
+            if normalize and div == 0:
+                raise RefError("the weights sum to 0: nothing to normalize by")
+        else:                                          # the weights of the tasks present
+            div = np.zeros(d, dtype=F32)
+            for i in range(n):
+                div = np.where(Pm[i], div + w[i], div).astype(F32)
     if normalize:
         mixed = (mixed / div).astype(F32)
     return (F32(lam) * mixed).astype(F32), stats
@@ -506,7 +518,7 @@ def dare_keep(seed, task, name, numel, density):
     return u < density
 
 
-def dare_group(T, names_sizes, seed, density, rescale=True):
+def dare_group(T, names_sizes, seed, density, rescale=True, P=None):
     """Drop with p = 1 - density, rescale survivors (τ / float32(density), unless rescale is
     off); density: one number, or one per task. Returns the new task vectors and, per task, how
     many elements the mask kept."""
@@ -517,7 +529,9 @@ def dare_group(T, names_sizes, seed, density, rescale=True):
         k = 0
         di = density[i] if isinstance(density, (list, tuple)) else density
         for name, size in names_sizes:
-            keep = dare_keep(seed, i, name, size, di)
+            keep = dare_keep(seed, i, name, size, di)   # keyed by the task's own index
+            if P is not None:
+                keep = keep & P[i, off:off + size]
             seg = T[i, off:off + size]
             out[i, off:off + size] = np.where(keep, seg / F32(di) if rescale else seg, F32(0))
             k += int(np.count_nonzero(keep))
@@ -529,7 +543,9 @@ def dare_group(T, names_sizes, seed, density, rescale=True):
 # ------------------------------------------------------------------------------------------------
 # The merge driver
 # ------------------------------------------------------------------------------------------------
-def participating(base, tasks, excludes):
+def participating(base, tasks, excludes, absent="copy"):
+    """The merged tensors. absent "copy": a tensor some task lacks is copied from the base;
+    "skip": it is merged when some task has it, the tasks lacking it taking no part."""
     pats = [re.compile(p) for p in excludes]
     names = []
     for name, t in base.items():
@@ -537,16 +553,17 @@ def participating(base, tasks, excludes):
             continue
         if any(p.search(name) for p in pats):
             continue
-        ok = all(name in m and m[name].dtype in FLOAT_DTYPES and m[name].shape == t.shape
-                 for m in tasks)
-        if ok:
+        have = [m for m in tasks if name in m]
+        ok = all(m[name].dtype in FLOAT_DTYPES and m[name].shape == t.shape for m in have)
+        if ok and (len(have) == len(tasks) or (absent == "skip" and have)):
             names.append(name)
     return names
 
 
 def merge(base_dir, task_dirs, out_dir, method="pcb", density=0.1, lam=1.0, lambdas=None,
           weights=None, clamp_ratio=1e-4, scope="global", out_dtype="base", excludes=(),
-          seed=0, allow_nonfinite=False, densities=None, normalize=None, rescale=None):
+          seed=0, allow_nonfinite=False, densities=None, normalize=None, rescale=None,
+          absent="copy"):
     base = read_model(base_dir)
     tasks = [read_model(p) for p in task_dirs]
     n = len(tasks)
@@ -569,17 +586,25 @@ def merge(base_dir, task_dirs, out_dir, method="pcb", density=0.1, lam=1.0, lamb
         normalize = method in ("linear", "ties", "dare_ties")
     if rescale is None:
         rescale = True
-    names = participating(base, tasks, excludes)
+    names = participating(base, tasks, excludes, absent)
     sizes = [base[nm].numel for nm in names]
     d = int(sum(sizes))
+    partial = [nm for nm in names if not all(nm in m for m in tasks)]
 
     report = {"method": method, "d": d, "scope": scope, "tasks": []}
     merged = {}
     if d > 0:
         B = np.concatenate([base[nm].f32() for nm in names]).astype(F32)
         TH = np.empty((n, d), dtype=F32)
-        for i, m in enumerate(tasks):
-            TH[i] = np.concatenate([m[nm].f32() for nm in names])
+        P = None                                       # present: P[i] the elements task i has
+        if partial:
+            P = np.concatenate([np.full((n, base[nm].numel), True) if nm not in partial else
+                                np.array([[nm in m] * base[nm].numel for m in tasks])
+                                for nm in names], axis=1)
+            if method == "pcb":
+                raise RefError("pcb: tensors missing from a task model are not supported here")
+        for i, m in enumerate(tasks):                  # a task lacking a tensor: θ = base there
+            TH[i] = np.concatenate([m[nm].f32() if nm in m else base[nm].f32() for nm in names])
         if not allow_nonfinite:
             for label, arr in [("base", B)] + [("task %d" % (i + 1), TH[i]) for i in range(n)]:
                 bad = ~np.isfinite(arr)
@@ -603,29 +628,31 @@ def merge(base_dir, task_dirs, out_dir, method="pcb", density=0.1, lam=1.0, lamb
         for g0, g1, gnames, gsizes in groups:
             g0, g1 = int(g0), int(g1)
             Tg = T[:, g0:g1]
+            Pg = None if P is None else P[:, g0:g1]
             stats = [{"lo": None, "hi": None, "threshold": None, "max": None, "kept": 0}] * n
             if gta:
                 consensus = method in ("ties", "dare_ties")
                 dk = None
                 if method.startswith("dare"):
-                    Tg, dk = dare_group(Tg, list(zip(gnames, gsizes)), seed, densities, rescale)
+                    Tg, dk = dare_group(Tg, list(zip(gnames, gsizes)), seed, densities, rescale,
+                                        P=Pg)
                 tau_m, stats = gta_group(Tg, densities, weights, lam, normalize, consensus,
-                                         trim=method == "ties", dare_kept=dk)
+                                         trim=method == "ties", dare_kept=dk, P=Pg)
                 OUT[g0:g1] = B[g0:g1] + tau_m
             elif method == "pcb":
                 tau_m, stats = pcb_group(Tg, density, clamp_ratio, lambdas)
                 OUT[g0:g1] = B[g0:g1] + tau_m
             elif method == "ties":
-                tau_m, stats = ties_group(Tg, density, lambdas)
+                tau_m, stats = ties_group(Tg, density, lambdas, P=Pg)
                 OUT[g0:g1] = B[g0:g1] + tau_m
             elif method == "dare_ties":
-                Dg, dk = dare_group(Tg, list(zip(gnames, gsizes)), seed, density)
-                tau_m, stats = ties_group(Dg, density, lambdas, trim=False, dare_kept=dk)
+                Dg, dk = dare_group(Tg, list(zip(gnames, gsizes)), seed, density, P=Pg)
+                tau_m, stats = ties_group(Dg, density, lambdas, trim=False, dare_kept=dk, P=Pg)
                 OUT[g0:g1] = B[g0:g1] + tau_m
             elif method in ("task_arithmetic", "dare_linear"):
-                kept = [g1 - g0] * n                    # every element counts as kept
+                kept = [g1 - g0] * n if Pg is None else [int(np.count_nonzero(x)) for x in Pg]
                 if method == "dare_linear":
-                    Tg, kept = dare_group(Tg, list(zip(gnames, gsizes)), seed, density)
+                    Tg, kept = dare_group(Tg, list(zip(gnames, gsizes)), seed, density, P=Pg)
                 stats = [{"lo": None, "hi": None, "threshold": None, "max": None, "kept": k}
                          for k in kept]
                 if all(l == lambdas[0] for l in lambdas):
@@ -633,6 +660,15 @@ def merge(base_dir, task_dirs, out_dir, method="pcb", density=0.1, lam=1.0, lamb
                 else:
                     tau_m = seq_sum([F32(l) * t for l, t in zip(lambdas, Tg)])
                 OUT[g0:g1] = B[g0:g1] + tau_m
+            elif method == "linear" and Pg is not None:  # the present tasks' sums, per element
+                wsum = np.zeros(g1 - g0, dtype=F32)
+                acc = np.zeros(g1 - g0, dtype=F32)
+                for i, w in enumerate(weights):
+                    wsum = np.where(Pg[i], wsum + F32(w), wsum).astype(F32)
+                    acc = np.where(Pg[i], acc + F32(w) * TH[i, g0:g1], acc).astype(F32)
+                OUT[g0:g1] = acc / wsum if normalize else acc
+                stats = [{"lo": None, "hi": None, "threshold": None, "max": None,
+                          "kept": int(np.count_nonzero(Pg[i]))} for i in range(n)]
             elif method == "linear":
                 wsum = F32(0)
                 for w in weights:
@@ -984,6 +1020,9 @@ def main(argv):
                         "same on every CPU), NumPy's float32 functions (CPU-dependent last bits), or "
                         "f64: every operation in float64, rounded once at the end (the yardstick "
                         "for float32 arithmetic, not pcbmerge's semantics)")
+    m.add_argument("--absent", choices=["copy", "skip"], default="copy",
+                   help="a tensor some task lacks: copied from the base, or merged over the "
+                   "tasks that have it (present tasks only)")
     m.add_argument("--report", default=None, help="JSON report path (default OUT/ref_report.json)")
     m.add_argument("tasks", nargs="+")
     sub.add_parser("selftest")
@@ -999,7 +1038,7 @@ def main(argv):
     try:
         rep = merge(a.base, a.tasks, a.out, a.method, a.density, a.lam, floats(a.lambdas),
                     floats(a.weights), a.clamp_ratio, a.scope, a.dtype, a.exclude, a.seed,
-                    a.allow_nonfinite, floats(a.densities), a.normalize, a.rescale)
+                    a.allow_nonfinite, floats(a.densities), a.normalize, a.rescale, a.absent)
     except RefError as e:
         print("pcb_ref.py: " + str(e), file=sys.stderr)
         return 1
