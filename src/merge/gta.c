@@ -75,6 +75,10 @@ typedef struct gta_state {
     /* DELLA in global scope: per task, the model's coarse |τ| histogram as cumulative counts
      * (cum[b] elements below coarse bin b, cum[b + 1] − cum[b] in it) */
     uint64_t *cum;                        /* [N][PCBM_QBINS + 1] */
+    /* a task lacking a tensor takes no part in it: the range's elements each task has, and the
+     * model's (global scope's DELLA ranks) */
+    uint64_t d[PCBM_MAX_TASKS];
+    uint64_t dmodel[PCBM_MAX_TASKS];
 } gta_state;
 
 static bool random_like(const gta_state *gs)
@@ -253,7 +257,7 @@ static uint64_t della_mask(const pcbm_mctx *mc, gta_state *gs, unsigned w, const
     const uint32_t *rank = NULL;
     uint64_t row = UINT64_MAX;
     if (gs->global) {
-        uint64_t d1 = mc->layout->d - 1;
+        uint64_t d1 = gs->dmodel[i] ? gs->dmodel[i] - 1 : 0;
         for (unsigned k = 0; k < tl->n; k++) {
             uint64_t q = della_global_rank(gs, i, pcbm_fkey(fabsf(tl->tau[i][k])));
             double rn = d1 > 0 ? (double)q / (double)d1 : 0.0;
@@ -286,6 +290,10 @@ static uint64_t masked(const pcbm_mctx *mc, gta_state *gs, unsigned w, const pcb
     const float *tau = tl->tau[i];
     unsigned n = tl->n;
     uint64_t kept = 0;
+    if (!pcbm_tile_has(tl, i)) { /* lacks the tensor: no part in it */
+        memset(out, 0, n * sizeof *out);
+        return 0;
+    }
     switch (gs->mode[i]) {
     case MODE_ALL:
         memcpy(out, tau, n * sizeof *out);
@@ -323,7 +331,9 @@ static uint64_t masked(const pcbm_mctx *mc, gta_state *gs, unsigned w, const pcb
 
 /* ---- the mix: mergekit's weighted sum, with or without the sign consensus ---- */
 
-/* v[i] (the sparsified τ_i, rescaled) times w_i; then per element, in task order:
+/* Tasks lacking the tensor take no part (mergekit has only the others' tensors): their v is 0
+ * and their weight is not in W.
+ * v[i] (the sparsified τ_i, rescaled) times w_i; then per element, in task order:
  *   consensus: s = Σ v_i·w_i, m = s ≥ 0 ? +1 : −1; a task takes part where sign(w_i v_i) = m
  *              (zeros never); mixed = Σ of those, W = Σ of their w_i (0 → 1);
  *   none:      mixed = Σ w_i v_i, W = Σ w_i (|W| < 1e-8 → 1);
@@ -335,7 +345,8 @@ static void mix(const pcbm_mctx *mc, const gta_state *gs, const pcbm_tile *tl)
     float w[PCBM_MAX_TASKS], wall = 0.0f;
     for (unsigned i = 0; i < N; i++) {
         w[i] = (float)tparam(mc, t, i, PCBM_P_WEIGHT);
-        wall += w[i];
+        if (pcbm_tile_has(tl, i))
+            wall += w[i];
     }
     if (fabsf(wall) < 1e-8f)
         wall = 1.0f;
@@ -402,7 +413,7 @@ static void tile_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *ar
     bool l1 = rescales(mc, tl->bv->tensor);
     pcbm_xsum *xs = xs_local(gs, w);
     for (unsigned i = 0; i < mc->ntasks; i++) {
-        if (gs->mode[i] != MODE_MAGNITUDE && gs->mode[i] != MODE_OUTLIERS)
+        if ((gs->mode[i] != MODE_MAGNITUDE && gs->mode[i] != MODE_OUTLIERS) || !pcbm_tile_has(tl, i))
             continue;
         /* both cuts of a task read the same coarse histogram (stream 2i) */
         pcbm_k_hist_coarse(tl->tau[i], tl->n, true, 1, pcbm_hset_local(&gs->h, w, 2 * i));
@@ -415,7 +426,7 @@ static void tile_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     gta_state *gs = arg;
     for (unsigned c = 0; c < 2 * mc->ntasks; c++)
-        if (gs->cut[c])
+        if (gs->cut[c] && pcbm_tile_has(tl, c / 2))
             pcbm_k_hist_fine(tl->tau[c / 2], tl->n, true, gs->sel[c].prefix,
                              pcbm_hset_local(&gs->h, w, c));
 }
@@ -428,7 +439,7 @@ static void index_hist(gta_state *gs, unsigned w, const pcbm_tile *tl)
     unsigned sh = gs->ishift;
     uint64_t j0 = tile_index0(gs, tl);
     for (unsigned c = 0; c < 2 * gs->mc->ntasks; c++) {
-        if (!gs->icut[c])
+        if (!gs->icut[c] || !pcbm_tile_has(tl, c / 2))
             continue;
         const float *tau = tl->tau[c / 2];
         uint32_t key = gs->key[c];
@@ -455,7 +466,7 @@ static void tile_dhist(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg
 {
     gta_state *gs = arg;
     for (unsigned i = 0; i < mc->ntasks; i++)
-        if (gs->mode[i] == MODE_DELLA)
+        if (gs->mode[i] == MODE_DELLA && pcbm_tile_has(tl, i))
             pcbm_k_hist_coarse(tl->tau[i], tl->n, true, 1, pcbm_hset_local(&gs->h, w, i));
 }
 
@@ -478,7 +489,7 @@ static void tile_l1(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
     pcbm_xsum *xs = xs_local(gs, w);
     float *v = tl->tmp;
     for (unsigned i = 0; i < N; i++) {
-        if (gs->mode[i] == MODE_ALL || gs->mode[i] == MODE_NONE)
+        if (gs->mode[i] == MODE_ALL || gs->mode[i] == MODE_NONE || !pcbm_tile_has(tl, i))
             continue;
         masked(mc, gs, w, tl, i, v);
         pcbm_xsum_add(&xs[N + i], pcbm_xsum_abs_f32(v, tl->n));
@@ -525,7 +536,8 @@ static int first_round(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
 {
     gta_state *gs = st;
     for (unsigned i = 0; i < mc->ntasks; i++) {
-        gs->mode[i] = task_mode(gs, rg->t1 - 1, i, rg->d);
+        gs->d[i] = pcbm_range_task_elems(mc->layout, rg->t0, rg->t1, i);
+        gs->mode[i] = task_mode(gs, rg->t1 - 1, i, gs->d[i]);
         gs->key[2 * i] = 0;
         gs->idx[2 * i] = gs->mode[i] == MODE_MAGNITUDE ? NO_INDEX : 0;
         gs->key[2 * i + 1] = 0xffffffffu;
@@ -617,7 +629,7 @@ static int finish_fine(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
          * dropped, upper cut kept) */
         uint64_t m;
         if (gs->mode[c / 2] == MODE_MAGNITUDE) {
-            uint64_t above = rg->d - below - eq, k = rg->d - gs->rank[c];
+            uint64_t di = gs->d[c / 2], above = di - below - eq, k = di - gs->rank[c];
             m = k - above;
             gs->idx[c] = m >= eq ? NO_INDEX : 0;
         } else {
@@ -849,6 +861,8 @@ static pcbm_status gta_init(const pcbm_mctx *mc, void **state, pcbm_error *err)
     }
     gs->mc = mc;
     gs->global = mc->o->scope == PCBM_SCOPE_GLOBAL;
+    for (unsigned i = 0; i < mc->ntasks; i++)
+        gs->dmodel[i] = pcbm_range_task_elems(mc->layout, 0, mc->layout->nt, i);
     switch (mc->o->method) {
     case PCBM_METHOD_TIES: gs->sp = SP_MAGNITUDE, gs->consensus = true; break;
     case PCBM_METHOD_DARE_TIES: gs->sp = SP_RANDOM, gs->consensus = true; break;
@@ -972,7 +986,7 @@ static unsigned gta_max_rounds(const pcbm_merge_opts *o, const pcbm_layout *p)
         .stats_bytes = gta_stats_bytes, .init = gta_init, .free = gta_free, .rounds = gta_rounds, \
         .nrounds = GTA_NROUNDS, .passes_planned = 5, .max_rounds = gta_max_rounds,                \
         .first_round = first_round, .save = gta_save, .load = gta_load, .how = gta_how,           \
-        .apply = tile_apply, .scope_tensor = true, .whole_rows = ROWS,                            \
+        .apply = tile_apply, .scope_tensor = true, .whole_rows = ROWS, .partial = true,           \
     }
 
 /* mergekit's registry: ties normalizes, the others do not; the random ones (and DELLA) rescale. */

@@ -240,12 +240,20 @@ def gta_global(name, tensors, tparams, gparams, seed=0, kept=None):
     rescale = bool(gparams.get("rescale", dresc))
     lam = float(gparams.get("lambda", 1.0))
     n = len(tparams)
-    sizes = [b.size for _, b, _ in tensors]
-    bounds = np.cumsum([0] + sizes)
-    scaled = []  # per task: the sparsified, rescaled τ over the model (flat)
+    scaled = []  # per task: the sparsified, rescaled τ over the tensors it has (flat)
+    at = []      # per task: per tensor, the offset of its slice in scaled[i] (None: lacks it)
     for i in range(n):
+        own = [(tn, b, ts) for tn, b, ts in tensors if ts[i] is not None]  # present tasks only
+        offs, o = [], 0
+        for _, b, ts in tensors:
+            offs.append(o if ts[i] is not None else None)
+            o += b.size if ts[i] is not None else 0
+        at.append(offs)
+        if not own:
+            scaled.append(np.zeros(0, dtype=F32))
+            continue
         tau = np.concatenate([(np.asarray(ts[i], dtype=F32) - np.asarray(b, dtype=F32))
-                              .astype(F32).ravel() for _, b, ts in tensors])
+                              .astype(F32).ravel() for _, b, ts in own])
         tp = tparams[i]
         d = float(tp.get("density", 1.0))
         if sp == "magnitude":
@@ -253,12 +261,12 @@ def gta_global(name, tensors, tparams, gparams, seed=0, kept=None):
         elif sp == "magnitude_outliers":
             v, k = magnitude_outliers(tau, d, float(tp.get("gamma", 0.01)), rescale)
         elif sp == "della_magprune":
-            v, k = della_global(tau, d, float(tp.get("epsilon", 0.15)), rescale, seed, i, tensors)
+            v, k = della_global(tau, d, float(tp.get("epsilon", 0.15)), rescale, seed, i, own)
         else:
             if d >= 1:
                 v, k = tau, tau.size
             else:
-                mask = np.concatenate([dare_keep(seed, i, tn, b.size, d) for tn, b, _ in tensors])
+                mask = np.concatenate([dare_keep(seed, i, tn, b.size, d) for tn, b, _ in own])
                 v, k = rescaled(tau, mask, rescale), int(mask.sum())
         if kept is not None:
             kept[i] += k
@@ -266,9 +274,10 @@ def gta_global(name, tensors, tparams, gparams, seed=0, kept=None):
     out = []
     for t, (tn, b, ts) in enumerate(tensors):
         b = np.asarray(b, dtype=F32)
-        deltas = [scaled[i][bounds[t]:bounds[t + 1]].reshape(b.shape) for i in range(n)]
-        w = [F32(tp["weight"][t] if isinstance(tp["weight"], list) else tp["weight"])
-             for tp in tparams]
+        has = [i for i in range(n) if ts[i] is not None]
+        deltas = [scaled[i][at[i][t]:at[i][t] + b.size].reshape(b.shape) for i in has]
+        w = [F32(tparams[i]["weight"][t] if isinstance(tparams[i]["weight"], list)
+                 else tparams[i]["weight"]) for i in has]
         out.append(mix(consensus, b, deltas, w, normalize, lam))
     return out
 
@@ -303,16 +312,18 @@ def merge(a):
     if a.scope == "global":
         return merge_global(a, base, tasks, tparams, gparams)
     for name, t in base.items():
-        merge_it = t.dtype in FLOAT_DTYPES and all(
-            name in m and m[name].dtype in FLOAT_DTYPES and m[name].shape == t.shape for m in tasks)
-        if not merge_it:
+        has = present(a, name, t, tasks)
+        if not has:
             out.append((name, t.dtype, t.shape, bytes(np.asarray(t.raw))))
             continue
         shape = tuple(t.shape)
         b = t.f32().reshape(shape)
-        ts = [m[name].f32().reshape(shape) for m in tasks]
-        ctx = {"seed": a.seed, "task_index": list(range(n)), "shape": shape, "name": name}
-        r = gta(a.method, b, ts, tparams, gparams, ctx, kept)
+        ts = [tasks[i][name].f32().reshape(shape) for i in has]   # present tasks only
+        ctx = {"seed": a.seed, "task_index": has, "shape": shape, "name": name}
+        sub = [0] * len(has)
+        r = gta(a.method, b, ts, [tparams[i] for i in has], gparams, ctx, sub)
+        for j, i in enumerate(has):
+            kept[i] += sub[j]
         d += t.numel
         out.append((name, t.dtype, t.shape, encode(t.dtype, r.ravel())))
     write_model(a.out, out)
@@ -321,19 +332,32 @@ def merge(a):
         json.dump(rep, f)
 
 
+def present(a, name, t, tasks):
+    """The tasks (0-based) whose tensor `name` is merged: all, or none (copied from the base)
+    when one lacks it; with --absent skip, those that have it (mergekit passes only the present
+    models' tensors to the method)."""
+    if t.dtype not in FLOAT_DTYPES:
+        return []
+    has = [i for i, m in enumerate(tasks) if name in m]
+    if not all(tasks[i][name].dtype in FLOAT_DTYPES and tasks[i][name].shape == t.shape
+               for i in has):
+        return []
+    return has if len(has) == len(tasks) or (has and a.absent == "skip") else []
+
+
 def merge_global(a, base, tasks, tparams, gparams):
     n = len(tasks)
     kept = [0] * n
     out, merged = [], []
     for name, t in base.items():
-        merge_it = t.dtype in FLOAT_DTYPES and all(
-            name in m and m[name].dtype in FLOAT_DTYPES and m[name].shape == t.shape for m in tasks)
-        if not merge_it:
+        has = present(a, name, t, tasks)
+        if not has:
             out.append((name, t.dtype, t.shape, bytes(np.asarray(t.raw))))
             continue
         shape = tuple(t.shape)
         merged.append((name, t.f32().reshape(shape),
-                       [m[name].f32().reshape(shape) for m in tasks]))
+                       [m[name].f32().reshape(shape) if i in has else None
+                        for i, m in enumerate(tasks)]))
         out.append((name, t.dtype, t.shape, None))
     res = gta_global(a.method, merged, tparams, gparams, a.seed, kept)
     it = iter(res)
@@ -370,6 +394,9 @@ def main(argv):
     m.add_argument("--mergekit", action="store_true", help="accepted (always mergekit's)")
     m.add_argument("--report")
     m.add_argument("--scope", choices=("tensor", "global"), default="tensor")
+    m.add_argument("--absent", choices=("copy", "skip"), default="copy",
+                   help="a tensor some task lacks: copied from the base, or merged over the "
+                   "tasks that have it")
     m.add_argument("tasks", nargs="+")
     a = ap.parse_args(argv)
     merge(a)
