@@ -5,7 +5,9 @@
  * order), their mean c, t = N·c / (1 + (N−1)·c), and the apply writes
  * t·mean(θ_i) + (1−t)·base in float32 (the mean: the task models summed in order, divided by N).
  * Norm products are clamped at 1e-6 and cosines to [-1, 1] (mergekit). filter_wise (one t per
- * row) is refused for now.
+ * row) is refused for now. A task lacking the tensor takes no part (mergekit has only the
+ * others' tensors): N counts the tasks that have it, and the pairs are theirs; fewer than two
+ * is refused (mergekit's "requires at least 3 models").
  */
 #include "method.h"
 #include "../stats/xsum.h"
@@ -20,6 +22,13 @@ typedef struct stock_state {
     pcbm_xsum *tot;                     /* [nsums] */
     float t;                            /* the tensor's t (float32) */
 } stock_state;
+
+/* The tasks that have tensor t (bit i: task i). */
+static uint64_t present(const pcbm_mctx *mc, size_t t)
+{
+    uint64_t all = mc->ntasks >= 64 ? ~0ull : (1ull << mc->ntasks) - 1;
+    return all & ~mc->layout->t[t].absent;
+}
 
 static unsigned nsums_of(unsigned n) { return n + n * (n - 1) / 2; }
 
@@ -44,12 +53,16 @@ static void tile_sums(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 static void tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     const stock_state *s = arg;
-    unsigned N = mc->ntasks;
+    unsigned N = 0;
+    const float *th[PCBM_MAX_TASKS];
+    for (unsigned i = 0; i < mc->ntasks; i++)
+        if (pcbm_tile_has(tl, i))
+            th[N++] = tl->theta[i];
     float t = s->t, u = 1.0f - s->t, fn = (float)N;
     for (unsigned k = 0; k < tl->n; k++) {
-        float sum = tl->theta[0][k];
+        float sum = th[0][k];
         for (unsigned i = 1; i < N; i++)
-            sum += tl->theta[i][k];
+            sum += th[i][k];
         tl->tmp[k] = t * (sum / fn) + u * tl->base[k];
     }
 }
@@ -63,6 +76,12 @@ static pcbm_status begin_sums(void *st, const pcbm_mctx *mc, const pcbm_range *r
         return pcbm_fail(err, PCBM_ERR_USAGE, "model_stock: tensor %s: filter_wise (one t per "
                          "row) is not supported yet; merge it with filter_wise false (the "
                          "default)", mc->layout->t[t].name);
+    const pcbm_tlayout *tt = &mc->layout->t[t];
+    if (__builtin_popcountll(present(mc, t)) < 2)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "model_stock: tensor %s is missing from task model "
+                         "%u (%s): model_stock needs the base and at least two task models' "
+                         "tensors (mergekit refuses too); exclude it (`exclude`) to copy it from "
+                         "the base", tt->name, tt->why_task, mc->o->tasks[tt->why_task - 1]);
     for (unsigned k = 0; k < s->nsums; k++)
         pcbm_xsum_clear(&s->tot[k]);
     for (size_t k = 0; k < (size_t)mc->threads * s->nsums; k++)
@@ -82,14 +101,19 @@ static unsigned regions_sums(void *st, const pcbm_mctx *mc, pcbm_acc *region)
 static int finish_sums(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
 {
     stock_state *s = st;
-    unsigned N = mc->ntasks, k = N, pairs = 0;
+    unsigned NT = mc->ntasks, k = NT, pairs = 0;
+    uint64_t has = present(mc, rg->t1 - 1);
+    unsigned N = (unsigned)__builtin_popcountll(has);
     double norm[PCBM_MAX_TASKS], csum = 0.0;
-    for (unsigned i = 0; i < N; i++)
+    for (unsigned i = 0; i < NT; i++)
         norm[i] = sqrt(pcbm_xsum_value(&s->tot[i]));
-    for (unsigned i = 0; i < N; i++)
-        for (unsigned j = i + 1; j < N; j++, pairs++) {
-            double c = pcbm_xsum_value(&s->tot[k++]) / fmax(norm[i] * norm[j], 1e-6);
+    for (unsigned i = 0; i < NT; i++)
+        for (unsigned j = i + 1; j < NT; j++, k++) {
+            if (!(has >> i & 1u) || !(has >> j & 1u))
+                continue; /* a task lacking the tensor takes no part */
+            double c = pcbm_xsum_value(&s->tot[k]) / fmax(norm[i] * norm[j], 1e-6);
             csum += fmin(fmax(c, -1.0), 1.0);
+            pairs++;
         }
     double c = csum / pairs;
     s->t = (float)((N * c) / (1.0 + (N - 1) * c));
@@ -149,6 +173,7 @@ const pcbm_method_def pcbm_method_model_stock = {
     .uses = PCBM_USES_FILTER_WISE | PCBM_USES_SCOPE,
     .needs_theta = true,
     .per_tensor = true,
+    .partial = true,
     .stats_bytes = stock_stats_bytes,
     .init = stock_init,
     .free = stock_free,

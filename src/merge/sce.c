@@ -10,6 +10,8 @@
  *              Σ < 1e-6: 1/N each), rounded to float32.
  *   erase      per element the sign of Σ τ'_i (≥ 0: +1), the tasks whose sign agrees keep their
  *              weight; result base + Σ τ'_i·w_i / max(Σ w_i, 1e-6) over those, in task order.
+ * A task lacking the tensor takes no part (mergekit has only the others' tensors): the variance,
+ * the weights (1/N: N the tasks that have it) and the erase run over the tasks that have it.
  * Rounds per tensor: variance coarse and fine (exact radix select of the cut, with the count of
  * non-zero variances), index coarse and fine (only when the cut splits equal values: the last
  * index kept among them), weights (N exact sums of squares).
@@ -47,25 +49,34 @@ static uint64_t sce_stats_bytes(const pcbm_merge_opts *o, unsigned threads, cons
            ((uint64_t)threads + 1) * o->ntasks * sizeof(pcbm_xsum);
 }
 
-/* The variance of element k across the task vectors (see the file's comment). */
+/* The variance of element k across the task vectors of the tasks that have the tensor (see the
+ * file's comment). */
 static float variance(const pcbm_tile *tl, unsigned N, unsigned k)
 {
-    float x0 = tl->tau[0][k];
-    bool same = true;
+    float x0 = 0.0f;
+    bool same = true, first = true;
     double m = 0.0;
+    unsigned np = 0;
     for (unsigned i = 0; i < N; i++) {
+        if (!pcbm_tile_has(tl, i))
+            continue;
+        if (first)
+            x0 = tl->tau[i][k], first = false;
         m += (double)tl->tau[i][k];
         same = same && tl->tau[i][k] == x0;
+        np++;
     }
     if (same)
         return 0.0f;
-    m /= N;
+    m /= np;
     double v = 0.0;
     for (unsigned i = 0; i < N; i++) {
+        if (!pcbm_tile_has(tl, i))
+            continue;
         double d = (double)tl->tau[i][k] - m;
         v += d * d;
     }
-    return (float)(v / N);
+    return (float)(v / np);
 }
 
 static void variances(const pcbm_mctx *mc, const pcbm_tile *tl, float *var)
@@ -286,14 +297,18 @@ static unsigned regions_weights(void *st, const pcbm_mctx *mc, pcbm_acc *region)
 static int finish_weights(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
 {
     sce_state *s = st;
-    unsigned N = mc->ntasks;
+    unsigned N = mc->ntasks, np = 0;
+    uint64_t absent = mc->layout->t[rg->t1 - 1].absent;
     double ms[PCBM_MAX_TASKS], sum = 0.0;
     for (unsigned i = 0; i < N; i++) {
         ms[i] = pcbm_xsum_value(&s->tot[i]) / (double)rg->d;
-        sum += ms[i];
+        if (!(absent >> i & 1u)) { /* a task lacking the tensor takes no part: weight 0 */
+            sum += ms[i];
+            np++;
+        }
     }
     for (unsigned i = 0; i < N; i++)
-        s->w[i] = (float)(fabs(sum) < 1e-6 ? 1.0 / N : ms[i] / sum);
+        s->w[i] = absent >> i & 1u ? 0.0f : (float)(fabs(sum) < 1e-6 ? 1.0 / np : ms[i] / sum);
     return PCBM_ROUND_DONE;
 }
 
@@ -378,6 +393,7 @@ const pcbm_method_def pcbm_method_sce = {
     .name = "sce",
     .uses = PCBM_USES_SELECT_TOPK | PCBM_USES_SCOPE,
     .per_tensor = true,
+    .partial = true,
     .stats_bytes = sce_stats_bytes,
     .init = sce_init,
     .free = sce_free,

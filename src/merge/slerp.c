@@ -15,6 +15,9 @@
  *            form without base_model too, a, b = the two models, t = w_1/(w_0 + w_1), no base
  *            added. Norms clamped at 1e-7, cos clamped to [-1, 1], |sin θ| < 1e-8: lerp.
  * Per-row interpolation (nuslerp_flatten false) is refused for now.
+ * A task model lacking a tensor: slerp has one task model, so the tensor is copied from the base
+ * (mergekit's slerp returns the base's tensor when it is the only one); nuslerp with two task
+ * models refuses it (mergekit raises: it interpolates exactly two models).
  */
 #include "method.h"
 #include "../stats/xsum.h"
@@ -110,6 +113,13 @@ static pcbm_status begin_sums(void *st, const pcbm_mctx *mc, const pcbm_range *r
         return pcbm_fail(err, PCBM_ERR_USAGE, "%s: tensor %s has no finite `t` (got %g): give t "
                          "for every tensor", pcbm_method_name(mc->o->method), mc->layout->t[t].name,
                          pcbm_tparam(mc, t, 0, PCBM_P_T));
+    const pcbm_tlayout *tt = &mc->layout->t[t];
+    if (tt->absent)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "%s: tensor %s is missing from task model %u (%s): "
+                         "the interpolation needs both task models' tensors (mergekit refuses "
+                         "too); exclude it (`exclude`) to copy it from the base",
+                         pcbm_method_name(mc->o->method), tt->name, tt->why_task,
+                         mc->o->tasks[tt->why_task - 1]);
     for (unsigned k = 0; k < S_NSUMS; k++)
         pcbm_xsum_clear(&s->tot[k]);
     for (size_t k = 0; k < (size_t)mc->threads * S_NSUMS; k++)
@@ -243,6 +253,7 @@ const pcbm_method_def pcbm_method_slerp = {
     .uses = PCBM_USES_T | PCBM_USES_SCOPE,
     .needs_theta = true,
     .per_tensor = true,
+    .partial = true,
     .stats_bytes = slerp_stats_bytes,
     .init = slerp_init,
     .free = slerp_free,
@@ -261,6 +272,7 @@ const pcbm_method_def pcbm_method_nuslerp = {
     .uses = PCBM_USES_T | PCBM_USES_WEIGHTS | PCBM_USES_NUSLERP | PCBM_USES_SCOPE,
     .needs_theta = true,
     .per_tensor = true,
+    .partial = true,
     .stats_bytes = slerp_stats_bytes,
     .init = slerp_init,
     .free = slerp_free,

@@ -175,10 +175,10 @@ def sce(name, base, tasks, tparams, gparams, ctx):
 METHODS = {"slerp": slerp, "nuslerp": nuslerp, "model_stock": model_stock, "sce": sce}
 
 
-def merge(base_dir, task_dirs, out_dir, method, gparams, weights, report=None):
+def merge(base_dir, task_dirs, out_dir, method, gparams, weights, report=None, absent="copy"):
     base = read_model(base_dir)
     tasks = [read_model(p) for p in task_dirs]
-    names = set(participating(base, tasks, []))
+    names = set(participating(base, tasks, [], absent))
     fn = METHODS[method]
     out = []
     for name, t in base.items():
@@ -186,9 +186,10 @@ def merge(base_dir, task_dirs, out_dir, method, gparams, weights, report=None):
             out.append((name, t.dtype, t.shape, t.raw.tobytes()))
             continue
         b = t.f32().reshape(t.shape)
-        xs = [m[name].f32().reshape(t.shape) for m in tasks]
-        tparams = [{"weight": w} for w in weights] if weights else [{} for _ in xs]
-        ctx = {"seed": 0, "task_index": list(range(len(xs))), "shape": tuple(t.shape)}
+        has = [i for i, m in enumerate(tasks) if name in m]  # present tasks only (mergekit)
+        xs = [tasks[i][name].f32().reshape(t.shape) for i in has]
+        tparams = [{"weight": weights[i]} for i in has] if weights else [{} for _ in xs]
+        ctx = {"seed": 0, "task_index": has, "shape": tuple(t.shape)}
         r = fn(name, b, xs, tparams, gparams, ctx) if b.size else b
         out.append((name, t.dtype, t.shape, encode(t.dtype, np.asarray(r, F32).ravel())))
     write_model(out_dir, out)
@@ -212,6 +213,9 @@ def main(argv):
     m.add_argument("--nuslerp-row-wise", action="store_true")
     m.add_argument("--filter-wise", action="store_true")
     m.add_argument("--report", help="a JSON report (method, d): for compare.py --ref-report")
+    m.add_argument("--absent", choices=("copy", "skip"), default="copy",
+                   help="a tensor some task lacks: copied from the base, or merged over the "
+                   "tasks that have it")
     m.add_argument("tasks", nargs="+")
     a = ap.parse_args(argv)
     g = {}
@@ -223,7 +227,7 @@ def main(argv):
     g["nuslerp_row_wise"] = a.nuslerp_row_wise
     g["filter_wise"] = a.filter_wise
     w = [float(x) for x in a.weights.split(",")] if a.weights else None
-    merge(a.base, a.tasks, a.out, a.method, g, w, a.report)
+    merge(a.base, a.tasks, a.out, a.method, g, w, a.report, a.absent)
     return 0
 
 
