@@ -7,6 +7,8 @@
  * Statistics rounds: exact (two radix-select passes for lo/hi, two for t and m) or, for large
  * global merges, the streaming rounds of pcb_stream.c with these exact rounds as their fallback.
  * This file is the method's table entry: its rounds, record, report and apply tile.
+ * A task lacking a tensor takes no part in it: PCB runs on the sub-stack of the tasks that have
+ * it (N their count, Σ_j over them), and each task's statistics over the elements it has.
  */
 #include "pcb_math.h"
 
@@ -25,27 +27,38 @@ static uint64_t pcb_stats_bytes(const pcbm_merge_opts *o, unsigned threads, cons
     return b;
 }
 
-/* Scores s[i][k] of a tile (written into tl->theta[i], which PCB no longer needs). */
+/* The tasks that take part in the tile: N in PCB's formulas. */
+static unsigned tile_tasks(const pcbm_mctx *mc, const pcbm_tile *tl)
+{
+    return mc->ntasks - (unsigned)__builtin_popcountll(tl->absent);
+}
+
+/* Scores s[i][k] of a tile (written into tl->theta[i], which PCB no longer needs); a task
+ * lacking the tensor gets none. */
 static void pcb_scores(const pcbm_mctx *mc, const pcb_state *ps, const pcbm_tile *tl)
 {
     unsigned N = mc->ntasks, n = tl->n;
-    float *sum = tl->tmp;
-    pcbm_k_sum((const float *const *)tl->tau, N, sum, n);
+    float *sum = tl->tmp, nf = (float)tile_tasks(mc, tl);
+    pcbm_k_sum((const float *const *)tl->tau, N, sum, n); /* absent τ are 0 */
     for (unsigned i = 0; i < N; i++)
-        pcbm_k_pcb_score(tl->tau[i], sum, ps->lo_v[i], ps->hi_v[i], (float)N, tl->theta[i], n);
+        if (pcbm_tile_has(tl, i))
+            pcbm_k_pcb_score(tl->tau[i], sum, ps->lo_v[i], ps->hi_v[i], nf, tl->theta[i], n);
 }
 
 static void tile_mag_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     pcb_state *ps = arg;
     for (unsigned i = 0; i < mc->ntasks; i++)
-        pcbm_k_hist_coarse(tl->tau[i], tl->n, true, 1, pcbm_hset_local(&ps->h, w, i));
+        if (pcbm_tile_has(tl, i))
+            pcbm_k_hist_coarse(tl->tau[i], tl->n, true, 1, pcbm_hset_local(&ps->h, w, i));
 }
 
 static void tile_mag_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     pcb_state *ps = arg;
     for (unsigned i = 0; i < mc->ntasks; i++) {
+        if (!pcbm_tile_has(tl, i))
+            continue;
         pcbm_k_hist_fine(tl->tau[i], tl->n, true, ps->lo[i].prefix,
                          pcbm_hset_local(&ps->h, w, 2 * i));
         pcbm_k_hist_fine(tl->tau[i], tl->n, true, ps->hi[i].prefix,
@@ -59,6 +72,8 @@ static void tile_score_coarse(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, vo
     pcb_scores(mc, ps, tl);
     float *mx = ps->max_local + (size_t)w * mc->ntasks;
     for (unsigned i = 0; i < mc->ntasks; i++) {
+        if (!pcbm_tile_has(tl, i))
+            continue;
         pcbm_k_hist_coarse(tl->theta[i], tl->n, false, 1, pcbm_hset_local(&ps->h, w, i));
         mx[i] = pcbm_k_max(tl->theta[i], tl->n, mx[i]);
     }
@@ -69,8 +84,9 @@ static void tile_score_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void
     pcb_state *ps = arg;
     pcb_scores(mc, ps, tl);
     for (unsigned i = 0; i < mc->ntasks; i++)
-        pcbm_k_hist_fine(tl->theta[i], tl->n, false, ps->thr[i].prefix,
-                         pcbm_hset_local(&ps->h, w, i));
+        if (pcbm_tile_has(tl, i))
+            pcbm_k_hist_fine(tl->theta[i], tl->n, false, ps->thr[i].prefix,
+                             pcbm_hset_local(&ps->h, w, i));
 }
 
 /* Scores, weights and the weighted average, one task at a time over the tile (the sums over
@@ -78,17 +94,22 @@ static void tile_score_fine(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void
 static void tile_apply(pcbm_mctx *mc, unsigned w, const pcbm_tile *tl, void *arg)
 {
     pcb_state *ps = arg;
-    unsigned N = mc->ntasks, n = tl->n;
+    unsigned N = mc->ntasks, n = tl->n, np = tile_tasks(mc, tl);
     uint64_t *kept = pcbm_kept_local(mc, w);
     float *sum = tl->tmp, *num = tl->tmp + PCBM_TILE, *den = tl->tmp + 2 * PCBM_TILE;
     pcbm_k_sum((const float *const *)tl->tau, N, sum, n);
-    if (N == 0) {
+    if (np == 0) {
         memset(num, 0, n * sizeof *num);
         memset(den, 0, n * sizeof *den);
     }
-    for (unsigned i = 0; i < N; i++)
-        kept[i] += pcbm_k_pcb_apply_task(tl->tau[i], sum, ps->lo_v[i], ps->hi_v[i], (float)N,
-                                         ps->t_v[i], ps->m_v[i], mc->lam[i], i == 0, num, den, n);
+    bool first = true;
+    for (unsigned i = 0; i < N; i++) {
+        if (!pcbm_tile_has(tl, i)) /* lacks the tensor: no part in it */
+            continue;
+        kept[i] += pcbm_k_pcb_apply_task(tl->tau[i], sum, ps->lo_v[i], ps->hi_v[i], (float)np,
+                                         ps->t_v[i], ps->m_v[i], mc->lam[i], first, num, den, n);
+        first = false;
+    }
     pcbm_k_pcb_apply_finish(tl->base, num, den, tl->tmp, n); /* the result replaces sum */
 }
 
@@ -110,13 +131,19 @@ static int finish_mag_coarse(void *st, const pcbm_mctx *mc, const pcbm_range *rg
 {
     pcb_state *ps = st;
     double c = mc->o->clamp_ratio;
-    uint64_t d = 0;
-    for (uint32_t b = 0; b < PCBM_QBINS; b++)
-        d += pcbm_hset_total(&ps->h, 0)[b];
-    ps->d = d;
-    if (d == 0)
+    uint64_t dall = 0;
+    for (unsigned i = 0; i < mc->ntasks; i++) { /* the elements each task has */
+        uint64_t d = 0;
+        for (uint32_t b = 0; b < PCBM_QBINS; b++)
+            d += pcbm_hset_total(&ps->h, i)[b];
+        ps->di[i] = d;
+        dall = d > dall ? d : dall;
+    }
+    ps->d = dall;
+    if (dall == 0)
         return PCBM_ROUND_DONE;
     for (unsigned i = 0; i < mc->ntasks; i++) {
+        uint64_t d = ps->di[i];
         pcbm_sel_init(&ps->lo[i], pcbm_pcb_rank((double)d * c));
         pcbm_sel_init(&ps->hi[i], pcbm_pcb_rank((double)d * (1.0 - c) - 1.0));
         pcbm_sel_coarse(&ps->lo[i], pcbm_hset_total(&ps->h, i));
@@ -162,7 +189,7 @@ static int finish_score_coarse(void *st, const pcbm_mctx *mc, const pcbm_range *
 {
     pcb_state *ps = st;
     for (unsigned i = 0; i < mc->ntasks; i++) {
-        pcbm_sel_init(&ps->thr[i], pcbm_pcb_rank((double)ps->d * (1.0 - mc->o->density)));
+        pcbm_sel_init(&ps->thr[i], pcbm_pcb_rank((double)ps->di[i] * (1.0 - mc->o->density)));
         pcbm_sel_coarse(&ps->thr[i], pcbm_hset_total(&ps->h, i));
     }
     return PCB_R_SCORE_FINE;
@@ -234,6 +261,11 @@ static unsigned pcb_max_rounds(const pcbm_merge_opts *o, const pcbm_layout *p)
 
 static int pcb_first_round(void *state, const pcbm_mctx *mc, const pcbm_range *rg)
 {
+    pcb_state *ps = state;
+    if (mc->layout->npartial && mc->o->scope == PCBM_SCOPE_GLOBAL &&
+        mc->o->stats_mode == PCBM_STATS_STREAMING)
+        snprintf(ps->how, sizeof ps->how, "exact: radix select, 4 statistics passes (streaming "
+                 "was asked for, but some task model lacks a merged tensor)");
     return pcbm_pcb_stream_will_run(mc->o, mc->layout) ? PCB_R_S1 : PCB_R_MAG_COARSE;
 }
 
@@ -282,6 +314,7 @@ static void pcb_report(const void *state, pcbm_mctx *mc)
 const pcbm_method_def pcbm_method_pcb = {
     .id = PCBM_METHOD_PCB,
     .name = "pcb",
+    .partial = true,
     .uses = PCBM_USES_LAMBDA | PCBM_USES_LAMBDAS | PCBM_USES_DENSITY | PCBM_USES_CLAMP | PCBM_USES_SCOPE |
             PCBM_USES_STREAMING,
     .stats_bytes = pcb_stats_bytes,

@@ -33,6 +33,8 @@ typedef struct pcb_state {
     float lo_v[PCBM_MAX_TASKS], hi_v[PCBM_MAX_TASKS], t_v[PCBM_MAX_TASKS], m_v[PCBM_MAX_TASKS];
     float *max_local;                  /* [threads][N] */
     uint64_t d;                        /* elements of the current range */
+    uint64_t di[PCBM_MAX_TASKS];       /* of them, those each task has (a task lacking a tensor
+                                          takes no part in it) */
     char how[160];                     /* how the statistics were obtained (for the report) */
     pcb_stream *ss;                    /* streaming rounds' state (pcb_stream.c), or NULL */
 } pcb_state;

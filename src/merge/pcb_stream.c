@@ -203,6 +203,9 @@ bool pcbm_pcb_stream_will_run(const pcbm_merge_opts *o, const pcbm_layout *p)
 {
     if (o->scope != PCBM_SCOPE_GLOBAL || o->stats_mode == PCBM_STATS_EXACT || p->d == 0)
         return false;
+    if (p->npartial) /* some task lacks a merged tensor: the samples assume every task has every
+                        element; the exact rounds count each task's own elements */
+        return false;
     if (o->stats_mode == PCBM_STATS_STREAMING)
         return true;
     if (p->d < STREAM_MIN_D)

@@ -240,30 +240,41 @@ def seq_sum(rows):
 # PCB (docs/semantics.md, PCB steps 1-6) on one group of elements: T has shape (N, d), float32
 # task vectors.
 # ------------------------------------------------------------------------------------------------
-def pcb_group(T, density, clamp_ratio, lambdas):
+def pcb_group(T, density, clamp_ratio, lambdas, P=None):
+    """P (N, d) bool: the elements each task has (None: all). Present tasks only: at each element
+    PCB runs on the tasks that have it (N = their count there, Σ_j over them), and each task's
+    statistics (lo, hi, t, m) run over its own d_i elements; elsewhere it takes no part."""
     n, d = T.shape
-    S = seq_sum(T)                                     # Σ_j τ_j, raw
+    Pm = np.ones((n, d), dtype=bool) if P is None else P
+    nf = F32(n) if P is None else Pm.sum(axis=0).astype(F32)   # present tasks per element
+    S = seq_sum(T)                                     # Σ_j τ_j, raw (absent τ are 0)
     num = np.zeros(d, dtype=F32)
     den = np.zeros(d, dtype=F32)
     stats = []
     for i in range(n):
         tau = T[i]
         a = np.abs(tau)
-        lo = kth(a, int(d * clamp_ratio))
-        hi = kth(a, int(d * (1 - clamp_ratio) - 1))
+        pres = Pm[i]
+        di = int(np.count_nonzero(pres))
+        if di == 0:
+            stats.append({"lo": None, "hi": None, "threshold": None, "max": None, "kept": 0})
+            continue
+        lo = kth(a[pres], int(di * clamp_ratio))
+        hi = kth(a[pres], int(di * (1 - clamp_ratio) - 1))
         at = np.minimum(np.maximum(a, lo), hi)
         tct = np.sign(tau) * at                        # sign(0) = 0
         if hi > lo:
             q = (at - lo) / (hi - lo)
         else:                                          # degenerate: normalized magnitude 0
             q = np.zeros(d, dtype=F32)
-        intra = MATH["exp"](F32(n) * (q * q))
+        intra = MATH["exp"]((nf * (q * q)).astype(F32))
         inter = MATH["tanh"](tau * S)
         s = intra * inter
-        t = kth(s, int(d * (1 - density)))
-        m = F32(np.max(s))
+        t = kth(s[pres], int(di * (1 - density)))
+        m = F32(np.max(s[pres]))
         if m > t:
             w = (np.maximum(s, t) - t) / (m - t)
+            w = np.where(pres, w, F32(0)).astype(F32)
         else:                                          # degenerate: nothing above the threshold
             w = np.zeros(d, dtype=F32)
         kept = int(np.count_nonzero(w > 0))
@@ -601,8 +612,6 @@ def merge(base_dir, task_dirs, out_dir, method="pcb", density=0.1, lam=1.0, lamb
             P = np.concatenate([np.full((n, base[nm].numel), True) if nm not in partial else
                                 np.array([[nm in m] * base[nm].numel for m in tasks])
                                 for nm in names], axis=1)
-            if method == "pcb":
-                raise RefError("pcb: tensors missing from a task model are not supported here")
         for i, m in enumerate(tasks):                  # a task lacking a tensor: θ = base there
             TH[i] = np.concatenate([m[nm].f32() if nm in m else base[nm].f32() for nm in names])
         if not allow_nonfinite:
@@ -640,7 +649,7 @@ def merge(base_dir, task_dirs, out_dir, method="pcb", density=0.1, lam=1.0, lamb
                                          trim=method == "ties", dare_kept=dk, P=Pg)
                 OUT[g0:g1] = B[g0:g1] + tau_m
             elif method == "pcb":
-                tau_m, stats = pcb_group(Tg, density, clamp_ratio, lambdas)
+                tau_m, stats = pcb_group(Tg, density, clamp_ratio, lambdas, P=Pg)
                 OUT[g0:g1] = B[g0:g1] + tau_m
             elif method == "ties":
                 tau_m, stats = ties_group(Tg, density, lambdas, P=Pg)
