@@ -1,8 +1,9 @@
 #!/bin/bash
 # SPDX-License-Identifier: Apache-2.0
-# missing_tensor.sh — a task model that lacks a tensor: the tensor is copied from the base (as
-# before), and now the warning, merge_report.json ("copied": tensor, reason, task) and --dry-run
-# name the tensor and the task; --require-all refuses such a merge naming both.
+# missing_tensor.sh — a task model that lacks a tensor: the other tasks merge it and that task
+# takes no part in it (absent_tensor.sh compares every method with the references); the warning,
+# merge_report.json ("partial": tensor, the tasks missing it) and --dry-run name the tensor and
+# the task; --require-all refuses such a merge naming both.
 . "$(dirname "$0")/lib.sh"
 need_bin
 need_gen
@@ -37,18 +38,20 @@ named_everywhere() {
     local log
     log=$("$PCBM_BIN" merge --threads 1 --base "$F/base" --out "$TMP/o" "$F/task1" "$F/task2" 2>&1) ||
         { echo "    $log"; return 1; }
-    grep -q "warning: tensor $GONE is missing from task model 2 ($F/task2)" <<<"$log" ||
+    grep -q "warning: tensor $GONE is missing from task model 2 ($F/task2): merged over the other tasks" <<<"$log" ||
         { echo "    $log"; return 1; }
     "$PY" - "$TMP/o/merge_report.json" "$GONE" "$F/task2" <<'EOF' || return 1
 import json, sys
 rep, gone, task = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
-e = [c for c in rep["copied"] if c["tensor"] == gone]
-assert e and e[0]["reason"] == "missing from a task model" and e[0]["task"] == 2, rep["copied"]
-assert e[0]["task_path"] == task and rep["copied_listed"] == rep["tensors_copied"], e
+e = [c for c in rep["partial"] if c["tensor"] == gone]
+assert e and e[0]["tasks_missing_it"] == [{"task": 2, "task_path": task}], rep["partial"]
+assert rep["partial_listed"] == rep["tensors_partial"] == 1, rep
+assert not [c for c in rep["copied"] if c["tensor"] == gone], rep["copied"]
 assert [w for w in rep["warnings"] if gone in w and "missing from task model 2" in w], rep["warnings"]
 EOF
     log=$("$PCBM_BIN" merge --dry-run --base "$F/base" --out "$TMP/d" "$F/task1" "$F/task2" 2>&1)
-    grep -q "copied: $GONE (BF16: missing from task model 2" <<<"$log" || { echo "    $log"; return 1; }
+    grep -q "partial: $GONE (missing from task 2 ($F/task2): merged over the other tasks)" <<<"$log" ||
+        { echo "    $log"; return 1; }
 }
 check "the tensor and the task are named in the warning, the report and the dry run" named_everywhere
 
