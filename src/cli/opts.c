@@ -187,7 +187,8 @@ static const cli_opt table[] = {
      "discard an unfinished earlier merge into OUT (OUT.partial)"},
     {"require-all", NULL, NULL, O_REQUIRE_ALL, M_MERGE, G_MERGE,
      "refuse a merge in which a tensor is missing from a task model\n"
-     "(by default it is copied from the base, with a warning naming the task)"},
+     "(by default that task takes no part in the tensor, with a warning\n"
+     "naming tensor and task; a tensor every task lacks is copied from the base)"},
     {"take-nonfloat", NULL, "base", O_TAKE_NONFLOAT, M_MERGE, G_MERGE,
      "integer and bool tensors that differ between the models: copy the\n"
      "base's, with a warning (by default such a merge is refused)"},

@@ -102,6 +102,10 @@ static void add_summary(text *t, const json_t *rep)
         (long long)json_integer_value(json_object_get(rep, "tensors_merged")),
         (long long)json_integer_value(json_object_get(rep, "d")),
         (long long)json_integer_value(json_object_get(rep, "tensors_copied")));
+    json_int_t npart = json_integer_value(json_object_get(rep, "tensors_partial"));
+    if (npart > 0) /* tensors some task models lack: those tasks took no part in them */
+        add(t, "- %lld merged tensors are missing from some task models, which took no part "
+            "in them (merge_report.json \"partial\")\n", (long long)npart);
     const char *how = json_string_value(json_object_get(rep, "stats"));
     if (how && strcmp(how, "none") != 0)
         add(t, "- statistics: %s\n", how);

@@ -15,7 +15,9 @@
 # index, statistics, side files) must be byte-identical to the baseline's; merge_report.json
 # (timings) is left out, and pcbmerge.manifest.json is compared without its hash of that report.
 # A bf16 -> f32 merge and an f16 family add the other decode/encode paths; a quirky family
-# (tools/testing/quirky-family.py: FP8 dequantization, a tied head, appended tokens) adds theirs. PCBM_DET_FULL=1 runs the
+# (tools/testing/quirky-family.py: FP8 dequantization, a tied head, appended tokens) adds theirs,
+# and the bf16 family with task 2 lacking two merged tensors (it takes no part in them: tiles with
+# a task absent, per-task element counts) adds pcb and weighted ties on partial tensors. PCBM_DET_FULL=1 runs the
 # whole cross product of the axes for pcb and ties (global) instead (a few minutes).
 . "$(dirname "$0")/lib.sh"
 need_bin
@@ -27,6 +29,10 @@ gen "$F" --preset custom --params 3M --tasks 3 --dtype bf16 --seed 51 --shard-si
 gen "$H" --preset custom --params 1M --tasks 2 --dtype f16 --seed 52 --shard-size 1M
 Q=$TMP/quirky # FP8 base with block scales and a tied head, a BF16 task with appended tokens
 "$PY" "$PCBM_ROOT/tools/testing/quirky-family.py" "$Q" --params 3M || fail "quirky-family.py"
+AB=$TMP/absent # the bf16 family, task 2 without two merged tensors
+mkdir -p "$AB" && ln -s "$F/base" "$AB/base" && ln -s "$F/task1" "$AB/task1" &&
+    ln -s "$F/task3" "$AB/task3" && cp -r "$F/task2" "$AB/task2" || fail "cannot copy task2"
+drop_tensors "$AB/task2" model.layers.0.mlp.up_proj.weight model.layers.0.self_attn.k_proj.weight
 nshards=$(ls "$F"/base/*.safetensors | wc -l)
 [ "$nshards" -ge 3 ] || fail "expected several input shards, got $nshards"
 [ -f "$F/base/model.safetensors.index.json" ] || fail "the generated base has no index"
@@ -66,6 +72,8 @@ CONFIGS=(
     "model_stock|$F|3|--method model_stock"
     "sce|$F|3|--method sce --select-topk 0.3"
     "quirky-slerp|$Q|1|--method slerp --t 0.6"
+    "absent-pcb|$AB|3|--method pcb --density 0.2"
+    "absent-ties-weighted|$AB|3|--method ties --densities 0.1,0.3,0.2 --weights 0.7,1.3,-0.4"
 )
 [ -n "$STREAMING" ] && CONFIGS+=("pcb-streaming|$F|3|--method pcb --streaming --density 0.1")
 

@@ -21,7 +21,8 @@
 #                    mappings: the same bound, the same bytes.
 #
 # Two LoRA adapters beside the three full tasks of the same family (8x the budget): pcb and task_arithmetic within 64 MiB +
-# 48 MiB, byte-identical to --mem 1G.
+# 48 MiB, byte-identical to --mem 1G. The same family with task 3 lacking three merged tensors
+# (it takes no part in them): pcb and ties within the same bound, byte-identical to --mem 1G.
 #
 # A quirky family (FP8 base with block scales and a tied head, a BF16 task with appended tokens
 # that unties the head, an FP8 task) at 10x --mem 16M: pcb, ties and task_arithmetic within
@@ -256,6 +257,27 @@ for m in pcb task_arithmetic; do
     rm -rf "$TMP/lora-$m-64M" "$TMP/lora-$m-1G"
 done
 rm -rf "$TMP/lora"
+
+# ---- task 3 lacking merged tensors (it takes no part in them; PCB's statistics are then the exact
+# rounds, per task over its own elements): the three tasks of the same family, 8x the budget, the
+# same bound, and the same bytes at --mem 1G
+AB=$TMP/absent
+mkdir -p "$AB" && ln -s "$F/base" "$AB/base" && ln -s "$F/task1" "$AB/task1" &&
+    ln -s "$F/task2" "$AB/task2" && cp -r "$F/task3" "$AB/task3" || fail "cannot copy task3"
+drop_tensors "$AB/task3" model.layers.0.mlp.up_proj.weight model.layers.1.self_attn.q_proj.weight \
+    model.layers.2.mlp.down_proj.weight
+TASKS="$AB/task1 $AB/task2 $AB/task3"
+for m in pcb ties; do
+    bounded "absent-$m-64M" "$LIMIT" --method "$m" --mem "$MEM"
+    bounded "absent-$m-1G" $(((1 << 30) + SLACK)) --method "$m" --mem 1G
+    same_as "absent-$m-same-bytes" "absent-$m-64M" "absent-$m-1G"
+    "$PY" -c 'import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["tensors_partial"] == 3, r["tensors_partial"]' "$TMP/absent-$m-64M/merge_report.json" ||
+        case_fail "absent-$m-partial" "merge_report.json does not list 3 partial tensors"
+    rm -rf "$TMP/absent-$m-64M" "$TMP/absent-$m-1G"
+done
+rm -rf "$AB"
 
 # ---- a quirky family (tools/testing/quirky-family.py: an FP8 base with block scales and a tied
 # head, a BF16 task that unties the head and appended tokens, an FP8 task), 10x the budget ----------

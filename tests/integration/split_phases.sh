@@ -7,7 +7,8 @@
 # round run in any order; reduce/apply/finalize refuse, naming the missing parts, until all have
 # run; a part killed mid-apply is re-run and resumes; phases are idempotent; --part from the
 # job-array variables; out-of-range and malformed indexes; inputs changed after the plan; a
-# second plan with other parameters needs --force. (The Slurm pipeline: split_slurm.sh.)
+# second plan with other parameters needs --force. A family whose task 2 lacks two merged tensors
+# (pcb, della_linear) splits as well. (The Slurm pipeline: split_slurm.sh.)
 . "$(dirname "$0")/lib.sh"
 need_bin
 need_gen
@@ -108,6 +109,25 @@ if "$PY" -c 'import numpy' 2>/dev/null; then
     done
     F=$saved_F T=$saved_T
 fi
+
+# ---- task 2 lacking two merged tensors (it takes no part in them): pcb (global: per-task element
+# counts in the statistics) and della_linear (tensor scope, mergekit's family), K=3 -----------------
+AB=$TMP/absent
+mkdir -p "$AB" && ln -s "$F/base" "$AB/base" && ln -s "$F/task1" "$AB/task1" &&
+    ln -s "$F/task3" "$AB/task3" && cp -r "$F/task2" "$AB/task2" || fail "cannot copy task2"
+drop_tensors "$AB/task2" model.layers.0.mlp.up_proj.weight model.layers.1.self_attn.q_proj.weight
+saved_F=$F saved_T=$T
+F=$AB T="$AB/task1 $AB/task2 $AB/task3"
+for m in "pcb" "della_linear --density 0.6 --epsilon 0.1 --seed 5"; do
+    tag=${m%% *}
+    single "$TMP/ref-absent-$tag" --method $m || fail "single merge (absent, $m)"
+    if split "$TMP/split-absent-$tag" 3 rev --method $m >"$TMP/log" 2>&1; then
+        same_case "task 2 lacking two tensors, $tag, K=3" "$TMP/ref-absent-$tag" "$TMP/split-absent-$tag"
+    else
+        case_fail "task 2 lacking two tensors, $tag, K=3" "$(tail -n 3 "$TMP/log")"
+    fi
+done
+F=$saved_F T=$saved_T
 
 # ---- refusals until every part has run; a killed part is re-run --------------------------------
 D=$TMP/steps
