@@ -536,7 +536,7 @@ static int first_round(void *st, const pcbm_mctx *mc, const pcbm_range *rg)
 {
     gta_state *gs = st;
     for (unsigned i = 0; i < mc->ntasks; i++) {
-        gs->d[i] = pcbm_range_task_elems(mc->layout, rg->t0, rg->t1, i);
+        gs->d[i] = pcbm_range_task_d(mc->layout, rg, i);
         gs->mode[i] = task_mode(gs, rg->t1 - 1, i, gs->d[i]);
         gs->key[2 * i] = 0;
         gs->idx[2 * i] = gs->mode[i] == MODE_MAGNITUDE ? NO_INDEX : 0;
@@ -862,7 +862,7 @@ static pcbm_status gta_init(const pcbm_mctx *mc, void **state, pcbm_error *err)
     gs->mc = mc;
     gs->global = mc->o->scope == PCBM_SCOPE_GLOBAL;
     for (unsigned i = 0; i < mc->ntasks; i++)
-        gs->dmodel[i] = pcbm_range_task_elems(mc->layout, 0, mc->layout->nt, i);
+        gs->dmodel[i] = mc->layout->d - pcbm_range_task_absent(mc->layout, 0, mc->layout->nt, i);
     switch (mc->o->method) {
     case PCBM_METHOD_TIES: gs->sp = SP_MAGNITUDE, gs->consensus = true; break;
     case PCBM_METHOD_DARE_TIES: gs->sp = SP_RANDOM, gs->consensus = true; break;

@@ -119,8 +119,8 @@ void pcbm_collect_kept(pcbm_mctx *mc);
 bool pcbm_next_range(const pcbm_layout *p, size_t *t0, size_t *t1);
 /* Merged elements of [t0, t1). */
 uint64_t pcbm_range_elems(const pcbm_layout *p, size_t t0, size_t t1);
-/* The merged elements of [t0,t1) that task `task` (0-based) has: its share of the range's d
- * (tensors it lacks take no part, pcbm_tlayout.absent). */
-uint64_t pcbm_range_task_elems(const pcbm_layout *p, size_t t0, size_t t1, unsigned task);
+/* The merged elements of [t0,t1) that task `task` (0-based) lacks (pcbm_tlayout.absent): the
+ * range's d less these is the task's share (pcbm_range_task_d). */
+uint64_t pcbm_range_task_absent(const pcbm_layout *p, size_t t0, size_t t1, unsigned task);
 
 #endif /* PCBM_MERGE_H */

@@ -332,11 +332,11 @@ uint64_t pcbm_range_elems(const pcbm_layout *p, size_t t0, size_t t1)
     return d;
 }
 
-uint64_t pcbm_range_task_elems(const pcbm_layout *p, size_t t0, size_t t1, unsigned task)
+uint64_t pcbm_range_task_absent(const pcbm_layout *p, size_t t0, size_t t1, unsigned task)
 {
     uint64_t d = 0;
     for (size_t i = t0; i < t1; i++)
-        if (p->t[i].kind == PCBM_T_MERGE && !(p->t[i].absent >> task & 1u))
+        if (p->t[i].kind == PCBM_T_MERGE && (p->t[i].absent >> task & 1u))
             d += p->t[i].units;
     return d;
 }

@@ -25,6 +25,13 @@ typedef struct pcbm_range {
     uint64_t d;                     /* merged elements of the range */
 } pcbm_range;
 
+/* The elements of the range that task `task` (0-based) has: d less the tensors it lacks (a task
+ * lacking a tensor takes no part in it; its per-task statistics count its own elements). */
+static inline uint64_t pcbm_range_task_d(const pcbm_layout *p, const pcbm_range *rg, unsigned task)
+{
+    return p && p->npartial ? rg->d - pcbm_range_task_absent(p, rg->t0, rg->t1, task) : rg->d;
+}
+
 /* finish(): the next round is the next entry of the method's table, none (the statistics are
  * known), or any other index (a data-dependent jump, e.g. an exact fallback). */
 #define PCBM_ROUND_NEXT (-1)
@@ -78,7 +85,7 @@ typedef struct pcbm_method_def {
     bool scope_tensor;              /* the method's own scope is tensor (mergekit's sparsifying
                                        methods), global on request */
     bool partial;                   /* a task lacking a tensor takes no part in it (the tiles
-                                       skip it: pcbm_tile.absent, pcbm_range_task_elems); a
+                                       skip it: pcbm_tile.absent, pcbm_range_task_d); a
                                        method without it copies such a tensor from the base */
     bool whole_rows;                /* tiles read whole rows from their block (DELLA's ranks):
                                        blocks are cut at row boundaries */

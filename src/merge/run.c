@@ -583,7 +583,7 @@ char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, do
                             json_num_or_null(ts->threshold, (is_pcb || is_ties) && global_stats));
         json_object_set_new(t, "max", json_num_or_null(ts->max, is_pcb && global_stats));
         json_object_set_new(t, "kept", json_integer((json_int_t)ts->kept));
-        uint64_t di = pcbm_range_task_elems(p, 0, p->nt, i); /* the elements it has */
+        uint64_t di = p->d - pcbm_range_task_absent(p, 0, p->nt, i); /* the elements it has */
         json_object_set_new(t, "d", json_integer((json_int_t)di));
         json_object_set_new(t, "kept_fraction", json_real(di ? (double)ts->kept / (double)di : 0));
         if (p->models[i + 1]->adapter)
@@ -634,7 +634,7 @@ void pcbm_run_print_summary(const pcbm_mctx *mc, const pcbm_engine_report *er, d
                  (o->method == PCBM_METHOD_PCB || o->method == PCBM_METHOD_TIES);
     for (unsigned i = 0; i < mc->ntasks && p->d; i++) {
         const pcbm_task_stats *ts = &mc->task[i];
-        uint64_t di = pcbm_range_task_elems(p, 0, p->nt, i);
+        uint64_t di = p->d - pcbm_range_task_absent(p, 0, p->nt, i);
         double kf = di ? (double)ts->kept / (double)di : 0.0;
         if (stats && o->method == PCBM_METHOD_PCB)
             pcbm_info("  task %u: lo %.6g  hi %.6g  threshold %.6g  max %.6g  kept %.4f%%", i + 1,

@@ -165,7 +165,7 @@ static pcbm_status begin_hist(void *st, const pcbm_mctx *mc, const pcbm_range *r
     pcbm_hset_clear(&ts->h);
     ts->keep_all = true;
     for (unsigned i = 0; i < mc->ntasks; i++) {
-        ts->d[i] = mc->layout ? pcbm_range_task_elems(mc->layout, rg->t0, rg->t1, i) : rg->d;
+        ts->d[i] = pcbm_range_task_d(mc->layout, rg, i);
         ts->keep_all = ts->keep_all && keeps_all(mc, i, ts->d[i]);
     }
     return PCBM_OK;
