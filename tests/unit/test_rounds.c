@@ -711,6 +711,53 @@ static void test_ties_densities_finish(void **state)
     m->free(st);
 }
 
+/* A task lacking a tensor takes no part in it: its share of a range is d less that tensor
+ * (pcbm_range_task_d), and TIES's top-k counts its own elements: task 2 lacks the 100-element
+ * tensor, so of its 30 it keeps ⌊30 · 0.2⌋ = 6 (threshold at rank 23: 0.01), not ⌊130 · 0.2⌋. */
+static void test_partial_task_d(void **state)
+{
+    (void)state;
+    pcbm_tlayout t[3] = {{.kind = PCBM_T_MERGE, .units = 100, .absent = 2},
+                         {.kind = PCBM_T_CONVERT, .units = 50},
+                         {.kind = PCBM_T_MERGE, .units = 30}};
+    pcbm_layout p = {.t = t, .nt = 3, .nmerge = 2, .npartial = 1, .d = 130};
+    pcbm_range all = {0, 3, 130}, last = {2, 3, 30};
+    assert_int_equal(pcbm_range_task_d(&p, &all, 0), 130);
+    assert_int_equal(pcbm_range_task_d(&p, &all, 1), 30);
+    assert_int_equal(pcbm_range_task_d(&p, &last, 1), 30);
+    assert_int_equal(pcbm_range_task_absent(&p, 0, 1, 1), 100);
+
+    pcbm_merge_opts o = mk_opts(PCBM_METHOD_TIES);
+    o.ntasks = 2;
+    o.density = 0.2;
+    pcbm_mctx mc = mk_ctx(&o, 1);
+    mc.layout = &p;
+    const pcbm_method_def *m = pcbm_method_find(PCBM_METHOD_TIES);
+    pcbm_error err;
+    void *st = NULL;
+    pcbm_acc region[PCBM_MAX_REGIONS];
+    pcbm_statrec rec;
+    assert_int_equal(m->init(&mc, &st, &err), PCBM_OK);
+    assert_int_equal(begin_regions(m, 0, st, &mc, &all, region), 1);
+    uint64_t *h = region[0].data; /* stream 0, then stream 1 */
+    h[coarse_bin(0.01f)] = 104;
+    h[coarse_bin(0.5f)] = 26;
+    h[PCBM_QBINS + coarse_bin(0.01f)] = 24;
+    h[PCBM_QBINS + coarse_bin(0.5f)] = 6;
+    assert_int_equal(m->rounds[0]->finish(st, &mc, &all), PCBM_ROUND_NEXT);
+    assert_int_equal(begin_regions(m, 1, st, &mc, &all, region), 1);
+    h = region[0].data;
+    h[fine_bin(0.01f)] = 104;
+    h[PCBM_QBINS + fine_bin(0.01f)] = 24;
+    assert_int_equal(m->rounds[1]->finish(st, &mc, &all), PCBM_ROUND_NEXT);
+    assert_int_equal(begin_regions(m, 2, st, &mc, &all, region), 1);
+    assert_int_equal(m->rounds[2]->finish(st, &mc, &all), PCBM_ROUND_DONE);
+    m->save(st, 2, &rec);
+    assert_true(rec.v[0][0] == 0.01f);
+    assert_true(rec.v[1][0] == 0.01f);
+    m->free(st);
+}
+
 /* sce: the cut falls among equal variances; the index rounds find the last index kept (ties
  * in index order), the record carries it; then the weights from the exact sums of squares. */
 static void test_sce_finish(void **state)
@@ -972,6 +1019,7 @@ int main(void)
         cmocka_unit_test(test_bad_jump),
         cmocka_unit_test(test_combine_order),
         cmocka_unit_test(test_ties_finish),
+        cmocka_unit_test(test_partial_task_d),
         cmocka_unit_test(test_pcb_finish),
         cmocka_unit_test(test_sce_finish),
         cmocka_unit_test(test_pcb_stream_fallback),
