@@ -1084,7 +1084,7 @@ pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err)
         (st = prepare_stats(o, r->ids, &r->stats_now, &r->stats_in, err)) != PCBM_OK)
         return st;
     if (r->layout.d == 0)
-        pcbm_warn("no tensor is merged (all are excluded, non-float or missing from a task "
+        pcbm_warn("no tensor is merged (all are excluded, non-float or missing from every task "
                   "model): the output is a copy of the base");
     return PCBM_OK;
 }
