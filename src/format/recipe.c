@@ -33,16 +33,17 @@ typedef struct mk_method {
 } mk_method;
 
 #define GTA_GLOBAL "int8_mask normalize rescale lambda"
+#define SPARSE_GLOBAL GTA_GLOBAL " scope" /* pcbmerge's own `scope` for mergekit's sparsifiers */
 static const mk_method mk_methods[] = {
     {"linear", "normalize", "weight", false, true, true, false},
     {"task_arithmetic", GTA_GLOBAL, "weight density", true, true, false, false},
-    {"ties", GTA_GLOBAL, "weight density", true, true, true, false},
-    {"dare_ties", GTA_GLOBAL, "weight density", true, true, false, true},
-    {"dare_linear", GTA_GLOBAL, "weight density", true, true, false, true},
-    {"breadcrumbs", GTA_GLOBAL, "weight density gamma", true, true, false, false},
-    {"breadcrumbs_ties", GTA_GLOBAL, "weight density gamma", true, true, false, false},
-    {"della", GTA_GLOBAL, "weight density epsilon", true, true, true, true},
-    {"della_linear", GTA_GLOBAL, "weight density epsilon", true, true, false, true},
+    {"ties", SPARSE_GLOBAL, "weight density", true, true, true, false},
+    {"dare_ties", SPARSE_GLOBAL, "weight density", true, true, false, true},
+    {"dare_linear", SPARSE_GLOBAL, "weight density", true, true, false, true},
+    {"breadcrumbs", SPARSE_GLOBAL, "weight density gamma", true, true, false, false},
+    {"breadcrumbs_ties", SPARSE_GLOBAL, "weight density gamma", true, true, false, false},
+    {"della", SPARSE_GLOBAL, "weight density epsilon", true, true, true, true},
+    {"della_linear", SPARSE_GLOBAL, "weight density epsilon", true, true, false, true},
     {"slerp", "t", "", true, false, false, false},
     {"nuslerp", "nuslerp_row_wise nuslerp_flatten", "weight", false, true, false, false},
     {"model_stock", "filter_wise", "", true, false, false, false},
@@ -308,6 +309,12 @@ static pcbm_status read_params(rctx *c, yaml_node_t *m, int task, const char *wh
                 return bad(c, v, "%s: int8_mask is true or false", who);
             continue;
         }
+        if (!strcmp(pname, "scope")) {
+            if (varies(v))
+                return bad(c, v, "%s: scope is global or tensor for the whole merge: it takes "
+                           "no gradient or filter", who);
+            continue; /* read before (read_scope) */
+        }
         if (r->method == PCBM_METHOD_PCB) {
             if (varies(v))
                 return bad(c, v, "%s: a gradient or filter on the PCB parameter %s: %s", who,
@@ -315,8 +322,6 @@ static pcbm_status read_params(rctx *c, yaml_node_t *m, int task, const char *wh
                                ? "PCB's global scope computes one set of statistics over the "
                                  "whole model and takes scalars only (give a number)"
                                : "per-tensor PCB parameters are not supported yet (give a number)");
-            if (!strcmp(pname, "scope"))
-                continue; /* read before (read_pcb_scope) */
             double d;
             if (!number(v, &d))
                 return bad(c, v, "%s: %s is a number, got '%s'", who, pname, scalar(v));
@@ -352,8 +357,9 @@ static pcbm_status read_params(rctx *c, yaml_node_t *m, int task, const char *wh
     return PCBM_OK;
 }
 
-/* PCB's `scope` (global or tensor) before its other parameters. */
-static pcbm_status read_pcb_scope(rctx *c, yaml_node_t *m)
+/* `scope` (global or tensor; pcbmerge's own, for PCB and mergekit's sparsifiers) before the
+ * other parameters. */
+static pcbm_status read_scope(rctx *c, yaml_node_t *m)
 {
     if (!m || m->type != YAML_MAPPING_NODE)
         return PCBM_OK;
@@ -362,9 +368,12 @@ static pcbm_status read_pcb_scope(rctx *c, yaml_node_t *m)
         yaml_node_t *v = node(c, p->value);
         if (!k || strcmp(k, "scope"))
             continue;
+        if (varies(v))
+            return bad(c, v, "%s: scope is global or tensor for the whole merge: it takes no "
+                       "gradient or filter", c->r->mm->name);
         const char *s = string(v);
         if (!s || (strcmp(s, "global") && strcmp(s, "tensor")))
-            return bad(c, v, "pcb: scope is global or tensor");
+            return bad(c, v, "%s: scope is global or tensor", c->r->mm->name);
         c->r->scope = strcmp(s, "global") ? PCBM_SCOPE_TENSOR : PCBM_SCOPE_GLOBAL;
     }
     return PCBM_OK;
@@ -595,12 +604,10 @@ static pcbm_status read_doc(rctx *c)
     }
     if (st != PCBM_OK)
         return st;
-    if (r->method == PCBM_METHOD_PCB) {
-        r->scope = PCBM_SCOPE_TENSOR;
-        if ((st = read_pcb_scope(c, slice_params)) != PCBM_OK ||
-            (st = read_pcb_scope(c, params)) != PCBM_OK)
-            return st;
-    }
+    r->scope = PCBM_SCOPE_TENSOR;
+    if (in_list(r->mm->global, "scope") &&
+        ((st = read_scope(c, slice_params)) != PCBM_OK || (st = read_scope(c, params)) != PCBM_OK))
+        return st;
     /* the base and the tasks (mergekit: the base listed among the models is no task) */
     if (!r->base_model && r->mm->needs_base)
         return bad(c, root, "merge_method %s needs base_model (as mergekit)", r->mm->name);
@@ -814,7 +821,7 @@ pcbm_status pcbm_recipe_merge_opts(const pcbm_recipe *r, pcbm_merge_opts *o, pcb
     o->recipe = r->text;
     o->chat_template = r->chat_template;
     o->semantics = PCBM_SEMANTICS_MERGEKIT;
-    o->scope = r->method == PCBM_METHOD_PCB ? r->scope : PCBM_SCOPE_TENSOR;
+    o->scope = r->scope;
     o->out_dtype = r->out_dtype;
     o->weights = NULL;
     o->lambdas = NULL;
