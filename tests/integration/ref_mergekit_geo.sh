@@ -22,6 +22,28 @@ gen "$G" --tasks 5 --dtype f32 --preset tiny --seed 52 --delta-scale 0.2 --jobs 
 gen "$Z" --tasks 5 --dtype bf16 --params 300K --seed 53 --delta-scale 0.002 --jobs 2
 gen "$I" --tasks 3 --dtype f32 --preset tiny --seed 54 --identical-task 1 --jobs 2
 X=(--cmp "--max-mismatch 1e-5 --no-kept")
+# N-dimensional tensors for the per-row forms: 3-D and 4-D (rows along the last dimension,
+# columns along the first), one row, rows of one element, rows longer than a tile, a zero task
+# vector (task3's model.b.weight)
+N=$TMP/nd
+"$PY" - "$N" "$PCBM_ROOT/tests/reference" <<'PYEOF' || fail "the N-d family"
+import os, sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from pcb_ref import write_model
+shapes = [("model.a.weight", (5, 7, 300)), ("model.b.weight", (1, 2000)),
+          ("model.c.weight", (2000, 1)), ("model.d.bias", (3000,)),
+          ("model.e.weight", (3, 4, 5, 60)), ("model.f.weight", (130, 1500))]
+rng = np.random.default_rng(7)
+base = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes}
+for m in range(4):
+    ts = []
+    for n, s in shapes:
+        v = base[n] if m == 0 or (m == 3 and n == "model.b.weight") else \
+            (base[n] + 0.05 * rng.standard_normal(s)).astype(np.float32)
+        ts.append((n, "F32", s, np.ascontiguousarray(v).tobytes()))
+    write_model(os.path.join(sys.argv[1], "base" if m == 0 else "task%d" % m), ts)
+PYEOF
 
 # ---- against the reference ----------------------------------------------------------------------
 ref_case slerp-t0.3          "$F" 1 "${X[@]}" --method slerp --t 0.3
@@ -43,6 +65,8 @@ ref_case nuslerp-rows-ident  "$I" 2 "${X[@]}" --method nuslerp --weights 3,1 --n
 ref_case nuslerp-cols-ident  "$I" 2 "${X[@]}" --method nuslerp --weights 1,1 --nuslerp-no-flatten --nuslerp-row-wise
 ref_case nuslerp-rows-nobase "$F" 1 "${X[@]}" --method nuslerp --t 0.4 --nuslerp-no-flatten
 ref_case nuslerp-cols-nobase "$G" 1 "${X[@]}" --method nuslerp --t 0.7 --nuslerp-no-flatten --nuslerp-row-wise
+ref_case nuslerp-rows-nd      "$N" 2 "${X[@]}" --method nuslerp --weights 1,2 --nuslerp-no-flatten --threads 2 --mem 64M
+ref_case nuslerp-cols-nd      "$N" 2 "${X[@]}" --method nuslerp --weights 1,2 --nuslerp-no-flatten --nuslerp-row-wise --threads 2
 ref_case model-stock-n2      "$F" 2 "${X[@]}" --method model_stock
 ref_case model-stock-n3      "$F" 3 "${X[@]}" --method model_stock
 ref_case model-stock-n5      "$G" 5 "${X[@]}" --method model_stock
@@ -51,6 +75,7 @@ ref_case model-stock-fw-n2   "$F" 2 "${X[@]}" --method model_stock --filter-wise
 ref_case model-stock-fw-n3   "$F" 3 "${X[@]}" --method model_stock --filter-wise
 ref_case model-stock-fw-n5   "$G" 5 "${X[@]}" --method model_stock --filter-wise
 ref_case model-stock-fw-id   "$I" 3 "${X[@]}" --method model_stock --filter-wise
+ref_case model-stock-fw-nd   "$N" 3 "${X[@]}" --method model_stock --filter-wise --threads 2 --mem 64M
 ref_case sce-all-n3          "$F" 3 "${X[@]}" --method sce
 ref_case sce-k0.5-n3         "$F" 3 "${X[@]}" --method sce --select-topk 0.5
 ref_case sce-k0.1-n5         "$G" 5 "${X[@]}" --method sce --select-topk 0.1
