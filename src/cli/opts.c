@@ -147,11 +147,11 @@ static const cli_opt table[] = {
     {"select-topk", NULL, "R", O_SELECT_TOPK, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "sce: fraction of the elements of non-zero variance kept (default 1: all)"},
     {"nuslerp-no-flatten", NULL, NULL, O_NUSLERP_NO_FLATTEN, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
-     "nuslerp: one interpolation per row (not supported yet)"},
+     "nuslerp: one interpolation per row (mergekit's nuslerp_flatten false)"},
     {"nuslerp-row-wise", NULL, NULL, O_NUSLERP_ROW_WISE, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "nuslerp: with --nuslerp-no-flatten, per column (mergekit's row_wise)"},
     {"filter-wise", NULL, NULL, O_FILTER_WISE, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
-     "model_stock: one t per row (not supported yet)"},
+     "model_stock: one t per row (mergekit's filter_wise)"},
     {"clamp-ratio", NULL, "C", O_CLAMP, M_MERGE, G_MERGE, "PCB outlier clamp ratio (default 1e-4)"},
     {"scope", NULL, "S", O_SCOPE, M_MERGE, G_MERGE,
      "global (statistics over the whole model) or tensor (every statistic\n"

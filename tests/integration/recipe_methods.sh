@@ -5,15 +5,18 @@
 # from mergekit's source; it dispatches to mk_basic.py, mk_gta.py, mk_geo.py):
 #   reference    linear, task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs,
 #                breadcrumbs_ties, della, della_linear, slerp, nuslerp (with and without
-#                base_model), model_stock, sce (and the base listed between the models), each with
+#                base_model; nuslerp_flatten false per row or column), model_stock (filter_wise on
+#                every tensor or a filter's), sce (and the base listed between the models), each with
 #                per-model gradients and filters of the parameters the method has (weight,
 #                density, gamma, epsilon; t for slerp, select_topk for sce, lambda, normalize):
 #                at most 1e-5 of the elements differ; the random masks are the same by
 #                construction (the same counter-based generator, keyed by seed, task, tensor name).
 #   determinism  each recipe: --threads 1 --io pread vs --threads 2 --io uring --block-size 64K:
 #                the same bytes.
-#   split        dare_ties (random), sce (statistics) and nuslerp without base_model through
-#                `plan --config` in K=3 parts: the bytes of the one-machine merge.
+#   split        dare_ties (random), sce (statistics), nuslerp without base_model, nuslerp per
+#                column and model_stock filter-wise on some tensors (per-row statistics
+#                recomputed by the parts' apply) through `plan --config` in K=3 parts: the bytes
+#                of the one-machine merge.
 #   scope        pcbmerge's own `scope: global` in a ties recipe: the command line's
 #                --mergekit --scope global tensors.
 #   edge cases   a parameter the method does not have, slerp without t (or a t filter without
@@ -261,6 +264,77 @@ models:
   - model: $T2
   - model: $T3"
 
+# the per-row forms: nuslerp_flatten false (per row; per column with nuslerp_row_wise) and
+# model_stock's filter_wise, some of them only on the tensors a filter names
+method_case nuslerp-rows "merge_method: nuslerp
+base_model: $B
+parameters:
+  nuslerp_flatten: false
+models:
+  - model: $T1
+    parameters:
+      weight: [1.0, 0.2, 0.6]
+  - model: $T2
+    parameters:
+      weight:
+        - filter: mlp
+          value: [0.3, 1.0]
+        - value: 0.5"
+
+method_case nuslerp-cols "merge_method: nuslerp
+base_model: $B
+parameters:
+  nuslerp_flatten:
+    - filter: self_attn
+      value: true
+    - value: false
+  nuslerp_row_wise: true
+models:
+  - model: $T1
+    parameters:
+      weight:
+        - filter: mlp
+          value: [0.2, 0.9]
+        - value: 0.7
+  - model: $T2
+    parameters:
+      weight: [0.4, 1.0, 0.1]"
+
+method_case nuslerp-rows-no-base "merge_method: nuslerp
+parameters:
+  nuslerp_flatten: false
+models:
+  - model: $T1
+    parameters:
+      weight: [1.0, 0.2, 0.6]
+  - model: $T2
+    parameters:
+      weight:
+        - filter: self_attn
+          value: 0.3
+        - value: [0.5, 1.5]
+dtype: float32"
+
+method_case model_stock-filter-wise "merge_method: model_stock
+base_model: $B
+parameters:
+  filter_wise: true
+models:
+  - model: $T1
+  - model: $T2
+  - model: $T3"
+
+method_case model_stock-filter-mlp "merge_method: model_stock
+base_model: $B
+parameters:
+  filter_wise:
+    - filter: mlp
+      value: true
+    - value: false
+models:
+  - model: $T1
+  - model: $T2"
+
 method_case sce "merge_method: sce
 base_model: $B
 models:
@@ -318,7 +392,7 @@ split_recipe() { # RECIPE OUT K [options]
     for ((i = k - 1; i >= 0; i--)); do "$P" apply --plan "$out" --part "$i" --quiet || return 1; done
     "$P" finalize --plan "$out" --quiet
 }
-for sc in "dare_ties --seed 7" sce nuslerp-no-base; do
+for sc in "dare_ties --seed 7" sce nuslerp-no-base nuslerp-cols model_stock-filter-mlp; do
     m=${sc%% *}
     opts=()
     [ "$m" != "$sc" ] && read -ra opts <<<"${sc#* }"
