@@ -48,7 +48,7 @@ static const mk_method mk_methods[] = {
     {"model_stock", "filter_wise", "", true, false, false, false},
     {"sce", "int8_mask select_topk", "", true, false, false, false},
     /* pcbmerge's own */
-    {"pcb", "density lambda clamp_ratio scope", "", true, false, false, false},
+    {"pcb", "density lambda clamp_ratio scope", "weight", true, false, false, false},
 };
 /* mergekit's methods pcbmerge does not merge (yet). */
 static const char *const mk_unsupported[] = {
@@ -74,6 +74,9 @@ struct pcbm_recipe {
     unsigned layer_lo, layer_hi; /* slices: the sources' layer_range */
     bool have_range;
     char *chat_template;        /* as written, or NULL */
+    /* pcb: a model's `weight` scales its λ (λ_i = lambda · weight_i; scalars only) */
+    double pcb_w[PCBM_MAX_TASKS], pcb_w_all, pcb_lambdas[PCBM_MAX_TASKS];
+    bool have_pcb_w[PCBM_MAX_TASKS], have_pcb_w_all;
 };
 
 /* ---- YAML helpers ------------------------------------------------------------------------- */
@@ -320,7 +323,13 @@ static pcbm_status read_params(rctx *c, yaml_node_t *m, int task, const char *wh
             double d;
             if (!number(v, &d))
                 return bad(c, v, "%s: %s is a number, got '%s'", who, pname, scalar(v));
-            if (!strcmp(pname, "density"))
+            if (!strcmp(pname, "weight") && task == -2)
+                continue; /* the base listed among the models is no task */
+            if (!strcmp(pname, "weight") && task >= 0)
+                r->pcb_w[task] = d, r->have_pcb_w[task] = true;
+            else if (!strcmp(pname, "weight"))
+                r->pcb_w_all = d, r->have_pcb_w_all = true;
+            else if (!strcmp(pname, "density"))
                 r->density = d, r->have_density = true;
             else if (!strcmp(pname, "lambda"))
                 r->lambda = d, r->have_lambda = true;
@@ -680,6 +689,11 @@ static pcbm_status read_doc(rctx *c)
                            "mergekit does (parameters: weight: W under the model, or in the "
                            "recipe's parameters)", r->tasks[i], r->mm->name);
     }
+    if (r->method == PCBM_METHOD_PCB) { /* λ_i = lambda · weight_i where a weight is given */
+        for (unsigned i = 0; i < r->ntasks; i++)
+            r->pcb_lambdas[i] = (r->have_lambda ? r->lambda : 1.0) *
+                                (r->have_pcb_w[i] ? r->pcb_w[i] : r->have_pcb_w_all ? r->pcb_w_all : 1.0);
+    }
     if (r->method == PCBM_METHOD_SLERP) { /* mergekit: t is required (ConfigParameterDef) */
         pcbm_params_require(r->params, "t", c->err);
         if (!pcbm_params_has(r->params, -1, PCBM_P_T))
@@ -833,6 +847,11 @@ pcbm_status pcbm_recipe_merge_opts(const pcbm_recipe *r, pcbm_merge_opts *o, pcb
             o->lambda = r->lambda;
         if (r->have_clamp)
             o->clamp_ratio = r->clamp_ratio;
+        bool weighted = r->have_pcb_w_all;
+        for (unsigned i = 0; i < r->ntasks; i++)
+            weighted = weighted || r->have_pcb_w[i];
+        if (weighted)
+            o->lambdas = r->pcb_lambdas;
     } else {
         o->density = 1.0; /* mergekit's default density (no sparsification) */
         double v;
@@ -844,5 +863,368 @@ pcbm_status pcbm_recipe_merge_opts(const pcbm_recipe *r, pcbm_merge_opts *o, pcb
             pcbm_params_eval(r->params, PCBM_PARAMS_ALL, "t", "", 0, &v))
             o->t = v;
     }
+    return PCBM_OK;
+}
+
+/* ---- a recipe with scaled weights (pcbmerge search --config) ------------------------------ */
+
+typedef struct wentry {
+    yaml_node_t *filter, *value; /* filter NULL: every tensor */
+} wentry;
+
+typedef struct wscale {
+    yaml_document_t *doc;
+    const pcbm_recipe *r;
+    pcbm_error *err;
+} wscale;
+
+/* The `weight` pair of a parameters mapping, or NULL. */
+static yaml_node_pair_t *weight_pair(yaml_document_t *doc, yaml_node_t *params)
+{
+    if (!params || params->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *p = params->data.mapping.pairs.start; p < params->data.mapping.pairs.top; p++) {
+        const char *k = scalar(yaml_document_get_node(doc, p->key));
+        if (k && !strcmp(k, "weight"))
+            return p;
+    }
+    return NULL;
+}
+
+/* The entries of one weight setting, appended to e (read_params' forms). */
+static void weight_entries(yaml_document_t *doc, yaml_node_t *params, wentry *e, size_t *n,
+                           size_t cap)
+{
+    yaml_node_pair_t *p = weight_pair(doc, params);
+    yaml_node_t *v = p ? yaml_document_get_node(doc, p->value) : NULL;
+    if (!v || is_null(v))
+        return;
+    if (v->type == YAML_MAPPING_NODE || (v->type == YAML_SEQUENCE_NODE &&
+                                        v->data.sequence.items.top > v->data.sequence.items.start &&
+                                        yaml_document_get_node(doc, v->data.sequence.items.start[0])->type ==
+                                            YAML_MAPPING_NODE)) {
+        yaml_node_item_t one = p->value, *it = &one, *top = &one + 1;
+        if (v->type == YAML_SEQUENCE_NODE)
+            it = v->data.sequence.items.start, top = v->data.sequence.items.top;
+        for (; it < top && *n < cap; it++) {
+            yaml_node_t *m = yaml_document_get_node(doc, *it);
+            wentry w = {NULL, NULL};
+            for (yaml_node_pair_t *q = m->data.mapping.pairs.start; q < m->data.mapping.pairs.top; q++) {
+                const char *k = scalar(yaml_document_get_node(doc, q->key));
+                yaml_node_t *x = yaml_document_get_node(doc, q->value);
+                if (k && !strcmp(k, "filter") && !is_null(x))
+                    w.filter = x;
+                else if (k && !strcmp(k, "value"))
+                    w.value = x;
+            }
+            e[(*n)++] = w;
+        }
+        return;
+    }
+    if (*n < cap)
+        e[(*n)++] = (wentry){NULL, v};
+}
+
+/* The shortest text that reads back as v, with a '.' before an exponent (YAML 1.1 floats). */
+static void fmt_number(double v, char *b, size_t len)
+{
+    for (int p = 1; p <= 17; p++) {
+        snprintf(b, len, "%.*g", p, v);
+        if (strtod(b, NULL) == v)
+            break;
+    }
+    char *e = strchr(b, 'e');
+    if (e && !memchr(b, '.', (size_t)(e - b)) && strlen(b) + 3 < len) {
+        memmove(e + 2, e, strlen(e) + 1);
+        e[0] = '.';
+        e[1] = '0';
+    }
+}
+
+/* A new node: value (a number or a gradient of numbers) times c; 0 when it is not one. */
+static int scaled_node(wscale *w, yaml_node_t *v, double c, const char *model)
+{
+    yaml_document_t *doc = w->doc;
+    double d;
+    char b[64];
+    if (v && v->type == YAML_SCALAR_NODE) {
+        if (!number(v, &d))
+            goto bad;
+        fmt_number(d * c, b, sizeof b);
+        return yaml_document_add_scalar(doc, NULL, (yaml_char_t *)b, (int)strlen(b),
+                                        YAML_PLAIN_SCALAR_STYLE);
+    }
+    if (!v || v->type != YAML_SEQUENCE_NODE)
+        goto bad;
+    /* ids, not pointers: adding nodes moves the node array (v too) */
+    size_t nv = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    int *ids = pcbm_calloc(nv ? nv : 1, sizeof *ids), *items = pcbm_calloc(nv ? nv : 1, sizeof *items);
+    if (!ids || !items) {
+        free(ids);
+        free(items);
+        pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
+        return 0;
+    }
+    for (size_t k = 0; k < nv; k++)
+        items[k] = v->data.sequence.items.start[k];
+    for (size_t k = 0; k < nv; k++) {
+        yaml_node_t *x = yaml_document_get_node(doc, items[k]);
+        if (!x || !number(x, &d)) {
+            free(ids);
+            free(items);
+            goto bad;
+        }
+        fmt_number(d * c, b, sizeof b);
+        ids[k] = yaml_document_add_scalar(doc, NULL, (yaml_char_t *)b, (int)strlen(b),
+                                          YAML_PLAIN_SCALAR_STYLE);
+    }
+    free(items);
+    int s = yaml_document_add_sequence(doc, NULL, YAML_FLOW_SEQUENCE_STYLE);
+    for (size_t k = 0; s && k < nv; k++)
+        if (!ids[k] || !yaml_document_append_sequence_item(doc, s, ids[k]))
+            s = 0;
+    free(ids);
+    if (!s)
+        pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
+    return s;
+bad:
+    pcbm_fail(w->err, PCBM_ERR_USAGE, "%s: model %s: a weight that is not a number or a gradient "
+              "of numbers cannot be scaled by the search: give numbers", w->r->name, model);
+    return 0;
+}
+
+static int add_str(yaml_document_t *doc, const char *s)
+{
+    return yaml_document_add_scalar(doc, NULL, (yaml_char_t *)s, (int)strlen(s),
+                                    YAML_PLAIN_SCALAR_STYLE);
+}
+
+/* The scaled weight setting of one task: its own entries, then the slice's and the recipe's
+ * (mergekit's lookup order), each value times c; a single entry without filter stays a plain
+ * value. Node ids, not pointers: adding nodes moves them. */
+static int scaled_setting(wscale *w, const int *fid, const int *vid, size_t n, double c,
+                          const char *model)
+{
+    yaml_document_t *doc = w->doc;
+    if (n == 1 && !fid[0])
+        return scaled_node(w, yaml_document_get_node(doc, vid[0]), c, model);
+    int seq = yaml_document_add_sequence(doc, NULL, YAML_BLOCK_SEQUENCE_STYLE);
+    for (size_t k = 0; seq && k < n; k++) {
+        int val = scaled_node(w, yaml_document_get_node(doc, vid[k]), c, model);
+        if (!val)
+            return 0;
+        int m = yaml_document_add_mapping(doc, NULL, YAML_BLOCK_MAPPING_STYLE);
+        if (!m || (fid[k] && !yaml_document_append_mapping_pair(doc, m, add_str(doc, "filter"), fid[k])) ||
+            !yaml_document_append_mapping_pair(doc, m, add_str(doc, "value"), val) ||
+            !yaml_document_append_sequence_item(doc, seq, m))
+            seq = 0;
+    }
+    if (!seq)
+        pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
+    return seq;
+}
+
+static int node_id(yaml_document_t *doc, yaml_node_t *n)
+{
+    return n ? (int)(n - doc->nodes.start) + 1 : 0;
+}
+
+/* Drop the `weight` pair of a parameters mapping (folded into every task's own). */
+static void drop_weight(yaml_document_t *doc, int params_id)
+{
+    yaml_node_t *params = params_id ? yaml_document_get_node(doc, params_id) : NULL;
+    yaml_node_pair_t *p = weight_pair(doc, params);
+    if (!p)
+        return;
+    memmove(p, p + 1, (size_t)(params->data.mapping.pairs.top - p - 1) * sizeof *p);
+    params->data.mapping.pairs.top--;
+}
+
+/* Set `key: value_id` in the mapping map_id (replacing the value, or appending the pair). */
+static bool set_pair(yaml_document_t *doc, int map_id, const char *key, int value_id)
+{
+    yaml_node_t *m = yaml_document_get_node(doc, map_id);
+    for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+        const char *k = scalar(yaml_document_get_node(doc, p->key));
+        if (k && !strcmp(k, key)) {
+            p->value = value_id;
+            return true;
+        }
+    }
+    int k = add_str(doc, key);
+    return k && yaml_document_append_mapping_pair(doc, map_id, k, value_id);
+}
+
+static int emit_to(void *data, unsigned char *buf, size_t size)
+{
+    return fwrite(buf, 1, size, (FILE *)data) == size;
+}
+
+/* The `parameters` node id of a mapping (0: none). */
+static int params_of(yaml_document_t *doc, yaml_node_t *m)
+{
+    if (!m || m->type != YAML_MAPPING_NODE)
+        return 0;
+    for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+        const char *k = scalar(yaml_document_get_node(doc, p->key));
+        if (k && !strcmp(k, "parameters"))
+            return p->value;
+    }
+    return 0;
+}
+
+static yaml_node_t *child(yaml_document_t *doc, yaml_node_t *m, const char *key)
+{
+    if (!m || m->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+        const char *k = scalar(yaml_document_get_node(doc, p->key));
+        if (k && !strcmp(k, key))
+            return yaml_document_get_node(doc, p->value);
+    }
+    return NULL;
+}
+
+int pcbm_recipe_has_weights(const pcbm_recipe *r)
+{
+    return r && (*r->mm->per_model && in_list(r->mm->per_model, "weight"));
+}
+
+/* Rewrite the document: every task's weight setting scaled by c[task]. */
+static pcbm_status scale_doc(wscale *w, const double *c)
+{
+    yaml_document_t *doc = w->doc;
+    const pcbm_recipe *r = w->r;
+    yaml_node_t *root = yaml_document_get_root_node(doc);
+    yaml_node_t *models = child(doc, root, "models"), *slices = child(doc, root, "slices");
+    int gparams = params_of(doc, root), sparams = 0;
+    yaml_node_item_t *it = NULL, *top = NULL;
+    if (models && models->type == YAML_SEQUENCE_NODE) {
+        it = models->data.sequence.items.start;
+        top = models->data.sequence.items.top;
+    } else if (slices && slices->type == YAML_SEQUENCE_NODE) {
+        yaml_node_t *sl = yaml_document_get_node(doc, slices->data.sequence.items.start[0]);
+        yaml_node_t *src = child(doc, sl, "sources");
+        sparams = params_of(doc, sl);
+        it = src->data.sequence.items.start;
+        top = src->data.sequence.items.top;
+    }
+    /* the model entries' ids first: adding nodes moves the node array */
+    size_t nm = (size_t)(top - it);
+    int ids[PCBM_MAX_TASKS + 1];
+    for (size_t i = 0; i < nm && i <= PCBM_MAX_TASKS; i++)
+        ids[i] = it[i];
+    bool base_is_input = !strcmp(r->mm->name, "linear");
+    unsigned task = 0;
+    for (size_t i = 0; i < nm && i <= PCBM_MAX_TASKS; i++) {
+        yaml_node_t *m = yaml_document_get_node(doc, ids[i]);
+        const char *model = scalar(child(doc, m, "model"));
+        if (r->base_model && model && !strcmp(model, r->base_model) && !base_is_input)
+            continue; /* no task */
+        if (task >= r->ntasks)
+            break;
+        wentry e[3 * 64];
+        size_t n = 0;
+        int own = params_of(doc, m);
+        weight_entries(doc, own ? yaml_document_get_node(doc, own) : NULL, e, &n, 64);
+        weight_entries(doc, sparams ? yaml_document_get_node(doc, sparams) : NULL, e, &n, 128);
+        weight_entries(doc, gparams ? yaml_document_get_node(doc, gparams) : NULL, e, &n, 192);
+        for (size_t k = 0; k < n; k++) /* an entry for every tensor ends the lookup */
+            if (!e[k].filter || !strcmp(scalar(e[k].filter) ? scalar(e[k].filter) : "", "*"))
+                n = k + 1;
+        int fid[192], vid[192];
+        for (size_t k = 0; k < n; k++) {
+            fid[k] = node_id(doc, e[k].filter);
+            vid[k] = node_id(doc, e[k].value);
+        }
+        int val;
+        if (n == 0) { /* pcb without a weight: 1 */
+            char b[64];
+            fmt_number(c[task], b, sizeof b);
+            val = add_str(doc, b);
+        } else {
+            val = scaled_setting(w, fid, vid, n, c[task], model ? model : "?");
+        }
+        if (!val)
+            return w->err->status ? w->err->status : pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
+        yaml_node_t *pn = own ? yaml_document_get_node(doc, own) : NULL;
+        if (!pn || pn->type != YAML_MAPPING_NODE) {
+            own = yaml_document_add_mapping(doc, NULL, YAML_BLOCK_MAPPING_STYLE);
+            if (!own || !set_pair(doc, ids[i], "parameters", own))
+                return pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
+        }
+        if (!set_pair(doc, own, "weight", val))
+            return pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
+        task++;
+    }
+    drop_weight(doc, sparams);
+    drop_weight(doc, gparams);
+    return PCBM_OK;
+}
+
+pcbm_status pcbm_recipe_scaled(const pcbm_recipe *r, const double *c, unsigned n, char **text,
+                               pcbm_error *err)
+{
+    *text = NULL;
+    if (!pcbm_recipe_has_weights(r))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "%s: merge_method %s has no per-model weight to "
+                         "scale", r ? r->name : "recipe", r ? r->mm->name : "?");
+    if (n != r->ntasks)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "%s: %u coefficients for %u task models", r->name,
+                         n, r->ntasks);
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    if (!yaml_parser_initialize(&parser))
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)r->text, strlen(r->text));
+    if (!yaml_parser_load(&parser, &doc)) {
+        yaml_parser_delete(&parser);
+        return pcbm_fail(err, PCBM_ERR_USAGE, "%s: not valid YAML", r->name);
+    }
+    yaml_parser_delete(&parser);
+    pcbm_error_clear(err);
+    wscale w = {&doc, r, err};
+    pcbm_status st = scale_doc(&w, c);
+    if (st != PCBM_OK) {
+        yaml_document_delete(&doc);
+        return st;
+    }
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) {
+        yaml_document_delete(&doc);
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    }
+    fputs("# pcbmerge search: ", f);
+    for (const char *p = r->name; *p; p++) /* one comment line */
+        fputc(*p == '\n' ? ' ' : *p, f);
+    fputs(" with each model's weight multiplied by c = [", f);
+    for (unsigned i = 0; i < n; i++) {
+        char b[64];
+        fmt_number(c[i], b, sizeof b);
+        fprintf(f, "%s%s", i ? ", " : "", b);
+    }
+    fputs("]\n", f);
+    yaml_emitter_t em;
+    bool ok = yaml_emitter_initialize(&em);
+    if (ok) {
+        yaml_emitter_set_output(&em, emit_to, f);
+        yaml_emitter_set_unicode(&em, 1);
+        yaml_emitter_set_width(&em, -1);
+        ok = yaml_emitter_open(&em);
+        if (!ok)
+            yaml_document_delete(&doc);
+        /* yaml_emitter_dump takes the document (deleted in every case) */
+        ok = ok && yaml_emitter_dump(&em, &doc) && yaml_emitter_close(&em) && yaml_emitter_flush(&em);
+        yaml_emitter_delete(&em);
+    } else {
+        yaml_document_delete(&doc);
+    }
+    if (fclose(f) != 0 || !ok || !buf) {
+        free(buf);
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "%s: cannot write the scaled recipe", r->name);
+    }
+    *text = buf;
     return PCBM_OK;
 }
