@@ -85,8 +85,8 @@ static pcbm_status validate(const pcbm_search_opts *o, pcbm_error *err)
     if (o->recipe && !pcbm_recipe_has_weights(o->recipe))
         return pcbm_fail(err, PCBM_ERR_USAGE, "merge_method %s cannot be searched: a search over a "
                          "recipe multiplies each model's weight by its coefficient, and %s; merge "
-                         "the recipe as it is (merge with `recipe`), or search a recipe whose method "
-                         "takes per-model weights (linear, task_arithmetic, ties, dare_ties, "
+                         "the recipe as it is (pcbmerge merge --config), or search a recipe whose "
+                         "method takes per-model weights (linear, task_arithmetic, ties, dare_ties, "
                          "dare_linear, breadcrumbs, della, nuslerp, pcb, ...)", pcbm_method_name(m),
                          m == PCBM_METHOD_SLERP ? "slerp has none: it interpolates two models with t"
                          : m == PCBM_METHOD_MODEL_STOCK ? "model_stock has none: it computes its "
