@@ -868,14 +868,12 @@ pcbm_status pcbm_recipe_merge_opts(const pcbm_recipe *r, pcbm_merge_opts *o, pcb
 
 /* ---- a recipe with scaled weights (pcbmerge search --config) ------------------------------ */
 
-typedef struct wentry {
-    yaml_node_t *filter, *value; /* filter NULL: every tensor */
-} wentry;
-
 typedef struct wscale {
     yaml_document_t *doc;
     const pcbm_recipe *r;
     pcbm_error *err;
+    int *fid, *vid;             /* the entries of one task's weight setting: filter (0: none) */
+    size_t n, cap;              /* and value node ids */
 } wscale;
 
 /* The `weight` pair of a parameters mapping, or NULL. */
@@ -891,38 +889,55 @@ static yaml_node_pair_t *weight_pair(yaml_document_t *doc, yaml_node_t *params)
     return NULL;
 }
 
-/* The entries of one weight setting, appended to e (read_params' forms). */
-static void weight_entries(yaml_document_t *doc, yaml_node_t *params, wentry *e, size_t *n,
-                           size_t cap)
+static bool add_entry(wscale *w, int filter, int value)
 {
-    yaml_node_pair_t *p = weight_pair(doc, params);
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? 2 * w->cap : 16;
+        int *f = realloc(w->fid, cap * sizeof *f);
+        if (f)
+            w->fid = f;
+        int *v = f ? realloc(w->vid, cap * sizeof *v) : NULL;
+        if (!v)
+            return false;
+        w->vid = v;
+        w->cap = cap;
+    }
+    w->fid[w->n] = filter;
+    w->vid[w->n++] = value;
+    return true;
+}
+
+/* The entries of the weight setting of a parameters mapping (read_params' forms), appended. */
+static bool weight_entries(wscale *w, int params_id)
+{
+    yaml_document_t *doc = w->doc;
+    yaml_node_pair_t *p = weight_pair(doc, params_id ? yaml_document_get_node(doc, params_id) : NULL);
     yaml_node_t *v = p ? yaml_document_get_node(doc, p->value) : NULL;
     if (!v || is_null(v))
-        return;
-    if (v->type == YAML_MAPPING_NODE || (v->type == YAML_SEQUENCE_NODE &&
-                                        v->data.sequence.items.top > v->data.sequence.items.start &&
-                                        yaml_document_get_node(doc, v->data.sequence.items.start[0])->type ==
-                                            YAML_MAPPING_NODE)) {
-        yaml_node_item_t one = p->value, *it = &one, *top = &one + 1;
-        if (v->type == YAML_SEQUENCE_NODE)
-            it = v->data.sequence.items.start, top = v->data.sequence.items.top;
-        for (; it < top && *n < cap; it++) {
-            yaml_node_t *m = yaml_document_get_node(doc, *it);
-            wentry w = {NULL, NULL};
-            for (yaml_node_pair_t *q = m->data.mapping.pairs.start; q < m->data.mapping.pairs.top; q++) {
-                const char *k = scalar(yaml_document_get_node(doc, q->key));
-                yaml_node_t *x = yaml_document_get_node(doc, q->value);
-                if (k && !strcmp(k, "filter") && !is_null(x))
-                    w.filter = x;
-                else if (k && !strcmp(k, "value"))
-                    w.value = x;
-            }
-            e[(*n)++] = w;
+        return true;
+    bool listed = v->type == YAML_SEQUENCE_NODE &&
+                  v->data.sequence.items.top > v->data.sequence.items.start &&
+                  yaml_document_get_node(doc, v->data.sequence.items.start[0])->type == YAML_MAPPING_NODE;
+    if (v->type != YAML_MAPPING_NODE && !listed)
+        return add_entry(w, 0, p->value);
+    yaml_node_item_t one = p->value, *it = &one, *top = &one + 1;
+    if (listed)
+        it = v->data.sequence.items.start, top = v->data.sequence.items.top;
+    for (; it < top; it++) {
+        yaml_node_t *m = yaml_document_get_node(doc, *it);
+        int f = 0, val = 0;
+        for (yaml_node_pair_t *q = m->data.mapping.pairs.start; q < m->data.mapping.pairs.top; q++) {
+            const char *k = scalar(yaml_document_get_node(doc, q->key));
+            yaml_node_t *x = yaml_document_get_node(doc, q->value);
+            if (k && !strcmp(k, "filter") && !is_null(x))
+                f = q->value;
+            else if (k && !strcmp(k, "value"))
+                val = q->value;
         }
-        return;
+        if (!add_entry(w, f, val))
+            return false;
     }
-    if (*n < cap)
-        e[(*n)++] = (wentry){NULL, v};
+    return true;
 }
 
 /* The shortest text that reads back as v, with a '.' before an exponent (YAML 1.1 floats). */
@@ -941,44 +956,50 @@ static void fmt_number(double v, char *b, size_t len)
     }
 }
 
-/* A new node: value (a number or a gradient of numbers) times c; 0 when it is not one. */
-static int scaled_node(wscale *w, yaml_node_t *v, double c, const char *model)
+static int add_str(yaml_document_t *doc, const char *s)
+{
+    return yaml_document_add_scalar(doc, NULL, (yaml_char_t *)s, (int)strlen(s),
+                                    YAML_PLAIN_SCALAR_STYLE);
+}
+
+/* A new node: node vid (a number or a gradient of numbers) times c; 0 on an error. Node ids,
+ * not pointers: adding nodes moves the node array. */
+static int scaled_node(wscale *w, int vid, double c, const char *model)
 {
     yaml_document_t *doc = w->doc;
+    yaml_node_t *v = vid ? yaml_document_get_node(doc, vid) : NULL;
     double d;
     char b[64];
-    if (v && v->type == YAML_SCALAR_NODE) {
-        if (!number(v, &d))
-            goto bad;
+    if (v && v->type == YAML_SCALAR_NODE && number(v, &d)) {
         fmt_number(d * c, b, sizeof b);
-        return yaml_document_add_scalar(doc, NULL, (yaml_char_t *)b, (int)strlen(b),
-                                        YAML_PLAIN_SCALAR_STYLE);
+        return add_str(doc, b);
     }
-    if (!v || v->type != YAML_SEQUENCE_NODE)
-        goto bad;
-    /* ids, not pointers: adding nodes moves the node array (v too) */
-    size_t nv = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-    int *ids = pcbm_calloc(nv ? nv : 1, sizeof *ids), *items = pcbm_calloc(nv ? nv : 1, sizeof *items);
-    if (!ids || !items) {
-        free(ids);
-        free(items);
+    size_t nv = v && v->type == YAML_SEQUENCE_NODE
+                    ? (size_t)(v->data.sequence.items.top - v->data.sequence.items.start) : 0;
+    if (nv == 0) {
+        pcbm_fail(w->err, PCBM_ERR_USAGE, "%s: model %s: a weight that is not a number or a "
+                  "gradient of numbers cannot be scaled by the search: give numbers", w->r->name,
+                  model);
+        return 0;
+    }
+    int *ids = pcbm_calloc(nv, sizeof *ids);
+    if (!ids) {
         pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
         return 0;
     }
-    for (size_t k = 0; k < nv; k++)
-        items[k] = v->data.sequence.items.start[k];
     for (size_t k = 0; k < nv; k++) {
-        yaml_node_t *x = yaml_document_get_node(doc, items[k]);
+        v = yaml_document_get_node(doc, vid);
+        yaml_node_t *x = yaml_document_get_node(doc, v->data.sequence.items.start[k]);
         if (!x || !number(x, &d)) {
             free(ids);
-            free(items);
-            goto bad;
+            pcbm_fail(w->err, PCBM_ERR_USAGE, "%s: model %s: a weight gradient with a value that "
+                      "is not a number cannot be scaled by the search: give numbers", w->r->name,
+                      model);
+            return 0;
         }
         fmt_number(d * c, b, sizeof b);
-        ids[k] = yaml_document_add_scalar(doc, NULL, (yaml_char_t *)b, (int)strlen(b),
-                                          YAML_PLAIN_SCALAR_STYLE);
+        ids[k] = add_str(doc, b);
     }
-    free(items);
     int s = yaml_document_add_sequence(doc, NULL, YAML_FLOW_SEQUENCE_STYLE);
     for (size_t k = 0; s && k < nv; k++)
         if (!ids[k] || !yaml_document_append_sequence_item(doc, s, ids[k]))
@@ -987,34 +1008,22 @@ static int scaled_node(wscale *w, yaml_node_t *v, double c, const char *model)
     if (!s)
         pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
     return s;
-bad:
-    pcbm_fail(w->err, PCBM_ERR_USAGE, "%s: model %s: a weight that is not a number or a gradient "
-              "of numbers cannot be scaled by the search: give numbers", w->r->name, model);
-    return 0;
 }
 
-static int add_str(yaml_document_t *doc, const char *s)
-{
-    return yaml_document_add_scalar(doc, NULL, (yaml_char_t *)s, (int)strlen(s),
-                                    YAML_PLAIN_SCALAR_STYLE);
-}
-
-/* The scaled weight setting of one task: its own entries, then the slice's and the recipe's
- * (mergekit's lookup order), each value times c; a single entry without filter stays a plain
- * value. Node ids, not pointers: adding nodes moves them. */
-static int scaled_setting(wscale *w, const int *fid, const int *vid, size_t n, double c,
-                          const char *model)
+/* The scaled weight setting of one task from w's entries, each value times c; a single entry
+ * without filter stays a plain value. */
+static int scaled_setting(wscale *w, double c, const char *model)
 {
     yaml_document_t *doc = w->doc;
-    if (n == 1 && !fid[0])
-        return scaled_node(w, yaml_document_get_node(doc, vid[0]), c, model);
+    if (w->n == 1 && !w->fid[0])
+        return scaled_node(w, w->vid[0], c, model);
     int seq = yaml_document_add_sequence(doc, NULL, YAML_BLOCK_SEQUENCE_STYLE);
-    for (size_t k = 0; seq && k < n; k++) {
-        int val = scaled_node(w, yaml_document_get_node(doc, vid[k]), c, model);
+    for (size_t k = 0; seq && k < w->n; k++) {
+        int val = scaled_node(w, w->vid[k], c, model);
         if (!val)
             return 0;
         int m = yaml_document_add_mapping(doc, NULL, YAML_BLOCK_MAPPING_STYLE);
-        if (!m || (fid[k] && !yaml_document_append_mapping_pair(doc, m, add_str(doc, "filter"), fid[k])) ||
+        if (!m || (w->fid[k] && !yaml_document_append_mapping_pair(doc, m, add_str(doc, "filter"), w->fid[k])) ||
             !yaml_document_append_mapping_pair(doc, m, add_str(doc, "value"), val) ||
             !yaml_document_append_sequence_item(doc, seq, m))
             seq = 0;
@@ -1024,9 +1033,36 @@ static int scaled_setting(wscale *w, const int *fid, const int *vid, size_t n, d
     return seq;
 }
 
-static int node_id(yaml_document_t *doc, yaml_node_t *n)
+/* A copy of mapping map_id (0: none) with `key: value_id` set (replaced or appended); the
+ * original stays as it is (an alias may share it). 0 when out of memory. */
+static int with_pair(yaml_document_t *doc, int map_id, const char *key, int value_id)
 {
-    return n ? (int)(n - doc->nodes.start) + 1 : 0;
+    int m = yaml_document_add_mapping(doc, NULL, YAML_BLOCK_MAPPING_STYLE);
+    if (!m)
+        return 0;
+    bool set = false;
+    yaml_node_t *old = map_id ? yaml_document_get_node(doc, map_id) : NULL;
+    size_t np = old && old->type == YAML_MAPPING_NODE
+                    ? (size_t)(old->data.mapping.pairs.top - old->data.mapping.pairs.start) : 0;
+    for (size_t k = 0; k < np; k++) {
+        yaml_node_pair_t pr = yaml_document_get_node(doc, map_id)->data.mapping.pairs.start[k];
+        const char *ks = scalar(yaml_document_get_node(doc, pr.key));
+        if (ks && !strcmp(ks, key)) { /* a key of its own (an anchored one would be shared) */
+            pr.key = add_str(doc, key);
+            pr.value = value_id;
+            set = true;
+        }
+        if (!pr.key)
+            return 0;
+        if (!yaml_document_append_mapping_pair(doc, m, pr.key, pr.value))
+            return 0;
+    }
+    if (!set) {
+        int k = add_str(doc, key);
+        if (!k || !yaml_document_append_mapping_pair(doc, m, k, value_id))
+            return 0;
+    }
+    return m;
 }
 
 /* Drop the `weight` pair of a parameters mapping (folded into every task's own). */
@@ -1040,34 +1076,19 @@ static void drop_weight(yaml_document_t *doc, int params_id)
     params->data.mapping.pairs.top--;
 }
 
-/* Set `key: value_id` in the mapping map_id (replacing the value, or appending the pair). */
-static bool set_pair(yaml_document_t *doc, int map_id, const char *key, int value_id)
-{
-    yaml_node_t *m = yaml_document_get_node(doc, map_id);
-    for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
-        const char *k = scalar(yaml_document_get_node(doc, p->key));
-        if (k && !strcmp(k, key)) {
-            p->value = value_id;
-            return true;
-        }
-    }
-    int k = add_str(doc, key);
-    return k && yaml_document_append_mapping_pair(doc, map_id, k, value_id);
-}
-
 static int emit_to(void *data, unsigned char *buf, size_t size)
 {
     return fwrite(buf, 1, size, (FILE *)data) == size;
 }
 
-/* The `parameters` node id of a mapping (0: none). */
-static int params_of(yaml_document_t *doc, yaml_node_t *m)
+/* The id of the value of `key` in mapping m (0: none). */
+static int child_id(yaml_document_t *doc, yaml_node_t *m, const char *key)
 {
     if (!m || m->type != YAML_MAPPING_NODE)
         return 0;
     for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
         const char *k = scalar(yaml_document_get_node(doc, p->key));
-        if (k && !strcmp(k, "parameters"))
+        if (k && !strcmp(k, key))
             return p->value;
     }
     return 0;
@@ -1075,86 +1096,67 @@ static int params_of(yaml_document_t *doc, yaml_node_t *m)
 
 static yaml_node_t *child(yaml_document_t *doc, yaml_node_t *m, const char *key)
 {
-    if (!m || m->type != YAML_MAPPING_NODE)
-        return NULL;
-    for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
-        const char *k = scalar(yaml_document_get_node(doc, p->key));
-        if (k && !strcmp(k, key))
-            return yaml_document_get_node(doc, p->value);
-    }
-    return NULL;
+    int id = child_id(doc, m, key);
+    return id ? yaml_document_get_node(doc, id) : NULL;
 }
 
 int pcbm_recipe_has_weights(const pcbm_recipe *r)
 {
-    return r && (*r->mm->per_model && in_list(r->mm->per_model, "weight"));
+    return r && in_list(r->mm->per_model, "weight");
 }
 
-/* Rewrite the document: every task's weight setting scaled by c[task]. */
+/* Rewrite the document: every task's weight setting scaled by c[task]. Node ids throughout:
+ * adding nodes moves the node array. */
 static pcbm_status scale_doc(wscale *w, const double *c)
 {
     yaml_document_t *doc = w->doc;
     const pcbm_recipe *r = w->r;
     yaml_node_t *root = yaml_document_get_root_node(doc);
-    yaml_node_t *models = child(doc, root, "models"), *slices = child(doc, root, "slices");
-    int gparams = params_of(doc, root), sparams = 0;
-    yaml_node_item_t *it = NULL, *top = NULL;
-    if (models && models->type == YAML_SEQUENCE_NODE) {
-        it = models->data.sequence.items.start;
-        top = models->data.sequence.items.top;
-    } else if (slices && slices->type == YAML_SEQUENCE_NODE) {
+    int list = child_id(doc, root, "models"), gparams = child_id(doc, root, "parameters");
+    int sparams = 0;
+    yaml_node_t *ln = list ? yaml_document_get_node(doc, list) : NULL;
+    if (!ln || ln->type != YAML_SEQUENCE_NODE) { /* one slice (read_doc checked the forms) */
+        yaml_node_t *slices = child(doc, root, "slices");
         yaml_node_t *sl = yaml_document_get_node(doc, slices->data.sequence.items.start[0]);
-        yaml_node_t *src = child(doc, sl, "sources");
-        sparams = params_of(doc, sl);
-        it = src->data.sequence.items.start;
-        top = src->data.sequence.items.top;
+        sparams = child_id(doc, sl, "parameters");
+        list = child_id(doc, sl, "sources");
     }
-    /* the model entries' ids first: adding nodes moves the node array */
-    size_t nm = (size_t)(top - it);
-    int ids[PCBM_MAX_TASKS + 1];
-    for (size_t i = 0; i < nm && i <= PCBM_MAX_TASKS; i++)
-        ids[i] = it[i];
+    size_t nm = (size_t)(yaml_document_get_node(doc, list)->data.sequence.items.top -
+                         yaml_document_get_node(doc, list)->data.sequence.items.start);
     bool base_is_input = !strcmp(r->mm->name, "linear");
     unsigned task = 0;
-    for (size_t i = 0; i < nm && i <= PCBM_MAX_TASKS; i++) {
-        yaml_node_t *m = yaml_document_get_node(doc, ids[i]);
+    for (size_t i = 0; i < nm && task < r->ntasks; i++) {
+        int mid = yaml_document_get_node(doc, list)->data.sequence.items.start[i];
+        yaml_node_t *m = yaml_document_get_node(doc, mid);
         const char *model = scalar(child(doc, m, "model"));
         if (r->base_model && model && !strcmp(model, r->base_model) && !base_is_input)
             continue; /* no task */
-        if (task >= r->ntasks)
-            break;
-        wentry e[3 * 64];
-        size_t n = 0;
-        int own = params_of(doc, m);
-        weight_entries(doc, own ? yaml_document_get_node(doc, own) : NULL, e, &n, 64);
-        weight_entries(doc, sparams ? yaml_document_get_node(doc, sparams) : NULL, e, &n, 128);
-        weight_entries(doc, gparams ? yaml_document_get_node(doc, gparams) : NULL, e, &n, 192);
-        for (size_t k = 0; k < n; k++) /* an entry for every tensor ends the lookup */
-            if (!e[k].filter || !strcmp(scalar(e[k].filter) ? scalar(e[k].filter) : "", "*"))
-                n = k + 1;
-        int fid[192], vid[192];
-        for (size_t k = 0; k < n; k++) {
-            fid[k] = node_id(doc, e[k].filter);
-            vid[k] = node_id(doc, e[k].value);
+        int own = child_id(doc, m, "parameters");
+        w->n = 0;
+        if (!weight_entries(w, own) || !weight_entries(w, sparams) || !weight_entries(w, gparams))
+            return pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
+        for (size_t k = 0; k < w->n; k++) { /* an entry for every tensor ends the lookup */
+            const char *f = w->fid[k] ? scalar(yaml_document_get_node(doc, w->fid[k])) : NULL;
+            if (!w->fid[k] || (f && !strcmp(f, "*")))
+                w->n = k + 1;
         }
+        char b[64];
         int val;
-        if (n == 0) { /* pcb without a weight: 1 */
-            char b[64];
+        if (w->n == 0) { /* pcb without a weight: 1 */
             fmt_number(c[task], b, sizeof b);
             val = add_str(doc, b);
         } else {
-            val = scaled_setting(w, fid, vid, n, c[task], model ? model : "?");
+            val = scaled_setting(w, c[task], model ? model : "?");
         }
         if (!val)
-            return w->err->status ? w->err->status : pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
-        yaml_node_t *pn = own ? yaml_document_get_node(doc, own) : NULL;
-        if (!pn || pn->type != YAML_MAPPING_NODE) {
-            own = yaml_document_add_mapping(doc, NULL, YAML_BLOCK_MAPPING_STYLE);
-            if (!own || !set_pair(doc, ids[i], "parameters", own))
-                return pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
-        }
-        if (!set_pair(doc, own, "weight", val))
+            return w->err->status != PCBM_OK ? w->err->status
+                                             : pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
+        /* new mappings for the parameters and the entry (aliases may share the old ones) */
+        int np = with_pair(doc, own, "weight", val);
+        int nmid = np ? with_pair(doc, mid, "parameters", np) : 0;
+        if (!nmid)
             return pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
+        yaml_document_get_node(doc, list)->data.sequence.items.start[i] = nmid;
         task++;
     }
     drop_weight(doc, sparams);
@@ -1183,8 +1185,10 @@ pcbm_status pcbm_recipe_scaled(const pcbm_recipe *r, const double *c, unsigned n
     }
     yaml_parser_delete(&parser);
     pcbm_error_clear(err);
-    wscale w = {&doc, r, err};
+    wscale w = {&doc, r, err, NULL, NULL, 0, 0};
     pcbm_status st = scale_doc(&w, c);
+    free(w.fid);
+    free(w.vid);
     if (st != PCBM_OK) {
         yaml_document_delete(&doc);
         return st;
