@@ -327,8 +327,10 @@ static pcbm_status read_params(rctx *c, yaml_node_t *m, int task, const char *wh
                 continue; /* the base listed among the models is no task */
             if (!strcmp(pname, "weight") && task >= 0)
                 r->pcb_w[task] = d, r->have_pcb_w[task] = true;
-            else if (!strcmp(pname, "weight"))
+            else if (!strcmp(pname, "weight") && !r->have_pcb_w_all) /* the slice's first */
                 r->pcb_w_all = d, r->have_pcb_w_all = true;
+            else if (!strcmp(pname, "weight"))
+                continue;
             else if (!strcmp(pname, "density"))
                 r->density = d, r->have_density = true;
             else if (!strcmp(pname, "lambda"))
