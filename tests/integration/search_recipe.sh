@@ -12,7 +12,9 @@
 # and bytes, running only the rest; a resume with a changed recipe is refused naming it;
 # (c) pcb: statistics computed once, the result equals the merge of search_recipe.yml and
 # pcb_ref.py with λ_i = lambda · w_i · c_i; (d) refusals: slerp, model_stock and sce (exit 2
-# naming the method), options the recipe sets, --stats with ties, task operands.
+# naming the method), options the recipe sets, --stats with ties, task operands; (e) the same
+# search with other --threads/--io/--mem/--block-size: the same log and bytes; (f) a ties search
+# over a family 8x --mem 64M: peak RSS <= 112 MiB (skipped under ASan).
 . "$(dirname "$0")/lib.sh"
 need_ref
 "$PY" -c 'import yaml' 2>/dev/null || skip "PyYAML is missing for $PY"
@@ -250,6 +252,20 @@ else
     case_fail "pcb reference" "$(tail -n 4 "$TMP/p.ref.log" | tr '\n' ' ')"
 fi
 
+# ---- (e) run-time settings: the same search -------------------------------------------------------
+rm -f "$TMP/evals"
+if search "$R/ties.yml" "$TMP/d" --threads 1 --io pread --mem 64M --block-size 64K >"$TMP/d.log" 2>&1 &&
+    "$PY" - "$TMP/t" "$TMP/d" <<'PYEOF' && cmp -s "$TMP/t/model.safetensors" "$TMP/d/model.safetensors"; then
+import json, sys
+def log(d):
+    return [(e["evaluation"], e["lambdas"], e["score"]) for e in map(json.loads, open(d + "/search_log.jsonl"))]
+sys.exit(0 if log(sys.argv[1]) == log(sys.argv[2]) else 1)
+PYEOF
+    case_pass "--threads 1 --io pread --mem 64M --block-size 64K: the same log and bytes"
+else
+    case_fail "run-time settings" "$(tail -n 3 "$TMP/d.log" | tr '\n' ' ')"
+fi
+
 # ---- (d) refusals -------------------------------------------------------------------------------
 refuse() { # NAME PATTERN RECIPE-TEXT|- [options...]
     local name=$1 pat=$2 text=$3 out rc
@@ -288,4 +304,40 @@ refuse stats "--stats applies to pcb; the other methods' statistics depend on th
     --stats "$TMP/t/merge_stats.json.zst"
 cp "$R/ties.yml" "$R/operands.yml"
 refuse operands "--config takes the models from the recipe" - "$F/task1"
+
+# ---- (f) memory: a search over a family 8x --mem ------------------------------------------------
+if grep -q "__asan_init" "$P" 2>/dev/null || [ ! -x "$PCBM_TOOLS/peak-rss" ]; then
+    echo "skip the memory case: AddressSanitizer build or no peak-rss"
+else
+    G=$TMP/big
+    gen "$G" --preset custom --params 70M --tasks 3 --dtype bf16 --seed 41 --jobs 2
+    in_bytes=$(du -cb "$G"/base/*.safetensors "$G"/task*/*.safetensors | tail -n 1 | cut -f1)
+    [ "$in_bytes" -ge $((8 * (64 << 20))) ] || fail "the family is smaller than 8x --mem ($in_bytes bytes)"
+    cat >"$R/big.yml" <<EOF
+merge_method: ties
+base_model: $G/base
+models:
+  - model: $G/task1
+    parameters: {weight: [0.2, 1.0, 0.4], density: 0.5}
+  - model: $G/task2
+    parameters:
+      weight:
+        - filter: mlp
+          value: [1.0, 0.1]
+        - value: 0.5
+      density: 0.3
+  - model: $G/task3
+    parameters: {weight: 0.3, density: 0.7}
+EOF
+    "$PCBM_TOOLS/peak-rss" --limit $((112 << 20)) --output "$TMP/big.rss" -- "$P" search --quiet \
+        --config "$R/big.yml" --out "$TMP/big.out" --mem 64M --threads 2 --budget 2 --popsize 4 \
+        --eval-cmd 'echo 1 # {model}' >"$TMP/big.log" 2>&1
+    rc=$?
+    peak=$(sed -n 's/^peak_rss_bytes //p' "$TMP/big.rss" 2>/dev/null)
+    if [ $rc -eq 0 ]; then
+        case_pass "search --config at --mem 64M" "$((in_bytes >> 20)) MiB of inputs, 3 ties merges, peak RSS $((${peak:-0} >> 20)) MiB <= 112 MiB"
+    else
+        case_fail "search --config at --mem 64M" "exit $rc, peak RSS $((${peak:-0} >> 20)) MiB: $(tail -n 2 "$TMP/big.log" | tr '\n' ' ')"
+    fi
+fi
 finish
