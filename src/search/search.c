@@ -106,9 +106,9 @@ static pcbm_status validate(const pcbm_search_opts *o, pcbm_error *err)
                          ? "densities" : mo->normalize != PCBM_DEFAULT ? "normalize" : "rescale");
     if (mo->stats_in && !pcbm_search_has_stats(m))
         return pcbm_fail(err, PCBM_ERR_USAGE, "`stats_in` applies to pcb; %s", o->recipe
-                         ? "the other methods' statistics depend on the weights the search "
-                           "changes and are computed for every candidate" : "the method computes "
-                           "no statistics the search could reuse");
+                         ? "over a recipe, the other methods' statistics are computed for every "
+                           "candidate (the TIES family's depend on the weights the search "
+                           "changes)" : "the method computes no statistics the search could reuse");
     if (o->budget < 1)
         return pcbm_fail(err, PCBM_ERR_USAGE, "`budget` needs at least one evaluation");
     if (!isfinite(o->lo) || !isfinite(o->hi) || !(o->lo < o->hi))

@@ -415,7 +415,7 @@ pcbm_status pcbm_search_write_summary(const pcbm_search_state *s, pcbm_error *er
     fputs(",\n  \"statistics\": ", f);
     put_str(f, !pcbm_search_has_stats(s->mo.method) && s->o.recipe
                    ? "not reused: every candidate's merge computes the statistics its method has "
-                     "(they depend on the weights)"
+                     "(the TIES family's depend on the weights)"
                : !pcbm_search_has_stats(s->mo.method) ? "none (the method has no statistics pass)"
                : s->mo.stats_in                     ? "from --stats"
                                                     : "computed once, at the first evaluation");

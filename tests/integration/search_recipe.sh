@@ -300,7 +300,7 @@ refuse opt "--density, --clamp-ratio change the merge that the recipe" - --densi
 cp "$R/ties.yml" "$R/base.yml"
 refuse base "--base changes the merge" - --base "$F/base"
 cp "$R/ties.yml" "$R/stats.yml"
-refuse stats "--stats applies to pcb; the other methods' statistics depend on the weights" - \
+refuse stats "--stats applies to pcb; over a recipe, the other methods. statistics are computed for every candidate" - \
     --stats "$TMP/t/merge_stats.json.zst"
 cp "$R/ties.yml" "$R/operands.yml"
 refuse operands "--config takes the models from the recipe" - "$F/task1"
