@@ -406,6 +406,18 @@ PCBM_API pcbm_status pcbm_recipe_merge_opts(const pcbm_recipe *r, pcbm_merge_opt
                                             pcbm_error *err);
 /* The recipe's text as read. */
 PCBM_API const char *pcbm_recipe_text(const pcbm_recipe *r);
+/* Whether the recipe's method takes a per-model `weight` (the coefficients a search over the
+ * recipe scales): linear, task_arithmetic and the ties/dare/breadcrumbs/della family, nuslerp,
+ * pcb (its weight scales the model's λ); 0 for slerp, model_stock and sce. */
+PCBM_API int pcbm_recipe_has_weights(const pcbm_recipe *r);
+/* The recipe with every task model's weight multiplied by c[i] (n = the task models, in the
+ * order of pcbm_merge_opts.tasks), as YAML text (malloc'ed; the caller frees it): each model's
+ * own weight setting, then the slice's and the recipe's (mergekit's lookup order), with every
+ * value and gradient point scaled, becomes that model's own; a pcb model without a weight gets
+ * c[i]. The text merges as `pcbmerge merge --config` of it would. PCBM_ERR_USAGE for a method
+ * without per-model weights or a weight that is not numeric. */
+PCBM_API pcbm_status pcbm_recipe_scaled(const pcbm_recipe *r, const double *c, unsigned n,
+                                        char **text, pcbm_error *err);
 PCBM_API void pcbm_recipe_free(pcbm_recipe *r);
 
 /* The values of a pcbm_merge_opts switch whose default depends on the method. */
@@ -547,6 +559,15 @@ typedef struct pcbm_search_opts {
     int resume;                    /* continue the search left in OUT.search/ */
     pcbm_search_event_fn on_event; /* every evaluation, or NULL */
     pcbm_search_note_fn on_note;   /* notes, or NULL */
+    /* A search over a mergekit recipe (pcbm_recipe_load), or NULL: the coefficients c_1..c_N
+     * multiply each task model's `weight` (pcbm_recipe_scaled; pcb: its λ) and every candidate
+     * is the merge of the scaled recipe. The merge's parameters come from the recipe (what
+     * pcbm_recipe_merge_opts fills; out_dtype where the recipe gives none stays merge's); merge
+     * gives out and the rest. OUT/search_recipe.yml is the recipe at the best c: merged with
+     * `pcbmerge merge --config` it gives the same weights. Methods without per-model weights
+     * (slerp, model_stock, sce) are refused. Only pcb's statistics (independent of λ) are
+     * computed once; the other methods' depend on the weights and are computed per candidate. */
+    const pcbm_recipe *recipe;
 } pcbm_search_opts;
 
 typedef struct pcbm_search_result {

@@ -286,7 +286,7 @@ static int chat_template_arg(cli_cmd c, cli_args *a, char **text)
 
 /* --config: the merge's parameters from a mergekit recipe; the options that set them are
  * usage errors (they belong in the recipe). */
-static int recipe_opts(cli_cmd c, cli_args *a, int operands, pcbm_recipe **out)
+int cli_recipe_opts(cli_cmd c, cli_args *a, int operands, pcbm_recipe **out)
 {
     pcbm_error err;
     if (operands > 0)
@@ -331,7 +331,7 @@ static int cmd_merge(int argc, char **argv, cli_cmd c)
         rc = cli_usage_error(c, "plan needs --parts K (the number of parts of the job array)");
     pcbm_recipe *recipe = NULL;
     if (rc == 0 && a->config)
-        rc = recipe_opts(c, a, argc - first, &recipe);
+        rc = cli_recipe_opts(c, a, argc - first, &recipe);
     else if (rc == 0) {
         a->o.tasks = (const char *const *)&argv[first];
         a->o.ntasks = (unsigned)(argc - first);

@@ -29,7 +29,9 @@ static const struct cli_cmd_info {
                    "merge the task models into OUT"},
     [CMD_PLAN] = {"plan", "--base DIR --out DIR --parts K [options] TASK_DIR...",
                   "split a merge into K parts (split merges, below)"},
-    [CMD_SEARCH] = {"search", "--base DIR --out DIR --eval-cmd 'CMD {model}' [options] TASK_DIR...", "CMA-ES search of the per-task λ that maximize a score"},
+    [CMD_SEARCH] = {"search", "--base DIR --out DIR --eval-cmd 'CMD {model}' [options] TASK_DIR...  |  "
+                              "--config RECIPE.yml --out DIR --eval-cmd 'CMD {model}' [options]",
+                    "CMA-ES search of the per-task λ that maximize a score"},
     [CMD_STATS] = {"stats", "--plan DIR [--part I] [run-time settings]",
                    "part I's part of the next statistics round"},
     [CMD_REDUCE] = {"reduce", "--plan DIR [run-time settings]",
@@ -147,11 +149,11 @@ static const cli_opt table[] = {
     {"select-topk", NULL, "R", O_SELECT_TOPK, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "sce: fraction of the elements of non-zero variance kept (default 1: all)"},
     {"nuslerp-no-flatten", NULL, NULL, O_NUSLERP_NO_FLATTEN, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
-     "nuslerp: one interpolation per row (not supported yet)"},
+     "nuslerp: one interpolation per row (mergekit's nuslerp_flatten false)"},
     {"nuslerp-row-wise", NULL, NULL, O_NUSLERP_ROW_WISE, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
      "nuslerp: with --nuslerp-no-flatten, per column (mergekit's row_wise)"},
     {"filter-wise", NULL, NULL, O_FILTER_WISE, B(CMD_MERGE) | B(CMD_PLAN), G_MERGE,
-     "model_stock: one t per row (not supported yet)"},
+     "model_stock: one t per row (mergekit's filter_wise)"},
     {"clamp-ratio", NULL, "C", O_CLAMP, M_MERGE, G_MERGE, "PCB outlier clamp ratio (default 1e-4)"},
     {"scope", NULL, "S", O_SCOPE, M_MERGE, G_MERGE,
      "global (statistics over the whole model) or tensor (every statistic\n"
@@ -683,7 +685,10 @@ static const char search_text[] =
     "environment as PCBM_MODEL), and the last line of its stdout is the score (higher is\n"
     "better). OUT receives the merge at the best λ, search_log.jsonl (every evaluation: λs,\n"
     "score, seconds) and search_summary.json. The methods are pcb, task_arithmetic and\n"
-    "dare_linear: ties, dare_ties and linear take no per-task λ and cannot be searched.\n";
+    "dare_linear: ties, dare_ties and linear take no per-task λ and cannot be searched.\n"
+    "With --config RECIPE.yml (no task operands) each λ multiplies its model's weight in the\n"
+    "recipe (pcb: its λ); every method with per-model weights can be searched, and\n"
+    "OUT/search_recipe.yml is the recipe at the best λ (merge --config of it: the same bytes).\n";
 
 static const char inspect_text[] =
     "MODEL: a directory (model.safetensors, or model.safetensors.index.json + shards)\n"

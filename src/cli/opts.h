@@ -58,6 +58,10 @@ static inline bool cli_given(const cli_args *a, int id)
 /* The options a recipe sets (--config excludes them), as names joined by ", " into buf;
  * returns the number given. */
 int cli_recipe_conflicts(const cli_args *a, bool recipe_has_dtype, char *buf, size_t len);
+/* --config RECIPE of merge, plan and search: the merge's parameters from the recipe into a->o
+ * (*out keeps what they point to); options the recipe sets and task operands are usage errors.
+ * 0, or the exit status of the error printed. */
+int cli_recipe_opts(cli_cmd c, cli_args *a, int operands, pcbm_recipe **out);
 
 /* The command named `name`, or CMD_COUNT. */
 cli_cmd cli_cmd_parse(const char *name);

@@ -131,6 +131,9 @@ static void print_summary(const cli_args *a, const pcbm_search_result *r)
         printf("  failed evaluations: %u (skipped)\n", r->failed);
     printf("  merged into %s with the best λ; log %s/search_log.jsonl, summary "
            "%s/search_summary.json\n", a->o.out, a->o.out, a->o.out);
+    if (a->so.recipe)
+        printf("  the recipe with each model's weight times the best λ: %s/search_recipe.yml "
+               "(pcbmerge merge --config merges it into the same weights)\n", a->o.out);
 }
 
 /* The checks of the command line itself; the library checks the rest. */
@@ -185,13 +188,16 @@ int pcbm_cli_search(int argc, char **argv)
         return 1;
     }
     cli_args_init(a);
+    pcbm_recipe *recipe = NULL;
     int first, rc = cli_parse(CMD_SEARCH, argc, argv, a, &first);
     if (rc == 0 && a->help) {
         cli_help_cmd(stdout, CMD_SEARCH);
     } else if (rc == 0 && a->config) {
-        rc = cli_usage_error(CMD_SEARCH, "search --config is not supported yet: search tunes "
-                             "pcbmerge's per-task coefficients, where a recipe fixes mergekit's "
-                             "weights; merge the recipe with pcbmerge merge --config");
+        /* the coefficients multiply the recipe's weights (pcbm_search_opts.recipe) */
+        rc = cli_recipe_opts(CMD_SEARCH, a, argc - first, &recipe);
+        if (rc == 0)
+            rc = check_args(a);
+        a->so.recipe = recipe;
     } else if (rc == 0) {
         a->o.tasks = (const char *const *)&argv[first];
         a->o.ntasks = (unsigned)(argc - first);
@@ -213,6 +219,7 @@ int pcbm_cli_search(int argc, char **argv)
         free(cs.cmd);
         free(r);
     }
+    pcbm_recipe_free(recipe);
     free(a);
     return rc;
 }

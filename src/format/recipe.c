@@ -33,22 +33,23 @@ typedef struct mk_method {
 } mk_method;
 
 #define GTA_GLOBAL "int8_mask normalize rescale lambda"
+#define SPARSE_GLOBAL GTA_GLOBAL " scope" /* pcbmerge's own `scope` for mergekit's sparsifiers */
 static const mk_method mk_methods[] = {
     {"linear", "normalize", "weight", false, true, true, false},
     {"task_arithmetic", GTA_GLOBAL, "weight density", true, true, false, false},
-    {"ties", GTA_GLOBAL, "weight density", true, true, true, false},
-    {"dare_ties", GTA_GLOBAL, "weight density", true, true, false, true},
-    {"dare_linear", GTA_GLOBAL, "weight density", true, true, false, true},
-    {"breadcrumbs", GTA_GLOBAL, "weight density gamma", true, true, false, false},
-    {"breadcrumbs_ties", GTA_GLOBAL, "weight density gamma", true, true, false, false},
-    {"della", GTA_GLOBAL, "weight density epsilon", true, true, true, true},
-    {"della_linear", GTA_GLOBAL, "weight density epsilon", true, true, false, true},
+    {"ties", SPARSE_GLOBAL, "weight density", true, true, true, false},
+    {"dare_ties", SPARSE_GLOBAL, "weight density", true, true, false, true},
+    {"dare_linear", SPARSE_GLOBAL, "weight density", true, true, false, true},
+    {"breadcrumbs", SPARSE_GLOBAL, "weight density gamma", true, true, false, false},
+    {"breadcrumbs_ties", SPARSE_GLOBAL, "weight density gamma", true, true, false, false},
+    {"della", SPARSE_GLOBAL, "weight density epsilon", true, true, true, true},
+    {"della_linear", SPARSE_GLOBAL, "weight density epsilon", true, true, false, true},
     {"slerp", "t", "", true, false, false, false},
     {"nuslerp", "nuslerp_row_wise nuslerp_flatten", "weight", false, true, false, false},
     {"model_stock", "filter_wise", "", true, false, false, false},
     {"sce", "int8_mask select_topk", "", true, false, false, false},
     /* pcbmerge's own */
-    {"pcb", "density lambda clamp_ratio scope", "", true, false, false, false},
+    {"pcb", "density lambda clamp_ratio scope", "weight", true, false, false, false},
 };
 /* mergekit's methods pcbmerge does not merge (yet). */
 static const char *const mk_unsupported[] = {
@@ -74,6 +75,9 @@ struct pcbm_recipe {
     unsigned layer_lo, layer_hi; /* slices: the sources' layer_range */
     bool have_range;
     char *chat_template;        /* as written, or NULL */
+    /* pcb: a model's `weight` scales its λ (λ_i = lambda · weight_i; scalars only) */
+    double pcb_w[PCBM_MAX_TASKS], pcb_w_all, pcb_lambdas[PCBM_MAX_TASKS];
+    bool have_pcb_w[PCBM_MAX_TASKS], have_pcb_w_all;
 };
 
 /* ---- YAML helpers ------------------------------------------------------------------------- */
@@ -308,6 +312,12 @@ static pcbm_status read_params(rctx *c, yaml_node_t *m, int task, const char *wh
                 return bad(c, v, "%s: int8_mask is true or false", who);
             continue;
         }
+        if (!strcmp(pname, "scope")) {
+            if (varies(v))
+                return bad(c, v, "%s: scope is global or tensor for the whole merge: it takes "
+                           "no gradient or filter", who);
+            continue; /* read before (read_scope) */
+        }
         if (r->method == PCBM_METHOD_PCB) {
             if (varies(v))
                 return bad(c, v, "%s: a gradient or filter on the PCB parameter %s: %s", who,
@@ -315,12 +325,18 @@ static pcbm_status read_params(rctx *c, yaml_node_t *m, int task, const char *wh
                                ? "PCB's global scope computes one set of statistics over the "
                                  "whole model and takes scalars only (give a number)"
                                : "per-tensor PCB parameters are not supported yet (give a number)");
-            if (!strcmp(pname, "scope"))
-                continue; /* read before (read_pcb_scope) */
             double d;
             if (!number(v, &d))
                 return bad(c, v, "%s: %s is a number, got '%s'", who, pname, scalar(v));
-            if (!strcmp(pname, "density"))
+            if (!strcmp(pname, "weight") && task == -2)
+                continue; /* the base listed among the models is no task */
+            if (!strcmp(pname, "weight") && task >= 0)
+                r->pcb_w[task] = d, r->have_pcb_w[task] = true;
+            else if (!strcmp(pname, "weight") && !r->have_pcb_w_all) /* the slice's first */
+                r->pcb_w_all = d, r->have_pcb_w_all = true;
+            else if (!strcmp(pname, "weight"))
+                continue;
+            else if (!strcmp(pname, "density"))
                 r->density = d, r->have_density = true;
             else if (!strcmp(pname, "lambda"))
                 r->lambda = d, r->have_lambda = true;
@@ -352,8 +368,9 @@ static pcbm_status read_params(rctx *c, yaml_node_t *m, int task, const char *wh
     return PCBM_OK;
 }
 
-/* PCB's `scope` (global or tensor) before its other parameters. */
-static pcbm_status read_pcb_scope(rctx *c, yaml_node_t *m)
+/* `scope` (global or tensor; pcbmerge's own, for PCB and mergekit's sparsifiers) before the
+ * other parameters. */
+static pcbm_status read_scope(rctx *c, yaml_node_t *m)
 {
     if (!m || m->type != YAML_MAPPING_NODE)
         return PCBM_OK;
@@ -362,9 +379,12 @@ static pcbm_status read_pcb_scope(rctx *c, yaml_node_t *m)
         yaml_node_t *v = node(c, p->value);
         if (!k || strcmp(k, "scope"))
             continue;
+        if (varies(v))
+            return bad(c, v, "%s: scope is global or tensor for the whole merge: it takes no "
+                       "gradient or filter", c->r->mm->name);
         const char *s = string(v);
         if (!s || (strcmp(s, "global") && strcmp(s, "tensor")))
-            return bad(c, v, "pcb: scope is global or tensor");
+            return bad(c, v, "%s: scope is global or tensor", c->r->mm->name);
         c->r->scope = strcmp(s, "global") ? PCBM_SCOPE_TENSOR : PCBM_SCOPE_GLOBAL;
     }
     return PCBM_OK;
@@ -595,12 +615,10 @@ static pcbm_status read_doc(rctx *c)
     }
     if (st != PCBM_OK)
         return st;
-    if (r->method == PCBM_METHOD_PCB) {
-        r->scope = PCBM_SCOPE_TENSOR;
-        if ((st = read_pcb_scope(c, slice_params)) != PCBM_OK ||
-            (st = read_pcb_scope(c, params)) != PCBM_OK)
-            return st;
-    }
+    r->scope = PCBM_SCOPE_TENSOR;
+    if (in_list(r->mm->global, "scope") &&
+        ((st = read_scope(c, slice_params)) != PCBM_OK || (st = read_scope(c, params)) != PCBM_OK))
+        return st;
     /* the base and the tasks (mergekit: the base listed among the models is no task) */
     if (!r->base_model && r->mm->needs_base)
         return bad(c, root, "merge_method %s needs base_model (as mergekit)", r->mm->name);
@@ -679,6 +697,11 @@ static pcbm_status read_doc(rctx *c)
                 return bad(c, NULL, "model %s has no weight: %s requires one per model, as "
                            "mergekit does (parameters: weight: W under the model, or in the "
                            "recipe's parameters)", r->tasks[i], r->mm->name);
+    }
+    if (r->method == PCBM_METHOD_PCB) { /* λ_i = lambda · weight_i where a weight is given */
+        for (unsigned i = 0; i < r->ntasks; i++)
+            r->pcb_lambdas[i] = (r->have_lambda ? r->lambda : 1.0) *
+                                (r->have_pcb_w[i] ? r->pcb_w[i] : r->have_pcb_w_all ? r->pcb_w_all : 1.0);
     }
     if (r->method == PCBM_METHOD_SLERP) { /* mergekit: t is required (ConfigParameterDef) */
         pcbm_params_require(r->params, "t", c->err);
@@ -814,7 +837,7 @@ pcbm_status pcbm_recipe_merge_opts(const pcbm_recipe *r, pcbm_merge_opts *o, pcb
     o->recipe = r->text;
     o->chat_template = r->chat_template;
     o->semantics = PCBM_SEMANTICS_MERGEKIT;
-    o->scope = r->method == PCBM_METHOD_PCB ? r->scope : PCBM_SCOPE_TENSOR;
+    o->scope = r->scope;
     o->out_dtype = r->out_dtype;
     o->weights = NULL;
     o->lambdas = NULL;
@@ -833,6 +856,11 @@ pcbm_status pcbm_recipe_merge_opts(const pcbm_recipe *r, pcbm_merge_opts *o, pcb
             o->lambda = r->lambda;
         if (r->have_clamp)
             o->clamp_ratio = r->clamp_ratio;
+        bool weighted = r->have_pcb_w_all;
+        for (unsigned i = 0; i < r->ntasks; i++)
+            weighted = weighted || r->have_pcb_w[i];
+        if (weighted)
+            o->lambdas = r->pcb_lambdas;
     } else {
         o->density = 1.0; /* mergekit's default density (no sparsification) */
         double v;
@@ -844,5 +872,372 @@ pcbm_status pcbm_recipe_merge_opts(const pcbm_recipe *r, pcbm_merge_opts *o, pcb
             pcbm_params_eval(r->params, PCBM_PARAMS_ALL, "t", "", 0, &v))
             o->t = v;
     }
+    return PCBM_OK;
+}
+
+/* ---- a recipe with scaled weights (pcbmerge search --config) ------------------------------ */
+
+typedef struct wscale {
+    yaml_document_t *doc;
+    const pcbm_recipe *r;
+    pcbm_error *err;
+    int *fid, *vid;             /* the entries of one task's weight setting: filter (0: none) */
+    size_t n, cap;              /* and value node ids */
+} wscale;
+
+/* The `weight` pair of a parameters mapping, or NULL. */
+static yaml_node_pair_t *weight_pair(yaml_document_t *doc, yaml_node_t *params)
+{
+    if (!params || params->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *p = params->data.mapping.pairs.start; p < params->data.mapping.pairs.top; p++) {
+        const char *k = scalar(yaml_document_get_node(doc, p->key));
+        if (k && !strcmp(k, "weight"))
+            return p;
+    }
+    return NULL;
+}
+
+static bool add_entry(wscale *w, int filter, int value)
+{
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? 2 * w->cap : 16;
+        int *f = realloc(w->fid, cap * sizeof *f);
+        if (f)
+            w->fid = f;
+        int *v = f ? realloc(w->vid, cap * sizeof *v) : NULL;
+        if (!v)
+            return false;
+        w->vid = v;
+        w->cap = cap;
+    }
+    w->fid[w->n] = filter;
+    w->vid[w->n++] = value;
+    return true;
+}
+
+/* The entries of the weight setting of a parameters mapping (read_params' forms), appended. */
+static bool weight_entries(wscale *w, int params_id)
+{
+    yaml_document_t *doc = w->doc;
+    yaml_node_pair_t *p = weight_pair(doc, params_id ? yaml_document_get_node(doc, params_id) : NULL);
+    yaml_node_t *v = p ? yaml_document_get_node(doc, p->value) : NULL;
+    if (!v || is_null(v))
+        return true;
+    bool listed = v->type == YAML_SEQUENCE_NODE &&
+                  v->data.sequence.items.top > v->data.sequence.items.start &&
+                  yaml_document_get_node(doc, v->data.sequence.items.start[0])->type == YAML_MAPPING_NODE;
+    if (v->type != YAML_MAPPING_NODE && !listed)
+        return add_entry(w, 0, p->value);
+    yaml_node_item_t one = p->value, *it = &one, *top = &one + 1;
+    if (listed)
+        it = v->data.sequence.items.start, top = v->data.sequence.items.top;
+    for (; it < top; it++) {
+        yaml_node_t *m = yaml_document_get_node(doc, *it);
+        int f = 0, val = 0;
+        for (yaml_node_pair_t *q = m->data.mapping.pairs.start; q < m->data.mapping.pairs.top; q++) {
+            const char *k = scalar(yaml_document_get_node(doc, q->key));
+            yaml_node_t *x = yaml_document_get_node(doc, q->value);
+            if (k && !strcmp(k, "filter") && !is_null(x))
+                f = q->value;
+            else if (k && !strcmp(k, "value"))
+                val = q->value;
+        }
+        if (!add_entry(w, f, val))
+            return false;
+    }
+    return true;
+}
+
+/* The shortest text that reads back as v, with a '.' before an exponent (YAML 1.1 floats). */
+static void fmt_number(double v, char *b, size_t len)
+{
+    for (int p = 1; p <= 17; p++) {
+        snprintf(b, len, "%.*g", p, v);
+        if (strtod(b, NULL) == v)
+            break;
+    }
+    char *e = strchr(b, 'e');
+    if (e && !memchr(b, '.', (size_t)(e - b)) && strlen(b) + 3 < len) {
+        memmove(e + 2, e, strlen(e) + 1);
+        e[0] = '.';
+        e[1] = '0';
+    }
+}
+
+static int add_str(yaml_document_t *doc, const char *s)
+{
+    return yaml_document_add_scalar(doc, NULL, (yaml_char_t *)s, (int)strlen(s),
+                                    YAML_PLAIN_SCALAR_STYLE);
+}
+
+/* A new node: node vid (a number or a gradient of numbers) times c; 0 on an error. Node ids,
+ * not pointers: adding nodes moves the node array. */
+static int scaled_node(wscale *w, int vid, double c, const char *model)
+{
+    yaml_document_t *doc = w->doc;
+    yaml_node_t *v = vid ? yaml_document_get_node(doc, vid) : NULL;
+    double d;
+    char b[64];
+    if (v && v->type == YAML_SCALAR_NODE && number(v, &d)) {
+        fmt_number(d * c, b, sizeof b);
+        return add_str(doc, b);
+    }
+    size_t nv = v && v->type == YAML_SEQUENCE_NODE
+                    ? (size_t)(v->data.sequence.items.top - v->data.sequence.items.start) : 0;
+    if (nv == 0) {
+        pcbm_fail(w->err, PCBM_ERR_USAGE, "%s: model %s: a weight that is not a number or a "
+                  "gradient of numbers cannot be scaled by the search: give numbers", w->r->name,
+                  model);
+        return 0;
+    }
+    int *ids = pcbm_calloc(nv, sizeof *ids);
+    if (!ids) {
+        pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
+        return 0;
+    }
+    for (size_t k = 0; k < nv; k++) {
+        v = yaml_document_get_node(doc, vid);
+        yaml_node_t *x = yaml_document_get_node(doc, v->data.sequence.items.start[k]);
+        if (!x || !number(x, &d)) {
+            free(ids);
+            pcbm_fail(w->err, PCBM_ERR_USAGE, "%s: model %s: a weight gradient with a value that "
+                      "is not a number cannot be scaled by the search: give numbers", w->r->name,
+                      model);
+            return 0;
+        }
+        fmt_number(d * c, b, sizeof b);
+        ids[k] = add_str(doc, b);
+    }
+    int s = yaml_document_add_sequence(doc, NULL, YAML_FLOW_SEQUENCE_STYLE);
+    for (size_t k = 0; s && k < nv; k++)
+        if (!ids[k] || !yaml_document_append_sequence_item(doc, s, ids[k]))
+            s = 0;
+    free(ids);
+    if (!s)
+        pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
+    return s;
+}
+
+/* The scaled weight setting of one task from w's entries, each value times c; a single entry
+ * without filter stays a plain value. */
+static int scaled_setting(wscale *w, double c, const char *model)
+{
+    yaml_document_t *doc = w->doc;
+    if (w->n == 1 && !w->fid[0])
+        return scaled_node(w, w->vid[0], c, model);
+    int seq = yaml_document_add_sequence(doc, NULL, YAML_BLOCK_SEQUENCE_STYLE);
+    for (size_t k = 0; seq && k < w->n; k++) {
+        int val = scaled_node(w, w->vid[k], c, model);
+        if (!val)
+            return 0;
+        int m = yaml_document_add_mapping(doc, NULL, YAML_BLOCK_MAPPING_STYLE);
+        if (!m || (w->fid[k] && !yaml_document_append_mapping_pair(doc, m, add_str(doc, "filter"), w->fid[k])) ||
+            !yaml_document_append_mapping_pair(doc, m, add_str(doc, "value"), val) ||
+            !yaml_document_append_sequence_item(doc, seq, m))
+            seq = 0;
+    }
+    if (!seq)
+        pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
+    return seq;
+}
+
+/* A copy of mapping map_id (0: none) with `key: value_id` set (replaced or appended); the
+ * original stays as it is (an alias may share it). 0 when out of memory. */
+static int with_pair(yaml_document_t *doc, int map_id, const char *key, int value_id)
+{
+    int m = yaml_document_add_mapping(doc, NULL, YAML_BLOCK_MAPPING_STYLE);
+    if (!m)
+        return 0;
+    bool set = false;
+    yaml_node_t *old = map_id ? yaml_document_get_node(doc, map_id) : NULL;
+    size_t np = old && old->type == YAML_MAPPING_NODE
+                    ? (size_t)(old->data.mapping.pairs.top - old->data.mapping.pairs.start) : 0;
+    for (size_t k = 0; k < np; k++) {
+        yaml_node_pair_t pr = yaml_document_get_node(doc, map_id)->data.mapping.pairs.start[k];
+        const char *ks = scalar(yaml_document_get_node(doc, pr.key));
+        if (ks && !strcmp(ks, key)) { /* a key of its own (an anchored one would be shared) */
+            pr.key = add_str(doc, key);
+            pr.value = value_id;
+            set = true;
+        }
+        if (!pr.key)
+            return 0;
+        if (!yaml_document_append_mapping_pair(doc, m, pr.key, pr.value))
+            return 0;
+    }
+    if (!set) {
+        int k = add_str(doc, key);
+        if (!k || !yaml_document_append_mapping_pair(doc, m, k, value_id))
+            return 0;
+    }
+    return m;
+}
+
+/* Drop the `weight` pair of a parameters mapping (folded into every task's own). */
+static void drop_weight(yaml_document_t *doc, int params_id)
+{
+    yaml_node_t *params = params_id ? yaml_document_get_node(doc, params_id) : NULL;
+    yaml_node_pair_t *p = weight_pair(doc, params);
+    if (!p)
+        return;
+    memmove(p, p + 1, (size_t)(params->data.mapping.pairs.top - p - 1) * sizeof *p);
+    params->data.mapping.pairs.top--;
+}
+
+static int emit_to(void *data, unsigned char *buf, size_t size)
+{
+    return fwrite(buf, 1, size, (FILE *)data) == size;
+}
+
+/* The id of the value of `key` in mapping m (0: none). */
+static int child_id(yaml_document_t *doc, yaml_node_t *m, const char *key)
+{
+    if (!m || m->type != YAML_MAPPING_NODE)
+        return 0;
+    for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+        const char *k = scalar(yaml_document_get_node(doc, p->key));
+        if (k && !strcmp(k, key))
+            return p->value;
+    }
+    return 0;
+}
+
+static yaml_node_t *child(yaml_document_t *doc, yaml_node_t *m, const char *key)
+{
+    int id = child_id(doc, m, key);
+    return id ? yaml_document_get_node(doc, id) : NULL;
+}
+
+int pcbm_recipe_has_weights(const pcbm_recipe *r)
+{
+    return r && in_list(r->mm->per_model, "weight");
+}
+
+/* Rewrite the document: every task's weight setting scaled by c[task]. Node ids throughout:
+ * adding nodes moves the node array. */
+static pcbm_status scale_doc(wscale *w, const double *c)
+{
+    yaml_document_t *doc = w->doc;
+    const pcbm_recipe *r = w->r;
+    yaml_node_t *root = yaml_document_get_root_node(doc);
+    int list = child_id(doc, root, "models"), gparams = child_id(doc, root, "parameters");
+    int sparams = 0;
+    yaml_node_t *ln = list ? yaml_document_get_node(doc, list) : NULL;
+    if (!ln || ln->type != YAML_SEQUENCE_NODE) { /* one slice (read_doc checked the forms) */
+        yaml_node_t *slices = child(doc, root, "slices");
+        yaml_node_t *sl = yaml_document_get_node(doc, slices->data.sequence.items.start[0]);
+        sparams = child_id(doc, sl, "parameters");
+        list = child_id(doc, sl, "sources");
+    }
+    size_t nm = (size_t)(yaml_document_get_node(doc, list)->data.sequence.items.top -
+                         yaml_document_get_node(doc, list)->data.sequence.items.start);
+    bool base_is_input = !strcmp(r->mm->name, "linear");
+    unsigned task = 0;
+    for (size_t i = 0; i < nm && task < r->ntasks; i++) {
+        int mid = yaml_document_get_node(doc, list)->data.sequence.items.start[i];
+        yaml_node_t *m = yaml_document_get_node(doc, mid);
+        const char *model = scalar(child(doc, m, "model"));
+        if (r->base_model && model && !strcmp(model, r->base_model) && !base_is_input)
+            continue; /* no task */
+        int own = child_id(doc, m, "parameters");
+        w->n = 0;
+        if (!weight_entries(w, own) || !weight_entries(w, sparams) || !weight_entries(w, gparams))
+            return pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
+        for (size_t k = 0; k < w->n; k++) { /* an entry for every tensor ends the lookup */
+            const char *f = w->fid[k] ? scalar(yaml_document_get_node(doc, w->fid[k])) : NULL;
+            if (!w->fid[k] || (f && !strcmp(f, "*")))
+                w->n = k + 1;
+        }
+        char b[64];
+        int val;
+        if (w->n == 0) { /* pcb without a weight: 1 */
+            fmt_number(c[task], b, sizeof b);
+            val = add_str(doc, b);
+        } else {
+            val = scaled_setting(w, c[task], model ? model : "?");
+        }
+        if (!val)
+            return w->err->status != PCBM_OK ? w->err->status
+                                             : pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
+        /* new mappings for the parameters and the entry (aliases may share the old ones) */
+        int np = with_pair(doc, own, "weight", val);
+        int nmid = np ? with_pair(doc, mid, "parameters", np) : 0;
+        if (!nmid)
+            return pcbm_fail(w->err, PCBM_ERR_NOMEM, "out of memory");
+        yaml_document_get_node(doc, list)->data.sequence.items.start[i] = nmid;
+        task++;
+    }
+    drop_weight(doc, sparams);
+    drop_weight(doc, gparams);
+    return PCBM_OK;
+}
+
+pcbm_status pcbm_recipe_scaled(const pcbm_recipe *r, const double *c, unsigned n, char **text,
+                               pcbm_error *err)
+{
+    *text = NULL;
+    if (!pcbm_recipe_has_weights(r))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "%s: merge_method %s has no per-model weight to "
+                         "scale", r ? r->name : "recipe", r ? r->mm->name : "?");
+    if (n != r->ntasks)
+        return pcbm_fail(err, PCBM_ERR_USAGE, "%s: %u coefficients for %u task models", r->name,
+                         n, r->ntasks);
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    if (!yaml_parser_initialize(&parser))
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)r->text, strlen(r->text));
+    if (!yaml_parser_load(&parser, &doc)) {
+        yaml_parser_delete(&parser);
+        return pcbm_fail(err, PCBM_ERR_USAGE, "%s: not valid YAML", r->name);
+    }
+    yaml_parser_delete(&parser);
+    pcbm_error_clear(err);
+    wscale w = {&doc, r, err, NULL, NULL, 0, 0};
+    pcbm_status st = scale_doc(&w, c);
+    free(w.fid);
+    free(w.vid);
+    if (st != PCBM_OK) {
+        yaml_document_delete(&doc);
+        return st;
+    }
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) {
+        yaml_document_delete(&doc);
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    }
+    fputs("# pcbmerge search: ", f);
+    for (const char *p = r->name; *p; p++) /* one comment line */
+        fputc(*p == '\n' ? ' ' : *p, f);
+    fputs(" with each model's weight multiplied by c = [", f);
+    for (unsigned i = 0; i < n; i++) {
+        char b[64];
+        fmt_number(c[i], b, sizeof b);
+        fprintf(f, "%s%s", i ? ", " : "", b);
+    }
+    fputs("]\n", f);
+    yaml_emitter_t em;
+    bool ok = yaml_emitter_initialize(&em);
+    if (ok) {
+        yaml_emitter_set_output(&em, emit_to, f);
+        yaml_emitter_set_unicode(&em, 1);
+        yaml_emitter_set_width(&em, -1);
+        ok = yaml_emitter_open(&em);
+        if (!ok)
+            yaml_document_delete(&doc);
+        /* yaml_emitter_dump takes the document (deleted in every case) */
+        ok = ok && yaml_emitter_dump(&em, &doc) && yaml_emitter_close(&em) && yaml_emitter_flush(&em);
+        yaml_emitter_delete(&em);
+    } else {
+        yaml_document_delete(&doc);
+    }
+    if (fclose(f) != 0 || !ok || !buf) {
+        free(buf);
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "%s: cannot write the scaled recipe", r->name);
+    }
+    *text = buf;
     return PCBM_OK;
 }

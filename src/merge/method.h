@@ -103,6 +103,10 @@ typedef struct pcbm_method_def {
     /* The statistics of one range as a record (--stats, the split plan's merge_stats). */
     void (*save)(const void *state, unsigned ntasks, pcbm_statrec *rec);
     void (*load)(void *state, unsigned ntasks, const pcbm_range *rg, const pcbm_statrec *rec);
+    /* The record holds no statistics, only the mark that they are too large for one (NULL:
+     * never): a replay (--stats, --resume, a split part's apply) runs the range's rounds again
+     * instead of loading it (nuslerp's and model_stock's per-row forms). */
+    bool (*recompute)(const pcbm_statrec *rec);
     const char *(*how)(const void *state, const pcbm_merge_opts *o); /* for the report */
     void (*report)(const void *state, pcbm_mctx *mc);                /* global scope */
     pcbm_tile_fn apply;

@@ -7,7 +7,8 @@
  *                    (reduced rounds are loaded instead of run); tensor scope: its own tensors
  *   split reduce     no pass: load the parts' regions -> combine -> finish -> ...; stops where
  *                    the parts have not run the next round yet
- *   replay           --stats (or a split part's apply): the records instead of the rounds
+ *   replay           --stats (or a split part's apply): the records instead of the rounds (a
+ *                    record the method marks for recomputation: the rounds again)
  * The records of every range go to mc->stats_out; global statistics are announced through
  * mc->stats_done (saved by run.c for --resume, by split.c as the split's merge_stats).
  */
@@ -160,7 +161,7 @@ pcbm_status pcbm_rounds_range(pcbm_mctx *mc, const pcbm_method_def *m, void *sta
 
 /* ---- statistics of a range: rounds or replay, then the record ---- */
 
-static pcbm_status replay_range(drive *dv, const pcbm_range *rg, pcbm_error *err)
+static pcbm_status replay_range(drive *dv, const pcbm_range *rg, bool *stop, pcbm_error *err)
 {
     pcbm_mctx *mc = dv->mc;
     const pcbm_statset *in = mc->stats_in;
@@ -169,7 +170,10 @@ static pcbm_status replay_range(drive *dv, const pcbm_range *rg, pcbm_error *err
                          "%zu: %s); recompute them without `stats_in`", mc->o->stats_in,
                          mc->replay_pos, mc->replay_pos >= in->nrec ? "missing"
                                                                     : "different element count");
-    dv->m->load(dv->state, mc->ntasks, rg, &in->rec[mc->replay_pos++]);
+    const pcbm_statrec *rec = &in->rec[mc->replay_pos++];
+    if (dv->m->recompute && dv->m->recompute(rec))
+        return range_rounds(dv, rg, stop, err); /* per-row statistics are not recorded */
+    dv->m->load(dv->state, mc->ntasks, rg, rec);
     return PCBM_OK;
 }
 
@@ -185,7 +189,8 @@ static pcbm_status range_stats(drive *dv, const pcbm_range *rg, bool global, boo
                                pcbm_error *err)
 {
     pcbm_mctx *mc = dv->mc;
-    pcbm_status st = mc->stats_in ? replay_range(dv, rg, err) : range_rounds(dv, rg, stop, err);
+    pcbm_status st = mc->stats_in ? replay_range(dv, rg, stop, err)
+                                  : range_rounds(dv, rg, stop, err);
     if (st != PCBM_OK || *stop)
         return st;
     pcbm_statrec *rec = pcbm_statset_add(mc->stats_out);

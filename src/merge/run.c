@@ -217,18 +217,12 @@ static pcbm_status check_geo(const pcbm_merge_opts *o, pcbm_error *err)
         if (o->ntasks == 1 && isnan(o->t) && !recipe)
             return pcbm_fail(err, PCBM_ERR_USAGE, "nuslerp with one task model needs `t` (--t: "
                              "mergekit's w_B/(w_A + w_B) for models A = base, B = the task)");
-        if (o->nuslerp_flatten == PCBM_OFF)
-            return pcbm_fail(err, PCBM_ERR_USAGE, "nuslerp_flatten false (one interpolation per "
-                             "row or column) is not supported yet: use the default (flatten)");
         break;
     case PCBM_METHOD_MODEL_STOCK:
         if (o->ntasks < 2)
             return pcbm_fail(err, PCBM_ERR_USAGE, "model_stock needs at least two task models "
                              "(got %u): it averages them by the angle between their task vectors",
                              o->ntasks);
-        if (o->filter_wise == PCBM_ON)
-            return pcbm_fail(err, PCBM_ERR_USAGE, "filter_wise (one t per row) is not supported "
-                             "yet: use the default (one t per tensor)");
         break;
     case PCBM_METHOD_SCE:
         if (!isfinite(o->select_topk))

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 /* The first published layout of pcbm_search_opts ends with on_note. */
 #define SEARCH_OPTS_V1_SIZE (offsetof(pcbm_search_opts, on_note) + sizeof(pcbm_search_note_fn))
@@ -81,19 +82,33 @@ static pcbm_status validate(const pcbm_search_opts *o, pcbm_error *err)
     if (mo->ntasks > PCBM_MAX_TASKS)
         return pcbm_fail(err, PCBM_ERR_USAGE, "search takes at most %d task models", PCBM_MAX_TASKS);
     pcbm_method m = mo->method;
-    if (m != PCBM_METHOD_PCB && m != PCBM_METHOD_TASK_ARITHMETIC && m != PCBM_METHOD_DARE_LINEAR)
+    if (o->recipe && !pcbm_recipe_has_weights(o->recipe))
+        return pcbm_fail(err, PCBM_ERR_USAGE, "merge_method %s cannot be searched: a search over a "
+                         "recipe multiplies each model's weight by its coefficient, and %s; merge "
+                         "the recipe as it is (pcbmerge merge --config), or search a recipe whose "
+                         "method takes per-model weights (linear, task_arithmetic, ties, dare_ties, "
+                         "dare_linear, breadcrumbs, della, nuslerp, pcb, ...)", pcbm_method_name(m),
+                         m == PCBM_METHOD_SLERP ? "slerp has none: it interpolates two models with t"
+                         : m == PCBM_METHOD_MODEL_STOCK ? "model_stock has none: it computes its "
+                                                          "coefficients from the models' angles"
+                         : "it takes none per model (mergekit's)");
+    if (o->recipe) {
+        /* the recipe gives the merge's parameters; the checks below are the CLI form's */
+    } else if (m != PCBM_METHOD_PCB && m != PCBM_METHOD_TASK_ARITHMETIC && m != PCBM_METHOD_DARE_LINEAR)
         return pcbm_fail(err, PCBM_ERR_USAGE, "`method` %s cannot be searched: search tunes one λ "
                          "per task, which only pcb, task_arithmetic and dare_linear take (%s)",
                          pcbm_method_name(m), m == PCBM_METHOD_LINEAR
                              ? "linear takes `weights`" : "ties and dare_ties take one global `lambda`");
-    if (mo->weights || mo->densities || mo->normalize != PCBM_DEFAULT ||
-        mo->rescale != PCBM_DEFAULT)
+    else if (mo->weights || mo->densities || mo->normalize != PCBM_DEFAULT ||
+             mo->rescale != PCBM_DEFAULT)
         return pcbm_fail(err, PCBM_ERR_USAGE, "search takes none of mergekit's `%s`: it tunes "
                          "one λ per task itself", mo->weights ? "weights" : mo->densities
                          ? "densities" : mo->normalize != PCBM_DEFAULT ? "normalize" : "rescale");
     if (mo->stats_in && !pcbm_search_has_stats(m))
-        return pcbm_fail(err, PCBM_ERR_USAGE, "`stats_in` applies to pcb; %s computes no statistics",
-                         pcbm_method_name(m));
+        return pcbm_fail(err, PCBM_ERR_USAGE, "`stats_in` applies to pcb; %s", o->recipe
+                         ? "over a recipe, the other methods' statistics are computed for every "
+                           "candidate (the TIES family's depend on the weights the search "
+                           "changes)" : "the method computes no statistics the search could reuse");
     if (o->budget < 1)
         return pcbm_fail(err, PCBM_ERR_USAGE, "`budget` needs at least one evaluation");
     if (!isfinite(o->lo) || !isfinite(o->hi) || !(o->lo < o->hi))
@@ -169,6 +184,30 @@ static pcbm_status replayed(pcbm_search_state *s, unsigned k, const double *lam,
     return PCBM_OK;
 }
 
+/* The merge options of candidate λ into o (a copy of s->mo): with a recipe, the merge of the
+ * recipe with each model's weight multiplied by λ_i (*cand and *text: the scaled recipe, kept
+ * until the merge is done); otherwise λ as pcbmerge's per-task coefficients. */
+static pcbm_status candidate_opts(const pcbm_search_state *s, const double *lam,
+                                  pcbm_merge_opts *o, pcbm_recipe **cand, char **text,
+                                  pcbm_error *err)
+{
+    *cand = NULL;
+    *text = NULL;
+    *o = s->mo;
+    if (!s->o.recipe) {
+        o->lambdas = lam;
+        return PCBM_OK;
+    }
+    pcbm_status st = pcbm_recipe_scaled(s->o.recipe, lam, s->n, text, err);
+    if (st == PCBM_OK)
+        st = pcbm_recipe_parse(*text, strlen(*text), PCBM_SEARCH_RECIPE_NAME, cand, err);
+    if (st == PCBM_OK)
+        st = pcbm_recipe_merge_opts(*cand, o, err);
+    if (st == PCBM_OK && o->out_dtype == PCBM_DTYPE_BASE)
+        o->out_dtype = s->mo.out_dtype; /* the caller's, where the recipe gives none */
+    return st;
+}
+
 /* Merge λ into the scratch directory: apply pass only once statistics are known (the first
  * merge runs the statistics pass and keeps them). Candidates after the first are quiet. */
 static pcbm_status merge_candidate(pcbm_search_state *s, unsigned k, const double *lam,
@@ -181,9 +220,11 @@ static pcbm_status merge_candidate(pcbm_search_state *s, unsigned k, const doubl
                          strerror(-rc));
     if (first && pcbm_search_has_stats(s->mo.method))
         pcbm_search_note(s, "statistics pass (once) and the merge at λ = %g", s->o.init);
-    pcbm_merge_opts o = s->mo;
+    pcbm_merge_opts o;
+    pcbm_recipe *cand;
+    char *text;
+    pcbm_status st = candidate_opts(s, lam, &o, &cand, &text, err);
     o.out = s->scratch;
-    o.lambdas = lam;
     o.stats_in = s->stats_in;
     if (!first) { /* candidates after the first are silent */
         o.on_message = NULL;
@@ -192,7 +233,13 @@ static pcbm_status merge_candidate(pcbm_search_state *s, unsigned k, const doubl
     }
     pcbm_error merr;
     pcbm_error_clear(&merr);
-    if (pcbm_merge(&o, &merr) != PCBM_OK) {
+    if (st == PCBM_OK)
+        st = pcbm_merge(&o, &merr);
+    else
+        merr = *err;
+    pcbm_recipe_free(cand);
+    free(text);
+    if (st != PCBM_OK) {
         if (merr.status == PCBM_ERR_INTERRUPTED)
             return pcbm_fail(err, PCBM_ERR_INTERRUPTED, "%s", merr.msg);
         return pcbm_fail(err, merr.status, "evaluation %u: the merge failed: %s", k,
@@ -357,27 +404,39 @@ static pcbm_status finish(pcbm_search_state *s, double t_start, pcbm_error *err)
                          strerror(-rc));
     pcbm_search_note(s, "merging the best λ (evaluation %u) into %s", r->best_evaluation,
                      s->mo.out);
-    pcbm_merge_opts o = s->mo;
-    o.lambdas = r->best_lambdas;
+    pcbm_merge_opts o;
+    pcbm_recipe *cand;
+    char *text;
+    pcbm_status st = candidate_opts(s, r->best_lambdas, &o, &cand, &text, err);
     o.stats_in = s->stats_in;
     o.resume = s->o.resume; /* a final merge that was interrupted continues */
     pcbm_error merr;
-    if (pcbm_merge(&o, &merr) != PCBM_OK) {
-        if (merr.status == PCBM_ERR_INTERRUPTED)
-            return pcbm_fail(err, PCBM_ERR_INTERRUPTED, "%s", merr.msg);
-        return pcbm_fail(err, merr.status, "the final merge into %s failed: %s", s->mo.out,
-                         merr.msg[0] ? merr.msg : pcbm_status_name(merr.status));
+    pcbm_error_clear(&merr);
+    if (st == PCBM_OK && pcbm_merge(&o, &merr) != PCBM_OK) {
+        st = merr.status == PCBM_ERR_INTERRUPTED
+                 ? pcbm_fail(err, PCBM_ERR_INTERRUPTED, "%s", merr.msg)
+                 : pcbm_fail(err, merr.status, "the final merge into %s failed: %s", s->mo.out,
+                             merr.msg[0] ? merr.msg : pcbm_status_name(merr.status));
     }
+    char rpath[PATH_MAX + 32];
+    snprintf(rpath, sizeof rpath, "%s/%s", s->mo.out, PCBM_SEARCH_RECIPE_NAME);
+    if (st == PCBM_OK && text && pcbm_search_write_text(rpath, text) != 0)
+        st = pcbm_fail(err, PCBM_ERR_IO, "cannot write %s: %s", rpath, strerror(errno));
+    pcbm_recipe_free(cand);
+    free(text);
+    if (st != PCBM_OK)
+        return st;
     char dst[PATH_MAX + 32];
     snprintf(dst, sizeof dst, "%s/%s", s->mo.out, PCBM_SEARCH_LOG_NAME);
     if (rename(s->log_path, dst) != 0)
         return pcbm_fail(err, PCBM_ERR_IO, "cannot move %s to %s: %s", s->log_path, dst,
                          strerror(errno));
     r->seconds = pcbm_now() - t_start;
-    pcbm_status st = pcbm_search_write_summary(s, err);
-    const char *const mine[] = {PCBM_SEARCH_LOG_NAME, PCBM_SEARCH_SUMMARY_NAME};
+    st = pcbm_search_write_summary(s, err);
+    const char *const mine[] = {PCBM_SEARCH_LOG_NAME, PCBM_SEARCH_SUMMARY_NAME,
+                                PCBM_SEARCH_RECIPE_NAME};
     if (st == PCBM_OK) /* verify vouches for the search's files too */
-        st = pcbm_manifest_append(s->mo.out, mine, 2, err);
+        st = pcbm_manifest_append(s->mo.out, mine, s->o.recipe ? 3 : 2, err);
     return st;
 }
 
@@ -402,7 +461,17 @@ pcbm_status pcbm_search(const pcbm_search_opts *o, pcbm_search_result *res, pcbm
                          "pcbm_search_opts_init()", o ? o->struct_size : 0, SEARCH_OPTS_V1_SIZE);
     pcbm_search_opts so;
     take_opts(&so, o);
-    pcbm_status st = validate(&so, err);
+    pcbm_merge_opts rmo; /* with a recipe: the caller's options with the recipe's parameters */
+    pcbm_status st = PCBM_OK;
+    if (so.recipe && so.merge) {
+        rmo = *so.merge;
+        st = pcbm_recipe_merge_opts(so.recipe, &rmo, err);
+        if (rmo.out_dtype == PCBM_DTYPE_BASE)
+            rmo.out_dtype = so.merge->out_dtype;
+        so.merge = &rmo;
+    }
+    if (st == PCBM_OK)
+        st = validate(&so, err);
     if (st == PCBM_OK && !(s = pcbm_calloc(1, sizeof *s)))
         st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     if (st != PCBM_OK)
@@ -415,6 +484,10 @@ pcbm_status pcbm_search(const pcbm_search_opts *o, pcbm_search_result *res, pcbm
     s->lock_fd = -1;
     s->res = res;
     s->stats_in = s->mo.stats_in;
+    if (so.recipe) {
+        const char *rt = pcbm_recipe_text(so.recipe);
+        s->recipe_hash = XXH3_64bits(rt, strlen(rt));
+    }
     st = pcbm_search_make_work(s, err);
     if (st == PCBM_OK && !s->stats_in && pcbm_search_has_stats(s->mo.method) && exists(s->stats))
         s->stats_in = s->stats; /* resume: computed by the earlier run */

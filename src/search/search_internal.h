@@ -16,6 +16,7 @@
 #define PCBM_SEARCH_LOG_NAME "search_log.jsonl"
 #define PCBM_SEARCH_SUMMARY_NAME "search_summary.json"
 #define PCBM_SEARCH_PARAMS_NAME "search_params.json"
+#define PCBM_SEARCH_RECIPE_NAME "search_recipe.yml"
 
 /* An evaluation of the log of an earlier run (resume). */
 typedef struct pcbm_logged {
@@ -36,6 +37,7 @@ typedef struct pcbm_search_state {
     FILE *log;
     int lock_fd;
     int have_best;
+    uint64_t recipe_hash;       /* a recipe search: XXH3-64 of the recipe's text */
 } pcbm_search_state;
 
 int pcbm_search_has_stats(pcbm_method m);
@@ -51,6 +53,8 @@ pcbm_status pcbm_search_make_work(pcbm_search_state *s, pcbm_error *err);
 pcbm_status pcbm_search_log_eval(pcbm_search_state *s, unsigned k, unsigned gen, const double *lam,
                                  double score, const char *why, double secs, double merge_s,
                                  double eval_s, pcbm_error *err);
+/* Write text to path atomically (tmp, fsync, rename); -1 with errno on failure. */
+int pcbm_search_write_text(const char *path, const char *text);
 /* Write OUT/search_summary.json. */
 pcbm_status pcbm_search_write_summary(const pcbm_search_state *s, pcbm_error *err);
 

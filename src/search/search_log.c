@@ -67,7 +67,7 @@ static void put_lambdas(FILE *f, const double *l, unsigned n)
 }
 
 /* Write `text` to path atomically (tmp + fsync + rename). */
-static int write_text_file(const char *path, const char *text)
+int pcbm_search_write_text(const char *path, const char *text)
 {
     char tmp[PATH_MAX + 256];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -122,6 +122,11 @@ static char *search_params(const pcbm_search_state *s)
     json_object_set_new(j, "popsize", json_integer(so->popsize));
     json_object_set_new(j, "seed", json_string(seed));
     json_object_set_new(j, "on_eval_error", json_string(so->skip_errors ? "skip" : "stop"));
+    if (so->recipe) { /* a recipe search: the recipe's text, by its hash */
+        char h[32];
+        snprintf(h, sizeof h, "%016llx", (unsigned long long)s->recipe_hash);
+        json_object_set_new(j, "recipe", json_string(h));
+    }
     char *txt = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
     json_decref(j);
     return txt;
@@ -191,7 +196,7 @@ static pcbm_status load_log(pcbm_search_state *s, pcbm_error *err)
     s->nreplay = cnt;
     if (st == PCBM_OK) {
         char *txt = kept ? strndup(kept, klen) : strdup("");
-        if (!txt || write_text_file(s->log_path, txt) != 0)
+        if (!txt || pcbm_search_write_text(s->log_path, txt) != 0)
             st = pcbm_fail(err, PCBM_ERR_IO, "cannot rewrite %s: %s", s->log_path, strerror(errno));
         free(txt);
     }
@@ -213,6 +218,8 @@ pcbm_status pcbm_search_log_eval(pcbm_search_state *s, unsigned k, unsigned gen,
         fputs("null", f);
     put_fmt(f, ",\"seconds\":%.4f,\"merge_seconds\":%.4f,\"eval_seconds\":%.4f", secs, merge_s,
             eval_s);
+    if (s->o.recipe) /* the coefficients multiply this recipe's weights */
+        put_fmt(f, ",\"recipe\":\"%016llx\"", (unsigned long long)s->recipe_hash);
     if (why) {
         fputs(",\"error\":", f);
         put_str(f, why);
@@ -332,7 +339,7 @@ pcbm_status pcbm_search_make_work(pcbm_search_state *s, pcbm_error *err)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     if (resumed)
         st = check_resumed(s, dir, ppath, params, err);
-    else if (write_text_file(ppath, params) != 0)
+    else if (pcbm_search_write_text(ppath, params) != 0)
         st = pcbm_fail(err, PCBM_ERR_IO, "cannot write %s: %s", ppath, strerror(errno));
     free(params);
     if (st != PCBM_OK)
@@ -359,6 +366,13 @@ static void summary_head(FILE *f, const pcbm_search_state *s)
     }
     fputs("],\n  \"eval_cmd\": ", f);
     put_str(f, s->o.eval_id);
+    if (s->o.recipe) {
+        put_fmt(f, ",\n  \"recipe\": {\"xxh3\": \"%016llx\", \"scales\": \"%s\", \"best\": ",
+                (unsigned long long)s->recipe_hash, s->mo.method == PCBM_METHOD_PCB
+                    ? "each model's weight (pcb: λ_i = lambda · weight_i)" : "each model's weight");
+        put_str(f, PCBM_SEARCH_RECIPE_NAME);
+        fputs("}", f);
+    }
     put_fmt(f, ",\n  \"budget\": %u,\n  \"evaluations\": %u,\n  \"failed_evaluations\": %u,\n"
                "  \"generations\": %u,\n  \"stopped\": ", s->o.budget, r->evaluations, r->failed,
             r->generations);
@@ -399,7 +413,10 @@ pcbm_status pcbm_search_write_summary(const pcbm_search_state *s, pcbm_error *er
     else
         fputs("null", f);
     fputs(",\n  \"statistics\": ", f);
-    put_str(f, !pcbm_search_has_stats(s->mo.method) ? "none (the method has no statistics pass)"
+    put_str(f, !pcbm_search_has_stats(s->mo.method) && s->o.recipe
+                   ? "not reused: every candidate's merge computes the statistics its method has "
+                     "(the TIES family's depend on the weights)"
+               : !pcbm_search_has_stats(s->mo.method) ? "none (the method has no statistics pass)"
                : s->mo.stats_in                     ? "from --stats"
                                                     : "computed once, at the first evaluation");
     put_fmt(f, ",\n  \"seconds\": %.3f,\n  \"merge_seconds\": %.3f,\n  \"eval_seconds\": %.3f\n}\n",
@@ -410,7 +427,7 @@ pcbm_status pcbm_search_write_summary(const pcbm_search_state *s, pcbm_error *er
     }
     char path[PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/%s", s->mo.out, PCBM_SEARCH_SUMMARY_NAME);
-    int rc = write_text_file(path, text);
+    int rc = pcbm_search_write_text(path, text);
     free(text);
     if (rc != 0)
         return pcbm_fail(err, PCBM_ERR_IO, "cannot write %s: %s", path, strerror(errno));

@@ -3,7 +3,8 @@
  * fuzz_recipe.c — libFuzzer target for the mergekit recipe reader (format/recipe.c): any input
  * is refused with a usage error that names the recipe, or gives merge options with a base, 1 to
  * PCBM_MAX_TASKS tasks and per-tensor settings whose every value is finite for any tensor name
- * and layer position.
+ * and layer position; its weights scaled (pcbm_recipe_scaled, search --config) read back as the
+ * weights times the coefficients.
  */
 #include "pcbmerge.h"
 
@@ -50,6 +51,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         if (pcbm_params_eval(o.params, task, params[p], names[n], t, &v))
                             CHECK(isfinite(v));
                     }
+        /* search --config: the scaled recipe parses, with each task's weight times c */
+        double c[PCBM_MAX_TASKS];
+        for (unsigned i = 0; i < o.ntasks; i++)
+            c[i] = 1.0 + 0.25 * (i % 3);
+        char *text = NULL;
+        pcbm_recipe *s = NULL;
+        st = pcbm_recipe_scaled(r, c, o.ntasks, &text, &err);
+        CHECK(st == PCBM_OK || st == PCBM_ERR_USAGE || st == PCBM_ERR_NOMEM);
+        CHECK((st == PCBM_OK) == (text != NULL));
+        CHECK(st == PCBM_OK || !pcbm_recipe_has_weights(r) || st != PCBM_ERR_USAGE ||
+              strstr(err.msg, "cannot be scaled"));
+        if (st == PCBM_OK && pcbm_recipe_parse(text, strlen(text), "scaled.yml", &s, &err) == PCBM_OK) {
+            pcbm_merge_opts so;
+            pcbm_merge_opts_init(&so);
+            CHECK(pcbm_recipe_merge_opts(s, &so, &err) == PCBM_OK && so.ntasks == o.ntasks);
+            for (int task = 0; task < (int)o.ntasks; task++)
+                for (size_t n = 0; n < sizeof names / sizeof *names; n++)
+                    for (double t = 0; t <= 1.0; t += 0.25) {
+                        double v, w;
+                        if (pcbm_params_eval(o.params, task, "weight", names[n], t, &v)) {
+                            CHECK(pcbm_params_eval(so.params, task, "weight", names[n], t, &w));
+                            CHECK(fabs(w - c[task] * v) <= 1e-12 * fabs(c[task] * v) + 1e-300 ||
+                                  !isfinite(c[task] * v));
+                        }
+                    }
+        } else if (st == PCBM_OK) { /* a scaled weight that overflows is refused on reading */
+            CHECK(strstr(err.msg, "scaled.yml") != NULL);
+        }
+        pcbm_recipe_free(s);
+        free(text);
     } else {
         CHECK(st == PCBM_ERR_USAGE);
     }

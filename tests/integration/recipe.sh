@@ -405,9 +405,6 @@ out=$("$P" plan --config "$R/filtered-weight-missing.yml" --out "$TMP/pl.out" --
 [ $? -eq 2 ] && grep -q "the parameter weight is missing for tensor" <<<"$out" &&
     case_pass "refuse plan --config with a weight missing for some tensor" ||
     case_fail "refuse plan --config with a weight missing for some tensor" "$out"
-out=$("$P" search --config "$R/ta-grad.yml" --out "$TMP/s.out" --eval-cmd true 2>&1)
-[ $? -eq 2 ] && grep -q "search --config is not supported yet" <<<"$out" &&
-    case_pass "refuse search --config" || case_fail "refuse search --config" "$out"
 
 # ---- (d) plan --config: 3 parts give the one-machine bytes ------------------------------------
 split_recipe() { # RECIPE OUT K

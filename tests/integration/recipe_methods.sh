@@ -5,20 +5,26 @@
 # from mergekit's source; it dispatches to mk_basic.py, mk_gta.py, mk_geo.py):
 #   reference    linear, task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs,
 #                breadcrumbs_ties, della, della_linear, slerp, nuslerp (with and without
-#                base_model), model_stock, sce (and the base listed between the models), each with
+#                base_model; nuslerp_flatten false per row or column), model_stock (filter_wise on
+#                every tensor or a filter's), sce (and the base listed between the models), each with
 #                per-model gradients and filters of the parameters the method has (weight,
 #                density, gamma, epsilon; t for slerp, select_topk for sce, lambda, normalize):
 #                at most 1e-5 of the elements differ; the random masks are the same by
 #                construction (the same counter-based generator, keyed by seed, task, tensor name).
 #   determinism  each recipe: --threads 1 --io pread vs --threads 2 --io uring --block-size 64K:
 #                the same bytes.
-#   split        dare_ties (random), sce (statistics) and nuslerp without base_model through
-#                `plan --config` in K=3 parts: the bytes of the one-machine merge.
+#   split        dare_ties (random), sce (statistics), nuslerp without base_model, nuslerp per
+#                column and model_stock filter-wise on some tensors (per-row statistics
+#                recomputed by the parts' apply) through `plan --config` in K=3 parts: the bytes
+#                of the one-machine merge.
+#   scope        pcbmerge's own `scope: global` in a ties recipe: the command line's
+#                --mergekit --scope global tensors.
 #   edge cases   a parameter the method does not have, slerp without t (or a t filter without
 #                fallback), nuslerp with 3 models or the base among them, model_stock with 1
 #                model, della with density ± epsilon outside (0, 1) for some tensor of a
 #                gradient, a filtered weight that leaves a tensor without one: exit 2, naming
-#                what is wrong and where.
+#                what is wrong and where; `scope` with a gradient, per model, under slerp, and
+#                with a density gradient in global scope.
 . "$(dirname "$0")/lib.sh"
 need_ref
 "$PY" -c 'import yaml' 2>/dev/null || skip "PyYAML is missing for $PY (apt-get install python3-yaml)"
@@ -258,6 +264,77 @@ models:
   - model: $T2
   - model: $T3"
 
+# the per-row forms: nuslerp_flatten false (per row; per column with nuslerp_row_wise) and
+# model_stock's filter_wise, some of them only on the tensors a filter names
+method_case nuslerp-rows "merge_method: nuslerp
+base_model: $B
+parameters:
+  nuslerp_flatten: false
+models:
+  - model: $T1
+    parameters:
+      weight: [1.0, 0.2, 0.6]
+  - model: $T2
+    parameters:
+      weight:
+        - filter: mlp
+          value: [0.3, 1.0]
+        - value: 0.5"
+
+method_case nuslerp-cols "merge_method: nuslerp
+base_model: $B
+parameters:
+  nuslerp_flatten:
+    - filter: self_attn
+      value: true
+    - value: false
+  nuslerp_row_wise: true
+models:
+  - model: $T1
+    parameters:
+      weight:
+        - filter: mlp
+          value: [0.2, 0.9]
+        - value: 0.7
+  - model: $T2
+    parameters:
+      weight: [0.4, 1.0, 0.1]"
+
+method_case nuslerp-rows-no-base "merge_method: nuslerp
+parameters:
+  nuslerp_flatten: false
+models:
+  - model: $T1
+    parameters:
+      weight: [1.0, 0.2, 0.6]
+  - model: $T2
+    parameters:
+      weight:
+        - filter: self_attn
+          value: 0.3
+        - value: [0.5, 1.5]
+dtype: float32"
+
+method_case model_stock-filter-wise "merge_method: model_stock
+base_model: $B
+parameters:
+  filter_wise: true
+models:
+  - model: $T1
+  - model: $T2
+  - model: $T3"
+
+method_case model_stock-filter-mlp "merge_method: model_stock
+base_model: $B
+parameters:
+  filter_wise:
+    - filter: mlp
+      value: true
+    - value: false
+models:
+  - model: $T1
+  - model: $T2"
+
 method_case sce "merge_method: sce
 base_model: $B
 models:
@@ -272,6 +349,36 @@ parameters:
       value: 0.3
     - value: 1.0"
 
+# ---- pcbmerge's own `scope: global` for mergekit's sparsifiers: the recipe gives the tensors of
+# the command line's --mergekit --scope global with the same per-model weights and densities
+# (ref_mergekit_gta_global.sh checks that merge against its reference) -------------------------
+printf '%s\n' "merge_method: ties
+base_model: $B
+models:
+  - model: $T1
+    parameters: {weight: 1.0, density: 0.7}
+  - model: $T2
+    parameters: {weight: 0.6, density: 0.5}
+parameters:
+  scope: global
+dtype: float32" >"$R/ties-global.yml"
+rm -rf "$TMP/ties-global.cfg" "$TMP/ties-global.cli"
+if ! "$P" merge --config "$R/ties-global.yml" --out "$TMP/ties-global.cfg" --quiet \
+    >"$TMP/ties-global.log" 2>&1; then
+    case_fail "recipe scope global" "$(tail -n 3 "$TMP/ties-global.log" | tr '\n' ' ')"
+elif ! "$P" merge --mergekit --method ties --scope global --weights 1.0,0.6 --densities 0.7,0.5 \
+    --dtype f32 --base "$B" --out "$TMP/ties-global.cli" --quiet "$T1" "$T2" \
+    >>"$TMP/ties-global.log" 2>&1; then
+    case_fail "recipe scope global" "$(tail -n 3 "$TMP/ties-global.log" | tr '\n' ' ')"
+elif ! grep -q '"scope": *"global"' "$TMP/ties-global.cfg/merge_report.json"; then
+    case_fail "recipe scope global" "merge_report.json does not say scope global"
+elif "$PY" "$CMP_PY" "$TMP/ties-global.cfg" "$TMP/ties-global.cli" --max-mismatch 0 \
+    >>"$TMP/ties-global.log" 2>&1; then
+    case_pass "recipe scope global" "ties with scope: global = --mergekit --scope global"
+else
+    case_fail "recipe scope global" "$(grep -E '^(float|FAIL)' "$TMP/ties-global.log" | tail -n 3 | tr '\n' ' ')"
+fi
+
 # ---- split: plan --config in 3 parts gives the one-machine bytes ------------------------------
 split_recipe() { # RECIPE OUT K [options]
     local out=$2 k=$3 i r rounds
@@ -285,7 +392,7 @@ split_recipe() { # RECIPE OUT K [options]
     for ((i = k - 1; i >= 0; i--)); do "$P" apply --plan "$out" --part "$i" --quiet || return 1; done
     "$P" finalize --plan "$out" --quiet
 }
-for sc in "dare_ties --seed 7" sce nuslerp-no-base; do
+for sc in "dare_ties --seed 7" sce nuslerp-no-base nuslerp-cols model_stock-filter-mlp; do
     m=${sc%% *}
     opts=()
     [ "$m" != "$sc" ] && read -ra opts <<<"${sc#* }"
@@ -389,6 +496,41 @@ models:
       weight: 1.0
       density: 0.5
       gamma: [0.01, 1.5]"
+refuse scope-gradient "line 8: .*scope is global or tensor for the whole merge: it takes no gradient" \
+    "merge_method: ties
+base_model: $B
+models:
+  - model: $T1
+    parameters: {weight: 1.0, density: 0.5}
+parameters:
+  scope:
+    - filter: mlp
+      value: global
+    - value: tensor"
+refuse scope-per-model "line 6: .*scope is a parameter of the whole merge" "merge_method: della
+base_model: $B
+models:
+  - model: $T1
+    parameters:
+      scope: global
+      weight: 1.0
+      density: 0.5"
+refuse scope-under-slerp "unknown parameter 'scope' for merge_method slerp" "merge_method: slerp
+base_model: $B
+models:
+  - model: $B
+  - model: $T1
+parameters:
+  t: 0.5
+  scope: global"
+refuse scope-global-gradient-density "ties with global scope .*density cannot be a gradient" \
+    "merge_method: ties
+base_model: $B
+models:
+  - model: $T1
+    parameters: {weight: 1.0, density: [0.3, 0.7]}
+parameters:
+  scope: global"
 refuse weight-filter-no-fallback "model $T2: the parameter weight is missing for tensor [^ ]+" \
     "merge_method: ties
 base_model: $B

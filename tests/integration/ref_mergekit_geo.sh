@@ -6,9 +6,11 @@
 # family full of equal variances for sce's cut), at most 1e-5 of elements more than 1 ulp apart
 # (they are in fact bit-identical). Then: the same bytes for --threads 1/2, --mem 64M/1G,
 # --io pread/uring, --block-size, a split merge into K = 3 parts, a --stats replay and a merge
-# killed (SIGKILL) in a statistics pass or in the apply and resumed; every method at --mem 64M on a family more
-# than 8x the budget, peak RSS ≤ 64 MiB + 48 MiB; the option checks (model counts, options a
-# method does not read, the forms not supported yet) refused with exit 2.
+# killed (SIGKILL) in a statistics pass or in the apply and resumed, for every method and the
+# per-row forms (nuslerp_flatten false per row and per column, model_stock filter_wise: their
+# records are recomputed on replay); every form at --mem 64M on a family more than 8x the
+# budget, peak RSS ≤ 64 MiB + 48 MiB; the option checks (model counts, options a method does
+# not read) refused with exit 2.
 . "$(dirname "$0")/lib.sh"
 need_ref
 REF_PY=$PCBM_ROOT/tests/reference/mk_geo.py
@@ -20,6 +22,28 @@ gen "$G" --tasks 5 --dtype f32 --preset tiny --seed 52 --delta-scale 0.2 --jobs 
 gen "$Z" --tasks 5 --dtype bf16 --params 300K --seed 53 --delta-scale 0.002 --jobs 2
 gen "$I" --tasks 3 --dtype f32 --preset tiny --seed 54 --identical-task 1 --jobs 2
 X=(--cmp "--max-mismatch 1e-5 --no-kept")
+# N-dimensional tensors for the per-row forms: 3-D and 4-D (rows along the last dimension,
+# columns along the first), one row, rows of one element, rows longer than a tile, a zero task
+# vector (task3's model.b.weight)
+N=$TMP/nd
+"$PY" - "$N" "$PCBM_ROOT/tests/reference" <<'PYEOF' || fail "the N-d family"
+import os, sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from pcb_ref import write_model
+shapes = [("model.a.weight", (5, 7, 300)), ("model.b.weight", (1, 2000)),
+          ("model.c.weight", (2000, 1)), ("model.d.bias", (3000,)),
+          ("model.e.weight", (3, 4, 5, 60)), ("model.f.weight", (130, 1500))]
+rng = np.random.default_rng(7)
+base = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes}
+for m in range(4):
+    ts = []
+    for n, s in shapes:
+        v = base[n] if m == 0 or (m == 3 and n == "model.b.weight") else \
+            (base[n] + 0.05 * rng.standard_normal(s)).astype(np.float32)
+        ts.append((n, "F32", s, np.ascontiguousarray(v).tobytes()))
+    write_model(os.path.join(sys.argv[1], "base" if m == 0 else "task%d" % m), ts)
+PYEOF
 
 # ---- against the reference ----------------------------------------------------------------------
 ref_case slerp-t0.3          "$F" 1 "${X[@]}" --method slerp --t 0.3
@@ -33,10 +57,25 @@ ref_case nuslerp-w-sum0      "$G" 2 "${X[@]}" --method nuslerp --weights 1,-1   
 ref_case nuslerp-identical   "$I" 2 "${X[@]}" --method nuslerp --weights 3,1    # τ_1 = 0
 ref_case nuslerp-nobase-t0.4 "$F" 1 "${X[@]}" --method nuslerp --t 0.4
 ref_case nuslerp-row-wise    "$F" 2 "${X[@]}" --method nuslerp --weights 2,1 --nuslerp-row-wise
+# nuslerp_flatten false: one interpolation per row (last dimension) or, row_wise, per column
+ref_case nuslerp-rows        "$F" 2 "${X[@]}" --method nuslerp --weights 1,2 --nuslerp-no-flatten
+ref_case nuslerp-cols        "$F" 2 "${X[@]}" --method nuslerp --weights 2,1 --nuslerp-no-flatten --nuslerp-row-wise
+ref_case nuslerp-rows-far    "$G" 2 "${X[@]}" --method nuslerp --weights 3,1 --nuslerp-no-flatten
+ref_case nuslerp-rows-ident  "$I" 2 "${X[@]}" --method nuslerp --weights 3,1 --nuslerp-no-flatten
+ref_case nuslerp-cols-ident  "$I" 2 "${X[@]}" --method nuslerp --weights 1,1 --nuslerp-no-flatten --nuslerp-row-wise
+ref_case nuslerp-rows-nobase "$F" 1 "${X[@]}" --method nuslerp --t 0.4 --nuslerp-no-flatten
+ref_case nuslerp-cols-nobase "$G" 1 "${X[@]}" --method nuslerp --t 0.7 --nuslerp-no-flatten --nuslerp-row-wise
+ref_case nuslerp-rows-nd      "$N" 2 "${X[@]}" --method nuslerp --weights 1,2 --nuslerp-no-flatten --threads 2 --mem 64M
+ref_case nuslerp-cols-nd      "$N" 2 "${X[@]}" --method nuslerp --weights 1,2 --nuslerp-no-flatten --nuslerp-row-wise --threads 2
 ref_case model-stock-n2      "$F" 2 "${X[@]}" --method model_stock
 ref_case model-stock-n3      "$F" 3 "${X[@]}" --method model_stock
 ref_case model-stock-n5      "$G" 5 "${X[@]}" --method model_stock
 ref_case model-stock-ident   "$I" 3 "${X[@]}" --method model_stock
+ref_case model-stock-fw-n2   "$F" 2 "${X[@]}" --method model_stock --filter-wise
+ref_case model-stock-fw-n3   "$F" 3 "${X[@]}" --method model_stock --filter-wise
+ref_case model-stock-fw-n5   "$G" 5 "${X[@]}" --method model_stock --filter-wise
+ref_case model-stock-fw-id   "$I" 3 "${X[@]}" --method model_stock --filter-wise
+ref_case model-stock-fw-nd   "$N" 3 "${X[@]}" --method model_stock --filter-wise --threads 2 --mem 64M
 ref_case sce-all-n3          "$F" 3 "${X[@]}" --method sce
 ref_case sce-k0.5-n3         "$F" 3 "${X[@]}" --method sce --select-topk 0.5
 ref_case sce-k0.1-n5         "$G" 5 "${X[@]}" --method sce --select-topk 0.1
@@ -47,19 +86,26 @@ ref_case sce-one-task        "$F" 1 "${X[@]}" --method sce --select-topk 0.5
 ref_case sce-ident-k0.5      "$I" 3 "${X[@]}" --method sce --select-topk 0.5
 
 # ---- the same bytes for any threads, budget, I/O backend, split ---------------------------------
-declare -A TASKS=([slerp]=1 [nuslerp]=2 [model_stock]=3 [sce]=5)
-declare -A OPTS=([slerp]="--t 0.35" [nuslerp]="--weights 1,3" [model_stock]="" [sce]="--select-topk 0.3")
-one() { # OUT FAMILY METHOD RUN_OPTIONS...
+# a form: its method (METH, the form's name when absent), task models and options
+declare -A TASKS=([slerp]=1 [nuslerp]=2 [model_stock]=3 [sce]=5 [nuslerp-rows]=2 [nuslerp-cols]=2
+                  [model_stock-fw]=3)
+declare -A OPTS=([slerp]="--t 0.35" [nuslerp]="--weights 1,3" [model_stock]="" [sce]="--select-topk 0.3"
+                 [nuslerp-rows]="--weights 1,3 --nuslerp-no-flatten"
+                 [nuslerp-cols]="--weights 1,3 --nuslerp-no-flatten --nuslerp-row-wise"
+                 [model_stock-fw]="--filter-wise")
+declare -A METH=([nuslerp-rows]=nuslerp [nuslerp-cols]=nuslerp [model_stock-fw]=model_stock)
+FORMS="slerp nuslerp nuslerp-rows nuslerp-cols model_stock model_stock-fw sce"
+one() { # OUT FAMILY FORM RUN_OPTIONS...
     local out=$1 fam=$2 m=$3
     shift 3
     # shellcheck disable=SC2086
-    "$P" merge --quiet --base "$fam/base" --out "$out" --method $m ${OPTS[$m]} "$@" \
+    "$P" merge --quiet --base "$fam/base" --out "$out" --method ${METH[$m]:-$m} ${OPTS[$m]} "$@" \
         $(task_dirs "$fam" ${TASKS[$m]})
 }
 split3() { # OUT FAMILY METHOD
     local out=$1 fam=$2 m=$3 i r rounds
     # shellcheck disable=SC2086
-    "$P" plan --quiet --shard-size 100KB --base "$fam/base" --out "$out" --parts 3 --method $m \
+    "$P" plan --quiet --shard-size 100KB --base "$fam/base" --out "$out" --parts 3 --method ${METH[$m]:-$m} \
         ${OPTS[$m]} $(task_dirs "$fam" ${TASKS[$m]}) || return 1
     rounds=$("$P" status --plan "$out" --get rounds_max) || return 1
     for ((r = 0; r <= rounds; r++)); do
@@ -74,7 +120,7 @@ same() { # NAME A B
     local why
     if why=$(same_outputs "$2" "$3" merge_stats.json.zst); then case_pass "$1"; else case_fail "$1" "$why"; fi
 }
-for m in slerp nuslerp model_stock sce; do
+for m in $FORMS; do
     fam=$G
     [ $m = sce ] && fam=$Z
     d=$TMP/det-$m
@@ -99,7 +145,7 @@ for m in slerp nuslerp model_stock sce; do
 done
 
 # ---- SIGKILL mid-statistics and mid-apply, then --resume: the same bytes -----------------------
-for m in slerp nuslerp model_stock sce; do
+for m in $FORMS; do
     fam=$G
     [ $m = sce ] && fam=$Z
     for pt in stats:3 apply:3; do
@@ -134,9 +180,10 @@ usage "slerp: --scope global"   "per tensor"            --method slerp --t 0.5 -
 usage "nuslerp: three tasks"    "exactly two"           --method nuslerp $(task_dirs $F 3)
 usage "nuslerp: t with two"     "--weights W1,W2"       --method nuslerp --t 0.5 $F/task1 $F/task2
 usage "nuslerp: one, no t"      "needs --t"             --method nuslerp $F/task1
-usage "nuslerp: no flatten"     "not supported yet"     --method nuslerp --nuslerp-no-flatten $F/task1 $F/task2
 usage "model_stock: one task"   "at least two"          --method model_stock $F/task1
-usage "model_stock: filter"     "not supported yet"     --method model_stock --filter-wise $F/task1 $F/task2
+usage "model_stock: filter, 1"  "at least two"          --method model_stock --filter-wise $F/task1
+usage "slerp: --filter-wise"    "does not apply"        --method slerp --t 0.5 --filter-wise $F/task1
+usage "model_stock: no-flatten" "does not apply"        --method model_stock --nuslerp-no-flatten $F/task1 $F/task2
 usage "model_stock: --t"        "does not apply"        --method model_stock --t 0.2 $F/task1 $F/task2
 usage "sce: --density"          "does not apply|density" --method sce --densities 0.5,0.5 $F/task1 $F/task2
 usage "ties: --select-topk"     "does not apply"        --method ties --select-topk 0.5 $F/task1 $F/task2
@@ -152,11 +199,11 @@ else
     echo "big family: $in_bytes bytes in base + task1 ($((in_bytes >> 26))x --mem 64M)"
     [ "$in_bytes" -ge $((8 << 26)) ] || fail "the family is smaller than 8x --mem"
     LIMIT=$(((64 + 48) << 20))
-    for m in slerp nuslerp model_stock sce; do
+    for m in $FORMS; do
         t=$SECONDS
         # shellcheck disable=SC2046
         "$PCBM_TOOLS/peak-rss" --limit $LIMIT --output "$TMP/$m.rss" -- "$P" merge --quiet \
-            --base "$M/base" --out "$TMP/big-$m" --threads 2 --mem 64M --method $m ${OPTS[$m]} \
+            --base "$M/base" --out "$TMP/big-$m" --threads 2 --mem 64M --method ${METH[$m]:-$m} ${OPTS[$m]} \
             $(task_dirs "$M" $((TASKS[$m] < 3 ? TASKS[$m] : 3))) >"$TMP/$m.log" 2>&1
         rc=$?
         peak=$(sed -n 's/^peak_rss_bytes //p' "$TMP/$m.rss" 2>/dev/null)

@@ -10,6 +10,10 @@ sce.py, generalized_task_arithmetic.get_mask), with the statistics pcbmerge defi
 - the scalar coefficients (slerp's s0/s1, nuslerp's sin terms, model_stock's t, sce's weights)
   are computed in float64 from those sums and rounded to float32 once;
 - element-wise arithmetic is float32, in mergekit's order of operations;
+- the per-vector forms (nuslerp_flatten false, model_stock filter_wise) take the same exact
+  sums per vector: nuslerp's vectors lie along the last dimension, or along the first with
+  nuslerp_row_wise (mergekit: dim=0 → transpose(0, -1)); model_stock's along the last (a 1-D
+  tensor is one row: unsqueeze(0));
 - sce's variance per element is float64 (mean, then mean of squared deviations; 0 when every
   task value is equal) rounded to float32; the top-k keeps ties in index order (stable sort).
 
@@ -44,10 +48,6 @@ def _dot(a, b):
     return math.fsum((a.astype(np.float64).ravel() * b.astype(np.float64).ravel()).tolist())
 
 
-def _unsupported(what):
-    raise NotImplementedError("%s is not supported (pcbmerge refuses it too)" % what)
-
-
 def slerp(name, base, tasks, tparams, gparams, ctx):
     if len(tasks) != 1:
         raise ValueError("slerp: base plus exactly one model")
@@ -80,29 +80,50 @@ def _nuslerp(t, v0, v1):
     return ((a * v0 + b * v1) / s).astype(F32)
 
 
+def _by_vector(fn, v0, v1, dim0):
+    """mergekit's nuslerp(..., flatten=False): with dim 0 (row_wise) the tensors are transposed
+    (0, -1) first; the vectors are the last dimension's (every other index picks one)."""
+    shape = v0.shape
+    if v0.ndim == 0:
+        return fn(v0.reshape(1), v1.reshape(1)).reshape(shape)
+    if dim0:
+        v0, v1 = np.swapaxes(v0, 0, -1), np.swapaxes(v1, 0, -1)
+    tshape = v0.shape
+    a = np.ascontiguousarray(v0).reshape(-1, tshape[-1])
+    b = np.ascontiguousarray(v1).reshape(-1, tshape[-1])
+    out = np.empty_like(a)
+    for r in range(a.shape[0]):
+        out[r] = fn(a[r], b[r])
+    out = out.reshape(tshape)
+    if dim0:
+        out = np.swapaxes(out, 0, -1)
+    return np.ascontiguousarray(out).reshape(shape)
+
+
+def _nuslerp_form(t, v0, v1, gparams):
+    if gparams.get("nuslerp_flatten", True):
+        return _nuslerp(t, v0, v1)
+    return _by_vector(lambda a, b: _nuslerp(t, a, b), v0, v1,
+                      bool(gparams.get("nuslerp_row_wise", False)))
+
+
 def nuslerp(name, base, tasks, tparams, gparams, ctx):
-    if not gparams.get("nuslerp_flatten", True):
-        _unsupported("nuslerp_flatten false")
     if len(tasks) == 1:                  # mergekit without base_model: the two models themselves
-        return _nuslerp(float(gparams["t"]), base.astype(F32), tasks[0].astype(F32))
+        return _nuslerp_form(float(gparams["t"]), base.astype(F32), tasks[0].astype(F32), gparams)
     if len(tasks) != 2:
         raise ValueError("nuslerp: exactly two models (plus the base)")
     w = [float(tp.get("weight", 1.0)) for tp in tparams]
     t = 0.5 if abs(w[0] + w[1]) < 1e-6 else w[1] / (w[0] + w[1])
     if base is None:                     # a recipe without base_model: the two models themselves
-        return _nuslerp(t, tasks[0].astype(F32), tasks[1].astype(F32))
+        return _nuslerp_form(t, tasks[0].astype(F32), tasks[1].astype(F32), gparams)
     v0 = (tasks[0] - base).astype(F32)
     v1 = (tasks[1] - base).astype(F32)
-    return (base + _nuslerp(t, v0, v1)).astype(F32)
+    return (base + _nuslerp_form(t, v0, v1, gparams)).astype(F32)
 
 
-def model_stock(name, base, tasks, tparams, gparams, ctx):
-    if gparams.get("filter_wise", False):
-        _unsupported("filter_wise")
-    n = len(tasks)
-    if n < 2:
-        raise ValueError("model_stock: base plus at least two models")
-    off = [(x - base).astype(F32) for x in tasks]
+def _stock_t(off):
+    """model_stock's t of the task vectors `off` (one vector each), float32."""
+    n = len(off)
     norm = [math.sqrt(_dot(o, o)) for o in off]
     csum, pairs = 0.0, 0
     for i in range(n):
@@ -111,7 +132,22 @@ def model_stock(name, base, tasks, tparams, gparams, ctx):
             csum += min(max(c, -1.0), 1.0)
             pairs += 1
     c = csum / pairs
-    t = F32((n * c) / (1.0 + (n - 1) * c))
+    return F32((n * c) / (1.0 + (n - 1) * c))
+
+
+def model_stock(name, base, tasks, tparams, gparams, ctx):
+    n = len(tasks)
+    if n < 2:
+        raise ValueError("model_stock: base plus at least two models")
+    off = [(x - base).astype(F32) for x in tasks]
+    if gparams.get("filter_wise", False) and base.ndim >= 1:
+        # one t per row of the last dimension (a 1-D tensor: unsqueeze(0), one row)
+        cols = base.shape[-1]
+        rows = [o.reshape(-1, cols) for o in off]
+        t = np.array([_stock_t([r[k] for r in rows]) for k in range(rows[0].shape[0])], F32)
+        t = t.reshape(base.shape[:-1] + (1,))
+    else:
+        t = _stock_t(off)
     s = tasks[0].astype(F32)
     for x in tasks[1:]:
         s = (s + x).astype(F32)

@@ -165,6 +165,87 @@ static void expect_refusal(const char *text, const char *msg)
         fail_msg("'%s' does not say '%s'", err.msg, msg);
 }
 
+/* pcbm_recipe_scaled (search --config): every task's weight setting times c_i, the slice's and
+ * the recipe's folded into the model's own; the text parses into those settings. */
+static void test_recipe_scaled(void **state)
+{
+    (void)state;
+    pcbm_recipe *r = NULL, *s = NULL;
+    pcbm_error err;
+    const char *text = "merge_method: ties\n"
+                       "base_model: B\n"
+                       "models:\n"
+                       "  - model: B\n"
+                       "  - model: T1\n"
+                       "    parameters: &p\n"
+                       "      weight: [0.2, 1]\n"
+                       "      density: 0.5\n"
+                       "  - model: T2\n"
+                       "    parameters:\n"
+                       "      weight: [{filter: mlp, value: 0.5}]\n"
+                       "  - model: T3\n"
+                       "    parameters: *p\n"
+                       "parameters: {weight: 0.25, normalize: true}\n";
+    const double c[3] = {2.0, 0.1, 3.0};
+    char *out = NULL;
+    assert_int_equal(parse(text, &r, &err), PCBM_OK);
+    assert_true(pcbm_recipe_has_weights(r));
+    assert_int_equal(pcbm_recipe_scaled(r, c, 2, &out, &err), PCBM_ERR_USAGE); /* count */
+    assert_int_equal(pcbm_recipe_scaled(r, c, 3, &out, &err), PCBM_OK);
+    assert_int_equal(parse(out, &s, &err), PCBM_OK);
+    pcbm_merge_opts a, b;
+    pcbm_merge_opts_init(&a);
+    pcbm_merge_opts_init(&b);
+    assert_int_equal(pcbm_recipe_merge_opts(r, &a, &err), PCBM_OK);
+    assert_int_equal(pcbm_recipe_merge_opts(s, &b, &err), PCBM_OK);
+    assert_int_equal(b.ntasks, 3);
+    const char *names[] = {"model.layers.0.mlp.w", "model.layers.3.self_attn.w", "lm_head.weight"};
+    for (unsigned i = 0; i < 3; i++)
+        for (size_t k = 0; k < 3; k++)
+            for (double t = 0; t <= 1.0; t += 0.25) {
+                double x = eval(a.params, (int)i, "weight", names[k], t);
+                double y = eval(b.params, (int)i, "weight", names[k], t);
+                if (!(fabs(y - c[i] * x) <= 1e-15 * fabs(c[i] * x)))
+                    fail_msg("task %u %s t=%g: %.17g, want %.17g", i, names[k], t, y, c[i] * x);
+                double da = eval(a.params, (int)i, "density", names[k], t);
+                double db = eval(b.params, (int)i, "density", names[k], t);
+                assert_true(da == db || (isnan(da) && isnan(db)));
+            }
+    /* the whole merge's weight is every task's own now */
+    assert_false(pcbm_params_eval(b.params, -1, "weight", "x", 0, &(double){0}));
+    assert_true(eval(b.params, -1, "normalize", "x", 0) == 1.0);
+    free(out);
+    pcbm_recipe_free(s);
+    pcbm_recipe_free(r);
+
+    /* pcb: the weight scales λ; a model without one gets c_i */
+    assert_int_equal(parse("merge_method: pcb\nbase_model: B\nmodels:\n  - model: T1\n"
+                           "    parameters: {weight: 0.5}\n  - model: T2\nparameters: "
+                           "{lambda: 0.8}\n", &r, &err), PCBM_OK);
+    assert_int_equal(pcbm_recipe_merge_opts(r, &a, &err), PCBM_OK);
+    assert_true(a.lambdas && a.lambdas[0] == 0.8 * 0.5 && a.lambdas[1] == 0.8);
+    assert_int_equal(pcbm_recipe_scaled(r, c, 2, &out, &err), PCBM_OK);
+    assert_int_equal(parse(out, &s, &err), PCBM_OK);
+    assert_int_equal(pcbm_recipe_merge_opts(s, &b, &err), PCBM_OK);
+    assert_true(b.lambdas[0] == 0.8 * (0.5 * 2.0) && b.lambdas[1] == 0.8 * 0.1);
+    free(out);
+    pcbm_recipe_free(s);
+    pcbm_recipe_free(r);
+
+    /* slerp has no weights; a boolean weight cannot be scaled */
+    assert_int_equal(parse("merge_method: slerp\nbase_model: B\nmodels: [{model: A}]\n"
+                           "parameters: {t: 0.5}\n", &r, &err), PCBM_OK);
+    assert_false(pcbm_recipe_has_weights(r));
+    assert_int_equal(pcbm_recipe_scaled(r, c, 1, &out, &err), PCBM_ERR_USAGE);
+    assert_null(out);
+    pcbm_recipe_free(r);
+    assert_int_equal(parse("merge_method: linear\nmodels: [{model: A, parameters: {weight: true}}, "
+                           "{model: C, parameters: {weight: 1}}]\n", &r, &err), PCBM_OK);
+    assert_int_equal(pcbm_recipe_scaled(r, c, 2, &out, &err), PCBM_ERR_USAGE);
+    assert_non_null(strstr(err.msg, "model A"));
+    pcbm_recipe_free(r);
+}
+
 static void test_recipe(void **state)
 {
     (void)state;
@@ -260,6 +341,7 @@ int main(void)
         cmocka_unit_test(test_layer_t),
         cmocka_unit_test(test_tparam),
         cmocka_unit_test(test_recipe),
+        cmocka_unit_test(test_recipe_scaled),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
