@@ -11,7 +11,8 @@
 #               scope, per-task lambdas), official ties (global, tensor scope), dare_ties and
 #               dare_linear (the same seed), task_arithmetic, linear (weights), mergekit's ties /
 #               dare_ties / dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear (tensor
-#               and global scope), model_stock, sce; and the reference in its old mode ("copy")
+#               and global scope), model_stock (also filter_wise), sce; and the reference in its
+#               old mode ("copy")
 #               must NOT match (the cases tell the two semantics apart).
 #   refusals    nuslerp (two tasks, one lacking) and model_stock with one task left refuse naming
 #               tensor and task, exit 2; --require-all refuses, exit 1, naming tensor, task and
@@ -99,6 +100,7 @@ mk_case della "$MKG" --method della --density 0.6 --epsilon 0.1 --seed 4 $W
 mk_case della-global "$MKG" --method della --density 0.6 --epsilon 0.1 --seed 4 --scope global
 mk_case della_linear "$MKG" --method della_linear --density 0.6 --epsilon 0.1 --seed 4 $W
 mk_case model_stock "$MKO" --method model_stock
+mk_case model_stock-filter-wise "$MKO" --method model_stock --filter-wise
 mk_case sce "$MKO" --method sce --select-topk 0.5
 mk_case sce-all "$MKO" --method sce
 
