@@ -379,10 +379,11 @@ pcbm_status pcbm_vocab_plan_build(pcbm_model *const *models, unsigned n, const c
         snprintf(v->dir, n1, "%s%s", out, STAGE_SUFFIX);
     }
 done:
-    for (unsigned m = 0; m < n; m++) {
-        pcbm_vocab_free(voc[m]);
-        free(voc[m]);
-    }
+    for (unsigned m = 0; m < n; m++)
+        if (voc[m]) {
+            pcbm_vocab_free(voc[m]);
+            free(voc[m]);
+        }
     free(o.model);
     free(o.id);
     free(o.map);

@@ -20,8 +20,9 @@ Written from mergekit's source:
   PermutedEmbeddings.assign_embedding_sources: a token only one model has takes that model's row,
   none: zero, the base has it: the base's row, else the average of the models that have it; each
   model's row where it has the token, else that default.
-The base source keeps the base's rows (pcbmerge; mergekit's len(vocab) is the same when every row
-has a token, as in the tests).
+The base source keeps the base's rows (mergekit's output has len(vocab) rows: the same when every
+row has a token); a row without a token is each model's row at the same position (pcbmerge's rule
+for padding rows), filled by the same defaults where a model has fewer rows.
 """
 import argparse
 import json
@@ -107,21 +108,26 @@ def main():
         s = int(args.source)
         out = dict(toks[s][0])
         rows = max(out.values()) + 1
-    # permutations
+    # permutations; a row of the output without a token (the base's padding rows, kept by the
+    # base source: pcbmerge's, mergekit drops them) is each model's row at the same position
     perm = []
+    untokened = sorted(set(range(rows)) - set(out.values()))
     for i, (vocab, _) in enumerate(toks):
         p = {}
         for tok, new in out.items():
             old = vocab.get(tok, -1)
             p[new] = old if 0 <= old < size[i] else -1
+        for r in untokened:
+            p[r] = r if r < size[i] else -1
         perm.append(p)
+    slots = list(out.values()) + untokened
     os.makedirs(args.out, exist_ok=True)
     aligned = [dict(v) for v in vals]
     for name in names:
         have = [i for i in range(len(dirs)) if name in vals[i]]
         H = vals[0][name].shape[1]
         default = {}
-        for tok, new in out.items():
+        for new in slots:
             present = [i for i in have if perm[i][new] >= 0]
             if len(present) == 1:
                 default[new] = vals[present[0]][name][perm[present[0]][new]]
@@ -136,7 +142,7 @@ def main():
                 default[new] = (acc / np.float32(len(present))).astype(np.float32)
         for i in have:
             e = np.zeros((rows, H), np.float32)
-            for tok, new in out.items():
+            for new in slots:
                 e[new] = vals[i][name][perm[i][new]] if perm[i][new] >= 0 else default[new]
             aligned[i][name] = e
     for i, d in enumerate(dirs):
