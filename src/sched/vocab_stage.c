@@ -584,8 +584,10 @@ pcbm_status pcbm_vocab_stage(const pcbm_vocab_plan *v, pcbm_model *const *models
         if (!v->staged[m])
             continue;
         const pcbm_st_file *sf = &models[m]->files[models[m]->nfiles - 1];
-        char tmp[4200];
-        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", sf->path, (long)getpid());
+        char tmp[4400], host[128] = "host";
+        gethostname(host, sizeof host - 1); /* parts of a split merge on other machines */
+        host[sizeof host - 1] = '\0';
+        snprintf(tmp, sizeof tmp, "%s.tmp.%s.%ld", sf->path, host, (long)getpid());
         int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd < 0) {
             st = pcbm_fail(err, PCBM_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
