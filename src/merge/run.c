@@ -535,6 +535,21 @@ char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, do
         json_object_set_new(r, "recipe_yaml", json_string(o->recipe));
     if (o->chat_template) /* "auto", or the template's text */
         json_object_set_new(r, "chat_template", json_string(o->chat_template));
+    const pcbm_vocab_plan *v = mc->vocab;
+    if (v && v->out_rows && (v->on_spec || v->nstaged)) { /* rows gathered by token */
+        json_t *vj = json_object(), *sm = json_array();
+        json_object_set_new(vj, "source", json_string(v->is_union ? "union"
+                                                      : o->tokenizer_source ? o->tokenizer_source
+                                                      : "base"));
+        json_object_set_new(vj, "rows", json_integer((json_int_t)v->out_rows));
+        json_object_set_new(vj, "tokens_added", json_integer((json_int_t)v->nnew));
+        for (unsigned m = 0; m < v->nmodels; m++)
+            if (v->staged[m])
+                json_array_append_new(sm, json_integer(m));
+        json_object_set_new(vj, "rows_gathered_for_models", sm);
+        json_object_set_new(vj, "staged_bytes", json_integer((json_int_t)v->stage_bytes));
+        json_object_set_new(r, "vocabulary", vj);
+    }
     json_object_set_new(r, "d", json_integer((json_int_t)p->d));
     json_object_set_new(r, "stats", json_string(mc->stats_how[0] ? mc->stats_how : "none"));
     json_object_set_new(r, "tensors_merged", json_integer((json_int_t)p->nmerge));
@@ -1123,6 +1138,7 @@ pcbm_status pcbm_run_setup_ctx(merge_run *r, unsigned threads, pcbm_error *err)
     pcbm_mctx *mc = &r->mc;
     mc->o = o;
     mc->layout = &r->layout;
+    mc->vocab = &r->vocab;
     mc->ntasks = o->ntasks;
     mc->threads = threads;
     mc->per_task_lambdas = o->lambdas != NULL;

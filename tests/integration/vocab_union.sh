@@ -108,6 +108,8 @@ got = {str(i): t for t, i in got.items()}
 assert got == want["tokens"], sorted(set(got.items()) ^ set(want["tokens"].items()))
 cfg = json.load(open(out + "/config.json"))
 assert cfg["vocab_size"] == want["rows"], (cfg["vocab_size"], want["rows"])
+rep = json.load(open(out + "/merge_report.json"))
+assert rep["vocabulary"]["rows"] == want["rows"], rep.get("vocabulary")
 tc = json.load(open(out + "/tokenizer_config.json"))
 dec = {int(k): v["content"] for k, v in tc["added_tokens_decoder"].items()}
 assert dec == {e["id"]: e["content"] for e in tok["added_tokens"]}, dec
