@@ -222,24 +222,32 @@ static bool build_union(pcbm_vocab *const *voc, const uint64_t *rows, unsigned n
 
 /* ---- the plan ---- */
 
-static pcbm_status read_vocabs(pcbm_vocab_plan *v, pcbm_model *const *models, unsigned n,
-                               pcbm_vocab **voc, pcbm_error *err)
+/* Read model m's tokenizer.json into voc[m] (nothing for adapters and models without one). */
+static pcbm_status read_vocab(pcbm_vocab_plan *v, pcbm_model *const *models, unsigned m,
+                              pcbm_vocab **voc, pcbm_error *err)
 {
     char path[4096];
-    for (unsigned m = 0; m < n; m++) {
-        if (models[m]->adapter || !tok_path(models[m], path, sizeof path))
-            continue;
-        if (!(voc[m] = pcbm_calloc(1, sizeof *voc[m])))
-            return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
-        pcbm_status st = pcbm_vocab_read(path, voc[m], err);
-        if (st != PCBM_OK) {
-            free(voc[m]);
-            voc[m] = NULL;
-            return st;
-        }
-        v->vocab_bytes += pcbm_vocab_bytes(voc[m]);
+    if (voc[m] || models[m]->adapter || !tok_path(models[m], path, sizeof path))
+        return PCBM_OK;
+    if (!(voc[m] = pcbm_calloc(1, sizeof *voc[m])))
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    pcbm_status st = pcbm_vocab_read(path, voc[m], err);
+    if (st != PCBM_OK) {
+        free(voc[m]);
+        voc[m] = NULL;
+        return st;
     }
+    v->vocab_bytes += pcbm_vocab_bytes(voc[m]);
     return PCBM_OK;
+}
+
+static void drop_vocab(pcbm_vocab **voc, unsigned m)
+{
+    if (voc[m]) {
+        pcbm_vocab_free(voc[m]);
+        free(voc[m]);
+        voc[m] = NULL;
+    }
 }
 
 /* Model m's row for output row r (NONE: it lacks the token). A model without tokenizer.json has
@@ -302,7 +310,12 @@ pcbm_status pcbm_vocab_plan_build(pcbm_model *const *models, unsigned n, const c
         return PCBM_OK;
     pcbm_vocab *voc[PCBM_MAX_MODELS] = {0};
     outvocab o = {0};
-    if ((st = read_vocabs(v, models, n, voc, err)) != PCBM_OK)
+    /* the union needs every vocabulary at once; otherwise the base's and the source's are held
+     * and each task's is read in turn */
+    for (unsigned m = 0; m < n && st == PCBM_OK; m++)
+        if (v->is_union || m == 0 || (int)m == v->source)
+            st = read_vocab(v, models, m, voc, err);
+    if (st != PCBM_OK)
         goto done;
     /* the output ids */
     if (!v->on_spec || v->is_union) {
@@ -347,6 +360,11 @@ pcbm_status pcbm_vocab_plan_build(pcbm_model *const *models, unsigned n, const c
     for (unsigned m = 0; m < n && v->ntensors; m++) {
         if (models[m]->adapter || !v->rows[m])
             continue;
+        bool own = !voc[m];
+        if ((st = read_vocab(v, models, m, voc, err)) != PCBM_OK)
+            goto done;
+        own = own && voc[m];
+        bool no_tok = !voc[m];
         uint32_t *map = pcbm_malloc(o.n * sizeof *map + 1);
         if (!map) {
             st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
@@ -357,12 +375,16 @@ pcbm_status pcbm_vocab_plan_build(pcbm_model *const *models, unsigned n, const c
             map[r] = row_of(voc, &o, v->rows, m, r);
             identity = identity && map[r] == r;
         }
+        if (own) { /* a task's vocabulary, read for its map only */
+            v->vocab_bytes -= pcbm_vocab_bytes(voc[m]);
+            drop_vocab(voc, m);
+        }
         /* the same rows, or (base) more rows whose first are the output's: read in place */
         if (identity && (v->rows[m] == o.n || (!v->on_spec && v->rows[m] > o.n && m > 0))) {
             free(map);
             continue;
         }
-        if (!voc[m] && m > 0)
+        if (no_tok && m > 0)
             pcbm_warn("task model %u (%s) has no tokenizer.json: its vocabulary is taken to be "
                       "the base's (as mergekit assumes), and its rows are gathered by the base's "
                       "ids", m, models[m]->path);
@@ -380,10 +402,7 @@ pcbm_status pcbm_vocab_plan_build(pcbm_model *const *models, unsigned n, const c
     }
 done:
     for (unsigned m = 0; m < n; m++)
-        if (voc[m]) {
-            pcbm_vocab_free(voc[m]);
-            free(voc[m]);
-        }
+        drop_vocab(voc, m);
     free(o.model);
     free(o.id);
     free(o.map);
