@@ -807,6 +807,9 @@ static char *shape_json(const pcbm_merge_opts *o)
     json_object_update(p, q);
     json_decref(q);
     add_geo(p, o); /* slerp's t, sce's select_topk, ...: the records hold their coefficients */
+    /* the output's vocabulary decides the rows of the token-indexed tensors (absent: base) */
+    if (o->tokenizer_source && strcmp(o->tokenizer_source, "base"))
+        json_object_set_new(p, "tokenizer_source", json_string(o->tokenizer_source));
     char *str = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(p);
     return str;
