@@ -230,6 +230,16 @@ else
     same_or_fail "killed mid-apply and resumed = merge" "$TMP/k-ref" "$K"
 fi
 
+# ---- the statistics file: replayed with the same source, refused with another ------------------
+stats_ok() {
+    "$P" merge --base "$F/base" --out "$TMP/st2" "${U[@]}" --stats "$TMP/d0/merge_stats.json.zst" \
+        $T && same_outputs "$TMP/d0" "$TMP/st2" merge_stats.json.zst README.md pcbmerge.manifest.json
+}
+check stats-replayed-with-the-same-source stats_ok
+expect_fail stats-refused-with-another-source 'tokenizer_source "union" there, \(none\) here' \
+    "$P" merge --base "$F/base" --out "$TMP/st3" --method pcb --density 0.3 \
+    --stats "$TMP/d0/merge_stats.json.zst" $T
+
 # ---- refusals ---------------------------------------------------------------------------------
 expect_fail unknown-model-refused "tokenizer source 'nosuch' is none of the inputs" \
     "$P" merge --base "$F/base" --out "$TMP/r1" --tokenizer-source nosuch --method ties $T
