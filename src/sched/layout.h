@@ -188,6 +188,8 @@ typedef struct pcbm_vocab_plan {
     pcbm_vocab_src *orig;               /* [ntensors][nmodels] */
     char *dir;                          /* OUT.vocab-staging */
     uint64_t vocab_bytes;               /* the tokenizers read while planning */
+    const pcbm_st_tensor *nogather[PCBM_MAX_MODELS]; /* a token-indexed tensor of the model that
+                                           cannot be gathered (FP8), or NULL */
 } pcbm_vocab_plan;
 /* Read the tokenizers, build the output vocabulary for `spec` (NULL or "base", "union", a model
  * path as given or index) and each model's rows; `out` is the output directory as given. */

@@ -86,12 +86,8 @@ static pcbm_status find_tensors(pcbm_vocab_plan *v, pcbm_model *const *models, u
             const pcbm_st_tensor *t = &models[m]->tensors[j];
             if (t->ndim != 2 || t->shape[1] != b->tensors[pcbm_model_find(b, v->names[k])].shape[1])
                 continue; /* the layout refuses it, naming both shapes */
-            if (!float_dt(t->dtype))
-                return pcbm_fail(err, PCBM_ERR_UNSUPPORTED, "%s of %s is %s: rows of tensors "
-                                 "indexed by token are gathered from F32, F16 or BF16 only; "
-                                 "use --tokenizer-source base with the base's vocabulary, or "
-                                 "exclude the embeddings", t->name, models[m]->path,
-                                 pcbm_dtype_name(t->dtype));
+            if (!float_dt(t->dtype) && !v->nogather[m])
+                v->nogather[m] = t; /* refused only if its rows must be gathered */
             v->rows[m] = PCBM_MIN(v->rows[m], t->shape[0]);
         }
         if (v->rows[m] == UINT64_MAX)
@@ -383,6 +379,15 @@ pcbm_status pcbm_vocab_plan_build(pcbm_model *const *models, unsigned n, const c
         if (identity && (v->rows[m] == o.n || (!v->on_spec && v->rows[m] > o.n && m > 0))) {
             free(map);
             continue;
+        }
+        if (v->nogather[m]) {
+            free(map);
+            st = pcbm_fail(err, PCBM_ERR_UNSUPPORTED, "%s of %s is %s: its rows differ from the "
+                           "output vocabulary's, and rows of tensors indexed by token are "
+                           "gathered from F32, F16 or BF16 only; exclude the embeddings "
+                           "(`exclude`) to merge the rest", v->nogather[m]->name,
+                           models[m]->path, pcbm_dtype_name(v->nogather[m]->dtype));
+            goto done;
         }
         if (no_tok && m > 0)
             pcbm_warn("task model %u (%s) has no tokenizer.json: its vocabulary is taken to be "
