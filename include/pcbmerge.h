@@ -350,6 +350,11 @@ typedef struct pcbm_merge_opts {
                                        for every task: breadcrumbs, breadcrumbs_ties */
     const double *epsilons;         /* per-task epsilon (ntasks), each in [0, 1), or NULL =
                                        `epsilon` for every task: della, della_linear */
+    const char *tokenizer_source;   /* mergekit's tokenizer_source: NULL or "base" (the base's
+                                       vocabulary), "union" (the base's, then every model's
+                                       tokens it lacks), or one input (its path as given, or
+                                       "0" for the base, "1".."N" for task models); rows of
+                                       tensors indexed by token are aligned by token */
 } pcbm_merge_opts;
 
 /* ---------------------------------------------------------------------------------------------

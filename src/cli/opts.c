@@ -65,7 +65,8 @@ enum {
     O_SIGMA, O_POPSIZE, O_SEARCH_SEED, O_ON_ERROR, O_SEARCH_FORCE, O_SEARCH_RESUME, O_DRY_RUN,
     O_REQUIRE_ALL, O_TAKE_NONFLOAT, O_DENSITIES, O_NORMALIZE, O_NO_NORMALIZE, O_RESCALE,
     O_NO_RESCALE, O_T, O_SELECT_TOPK, O_NUSLERP_NO_FLATTEN, O_NUSLERP_ROW_WISE, O_FILTER_WISE,
-    O_GAMMA, O_MERGEKIT, O_EPSILON, O_CONFIG, O_CHAT_TEMPLATE, O_GAMMAS, O_EPSILONS, O_COUNT_
+    O_GAMMA, O_MERGEKIT, O_EPSILON, O_CONFIG, O_CHAT_TEMPLATE, O_GAMMAS, O_EPSILONS,
+    O_TOKENIZER_SOURCE, O_COUNT_
 };
 _Static_assert(O_COUNT_ <= 128, "cli_args.given holds one bit per option id");
 
@@ -95,6 +96,9 @@ static const cli_opt table[] = {
     {"chat-template", NULL, "T", O_CHAT_TEMPLATE, M_MERGE, G_MERGE,
      "the output's chat template (mergekit's chat_template): auto (the one\n"
      "most models share), a Jinja file, or the template's text"},
+    {"tokenizer-source", NULL, "S", O_TOKENIZER_SOURCE, M_MERGE, G_MERGE,
+     "the output vocabulary (mergekit's tokenizer_source): base (default),\n"
+     "union, or one input (its path, or 0 = base, 1..N = task models)"},
     {"base", NULL, "DIR", O_BASE, M_MERGE, G_MERGE, "the base model (directory or .safetensors file)"},
     {"out", NULL, "DIR", O_OUT, M_MERGE, G_MERGE, "the output directory (must not exist)"},
     {"method", NULL, "M", O_METHOD, M_MERGE, G_MERGE,
@@ -333,6 +337,7 @@ static int set_merge_value(cli_cmd c, cli_args *a, int id, const char *opt, cons
     case O_BASE: o->base = v; break;
     case O_CONFIG: a->config = v; break;
     case O_CHAT_TEMPLATE: a->chat_template = v; break;
+    case O_TOKENIZER_SOURCE: a->o.tokenizer_source = v; break;
     case O_OUT: o->out = v; break;
     case O_METHOD:
         if ((o->method = pcbm_method_parse(v)) == PCBM_METHOD_COUNT)
@@ -644,7 +649,8 @@ int cli_recipe_conflicts(const cli_args *a, bool recipe_has_dtype, char *buf, si
                               O_WEIGHTS, O_NORMALIZE, O_NO_NORMALIZE, O_RESCALE, O_NO_RESCALE,
                               O_CLAMP, O_SCOPE, O_DTYPE, O_T, O_SELECT_TOPK,
                               O_NUSLERP_NO_FLATTEN, O_NUSLERP_ROW_WISE, O_FILTER_WISE, O_GAMMA,
-                              O_MERGEKIT, O_EPSILON, O_CHAT_TEMPLATE, O_GAMMAS, O_EPSILONS};
+                              O_MERGEKIT, O_EPSILON, O_CHAT_TEMPLATE, O_GAMMAS, O_EPSILONS,
+                              O_TOKENIZER_SOURCE};
     int n = 0;
     size_t u = 0;
     buf[0] = 0;

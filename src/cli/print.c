@@ -185,6 +185,10 @@ char *pcbm_cli_command_line(const pcbm_merge_opts *o)
         put(&c, "--chat-template", false);
         put(&c, o->chat_template, true);
     }
+    if (o->tokenizer_source && strcmp(o->tokenizer_source, "base")) {
+        put(&c, "--tokenizer-source", false);
+        put(&c, o->tokenizer_source, true);
+    }
     if (o->scope != PCBM_SCOPE_AUTO && o->scope != pcbm_method_default_scope(o))
         put(&c, o->scope == PCBM_SCOPE_TENSOR ? "--scope tensor" : "--scope global", false);
     if (o->stats_mode == PCBM_STATS_EXACT)

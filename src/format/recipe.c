@@ -78,6 +78,7 @@ struct pcbm_recipe {
     /* pcb: a model's `weight` scales its λ (λ_i = lambda · weight_i; scalars only) */
     double pcb_w[PCBM_MAX_TASKS], pcb_w_all, pcb_lambdas[PCBM_MAX_TASKS];
     bool have_pcb_w[PCBM_MAX_TASKS], have_pcb_w_all;
+    char *tokenizer_source;     /* base, union or a model as written; NULL: not given */
 };
 
 /* ---- YAML helpers ------------------------------------------------------------------------- */
@@ -523,7 +524,7 @@ static pcbm_status read_doc(rctx *c)
     if (dst != PCBM_OK)
         return dst;
     yaml_node_t *method = NULL, *models = NULL, *slices = NULL, *params = NULL, *dtype = NULL,
-                *out_dtype = NULL, *base = NULL;
+                *out_dtype = NULL, *base = NULL, *tok_src = NULL, *tok_block = NULL;
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
         yaml_node_t *k = node(c, p->key), *v = node(c, p->value);
         const char *ks = scalar(k);
@@ -541,18 +542,34 @@ static pcbm_status read_doc(rctx *c)
                 return bad(c, k, "modules: (per-module merges) are not supported yet: give "
                            "'models:' or one slice");
         } else if (!strcmp(ks, "tokenizer_source")) {
-            const char *s = string(v);
-            if (s && strcmp(s, "base"))
-                return bad(c, v, "tokenizer_source: %s is not supported yet: pcbmerge keeps the "
-                           "base model's tokenizer (tokenizer_source: base, or leave it out)",
-                           !strcmp(s, "union") ? "union (a merged vocabulary)" : s);
-            if (!s && !is_null(v))
-                return bad(c, v, "tokenizer_source is base, union or a model");
+            if (!is_null(v) && !string(v))
+                return bad(c, v, "tokenizer_source is base, union or one of the models");
+            tok_src = is_null(v) ? NULL : v;
         } else if (!strcmp(ks, "tokenizer")) {
-            if (!is_null(v) && !(v->type == YAML_MAPPING_NODE &&
-                                 v->data.mapping.pairs.top == v->data.mapping.pairs.start))
-                return bad(c, k, "tokenizer: (a merged tokenizer configuration) is not supported "
-                           "yet: pcbmerge keeps the base model's tokenizer");
+            /* mergekit's TokenizerConfig: source (default union), tokens, pad_to_multiple_of */
+            if (is_null(v))
+                continue;
+            if (v->type != YAML_MAPPING_NODE)
+                return bad(c, v, "tokenizer is a mapping (source, tokens, pad_to_multiple_of)");
+            tok_block = v;
+            for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top;
+                 q++) {
+                yaml_node_t *tk = node(c, q->key), *tv = node(c, q->value);
+                const char *ts = scalar(tk);
+                if (ts && !strcmp(ts, "source")) {
+                    if (!string(tv))
+                        return bad(c, tv, "tokenizer.source is base, union or one of the models");
+                    tok_src = tv;
+                } else if (ts && (!strcmp(ts, "tokens") || !strcmp(ts, "pad_to_multiple_of"))) {
+                    if (!is_null(tv))
+                        return bad(c, tk, "tokenizer.%s is not supported yet (pcbmerge gives "
+                                   "every token mergekit's default embedding and pads nothing)",
+                                   ts);
+                } else {
+                    return bad(c, tk, "unknown key '%s' in tokenizer (mergekit's: source, "
+                               "tokens, pad_to_multiple_of)", ts ? ts : "?");
+                }
+            }
         } else if (!strcmp(ks, "chat_template")) {
             if (!is_null(v)) {
                 pcbm_error ce;
@@ -648,6 +665,18 @@ static pcbm_status read_doc(rctx *c)
                    "base_model out", r->mm->name, r->base_model);
     if (r->ntasks == 0)
         return bad(c, root, "no model to merge besides the base");
+    /* the output's vocabulary: mergekit's tokenizer.source defaults to union */
+    const char *ts = tok_src ? string(tok_src) : tok_block ? "union" : NULL;
+    if (ts && strcmp(ts, "base") && strcmp(ts, "union")) {
+        bool known = r->base_model && !strcmp(ts, r->base_model);
+        for (unsigned i = 0; i < r->nmodels && !known; i++)
+            known = !strcmp(ts, r->models[i]);
+        if (!known)
+            return bad(c, tok_src, "tokenizer source '%s' is none of the recipe's models: give "
+                       "base, union, or a model exactly as the recipe names it", ts);
+    }
+    if (ts && !(r->tokenizer_source = pcbm_strdup(ts)))
+        return pcbm_fail(c->err, PCBM_ERR_NOMEM, "out of memory");
     /* mergekit's nuslerp: exactly two models, plus an optional base_model that is not one of
      * them (without base_model pcbmerge lays the output out on the first model and interpolates
      * the two models themselves) */
@@ -723,6 +752,7 @@ void pcbm_recipe_free(pcbm_recipe *r)
     free(r->models);
     free(r->base_model);
     free(r->chat_template);
+    free(r->tokenizer_source);
     pcbm_params_free(r->params);
     free(r->text);
     free(r->name);
@@ -836,6 +866,7 @@ pcbm_status pcbm_recipe_merge_opts(const pcbm_recipe *r, pcbm_merge_opts *o, pcb
     o->params = r->params;
     o->recipe = r->text;
     o->chat_template = r->chat_template;
+    o->tokenizer_source = r->tokenizer_source;
     o->semantics = PCBM_SEMANTICS_MERGEKIT;
     o->scope = r->scope;
     o->out_dtype = r->out_dtype;

@@ -56,6 +56,9 @@ struct pcbm_model {
     uint64_t identity;     /* xxh3-64 over every file's header hash and size: the model's identity */
     bool is_dir;           /* opened as a model directory (side files live in dir) */
     pcbm_adapter *adapter; /* a PEFT LoRA adapter folder (its tensors are the adapter's), or NULL */
+    unsigned nstaged;      /* the last nstaged files are pcbmerge's own work files (rows of
+                              tensors indexed by token gathered to the output's vocabulary,
+                              sched/vocab_stage.c), not the model's: no identity, no stat check */
 };
 
 /*
@@ -132,6 +135,13 @@ pcbm_status pcbm_chat_template_check(const char *spec, pcbm_error *err);
 pcbm_status pcbm_chat_template_apply(const char *spec, const char *const *dirs, unsigned n,
                                      const char *out_dir, char *how, size_t howlen,
                                      pcbm_error *err);
+/* The output's tokenizer from another model (mergekit's tokenizer_source: MODEL): the tokenizer
+ * files of out_dir (tokenizer.json, tokenizer_config.json, special_tokens_map.json,
+ * tokenizer.model, vocab.json, merges.txt, added_tokens.json) are removed and src_dir's copied. */
+pcbm_status pcbm_copy_tokenizer_files(const char *src_dir, const char *out_dir, pcbm_error *err);
+/* "vocab_size" of out_dir's config.json (top level, and nested configurations that have it) is
+ * set to rows; nothing is done without a config.json. */
+pcbm_status pcbm_config_set_vocab(const char *out_dir, uint64_t rows, pcbm_error *err);
 /* Name of side file i (0, 1, ...), NULL past the last: the files pcbm_copy_side_files may copy. */
 const char *pcbm_side_file_name(size_t i);
 

@@ -226,3 +226,52 @@ pcbm_status pcbm_config_update(const char *out_dir, pcbm_dtype dt, bool untied, 
     free(path);
     return st;
 }
+
+/* The files that make a tokenizer (a subset of side_files). */
+static const char *const tokenizer_files[] = {
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+    "vocab.json",     "merges.txt",            "added_tokens.json",
+};
+
+pcbm_status pcbm_copy_tokenizer_files(const char *src_dir, const char *out_dir, pcbm_error *err)
+{
+    char *buf = pcbm_malloc(COPY_CHUNK);
+    if (!buf)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory copying tokenizer files");
+    pcbm_status st = PCBM_OK;
+    for (size_t i = 0; i < sizeof tokenizer_files / sizeof tokenizer_files[0] && !st; i++) {
+        char *src = join(src_dir, tokenizer_files[i]), *dst = join(out_dir, tokenizer_files[i]);
+        struct stat sb;
+        if (!src || !dst)
+            st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory copying tokenizer files");
+        else {
+            if (lstat(dst, &sb) == 0 && S_ISREG(sb.st_mode))
+                unlink(dst); /* the base's copy: the source's files replace them all */
+            if (stat(src, &sb) == 0 && S_ISREG(sb.st_mode))
+                st = copy_file(src, dst, buf, err);
+        }
+        free(src);
+        free(dst);
+    }
+    free(buf);
+    return st;
+}
+
+pcbm_status pcbm_config_set_vocab(const char *out_dir, uint64_t rows, pcbm_error *err)
+{
+    char *path = join(out_dir, "config.json");
+    if (!path)
+        return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
+    json_error_t je;
+    json_t *cfg = json_load_file(path, JSON_DECODE_ANY, &je);
+    pcbm_status st = PCBM_OK;
+    if (cfg && json_is_object(cfg)) {
+        json_t *v = json_integer((json_int_t)rows);
+        set_key(cfg, "vocab_size", v);
+        json_decref(v);
+        st = pcbm_write_json_file(path, cfg, err);
+    }
+    json_decref(cfg);
+    free(path);
+    return st;
+}

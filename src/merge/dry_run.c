@@ -65,6 +65,16 @@ static void say_tensors(const merge_run *r)
                           "base-vocabulary", l->rows_how[m] == PCBM_ROWS_BY_TOKEN ? "token"
                           : "position");
     }
+    const pcbm_vocab_plan *v = &r->vocab;
+    if (v->out_rows && (v->on_spec || v->nstaged)) {
+        char b[32];
+        pcbm_info("vocabulary: %s of %llu tokens; rows gathered for %u model(s): %s of float32 "
+                  "rows would be staged in %s (written before the passes, read as the models' "
+                  "embeddings, removed once the output is published)",
+                  v->is_union ? "union" : v->source ? "the source model's" : "the base's",
+                  (unsigned long long)v->out_rows, v->nstaged,
+                  pcbm_fmt_bytes(v->stage_bytes, b, sizeof b), v->dir ? v->dir : "-");
+    }
     if (!l->ndequant)
         return;
     pcbm_info("  dequantized: %zu FP8 tensor(s) with block scales%s (scale tensors are not "

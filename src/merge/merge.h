@@ -48,6 +48,7 @@ struct pcbm_mctx {
     /* what methods read */
     const pcbm_merge_opts *o;
     pcbm_layout *layout;
+    const pcbm_vocab_plan *vocab;   /* the output's vocabulary (report), or NULL */
     unsigned ntasks, threads;
     float lam[PCBM_MAX_TASKS];
     int per_task_lambdas;

@@ -274,6 +274,8 @@ pcbm_status pcbm_run_check_opts(const pcbm_merge_opts *o, pcbm_error *err)
         st = check_geo(o, err);
     if (st == PCBM_OK)
         st = pcbm_chat_template_check(o->chat_template, err);
+    if (st == PCBM_OK)
+        st = pcbm_vocab_source_check(o->tokenizer_source, err);
     for (unsigned i = 0; st == PCBM_OK && (pcbm_method_for(o)->uses & PCBM_USES_EPSILON) &&
                          i < o->ntasks; i++) {
         double d = pcbm_task_density(o, i), e = pcbm_task_epsilon(o, i);
@@ -385,6 +387,8 @@ static char *params_json(const pcbm_merge_opts *o)
         json_object_set_new(p, "recipe", pcbm_params_json(o->params, o->ntasks));
     if (o->chat_template)
         json_object_set_new(p, "chat_template", json_string(o->chat_template));
+    if (o->tokenizer_source && strcmp(o->tokenizer_source, "base"))
+        json_object_set_new(p, "tokenizer_source", json_string(o->tokenizer_source));
     char *s = json_dumps(p, JSON_COMPACT);
     json_decref(p);
     return s;
@@ -543,6 +547,21 @@ char *pcbm_run_report_json(const pcbm_mctx *mc, const pcbm_engine_report *er, do
         json_object_set_new(r, "recipe_yaml", json_string(o->recipe));
     if (o->chat_template) /* "auto", or the template's text */
         json_object_set_new(r, "chat_template", json_string(o->chat_template));
+    const pcbm_vocab_plan *v = mc->vocab;
+    if (v && v->out_rows && (v->on_spec || v->nstaged)) { /* rows gathered by token */
+        json_t *vj = json_object(), *sm = json_array();
+        json_object_set_new(vj, "source", json_string(v->is_union ? "union"
+                                                      : o->tokenizer_source ? o->tokenizer_source
+                                                      : "base"));
+        json_object_set_new(vj, "rows", json_integer((json_int_t)v->out_rows));
+        json_object_set_new(vj, "tokens_added", json_integer((json_int_t)v->nnew));
+        for (unsigned m = 0; m < v->nmodels; m++)
+            if (v->staged[m])
+                json_array_append_new(sm, json_integer(m));
+        json_object_set_new(vj, "rows_gathered_for_models", sm);
+        json_object_set_new(vj, "staged_bytes", json_integer((json_int_t)v->stage_bytes));
+        json_object_set_new(r, "vocabulary", vj);
+    }
     json_object_set_new(r, "d", json_integer((json_int_t)p->d));
     json_object_set_new(r, "stats", json_string(mc->stats_how[0] ? mc->stats_how : "none"));
     json_object_set_new(r, "tensors_merged", json_integer((json_int_t)p->nmerge));
@@ -678,6 +697,8 @@ pcbm_status pcbm_run_write_small_files(const merge_run *r, const pcbm_outdir *od
         (r->o->out_dtype != PCBM_DTYPE_BASE || p->untied_head || p->base_dequantized))
         st = pcbm_config_update(od->partial, r->o->out_dtype, p->untied_head != NULL,
                                 p->base_dequantized, err);
+    if (st == PCBM_OK)
+        st = pcbm_vocab_write_tokenizer(&r->vocab, p->models, od->partial, err);
     if (st == PCBM_OK && r->o->chat_template) {
         const char *dirs[PCBM_MAX_MODELS];
         char how[512];
@@ -733,7 +754,7 @@ static pcbm_status fingerprint(const pcbm_model *m, uint64_t *out, pcbm_error *e
     XXH3_64bits_reset(x);
     XXH3_64bits_update(x, &m->identity, sizeof m->identity);
     pcbm_status st = PCBM_OK;
-    for (unsigned f = 0; f < m->nfiles && st == PCBM_OK; f++) {
+    for (unsigned f = 0; f < m->nfiles - m->nstaged && st == PCBM_OK; f++) {
         const pcbm_st_file *sf = &m->files[f];
         int fd = open(sf->path, O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
@@ -805,6 +826,9 @@ static char *shape_json(const pcbm_merge_opts *o)
     json_object_update(p, q);
     json_decref(q);
     add_geo(p, o); /* slerp's t, sce's select_topk, ...: the records hold their coefficients */
+    /* the output's vocabulary decides the rows of the token-indexed tensors (absent: base) */
+    if (o->tokenizer_source && strcmp(o->tokenizer_source, "base"))
+        json_object_set_new(p, "tokenizer_source", json_string(o->tokenizer_source));
     char *str = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(p);
     return str;
@@ -910,14 +934,14 @@ static pcbm_status stat_inputs(const merge_run *r, uint64_t **ids, size_t *n, pc
 {
     size_t total = 0;
     for (unsigned m = 0; m <= r->o->ntasks; m++)
-        total += r->models[m]->nfiles;
+        total += r->models[m]->nfiles - r->models[m]->nstaged;
     *ids = pcbm_calloc(total + 1, sizeof **ids);
     *n = total;
     if (!*ids)
         return pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory");
     size_t k = 0;
     for (unsigned m = 0; m <= r->o->ntasks; m++)
-        for (unsigned f = 0; f < r->models[m]->nfiles; f++) {
+        for (unsigned f = 0; f < r->models[m]->nfiles - r->models[m]->nstaged; f++) {
             pcbm_status st = stat_id(r->models[m]->files[f].path, &(*ids)[k++], err);
             if (st != PCBM_OK)
                 return st;
@@ -929,9 +953,9 @@ static pcbm_status stat_inputs(const merge_run *r, uint64_t **ids, size_t *n, pc
 static const char *input_file(const merge_run *r, size_t k)
 {
     for (unsigned m = 0; m <= r->o->ntasks; m++) {
-        if (k < r->models[m]->nfiles)
+        if (k < r->models[m]->nfiles - r->models[m]->nstaged)
             return r->models[m]->files[k].path;
-        k -= r->models[m]->nfiles;
+        k -= r->models[m]->nfiles - r->models[m]->nstaged;
     }
     return "?";
 }
@@ -1050,6 +1074,26 @@ pcbm_status pcbm_run_setup_inputs(merge_run *r, pcbm_error *err)
     if (st != PCBM_OK)
         return st;
     r->params = params_json(o);
+    /* the output's vocabulary: rows of token-indexed tensors gathered to it, before the layout
+     * sees their shapes */
+    st = pcbm_vocab_plan_build(r->models, o->ntasks + 1, o->tokenizer_source,
+                               o->out ? o->out : ".", &r->vocab, err);
+    if (st == PCBM_OK)
+        st = pcbm_vocab_plan_apply(&r->vocab, r->models, err);
+    if (st == PCBM_OK && r->vocab.nstaged && !o->dry_run) {
+        double ts = pcbm_now();
+        char b[32];
+        st = pcbm_vocab_stage(&r->vocab, r->models, err);
+        if (st == PCBM_OK)
+            pcbm_info("vocabulary: %u model(s) with rows gathered to the output's %llu tokens, "
+                      "%s staged in %s (%.1f s)", r->vocab.nstaged,
+                      (unsigned long long)r->vocab.out_rows,
+                      pcbm_fmt_bytes(r->vocab.stage_bytes, b, sizeof b), r->vocab.dir,
+                      pcbm_now() - ts);
+    }
+    pcbm_vocab_plan_drop_maps(&r->vocab);
+    if (st != PCBM_OK)
+        return st;
     const char *meta[] = {"pcbmerge_version", PCBM_VERSION_STRING, "merge_method",
                           pcbm_method_name(o->method), "merge_params", r->params};
     pcbm_layout_opts po = {.exclude = o->exclude, .nexclude = o->nexclude,
@@ -1107,7 +1151,8 @@ uint64_t pcbm_run_space_needed(const merge_run *r)
     uint64_t own = 40 * (r->layout.out.total_file_bytes / (1u << 20) + op->nfiles + 16) +
                    128 * nrec * (r->o->ntasks + 1) + 512 * ((uint64_t)r->o->ntasks + op->nfiles) +
                    4 * block;
-    return need + 2 * pcbm_align_up(own, block);
+    /* the staged rows of the embeddings (OUT.vocab-staging, beside OUT) */
+    return need + 2 * pcbm_align_up(own, block) + r->vocab.stage_bytes;
 }
 
 pcbm_status pcbm_run_setup_ctx(merge_run *r, unsigned threads, pcbm_error *err)
@@ -1116,6 +1161,7 @@ pcbm_status pcbm_run_setup_ctx(merge_run *r, unsigned threads, pcbm_error *err)
     pcbm_mctx *mc = &r->mc;
     mc->o = o;
     mc->layout = &r->layout;
+    mc->vocab = &r->vocab;
     mc->ntasks = o->ntasks;
     mc->threads = threads;
     mc->per_task_lambdas = o->lambdas != NULL;
@@ -1369,6 +1415,7 @@ void pcbm_run_teardown(merge_run *r, pcbm_status st)
     pcbm_statset_free(&r->stats_saved);
     pcbm_journal_free(&r->journal);
     free(r->fstat);
+    pcbm_vocab_plan_free(&r->vocab);
 }
 
 /* Append to err's message (the caller's hint on what to do next). */
@@ -1513,6 +1560,10 @@ static pcbm_status merge(const pcbm_merge_opts *o, pcbm_error *err)
     r->o = o;
     pcbm_progress_init(&r->progress, o->on_progress, o->user, t0, 1, 0);
     st = run_merge(r, threads, t0, err);
+    bool kept = r->keep_partial && (st == PCBM_ERR_INTERRUPTED || st == PCBM_ERR_IO ||
+                                    st == PCBM_ERR_NOSPACE);
+    if (r->vocab.nstaged && !o->dry_run && !kept) /* published, or nothing to resume */
+        pcbm_vocab_unstage(o->out);
     pcbm_run_teardown(r, st);
     pcbm_progress_done(&r->progress, st);
     free(r);

@@ -31,6 +31,7 @@ typedef struct merge_run {
     uint64_t *fstat;              /* stat identity of every input file when this run began */
     size_t nfstat;
     pcbm_progress_ctx progress;   /* the call's progress events */
+    pcbm_vocab_plan vocab;        /* the output's vocabulary, staged rows (sched/vocab_stage.c) */
 } merge_run;
 
 bool pcbm_method_has_stats(const pcbm_merge_opts *o);

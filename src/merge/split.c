@@ -54,6 +54,7 @@ typedef struct split_plan {
     pcbm_params *params;        /* a recipe's per-tensor settings, or NULL */
     char *recipe;               /* a recipe's text, or NULL */
     char *chat_template;        /* the output's chat template (pcbm_merge_opts), or NULL */
+    char *tokenizer_source;     /* the output's vocabulary (pcbm_merge_opts), or NULL */
     unsigned parts;
     unsigned *file_lo, *file_hi;
     uint64_t *part_bytes;
@@ -71,6 +72,7 @@ static void plan_free(split_plan *sp)
     pcbm_params_free(sp->params);
     free(sp->recipe);
     free(sp->chat_template);
+    free(sp->tokenizer_source);
     free(sp->base);
     for (unsigned i = 0; sp->tasks && i < sp->o.ntasks; i++)
         free(sp->tasks[i]);
@@ -170,6 +172,8 @@ static json_t *opts_json(const pcbm_merge_opts *o)
         json_object_set_new(j, "recipe", json_string(o->recipe));
     if (o->chat_template)
         json_object_set_new(j, "chat_template", json_string(o->chat_template));
+    if (o->tokenizer_source)
+        json_object_set_new(j, "tokenizer_source", json_string(o->tokenizer_source));
     return j;
 }
 
@@ -292,6 +296,10 @@ static bool opts_from(json_t *j, split_plan *sp)
     if (ct && !(sp->chat_template = pcbm_strdup(ct)))
         return false;
     o->chat_template = sp->chat_template;
+    const char *ts = json_string_value(json_object_get(j, "tokenizer_source"));
+    if (ts && !(sp->tokenizer_source = pcbm_strdup(ts)))
+        return false;
+    o->tokenizer_source = sp->tokenizer_source;
     return true;
 }
 
@@ -1228,8 +1236,10 @@ static pcbm_status phase_finalize(split_plan *sp, merge_run *r, double t0, pcbm_
         st = remove_retired(sp->od.partial, err);
     if (st == PCBM_OK)
         st = pcbm_outdir_publish(&sp->od, err);
-    if (st == PCBM_OK)
+    if (st == PCBM_OK) {
+        pcbm_vocab_unstage(sp->od.final); /* the parts' staged rows, when there were some */
         pcbm_info("wrote %s (%u parts, %u output files)", sp->od.final, sp->parts, op->nfiles);
+    }
     return st;
 }
 
@@ -1261,8 +1271,10 @@ static pcbm_status finish_publish(const char *dir, pcbm_error *err)
     }
     if (st == PCBM_OK)
         st = pcbm_outdir_publish(&od, err);
-    if (st == PCBM_OK)
+    if (st == PCBM_OK) {
+        pcbm_vocab_unstage(od.final);
         pcbm_info("finished publishing %s (verified against its manifest)", od.final);
+    }
     pcbm_outdir_free(&od);
     return st;
 }

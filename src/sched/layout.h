@@ -168,6 +168,58 @@ bool pcbm_vocab_indexed(const char *name);
 pcbm_status pcbm_vocab_check_task(const pcbm_model *base, const pcbm_model *task, unsigned m,
                                   uint64_t base_rows, int *how, pcbm_error *err);
 
+/* vocab_stage.c: the output's vocabulary (mergekit's tokenizer_source) and the rows of tensors
+ * indexed by token gathered to it in staged files (see the file's opening comment). */
+#define PCBM_VOCAB_MAX_TENSORS 8
+typedef struct pcbm_vocab_src {  /* a model's tensor before staging */
+    bool present;
+    unsigned file;
+    uint64_t off, rows, cols;
+    pcbm_dtype dt;
+} pcbm_vocab_src;
+typedef struct pcbm_vocab_plan {
+    unsigned nmodels;
+    bool on_spec;                       /* a source other than base was asked for */
+    bool is_union;
+    int source;                         /* the model whose vocabulary is the output's (not union) */
+    const char *names[PCBM_VOCAB_MAX_TENSORS]; /* the base's token-indexed tensors (borrowed) */
+    unsigned ntensors;
+    uint64_t rows[PCBM_MAX_MODELS];     /* each model's rows (the fewest of its tensors) */
+    uint64_t base_rows, out_rows;       /* out_rows 0: nothing aligned by token */
+    uint64_t first_new, nnew;           /* union: ids first_new.. are tokens the base lacks, */
+    uint16_t *new_model;                /* from this model */
+    uint32_t *new_id;                   /* with this id there */
+    uint32_t *map[PCBM_MAX_MODELS];     /* staged models: output row -> its row (UINT32_MAX:
+                                           it lacks the token; mergekit's default row) */
+    bool staged[PCBM_MAX_MODELS];
+    unsigned nstaged;
+    uint64_t file_bytes[PCBM_MAX_MODELS], stage_bytes;
+    pcbm_vocab_src *orig;               /* [ntensors][nmodels] */
+    char *dir;                          /* OUT.vocab-staging */
+    uint64_t vocab_bytes;               /* the tokenizers read while planning */
+    const pcbm_st_tensor *nogather[PCBM_MAX_MODELS]; /* a token-indexed tensor of the model that
+                                           cannot be gathered (FP8), or NULL */
+} pcbm_vocab_plan;
+/* Read the tokenizers, build the output vocabulary for `spec` (NULL or "base", "union", a model
+ * path as given or index) and each model's rows; `out` is the output directory as given. */
+pcbm_status pcbm_vocab_plan_build(pcbm_model *const *models, unsigned n, const char *spec,
+                                  const char *out, pcbm_vocab_plan *v, pcbm_error *err);
+pcbm_status pcbm_vocab_source_check(const char *spec, pcbm_error *err);
+/* Point the staged models' token-indexed tensors at their staged file (shape out_rows, F32). */
+pcbm_status pcbm_vocab_plan_apply(pcbm_vocab_plan *v, pcbm_model *const *models, pcbm_error *err);
+/* Write the staged files (after pcbm_vocab_plan_apply, before the layout drops tensors). */
+pcbm_status pcbm_vocab_stage(const pcbm_vocab_plan *v, pcbm_model *const *models,
+                             pcbm_error *err);
+/* Bytes the plan holds while staging (maps, tokenizers read). */
+uint64_t pcbm_vocab_plan_bytes(const pcbm_vocab_plan *v);
+void pcbm_vocab_plan_drop_maps(pcbm_vocab_plan *v);
+void pcbm_vocab_plan_free(pcbm_vocab_plan *v);
+/* Remove OUT.vocab-staging (after publication, or a discarded run). */
+void pcbm_vocab_unstage(const char *out);
+/* The output's tokenizer files and config.json vocab_size (after the side files are copied). */
+pcbm_status pcbm_vocab_write_tokenizer(const pcbm_vocab_plan *v, pcbm_model *const *models,
+                                       const char *out_dir, pcbm_error *err);
+
 /* quant.c: FP8 sources. */
 bool pcbm_quant_is_fp8(pcbm_dtype dt);
 /* Model m stores block scales for weight `name`. */

@@ -5,8 +5,10 @@
  * the base's vocabulary (mergekit's tokenizer_source: base): row i of every model must then be
  * the base's token i. With both tokenizer.json files this is checked token by token (the task
  * may only have appended tokens after the base's); without them rows are taken by position, with
- * a warning. A task's extra rows take no part. Reordered vocabularies and tasks with fewer rows
- * than the base are refused (they need rows gathered by token, which the scheduler does not do).
+ * a warning. A task's extra rows take no part. Every other difference of vocabulary (reordered
+ * ids, fewer rows, another --tokenizer-source) is gathered by token before the layout sees the
+ * tensors (vocab_stage.c); what reaches the check here unaligned (FP8 embeddings, which are not
+ * gathered) is refused naming the token.
  */
 #include "layout.h"
 
@@ -91,15 +93,15 @@ pcbm_status pcbm_vocab_check_task(const pcbm_model *base, const pcbm_model *task
             st = pcbm_fail(err, PCBM_ERR_MISMATCH,
                            "task model %u (%s) lacks the base's token '%s' (id %llu): a task "
                            "must keep every token of the base's vocabulary at its id, with new "
-                           "tokens appended after them; tasks with other vocabularies are not "
-                           "aligned yet — exclude the embeddings (`exclude`) to merge the rest",
+                           "tokens appended after them, when its embeddings are not gathered by "
+                           "token (FP8) — exclude the embeddings (`exclude`) to merge the rest",
                            m, task->path, shown, (unsigned long long)id);
         else
             st = pcbm_fail(err, PCBM_ERR_MISMATCH,
                            "task model %u (%s) gives the base's token '%s' the id %ld, the base "
-                           "%llu: reordered vocabularies are not aligned yet (only tokens "
-                           "appended after the base's) — exclude the embeddings (`exclude`) to "
-                           "merge the rest", m, task->path, shown, tid, (unsigned long long)id);
+                           "%llu: reordered vocabularies of embeddings that are not gathered "
+                           "by token (FP8) are not aligned — exclude the embeddings (`exclude`) "
+                           "to merge the rest", m, task->path, shown, tid, (unsigned long long)id);
     }
     pcbm_vocab_free(&vb);
     pcbm_vocab_free(&vt);

@@ -28,6 +28,10 @@
 # that unties the head, an FP8 task) at 10x --mem 16M: pcb, ties and task_arithmetic within
 # 16 MiB + 48 MiB, byte-identical to --mem 1G.
 #
+# A family whose vocabularies differ (tokenizer_source: union; 3 F32 models of 20000+ tokens x
+# 1024, the embeddings 90% of the bytes, 8x --mem 64M): the rows of every model are staged
+# (OUT.vocab-staging) and merged by pcb within 64 MiB + 48 MiB, byte-identical to --mem 1G.
+#
 # Also: --mem 1M is refused before any merging with a message naming the minimum, exit 1 (or 2),
 # and leaves no output directory; the minimum it names is enough (a task_arithmetic merge at that
 # budget succeeds, within its own bound) and 64 KiB less is refused; with --block-size 1M the
@@ -293,4 +297,58 @@ for m in pcb ties task_arithmetic; do
     same_as "quirky-$m-same-bytes" "quirky-$m-16M" "quirky-$m-1G"
     rm -rf "$TMP/quirky-$m-1G"
 done
+
+# ---- differing vocabularies (--tokenizer-source union): staging within the bound ----------------
+F=$TMP/vocab
+"$PY" - "$F" <<'PYEOF2' || fail "cannot generate the vocabulary family"
+import json, os, sys
+import numpy as np
+sys.path.insert(0, os.environ["PCBM_ROOT"] + "/tests/reference")
+from pcb_ref import write_model
+out = sys.argv[1]
+rng = np.random.default_rng(5)
+NV, H, L = 20000, 1024, 4
+def tok(vocab, added):
+    return {"version": "1.0", "added_tokens": [{"id": i, "content": c, "special": True}
+                                                for c, i in added],
+            "model": {"type": "BPE", "vocab": vocab, "merges": []}}
+vocab = {"t%d" % i: i for i in range(NV)}
+added = [("<s>", NV), ("</s>", NV + 1)]
+R = NV + 2
+def emb(rows):
+    return rng.standard_normal((rows, H), dtype=np.float32) * np.float32(0.02)
+base = {"model.embed_tokens.weight": emb(R)}
+for l in range(L):
+    base["model.layers.%d.mlp.weight" % l] = rng.standard_normal((H, 2 * H), dtype=np.float32) * np.float32(0.02)
+base["lm_head.weight"] = emb(R)
+def save(d, vals, t):
+    os.makedirs(d, exist_ok=True)
+    write_model(d, [(n, "F32", v.shape, v.astype("<f4").tobytes()) for n, v in vals.items()])
+    json.dump({"model_type": "llama", "vocab_size": vals["lm_head.weight"].shape[0],
+               "num_hidden_layers": L}, open(d + "/config.json", "w"))
+    json.dump(t, open(d + "/tokenizer.json", "w"))
+save(out + "/base", base, tok(vocab, added))
+for k in (1, 2):
+    vals = {n: v + rng.standard_normal(v.shape, dtype=np.float32) * np.float32(2e-3)
+            for n, v in base.items()}
+    tv, ta = dict(vocab), list(added)
+    extra = 3 if k == 1 else 2
+    for n in ("model.embed_tokens.weight", "lm_head.weight"):
+        vals[n] = np.concatenate([vals[n], emb(extra)])
+    if k == 1:
+        ta += [("<|im_start|>", R), ("<|im_end|>", R + 1)]
+        tv["y_shared"] = R + 2
+    else:
+        tv["x_new"], tv["y_shared"] = R, R + 1
+        tv["t5"], tv["t6"] = 6, 5
+    save("%s/task%d" % (out, k), vals, tok(tv, ta))
+PYEOF2
+TASKS="$F/task1 $F/task2"
+v_bytes=$(du -cb "$F"/*/model.safetensors | tail -n 1 | cut -f1)
+echo "vocabulary family: 3 models, $v_bytes bytes of safetensors ($((v_bytes / MEM_BYTES))x --mem $MEM)"
+[ "$v_bytes" -ge $((8 * MEM_BYTES)) ] || fail "the vocabulary family is smaller than 8x --mem"
+bounded vocab-union-pcb-64M "$LIMIT" --method pcb --tokenizer-source union --mem "$MEM"
+bounded vocab-union-pcb-1G $(((1 << 30) + SLACK)) --method pcb --tokenizer-source union --mem 1G
+same_as vocab-union-pcb-same-bytes vocab-union-pcb-64M vocab-union-pcb-1G
+rm -rf "$TMP/vocab-union-pcb-64M" "$TMP/vocab-union-pcb-1G" "$F"
 finish

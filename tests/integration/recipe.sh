@@ -356,13 +356,15 @@ refuse modules "modules: .*not supported yet" "merge_method: task_arithmetic
 base_model: $F/base
 modules:
   text: {models: [{model: $F/task1}]}"
-refuse tokenizer-union "tokenizer_source: union .*not supported yet" "merge_method: task_arithmetic
+refuse tokenizer-pad "tokenizer.pad_to_multiple_of is not supported yet" "merge_method: task_arithmetic
 base_model: $F/base
-tokenizer_source: union
+tokenizer:
+  source: union
+  pad_to_multiple_of: 64
 $MODELS"
-refuse tokenizer-model "tokenizer_source: $F/task1 is not supported yet" "merge_method: task_arithmetic
+refuse tokenizer-model "tokenizer source '$F/task9' is none of the recipe's models" "merge_method: task_arithmetic
 base_model: $F/base
-tokenizer_source: $F/task1
+tokenizer_source: $F/task9
 $MODELS"
 refuse chat-template-named "chat_template 'chatml' names a template file that ships with mergekit" "merge_method: task_arithmetic
 base_model: $F/base

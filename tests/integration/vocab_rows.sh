@@ -4,8 +4,9 @@
 # more rows than the base's). The output keeps the base's vocabulary: rows are matched by token
 # through both tokenizer.json files (by position, with a warning, without them), the task's extra
 # rows take no part, and the merge equals the NumPy reference's merge of the family with those
-# rows cut off. A reordered vocabulary, or a task with fewer rows, is refused naming the token or
-# the tensor; --exclude of the embeddings merges the rest whatever their shapes.
+# rows cut off. A reordered vocabulary, or a task with fewer rows, has its rows gathered by token
+# (tests/reference/vocab_ref.py, mergekit's tokenizer_source: base; tests/integration/vocab_union.sh
+# for the other sources); --exclude of the embeddings merges the rest whatever their shapes.
 . "$(dirname "$0")/lib.sh"
 need_numpy
 need_bin
@@ -116,11 +117,30 @@ done
 rows_case no-tokenizer-by-position no-tokenizer position --method pcb --density 0.3
 
 m() { local fam=$TMP/$1; shift; "$PCBM_BIN" merge --base "$fam/as-is/base" "$@" "$fam/as-is/task1" "$fam/as-is/task2"; }
-expect_fail reordered-refused \
-    "task model 1 \(.*\) gives the base's token 't5' the id 6, the base 5: reordered vocabularies" \
-    m reordered --out "$TMP/o-re"
-expect_fail fewer-rows-refused "model.embed_tokens.weight: base BF16\[96,64\], .*task1 BF16\[92,64\]" \
-    m fewer --out "$TMP/o-few"
+# gathered_case NAME VARIANT OPTIONS...: rows gathered by token (the base's vocabulary): equal to
+# the reference's merge of the family vocab_ref.py aligns (float32 rows; the output is BF16).
+gathered_case() {
+    local name=$1 variant=$2 fam=$TMP/$2 ok=1
+    shift 2
+    local dir=$TMP/$name
+    CASES=$((CASES + 1))
+    m "$variant" --out "$dir.ours" "$@" >"$dir.log" 2>&1 || ok=0
+    [ $ok = 1 ] && { "$PY" "$PCBM_ROOT/tests/reference/vocab_ref.py" align --source base \
+        --out "$dir.fam" "$fam/as-is/base" "$fam/as-is/task1" "$fam/as-is/task2" >>"$dir.log" 2>&1 || ok=0; }
+    [ $ok = 1 ] && { "$PY" "$REF_PY" merge --base "$dir.fam/base" --out "$dir.ref" --dtype bf16 "$@" \
+        "$dir.fam/task1" "$dir.fam/task2" >>"$dir.log" 2>&1 || ok=0; }
+    [ $ok = 1 ] && { "$PY" "$CMP_PY" "$dir.ours" "$dir.ref" --max-mismatch 1e-5 >>"$dir.log" 2>&1 || ok=0; }
+    [ $ok = 1 ] && [ ! -e "$dir.ours.vocab-staging" ] || ok=0
+    if [ $ok = 1 ]; then
+        echo "ok   $name: $(grep -E '^float elements' "$dir.log" | sed 's/^float elements //')"
+    else
+        echo "FAIL $name"
+        tail -n 12 "$dir.log" | sed 's/^/    /'
+        FAILED+=("$name")
+    fi
+}
+gathered_case reordered-gathered reordered --method ties --density 0.3
+gathered_case fewer-rows-gathered fewer --method pcb --density 0.3
 excluded_ok() {
     m reordered --out "$TMP/o-ex" --exclude 'embed_tokens|lm_head' >/dev/null 2>&1 &&
         m fewer --out "$TMP/o-ex2" --exclude 'embed_tokens|lm_head' >/dev/null 2>&1

@@ -329,7 +329,12 @@ static void test_recipe(void **state)
     expect_refusal("merge_method: linear\nmodels: [{model: A, parameters: {weight: [1, [2]]}}]\n",
                    "a gradient's values are numbers");
     expect_refusal("merge_method: task_arithmetic\nbase_model: B\ntokenizer:\n  source: union\n"
-                   "models: [{model: A, parameters: {weight: 1}}]\n", "tokenizer: (a merged");
+                   "  tokens: {x: {source: A}}\n"
+                   "models: [{model: A, parameters: {weight: 1}}]\n",
+                   "tokenizer.tokens is not supported yet");
+    expect_refusal("merge_method: task_arithmetic\nbase_model: B\ntokenizer_source: C\n"
+                   "models: [{model: A, parameters: {weight: 1}}]\n",
+                   "tokenizer source 'C' is none of the recipe's models");
 }
 
 int main(void)
