@@ -181,6 +181,18 @@ need_plain_rss() {
     fi
 }
 
+# rss_measurable: peak RSS bounds can be checked here (no sanitizer build, peak-rss is built).
+rss_measurable() { ! grep -q "__asan_init" "$PCBM_BIN" 2>/dev/null && [ -x "$PCBM_TOOLS/peak-rss" ]; }
+
+# big_family DIR: the memory cases' family, a base and 3 bf16 tasks of 70M parameters (seed 41),
+# checked to be at least 8x --mem 64M; its safetensors bytes are left in in_bytes.
+big_family() {
+    gen "$1" --preset custom --params 70M --tasks 3 --dtype bf16 --seed 41 --jobs 2
+    in_bytes=$(du -cb "$1"/base/*.safetensors "$1"/task*/*.safetensors | tail -n 1 | cut -f1)
+    [ "$in_bytes" -ge $((8 * (64 << 20))) ] ||
+        fail "the family $1 is smaller than 8x --mem 64M ($in_bytes bytes)"
+}
+
 # same_outputs DIR_A DIR_B [NAME...]: the same file names and every file byte-identical, except
 # merge_report.json (timings) and the NAMEs given. pcbmerge.manifest.json, which lists a hash of
 # every file, is compared without its entries for the files left out. Prints the first difference

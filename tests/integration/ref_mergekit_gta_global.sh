@@ -165,10 +165,8 @@ rm -rf "$FB"
 MEM_BYTES=$((64 << 20))
 LIMIT=$((112 << 20))
 FM=$TMP/big
-gen "$FM" --preset custom --params 70M --tasks 3 --dtype bf16 --seed 41 --jobs 2
+big_family "$FM"
 TM=$(task_dirs "$FM" 3)
-in_bytes=$(du -cb "$FM"/base/*.safetensors "$FM"/task*/*.safetensors | tail -n 1 | cut -f1)
-[ "$in_bytes" -ge $((8 * MEM_BYTES)) ] || fail "the family is smaller than 8x --mem ($in_bytes bytes)"
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 for m in "ties --mergekit --density 0.3 --rescale" "della --density 0.5"; do
     name="mem64M-global-${m%% *}"

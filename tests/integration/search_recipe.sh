@@ -306,13 +306,11 @@ cp "$R/ties.yml" "$R/operands.yml"
 refuse operands "--config takes the models from the recipe" - "$F/task1"
 
 # ---- (f) memory: a search over a family 8x --mem ------------------------------------------------
-if grep -q "__asan_init" "$P" 2>/dev/null || [ ! -x "$PCBM_TOOLS/peak-rss" ]; then
+if ! rss_measurable; then
     echo "skip the memory case: AddressSanitizer build or no peak-rss"
 else
     G=$TMP/big
-    gen "$G" --preset custom --params 70M --tasks 3 --dtype bf16 --seed 41 --jobs 2
-    in_bytes=$(du -cb "$G"/base/*.safetensors "$G"/task*/*.safetensors | tail -n 1 | cut -f1)
-    [ "$in_bytes" -ge $((8 * (64 << 20))) ] || fail "the family is smaller than 8x --mem ($in_bytes bytes)"
+    big_family "$G"
     cat >"$R/big.yml" <<EOF
 merge_method: ties
 base_model: $G/base
