@@ -337,11 +337,12 @@ static pcbm_status read_params(rctx *c, yaml_node_t *m, int task, const char *wh
                 r->pcb_w_all = d, r->have_pcb_w_all = true;
             else if (!strcmp(pname, "weight"))
                 continue;
-            else if (!strcmp(pname, "density"))
+            /* the first level that sets one wins (the slice's before the whole merge's) */
+            else if (!strcmp(pname, "density") && !r->have_density)
                 r->density = d, r->have_density = true;
-            else if (!strcmp(pname, "lambda"))
+            else if (!strcmp(pname, "lambda") && !r->have_lambda)
                 r->lambda = d, r->have_lambda = true;
-            else
+            else if (!strcmp(pname, "clamp_ratio") && !r->have_clamp)
                 r->clamp_ratio = d, r->have_clamp = true;
             continue;
         }
@@ -634,7 +635,7 @@ static pcbm_status read_doc(rctx *c)
         return st;
     r->scope = PCBM_SCOPE_TENSOR;
     if (in_list(r->mm->global, "scope") &&
-        ((st = read_scope(c, slice_params)) != PCBM_OK || (st = read_scope(c, params)) != PCBM_OK))
+        ((st = read_scope(c, params)) != PCBM_OK || (st = read_scope(c, slice_params)) != PCBM_OK))
         return st;
     /* the base and the tasks (mergekit: the base listed among the models is no task) */
     if (!r->base_model && r->mm->needs_base)

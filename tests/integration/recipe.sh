@@ -298,6 +298,39 @@ else
     case_fail "pcb-recipe-scalars" "$(tail -n 4 "$TMP/pcb.log" | tr '\n' ' ')"
 fi
 
+# mergekit looks a whole-merge parameter up in the slice before the recipe's parameters: a pcb
+# recipe whose slice sets density, lambda and scope gives the tensors of the slice's values
+L=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["num_hidden_layers"])' "$F/base/config.json")
+cat >"$R/pcb-slice.yml" <<EOF
+merge_method: pcb
+base_model: $F/base
+slices:
+  - sources:
+      - model: $F/task1
+        layer_range: [0, $L]
+      - model: $F/task2
+        layer_range: [0, $L]
+      - model: $F/task3
+        layer_range: [0, $L]
+    parameters:
+      density: 0.2
+      lambda: 0.8
+      scope: tensor
+parameters:
+  density: 0.6
+  lambda: 0.3
+  clamp_ratio: 0.001
+  scope: global
+dtype: float32
+EOF
+rm -rf "$TMP/pcb-slice.ours"
+if "$P" merge --config "$R/pcb-slice.yml" --out "$TMP/pcb-slice.ours" --quiet >"$TMP/pcb-slice.log" 2>&1 &&
+    same_tensors "$TMP/pcb-slice.ours" "$TMP/pcb.cli"; then
+    case_pass "pcb-recipe-slice-first" "the slice's density, lambda and scope win over the recipe's"
+else
+    case_fail "pcb-recipe-slice-first" "$(tail -n 3 "$TMP/pcb-slice.log" | tr '\n' ' ')"
+fi
+
 # ---- (c) refusals ------------------------------------------------------------------------------
 refuse() { # NAME REGEX RECIPE_TEXT [options]
     local name=$1 re=$2 text=$3 out rc
