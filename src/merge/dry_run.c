@@ -35,9 +35,8 @@ static void say_tensors(const merge_run *r)
         const pcbm_tlayout *t = &l->t[i];
         if (t->kind == PCBM_T_MERGE || listed++ >= LISTED)
             continue;
-        char why[4200];
-        pcbm_run_copy_reason(r, t, why, sizeof why);
-        pcbm_info("  copied: %s (%s: %s)", t->name, pcbm_dtype_name(t->src[0].dt), why);
+        pcbm_info("  copied: %s (%s: %s)", t->name, pcbm_dtype_name(t->src[0].dt),
+                  pcbm_run_copy_reason(t));
     }
     if (listed > LISTED)
         pcbm_info("  ... and %zu more copied tensor(s)", listed - LISTED);

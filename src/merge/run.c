@@ -406,21 +406,13 @@ static json_t *json_num_or_null(double v, bool have)
     return have && isfinite(v) ? json_real(v) : json_null();
 }
 
-void pcbm_run_copy_reason(const merge_run *r, const pcbm_tlayout *t, char *buf, size_t len)
+const char *pcbm_run_copy_reason(const pcbm_tlayout *t)
 {
     switch ((pcbm_copy_why)t->why) {
-    case PCBM_WHY_NOT_FLOAT:
-        snprintf(buf, len, "not a merged dtype");
-        break;
-    case PCBM_WHY_EXCLUDED:
-        snprintf(buf, len, "excluded");
-        break;
-    case PCBM_WHY_MISSING:
-        snprintf(buf, len, "missing from task model %u (%s)%s", t->why_task,
-                 r->o->tasks[t->why_task - 1], t->why_count > 1 ? " and others" : "");
-        break;
-    default:
-        snprintf(buf, len, "merged");
+    case PCBM_WHY_NOT_FLOAT: return "not a merged dtype";
+    case PCBM_WHY_EXCLUDED: return "excluded";
+    case PCBM_WHY_MISSING: return "missing from every task model";
+    default: return "merged";
     }
 }
 
@@ -469,9 +461,7 @@ static void report_copied(json_t *rep, const pcbm_mctx *mc)
         if (t->kind == PCBM_T_MERGE)
             continue;
         n++;
-        const char *why = t->why == PCBM_WHY_NOT_FLOAT ? "not a merged dtype"
-                          : t->why == PCBM_WHY_EXCLUDED ? "excluded" : "missing from a task model";
-        json_t *e = json_pack("{s:s,s:s}", "tensor", t->name, "reason", why);
+        json_t *e = json_pack("{s:s,s:s}", "tensor", t->name, "reason", pcbm_run_copy_reason(t));
         if (t->why == PCBM_WHY_MISSING) {
             json_object_set_new(e, "task", json_integer(t->why_task));
             json_object_set_new(e, "task_path", json_string(tasks[t->why_task - 1]));

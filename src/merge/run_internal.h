@@ -56,8 +56,9 @@ pcbm_status pcbm_run_check_nonfloat(merge_run *r, pcbm_error *err);
 uint64_t pcbm_run_space_needed(const merge_run *r);
 /* dry_run.c: report what the merge of r (inputs set up) would do, expecting `passes` passes. */
 pcbm_status pcbm_run_dry(merge_run *r, unsigned passes, pcbm_error *err);
-/* Why tensor t is copied from the base, as words ("excluded", "missing from task model 2 (PATH)"). */
-void pcbm_run_copy_reason(const merge_run *r, const pcbm_tlayout *t, char *buf, size_t len);
+/* Why tensor t is copied from the base, as words ("excluded", "missing from every task model"):
+ * the dry run's and the report's. */
+const char *pcbm_run_copy_reason(const pcbm_tlayout *t);
 /* Passes a merge usually runs (the progress's "pass k of n"). */
 unsigned pcbm_run_expected_passes(const merge_run *r);
 /* The output's files besides the weights and the statistics: index, side files (config.json

@@ -176,7 +176,7 @@ assert set(part) == {a, b}, rep["partial"]
 assert part[a] == [{"task": 2, "task_path": task}], part[a]
 assert rep["tensors_partial"] == 2 and rep["partial_listed"] == 2, rep
 cop = [e for e in rep["copied"] if e["tensor"] == c]
-assert cop and cop[0]["reason"] == "missing from a task model" and cop[0]["tasks_missing_it"] == 3, cop
+assert cop and cop[0]["reason"] == "missing from every task model" and cop[0]["tasks_missing_it"] == 3, cop
 d = rep["d"]
 ds = [t["d"] for t in rep["tasks"]]
 assert ds[0] == ds[2] == d and ds[1] == d - 128 * 48 - 48 * 48, (d, ds)
