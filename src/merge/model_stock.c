@@ -82,7 +82,7 @@ static uint64_t stock_stats_bytes(const pcbm_merge_opts *o, unsigned threads,
     uint64_t b = ((uint64_t)threads + 1) * nsums_of(o->ntasks) * sizeof(pcbm_xsum);
     if (may_per_row(o)) {
         uint64_t v = pcbm_rowsum_max_vectors(p);
-        b += pcbm_rowsum_bytes(v, nsums_of(o->ntasks), threads) + v * sizeof(float);
+        b += pcbm_rowsum_bytes(v, pcbm_rowsum_max_cols(p), nsums_of(o->ntasks), threads) + v * sizeof(float);
     }
     return b;
 }
@@ -281,7 +281,8 @@ static pcbm_status stock_init(const pcbm_mctx *mc, void **state, pcbm_error *err
     }
     if (may_per_row(mc->o)) {
         uint64_t v = pcbm_rowsum_max_vectors(mc->layout);
-        pcbm_status st = pcbm_rowsum_init(&s->rs, v, s->nsums, mc->threads, "model_stock", err);
+        pcbm_status st = pcbm_rowsum_init(&s->rs, v, pcbm_rowsum_max_cols(mc->layout), s->nsums,
+                                            mc->threads, "model_stock", err);
         if (st == PCBM_OK && !(s->vt = pcbm_calloc(v, sizeof *s->vt))) {
             pcbm_rowsum_free(&s->rs);
             st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory for model_stock per-row t");

@@ -39,21 +39,35 @@ uint64_t pcbm_rowsum_max_vectors(const pcbm_layout *p)
     return m;
 }
 
-uint64_t pcbm_rowsum_bytes(uint64_t vectors, unsigned nsums, unsigned threads)
+uint64_t pcbm_rowsum_max_cols(const pcbm_layout *p)
 {
-    return ((uint64_t)threads + 1) * vectors * nsums * sizeof(pcbm_i128) +
+    uint64_t m = 1;
+    for (size_t t = 0; t < p->nt; t++) {
+        if (p->t[t].kind != PCBM_T_MERGE)
+            continue;
+        uint64_t rows, rowlen, first, cols;
+        view(p, t, &rows, &rowlen, &first, &cols);
+        m = PCBM_MAX(m, cols);
+    }
+    return m;
+}
+
+uint64_t pcbm_rowsum_bytes(uint64_t vectors, uint64_t cols, unsigned nsums, unsigned threads)
+{
+    return (vectors + (uint64_t)threads * cols) * nsums * sizeof(pcbm_i128) +
            (uint64_t)threads * sizeof(float);
 }
 
-pcbm_status pcbm_rowsum_init(pcbm_rowsum *r, uint64_t vectors, unsigned nsums, unsigned threads,
-                             const char *who, pcbm_error *err)
+pcbm_status pcbm_rowsum_init(pcbm_rowsum *r, uint64_t vectors, uint64_t cols, unsigned nsums,
+                             unsigned threads, const char *who, pcbm_error *err)
 {
     memset(r, 0, sizeof *r);
     r->cap = vectors;
+    r->ccap = cols;
     r->nsums = nsums;
     r->threads = threads;
     r->maxloc = pcbm_calloc(threads, sizeof(float));
-    r->loc = pcbm_calloc((size_t)threads * vectors * nsums, sizeof(pcbm_i128));
+    r->loc = pcbm_calloc((size_t)threads * cols * nsums, sizeof(pcbm_i128));
     r->tot = pcbm_calloc((size_t)vectors * nsums, sizeof(pcbm_i128));
     if (!r->maxloc || !r->loc || !r->tot) {
         pcbm_rowsum_free(r);
@@ -131,8 +145,8 @@ void pcbm_rowsum_clear(pcbm_rowsum *r)
 {
     size_t n = (size_t)r->nvec * r->nsums;
     memset(r->tot, 0, n * sizeof(pcbm_i128));
-    for (unsigned w = 0; w < r->threads; w++)
-        memset(r->loc + (size_t)w * r->cap * r->nsums, 0, n * sizeof(pcbm_i128));
+    for (unsigned w = 0; r->by_col && w < r->threads; w++)
+        memset(r->loc + (size_t)w * r->ccap * r->nsums * 2, 0, n * sizeof(pcbm_i128));
 }
 
 /* One product, scaled and truncated: exact up to the truncation (a power-of-two scale), a
@@ -143,16 +157,37 @@ static inline pcbm_i128 fixed(double p, double scale)
     return isfinite(x) ? (pcbm_i128)x : 0;
 }
 
+/* A sum's two words (low, high) as one number, and x added to them (mod 2^128: exact, since no
+ * sum leaves the int128 range). */
+static inline pcbm_i128 words_value(const uint64_t *w)
+{
+    return (pcbm_i128)(((unsigned __int128)w[1] << 64) | w[0]);
+}
+static inline void words_add(uint64_t *w, pcbm_i128 x)
+{
+    uint64_t lo = (uint64_t)x, hi = (uint64_t)((unsigned __int128)x >> 64), old = w[0];
+    w[0] = old + lo;
+    w[1] += hi + (w[0] < old);
+}
+/* The same by several threads at once: the low word's add tells its own carry, and the high
+ * words get every carry, so the total is exact in any interleaving. */
+static inline void words_add_atomic(uint64_t *w, pcbm_i128 x)
+{
+    uint64_t lo = (uint64_t)x, hi = (uint64_t)((unsigned __int128)x >> 64);
+    uint64_t old = __atomic_fetch_add(&w[0], lo, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&w[1], hi + (old + lo < old), __ATOMIC_RELAXED);
+}
+
 void pcbm_rowsum_dot(pcbm_rowsum *r, unsigned worker, unsigned k, uint64_t start,
                      const float *a, const float *b, unsigned n)
 {
-    pcbm_i128 *x = r->loc + (size_t)worker * r->cap * r->nsums;
     unsigned ns = r->nsums;
     double sc = r->scale;
     if (r->by_col) {
+        uint64_t *x = r->loc + (size_t)worker * r->ccap * ns * 2;
         uint64_t c = start % r->cols;
         for (unsigned j = 0; j < n; j++) {
-            x[c * ns + k] += fixed((double)a[j] * (double)b[j], sc);
+            words_add(x + 2 * (c * ns + k), fixed((double)a[j] * (double)b[j], sc));
             if (++c == r->cols)
                 c = 0;
         }
@@ -164,27 +199,28 @@ void pcbm_rowsum_dot(pcbm_rowsum *r, unsigned worker, unsigned k, uint64_t start
         pcbm_i128 s = 0;
         for (unsigned q = 0; q < run; q++)
             s += fixed((double)a[j + q] * (double)b[j + q], sc);
-        x[v * ns + k] += s;
+        words_add_atomic(r->tot + 2 * (v * ns + k), s);
         j += run;
     }
 }
 
-static void combine_i128(void *dst, const void *src, size_t bytes)
+static void combine_words(void *dst, const void *src, size_t bytes)
 {
-    pcbm_i128 *d = dst;
-    const pcbm_i128 *s = src;
-    for (size_t k = 0; k < bytes / sizeof(pcbm_i128); k++)
-        d[k] += s[k];
+    uint64_t *d = dst;
+    const uint64_t *s = src;
+    for (size_t k = 0; k < bytes / sizeof(uint64_t); k += 2)
+        words_add(d + k, words_value(s + k));
 }
 
 pcbm_acc pcbm_rowsum_region(pcbm_rowsum *r)
 {
+    /* rows were added to the totals; columns are in the threads' buffers */
     size_t bytes = (size_t)r->nvec * r->nsums * sizeof(pcbm_i128);
-    return (pcbm_acc){r->tot, bytes, combine_i128, r->loc,
-                      (size_t)r->cap * r->nsums * sizeof(pcbm_i128)};
+    return (pcbm_acc){r->tot, bytes, combine_words, r->by_col ? r->loc : NULL,
+                      (size_t)r->ccap * r->nsums * sizeof(pcbm_i128)};
 }
 
 double pcbm_rowsum_value(const pcbm_rowsum *r, uint64_t v, unsigned k)
 {
-    return ldexp((double)r->tot[v * r->nsums + k], -r->s);
+    return ldexp((double)words_value(r->tot + 2 * (v * r->nsums + k)), -r->s);
 }

@@ -11,7 +11,11 @@
  * integer additions make it the same number in any order. The truncation is a function of the
  * element alone, so the sums are too: what a vector loses is below 2^-124 of len·M², far below
  * float32. Buffers are sized once for the largest merged tensor and come out of the budget
- * (pcbm_rowsum_bytes in the method's stats_bytes).
+ * (pcbm_rowsum_bytes in the method's stats_bytes). A sum is kept as two 64-bit words (low, high):
+ * a row's tile adds its partial sum into the shared totals atomically (the low word, then the
+ * high word plus the carry the low word's add produced: exact, whatever the interleaving), so
+ * rows need no copy per thread; a tile adds to many columns, element by element, so columns
+ * are summed in per-thread buffers sized for the most columns a tensor has, then combined.
  */
 #ifndef PCBM_ROWSUM_H
 #define PCBM_ROWSUM_H
@@ -21,7 +25,8 @@
 typedef __int128 pcbm_i128;
 
 typedef struct pcbm_rowsum {
-    uint64_t cap;               /* vectors the buffers hold (the largest tensor's) */
+    uint64_t cap;               /* vectors the totals hold (the largest tensor's) */
+    uint64_t ccap;              /* columns a thread's buffer holds (the most of any tensor) */
     unsigned nsums, threads;
     /* the current tensor */
     bool by_col;                /* vectors are the columns of the [len, cols] view */
@@ -30,16 +35,19 @@ typedef struct pcbm_rowsum {
     int s;
     float *maxloc;              /* [threads] max |value| */
     float maxtot;
-    pcbm_i128 *loc;             /* [threads][cap * nsums] */
-    pcbm_i128 *tot;             /* [cap * nsums], vector after vector */
+    uint64_t *loc;              /* [threads][ccap * nsums][2]: columns, per thread */
+    uint64_t *tot;              /* [cap * nsums][2] (low, high), vector after vector */
 } pcbm_rowsum;
 
-/* The most vectors a merged tensor of p has (rows or columns, whichever is more). */
+/* The most vectors a merged tensor of p has (rows or columns, whichever is more), and the most
+ * columns. */
 uint64_t pcbm_rowsum_max_vectors(const pcbm_layout *p);
-/* Bytes of the buffers for `vectors` vectors of `nsums` sums and `threads` threads. */
-uint64_t pcbm_rowsum_bytes(uint64_t vectors, unsigned nsums, unsigned threads);
-pcbm_status pcbm_rowsum_init(pcbm_rowsum *r, uint64_t vectors, unsigned nsums, unsigned threads,
-                             const char *who, pcbm_error *err);
+uint64_t pcbm_rowsum_max_cols(const pcbm_layout *p);
+/* Bytes of the buffers for `vectors` vectors (at most `cols` of them columns) of `nsums` sums
+ * and `threads` threads. */
+uint64_t pcbm_rowsum_bytes(uint64_t vectors, uint64_t cols, unsigned nsums, unsigned threads);
+pcbm_status pcbm_rowsum_init(pcbm_rowsum *r, uint64_t vectors, uint64_t cols, unsigned nsums,
+                             unsigned threads, const char *who, pcbm_error *err);
 void pcbm_rowsum_free(pcbm_rowsum *r);
 
 /* Tensor t's vectors: its rows (by_col false) or its columns. */

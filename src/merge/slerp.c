@@ -66,7 +66,7 @@ static uint64_t slerp_stats_bytes(const pcbm_merge_opts *o, unsigned threads,
     uint64_t b = ((uint64_t)threads + 1) * S_NSUMS * sizeof(pcbm_xsum);
     if (may_per_row(o)) {
         uint64_t v = pcbm_rowsum_max_vectors(p);
-        b += pcbm_rowsum_bytes(v, S_NSUMS, threads) + v * sizeof(slerp_coef);
+        b += pcbm_rowsum_bytes(v, pcbm_rowsum_max_cols(p), S_NSUMS, threads) + v * sizeof(slerp_coef);
     }
     return b;
 }
@@ -344,7 +344,8 @@ static pcbm_status slerp_init(const pcbm_mctx *mc, void **state, pcbm_error *err
     s->two_models = s->nuslerp && mc->ntasks == 2 && !strcmp(mc->o->base, mc->o->tasks[0]);
     if (may_per_row(mc->o)) {
         uint64_t v = pcbm_rowsum_max_vectors(mc->layout);
-        pcbm_status st = pcbm_rowsum_init(&s->rs, v, S_NSUMS, mc->threads, "nuslerp", err);
+        pcbm_status st = pcbm_rowsum_init(&s->rs, v, pcbm_rowsum_max_cols(mc->layout), S_NSUMS,
+                                            mc->threads, "nuslerp", err);
         if (st == PCBM_OK && !(s->vk = pcbm_calloc(v, sizeof *s->vk))) {
             pcbm_rowsum_free(&s->rs);
             st = pcbm_fail(err, PCBM_ERR_NOMEM, "out of memory for nuslerp per-row coefficients");

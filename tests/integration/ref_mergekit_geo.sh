@@ -215,5 +215,54 @@ else
         fi
         rm -rf "$TMP/big-$m"
     done
+    # per-row sums of a vocabulary-sized tensor (131072 rows) with 5 task models: the rows' sums
+    # are shared by the threads (one copy, not one per thread), so --mem 64M holds them; the
+    # bytes are those of --mem 1G
+    V=$TMP/vocab
+    "$PY" - "$V" <<'PYEOF' || fail "writing the vocabulary family"
+import json, os, struct, sys
+import numpy as np
+rng = np.random.default_rng(7)
+shapes = {"model.embed_tokens.weight": (131072, 64), "model.layers.0.mlp.up_proj.weight": (256, 64)}
+base = {n: rng.standard_normal(s, dtype=np.float32) for n, s in shapes.items()}
+for m in ["base"] + ["task%d" % i for i in range(1, 6)]:
+    os.makedirs(os.path.join(sys.argv[1], m), exist_ok=True)
+    hdr, blobs, off = {}, [], 0
+    for n, a in base.items():
+        b = (a if m == "base" else a + 0.01 * rng.standard_normal(a.shape, dtype=np.float32)).tobytes()
+        hdr[n] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        off += len(b)
+        blobs.append(b)
+    h = json.dumps(hdr).encode()
+    h += b" " * (-len(h) % 8)
+    with open(os.path.join(sys.argv[1], m, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+    with open(os.path.join(sys.argv[1], m, "config.json"), "w") as f:
+        json.dump({"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 1}, f)
+PYEOF
+    for m in "model_stock --filter-wise" "nuslerp --nuslerp-no-flatten --weights 1,0.5"; do
+        n=${m%% *}
+        nt=5
+        [ "$n" = nuslerp ] && nt=2
+        # shellcheck disable=SC2086
+        "$PCBM_TOOLS/peak-rss" --limit $LIMIT --output "$TMP/vocab-$n.rss" -- "$P" merge --quiet \
+            --base "$V/base" --out "$TMP/vocab-$n-64M" --threads 2 --mem 64M --method $m \
+            $(task_dirs "$V" $nt) >"$TMP/vocab-$n.log" 2>&1
+        rc=$?
+        peak=$(sed -n 's/^peak_rss_bytes //p' "$TMP/vocab-$n.rss" 2>/dev/null)
+        mibs=$(awk -v b="${peak:-0}" 'BEGIN { printf "%.1f MiB", b / 1048576 }')
+        # shellcheck disable=SC2086
+        if [ $rc -ne 0 ]; then
+            case_fail "$n per row, 131072 rows, $nt tasks, --mem 64M" "exit $rc, peak RSS $mibs: $(tail -n 2 "$TMP/vocab-$n.log")"
+        elif ! "$P" merge --quiet --base "$V/base" --out "$TMP/vocab-$n-1G" --threads 1 --mem 1G \
+            --method $m $(task_dirs "$V" $nt) >>"$TMP/vocab-$n.log" 2>&1; then
+            case_fail "$n per row, 131072 rows, $nt tasks, --mem 64M" "--mem 1G failed: $(tail -n 2 "$TMP/vocab-$n.log")"
+        elif why=$(same_outputs "$TMP/vocab-$n-64M" "$TMP/vocab-$n-1G" README.md); then
+            case_pass "$n per row, 131072 rows, $nt tasks, --mem 64M" "peak RSS $mibs <= 112 MiB, the bytes of --mem 1G --threads 1"
+        else
+            case_fail "$n per row, 131072 rows, $nt tasks, --mem 64M" "$why"
+        fi
+        rm -rf "$TMP/vocab-$n-64M" "$TMP/vocab-$n-1G"
+    done
 fi
 finish

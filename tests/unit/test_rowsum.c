@@ -96,9 +96,9 @@ static void check_shape(unsigned ndim, const uint64_t *shape, bool by_col)
         fwd[k] = k, rev[k] = ntiles - 1 - k;
     pcbm_rowsum r1, r3;
     pcbm_error err;
-    uint64_t maxv = pcbm_rowsum_max_vectors(&x.p);
-    assert_int_equal(pcbm_rowsum_init(&r1, maxv, 2, 1, "test", &err), PCBM_OK);
-    assert_int_equal(pcbm_rowsum_init(&r3, maxv, 2, 3, "test", &err), PCBM_OK);
+    uint64_t maxv = pcbm_rowsum_max_vectors(&x.p), maxc = pcbm_rowsum_max_cols(&x.p);
+    assert_int_equal(pcbm_rowsum_init(&r1, maxv, maxc, 2, 1, "test", &err), PCBM_OK);
+    assert_int_equal(pcbm_rowsum_init(&r3, maxv, maxc, 2, 3, "test", &err), PCBM_OK);
     pcbm_rowsum_shape(&r1, &x.p, 0, by_col);
     pcbm_rowsum_shape(&r3, &x.p, 0, by_col);
     for (uint64_t k = 0; k < n; k++) /* the first vector of a is zero (a zero norm) */
@@ -167,7 +167,12 @@ static void test_bytes(void **st)
     one_tensor x;
     make(&x, 2, (const uint64_t[]){10, 4000});
     assert_int_equal(pcbm_rowsum_max_vectors(&x.p), 4000); /* columns outnumber rows */
-    assert_int_equal(pcbm_rowsum_bytes(4000, 3, 2), 3ull * 4000 * 3 * 16 + 2 * 4);
+    assert_int_equal(pcbm_rowsum_max_cols(&x.p), 4000);
+    assert_int_equal(pcbm_rowsum_bytes(4000, 4000, 3, 2), 3ull * 4000 * 3 * 16 + 2 * 4);
+    make(&x, 2, (const uint64_t[]){131072, 64}); /* a vocabulary's rows: one shared copy */
+    assert_int_equal(pcbm_rowsum_max_vectors(&x.p), 131072);
+    assert_int_equal(pcbm_rowsum_max_cols(&x.p), 64);
+    assert_int_equal(pcbm_rowsum_bytes(131072, 64, 3, 2), (131072ull + 2 * 64) * 3 * 16 + 2 * 4);
 }
 
 int main(void)
