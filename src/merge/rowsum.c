@@ -26,30 +26,32 @@ static void view(const pcbm_layout *p, size_t t, uint64_t *rows, uint64_t *rowle
     *colcount = d0 ? n / d0 : 0;
 }
 
-uint64_t pcbm_rowsum_max_vectors(const pcbm_layout *p)
+/* The most vectors (rows or columns) and the most columns of p's merged tensors. */
+static void max_view(const pcbm_layout *p, uint64_t *vectors, uint64_t *colmax)
 {
-    uint64_t m = 1;
+    *vectors = *colmax = 1;
     for (size_t t = 0; t < p->nt; t++) {
         if (p->t[t].kind != PCBM_T_MERGE)
             continue;
         uint64_t rows, rowlen, first, cols;
         view(p, t, &rows, &rowlen, &first, &cols);
-        m = PCBM_MAX(m, PCBM_MAX(rows, cols));
+        *vectors = PCBM_MAX(*vectors, PCBM_MAX(rows, cols));
+        *colmax = PCBM_MAX(*colmax, cols);
     }
-    return m;
+}
+
+uint64_t pcbm_rowsum_max_vectors(const pcbm_layout *p)
+{
+    uint64_t v, c;
+    max_view(p, &v, &c);
+    return v;
 }
 
 uint64_t pcbm_rowsum_max_cols(const pcbm_layout *p)
 {
-    uint64_t m = 1;
-    for (size_t t = 0; t < p->nt; t++) {
-        if (p->t[t].kind != PCBM_T_MERGE)
-            continue;
-        uint64_t rows, rowlen, first, cols;
-        view(p, t, &rows, &rowlen, &first, &cols);
-        m = PCBM_MAX(m, cols);
-    }
-    return m;
+    uint64_t v, c;
+    max_view(p, &v, &c);
+    return c;
 }
 
 uint64_t pcbm_rowsum_bytes(uint64_t vectors, uint64_t cols, unsigned nsums, unsigned threads)
